@@ -1,0 +1,155 @@
+//! What a suite measures, in one shape every suite shares, so the harness can print, store and
+//! compare any figure the same way.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Latency percentiles of one measured cell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Latency {
+    /// Median.
+    pub(crate) p50: Duration,
+    /// 99th percentile.
+    pub(crate) p99: Duration,
+    /// 99.9th percentile.
+    pub(crate) p999: Duration,
+    /// Largest sample.
+    pub(crate) max: Duration,
+}
+
+impl Latency {
+    /// Percentiles of `samples` (sorted in place). `None` when there are no samples.
+    pub(crate) fn from_samples(samples: &mut [Duration]) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let idx = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[idx]
+        };
+        Some(Self {
+            p50: at(0.50),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: samples[samples.len() - 1],
+        })
+    }
+}
+
+/// One figure (a cell of a suite's table).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Measurement {
+    /// What was measured, e.g. `"echo 64 B, 64 in flight"`.
+    pub(crate) scenario: String,
+    /// Which implementation produced it, e.g. `"raw-tcp"` (a baseline) or `"datacake-rpc"`.
+    pub(crate) system: String,
+    /// Operations per second, where the scenario measures throughput.
+    pub(crate) ops_per_sec: Option<f64>,
+    /// Latency percentiles, where the scenario measures latency.
+    pub(crate) latency: Option<Latency>,
+    /// Any other scalar figure with its unit, e.g. `(250.0, "ms")` or `(31.2, "bytes/key")`.
+    pub(crate) value: Option<(f64, &'static str)>,
+    /// This figure divided by the baseline's same figure in the same run (for throughput,
+    /// `ours / baseline`; for latency, the p50 ratio `ours / baseline`).
+    pub(crate) ratio: Option<f64>,
+    /// The goal this figure is held to, in words (e.g. `">= 30M stamps/s"`), if any.
+    pub(crate) target: Option<String>,
+}
+
+impl Measurement {
+    /// A measurement with only its labels set; fill in the figures with the `with_*` methods.
+    pub(crate) fn new(scenario: impl Into<String>, system: impl Into<String>) -> Self {
+        Self {
+            scenario: scenario.into(),
+            system: system.into(),
+            ops_per_sec: None,
+            latency: None,
+            value: None,
+            ratio: None,
+            target: None,
+        }
+    }
+
+    /// Sets the throughput.
+    pub(crate) fn with_ops_per_sec(mut self, ops: f64) -> Self {
+        self.ops_per_sec = Some(ops);
+        self
+    }
+
+    /// Sets the latency percentiles.
+    pub(crate) fn with_latency(mut self, latency: Option<Latency>) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Sets a scalar figure with its unit.
+    pub(crate) fn with_value(mut self, value: f64, unit: &'static str) -> Self {
+        self.value = Some((value, unit));
+        self
+    }
+
+    /// Sets the ratio against the baseline.
+    pub(crate) fn with_ratio(mut self, ratio: f64) -> Self {
+        self.ratio = Some(ratio);
+        self
+    }
+
+    /// Sets the target in words.
+    pub(crate) fn with_target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+}
+
+impl fmt::Display for Measurement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:<44} {:<14}", self.scenario, self.system)?;
+        if let Some(ops) = self.ops_per_sec {
+            write!(f, " {ops:>12.0} ops/s")?;
+        }
+        if let Some(l) = &self.latency {
+            write!(
+                f,
+                " p50 {:>9.1?} p99 {:>9.1?} p99.9 {:>9.1?}",
+                l.p50, l.p99, l.p999
+            )?;
+        }
+        if let Some((v, unit)) = self.value {
+            write!(f, " {v:>12.2} {unit}")?;
+        }
+        if let Some(r) = self.ratio {
+            write!(f, "  ({r:.2}x baseline)")?;
+        }
+        if let Some(t) = &self.target {
+            write!(f, "  [target {t}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// The figures of one suite run.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SuiteReport {
+    /// Suite name, e.g. `"rpc"`.
+    pub(crate) suite: &'static str,
+    /// Every figure, in the order measured.
+    pub(crate) measurements: Vec<Measurement>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_right_samples() {
+        let mut samples: Vec<Duration> = (1..=1000).map(Duration::from_micros).collect();
+        samples.reverse();
+        let l = Latency::from_samples(&mut samples).unwrap();
+        assert_eq!(l.p50, Duration::from_micros(500));
+        assert_eq!(l.p99, Duration::from_micros(990));
+        assert_eq!(l.p999, Duration::from_micros(999));
+        assert_eq!(l.max, Duration::from_micros(1000));
+        assert!(Latency::from_samples(&mut []).is_none());
+    }
+}

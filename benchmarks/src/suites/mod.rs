@@ -1,0 +1,5 @@
+//! The benchmark suites. Each is one file with a `run` entry point returning a
+//! [`SuiteReport`](crate::report::SuiteReport).
+
+pub(crate) mod crdt;
+pub(crate) mod rpc;

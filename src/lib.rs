@@ -1,0 +1,17 @@
+//! # Datacake
+//!
+//! A toolkit for building distributed data systems in Rust. This umbrella crate has no code
+//! of its own: it re-exports the member crates as modules, each behind a feature of the same
+//! name.
+//!
+//! | module | crate | what it gives |
+//! |---|---|---|
+//! | [`crdt`] | `datacake-crdt` | hybrid logical clock timestamps and an OR-set CRDT |
+//! | [`rpc`] | `datacake-rpc` | zero-copy, validated rkyv RPC over HTTP/2 |
+
+#[cfg(feature = "crdt")]
+#[doc(inline)]
+pub use datacake_crdt as crdt;
+#[cfg(feature = "rpc")]
+#[doc(inline)]
+pub use datacake_rpc as rpc;
