@@ -1,8 +1,12 @@
 //! The Datacake benchmark harness: runs each suite in one process and prints every figure
 //! beside its baseline.
 
+mod alloc;
 mod report;
 mod suites;
+
+#[global_allocator]
+static GLOBAL: alloc::CountingAlloc = alloc::CountingAlloc;
 
 fn print(report: &report::SuiteReport) {
     println!("== suite {}", report.suite);

@@ -1,0 +1,316 @@
+//! Property tests: the clock's monotonicity, the set's merge laws, convergence of replicas
+//! under any delivery order, `diff`, purging, and the byte codec.
+
+use std::time::Duration;
+
+use datacake_crdt::{HLCTimestamp, OrSWotSet, StateChanges};
+use proptest::prelude::*;
+
+const SOURCES: usize = 3;
+type Set = OrSWotSet<SOURCES>;
+
+/// One operation as a source delivers it.
+#[derive(Debug, Clone, Copy)]
+struct Op {
+    key: u64,
+    ts: HLCTimestamp,
+    delete: bool,
+    source: usize,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    (
+        0..12u64,
+        1..60u64,
+        0..3u16,
+        0..3u32,
+        prop::bool::weighted(0.3),
+        0..SOURCES,
+    )
+        .prop_map(|(key, millis, counter, node, delete, source)| Op {
+            key,
+            ts: HLCTimestamp::new(millis, counter, node),
+            delete,
+            source,
+        })
+}
+
+/// Operations, each source's in timestamp order (the one ordering the set relies on).
+fn history(max: usize) -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(op(), 0..max).prop_map(|mut ops| {
+        ops.sort_by_key(|o| (o.source, o.ts));
+        ops
+    })
+}
+
+fn apply(set: &mut Set, op: &Op) {
+    let res = if op.delete {
+        set.delete_with_source(op.source, op.key, op.ts)
+    } else {
+        set.insert_with_source(op.source, op.key, op.ts)
+    };
+    assert!(res.is_ok());
+}
+
+fn build(ops: &[Op]) -> Set {
+    let mut set = Set::new();
+    for op in ops {
+        apply(&mut set, op);
+    }
+    set
+}
+
+fn merged(a: &Set, b: &Set) -> Set {
+    let mut m = a.clone();
+    m.merge(b.clone());
+    m
+}
+
+/// Live entries and tombstones, sorted.
+fn entries(set: &Set) -> (StateChanges, StateChanges) {
+    let mut live: StateChanges = set.iter().collect();
+    let mut dead: StateChanges = set.tombstones().collect();
+    live.sort_unstable();
+    dead.sort_unstable();
+    (live, dead)
+}
+
+/// A tiny deterministic generator for delivery schedules (seeded by proptest).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Delivers `ops` to a fresh replica: sources interleaved at random, each in its own order,
+/// with random repeats of already delivered operations. `purge` decides, before each
+/// delivery, whether to purge first (given whether every source has delivered yet).
+fn deliver(ops: &[Op], seed: u64, mut purge: impl FnMut(&mut Rng, bool) -> bool) -> Set {
+    let mut rng = Rng(seed | 1);
+    let mut queues: [Vec<Op>; SOURCES] = Default::default();
+    for op in ops {
+        queues[op.source].push(*op);
+    }
+    let mut next = [0usize; SOURCES];
+    let mut set = Set::new();
+    loop {
+        let pending: Vec<usize> = (0..SOURCES)
+            .filter(|&s| next[s] < queues[s].len())
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        let all_active = (0..SOURCES).all(|s| next[s] > 0 || queues[s].is_empty());
+        if purge(&mut rng, all_active) {
+            set.purge_old_deletes();
+        }
+        let s = pending[rng.below(pending.len())];
+        apply(&mut set, &queues[s][next[s]]);
+        if rng.below(4) == 0 {
+            let again = queues[s][rng.below(next[s] + 1)];
+            apply(&mut set, &again);
+        }
+        next[s] += 1;
+    }
+    set
+}
+
+/// A prefix of each source's stream: the first `1 + cut % n` of its `n` operations. At least
+/// one, so that "every source has delivered" means the same as in the full history (a source
+/// idle until after a purge may replay old history; see `purge_never_resurrects`).
+fn prefix(ops: &[Op], cuts: &[usize]) -> Vec<Op> {
+    (0..SOURCES)
+        .flat_map(|s| {
+            let of_source: Vec<Op> = ops.iter().filter(|o| o.source == s).copied().collect();
+            let keep = 1 + cuts[s] % of_source.len().max(1);
+            of_source.into_iter().take(keep)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn send_is_strictly_monotonic(start in 0..1_000u64, walls in prop::collection::vec(0..2_000u64, 1..200)) {
+        let mut clock = HLCTimestamp::new(start, 0, 1);
+        let mut last = clock;
+        for wall in walls {
+            let next = clock.send_at(wall).unwrap();
+            prop_assert!(next > last);
+            prop_assert!(next.millis() >= wall.min(next.millis()));
+            last = next;
+        }
+    }
+
+    #[test]
+    fn recv_orders_after_both(
+        start in 0..1_000u64,
+        steps in prop::collection::vec((0..2_000u64, 0..1_500u64, any::<u16>(), 0..4u32, any::<bool>()), 1..100),
+    ) {
+        let mut clock = HLCTimestamp::new(start, 0, 0);
+        let mut last = clock;
+        for (wall, remote_millis, counter, node, is_recv) in steps {
+            let remote = HLCTimestamp::new(remote_millis, counter, node);
+            let res = if is_recv {
+                clock.recv_at(&remote, wall, Duration::from_millis(300))
+            } else {
+                clock.send_at(wall)
+            };
+            match res {
+                Ok(next) => {
+                    prop_assert!(next > last);
+                    if is_recv {
+                        prop_assert!(next.pack() > remote.pack());
+                        prop_assert!(next.millis() >= wall);
+                    }
+                    last = next;
+                }
+                Err(_) => prop_assert_eq!(clock, last, "a refused step leaves the clock"),
+            }
+        }
+    }
+
+    #[test]
+    fn packed_and_text_forms_round_trip(millis in 0..=datacake_crdt::MAX_MILLIS, counter: u16, node: u32) {
+        let t = HLCTimestamp::new(millis, counter, node);
+        prop_assert_eq!(HLCTimestamp::from_packed(t.pack(), node), t);
+        prop_assert_eq!(HLCTimestamp::from_u128(t.as_u128()), Ok(t));
+        prop_assert_eq!(t.to_string().parse::<HLCTimestamp>(), Ok(t));
+    }
+
+    #[test]
+    fn parsing_any_string_never_panics(s in "\\PC{0,40}") {
+        let _ = s.parse::<HLCTimestamp>();
+    }
+
+    #[test]
+    fn merge_is_commutative_associative_and_idempotent(
+        a in history(40), b in history(40), c in history(40),
+    ) {
+        let (a, b, c) = (build(&a), build(&b), build(&c));
+        prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+        prop_assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
+        prop_assert_eq!(merged(&a, &a), a.clone());
+        let ab = merged(&a, &b);
+        prop_assert_eq!(merged(&ab, &b), ab.clone());
+    }
+
+    #[test]
+    fn merge_of_purged_replicas_of_one_history_commutes(ops in history(60), seeds in (any::<u64>(), any::<u64>())) {
+        // Two replicas of the same operations, purging at random once all sources are active.
+        let a = deliver(&ops, seeds.0, |rng, active| active && rng.below(3) == 0);
+        let b = deliver(&ops, seeds.1, |rng, active| active && rng.below(3) == 0);
+        prop_assert_eq!(entries(&merged(&a, &b)), entries(&merged(&b, &a)));
+        prop_assert_eq!(entries(&merged(&a, &b)).0, entries(&a).0);
+    }
+
+    #[test]
+    fn merging_lagging_purged_replicas_reaches_the_full_state(
+        ops in history(80),
+        seeds in (any::<u64>(), any::<u64>()),
+        cuts in prop::collection::vec(prop::collection::vec(any::<usize>(), SOURCES), 3),
+    ) {
+        // Two replicas that have each seen a prefix of every source's stream and purged at
+        // random (once their sources are active), merged, then merged with a full replica.
+        let purge = |rng: &mut Rng, active: bool| active && rng.below(3) == 0;
+        let a = deliver(&prefix(&ops, &cuts[0]), seeds.0, purge);
+        let b = deliver(&prefix(&ops, &cuts[1]), seeds.1, purge);
+        let c = deliver(&prefix(&ops, &cuts[2]), seeds.0.rotate_left(7), purge);
+        let full = deliver(&ops, seeds.0 ^ seeds.1, purge);
+        let reference = entries(&build(&ops)).0;
+        prop_assert_eq!(entries(&merged(&a, &b)), entries(&merged(&b, &a)));
+        prop_assert_eq!(
+            entries(&merged(&merged(&a, &b), &c)),
+            entries(&merged(&a, &merged(&b, &c)))
+        );
+        prop_assert_eq!(entries(&merged(&merged(&a, &b), &full)).0, reference.clone());
+        prop_assert_eq!(entries(&merged(&full, &merged(&b, &a))).0, reference.clone());
+        prop_assert_eq!(entries(&merged(&a, &full)).0, reference.clone());
+        prop_assert_eq!(entries(&merged(&full, &b)).0, reference);
+    }
+
+    #[test]
+    fn replicas_converge_under_any_delivery_order(
+        ops in history(80), seeds in prop::collection::vec(any::<u64>(), 3),
+    ) {
+        let reference = build(&ops);
+        let mut replicas: Vec<Set> = seeds
+            .iter()
+            .map(|&seed| deliver(&ops, seed, |rng, active| active && rng.below(4) == 0))
+            .collect();
+        for replica in &replicas {
+            prop_assert_eq!(entries(replica).0, entries(&reference).0);
+        }
+        for replica in &mut replicas {
+            replica.purge_old_deletes();
+        }
+        let mut reference = reference;
+        reference.purge_old_deletes();
+        for replica in &replicas {
+            prop_assert_eq!(entries(replica), entries(&reference));
+        }
+    }
+
+    #[test]
+    fn purge_never_resurrects(ops in history(80), seed: u64) {
+        // Purge at any moment, even before every source has delivered: a purged replica may
+        // refuse a late source's old writes, but never holds a key the reference does not, nor
+        // an older version of one.
+        let reference = build(&ops);
+        let purged = deliver(&ops, seed, |rng, _| rng.below(2) == 0);
+        for (key, ts) in purged.iter() {
+            prop_assert_eq!(reference.get(&key), Some(&ts), "key {} came back", key);
+        }
+    }
+
+    #[test]
+    fn diff_applied_makes_sets_equal(a in history(40), b in history(40)) {
+        let (mut a, mut b) = (build(&a), build(&b));
+        let target = entries(&merged(&a, &b));
+        let (a_changed, a_removed) = a.diff(&b);
+        let (b_changed, b_removed) = b.diff(&a);
+        for (k, t) in a_changed { a.insert(k, t); }
+        for (k, t) in a_removed { a.delete(k, t); }
+        for (k, t) in b_changed { b.insert(k, t); }
+        for (k, t) in b_removed { b.delete(k, t); }
+        prop_assert_eq!(entries(&a), target.clone());
+        prop_assert_eq!(entries(&b), target);
+        let (changed, removed) = a.diff(&b);
+        prop_assert!(changed.is_empty() && removed.is_empty());
+    }
+}
+
+#[cfg(feature = "rkyv")]
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn bytes_round_trip(ops in history(60), seed: u64) {
+        let set = deliver(&ops, seed, |rng, _| rng.below(3) == 0);
+        let back = Set::from_bytes(&set.to_bytes().unwrap()).unwrap();
+        prop_assert_eq!(back, set);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = Set::from_bytes(&bytes);
+    }
+
+    #[test]
+    fn corrupted_bytes_never_panic(ops in history(20), flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let mut bytes = build(&ops).to_bytes().unwrap();
+        for (at, value) in flips {
+            let len = bytes.len();
+            bytes[at % len] = value;
+        }
+        if let Ok(set) = Set::from_bytes(&bytes) {
+            let _ = set.len();
+        }
+    }
+}
