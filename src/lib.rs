@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | [`crdt`] | `datacake-crdt` | hybrid logical clock timestamps and an OR-set CRDT |
 //! | [`rpc`] | `datacake-rpc` | zero-copy, validated rkyv RPC over HTTP/2 |
+//! | [`node`] | `datacake-node` | gossip membership, cluster clock, node selection, extensions |
 
 #[cfg(feature = "crdt")]
 #[doc(inline)]
@@ -15,3 +16,6 @@ pub use datacake_crdt as crdt;
 #[cfg(feature = "rpc")]
 #[doc(inline)]
 pub use datacake_rpc as rpc;
+#[cfg(feature = "node")]
+#[doc(inline)]
+pub use datacake_node as node;

@@ -19,5 +19,6 @@ fn print(report: &report::SuiteReport) {
 async fn main() -> anyhow::Result<()> {
     print(&suites::crdt::run()?);
     print(&suites::rpc::run().await?);
+    print(&suites::gossip::run().await?);
     Ok(())
 }

@@ -1,1 +1,102 @@
-//! placeholder
+//! Zero-copy, validated [rkyv] RPC over HTTP/2, with services added and removed at runtime.
+//!
+//! # Concepts
+//! - A **message** is any type deriving `rkyv::Archive`, `Serialize` and `Deserialize`
+//!   ([`Message`] is implemented for it). It travels as an rkyv archive; the receiver checks
+//!   the archive with bytecheck **once**, then reads it in place through a [`DataView`].
+//! - A **service** ([`RpcService`]) is a named group of **handlers** ([`Handler<Msg>`]), one
+//!   per message type, reachable at `/{service}/{handler path}`.
+//! - A [`Server`] listens on one address; services are added with [`Server::add_service`] and
+//!   removed with [`Server::remove_service`] while it runs.
+//! - A [`Channel`] is a lazily opened, shared HTTP/2 connection to one server (TCP_NODELAY,
+//!   keep-alive, reconnects after failures); an [`RpcClient<Svc>`] makes typed calls over it.
+//! - Every failure is a [`Status`]: a handler's own error reaches the client unchanged; bad
+//!   input gives [`ErrorCode::InvalidPayload`] or [`ErrorCode::PayloadTooLarge`]; an unknown
+//!   path [`ErrorCode::Unavailable`]; a panicking handler [`ErrorCode::Internal`]; network
+//!   trouble [`ErrorCode::Connection`] or [`ErrorCode::Timeout`].
+//! - [`Body`] skips rkyv for streamed requests or replies.
+//! - On the wire: HTTP/2 with prior knowledge (h2c). A call is a `POST /{service}/{path}`
+//!   whose body is the request archive; the reply is `200` with the reply archive, or an
+//!   error status with an archived [`Status`]. Headers travel both ways
+//!   ([`RequestContext`], [`Request::set_reply_header`], [`Response::headers`]). Both sides
+//!   drive the `h2` crate directly: a small call costs one write each way, and a handler that
+//!   completes at once is answered from the connection's task without spawning.
+//! - With the `simulation` feature, [`Server::listen_simulated`] and
+//!   [`Channel::connect_simulated`] run on turmoil's simulated network, next to the real one.
+//!
+//! # Example
+//! ```
+//! use datacake_rpc::{Channel, Handler, Request, RpcClient, RpcService, Server, ServiceRegistry, Status};
+//!
+//! #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+//! pub struct Add {
+//!     pub a: u64,
+//!     pub b: u64,
+//! }
+//!
+//! pub struct Calculator;
+//!
+//! impl RpcService for Calculator {
+//!     fn service_name() -> &'static str {
+//!         "calculator"
+//!     }
+//!
+//!     fn register_handlers(registry: &mut ServiceRegistry<Self>) {
+//!         registry.add_handler::<Add>();
+//!     }
+//! }
+//!
+//! #[async_trait::async_trait]
+//! impl Handler<Add> for Calculator {
+//!     type Reply = u64;
+//!
+//!     fn path() -> &'static str {
+//!         "add"
+//!     }
+//!
+//!     async fn on_message(&self, request: Request<Add>) -> Result<u64, Status> {
+//!         // Fields are read straight from the validated archive.
+//!         Ok(request.a.to_native() + request.b.to_native())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = Server::listen("127.0.0.1:0".parse()?).await?;
+//! server.add_service(Calculator);
+//!
+//! let client = RpcClient::<Calculator>::new(Channel::connect(server.local_addr()));
+//! let sum = client.send(&Add { a: 2, b: 3 }).await?;
+//! assert_eq!(sum.to_native(), 5);
+//!
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod body;
+mod channel;
+mod client;
+mod handler;
+mod headers;
+mod net;
+mod payload;
+mod request;
+mod server;
+mod status;
+mod view;
+
+pub use body::Body;
+pub use channel::{Channel, ChannelBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE};
+pub use client::{Response, RpcClient, DEFAULT_MAX_REPLY_SIZE};
+pub use handler::{Handler, RpcService, ServiceRegistry};
+pub use headers::Headers;
+pub use payload::{Message, Payload};
+pub use request::{Request, RequestContext};
+pub use server::{Server, ServerBuilder, DEFAULT_MAX_BODY_SIZE, DEFAULT_SHUTDOWN_GRACE};
+pub use status::{ErrorCode, Status};
+pub use view::DataView;
+
+// Re-exported so users name the same versions the crate uses.
+pub use async_trait::async_trait;
+pub use rkyv;

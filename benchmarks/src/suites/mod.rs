@@ -2,4 +2,5 @@
 //! [`SuiteReport`](crate::report::SuiteReport).
 
 pub(crate) mod crdt;
+pub(crate) mod gossip;
 pub(crate) mod rpc;

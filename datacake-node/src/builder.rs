@@ -1,0 +1,380 @@
+//! [`DatacakeNodeBuilder`]: configures a node and joins the cluster.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatId, ProtocolVersion};
+use datacake_rpc::Server;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::config::{ConnectionConfig, Timings};
+use crate::error::NodeError;
+use crate::membership::{ClusterMember, NodeId, KEY_LEAVING};
+use crate::network::RpcNetwork;
+use crate::node::{DatacakeNode, JoinSnapshot, NodeParts};
+use crate::selector::{DCAwareSelector, NodeSelector};
+use crate::transport::{GossipService, GossipShared, RpcTransport};
+
+/// The cluster id used unless [`DatacakeNodeBuilder::with_cluster_id`] sets one.
+pub const DEFAULT_CLUSTER_ID: &str = "datacake";
+/// The data centre used unless [`DatacakeNodeBuilder::with_data_center`] sets one.
+pub const DEFAULT_DATA_CENTER: &str = "default";
+
+/// Configures a [`DatacakeNode`] and joins the cluster with [`connect`](Self::connect).
+///
+/// ```no_run
+/// use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+///
+/// # async fn run() -> Result<(), datacake_node::NodeError> {
+/// let config = ConnectionConfig::new(
+///     "127.0.0.1:0".parse().unwrap(),
+///     "127.0.0.1:0".parse().unwrap(),
+///     ["127.0.0.1:8000"],
+/// );
+/// let node = DatacakeNodeBuilder::new(2, config)
+///     .with_cluster_id("orders")
+///     .with_data_center("eu-west-1a")
+///     .with_tag("role", "storage")
+///     .connect()
+///     .await?;
+/// println!("live: {:?}", node.live_members());
+/// node.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct DatacakeNodeBuilder<S: NodeSelector = DCAwareSelector> {
+    node_id: NodeId,
+    config: ConnectionConfig,
+    selector: S,
+    cluster_id: String,
+    data_center: String,
+    tags: BTreeMap<String, String>,
+    timings: Timings,
+}
+
+impl DatacakeNodeBuilder<DCAwareSelector> {
+    /// A builder for node `node_id` (unique among live members) with the [`DCAwareSelector`],
+    /// cluster id [`DEFAULT_CLUSTER_ID`] and data centre [`DEFAULT_DATA_CENTER`].
+    pub fn new(node_id: NodeId, config: ConnectionConfig) -> Self {
+        Self {
+            node_id,
+            config,
+            selector: DCAwareSelector::default(),
+            cluster_id: DEFAULT_CLUSTER_ID.to_string(),
+            data_center: DEFAULT_DATA_CENTER.to_string(),
+            tags: BTreeMap::new(),
+            timings: Timings::default(),
+        }
+    }
+}
+
+impl<S: NodeSelector> DatacakeNodeBuilder<S> {
+    /// Uses `selector` to pick peers for consistency levels.
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder, DCAwareSelector};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config).with_node_selector(DCAwareSelector::default());
+    /// ```
+    pub fn with_node_selector<S2: NodeSelector>(self, selector: S2) -> DatacakeNodeBuilder<S2> {
+        DatacakeNodeBuilder {
+            node_id: self.node_id,
+            config: self.config,
+            selector,
+            cluster_id: self.cluster_id,
+            data_center: self.data_center,
+            tags: self.tags,
+            timings: self.timings,
+        }
+    }
+
+    /// Only nodes with the same cluster id gossip together; others are refused (and logged).
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config).with_cluster_id("orders-prod");
+    /// ```
+    pub fn with_cluster_id(mut self, cluster_id: impl Into<String>) -> Self {
+        self.cluster_id = cluster_id.into();
+        self
+    }
+
+    /// The data centre this node is in (gossiped; used by the [`DCAwareSelector`]).
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config).with_data_center("us-east-1b");
+    /// ```
+    pub fn with_data_center(mut self, data_center: impl Into<String>) -> Self {
+        self.data_center = data_center.into();
+        self
+    }
+
+    /// A small user key/value gossiped with the node (visible in
+    /// [`ClusterMember::tags`]). Keep tags few and short: every gossip round carries them
+    /// to nodes that have not seen them yet.
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config).with_tag("role", "storage");
+    /// ```
+    pub fn with_tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// How often the node gossips with (up to three) peers. Default 100 ms. The failure
+    /// detector scales with it.
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config)
+    ///     .with_gossip_interval(std::time::Duration::from_millis(250));
+    /// ```
+    pub fn with_gossip_interval(mut self, interval: Duration) -> Self {
+        self.timings.gossip_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The phi-accrual threshold above which a silent node is held dead. Default 10: with a
+    /// 100 ms gossip interval a crashed node is held dead after about one to two seconds.
+    /// Higher is slower to detect and less prone to false alarms.
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config).with_phi_threshold(12.0);
+    /// ```
+    pub fn with_phi_threshold(mut self, phi: f64) -> Self {
+        self.timings.phi_threshold = phi;
+        self
+    }
+
+    /// A node is never held dead before its heartbeat has stood still this long, whatever
+    /// the phi-accrual detector says (its timeout shrinks as heartbeat updates get frequent,
+    /// which on a busy machine turns a scheduling stall into a false death). Default: ten
+    /// gossip intervals (1 s at the default interval). Crash detection takes the larger of
+    /// the two.
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config)
+    ///     .with_min_failure_timeout(std::time::Duration::from_secs(3));
+    /// ```
+    pub fn with_min_failure_timeout(mut self, timeout: Duration) -> Self {
+        self.timings.min_failure_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a dead node is remembered (and counted in
+    /// [`ClusterStatistics::dead_members`](crate::ClusterStatistics::dead_members)) before it
+    /// is forgotten. Default one hour.
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config)
+    ///     .with_dead_node_grace_period(std::time::Duration::from_secs(600));
+    /// ```
+    pub fn with_dead_node_grace_period(mut self, period: Duration) -> Self {
+        self.timings.dead_node_grace_period = period;
+        self
+    }
+
+    /// How long [`connect`](Self::connect) waits for a first exchange with the seeds (to
+    /// check that no live member already holds this node id). A seed that does not answer in
+    /// time is not an error: the node starts and keeps retrying it. Default 2 s.
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config)
+    ///     .with_join_timeout(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn with_join_timeout(mut self, timeout: Duration) -> Self {
+        self.timings.join_timeout = timeout;
+        self
+    }
+
+    /// How long [`DatacakeNode::shutdown`] waits for peers to hear of the departure (and for
+    /// extension tasks to stop). Default 500 ms.
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config)
+    ///     .with_leave_timeout(std::time::Duration::from_secs(1));
+    /// ```
+    pub fn with_leave_timeout(mut self, timeout: Duration) -> Self {
+        self.timings.leave_timeout = timeout;
+        self
+    }
+
+    /// Starts the RPC server and gossip, and joins the cluster through the seeds.
+    ///
+    /// If seeds other than this node are configured, waits (at most the join timeout) for a
+    /// first exchange with the cluster, then watches a few gossip rounds: if a live member
+    /// already holds this node id, the node leaves again and this returns
+    /// [`NodeError::DuplicateNodeId`].
+    #[tracing::instrument(skip_all, fields(node_id = self.node_id))]
+    pub async fn connect(self) -> Result<DatacakeNode, NodeError> {
+        let Self {
+            node_id,
+            config,
+            selector,
+            cluster_id,
+            data_center,
+            tags,
+            timings,
+        } = self;
+        if config.public_addr.ip().is_unspecified() {
+            return Err(NodeError::InvalidPublicAddr {
+                addr: config.public_addr,
+            });
+        }
+        let server =
+            Server::listen(config.listen_addr)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: config.listen_addr,
+                    source,
+                })?;
+        let mut public_addr = config.public_addr;
+        if public_addr.port() == 0 {
+            public_addr.set_port(server.local_addr().port());
+        }
+        let me = ClusterMember {
+            node_id,
+            public_addr,
+            data_center: Arc::from(data_center),
+            tags: Arc::new(tags),
+        };
+
+        let network = RpcNetwork::new();
+        let send_timeout = (timings.gossip_interval * 10).max(Duration::from_secs(1));
+        let gossip = Arc::new(GossipShared::new(
+            public_addr,
+            network.clone(),
+            send_timeout,
+        ));
+        let (inbox_tx, inbox_rx) = RpcTransport::inbox();
+        server.add_service(GossipService::new(inbox_tx));
+        let transport = RpcTransport::new(gossip.clone(), inbox_rx);
+
+        let generation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let chitchat_config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(node_id.to_string(), generation, public_addr),
+            cluster_id: cluster_id.clone(),
+            gossip_interval: timings.gossip_interval,
+            listen_addr: public_addr,
+            seed_nodes: config.seeds.clone(),
+            failure_detector_config: timings.failure_detector(),
+            marked_for_deletion_grace_period: timings.dead_node_grace_period,
+            catchup_callback: None,
+            extra_liveness_predicate: Some(Box::new(|state| state.get(KEY_LEAVING).is_none())),
+            protocol_version: ProtocolVersion::V0,
+        };
+        let chitchat = spawn_chitchat(chitchat_config, me.to_key_values(), &transport)
+            .await
+            .map_err(|error| NodeError::Gossip {
+                reason: format!("{error:#}"),
+            })?;
+        info!(node_id, addr=%public_addr, cluster_id=%cluster_id, "node started");
+
+        let node = DatacakeNode::start(NodeParts {
+            me,
+            cluster_id,
+            clock: Clock::new(node_id),
+            network,
+            selector: Box::new(selector),
+            server,
+            chitchat,
+            gossip,
+            timings: timings.clone(),
+        })
+        .await;
+
+        let has_other_seeds = config
+            .seeds
+            .iter()
+            .any(|seed| seed.parse::<SocketAddr>().ok() != Some(public_addr));
+        if has_other_seeds {
+            if let Some(existing_addr) = join_check(&node, &timings).await {
+                warn!(node_id, existing=%existing_addr, "node id already live: leaving again");
+                node.shutdown().await;
+                return Err(NodeError::DuplicateNodeId {
+                    node_id,
+                    existing_addr,
+                });
+            }
+        }
+        Ok(node)
+    }
+}
+
+/// Joining: waits for a first exchange with the cluster (bounded by the join timeout), then
+/// watches for another node with our id that is alive — held live by the failure detector, or
+/// with a heartbeat that advanced while we watched (a crashed earlier incarnation of this node
+/// has a frozen heartbeat and is not a duplicate). The watch lasts three gossip intervals and
+/// at least until fresh gossip arrived twice more (so a stalled, overloaded process does not
+/// cut it short), within the join timeout. Returns the address of a duplicate.
+async fn join_check(node: &DatacakeNode, timings: &Timings) -> Option<SocketAddr> {
+    let poll = (timings.gossip_interval / 2).max(Duration::from_millis(1));
+    let deadline = Instant::now() + timings.join_timeout;
+    let mut first_seen: HashMap<ChitchatId, u64> = HashMap::new();
+    let mut duplicate = |snapshot: &JoinSnapshot| {
+        for other in &snapshot.same_id {
+            let first = *first_seen
+                .entry(other.id.clone())
+                .or_insert(other.heartbeat);
+            if other.live || other.heartbeat > first {
+                return Some(other.id.gossip_advertise_addr);
+            }
+        }
+        None
+    };
+    let mut last_heartbeats = loop {
+        let snapshot = node.join_snapshot().await;
+        if let Some(addr) = duplicate(&snapshot) {
+            return Some(addr);
+        }
+        if snapshot.known_peers > 0 {
+            break snapshot.peer_heartbeats;
+        }
+        if Instant::now() >= deadline {
+            info!(
+                node_id = node.me().node_id,
+                "no seed answered yet: starting alone, seeds are retried"
+            );
+            return None;
+        }
+        tokio::time::sleep(poll).await;
+    };
+    let watch_until = Instant::now() + timings.gossip_interval * 3;
+    let mut fresh_gossip = 0;
+    while Instant::now() < deadline && (Instant::now() < watch_until || fresh_gossip < 2) {
+        tokio::time::sleep(poll).await;
+        let snapshot = node.join_snapshot().await;
+        if let Some(addr) = duplicate(&snapshot) {
+            return Some(addr);
+        }
+        if snapshot.peer_heartbeats > last_heartbeats {
+            fresh_gossip += 1;
+            last_heartbeats = snapshot.peer_heartbeats;
+        }
+    }
+    None
+}

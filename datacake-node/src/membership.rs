@@ -1,0 +1,502 @@
+//! The membership view: who is live, who left, who died — derived from chitchat's state by
+//! pure functions, so the rules are unit-tested without a network.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::hash::Hash;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+
+use crate::statistics::ClusterStatistics;
+
+/// The id of a node in the cluster (unique among live members).
+pub type NodeId = u32;
+
+/// Gossiped key: the node id.
+pub(crate) const KEY_NODE_ID: &str = "datacake.node_id";
+/// Gossiped key: the public RPC address.
+pub(crate) const KEY_PUBLIC_ADDR: &str = "datacake.public_addr";
+/// Gossiped key: the data centre.
+pub(crate) const KEY_DATA_CENTER: &str = "datacake.data_center";
+/// Gossiped key prefix of user tags.
+pub(crate) const KEY_TAG_PREFIX: &str = "datacake.tag.";
+/// Gossiped key set when the node leaves gracefully.
+pub(crate) const KEY_LEAVING: &str = "datacake.leaving";
+
+/// A live member of the cluster, as gossiped by that node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClusterMember {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// The address its RPC server (and gossip) is reached at.
+    pub public_addr: SocketAddr,
+    /// Its data centre.
+    pub data_center: Arc<str>,
+    /// Small user key/values it was built with
+    /// ([`DatacakeNodeBuilder::with_tag`](crate::DatacakeNodeBuilder::with_tag)).
+    pub tags: Arc<BTreeMap<String, String>>,
+}
+
+impl ClusterMember {
+    /// A member without tags.
+    ///
+    /// ```
+    /// use datacake_node::ClusterMember;
+    ///
+    /// let member = ClusterMember::new(7, "127.0.0.1:9000".parse().unwrap(), "eu-west");
+    /// assert_eq!(&*member.data_center, "eu-west");
+    /// ```
+    pub fn new(node_id: NodeId, public_addr: SocketAddr, data_center: impl Into<Arc<str>>) -> Self {
+        Self {
+            node_id,
+            public_addr,
+            data_center: data_center.into(),
+            tags: Arc::default(),
+        }
+    }
+
+    /// The key/values this member gossips about itself.
+    pub(crate) fn to_key_values(&self) -> Vec<(String, String)> {
+        let mut kvs = vec![
+            (KEY_NODE_ID.to_string(), self.node_id.to_string()),
+            (KEY_PUBLIC_ADDR.to_string(), self.public_addr.to_string()),
+            (KEY_DATA_CENTER.to_string(), self.data_center.to_string()),
+        ];
+        for (k, v) in self.tags.iter() {
+            kvs.push((format!("{KEY_TAG_PREFIX}{k}"), v.clone()));
+        }
+        kvs
+    }
+}
+
+impl fmt::Display for ClusterMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "node {} at {} ({})",
+            self.node_id, self.public_addr, self.data_center
+        )
+    }
+}
+
+/// One gossiped node as the view sees it: chitchat's identity plus its key/values.
+#[derive(Debug, Clone)]
+pub(crate) struct GossipedNode<'a> {
+    /// Chitchat's generation (the node's start time): a restart is a new generation.
+    pub(crate) generation: u64,
+    /// Chitchat's node id string.
+    pub(crate) chitchat_node_id: &'a str,
+    /// Looks up a gossiped key.
+    pub(crate) key_values: BTreeMap<&'a str, &'a str>,
+}
+
+impl GossipedNode<'_> {
+    fn is_leaving(&self) -> bool {
+        self.key_values.contains_key(KEY_LEAVING)
+    }
+
+    /// Parses the member it describes; `None` if a required key is missing or malformed
+    /// (e.g. the node's first key/values have not arrived yet).
+    fn parse(&self) -> Option<ClusterMember> {
+        let node_id: NodeId = self.key_values.get(KEY_NODE_ID)?.parse().ok()?;
+        if self.chitchat_node_id != node_id.to_string() {
+            return None;
+        }
+        let public_addr: SocketAddr = self.key_values.get(KEY_PUBLIC_ADDR)?.parse().ok()?;
+        let data_center: Arc<str> = Arc::from(*self.key_values.get(KEY_DATA_CENTER)?);
+        let tags: BTreeMap<String, String> = self
+            .key_values
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(KEY_TAG_PREFIX)?.to_string(), v.to_string())))
+            .collect();
+        Some(ClusterMember {
+            node_id,
+            public_addr,
+            data_center,
+            tags: Arc::new(tags),
+        })
+    }
+}
+
+/// A member together with the generation it was seen at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ViewEntry {
+    pub(crate) generation: u64,
+    pub(crate) member: ClusterMember,
+}
+
+/// A point-in-time view of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct MembershipView {
+    /// Live members (including the local node), one per node id.
+    pub(crate) members: BTreeMap<NodeId, ViewEntry>,
+    /// Node ids the failure detector holds dead (and that are not live under another
+    /// generation, and did not leave).
+    pub(crate) dead: BTreeSet<NodeId>,
+    /// Node ids that announced a graceful leave and are not live under another generation.
+    pub(crate) left: BTreeSet<NodeId>,
+}
+
+impl MembershipView {
+    /// Builds the view from chitchat's live and dead nodes.
+    ///
+    /// Rules: a node that announced its leave is never a member; a node whose key/values do
+    /// not parse is ignored; when two live nodes claim one node id, the older generation (the
+    /// one that was there first) wins and the newcomer is kept out.
+    pub(crate) fn build<'a>(
+        live: impl IntoIterator<Item = GossipedNode<'a>>,
+        dead: impl IntoIterator<Item = GossipedNode<'a>>,
+    ) -> Self {
+        let mut view = MembershipView::default();
+        for node in live {
+            if node.is_leaving() {
+                if let Some(member) = node.parse() {
+                    view.left.insert(member.node_id);
+                }
+                continue;
+            }
+            let Some(member) = node.parse() else { continue };
+            let candidate = ViewEntry {
+                generation: node.generation,
+                member,
+            };
+            view.members
+                .entry(candidate.member.node_id)
+                .and_modify(|existing| {
+                    let older = (candidate.generation, candidate.member.public_addr)
+                        < (existing.generation, existing.member.public_addr);
+                    if older {
+                        *existing = candidate.clone();
+                    }
+                })
+                .or_insert(candidate);
+        }
+        for node in dead {
+            let Some(member) = node.parse() else { continue };
+            if node.is_leaving() {
+                view.left.insert(member.node_id);
+            } else {
+                view.dead.insert(member.node_id);
+            }
+        }
+        let live_ids: BTreeSet<NodeId> = view.members.keys().copied().collect();
+        view.dead.retain(|id| !live_ids.contains(id));
+        view.left.retain(|id| !live_ids.contains(id));
+        // A node that left gracefully and was later held dead by the detector counts as left.
+        let left = view.left.clone();
+        view.dead.retain(|id| !left.contains(id));
+        view
+    }
+
+    /// The members, in node id order.
+    pub(crate) fn member_list(&self) -> Vec<ClusterMember> {
+        self.members.values().map(|e| e.member.clone()).collect()
+    }
+
+    /// Number of distinct data centres among the live members.
+    pub(crate) fn data_centers(&self) -> usize {
+        self.members
+            .values()
+            .map(|e| &e.member.data_center)
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    /// The statistics of this view.
+    pub(crate) fn statistics(&self) -> ClusterStatistics {
+        ClusterStatistics {
+            live_members: self.members.len(),
+            dead_members: self.dead.len(),
+            left_members: self.left.len(),
+            data_centers: self.data_centers(),
+        }
+    }
+
+    /// What changed from `old` to `self`. A member seen under a new generation (a restart)
+    /// is reported as having left and joined.
+    pub(crate) fn diff(&self, old: &MembershipView) -> MembershipChange {
+        let joined = self
+            .members
+            .iter()
+            .filter(|(id, e)| old.members.get(id) != Some(e))
+            .map(|(_, e)| e.member.clone())
+            .collect();
+        let left = old
+            .members
+            .iter()
+            .filter(|(id, e)| self.members.get(id) != Some(e))
+            .map(|(_, e)| e.member.clone())
+            .collect();
+        MembershipChange { joined, left }
+    }
+}
+
+/// Remembers when each node's heartbeat was last seen to advance.
+///
+/// chitchat's phi-accrual detector times out after `phi × mean gap between heartbeat
+/// updates`; in a busy cluster updates arrive many times per gossip round, so that timeout
+/// shrinks to a few hundred milliseconds and a scheduling stall looks like a death. The view
+/// therefore holds a node dead only when the detector says so **and** its heartbeat has stood
+/// still for at least a minimum time (the node's `min_failure_timeout`). Conversely a node
+/// whose heartbeat was seen to advance within that time counts as live even before the
+/// detector has enough samples, which shortens joins by a gossip round.
+#[derive(Debug)]
+pub(crate) struct HeartbeatTracker<K> {
+    /// Per node: the highest heartbeat seen, and when it last increased (never, if it was
+    /// seen only once: stale state of a dead node must not look alive).
+    seen: HashMap<K, (u64, Option<Instant>)>,
+}
+
+impl<K> Default for HeartbeatTracker<K> {
+    fn default() -> Self {
+        Self {
+            seen: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> HeartbeatTracker<K> {
+    /// Records the heartbeat of `key` as seen at `now`.
+    pub(crate) fn observe(&mut self, key: &K, heartbeat: u64, now: Instant) {
+        match self.seen.get_mut(key) {
+            Some((seen, at)) => {
+                if heartbeat > *seen {
+                    *seen = heartbeat;
+                    *at = Some(now);
+                }
+            }
+            None => {
+                self.seen.insert(key.clone(), (heartbeat, None));
+            }
+        }
+    }
+
+    /// `true` if the heartbeat of `key` advanced less than `window` before `now`.
+    pub(crate) fn advanced_within(&self, key: &K, window: Duration, now: Instant) -> bool {
+        matches!(self.seen.get(key), Some((_, Some(at))) if now.saturating_duration_since(*at) < window)
+    }
+
+    /// Forgets the nodes for which `keep` is false.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        self.seen.retain(|k, _| keep(k));
+    }
+}
+
+/// Members that joined and left between two views of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// Members that became live.
+    pub joined: Vec<ClusterMember>,
+    /// Members that are gone: they left gracefully, or the failure detector holds them dead.
+    pub left: Vec<ClusterMember>,
+}
+
+impl MembershipChange {
+    /// `true` if nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.joined.is_empty() && self.left.is_empty()
+    }
+}
+
+/// A stream of [`MembershipChange`]s, from the moment it was created.
+///
+/// Changes are coalesced: if several happen between two polls, one item reports their net
+/// effect. Obtained from [`DatacakeNode::membership_changes`](crate::DatacakeNode::membership_changes).
+/// It ends when the node shuts down.
+pub struct MembershipChanges {
+    inner: Pin<Box<dyn Stream<Item = MembershipChange> + Send>>,
+}
+
+impl MembershipChanges {
+    pub(crate) fn new(rx: tokio::sync::watch::Receiver<Arc<MembershipView>>) -> Self {
+        let start = rx.borrow().clone();
+        let stream = futures::stream::unfold((rx, start), |(mut rx, last)| async move {
+            loop {
+                rx.changed().await.ok()?;
+                let current = rx.borrow_and_update().clone();
+                let change = current.diff(&last);
+                if !change.is_empty() {
+                    return Some((change, (rx, current)));
+                }
+            }
+        });
+        Self {
+            inner: Box::pin(stream),
+        }
+    }
+}
+
+impl fmt::Debug for MembershipChanges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MembershipChanges").finish_non_exhaustive()
+    }
+}
+
+impl Stream for MembershipChanges {
+    type Item = MembershipChange;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Node {
+        generation: u64,
+        id: String,
+        kvs: Vec<(String, String)>,
+    }
+
+    fn node(id: u32, port: u16, dc: &str, generation: u64) -> Node {
+        let member = ClusterMember::new(id, ([127, 0, 0, 1], port).into(), dc);
+        Node {
+            generation,
+            id: id.to_string(),
+            kvs: member.to_key_values(),
+        }
+    }
+
+    fn leaving(mut n: Node) -> Node {
+        n.kvs.push((KEY_LEAVING.to_string(), "true".to_string()));
+        n
+    }
+
+    fn gossiped(nodes: &[Node]) -> Vec<GossipedNode<'_>> {
+        nodes
+            .iter()
+            .map(|n| GossipedNode {
+                generation: n.generation,
+                chitchat_node_id: &n.id,
+                key_values: n
+                    .kvs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn leaving_nodes_are_not_members() {
+        let live = [
+            node(1, 1, "a", 1),
+            leaving(node(2, 2, "a", 1)),
+            node(3, 3, "b", 1),
+        ];
+        let view = MembershipView::build(gossiped(&live), []);
+        assert_eq!(view.members.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            view.statistics(),
+            ClusterStatistics {
+                live_members: 2,
+                dead_members: 0,
+                left_members: 1,
+                data_centers: 2
+            }
+        );
+    }
+
+    #[test]
+    fn duplicate_id_keeps_the_older_generation() {
+        let live = [node(1, 1, "a", 10), node(1, 2, "a", 20)];
+        let view = MembershipView::build(gossiped(&live), []);
+        assert_eq!(view.members.len(), 1);
+        assert_eq!(view.members[&1].member.public_addr.port(), 1);
+        let reversed = [node(1, 2, "a", 20), node(1, 1, "a", 10)];
+        assert_eq!(MembershipView::build(gossiped(&reversed), []), view);
+    }
+
+    #[test]
+    fn dead_counts_exclude_restarted_and_left_nodes() {
+        let live = [node(1, 1, "a", 1), node(2, 2, "a", 5)];
+        let dead = [
+            node(2, 2, "a", 1),
+            node(3, 3, "a", 1),
+            leaving(node(4, 4, "a", 1)),
+        ];
+        let view = MembershipView::build(gossiped(&live), gossiped(&dead));
+        assert_eq!(view.dead.iter().copied().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(view.left.iter().copied().collect::<Vec<_>>(), vec![4]);
+    }
+
+    #[test]
+    fn diff_reports_joins_leaves_and_restarts() {
+        let before = MembershipView::build(gossiped(&[node(1, 1, "a", 1), node(2, 2, "a", 1)]), []);
+        let after = MembershipView::build(gossiped(&[node(1, 1, "a", 1), node(3, 3, "a", 1)]), []);
+        let change = after.diff(&before);
+        assert_eq!(
+            change.joined.iter().map(|m| m.node_id).collect::<Vec<_>>(),
+            vec![3]
+        );
+        assert_eq!(
+            change.left.iter().map(|m| m.node_id).collect::<Vec<_>>(),
+            vec![2]
+        );
+
+        let restarted =
+            MembershipView::build(gossiped(&[node(1, 1, "a", 1), node(3, 3, "a", 2)]), []);
+        let change = restarted.diff(&after);
+        assert_eq!(change.joined.len(), 1);
+        assert_eq!(change.left.len(), 1);
+        assert!(restarted.diff(&restarted).is_empty());
+    }
+
+    #[test]
+    fn malformed_nodes_are_ignored() {
+        let mut bad = node(5, 5, "a", 1);
+        bad.id = "not-5".to_string();
+        let mut incomplete = node(6, 6, "a", 1);
+        incomplete.kvs.retain(|(k, _)| k != KEY_PUBLIC_ADDR);
+        let view = MembershipView::build(gossiped(&[bad, incomplete]), []);
+        assert!(view.members.is_empty());
+    }
+
+    #[test]
+    fn heartbeat_tracker_needs_progress_within_the_window() {
+        let mut t = HeartbeatTracker::default();
+        let t0 = Instant::now();
+        let w = Duration::from_millis(100);
+        t.observe(&1, 10, t0);
+        assert!(
+            !t.advanced_within(&1, w, t0),
+            "a single sighting is not progress"
+        );
+        t.observe(&1, 10, t0 + Duration::from_millis(10));
+        assert!(!t.advanced_within(&1, w, t0 + Duration::from_millis(10)));
+        t.observe(&1, 11, t0 + Duration::from_millis(20));
+        assert!(t.advanced_within(&1, w, t0 + Duration::from_millis(119)));
+        assert!(!t.advanced_within(&1, w, t0 + Duration::from_millis(120)));
+        t.observe(&1, 9, t0 + Duration::from_millis(200));
+        assert!(
+            !t.advanced_within(&1, w, t0 + Duration::from_millis(200)),
+            "no going back"
+        );
+        t.retain(|k| *k != 1);
+        assert!(!t.advanced_within(&1, w, t0 + Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn tags_round_trip() {
+        let mut member = ClusterMember::new(9, ([10, 0, 0, 1], 7000).into(), "x");
+        member.tags = Arc::new(
+            [("role".to_string(), "db".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let n = Node {
+            generation: 1,
+            id: "9".into(),
+            kvs: member.to_key_values(),
+        };
+        let view = MembershipView::build(gossiped(&[n]), []);
+        assert_eq!(view.members[&9].member, member);
+    }
+}

@@ -1,0 +1,489 @@
+//! chitchat's [`Transport`] over datacake-rpc: gossip rides the node's own RPC server, so a
+//! node has one address for everything.
+//!
+//! - Receiving: the [`GossipService`] handler pushes `(sender's public address, bytes)` into a
+//!   bounded queue (dropping when full: gossip is lossy by design, and a flood must not grow
+//!   memory); a decode task turns the bytes into envelopes that [`Socket::recv`] hands to
+//!   chitchat.
+//! - Sending: [`Socket::send`] encodes the envelope and spawns the RPC call to the peer over
+//!   the pooled channel, fire-and-forget, so a slow or dead peer never blocks the gossip loop.
+//!
+//! chitchat 0.13 does not expose its envelope codec (`ChitchatEnvelope::serialize` and
+//! `deserialize` are crate-private), and we do not fork it. Its public `UdpSocket` *does*
+//! encode and decode, so the codec is reached through a pair of loopback UDP sockets per
+//! direction ([`Encoder`], [`Decoder`]): the bytes never leave the host, the wire format stays
+//! chitchat's own, and the RPC carries them between nodes.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket};
+use chitchat::{ChitchatEnvelope, ChitchatMessage, ProtocolVersion};
+use datacake_rpc::{Handler, Request, RpcClient, RpcService, ServiceRegistry, Status};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Instant};
+use tracing::{debug, warn};
+
+use crate::network::RpcNetwork;
+
+/// How many received gossip messages may wait for the gossip loop before new ones are dropped.
+const INBOX_CAPACITY: usize = 1024;
+/// How long one loopback encode/decode step may take before the relay is rebuilt.
+const CODEC_TIMEOUT: Duration = Duration::from_secs(1);
+/// Largest datagram the loopback codec carries (chitchat's own limit is 65,507 bytes).
+const MAX_DATAGRAM: usize = 65_536;
+
+/// A received packet waiting to be decoded: the sender's public address and the bytes.
+type Inbound = (SocketAddr, Vec<u8>);
+
+/// One gossip message between nodes: chitchat's encoded envelope plus the public address of
+/// the sender (the address chitchat knows it by, and replies to).
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct GossipPacket {
+    /// The sender's public address, e.g. `"10.0.0.7:8000"`.
+    pub(crate) from: String,
+    /// chitchat's encoded envelope.
+    pub(crate) payload: Vec<u8>,
+}
+
+/// The (empty) reply to a [`GossipPacket`].
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct GossipAck {}
+
+/// The RPC service every node runs to receive gossip.
+pub(crate) struct GossipService {
+    inbox: mpsc::Sender<Inbound>,
+}
+
+impl GossipService {
+    pub(crate) fn new(inbox: mpsc::Sender<Inbound>) -> Self {
+        Self { inbox }
+    }
+}
+
+impl RpcService for GossipService {
+    fn service_name() -> &'static str {
+        "datacake.gossip"
+    }
+
+    fn register_handlers(registry: &mut ServiceRegistry<Self>) {
+        registry.add_handler::<GossipPacket>();
+    }
+}
+
+#[async_trait]
+impl Handler<GossipPacket> for GossipService {
+    type Reply = GossipAck;
+
+    fn path() -> &'static str {
+        "packet"
+    }
+
+    async fn on_message(&self, request: Request<GossipPacket>) -> Result<GossipAck, Status> {
+        let from: SocketAddr = request
+            .from
+            .as_str()
+            .parse()
+            .map_err(|_| Status::invalid_payload("gossip sender address does not parse"))?;
+        let payload = request.payload.as_slice().to_vec();
+        if self.inbox.try_send((from, payload)).is_err() {
+            debug!(peer=%from, "gossip inbox full or closed: message dropped");
+        }
+        Ok(GossipAck {})
+    }
+}
+
+/// What the node keeps of its gossip transport: where it sends from and what is in flight.
+pub(crate) struct GossipShared {
+    public_addr: SocketAddr,
+    network: RpcNetwork,
+    send_timeout: Duration,
+    in_flight: AtomicUsize,
+    /// Peers that have not yet been sent a reply carrying our leave marker.
+    leave_pending: Mutex<Option<HashSet<SocketAddr>>>,
+    leaving: AtomicBool,
+}
+
+impl GossipShared {
+    pub(crate) fn new(
+        public_addr: SocketAddr,
+        network: RpcNetwork,
+        send_timeout: Duration,
+    ) -> Self {
+        Self {
+            public_addr,
+            network,
+            send_timeout,
+            in_flight: AtomicUsize::new(0),
+            leave_pending: Mutex::new(None),
+            leaving: AtomicBool::new(false),
+        }
+    }
+
+    /// From now on, track which of `peers` were delivered a SYN-ACK or ACK (the replies that
+    /// carry our state, including the leave marker set just before).
+    pub(crate) fn begin_leave(&self, peers: HashSet<SocketAddr>) {
+        *self.leave_pending.lock() = Some(peers);
+        self.leaving.store(true, Ordering::Release);
+    }
+
+    /// Waits until every peer of [`begin_leave`](Self::begin_leave) was delivered a reply, or
+    /// `deadline`. Returns the peers still pending.
+    pub(crate) async fn wait_leave_delivered(&self, deadline: Instant) -> usize {
+        loop {
+            let pending = self.leave_pending.lock().as_ref().map_or(0, HashSet::len);
+            if pending == 0 || Instant::now() >= deadline {
+                return pending;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Waits until no gossip send is in flight, or `deadline`.
+    pub(crate) async fn wait_idle(&self, deadline: Instant) {
+        while self.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn delivered_reply(&self, to: SocketAddr) {
+        if let Some(pending) = self.leave_pending.lock().as_mut() {
+            pending.remove(&to);
+        }
+    }
+
+    /// Sends `payload` to `to` in the background.
+    fn spawn_send(self: &Arc<Self>, to: SocketAddr, payload: Vec<u8>, is_reply: bool) {
+        let shared = self.clone();
+        let counts_for_leave = is_reply && self.leaving.load(Ordering::Acquire);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            let channel = shared.network.get_or_connect(to);
+            let mut client = RpcClient::<GossipService>::new(channel);
+            client.set_timeout(shared.send_timeout);
+            let packet = GossipPacket {
+                from: shared.public_addr.to_string(),
+                payload,
+            };
+            match client.send(&packet).await {
+                Ok(_) if counts_for_leave => shared.delivered_reply(to),
+                Ok(_) => {}
+                // Gossip to dead or not-yet-started peers fails all the time: not worth more.
+                Err(status) => debug!(peer=%to, error=%status, "gossip send failed"),
+            }
+            shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+impl fmt::Debug for GossipShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GossipShared")
+            .field("public_addr", &self.public_addr)
+            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// The chitchat [`Transport`] whose single socket is fed by the node's [`GossipService`].
+pub(crate) struct RpcTransport {
+    shared: Arc<GossipShared>,
+    inbox: Mutex<Option<mpsc::Receiver<Inbound>>>,
+}
+
+impl RpcTransport {
+    /// A transport sending through `shared` and receiving what the gossip service queues on
+    /// the other end of `inbox`.
+    pub(crate) fn new(shared: Arc<GossipShared>, inbox: mpsc::Receiver<Inbound>) -> Self {
+        Self {
+            shared,
+            inbox: Mutex::new(Some(inbox)),
+        }
+    }
+
+    /// The queue the gossip service pushes into, with its capacity.
+    pub(crate) fn inbox() -> (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>) {
+        mpsc::channel(INBOX_CAPACITY)
+    }
+}
+
+#[async_trait]
+impl Transport for RpcTransport {
+    async fn open(&self, _listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let inbox = self
+            .inbox
+            .lock()
+            .take()
+            .context("the gossip transport can be opened only once")?;
+        let mut encoder = Encoder::open().await?;
+        let sentinel = encoder
+            .encode(ChitchatEnvelope {
+                version: ProtocolVersion::V0,
+                message: ChitchatMessage::BadCluster,
+            })
+            .await?;
+        let decoder = Decoder::open(sentinel).await?;
+        let (out_tx, out_rx) = mpsc::channel(INBOX_CAPACITY);
+        let decode_task = tokio::spawn(decode_loop(inbox, out_tx, decoder));
+        Ok(Box::new(RpcSocket {
+            shared: self.shared.clone(),
+            encoder,
+            received: out_rx,
+            decode_task,
+        }))
+    }
+}
+
+/// The socket chitchat gossips through.
+struct RpcSocket {
+    shared: Arc<GossipShared>,
+    encoder: Encoder,
+    received: mpsc::Receiver<RecvOutcome>,
+    decode_task: JoinHandle<()>,
+}
+
+impl Drop for RpcSocket {
+    fn drop(&mut self) {
+        self.decode_task.abort();
+    }
+}
+
+#[async_trait]
+impl Socket for RpcSocket {
+    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.shared.public_addr)
+    }
+
+    async fn send(
+        &mut self,
+        to: SocketAddr,
+        envelope: ChitchatEnvelope,
+    ) -> anyhow::Result<SendOutcome> {
+        let is_reply = matches!(
+            envelope.message,
+            ChitchatMessage::SynAck { .. } | ChitchatMessage::Ack { .. }
+        );
+        let payload = match self.encoder.encode(envelope).await {
+            Ok(payload) => payload,
+            Err(error) => {
+                warn!(error=%error, "gossip encoder failed: reopening it");
+                self.encoder = Encoder::open().await?;
+                return Err(error);
+            }
+        };
+        let num_bytes_sent = payload.len();
+        self.shared.spawn_send(to, payload, is_reply);
+        Ok(SendOutcome { num_bytes_sent })
+    }
+
+    /// Cancel-safe: only awaits the decoded queue.
+    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+        self.received
+            .recv()
+            .await
+            .context("the gossip service stopped")
+    }
+}
+
+/// Decodes queued packets until the queue or the socket goes away.
+async fn decode_loop(
+    mut inbox: mpsc::Receiver<Inbound>,
+    out: mpsc::Sender<RecvOutcome>,
+    mut decoder: Decoder,
+) {
+    while let Some((from_addr, bytes)) = inbox.recv().await {
+        match decoder.decode(&bytes).await {
+            Ok(Some(envelope)) => {
+                if matches!(envelope.message, ChitchatMessage::BadCluster) {
+                    warn!(peer=%from_addr, "a peer refused our gossip: it belongs to another cluster");
+                }
+                let outcome = RecvOutcome {
+                    from_addr,
+                    envelope,
+                    num_bytes_received: bytes.len(),
+                };
+                if out.send(outcome).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => warn!(peer=%from_addr, len=bytes.len(), "invalid gossip payload dropped"),
+            Err(error) => {
+                warn!(peer=%from_addr, error=%error, "gossip decoder failed: reopening it");
+                match Decoder::open(decoder.sentinel.clone()).await {
+                    Ok(fresh) => decoder = fresh,
+                    Err(error) => {
+                        warn!(error=%error, "cannot reopen the gossip decoder: gossip stops");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn loopback() -> SocketAddr {
+    (Ipv4Addr::LOCALHOST, 0).into()
+}
+
+/// Encodes envelopes with chitchat's own codec: its `UdpSocket` sends to a capture socket.
+struct Encoder {
+    chitchat: UdpSocket,
+    chitchat_addr: SocketAddr,
+    capture: tokio::net::UdpSocket,
+    capture_addr: SocketAddr,
+    buf: Vec<u8>,
+}
+
+impl Encoder {
+    async fn open() -> anyhow::Result<Self> {
+        let chitchat = UdpSocket::open(loopback()).await?;
+        let chitchat_addr = chitchat.local_addr()?;
+        let capture = tokio::net::UdpSocket::bind(loopback()).await?;
+        let capture_addr = capture.local_addr()?;
+        Ok(Self {
+            chitchat,
+            chitchat_addr,
+            capture,
+            capture_addr,
+            buf: vec![0; MAX_DATAGRAM],
+        })
+    }
+
+    async fn encode(&mut self, envelope: ChitchatEnvelope) -> anyhow::Result<Vec<u8>> {
+        self.chitchat.send(self.capture_addr, envelope).await?;
+        loop {
+            let (len, from) = timeout(CODEC_TIMEOUT, self.capture.recv_from(&mut self.buf))
+                .await
+                .context("gossip encoder timed out")??;
+            // Anything else on the host could write to the capture socket: ignore it.
+            if from == self.chitchat_addr {
+                return Ok(self.buf[..len].to_vec());
+            }
+        }
+    }
+}
+
+/// Decodes bytes with chitchat's own codec: a feeder socket sends them to chitchat's
+/// `UdpSocket`, followed by a sentinel (an encoded `BadCluster`), so that bytes chitchat
+/// rejects (it skips them silently) are noticed instead of blocking the decoder.
+struct Decoder {
+    chitchat: UdpSocket,
+    chitchat_addr: SocketAddr,
+    feeder: tokio::net::UdpSocket,
+    sentinel: Vec<u8>,
+}
+
+impl Decoder {
+    async fn open(sentinel: Vec<u8>) -> anyhow::Result<Self> {
+        let chitchat = UdpSocket::open(loopback()).await?;
+        let chitchat_addr = chitchat.local_addr()?;
+        let feeder = tokio::net::UdpSocket::bind(loopback()).await?;
+        Ok(Self {
+            chitchat,
+            chitchat_addr,
+            feeder,
+            sentinel,
+        })
+    }
+
+    /// A `BadCluster` message (header only) decoded directly, so the sentinel stays
+    /// unambiguous.
+    fn bad_cluster(&self, bytes: &[u8]) -> Option<ChitchatEnvelope> {
+        let s = &self.sentinel;
+        if bytes.len() == s.len() && bytes[..2] == s[..2] && bytes[3..] == s[3..] {
+            let version = ProtocolVersion::from_code(bytes[2])?;
+            return Some(ChitchatEnvelope {
+                version,
+                message: ChitchatMessage::BadCluster,
+            });
+        }
+        None
+    }
+
+    /// `Ok(None)` if chitchat rejects the bytes.
+    async fn decode(&mut self, bytes: &[u8]) -> anyhow::Result<Option<ChitchatEnvelope>> {
+        if bytes.len() == self.sentinel.len() {
+            // Short enough to be a `BadCluster`; anything else this short is invalid.
+            return Ok(self.bad_cluster(bytes));
+        }
+        if bytes.len() > MAX_DATAGRAM - 64 {
+            return Ok(None);
+        }
+        self.feeder.send_to(bytes, self.chitchat_addr).await?;
+        self.feeder
+            .send_to(&self.sentinel, self.chitchat_addr)
+            .await?;
+        let first = timeout(CODEC_TIMEOUT, self.chitchat.recv())
+            .await
+            .context("gossip decoder timed out")??;
+        if matches!(first.envelope.message, ChitchatMessage::BadCluster) {
+            // chitchat skipped the payload and this is our sentinel — or the payload was a
+            // malformed `BadCluster` and the sentinel is still queued. Start afresh so the
+            // decoder cannot be out of step.
+            *self = Decoder::open(std::mem::take(&mut self.sentinel)).await?;
+            return Ok(None);
+        }
+        let sentinel = timeout(CODEC_TIMEOUT, self.chitchat.recv())
+            .await
+            .context("gossip decoder timed out")??;
+        anyhow::ensure!(
+            matches!(sentinel.envelope.message, ChitchatMessage::BadCluster),
+            "gossip decoder out of step"
+        );
+        Ok(Some(first.envelope))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn codec_round_trips_and_rejects_junk() {
+        let mut encoder = Encoder::open().await.unwrap();
+        let sentinel = encoder
+            .encode(ChitchatEnvelope {
+                version: ProtocolVersion::V0,
+                message: ChitchatMessage::BadCluster,
+            })
+            .await
+            .unwrap();
+        let mut decoder = Decoder::open(sentinel.clone()).await.unwrap();
+
+        // A BadCluster with another protocol version decodes directly.
+        let v1 = encoder
+            .encode(ChitchatEnvelope {
+                version: ProtocolVersion::V1,
+                message: ChitchatMessage::BadCluster,
+            })
+            .await
+            .unwrap();
+        let decoded = decoder.decode(&v1).await.unwrap().unwrap();
+        assert_eq!(decoded.version, ProtocolVersion::V1);
+
+        // Junk of every length is refused, and the decoder stays in step afterwards.
+        for junk in [&b"junk"[..], &b"xy"[..], &[0u8; 300][..], &sentinel[..3]] {
+            assert!(decoder.decode(junk).await.unwrap().is_none(), "{junk:?}");
+        }
+        let ack = encoder
+            .encode(ChitchatEnvelope {
+                version: ProtocolVersion::V0,
+                message: ChitchatMessage::Ack {
+                    delta: Default::default(),
+                },
+            })
+            .await
+            .unwrap();
+        let decoded = decoder.decode(&ack).await.unwrap().unwrap();
+        assert!(matches!(decoded.message, ChitchatMessage::Ack { .. }));
+        assert!(decoder.decode(&sentinel).await.unwrap().is_some());
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of `datacake-node`: whole nodes in one process, gossiping over loopback.
+
+mod clock;
+mod extension;
+mod fixtures;
+mod membership;

@@ -1,0 +1,219 @@
+//! Joining, leaving, crashing, convergence, foreign clusters and duplicate ids.
+
+use std::time::{Duration, Instant};
+
+use datacake_node::{
+    ClusterStatistics, ConnectionConfig, DatacakeNode, DatacakeNodeBuilder, MembershipChange,
+    NodeError,
+};
+use futures::future::join_all;
+
+use crate::fixtures::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_one_by_one() {
+    let n1 = start(1, &[]).await;
+    assert_eq!(ids(&n1), vec![1]);
+    let mut changes = n1.membership_changes();
+
+    let n2 = start(2, &[&n1]).await;
+    wait_for_view(&[&n1, &n2], &[1, 2]).await;
+    let change = next_change_where(&mut changes, CONVERGE, "node 2 joined", |c| {
+        c.joined.iter().any(|m| m.node_id == 2)
+    })
+    .await;
+    assert!(change.left.is_empty(), "nobody left: {change:?}");
+
+    // Node 3 binds every interface and advertises loopback: peers reach it there.
+    let config = ConnectionConfig::new(
+        "0.0.0.0:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        [seed(&n1)],
+    );
+    let n3 = DatacakeNodeBuilder::new(3, config)
+        .with_gossip_interval(GOSSIP)
+        .with_phi_threshold(50.0)
+        .with_min_failure_timeout(MIN_FAILURE_TIMEOUT)
+        .connect()
+        .await
+        .unwrap();
+    assert!(!n3.me().public_addr.ip().is_unspecified());
+    wait_for_view(&[&n1, &n2, &n3], &[1, 2, 3]).await;
+
+    let expected = ClusterStatistics {
+        live_members: 3,
+        dead_members: 0,
+        left_members: 0,
+        data_centers: 1,
+    };
+    for node in [&n1, &n2, &n3] {
+        assert_eq!(node.statistics(), expected);
+        let n3_seen = node
+            .live_members()
+            .into_iter()
+            .find(|m| m.node_id == 3)
+            .unwrap();
+        assert_eq!(n3_seen.public_addr, n3.me().public_addr);
+    }
+    for node in [n3, n2, n1] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_leave_is_seen_before_any_failure_detector_could_fire() {
+    // No node can be held dead before its heartbeat stood still for MIN_FAILURE_TIMEOUT (2 s),
+    // and the phi threshold is very patient too: the leave must be seen far earlier.
+    let patient = |id, seeds: &[&DatacakeNode]| builder(id, seeds).with_phi_threshold(PATIENT_PHI);
+    let n1 = patient(1, &[]).connect().await.unwrap();
+    let n2 = patient(2, &[&n1]).connect().await.unwrap();
+    let n3 = patient(3, &[&n1]).connect().await.unwrap();
+    wait_for_view(&[&n1, &n2, &n3], &[1, 2, 3]).await;
+
+    let mut changes_1 = n1.membership_changes();
+    let mut changes_2 = n2.membership_changes();
+    let deadline = MIN_FAILURE_TIMEOUT / 2;
+    let started = Instant::now();
+    let is_leave_of_3 = |c: &MembershipChange| c.left.iter().any(|m| m.node_id == 3);
+    let (_, c1, c2) = tokio::join!(
+        n3.shutdown(),
+        next_change_where(
+            &mut changes_1,
+            deadline,
+            "node 1 sees node 3 leave",
+            is_leave_of_3
+        ),
+        next_change_where(
+            &mut changes_2,
+            deadline,
+            "node 2 sees node 3 leave",
+            is_leave_of_3
+        ),
+    );
+    println!("leave seen by both within {:?}", started.elapsed());
+    assert!(c1.joined.is_empty() && c2.joined.is_empty());
+    for node in [&n1, &n2] {
+        assert_eq!(ids(node), vec![1, 2]);
+        let stats = node.statistics();
+        assert_eq!(
+            (stats.live_members, stats.left_members, stats.dead_members),
+            (2, 1, 0)
+        );
+    }
+    n2.shutdown().await;
+    n1.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_node_is_marked_dead() {
+    let n1 = start(1, &[]).await;
+    let n2 = start(2, &[&n1]).await;
+    let n3 = start(3, &[&n1]).await;
+    wait_for_view(&[&n1, &n2, &n3], &[1, 2, 3]).await;
+    let mut changes = n1.membership_changes();
+
+    // Dropping without `shutdown` stops the node abruptly: no leave is announced.
+    drop(n3);
+
+    next_change_where(&mut changes, CONVERGE, "node 1 sees node 3 gone", |c| {
+        c.left.iter().any(|m| m.node_id == 3)
+    })
+    .await;
+    for node in [&n1, &n2] {
+        test_helper::wait_for("node 3 held dead", CONVERGE, || async {
+            let s = node.statistics();
+            (s.live_members, s.dead_members, s.left_members) == (2, 1, 0)
+        })
+        .await;
+    }
+    n2.shutdown().await;
+    n1.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_nodes_converge() {
+    // Twenty debug-build nodes on a small, shared machine saturate it: gossip every 100 ms
+    // and a patient failure detector keep stalls from looking like deaths (detecting deaths
+    // is the crash test's business).
+    let patient = |id, seeds: &[&DatacakeNode]| {
+        builder(id, seeds)
+            .with_gossip_interval(Duration::from_millis(100))
+            .with_phi_threshold(PATIENT_PHI)
+            .with_min_failure_timeout(Duration::from_secs(5))
+    };
+    let n1 = patient(1, &[]).connect().await.unwrap();
+    let seed_node = &n1;
+    let others = join_all(
+        (2..=20).map(|id| async move { patient(id, &[seed_node]).connect().await.unwrap() }),
+    )
+    .await;
+    let mut all = vec![n1];
+    all.extend(others);
+    let expected: Vec<u32> = (1..=20).collect();
+    let refs: Vec<&DatacakeNode> = all.iter().collect();
+    wait_until_all_see(&refs, &expected).await;
+    for node in &all {
+        assert_eq!(node.statistics().dead_members, 0);
+    }
+    join_all(all.into_iter().map(|n| n.shutdown())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_cluster_is_kept_out() {
+    let n1 = builder(1, &[])
+        .with_cluster_id("blue")
+        .connect()
+        .await
+        .unwrap();
+    // The foreign node gossips with node 1 every round while `connect` waits for an answer
+    // that never comes (node 1 refuses it), then starts alone.
+    let foreign = builder(2, &[&n1])
+        .with_cluster_id("red")
+        .with_join_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    // A node of the right cluster, seeded the same way, does join: gossip works.
+    let n3 = builder(3, &[&n1])
+        .with_cluster_id("blue")
+        .connect()
+        .await
+        .unwrap();
+    wait_for_view(&[&n1, &n3], &[1, 3]).await;
+    assert_eq!(ids(&foreign), vec![2]);
+    assert_eq!(n1.statistics().live_members, 2);
+    for node in [n3, foreign, n1] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_node_id_is_refused() {
+    let n1 = start(1, &[]).await;
+    let n2 = start(2, &[&n1]).await;
+    wait_for_view(&[&n1, &n2], &[1, 2]).await;
+
+    let result = builder(2, &[&n1]).connect().await;
+    match result {
+        Err(NodeError::DuplicateNodeId {
+            node_id,
+            existing_addr,
+        }) => {
+            assert_eq!(node_id, 2);
+            assert_eq!(existing_addr, n2.me().public_addr);
+        }
+        other => panic!("expected DuplicateNodeId, got {other:?}"),
+    }
+    // The original node 2 is still the member, at its own address.
+    for node in [&n1, &n2] {
+        assert_eq!(ids(node), vec![1, 2]);
+        let two = node
+            .live_members()
+            .into_iter()
+            .find(|m| m.node_id == 2)
+            .unwrap();
+        assert_eq!(two.public_addr, n2.me().public_addr);
+    }
+    n2.shutdown().await;
+    n1.shutdown().await;
+}

@@ -1,0 +1,232 @@
+//! [`Body`]: a request or reply body, either whole or a stream of chunks.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use rkyv::util::AlignedVec;
+
+use crate::Status;
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+
+/// A request or reply body: whole bytes or a stream of chunks.
+///
+/// A handler whose `Reply` is `Body` skips rkyv and streams whatever it likes; the client
+/// receives a `Body` it reads chunk by chunk (it implements [`Stream`]) or collects.
+///
+/// ```
+/// use bytes::Bytes;
+/// use datacake_rpc::{Body, Status};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let chunks = vec![Ok::<_, Status>(Bytes::from("hello ")), Ok(Bytes::from("world"))];
+/// let body = Body::from_stream(futures::stream::iter(chunks));
+/// assert_eq!(body.collect(1024).await.unwrap(), "hello world");
+/// # });
+/// ```
+pub struct Body {
+    inner: Inner,
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Stream(ChunkStream),
+    /// A body arriving from the peer; `len` is its announced Content-Length.
+    Received {
+        stream: h2::RecvStream,
+        len: Option<u64>,
+    },
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.inner {
+            Inner::Full(Some(b)) => return write!(f, "Body::Full({} bytes)", b.len()),
+            Inner::Full(None) => "Body::Empty",
+            Inner::Stream(_) => "Body::Stream",
+            Inner::Received { .. } => "Body::Received",
+        };
+        f.write_str(kind)
+    }
+}
+
+impl Body {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self {
+            inner: Inner::Full(None),
+        }
+    }
+
+    /// A body sent chunk by chunk as `stream` yields them. An `Err` item aborts the body: the
+    /// peer sees a broken stream.
+    pub fn from_stream<S>(stream: S) -> Self
+    where
+        S: Stream<Item = Result<Bytes, Status>> + Send + 'static,
+    {
+        Self {
+            inner: Inner::Stream(Box::pin(stream)),
+        }
+    }
+
+    pub(crate) fn h2(stream: h2::RecvStream, len: Option<u64>) -> Self {
+        Self {
+            inner: Inner::Received { stream, len },
+        }
+    }
+
+    /// The whole body, if it is already in memory.
+    pub(crate) fn as_full(&mut self) -> Option<Bytes> {
+        match &mut self.inner {
+            Inner::Full(bytes) => Some(bytes.take().unwrap_or_default()),
+            _ => None,
+        }
+    }
+
+    /// The next chunk, `None` at the end of the body.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, Status>> {
+        self.next().await
+    }
+
+    /// Reads the whole body into one buffer, failing with
+    /// [`PayloadTooLarge`](crate::ErrorCode::PayloadTooLarge) once more than `limit` bytes
+    /// arrive.
+    pub async fn collect(mut self, limit: usize) -> Result<Bytes, Status> {
+        if let Inner::Full(bytes) = &mut self.inner {
+            let bytes = bytes.take().unwrap_or_default();
+            return if bytes.len() > limit {
+                Err(Status::payload_too_large(bytes.len(), limit))
+            } else {
+                Ok(bytes)
+            };
+        }
+        let mut buf = BytesMut::with_capacity(self.expected_len(limit)?);
+        while let Some(chunk) = self.next().await {
+            let chunk = chunk?;
+            if buf.len() + chunk.len() > limit {
+                return Err(Status::payload_too_large(buf.len() + chunk.len(), limit));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    }
+
+    /// Reads the whole body into an aligned buffer (rkyv needs alignment), checking the
+    /// announced length up front and counting while collecting.
+    pub(crate) async fn collect_aligned(mut self, limit: usize) -> Result<AlignedVec, Status> {
+        let mut buf = AlignedVec::<16>::with_capacity(self.expected_len(limit)?);
+        while let Some(chunk) = self.next().await {
+            let chunk = chunk?;
+            if buf.len() + chunk.len() > limit {
+                return Err(Status::payload_too_large(buf.len() + chunk.len(), limit));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    }
+
+    /// The announced size (e.g. Content-Length), refused if it exceeds `limit`.
+    fn expected_len(&self, limit: usize) -> Result<usize, Status> {
+        let announced = match &self.inner {
+            Inner::Full(bytes) => bytes.as_ref().map_or(0, |b| b.len() as u64),
+            Inner::Stream(_) => 0,
+            Inner::Received { len, .. } => len.unwrap_or(0),
+        };
+        let announced = usize::try_from(announced).unwrap_or(usize::MAX);
+        if announced > limit {
+            return Err(Status::payload_too_large(announced, limit));
+        }
+        Ok(announced)
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
+        match &mut self.inner {
+            Inner::Full(bytes) => Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(Ok)),
+            Inner::Stream(stream) => stream.as_mut().poll_next(cx),
+            Inner::Received { stream, .. } => match std::task::ready!(stream.poll_data(cx)) {
+                None => Poll::Ready(None),
+                Some(Ok(data)) => {
+                    // Hand the window back so the peer may send more.
+                    let _ = stream.flow_control().release_capacity(data.len());
+                    Poll::Ready(Some(Ok(data)))
+                }
+                Some(Err(e)) => Poll::Ready(Some(Err(Status::connection(format!(
+                    "body interrupted: {}",
+                    crate::channel::describe(&e)
+                ))))),
+            },
+        }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl Stream for Body {
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_chunk(cx)
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Self {
+        Self {
+            inner: Inner::Full(Some(bytes)),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(bytes: Vec<u8>) -> Self {
+        Bytes::from(bytes).into()
+    }
+}
+
+impl From<&'static [u8]> for Body {
+    fn from(bytes: &'static [u8]) -> Self {
+        Bytes::from_static(bytes).into()
+    }
+}
+
+impl From<String> for Body {
+    fn from(s: String) -> Self {
+        Bytes::from(s).into()
+    }
+}
+
+impl From<AlignedVec> for Body {
+    fn from(bytes: AlignedVec) -> Self {
+        Bytes::from_owner(bytes).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    #[tokio::test]
+    async fn collect_enforces_the_limit_on_streams() {
+        let chunks = (0..10).map(|_| Ok(Bytes::from_static(&[0u8; 100])));
+        let body = Body::from_stream(futures::stream::iter(chunks));
+        let err = body.collect_aligned(999).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::PayloadTooLarge);
+    }
+
+    #[tokio::test]
+    async fn collect_refuses_announced_oversize_up_front() {
+        let body = Body::from(vec![0u8; 100]);
+        let err = body.collect(99).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::PayloadTooLarge);
+        let body = Body::from(vec![0u8; 100]);
+        assert_eq!(body.collect_aligned(100).await.unwrap().len(), 100);
+    }
+}

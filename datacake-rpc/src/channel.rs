@@ -1,0 +1,426 @@
+//! [`Channel`]: a lazily connected, shared, multiplexed HTTP/2 connection to one server.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tracing::debug;
+
+use crate::net::{self, Io, Transport, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
+use crate::{Body, Status};
+
+/// The default time allowed to establish a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default interval of HTTP/2 keep-alive pings, and how long an answer may take before
+/// the connection counts as broken.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// A connection to one server, shared by every client built on it.
+///
+/// `connect` does no I/O: the connection opens on the first call. Cloning is cheap and
+/// clones share the connection(s); calls are multiplexed as HTTP/2 streams. When the
+/// connection breaks (e.g. the server restarted), the next call opens a new one.
+///
+/// ```
+/// use datacake_rpc::Channel;
+///
+/// let channel = Channel::connect("127.0.0.1:8000".parse().unwrap());
+/// let shared = channel.clone();
+/// assert_eq!(shared.remote_addr(), channel.remote_addr());
+/// ```
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addr: SocketAddr,
+    transport: Transport,
+    authority: http::uri::Authority,
+    connect_timeout: Duration,
+    keep_alive: Duration,
+    slots: Box<[Slot]>,
+    next: AtomicUsize,
+}
+
+/// A live HTTP/2 connection: the handle to open streams and whether its driver has ended.
+#[derive(Clone)]
+struct Connection {
+    send: h2::client::SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Connection {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+/// One HTTP/2 connection (or none yet).
+struct Slot {
+    connection: Mutex<Option<Connection>>,
+    /// Held while connecting, so concurrent calls wait for one connection attempt.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Channel {
+    /// A channel to `addr` on the real network, with one HTTP/2 connection.
+    pub fn connect(addr: SocketAddr) -> Self {
+        ChannelBuilder::default().connect(addr)
+    }
+
+    /// A channel to `addr` on turmoil's simulated network (use inside a turmoil host;
+    /// resolve host names with `turmoil::lookup`).
+    #[cfg(feature = "simulation")]
+    pub fn connect_simulated(addr: SocketAddr) -> Self {
+        ChannelBuilder::default().connect_simulated(addr)
+    }
+
+    /// A builder to change the settings.
+    pub fn builder() -> ChannelBuilder {
+        ChannelBuilder::default()
+    }
+
+    /// The server's address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Sends one request to `path` and waits for the reply's head.
+    ///
+    /// The client talks to h2 directly (not through hyper's client, which waits for stream
+    /// capacity before sending a body): a request's HEADERS and DATA leave in one write,
+    /// without extra tasks per call.
+    pub(crate) async fn call(
+        &self,
+        path: &str,
+        headers: http::HeaderMap,
+        mut body: Body,
+    ) -> Result<http::Response<Body>, Status> {
+        let uri = http::Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(self.inner.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| Status::internal(format!("invalid path {path:?}: {e}")))?;
+        let full = body.as_full();
+        let end_of_stream = full.as_ref().is_some_and(|b| b.is_empty());
+        // Built afresh for each attempt (`send_request` consumes it); cloning `uri` and the
+        // (usually empty) caller headers does not allocate.
+        let build = || {
+            let mut request = http::Request::new(());
+            *request.method_mut() = http::Method::POST;
+            *request.uri_mut() = uri.clone();
+            *request.headers_mut() = headers.clone();
+            if let Some(bytes) = &full {
+                request
+                    .headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, bytes.len().into());
+            }
+            request
+        };
+
+        let slot = self.inner.pick();
+        let mut retried = false;
+        let (response, mut send_stream) = loop {
+            let connection = self.inner.connection(slot).await?;
+            let opened = match connection.send.clone().ready().await {
+                Ok(mut send) => send.send_request(build(), end_of_stream),
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(opened) => break opened,
+                // h2 refused the request itself (e.g. a connection-specific header such as
+                // `connection` or `transfer-encoding`); the connection is fine.
+                Err(e) if e.reason().is_none() && !e.is_io() => {
+                    return Err(Status::invalid_payload(format!(
+                        "request refused: {}",
+                        describe(&e)
+                    )));
+                }
+                // Nothing was sent: replace the broken connection and try once more.
+                Err(e) => {
+                    connection.close();
+                    let error = describe(&e);
+                    if retried {
+                        return Err(self.inner.failed(&error));
+                    }
+                    debug!(peer = %self.inner.addr, error = %error, "reconnecting");
+                    retried = true;
+                }
+            }
+        };
+        match full {
+            Some(bytes) if bytes.is_empty() => {}
+            // h2 buffers what the flow-control window does not allow yet.
+            Some(bytes) => send_stream
+                .send_data(bytes, true)
+                .map_err(|e| self.inner.failed(&describe(&e)))?,
+            None => {
+                tokio::spawn(pipe(body, send_stream));
+            }
+        }
+        let response = response
+            .await
+            .map_err(|e| self.inner.failed(&describe(&e)))?;
+        let (parts, stream) = response.into_parts();
+        let len = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok(http::Response::from_parts(parts, Body::h2(stream, len)))
+    }
+}
+
+/// Streams a request body, waiting for flow-control capacity chunk by chunk.
+pub(crate) async fn pipe(mut body: Body, mut tx: h2::SendStream<Bytes>) {
+    while let Some(chunk) = body.next().await {
+        let Ok(chunk) = chunk else {
+            tx.send_reset(h2::Reason::CANCEL);
+            return;
+        };
+        if chunk.is_empty() {
+            continue;
+        }
+        tx.reserve_capacity(chunk.len());
+        while tx.capacity() == 0 {
+            match std::future::poll_fn(|cx| tx.poll_capacity(cx)).await {
+                Some(Ok(_)) => {}
+                _ => return,
+            }
+        }
+        if tx.send_data(chunk, false).is_err() {
+            return;
+        }
+    }
+    let _ = tx.send_data(Bytes::new(), true);
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("addr", &self.inner.addr)
+            .field("transport", &self.inner.transport)
+            .field("connections", &self.inner.slots.len())
+            .finish()
+    }
+}
+
+impl Inner {
+    fn pick(&self) -> &Slot {
+        let n = self.slots.len();
+        if n == 1 {
+            return &self.slots[0];
+        }
+        &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % n]
+    }
+
+    fn failed(&self, error: &str) -> Status {
+        Status::connection(format!("call to {} failed: {error}", self.addr))
+    }
+
+    async fn connection(&self, slot: &Slot) -> Result<Connection, Status> {
+        if let Some(connection) = live(&slot.connection.lock()) {
+            return Ok(connection);
+        }
+        let _connecting = slot.connecting.lock().await;
+        if let Some(connection) = live(&slot.connection.lock()) {
+            return Ok(connection);
+        }
+        let connection = tokio::time::timeout(self.connect_timeout, self.open())
+            .await
+            .map_err(|_| {
+                Status::connection(format!(
+                    "no connection to {} within {:?}",
+                    self.addr, self.connect_timeout
+                ))
+            })??;
+        *slot.connection.lock() = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn open(&self) -> Result<Connection, Status> {
+        let refused =
+            |e: std::io::Error| Status::connection(format!("cannot connect to {}: {e}", self.addr));
+        match self.transport {
+            Transport::Tcp => {
+                handshake(
+                    net::connect_tcp(self.addr).await.map_err(refused)?,
+                    self.keep_alive,
+                )
+                .await
+            }
+            #[cfg(feature = "simulation")]
+            Transport::Simulated => {
+                let io = net::connect_simulated(self.addr).await.map_err(refused)?;
+                handshake(io, self.keep_alive).await
+            }
+        }
+    }
+}
+
+fn live(connection: &Option<Connection>) -> Option<Connection> {
+    connection.as_ref().filter(|c| !c.is_closed()).cloned()
+}
+
+async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Status> {
+    let (send, mut driver) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .initial_max_send_streams(1024)
+        .max_send_buffer_size(1 << 20)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| Status::connection(format!("http/2 handshake failed: {}", describe(&e))))?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let silent_peer = self::keep_alive(driver.ping_pong(), keep_alive);
+    let driver_closed = closed.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            result = &mut driver => {
+                if let Err(e) = result {
+                    debug!(error = %describe(&e), "connection closed with an error");
+                }
+            },
+            () = silent_peer => debug!("keep-alive ping unanswered, closing the connection"),
+        }
+        driver_closed.store(true, Ordering::Release);
+        // Dropping the driver fails every call still waiting on this connection.
+        drop(driver);
+    });
+    Ok(Connection { send, closed })
+}
+
+/// Pings every `interval`; resolves once a ping is not answered within `interval`.
+pub(crate) async fn keep_alive(pings: Option<h2::PingPong>, interval: Duration) {
+    let Some(mut pings) = pings else {
+        // Only the first caller gets the handle; without it, never report silence.
+        return futures::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        if pings.send_ping(h2::Ping::opaque()).is_err() {
+            return;
+        }
+        let pong = std::future::poll_fn(|cx| pings.poll_pong(cx));
+        match tokio::time::timeout(interval, pong).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+    }
+}
+
+/// An error with its chain of causes, for messages.
+pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Settings of a [`Channel`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ChannelBuilder {
+    connections: usize,
+    connect_timeout: Duration,
+    keep_alive: Duration,
+}
+
+impl Default for ChannelBuilder {
+    fn default() -> Self {
+        Self {
+            connections: 1,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            keep_alive: DEFAULT_KEEP_ALIVE,
+        }
+    }
+}
+
+impl ChannelBuilder {
+    /// How many HTTP/2 connections the channel spreads its calls over (at least 1).
+    ///
+    /// ```
+    /// let channel = datacake_rpc::Channel::builder()
+    ///     .connections(2)
+    ///     .connect("127.0.0.1:8000".parse().unwrap());
+    /// ```
+    pub fn connections(mut self, connections: usize) -> Self {
+        self.connections = connections.max(1);
+        self
+    }
+
+    /// How long establishing a connection may take before the call fails with
+    /// [`Connection`](crate::ErrorCode::Connection) (unless the call's own deadline passes
+    /// first: then it is a [`Timeout`](crate::ErrorCode::Timeout)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = datacake_rpc::Channel::builder().connect_timeout(Duration::from_secs(1));
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sends an HTTP/2 ping every `interval` and treats the connection as broken (failing its
+    /// calls with [`Connection`](crate::ErrorCode::Connection)) when an answer takes longer
+    /// than `interval` too. This is how a silent peer (a partition) is noticed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = datacake_rpc::Channel::builder().keep_alive(Duration::from_secs(1));
+    /// ```
+    pub fn keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = interval;
+        self
+    }
+
+    /// A channel to `addr` on the real network.
+    pub fn connect(self, addr: SocketAddr) -> Channel {
+        self.build(addr, Transport::Tcp)
+    }
+
+    /// A channel to `addr` on turmoil's simulated network.
+    #[cfg(feature = "simulation")]
+    pub fn connect_simulated(self, addr: SocketAddr) -> Channel {
+        self.build(addr, Transport::Simulated)
+    }
+
+    fn build(self, addr: SocketAddr, transport: Transport) -> Channel {
+        let authority = http::uri::Authority::try_from(addr.to_string())
+            .expect("a socket address is a valid authority");
+        let slots = (0..self.connections)
+            .map(|_| Slot {
+                connection: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+            })
+            .collect();
+        Channel {
+            inner: Arc::new(Inner {
+                addr,
+                transport,
+                authority,
+                connect_timeout: self.connect_timeout,
+                keep_alive: self.keep_alive,
+                slots,
+                next: AtomicUsize::new(0),
+            }),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! [`RpcClient`]: typed calls to one service over a [`Channel`], and the [`Response`] they
+//! return.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use crate::{
+    Body, Channel, Handler, Headers, Message, Payload, RequestContext, RpcService, Status,
+};
+
+/// The default largest reply body a client accepts: 64 MiB.
+pub const DEFAULT_MAX_REPLY_SIZE: usize = 64 << 20;
+
+/// A typed client of service `Svc`: `send(&msg)` calls `Svc`'s `Handler<Msg>`.
+///
+/// Cheap to create and clone; any number of clients share one [`Channel`].
+pub struct RpcClient<Svc> {
+    channel: Channel,
+    timeout: Option<Duration>,
+    max_reply_size: usize,
+    _service: PhantomData<fn() -> Svc>,
+}
+
+impl<Svc> Clone for RpcClient<Svc> {
+    fn clone(&self) -> Self {
+        Self {
+            channel: self.channel.clone(),
+            timeout: self.timeout,
+            max_reply_size: self.max_reply_size,
+            _service: PhantomData,
+        }
+    }
+}
+
+impl<Svc> fmt::Debug for RpcClient<Svc> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RpcClient")
+            .field("service", &std::any::type_name::<Svc>())
+            .field("channel", &self.channel)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl<Svc: RpcService> RpcClient<Svc> {
+    /// A client of `Svc` over `channel`, without a deadline.
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            channel,
+            timeout: None,
+            max_reply_size: DEFAULT_MAX_REPLY_SIZE,
+            _service: PhantomData,
+        }
+    }
+
+    /// Every call fails with [`Timeout`](crate::ErrorCode::Timeout) if its reply (for a
+    /// streamed `Body` reply: the reply's head) has not arrived within `timeout`.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = Some(timeout);
+    }
+
+    /// The largest reply body accepted; larger ones fail with
+    /// [`PayloadTooLarge`](crate::ErrorCode::PayloadTooLarge).
+    pub fn set_max_reply_size(&mut self, bytes: usize) {
+        self.max_reply_size = bytes;
+    }
+
+    /// A client of another service over the same channel, with the same settings.
+    pub fn new_client<Other: RpcService>(&self) -> RpcClient<Other> {
+        RpcClient {
+            channel: self.channel.clone(),
+            timeout: self.timeout,
+            max_reply_size: self.max_reply_size,
+            _service: PhantomData,
+        }
+    }
+
+    /// The channel the client uses.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Archives `msg` and calls `Svc`'s handler for it.
+    pub async fn send<Msg>(
+        &self,
+        msg: &Msg,
+    ) -> Result<Response<<<Svc as Handler<Msg>>::Reply as Payload>::View>, Status>
+    where
+        Msg: Message,
+        Svc: Handler<Msg>,
+    {
+        let body = Body::from(msg.to_archive()?);
+        self.call::<Msg>(body, None).await
+    }
+
+    /// Like [`send`](Self::send), with headers and/or a deadline from `ctx`.
+    pub async fn send_with_context<Msg>(
+        &self,
+        msg: &Msg,
+        ctx: RequestContext,
+    ) -> Result<Response<<<Svc as Handler<Msg>>::Reply as Payload>::View>, Status>
+    where
+        Msg: Message,
+        Svc: Handler<Msg>,
+    {
+        let body = Body::from(msg.to_archive()?);
+        self.call::<Msg>(body, Some(ctx)).await
+    }
+
+    /// Sends an owned payload: a message, or a [`Body`] for handlers of `Body`.
+    pub async fn send_owned<Msg>(
+        &self,
+        msg: Msg,
+    ) -> Result<Response<<<Svc as Handler<Msg>>::Reply as Payload>::View>, Status>
+    where
+        Msg: Payload,
+        Svc: Handler<Msg>,
+    {
+        self.call::<Msg>(msg.into_body()?, None).await
+    }
+
+    /// Like [`send_owned`](Self::send_owned), with headers and/or a deadline from `ctx`.
+    pub async fn send_owned_with_context<Msg>(
+        &self,
+        msg: Msg,
+        ctx: RequestContext,
+    ) -> Result<Response<<<Svc as Handler<Msg>>::Reply as Payload>::View>, Status>
+    where
+        Msg: Payload,
+        Svc: Handler<Msg>,
+    {
+        self.call::<Msg>(msg.into_body()?, Some(ctx)).await
+    }
+
+    async fn call<Msg>(
+        &self,
+        body: Body,
+        ctx: Option<RequestContext>,
+    ) -> Result<Response<<<Svc as Handler<Msg>>::Reply as Payload>::View>, Status>
+    where
+        Msg: Payload,
+        Svc: Handler<Msg>,
+    {
+        let (headers, timeout) = match ctx {
+            Some(ctx) => (ctx.headers.into_map(), ctx.timeout.or(self.timeout)),
+            None => (http::HeaderMap::new(), self.timeout),
+        };
+        let path = format!("/{}/{}", Svc::service_name(), <Svc as Handler<Msg>>::path());
+        let exchange = async {
+            let response = self.channel.call(&path, headers, body).await?;
+            let (parts, body) = response.into_parts();
+            if parts.status == http::StatusCode::OK {
+                let view =
+                    <Svc as Handler<Msg>>::Reply::from_body(body, self.max_reply_size).await?;
+                Ok(Response {
+                    inner: view,
+                    headers: Headers::from_map(parts.headers),
+                })
+            } else {
+                let bytes = body.collect_aligned(self.max_reply_size).await?;
+                Err(Status::from_wire(&bytes).unwrap_or_else(|e| {
+                    Status::invalid_payload(format!(
+                        "error reply (http {}) is not a status: {}",
+                        parts.status, e.message
+                    ))
+                }))
+            }
+        };
+        match timeout {
+            None => exchange.await,
+            Some(limit) => tokio::time::timeout(limit, exchange)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::timeout(format!(
+                        "no reply from {path} within {limit:?}"
+                    )))
+                }),
+        }
+    }
+}
+
+/// A successful reply: the reply view (a validated [`DataView`](crate::DataView), or a
+/// [`Body`]) and the reply's headers. Derefs to the view.
+pub struct Response<T> {
+    inner: T,
+    headers: Headers,
+}
+
+impl<T> Response<T> {
+    /// The headers the handler set (see [`Request::set_reply_header`](crate::Request::set_reply_header)).
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The reply view, dropping the headers.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
+    /// The reply view and the headers.
+    pub fn into_parts(self) -> (T, Headers) {
+        (self.inner, self.headers)
+    }
+}
+
+impl<T> Deref for Response<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T> DerefMut for Response<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Response<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("inner", &self.inner)
+            .field("headers", &self.headers)
+            .finish()
+    }
+}

@@ -1,0 +1,132 @@
+//! [`DataView`]: a validated, zero-copy view of an archived message.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+
+use rkyv::util::AlignedVec;
+use rkyv::Archived;
+
+use crate::{Message, Status};
+
+/// An archived `T`, validated once when the view was built and read in place afterwards.
+///
+/// Derefs to `Archived<T>`, so fields are read without deserialising; call
+/// [`deserialize_view`](Self::deserialize_view) for an owned `T`.
+///
+/// ```
+/// use datacake_rpc::DataView;
+///
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+/// struct Greeting {
+///     text: String,
+/// }
+///
+/// let view = DataView::<Greeting>::from_message(&Greeting { text: "hi".into() }).unwrap();
+/// assert_eq!(view.text, "hi");
+/// assert_eq!(view.deserialize_view().unwrap(), Greeting { text: "hi".into() });
+/// ```
+pub struct DataView<T> {
+    bytes: AlignedVec,
+    _message: PhantomData<fn() -> T>,
+}
+
+impl<T: Message> DataView<T> {
+    /// Validates `bytes` as an archived `T` (bytecheck); the only way a view is built from
+    /// outside data.
+    pub fn from_aligned(bytes: AlignedVec) -> Result<Self, Status> {
+        T::check_archive(&bytes)?;
+        Ok(Self {
+            bytes,
+            _message: PhantomData,
+        })
+    }
+
+    /// Validates a copy of `bytes` as an archived `T`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Status> {
+        let mut aligned = AlignedVec::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        Self::from_aligned(aligned)
+    }
+
+    /// Archives `message` and views it (useful for tests and local calls).
+    pub fn from_message(message: &T) -> Result<Self, Status> {
+        Self::from_aligned(message.to_archive()?)
+    }
+
+    /// Deserialises the archived message into an owned `T`.
+    pub fn deserialize_view(&self) -> Result<T, Status> {
+        T::from_archived(self)
+    }
+
+    /// The archived bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The aligned archived bytes, e.g. to forward them without re-archiving.
+    pub fn into_bytes(self) -> AlignedVec {
+        self.bytes
+    }
+}
+
+impl<T: Message> Deref for DataView<T> {
+    type Target = rkyv::Archived<T>;
+
+    fn deref(&self) -> &Archived<T> {
+        // SAFETY: `self.bytes` was validated as an `Archived<T>` with bytecheck when this
+        // view was built (`from_aligned` is the only constructor), and it is never mutated
+        // afterwards: the field is private and no method hands out `&mut`. The buffer is an
+        // `AlignedVec`, so the root has the alignment the validation checked.
+        unsafe { rkyv::access_unchecked::<Archived<T>>(&self.bytes) }
+    }
+}
+
+impl<T> fmt::Debug for DataView<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataView")
+            .field("message", &std::any::type_name::<T>())
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+    struct Pair {
+        name: String,
+        values: Vec<u64>,
+    }
+
+    #[test]
+    fn reads_fields_in_place() {
+        let pair = Pair {
+            name: "a".into(),
+            values: vec![1, 2, 3],
+        };
+        let view = DataView::<Pair>::from_message(&pair).unwrap();
+        assert_eq!(view.name, "a");
+        assert_eq!(view.values.len(), 3);
+        assert_eq!(view.deserialize_view().unwrap(), pair);
+        assert!(!view.as_bytes().is_empty());
+    }
+
+    #[test]
+    fn refuses_garbage_and_truncation() {
+        let pair = Pair {
+            name: "abc".into(),
+            values: vec![7; 16],
+        };
+        let bytes = DataView::<Pair>::from_message(&pair).unwrap().into_bytes();
+        for len in 0..bytes.len() {
+            let err = DataView::<Pair>::from_bytes(&bytes[..len]).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidPayload, "prefix of {len} bytes");
+        }
+        let err = DataView::<Pair>::from_bytes(&[0xff; 64]).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidPayload);
+    }
+}

@@ -1,0 +1,131 @@
+//! Network failures: refused connections, shutdown mid-call, deadlines, restarts.
+
+use std::time::Duration;
+
+use datacake_rpc::{Channel, ErrorCode, RequestContext, RpcClient, Server};
+
+use crate::fixtures::*;
+
+#[tokio::test]
+async fn connection_refused_is_a_connection_error() {
+    // Take a free port and release it, so nothing listens there.
+    let listener = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let client = RpcClient::<EchoService>::new(Channel::connect(addr));
+    let err = client.send(&Echo { data: vec![] }).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Connection, "{err}");
+}
+
+#[tokio::test]
+async fn deadline_passed_is_a_timeout() {
+    let fx = Fixture::start().await;
+    let mut client = fx.client::<MiscService>();
+    client.set_timeout(Duration::from_millis(200));
+    let err = client.send(&Hang).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Timeout, "{err}");
+
+    // A per-call deadline overrides the client's.
+    let client = fx.client::<MiscService>();
+    let ctx = RequestContext::new().with_timeout(Duration::from_millis(50));
+    let err = client.send_with_context(&Hang, ctx).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Timeout, "{err}");
+
+    // The channel is still usable afterwards.
+    let reply = fx
+        .client::<EchoService>()
+        .send(&Echo { data: vec![3] })
+        .await
+        .unwrap();
+    assert_eq!(reply.data.as_slice(), &[3]);
+}
+
+#[tokio::test]
+async fn server_shut_down_mid_call_is_a_connection_error() {
+    let server = Server::builder()
+        .shutdown_grace(Duration::from_millis(100))
+        .listen(localhost())
+        .await
+        .unwrap();
+    let mut fx = Fixture::with_server(server);
+    let client = fx.client::<MiscService>();
+    let call = tokio::spawn(async move { client.send(&Hang).await });
+    tokio::time::timeout(DEADLINE, fx.entered.recv())
+        .await
+        .unwrap()
+        .unwrap();
+
+    tokio::time::timeout(DEADLINE, fx.server.shutdown())
+        .await
+        .expect("shutdown is bounded");
+    let err = tokio::time::timeout(DEADLINE, call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Connection, "{err}");
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_calls_finish() {
+    let fx = Fixture::start().await;
+    let client = fx.client::<MiscService>();
+    // A streaming reply that is still being produced when shutdown starts.
+    let reply = client
+        .send(&Stream {
+            chunks: 200,
+            chunk_size: 1024,
+        })
+        .await
+        .unwrap();
+    let shutdown = tokio::spawn(async move {
+        fx.server.shutdown().await;
+        fx
+    });
+    let body = reply.into_inner().collect(1 << 20).await.unwrap();
+    assert_eq!(body.len(), 200 * 1024);
+    let fx = tokio::time::timeout(DEADLINE, shutdown)
+        .await
+        .unwrap()
+        .unwrap();
+    // And no new calls are served.
+    let err = fx
+        .client::<EchoService>()
+        .send(&Echo { data: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Connection, "{err}");
+}
+
+#[tokio::test]
+async fn a_restarted_server_is_reachable_through_the_same_channel() {
+    let fx = Fixture::start().await;
+    let addr = fx.addr();
+    let client = fx.client::<EchoService>();
+    assert_eq!(
+        client
+            .send(&Echo { data: vec![1] })
+            .await
+            .unwrap()
+            .data
+            .as_slice(),
+        &[1]
+    );
+
+    fx.server.shutdown().await;
+    drop(fx.server);
+    let err = client.send(&Echo { data: vec![2] }).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Connection, "{err}");
+
+    let restarted = Server::listen(addr).await.unwrap();
+    restarted.add_service(EchoService);
+    assert_eq!(
+        client
+            .send(&Echo { data: vec![3] })
+            .await
+            .unwrap()
+            .data
+            .as_slice(),
+        &[3]
+    );
+}

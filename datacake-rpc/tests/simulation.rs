@@ -1,0 +1,141 @@
+//! The RPC on turmoil's simulated network: partitions, held links and deadlines, with a fixed
+//! seed so every run replays exactly.
+#![cfg(feature = "simulation")]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use datacake_rpc::{
+    async_trait, Channel, ErrorCode, Handler, Request, RpcClient, RpcService, Server,
+    ServiceRegistry, Status,
+};
+
+const SEED: u64 = 0xDA7A_CA4E;
+const PORT: u16 = 9000;
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+struct Ping {
+    n: u64,
+}
+
+struct PingService;
+
+impl RpcService for PingService {
+    fn service_name() -> &'static str {
+        "ping"
+    }
+
+    fn register_handlers(registry: &mut ServiceRegistry<Self>) {
+        registry.add_handler::<Ping>();
+    }
+}
+
+#[async_trait]
+impl Handler<Ping> for PingService {
+    type Reply = u64;
+
+    fn path() -> &'static str {
+        "ping"
+    }
+
+    async fn on_message(&self, request: Request<Ping>) -> Result<u64, Status> {
+        Ok(request.n.to_native() + 1)
+    }
+}
+
+/// A simulation with one server host serving `PingService`.
+fn simulation<'a>() -> turmoil::Sim<'a> {
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(SEED)
+        .simulation_duration(Duration::from_secs(120))
+        .build();
+    sim.host("server", || async {
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT);
+        let server = Server::listen_simulated(addr).await?;
+        server.add_service(PingService);
+        futures::future::pending::<()>().await;
+        Ok(())
+    });
+    sim
+}
+
+fn client() -> RpcClient<PingService> {
+    let addr = SocketAddr::new(turmoil::lookup("server"), PORT);
+    let channel = Channel::builder()
+        .keep_alive(Duration::from_secs(1))
+        .connect_timeout(Duration::from_secs(2))
+        .connect_simulated(addr);
+    RpcClient::new(channel)
+}
+
+#[test]
+fn calls_succeed_on_a_healthy_network() -> turmoil::Result {
+    let mut sim = simulation();
+    sim.client("client", async {
+        let client = client();
+        for n in 0..10 {
+            assert_eq!(client.send(&Ping { n }).await?.to_native(), n + 1);
+        }
+        Ok(())
+    });
+    sim.run()
+}
+
+#[test]
+fn a_partition_gives_a_connection_error() -> turmoil::Result {
+    let mut sim = simulation();
+    sim.client("client", async {
+        let client = client();
+        assert_eq!(client.send(&Ping { n: 1 }).await?.to_native(), 2);
+
+        turmoil::partition("client", "server");
+        // An established connection: the keep-alive notices the silence.
+        let err = client.send(&Ping { n: 2 }).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::Connection, "{err}");
+        // A new connection cannot be opened either.
+        let err = client.send(&Ping { n: 3 }).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::Connection, "{err}");
+
+        // Once repaired, the same channel reconnects.
+        turmoil::repair("client", "server");
+        assert_eq!(client.send(&Ping { n: 4 }).await?.to_native(), 5);
+        Ok(())
+    });
+    sim.run()
+}
+
+#[test]
+fn a_link_held_past_the_deadline_gives_a_timeout() -> turmoil::Result {
+    let mut sim = simulation();
+    sim.client("client", async {
+        let mut client = client();
+        assert_eq!(client.send(&Ping { n: 1 }).await?.to_native(), 2);
+
+        client.set_timeout(Duration::from_millis(500));
+        turmoil::hold("client", "server");
+        let err = client.send(&Ping { n: 2 }).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::Timeout, "{err}");
+        Ok(())
+    });
+    sim.run()
+}
+
+#[test]
+fn a_link_released_in_time_succeeds() -> turmoil::Result {
+    let mut sim = simulation();
+    sim.client("client", async {
+        let mut client = client();
+        assert_eq!(client.send(&Ping { n: 1 }).await?.to_native(), 2);
+
+        client.set_timeout(Duration::from_millis(800));
+        turmoil::hold("client", "server");
+        let call =
+            tokio::spawn(async move { client.send(&Ping { n: 41 }).await.map(|r| r.to_native()) });
+        // Let the request sit on the held link for a while, well within the deadline.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        turmoil::release("client", "server");
+        assert_eq!(call.await??, 42);
+        Ok(())
+    });
+    sim.run()
+}
