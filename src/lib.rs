@@ -13,9 +13,9 @@
 #[cfg(feature = "crdt")]
 #[doc(inline)]
 pub use datacake_crdt as crdt;
-#[cfg(feature = "rpc")]
-#[doc(inline)]
-pub use datacake_rpc as rpc;
 #[cfg(feature = "node")]
 #[doc(inline)]
 pub use datacake_node as node;
+#[cfg(feature = "rpc")]
+#[doc(inline)]
+pub use datacake_rpc as rpc;
