@@ -1,24 +1,39 @@
-//! The Datacake benchmark harness: runs each suite in one process and prints every figure
-//! beside its baseline.
+//! The Datacake benchmark harness: spins up in-process clusters on loopback, runs the
+//! benchmark suites, prints a table per suite and writes a JSON results file and SVG charts.
+//! Run `cargo run --release -p benchmarks -- --help` for the options.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
 
 mod alloc;
+mod cli;
+mod config;
+mod output;
 mod report;
+mod runner;
 mod suites;
 
 #[global_allocator]
 static GLOBAL: alloc::CountingAlloc = alloc::CountingAlloc;
 
-fn print(report: &report::SuiteReport) {
-    println!("== suite {}", report.suite);
-    for m in &report.measurements {
-        println!("{m}");
-    }
-}
-
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    print(&suites::crdt::run()?);
-    print(&suites::rpc::run().await?);
-    print(&suites::gossip::run().await?);
-    Ok(())
+async fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let cli = cli::Cli::parse();
+    match runner::run(&cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! compare any figure the same way.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Latency percentiles of one measured cell.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,6 +55,20 @@ pub(crate) struct Measurement {
     pub(crate) ratio: Option<f64>,
     /// The goal this figure is held to, in words (e.g. `">= 30M stamps/s"`), if any.
     pub(crate) target: Option<String>,
+    /// Where this figure sits on a throughput chart, if it belongs to a series.
+    pub(crate) point: Option<Point>,
+}
+
+/// A figure's place on a chart of throughput against a swept parameter (e.g. calls in
+/// flight): which line it belongs to and its x value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Point {
+    /// The line, e.g. `"datacake-rpc"` or `"3 nodes, ALL, Put"`.
+    pub(crate) line: String,
+    /// What the x axis counts, e.g. `"calls in flight"`.
+    pub(crate) x_label: &'static str,
+    /// The x value.
+    pub(crate) x: f64,
 }
 
 impl Measurement {
@@ -68,6 +82,7 @@ impl Measurement {
             value: None,
             ratio: None,
             target: None,
+            point: None,
         }
     }
 
@@ -92,6 +107,21 @@ impl Measurement {
     /// Sets the ratio against the baseline.
     pub(crate) fn with_ratio(mut self, ratio: f64) -> Self {
         self.ratio = Some(ratio);
+        self
+    }
+
+    /// Places the figure on line `line` of the suite's throughput chart, at `x`.
+    pub(crate) fn with_point(
+        mut self,
+        line: impl Into<String>,
+        x_label: &'static str,
+        x: f64,
+    ) -> Self {
+        self.point = Some(Point {
+            line: line.into(),
+            x_label,
+            x,
+        });
         self
     }
 
@@ -128,6 +158,23 @@ impl fmt::Display for Measurement {
     }
 }
 
+/// A count in short form for labels: `1000000.0` gives `"1M"`, `12500.0` gives `"12.5k"`,
+/// `950.0` gives `"950"`.
+pub(crate) fn count(n: f64) -> String {
+    let (scaled, suffix) = if n.abs() >= 1e9 {
+        (n / 1e9, "G")
+    } else if n.abs() >= 1e6 {
+        (n / 1e6, "M")
+    } else if n.abs() >= 1e3 {
+        (n / 1e3, "k")
+    } else {
+        (n, "")
+    };
+    let text = format!("{scaled:.1}");
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text}{suffix}")
+}
+
 /// The figures of one suite run.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SuiteReport {
@@ -135,6 +182,18 @@ pub(crate) struct SuiteReport {
     pub(crate) suite: &'static str,
     /// Every figure, in the order measured.
     pub(crate) measurements: Vec<Measurement>,
+}
+
+/// Operations per second of `f` called `n` times (after a short warm-up).
+pub(crate) fn ops_per_sec(n: u64, mut f: impl FnMut()) -> f64 {
+    for _ in 0..n / 20 {
+        f();
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
 }
 
 #[cfg(test)]
@@ -151,5 +210,14 @@ mod tests {
         assert_eq!(l.p999, Duration::from_micros(999));
         assert_eq!(l.max, Duration::from_micros(1000));
         assert!(Latency::from_samples(&mut []).is_none());
+    }
+
+    #[test]
+    fn counts_are_short() {
+        assert_eq!(count(1_000_000.0), "1M");
+        assert_eq!(count(20_000_000.0), "20M");
+        assert_eq!(count(12_500.0), "12.5k");
+        assert_eq!(count(950.0), "950");
+        assert_eq!(count(2_048.0), "2k");
     }
 }

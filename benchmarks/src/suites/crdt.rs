@@ -11,44 +11,45 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::alloc::allocated_bytes;
-use crate::report::{Measurement, SuiteReport};
+use crate::config::RunConfig;
+use crate::report::{count, ops_per_sec, Measurement, SuiteReport};
 
-/// Stamps issued per throughput run.
-const STAMPS: u64 = 20_000_000;
-/// Keys per set in the merge and memory scenarios.
-const KEYS: usize = 1_000_000;
-/// Seed of every random key and timestamp in the suite.
-const SEED: u64 = 0x00DA_7ACA_4E00;
+/// The suite's sizes for one run.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// Stamps issued per throughput run.
+    stamps: u64,
+    /// Keys per set in the merge and memory scenarios.
+    keys: usize,
+    /// Seed of every random key and timestamp in the suite.
+    seed: u64,
+}
 
 /// Runs the suite.
-pub(crate) fn run() -> anyhow::Result<SuiteReport> {
+pub(crate) fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
+    let sizes = Sizes {
+        stamps: cfg.pick(200_000, 20_000_000, 20_000_000),
+        keys: cfg.pick(10_000, 1_000_000, 1_000_000),
+        seed: cfg.seed,
+    };
     let mut measurements = Vec::new();
-    measurements.extend(send_throughput()?);
-    measurements.extend(memory_per_key());
-    measurements.extend(merge_time());
+    cfg.progress.scenario("clock stamps per second");
+    measurements.extend(send_throughput(sizes)?);
+    cfg.progress.scenario("OR-set memory per key");
+    measurements.extend(memory_per_key(sizes));
+    cfg.progress.scenario("OR-set merge");
+    measurements.extend(merge_time(sizes));
     Ok(SuiteReport {
         suite: "crdt",
         measurements,
     })
 }
 
-/// Operations per second of `f` called `n` times (after a short warm-up).
-fn ops_per_sec(n: u64, mut f: impl FnMut()) -> f64 {
-    for _ in 0..n / 20 {
-        f();
-    }
-    let start = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    n as f64 / start.elapsed().as_secs_f64()
-}
-
-fn send_throughput() -> anyhow::Result<Vec<Measurement>> {
-    let scenario = "HLC send(), one thread";
+fn send_throughput(sizes: Sizes) -> anyhow::Result<Vec<Measurement>> {
+    let scenario = "HLC send(), one thread".to_string();
     let mut clock = HLCTimestamp::now(1);
     let mut failed = None;
-    let ours = ops_per_sec(STAMPS, || {
+    let ours = ops_per_sec(sizes.stamps, || {
         if let Err(e) = clock.send() {
             failed = Some(e);
         }
@@ -57,7 +58,7 @@ fn send_throughput() -> anyhow::Result<Vec<Measurement>> {
     if let Some(e) = failed {
         anyhow::bail!("send() failed during the benchmark: {e}");
     }
-    let wall = ops_per_sec(STAMPS, || {
+    let wall = ops_per_sec(sizes.stamps, || {
         black_box(
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -66,17 +67,17 @@ fn send_throughput() -> anyhow::Result<Vec<Measurement>> {
         );
     });
     let counter = AtomicU64::new(0);
-    let atomic = ops_per_sec(STAMPS, || {
+    let atomic = ops_per_sec(sizes.stamps, || {
         black_box(counter.fetch_add(1, Ordering::Relaxed));
     });
     Ok(vec![
-        Measurement::new(scenario, "SystemTime::now")
+        Measurement::new(&scenario, "SystemTime::now")
             .with_ops_per_sec(wall)
             .with_target("baseline: one wall-clock read"),
-        Measurement::new(scenario, "AtomicU64 add")
+        Measurement::new(&scenario, "AtomicU64 add")
             .with_ops_per_sec(atomic)
             .with_target("baseline: a bare counter"),
-        Measurement::new(scenario, "datacake-crdt")
+        Measurement::new(&scenario, "datacake-crdt")
             .with_ops_per_sec(ours)
             .with_ratio(ours / wall)
             .with_target(">= 30M stamps/s"),
@@ -108,10 +109,13 @@ fn random_map(rng: &mut StdRng, n: usize) -> HashMap<u64, HLCTimestamp> {
     random_entries(rng, n).into_iter().collect()
 }
 
-fn memory_per_key() -> Vec<Measurement> {
-    let scenario = "memory per live key, 1M random keys";
-    let mut rng = StdRng::seed_from_u64(SEED);
-    let entries = random_entries(&mut rng, KEYS);
+fn memory_per_key(sizes: Sizes) -> Vec<Measurement> {
+    let scenario = format!(
+        "memory per live key, {} random keys",
+        count(sizes.keys as f64)
+    );
+    let mut rng = StdRng::seed_from_u64(sizes.seed);
+    let entries = random_entries(&mut rng, sizes.keys);
 
     let before = allocated_bytes();
     let mut map: HashMap<u64, HLCTimestamp> = HashMap::new();
@@ -130,20 +134,23 @@ fn memory_per_key() -> Vec<Measurement> {
     drop(set);
 
     vec![
-        Measurement::new(scenario, "std HashMap")
+        Measurement::new(&scenario, "std HashMap")
             .with_value(map_bytes, "bytes/key")
             .with_target("baseline"),
-        Measurement::new(scenario, "datacake-crdt")
+        Measurement::new(&scenario, "datacake-crdt")
             .with_value(set_bytes, "bytes/key")
             .with_ratio(set_bytes / map_bytes)
             .with_target("<= 32 bytes/key"),
     ]
 }
 
-fn merge_time() -> Vec<Measurement> {
-    let scenario = "merge two sets of 1M random keys";
-    let mut rng = StdRng::seed_from_u64(SEED ^ 1);
-    let (a, b) = (random_map(&mut rng, KEYS), random_map(&mut rng, KEYS));
+fn merge_time(sizes: Sizes) -> Vec<Measurement> {
+    let scenario = format!("merge two sets of {} random keys", count(sizes.keys as f64));
+    let mut rng = StdRng::seed_from_u64(sizes.seed ^ 1);
+    let (a, b) = (
+        random_map(&mut rng, sizes.keys),
+        random_map(&mut rng, sizes.keys),
+    );
     let start = Instant::now();
     let mut merged = a;
     for (key, ts) in b {
@@ -156,18 +163,21 @@ fn merge_time() -> Vec<Measurement> {
     black_box(&merged);
     drop(merged);
 
-    let mut rng = StdRng::seed_from_u64(SEED ^ 1);
-    let (mut a, b) = (random_set(&mut rng, KEYS), random_set(&mut rng, KEYS));
+    let mut rng = StdRng::seed_from_u64(sizes.seed ^ 1);
+    let (mut a, b) = (
+        random_set(&mut rng, sizes.keys),
+        random_set(&mut rng, sizes.keys),
+    );
     let start = Instant::now();
     a.merge(b);
     let set_ms = start.elapsed().as_secs_f64() * 1e3;
     black_box(&a);
 
     vec![
-        Measurement::new(scenario, "std HashMap")
+        Measurement::new(&scenario, "std HashMap")
             .with_value(map_ms, "ms")
             .with_target("baseline: naive entry-wise merge"),
-        Measurement::new(scenario, "datacake-crdt")
+        Measurement::new(&scenario, "datacake-crdt")
             .with_value(set_ms, "ms")
             .with_ratio(set_ms / map_ms)
             .with_target("< 300 ms"),

@@ -1,7 +1,7 @@
 //! Suite `gossip`: how fast in-process `datacake-node` clusters (gossip over datacake-rpc on
 //! loopback, 100 ms gossip interval, default failure detector) reach full membership and
-//! notice departures (each the median of five runs), and how many timestamps a node's clock
-//! issues per second.
+//! notice departures (each the median of several runs: one under `--smoke`, three by default,
+//! five under `--full`), and how many timestamps a node's clock issues per second.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use datacake_crdt::HLCTimestamp;
 use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder, NodeId};
 
-use crate::report::{Measurement, SuiteReport};
+use crate::config::RunConfig;
+use crate::report::{ops_per_sec, Measurement, SuiteReport};
 
 /// The gossip interval every target is stated for.
 const GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
@@ -18,17 +19,26 @@ const GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
 const GIVE_UP: Duration = Duration::from_secs(30);
 /// How often the harness looks at the nodes' views.
 const POLL: Duration = Duration::from_millis(1);
-/// Each cluster scenario runs this many times; the median is reported.
-const RUNS: usize = 5;
-/// Stamps per clock throughput run.
-const STAMPS: u64 = 10_000_000;
 
 /// Runs the suite.
-pub(crate) async fn run() -> anyhow::Result<SuiteReport> {
+pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
+    // Each cluster scenario runs this many times; the median is reported.
+    let runs: usize = cfg.pick(1, 3, 5);
+    // Stamps per clock throughput run.
+    let stamps: u64 = cfg.pick(100_000, 10_000_000, 10_000_000);
+    // Cluster size of the departure scenarios.
+    let departure_size: u32 = cfg.pick(3, 20, 20);
+    let sizes = cfg.nodes_or(&cfg.pick(vec![3], vec![5, 20], vec![5, 20, 50]));
+
     let mut measurements = Vec::new();
-    for (n, target) in [(5, None), (20, None), (50, Some("<= 600 ms"))] {
+    for n in sizes {
+        let target = (n == 50).then_some("<= 600 ms");
         let mut samples = Vec::new();
-        for _ in 0..RUNS {
+        for run in 0..runs {
+            cfg.progress.scenario(format!(
+                "full membership, {n} nodes (run {} of {runs})",
+                run + 1
+            ));
             let (cluster, took) = full_membership(n).await?;
             samples.push(took);
             shutdown_all(cluster).await;
@@ -41,21 +51,17 @@ pub(crate) async fn run() -> anyhow::Result<SuiteReport> {
         measurements.push(m);
     }
 
-    for (how, label, target) in [
-        (
-            Departure::Graceful,
-            "graceful leave seen by the other 19 of 20",
-            "<= 300 ms",
-        ),
-        (
-            Departure::Crash,
-            "crash seen by the other 19 of 20",
-            "<= 2000 ms",
-        ),
+    let others = departure_size - 1;
+    for (how, what, target) in [
+        (Departure::Graceful, "graceful leave", "<= 300 ms"),
+        (Departure::Crash, "crash", "<= 2000 ms"),
     ] {
+        let label = format!("{what} seen by the other {others} of {departure_size}");
         let mut samples = Vec::new();
-        for _ in 0..RUNS {
-            let (cluster, _) = full_membership(20).await?;
+        for run in 0..runs {
+            cfg.progress
+                .scenario(format!("{label} (run {} of {runs})", run + 1));
+            let (cluster, _) = full_membership(departure_size).await?;
             samples.push(departure(cluster, &how).await?);
         }
         measurements.push(
@@ -65,7 +71,8 @@ pub(crate) async fn run() -> anyhow::Result<SuiteReport> {
         );
     }
 
-    measurements.extend(clock_throughput()?);
+    cfg.progress.scenario("clock stamps per second");
+    measurements.extend(clock_throughput(stamps)?);
     Ok(SuiteReport {
         suite: "gossip",
         measurements,
@@ -163,30 +170,18 @@ async fn shutdown_all(cluster: Vec<DatacakeNode>) {
     while set.join_next().await.is_some() {}
 }
 
-/// Operations per second of `f` called `n` times (after a short warm-up).
-fn ops_per_sec(n: u64, mut f: impl FnMut()) -> f64 {
-    for _ in 0..n / 20 {
-        f();
-    }
-    let start = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    n as f64 / start.elapsed().as_secs_f64()
-}
-
 /// The node clock (shared, compare-and-swap) against crdt's `HLCTimestamp::send` on one
 /// `&mut` and a bare `AtomicU64::fetch_add`, one thread each; then the node clock shared by
 /// two threads.
-fn clock_throughput() -> anyhow::Result<Vec<Measurement>> {
+fn clock_throughput(stamps: u64) -> anyhow::Result<Vec<Measurement>> {
     let scenario = "clock stamps, one thread";
     let clock = datacake_node::Clock::new(1);
-    let ours = ops_per_sec(STAMPS, || {
+    let ours = ops_per_sec(stamps, || {
         black_box(clock.get_time());
     });
     let mut plain = HLCTimestamp::now(1);
     let mut failed = None;
-    let baseline = ops_per_sec(STAMPS, || {
+    let baseline = ops_per_sec(stamps, || {
         if let Err(e) = plain.send() {
             failed = Some(e);
         }
@@ -196,7 +191,7 @@ fn clock_throughput() -> anyhow::Result<Vec<Measurement>> {
         anyhow::bail!("HLCTimestamp::send failed during the benchmark: {e}");
     }
     let counter = AtomicU64::new(0);
-    let atomic = ops_per_sec(STAMPS, || {
+    let atomic = ops_per_sec(stamps, || {
         black_box(counter.fetch_add(1, Ordering::Relaxed));
     });
 
@@ -206,7 +201,7 @@ fn clock_throughput() -> anyhow::Result<Vec<Measurement>> {
         .map(|_| {
             let clock = shared.clone();
             std::thread::spawn(move || {
-                for _ in 0..STAMPS / 2 {
+                for _ in 0..stamps / 2 {
                     black_box(clock.get_time());
                 }
             })
@@ -216,7 +211,7 @@ fn clock_throughput() -> anyhow::Result<Vec<Measurement>> {
         t.join()
             .map_err(|_| anyhow::anyhow!("clock thread panicked"))?;
     }
-    let contended = STAMPS as f64 / start.elapsed().as_secs_f64();
+    let contended = stamps as f64 / start.elapsed().as_secs_f64();
 
     Ok(vec![
         Measurement::new(scenario, "crdt-send").with_ops_per_sec(baseline),

@@ -18,29 +18,52 @@ use datacake_rpc::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::config::RunConfig;
 use crate::report::{Latency, Measurement, SuiteReport};
 
 const PAYLOAD: usize = 64;
-const WARMUP_CALLS: usize = 20_000;
-const LATENCY_CALLS: usize = 20_000;
-const THROUGHPUT_WINDOW: Duration = Duration::from_secs(2);
-const IN_FLIGHT: [usize; 3] = [1, 64, 256];
+/// What the throughput chart's x axis counts.
+const X_LABEL: &str = "calls in flight";
+
+/// The suite's sizes for one run.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// Calls before the latency samples start.
+    warmup_calls: usize,
+    /// Latency samples.
+    latency_calls: usize,
+    /// How long each throughput cell runs.
+    window: Duration,
+}
 
 /// Runs the suite.
-pub(crate) async fn run() -> anyhow::Result<SuiteReport> {
+pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
+    let sizes = Sizes {
+        warmup_calls: cfg.pick(500, 20_000, 20_000),
+        latency_calls: cfg.pick(2_000, 20_000, 100_000),
+        window: cfg.pick(
+            Duration::from_millis(200),
+            Duration::from_secs(2),
+            Duration::from_secs(3),
+        ),
+    };
+    let in_flight =
+        cfg.concurrency_or(&cfg.pick(vec![1, 16], vec![1, 64, 256], vec![1, 16, 64, 256, 1_024]));
     let server_side = Side::start("rpc-bench-server")?;
     let client_side = Side::start("rpc-bench-client")?;
     let mut measurements = Vec::new();
     let raw = server_side.handle.spawn(RawEcho::start()).await??;
     let rpc = server_side.handle.spawn(RpcEcho::start()).await??;
 
+    cfg.progress.scenario("sequential latency, raw-tcp");
     let raw_latency = client_side
         .handle
-        .spawn(raw_sequential_latency(raw.addr))
+        .spawn(raw_sequential_latency(raw.addr, sizes))
         .await??;
+    cfg.progress.scenario("sequential latency, datacake-rpc");
     let rpc_latency = client_side
         .handle
-        .spawn(rpc_sequential_latency(rpc.client.clone()))
+        .spawn(rpc_sequential_latency(rpc.client.clone(), sizes))
         .await??;
     let scenario = format!("echo {PAYLOAD} B, sequential");
     measurements.push(Measurement::new(&scenario, "raw-tcp").with_latency(Some(raw_latency)));
@@ -51,20 +74,29 @@ pub(crate) async fn run() -> anyhow::Result<SuiteReport> {
             .with_target("p50 <= 1.5x raw, p99.9 < 1 ms"),
     );
 
-    for n in IN_FLIGHT {
+    for n in in_flight {
+        cfg.progress
+            .scenario(format!("throughput, {n} in flight, raw-tcp"));
         let raw_ops = client_side
             .handle
-            .spawn(raw_throughput(raw.addr, n))
+            .spawn(raw_throughput(raw.addr, n, sizes.window))
             .await??;
+        cfg.progress
+            .scenario(format!("throughput, {n} in flight, datacake-rpc"));
         let rpc_ops = client_side
             .handle
-            .spawn(rpc_throughput(rpc.client.clone(), n))
+            .spawn(rpc_throughput(rpc.client.clone(), n, sizes.window))
             .await??;
         let scenario = format!("echo {PAYLOAD} B, {n} in flight");
-        measurements.push(Measurement::new(&scenario, "raw-tcp").with_ops_per_sec(raw_ops));
+        measurements.push(
+            Measurement::new(&scenario, "raw-tcp")
+                .with_ops_per_sec(raw_ops)
+                .with_point("raw-tcp", X_LABEL, n as f64),
+        );
         let mut ours = Measurement::new(&scenario, "datacake-rpc")
             .with_ops_per_sec(rpc_ops)
-            .with_ratio(rpc_ops / raw_ops);
+            .with_ratio(rpc_ops / raw_ops)
+            .with_point("datacake-rpc", X_LABEL, n as f64);
         if n == 64 {
             ours = ours.with_target(">= 0.75x raw");
         }
@@ -122,7 +154,7 @@ fn ratio(ours: Duration, baseline: Duration) -> f64 {
 ///
 /// Each loop warms up, then all start together at a barrier; `call` performs one call with
 /// the loop's state and hands the state back.
-async fn closed_loops<S, F, Fut>(tasks: Vec<S>, call: F) -> anyhow::Result<f64>
+async fn closed_loops<S, F, Fut>(tasks: Vec<S>, window: Duration, call: F) -> anyhow::Result<f64>
 where
     S: Send + 'static,
     F: Fn(S) -> Fut + Clone + Send + Sync + 'static,
@@ -138,7 +170,7 @@ where
                     state = call(state).await?;
                 }
                 barrier.wait().await;
-                let end = Instant::now() + THROUGHPUT_WINDOW;
+                let end = Instant::now() + window;
                 let mut calls = 0u64;
                 while Instant::now() < end {
                     state = call(state).await?;
@@ -178,26 +210,30 @@ impl RawEcho {
     }
 }
 
-async fn raw_throughput(addr: SocketAddr, in_flight: usize) -> anyhow::Result<f64> {
+async fn raw_throughput(
+    addr: SocketAddr,
+    in_flight: usize,
+    window: Duration,
+) -> anyhow::Result<f64> {
     let mut conns = Vec::with_capacity(in_flight);
     for _ in 0..in_flight {
         conns.push(RawConn::connect(addr).await?);
     }
-    closed_loops(conns, |mut conn: RawConn| async move {
+    closed_loops(conns, window, |mut conn: RawConn| async move {
         conn.call(&[7u8; PAYLOAD]).await?;
         Ok(conn)
     })
     .await
 }
 
-async fn raw_sequential_latency(addr: SocketAddr) -> anyhow::Result<Latency> {
+async fn raw_sequential_latency(addr: SocketAddr, sizes: Sizes) -> anyhow::Result<Latency> {
     let mut conn = RawConn::connect(addr).await?;
     let payload = [7u8; PAYLOAD];
-    for _ in 0..WARMUP_CALLS {
+    for _ in 0..sizes.warmup_calls {
         conn.call(&payload).await?;
     }
-    let mut samples = Vec::with_capacity(LATENCY_CALLS);
-    for _ in 0..LATENCY_CALLS {
+    let mut samples = Vec::with_capacity(sizes.latency_calls);
+    for _ in 0..sizes.latency_calls {
         let start = Instant::now();
         conn.call(&payload).await?;
         samples.push(start.elapsed());
@@ -307,30 +343,41 @@ impl RpcEcho {
     }
 }
 
-async fn rpc_throughput(client: RpcClient<EchoService>, in_flight: usize) -> anyhow::Result<f64> {
+async fn rpc_throughput(
+    client: RpcClient<EchoService>,
+    in_flight: usize,
+    window: Duration,
+) -> anyhow::Result<f64> {
     let callers = (0..in_flight).map(|_| client.clone()).collect();
-    closed_loops(callers, |client: RpcClient<EchoService>| async move {
-        let reply = client
-            .send(&Echo {
-                data: vec![7; PAYLOAD],
-            })
-            .await?;
-        anyhow::ensure!(reply.data.len() == PAYLOAD, "echo differs");
-        drop(reply);
-        Ok(client)
-    })
+    closed_loops(
+        callers,
+        window,
+        |client: RpcClient<EchoService>| async move {
+            let reply = client
+                .send(&Echo {
+                    data: vec![7; PAYLOAD],
+                })
+                .await?;
+            anyhow::ensure!(reply.data.len() == PAYLOAD, "echo differs");
+            drop(reply);
+            Ok(client)
+        },
+    )
     .await
 }
 
-async fn rpc_sequential_latency(client: RpcClient<EchoService>) -> anyhow::Result<Latency> {
+async fn rpc_sequential_latency(
+    client: RpcClient<EchoService>,
+    sizes: Sizes,
+) -> anyhow::Result<Latency> {
     let msg = Echo {
         data: vec![7; PAYLOAD],
     };
-    for _ in 0..WARMUP_CALLS {
+    for _ in 0..sizes.warmup_calls {
         client.send(&msg).await?;
     }
-    let mut samples = Vec::with_capacity(LATENCY_CALLS);
-    for _ in 0..LATENCY_CALLS {
+    let mut samples = Vec::with_capacity(sizes.latency_calls);
+    for _ in 0..sizes.latency_calls {
         let start = Instant::now();
         let reply = client.send(&msg).await?;
         samples.push(start.elapsed());

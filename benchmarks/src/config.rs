@@ -1,0 +1,302 @@
+//! What one harness run is asked to do: built once from the command line and handed to every
+//! suite, which scales its sizes from it.
+
+use std::fmt;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+/// The seed used when `--seed` is not given (the crdt suite's historical seed).
+pub(crate) const DEFAULT_SEED: u64 = 0x00DA_7ACA_4E00;
+
+/// A benchmark suite the harness knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum SuiteName {
+    /// Clock stamps, OR-set merge and memory (datacake-crdt).
+    Crdt,
+    /// datacake-rpc against raw TCP on loopback.
+    Rpc,
+    /// Cluster membership and failure detection (datacake-node).
+    Gossip,
+    /// The eventually consistent store on in-process clusters.
+    Ec,
+}
+
+impl SuiteName {
+    /// Every suite, in the order a default run executes them.
+    pub(crate) const ALL: [SuiteName; 4] = [Self::Crdt, Self::Rpc, Self::Gossip, Self::Ec];
+
+    /// The name used on the command line and in result files.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Crdt => "crdt",
+            Self::Rpc => "rpc",
+            Self::Gossip => "gossip",
+            Self::Ec => "ec",
+        }
+    }
+
+    /// Whether the suite stores documents, i.e. whether `--storage` means anything to it.
+    pub(crate) fn uses_storage(self) -> bool {
+        matches!(self, Self::Ec)
+    }
+
+    /// Whether the suite can honour `--storage storage`. Suites that store nothing honour
+    /// only the default, since any other choice would be silently ignored; the ec suite is
+    /// written against the in-memory `MemStore` only for now.
+    pub(crate) fn supports_storage(self, storage: Storage) -> bool {
+        storage == Storage::Memory
+    }
+
+    /// A short explanation printed before the suite runs.
+    pub(crate) fn explanation(self) -> &'static str {
+        match self {
+            Self::Crdt => {
+                "Hybrid logical clock stamps per second, then the heap cost per key and the merge \
+                 time of the OR-set, each beside a std baseline (SystemTime::now, AtomicU64, \
+                 HashMap) measured in the same run."
+            }
+            Self::Rpc => {
+                "A 64-byte echo over loopback: datacake-rpc (one multiplexed HTTP/2 channel) \
+                 against raw length-prefixed TCP (one connection per call in flight). Client and \
+                 server each run on their own single-threaded runtime. Sequential latency first, \
+                 then closed-loop throughput per number of calls in flight."
+            }
+            Self::Gossip => {
+                "In-process datacake-node clusters gossiping over loopback every 100 ms: time until \
+                 every node sees every member, time until a graceful leave and a crash are noticed \
+                 (medians of several runs), and the node clock's stamps per second."
+            }
+            Self::Ec => {
+                "The eventually consistent store on in-process 1/3/5-node clusters: puts and \
+                 deletes per second and their latency for each consistency level and number of \
+                 concurrent tasks, memory per key, and how fast a late node catches up."
+            }
+        }
+    }
+}
+
+impl fmt::Display for SuiteName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How big a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Profile {
+    /// The smallest configuration that still exercises every code path (CI smoke test).
+    Smoke,
+    /// The default: every suite in about three minutes on a 2-core machine.
+    Quick,
+    /// The complete matrix.
+    Full,
+}
+
+/// The storage backend of suites that store documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Storage {
+    /// The in-memory store.
+    Memory,
+    /// The SQLite store.
+    Sqlite,
+}
+
+impl fmt::Display for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Memory => "memory",
+            Self::Sqlite => "sqlite",
+        })
+    }
+}
+
+/// A consistency level, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ConsistencyLevel {
+    /// Only the local node.
+    None,
+    /// One peer.
+    One,
+    /// Two peers.
+    Two,
+    /// Three peers.
+    Three,
+    /// A majority of the live cluster.
+    Quorum,
+    /// A majority of the local data centre.
+    LocalQuorum,
+    /// A majority of every data centre.
+    EachQuorum,
+    /// Every live peer.
+    All,
+}
+
+impl ConsistencyLevel {
+    /// The node crate's level.
+    #[allow(
+        dead_code,
+        reason = "used by the ec suite once it is wired in (HOOK(ec))"
+    )]
+    pub(crate) fn to_node(self) -> datacake_node::Consistency {
+        use datacake_node::Consistency as C;
+        match self {
+            Self::None => C::None,
+            Self::One => C::One,
+            Self::Two => C::Two,
+            Self::Three => C::Three,
+            Self::Quorum => C::Quorum,
+            Self::LocalQuorum => C::LocalQuorum,
+            Self::EachQuorum => C::EachQuorum,
+            Self::All => C::All,
+        }
+    }
+}
+
+/// Everything a suite needs to know about the run. Fields left `None` were not given on the
+/// command line; the suite then picks its own values for the [`Profile`].
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RunConfig {
+    /// Suites to run, in order.
+    pub(crate) suites: Vec<SuiteName>,
+    /// Whether the suites were named explicitly (`--suite`) rather than defaulted.
+    pub(crate) suites_explicit: bool,
+    /// How big the run is.
+    pub(crate) profile: Profile,
+    /// Cluster sizes (`--nodes`).
+    pub(crate) nodes: Option<Vec<u32>>,
+    /// Consistency levels (`--consistency`).
+    pub(crate) consistency: Option<Vec<ConsistencyLevel>>,
+    /// Concurrent tasks / calls in flight (`--concurrency`).
+    pub(crate) concurrency: Option<Vec<usize>>,
+    /// Documents per task (`--docs`).
+    pub(crate) docs: Option<u64>,
+    /// Storage backend of suites that store documents.
+    pub(crate) storage: Storage,
+    /// Seed of everything random.
+    pub(crate) seed: u64,
+    /// Where the current suite reports what it is doing.
+    #[serde(skip)]
+    pub(crate) progress: Progress,
+}
+
+impl RunConfig {
+    /// The configuration with every optional parameter left to the suites, for `profile`.
+    #[cfg(test)]
+    pub(crate) fn for_profile(profile: Profile) -> Self {
+        Self {
+            suites: SuiteName::ALL.to_vec(),
+            suites_explicit: false,
+            profile,
+            nodes: None,
+            consistency: None,
+            concurrency: None,
+            docs: None,
+            storage: Storage::Memory,
+            seed: DEFAULT_SEED,
+            progress: Progress::hidden(),
+        }
+    }
+
+    /// Picks the value for the current profile: `(smoke, quick, full)`.
+    pub(crate) fn pick<T>(&self, smoke: T, quick: T, full: T) -> T {
+        match self.profile {
+            Profile::Smoke => smoke,
+            Profile::Quick => quick,
+            Profile::Full => full,
+        }
+    }
+
+    /// Cluster sizes: `--nodes` if given, else `default`.
+    pub(crate) fn nodes_or(&self, default: &[u32]) -> Vec<u32> {
+        self.nodes.clone().unwrap_or_else(|| default.to_vec())
+    }
+
+    /// Consistency levels of the node crate: `--consistency` if given, else `default`.
+    #[allow(
+        dead_code,
+        reason = "used by the ec suite once it is wired in (HOOK(ec))"
+    )]
+    pub(crate) fn consistency_or(
+        &self,
+        default: &[ConsistencyLevel],
+    ) -> Vec<datacake_node::Consistency> {
+        self.consistency
+            .as_deref()
+            .unwrap_or(default)
+            .iter()
+            .map(|level| level.to_node())
+            .collect()
+    }
+
+    /// Concurrency levels: `--concurrency` if given, else `default`.
+    pub(crate) fn concurrency_or(&self, default: &[usize]) -> Vec<usize> {
+        self.concurrency.clone().unwrap_or_else(|| default.to_vec())
+    }
+
+    /// Documents per task: `--docs` if given, else `default`.
+    #[allow(
+        dead_code,
+        reason = "used by the ec suite once it is wired in (HOOK(ec))"
+    )]
+    pub(crate) fn docs_or(&self, default: u64) -> u64 {
+        self.docs.unwrap_or(default)
+    }
+
+    /// A copy reporting progress to `progress`.
+    pub(crate) fn with_progress(&self, progress: Progress) -> Self {
+        Self {
+            progress,
+            ..self.clone()
+        }
+    }
+}
+
+/// A handle through which a running suite says which scenario it is on (a spinner on stderr;
+/// drawn only when stderr is a terminal).
+#[derive(Debug, Clone)]
+pub(crate) struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    /// A spinner for `suite`, ticking until [`Progress::finish`].
+    pub(crate) fn spinner(suite: SuiteName) -> Self {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix}: {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(suite.as_str());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self { bar }
+    }
+
+    /// A handle that draws nothing.
+    pub(crate) fn hidden() -> Self {
+        Self {
+            bar: ProgressBar::hidden(),
+        }
+    }
+
+    /// The suite has moved on to `scenario`.
+    pub(crate) fn scenario(&self, scenario: impl Into<String>) {
+        self.bar.set_message(scenario.into());
+    }
+
+    /// Stops the spinner and clears it.
+    pub(crate) fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::hidden()
+    }
+}

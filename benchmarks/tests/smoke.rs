@@ -1,0 +1,114 @@
+//! Runs the harness binary in its smallest configuration and checks that it completes and
+//! writes a results file holding every selected suite's figures. It never checks that a
+//! figure is fast.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_benchmarks"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("the harness binary starts")
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-smoke-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn the_smallest_run_writes_every_suites_figures() {
+    let out = out_dir("run");
+    let output = harness(&[
+        "--suite",
+        "crdt",
+        "--suite",
+        "rpc",
+        "--suite",
+        "gossip",
+        "--smoke",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "harness failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+
+    let json = std::fs::read_to_string(out.join("latest.json")).expect("latest.json written");
+    let record: serde_json::Value = serde_json::from_str(&json).expect("results parse as JSON");
+    assert_eq!(record["parameters"]["profile"], "smoke");
+    assert!(record["git_commit"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(record["machine"]["cores"].as_u64().is_some_and(|c| c >= 1));
+    let suites = record["suites"].as_array().expect("a suites array");
+    for name in ["crdt", "rpc", "gossip"] {
+        let suite = suites
+            .iter()
+            .find(|s| s["suite"] == name)
+            .unwrap_or_else(|| panic!("suite {name} missing from {json}"));
+        let figures = suite["figures"].as_array().expect("a figures array");
+        assert!(!figures.is_empty(), "suite {name} has no figures");
+        for figure in figures {
+            let has_a_number = ["ops_per_sec", "p50_us", "value"]
+                .iter()
+                .any(|k| figure[k].as_f64().is_some());
+            assert!(has_a_number, "figure without a number: {figure}");
+        }
+        assert!(
+            out.join(format!("{name}.svg")).exists(),
+            "no chart for {name}"
+        );
+        assert!(stdout.contains(&format!("== suite {name}")), "{stdout}");
+    }
+
+    // Comparing a run with itself finds no regression.
+    let again = harness(&[
+        "--suite",
+        "crdt",
+        "--smoke",
+        "--out",
+        out.to_str().unwrap(),
+        "--compare",
+        out.join("latest.json").to_str().unwrap(),
+        "--regression-threshold",
+        "1000000",
+    ]);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{stdout}");
+    assert!(stdout.contains(" 0 regressions"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn an_unknown_suite_is_refused_with_the_valid_names() {
+    let output = harness(&["--suite", "bogus", "--smoke"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for name in ["crdt", "rpc", "gossip", "ec"] {
+        assert!(stderr.contains(name), "{stderr}");
+    }
+}
+
+#[test]
+fn a_storage_a_suite_cannot_use_is_refused() {
+    let out = out_dir("sqlite");
+    let output = harness(&[
+        "--suite",
+        "crdt",
+        "--storage",
+        "sqlite",
+        "--smoke",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("sqlite"), "{stderr}");
+    assert!(!out.join("latest.json").exists(), "nothing may run");
+}
