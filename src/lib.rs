@@ -9,10 +9,14 @@
 //! | [`crdt`] | `datacake-crdt` | hybrid logical clock timestamps and an OR-set CRDT |
 //! | [`rpc`] | `datacake-rpc` | zero-copy, validated rkyv RPC over HTTP/2 |
 //! | [`node`] | `datacake-node` | gossip membership, cluster clock, node selection, extensions |
+//! | [`eventual_consistency`] | `datacake-eventual-consistency` | a leaderless replicated document store over any `Storage` |
 
 #[cfg(feature = "crdt")]
 #[doc(inline)]
 pub use datacake_crdt as crdt;
+#[cfg(feature = "eventual-consistency")]
+#[doc(inline)]
+pub use datacake_eventual_consistency as eventual_consistency;
 #[cfg(feature = "node")]
 #[doc(inline)]
 pub use datacake_node as node;

@@ -1,0 +1,37 @@
+//! The store's error type, [`StoreError`].
+
+use std::error::Error;
+use std::net::SocketAddr;
+
+use datacake_node::ConsistencyError;
+use datacake_rpc::Status;
+
+use crate::storage::BulkMutationError;
+
+/// Why a store operation failed. `E` is the [`Storage`](crate::Storage)'s error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError<E>
+where
+    E: Error + Send + Sync + 'static,
+{
+    /// The local storage failed.
+    #[error("storage error")]
+    Storage(#[source] E),
+    /// A bulk storage call failed part-way (the error names the ids that were applied).
+    #[error("storage error in a bulk call")]
+    BulkStorage(#[source] BulkMutationError<E>),
+    /// The consistency level could not be met (too few live nodes, or too few
+    /// acknowledgements before the deadline). The local write is kept in the second case and
+    /// replication continues in the background.
+    #[error(transparent)]
+    Consistency(#[from] ConsistencyError),
+    /// A call to a peer failed.
+    #[error("rpc to {peer} failed")]
+    Transport {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// What went wrong.
+        #[source]
+        source: Status,
+    },
+}

@@ -1,0 +1,225 @@
+//! Handles to read and write the store: [`ReplicatedStoreHandle`] (any keyspace) and
+//! [`ReplicatedKeyspaceHandle`] (one keyspace).
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datacake_node::Consistency;
+
+use crate::error::StoreError;
+use crate::storage::{Document, Key, Metadata, Storage};
+use crate::store::Shared;
+
+/// Reads and writes every keyspace of a store. Cheap to clone.
+///
+/// Reads are local (from this node's storage). Writes are stamped with the node's clock,
+/// applied locally, sent to every live node in batches, and return once `consistency` was met
+/// (see [`StoreError`]).
+pub struct ReplicatedStoreHandle<S: Storage> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: Storage> Clone for ReplicatedStoreHandle<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: Storage> fmt::Debug for ReplicatedStoreHandle<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplicatedStoreHandle")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Storage> ReplicatedStoreHandle<S> {
+    pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
+        Self { shared }
+    }
+
+    /// The live document `id` of `keyspace`.
+    pub async fn get(
+        &self,
+        keyspace: &str,
+        id: Key,
+    ) -> Result<Option<Document>, StoreError<S::Error>> {
+        self.shared
+            .replica
+            .storage
+            .get(keyspace, id)
+            .await
+            .map_err(StoreError::Storage)
+    }
+
+    /// The live documents among `ids` in `keyspace`, in no particular order.
+    pub async fn get_many(
+        &self,
+        keyspace: &str,
+        ids: impl IntoIterator<Item = Key>,
+    ) -> Result<Vec<Document>, StoreError<S::Error>> {
+        self.shared
+            .replica
+            .storage
+            .multi_get(keyspace, ids.into_iter().collect())
+            .await
+            .map_err(StoreError::Storage)
+    }
+
+    /// Writes the document `id` of `keyspace`.
+    pub async fn put(
+        &self,
+        keyspace: &str,
+        id: Key,
+        data: impl Into<Bytes>,
+        consistency: Consistency,
+    ) -> Result<(), StoreError<S::Error>> {
+        self.shared
+            .mutate(keyspace, vec![(id, Some(data.into()))], consistency)
+            .await
+    }
+
+    /// Writes several documents of `keyspace` (one replication batch).
+    pub async fn put_many<D: Into<Bytes>>(
+        &self,
+        keyspace: &str,
+        documents: impl IntoIterator<Item = (Key, D)>,
+        consistency: Consistency,
+    ) -> Result<(), StoreError<S::Error>> {
+        let ops = documents
+            .into_iter()
+            .map(|(id, data)| (id, Some(data.into())))
+            .collect();
+        self.shared.mutate(keyspace, ops, consistency).await
+    }
+
+    /// Deletes the document `id` of `keyspace` (Ok even if it never existed).
+    pub async fn del(
+        &self,
+        keyspace: &str,
+        id: Key,
+        consistency: Consistency,
+    ) -> Result<(), StoreError<S::Error>> {
+        self.shared
+            .mutate(keyspace, vec![(id, None)], consistency)
+            .await
+    }
+
+    /// Deletes several documents of `keyspace`.
+    pub async fn del_many(
+        &self,
+        keyspace: &str,
+        ids: impl IntoIterator<Item = Key>,
+        consistency: Consistency,
+    ) -> Result<(), StoreError<S::Error>> {
+        let ops = ids.into_iter().map(|id| (id, None)).collect();
+        self.shared.mutate(keyspace, ops, consistency).await
+    }
+
+    /// Every `(id, timestamp, is_tombstone)` this node holds for `keyspace` (from memory).
+    pub fn iter_metadata(&self, keyspace: &str) -> Vec<Metadata> {
+        self.shared.replica.metadata(keyspace)
+    }
+
+    /// The keyspaces this node holds.
+    pub fn get_keyspace_list(&self) -> Vec<String> {
+        self.shared.replica.keyspace_names()
+    }
+}
+
+/// Like [`ReplicatedStoreHandle`], bound to one keyspace. Cheap to clone.
+pub struct ReplicatedKeyspaceHandle<S: Storage> {
+    inner: ReplicatedStoreHandle<S>,
+    keyspace: Arc<str>,
+}
+
+impl<S: Storage> Clone for ReplicatedKeyspaceHandle<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            keyspace: self.keyspace.clone(),
+        }
+    }
+}
+
+impl<S: Storage> fmt::Debug for ReplicatedKeyspaceHandle<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplicatedKeyspaceHandle")
+            .field("keyspace", &self.keyspace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Storage> ReplicatedKeyspaceHandle<S> {
+    pub(crate) fn new(shared: Arc<Shared<S>>, keyspace: Arc<str>) -> Self {
+        Self {
+            inner: ReplicatedStoreHandle::new(shared),
+            keyspace,
+        }
+    }
+
+    /// The keyspace this handle is bound to.
+    pub fn keyspace(&self) -> &str {
+        &self.keyspace
+    }
+
+    /// The live document `id`.
+    pub async fn get(&self, id: Key) -> Result<Option<Document>, StoreError<S::Error>> {
+        self.inner.get(&self.keyspace, id).await
+    }
+
+    /// The live documents among `ids`, in no particular order.
+    pub async fn get_many(
+        &self,
+        ids: impl IntoIterator<Item = Key>,
+    ) -> Result<Vec<Document>, StoreError<S::Error>> {
+        self.inner.get_many(&self.keyspace, ids).await
+    }
+
+    /// Writes the document `id`.
+    pub async fn put(
+        &self,
+        id: Key,
+        data: impl Into<Bytes>,
+        consistency: Consistency,
+    ) -> Result<(), StoreError<S::Error>> {
+        self.inner.put(&self.keyspace, id, data, consistency).await
+    }
+
+    /// Writes several documents.
+    pub async fn put_many<D: Into<Bytes>>(
+        &self,
+        documents: impl IntoIterator<Item = (Key, D)>,
+        consistency: Consistency,
+    ) -> Result<(), StoreError<S::Error>> {
+        self.inner
+            .put_many(&self.keyspace, documents, consistency)
+            .await
+    }
+
+    /// Deletes the document `id` (Ok even if it never existed).
+    pub async fn del(&self, id: Key, consistency: Consistency) -> Result<(), StoreError<S::Error>> {
+        self.inner.del(&self.keyspace, id, consistency).await
+    }
+
+    /// Deletes several documents.
+    pub async fn del_many(
+        &self,
+        ids: impl IntoIterator<Item = Key>,
+        consistency: Consistency,
+    ) -> Result<(), StoreError<S::Error>> {
+        self.inner.del_many(&self.keyspace, ids, consistency).await
+    }
+
+    /// Every `(id, timestamp, is_tombstone)` this node holds for the keyspace.
+    pub fn iter_metadata(&self) -> Vec<Metadata> {
+        self.inner.iter_metadata(&self.keyspace)
+    }
+
+    /// The keyspaces this node holds.
+    pub fn get_keyspace_list(&self) -> Vec<String> {
+        self.inner.get_keyspace_list()
+    }
+}

@@ -1,0 +1,453 @@
+//! The in-memory state of one keyspace: [`KeyspaceState`].
+
+use std::collections::HashMap;
+
+use datacake_crdt::{HLCTimestamp, OrSWotSet};
+
+use crate::digest::{bucket_of, BucketEntry, KeyspaceDigest};
+use crate::storage::{Key, Metadata};
+
+/// One write to a keyspace: a put or a delete of `key` at `timestamp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mutation {
+    /// The document `key` was written at `timestamp`.
+    Put {
+        /// The document id.
+        key: Key,
+        /// When it was written.
+        timestamp: HLCTimestamp,
+    },
+    /// The document `key` was deleted at `timestamp`.
+    Delete {
+        /// The document id.
+        key: Key,
+        /// When it was deleted.
+        timestamp: HLCTimestamp,
+    },
+}
+
+impl Mutation {
+    /// The id the mutation writes.
+    pub fn key(&self) -> Key {
+        match self {
+            Self::Put { key, .. } | Self::Delete { key, .. } => *key,
+        }
+    }
+
+    /// When it was written.
+    pub fn timestamp(&self) -> HLCTimestamp {
+        match self {
+            Self::Put { timestamp, .. } | Self::Delete { timestamp, .. } => *timestamp,
+        }
+    }
+
+    /// Whether it is a delete.
+    pub fn is_delete(&self) -> bool {
+        matches!(self, Self::Delete { .. })
+    }
+
+    /// The entry the keyspace holds for the key once the mutation applied.
+    pub fn entry(&self) -> BucketEntry {
+        BucketEntry {
+            key: self.key(),
+            timestamp: self.timestamp(),
+            tombstone: self.is_delete(),
+        }
+    }
+}
+
+impl From<BucketEntry> for Mutation {
+    fn from(entry: BucketEntry) -> Self {
+        if entry.tombstone {
+            Self::Delete {
+                key: entry.key,
+                timestamp: entry.timestamp,
+            }
+        } else {
+            Self::Put {
+                key: entry.key,
+                timestamp: entry.timestamp,
+            }
+        }
+    }
+}
+
+/// What [`KeyspaceState::apply`] did with a mutation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The mutation won: the keyspace now holds it (and the storage must be written).
+    Applied,
+    /// The keyspace already holds a newer write of the key (or the same one); nothing changed.
+    Stale,
+}
+
+/// The metadata of one keyspace: which write of every id wins, decided by an
+/// [`OrSWotSet`] (last writer wins by timestamp; a delete beats a put of the same
+/// timestamp), plus the keyspace's [`KeyspaceDigest`], kept up to date on every write.
+///
+/// Only ids and timestamps are held; documents stay in the storage. The set does not expose a
+/// tombstone by key, so the state keeps its own small map of tombstones (there are few: they
+/// exist only until purged) to update the digest in O(1).
+///
+/// ```
+/// use datacake_crdt::HLCTimestamp;
+/// use datacake_eventual_consistency::{KeyspaceState, Mutation, Outcome};
+///
+/// let mut ks = KeyspaceState::new();
+/// let put = Mutation::Put { key: 1, timestamp: HLCTimestamp::new(10, 0, 1) };
+/// let older_delete = Mutation::Delete { key: 1, timestamp: HLCTimestamp::new(9, 0, 2) };
+/// assert_eq!(ks.apply(put), Outcome::Applied);
+/// assert_eq!(ks.apply(older_delete), Outcome::Stale);
+/// assert_eq!(ks.get(1), Some(put.entry()));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct KeyspaceState {
+    set: OrSWotSet<1>,
+    tombstones: HashMap<Key, HLCTimestamp>,
+    digest: KeyspaceDigest,
+}
+
+impl KeyspaceState {
+    /// An empty keyspace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The state of a keyspace whose storage lists `metadata` (on start-up).
+    pub fn from_metadata(metadata: impl IntoIterator<Item = Metadata>) -> Self {
+        let mut state = Self::new();
+        for (key, timestamp, tombstone) in metadata {
+            state.apply(Mutation::from(BucketEntry {
+                key,
+                timestamp,
+                tombstone,
+            }));
+        }
+        state
+    }
+
+    /// The entry held for `key` (live or tombstone).
+    pub fn get(&self, key: Key) -> Option<BucketEntry> {
+        if let Some(ts) = self.set.get(&key) {
+            return Some(BucketEntry::live(key, *ts));
+        }
+        self.tombstones
+            .get(&key)
+            .map(|ts| BucketEntry::tombstone(key, *ts))
+    }
+
+    /// Whether `mutation` would win against what the keyspace holds.
+    pub fn will_apply(&self, mutation: &Mutation) -> bool {
+        match mutation {
+            Mutation::Put { key, timestamp } => self.set.will_apply(*key, *timestamp),
+            Mutation::Delete { key, timestamp } => match self.get(*key) {
+                Some(entry) if entry.tombstone => *timestamp > entry.timestamp,
+                Some(entry) => *timestamp >= entry.timestamp,
+                None => self
+                    .set
+                    .purge_watermark()
+                    .is_none_or(|watermark| *timestamp > watermark),
+            },
+        }
+    }
+
+    /// Applies `mutation` if it wins, updating the set, the tombstones and the digest.
+    pub fn apply(&mut self, mutation: Mutation) -> Outcome {
+        let old = self.get(mutation.key());
+        let applied = match mutation {
+            Mutation::Put { key, timestamp } => self.set.insert(key, timestamp),
+            Mutation::Delete { key, timestamp } => self.set.delete(key, timestamp),
+        };
+        if !applied {
+            return Outcome::Stale;
+        }
+        let new = mutation.entry();
+        if new.tombstone {
+            self.tombstones.insert(new.key, new.timestamp);
+        } else if old.is_some_and(|e| e.tombstone) {
+            self.tombstones.remove(&new.key);
+        }
+        self.digest.replace(old.as_ref(), Some(&new));
+        Outcome::Applied
+    }
+
+    /// The tombstones older than `cutoff`: what [`purge_tombstones`](Self::purge_tombstones)
+    /// would drop.
+    pub fn tombstones_before(&self, cutoff: HLCTimestamp) -> Vec<BucketEntry> {
+        self.tombstones
+            .iter()
+            .filter(|(_, ts)| **ts < cutoff)
+            .map(|(k, ts)| BucketEntry::tombstone(*k, *ts))
+            .collect()
+    }
+
+    /// Forgets the tombstones older than `cutoff` and returns them (sorted by key), while the
+    /// set keeps refusing any write of a forgotten id at or below the newest forgotten
+    /// tombstone (the [`OrSWotSet`] purge watermark), so a purged delete never lets an older
+    /// write resurrect the document.
+    ///
+    /// Purges nothing while no entry is newer than the tombstones to purge (the watermark
+    /// would then refuse nothing more than the tombstones themselves do). Rebuilds the set:
+    /// linear in the keyspace size, so call it once per repair round at most.
+    pub fn purge_tombstones(&mut self, cutoff: HLCTimestamp) -> Vec<BucketEntry> {
+        let mut purged = self.tombstones_before(cutoff);
+        let Some(newest) = purged.iter().max_by_key(|e| e.timestamp).copied() else {
+            return Vec::new();
+        };
+        let has_newer = self.set.iter().any(|(_, ts)| ts > newest.timestamp)
+            || self.tombstones.values().any(|ts| *ts > newest.timestamp);
+        if !has_newer {
+            return Vec::new();
+        }
+        // A fresh set whose purge watermark is the newest purged tombstone: delete it, insert
+        // every live entry (which raises the set's observed frontier above it), purge (only
+        // that tombstone is held), then add back the tombstones that stay.
+        let mut set = OrSWotSet::<1>::new();
+        set.delete(newest.key, newest.timestamp);
+        for (key, ts) in self.set.iter() {
+            set.insert(key, ts);
+        }
+        if self.set.iter().all(|(_, ts)| ts <= newest.timestamp) {
+            // Only tombstones are newer: raise the frontier with one of them; it is purged by
+            // nothing (the purge is strict) and re-added below anyway.
+            if let Some((key, ts)) = self
+                .tombstones
+                .iter()
+                .filter(|(_, ts)| **ts > newest.timestamp)
+                .map(|(k, ts)| (*k, *ts))
+                .next()
+            {
+                set.delete(key, ts);
+            }
+        }
+        let dropped = set.purge_old_deletes();
+        debug_assert_eq!(dropped, vec![(newest.key, newest.timestamp)]);
+        for entry in &purged {
+            self.tombstones.remove(&entry.key);
+            self.digest.remove(entry);
+        }
+        for (key, ts) in &self.tombstones {
+            set.delete(*key, *ts);
+        }
+        self.set = set;
+        purged.sort_unstable_by_key(|e| e.key);
+        purged
+    }
+
+    /// The keyspace's digest.
+    pub fn digest(&self) -> &KeyspaceDigest {
+        &self.digest
+    }
+
+    /// Number of live ids.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Whether there are no live ids.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// Number of tombstones held.
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    /// Every entry (live and tombstones), in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = BucketEntry> + '_ {
+        let live = self.set.iter().map(|(k, ts)| BucketEntry::live(k, ts));
+        let dead = self
+            .tombstones
+            .iter()
+            .map(|(k, ts)| BucketEntry::tombstone(*k, *ts));
+        live.chain(dead)
+    }
+
+    /// The entries of the given buckets (ascending bucket numbers, as returned by
+    /// [`KeyspaceDigest::differing_buckets`]), sorted by key. One scan of the keyspace: this
+    /// is local CPU work; only the result goes on the wire.
+    pub fn bucket_entries(&self, buckets: &[u32]) -> Vec<BucketEntry> {
+        if buckets.is_empty() {
+            return Vec::new();
+        }
+        let mut wanted = vec![false; crate::digest::DIGEST_BUCKETS];
+        for b in buckets {
+            if let Some(slot) = wanted.get_mut(*b as usize) {
+                *slot = true;
+            }
+        }
+        let mut entries: Vec<_> = self
+            .entries()
+            .filter(|e| wanted[bucket_of(e.key) as usize])
+            .collect();
+        entries.sort_unstable_by_key(|e| e.key);
+        entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn ts(millis: u64, node: u32) -> HLCTimestamp {
+        HLCTimestamp::new(millis, 0, node)
+    }
+
+    fn put(key: Key, millis: u64) -> Mutation {
+        Mutation::Put {
+            key,
+            timestamp: ts(millis, 1),
+        }
+    }
+
+    fn del(key: Key, millis: u64) -> Mutation {
+        Mutation::Delete {
+            key,
+            timestamp: ts(millis, 1),
+        }
+    }
+
+    #[test]
+    fn last_writer_wins_and_a_delete_is_a_write() {
+        let mut ks = KeyspaceState::new();
+        assert_eq!(ks.apply(put(1, 10)), Outcome::Applied);
+        assert_eq!(ks.apply(put(1, 9)), Outcome::Stale);
+        assert_eq!(ks.apply(put(1, 10)), Outcome::Stale, "a repeat is stale");
+        assert_eq!(ks.apply(del(1, 10)), Outcome::Applied, "delete wins a tie");
+        assert_eq!(ks.get(1), Some(BucketEntry::tombstone(1, ts(10, 1))));
+        assert_eq!(ks.apply(put(1, 10)), Outcome::Stale);
+        assert_eq!(ks.apply(put(1, 11)), Outcome::Applied);
+        assert_eq!(ks.tombstone_count(), 0);
+        assert_eq!(ks.len(), 1);
+    }
+
+    #[test]
+    fn deleting_a_missing_id_leaves_a_tombstone_that_beats_older_puts() {
+        let mut ks = KeyspaceState::new();
+        assert_eq!(ks.apply(del(7, 5)), Outcome::Applied);
+        assert_eq!(ks.apply(put(7, 4)), Outcome::Stale);
+        assert!(ks.is_empty());
+        assert_eq!(ks.tombstone_count(), 1);
+    }
+
+    #[test]
+    fn will_apply_matches_apply() {
+        let mut ks = KeyspaceState::new();
+        for m in [
+            put(1, 5),
+            del(1, 5),
+            put(1, 5),
+            del(1, 4),
+            del(2, 1),
+            put(2, 1),
+        ] {
+            let predicted = ks.will_apply(&m);
+            assert_eq!(predicted, ks.apply(m) == Outcome::Applied, "{m:?}");
+        }
+    }
+
+    #[test]
+    fn from_metadata_rebuilds_the_same_state() {
+        let mut ks = KeyspaceState::new();
+        for m in [put(1, 5), put(2, 6), del(2, 7), del(3, 8)] {
+            ks.apply(m);
+        }
+        let metadata: Vec<Metadata> = ks
+            .entries()
+            .map(|e| (e.key, e.timestamp, e.tombstone))
+            .collect();
+        let rebuilt = KeyspaceState::from_metadata(metadata);
+        assert_eq!(rebuilt.digest(), ks.digest());
+        assert_eq!(rebuilt.get(2), ks.get(2));
+    }
+
+    #[test]
+    fn purged_deletes_never_resurrect() {
+        let mut ks = KeyspaceState::new();
+        for m in [
+            put(1, 1),
+            put(2, 2),
+            del(1, 3),
+            del(3, 4),
+            put(4, 10),
+            del(5, 20),
+        ] {
+            ks.apply(m);
+        }
+        let before = ks.digest().clone();
+        let purged = ks.purge_tombstones(ts(5, 0));
+        assert_eq!(
+            purged,
+            vec![
+                BucketEntry::tombstone(1, ts(3, 1)),
+                BucketEntry::tombstone(3, ts(4, 1))
+            ]
+        );
+        assert_ne!(ks.digest(), &before);
+        assert_eq!(ks.tombstone_count(), 1, "the newer tombstone stays");
+        assert_eq!(ks.get(5), Some(BucketEntry::tombstone(5, ts(20, 1))));
+        assert_eq!(ks.len(), 2);
+        let rebuilt: Vec<_> = ks.entries().collect();
+        assert_eq!(ks.digest(), &KeyspaceDigest::from_entries(&rebuilt));
+
+        // Older writes of purged ids are refused; newer ones apply.
+        assert_eq!(ks.apply(put(1, 2)), Outcome::Stale);
+        assert_eq!(ks.apply(put(3, 4)), Outcome::Stale);
+        assert!(!ks.will_apply(&put(3, 4)));
+        assert_eq!(ks.apply(put(3, 5)), Outcome::Applied);
+        assert_eq!(ks.apply(del(5, 19)), Outcome::Stale);
+    }
+
+    #[test]
+    fn purge_waits_for_something_newer() {
+        let mut ks = KeyspaceState::new();
+        ks.apply(put(1, 1));
+        ks.apply(del(1, 2));
+        assert!(ks.purge_tombstones(ts(100, 0)).is_empty());
+        ks.apply(del(2, 3));
+        assert_eq!(
+            ks.purge_tombstones(ts(3, 0)).len(),
+            1,
+            "a newer tombstone suffices"
+        );
+        assert_eq!(ks.apply(put(1, 2)), Outcome::Stale);
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        (0u64..20, 0u64..30, 0u32..3, any::<bool>()).prop_map(|(key, millis, node, delete)| {
+            let timestamp = ts(millis, node);
+            if delete {
+                Mutation::Delete { key, timestamp }
+            } else {
+                Mutation::Put { key, timestamp }
+            }
+        })
+    }
+
+    proptest! {
+        /// Replicas that apply the same mutations in any order converge, digests included.
+        #[test]
+        fn replicas_converge_in_any_order(
+            mutations in prop::collection::vec(mutation(), 0..60),
+        ) {
+            let mut forward = KeyspaceState::new();
+            let mut backward = KeyspaceState::new();
+            for m in &mutations {
+                forward.apply(*m);
+            }
+            for m in mutations.iter().rev() {
+                backward.apply(*m);
+            }
+            prop_assert_eq!(forward.digest(), backward.digest());
+            let mut a: Vec<_> = forward.entries().collect();
+            let mut b: Vec<_> = backward.entries().collect();
+            a.sort();
+            b.sort();
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(forward.digest(), &KeyspaceDigest::from_entries(&a));
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The local replica: the storage plus the in-memory state of every keyspace. Every write,
+//! local, replicated or repaired, goes through [`Replica::apply`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datacake_crdt::HLCTimestamp;
+use datacake_node::NodeId;
+use parking_lot::{Mutex, RwLock};
+
+use crate::digest::{BucketEntry, KeyspaceDigest};
+use crate::error::StoreError;
+use crate::keyspace::{KeyspaceState, Mutation, Outcome};
+use crate::repair::{plan_repair, RepairPlan};
+use crate::storage::{Document, Key, Metadata, Storage};
+
+/// A mutation with its document (for a put).
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub(crate) mutation: Mutation,
+    pub(crate) data: Option<Bytes>,
+}
+
+impl Change {
+    /// Whether `self` wins over `other` (same key): newer, or a delete at the same time.
+    fn beats(&self, other: &Change) -> bool {
+        let (a, b) = (self.mutation.timestamp(), other.mutation.timestamp());
+        a > b || (a == b && self.mutation.is_delete() && !other.mutation.is_delete())
+    }
+}
+
+#[derive(Debug)]
+struct KeyspaceSlot {
+    name: Arc<str>,
+    state: Mutex<KeyspaceState>,
+    /// Serialises writes of the keyspace, so the CRDT's decision and the storage write happen
+    /// in the same order for every key. Unfair on purpose (a running task may take it before
+    /// a woken waiter): a fair lock hands itself to a sleeping task and stays idle until that
+    /// task is scheduled, which caps throughput under heavy contention.
+    write: futures::lock::Mutex<()>,
+}
+
+impl KeyspaceSlot {
+    fn new(name: &str, state: KeyspaceState) -> Self {
+        Self {
+            name: Arc::from(name),
+            state: Mutex::new(state),
+            write: futures::lock::Mutex::new(()),
+        }
+    }
+}
+
+/// Counters behind [`StoreStatistics`](crate::StoreStatistics).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) writes: AtomicU64,
+    pub(crate) replicated: AtomicU64,
+    pub(crate) repairs_run: AtomicU64,
+    pub(crate) keys_repaired: AtomicU64,
+    pub(crate) repair_bytes: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) consistency_failures: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// The local replica; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Replica<S> {
+    pub(crate) storage: S,
+    keyspaces: RwLock<HashMap<String, Arc<KeyspaceSlot>>>,
+    pub(crate) counters: Counters,
+    /// Per peer: our clock at the start of the peer's last complete repair round from us.
+    peer_synced: Mutex<HashMap<NodeId, HLCTimestamp>>,
+}
+
+type Result<T, S> = std::result::Result<T, StoreError<<S as Storage>::Error>>;
+
+impl<S: Storage> Replica<S> {
+    /// Loads the metadata of every keyspace of `storage`.
+    pub(crate) async fn load(storage: S) -> Result<Self, S> {
+        let mut keyspaces = HashMap::new();
+        let names = storage
+            .get_keyspace_list()
+            .await
+            .map_err(StoreError::Storage)?;
+        for name in names {
+            let metadata = storage
+                .iter_metadata(&name)
+                .await
+                .map_err(StoreError::Storage)?;
+            let slot = KeyspaceSlot::new(&name, KeyspaceState::from_metadata(metadata));
+            keyspaces.insert(name, Arc::new(slot));
+        }
+        Ok(Self {
+            storage,
+            keyspaces: RwLock::new(keyspaces),
+            counters: Counters::default(),
+            peer_synced: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn slot(&self, keyspace: &str) -> Option<Arc<KeyspaceSlot>> {
+        self.keyspaces.read().get(keyspace).cloned()
+    }
+
+    fn slot_or_create(&self, keyspace: &str) -> Arc<KeyspaceSlot> {
+        if let Some(slot) = self.slot(keyspace) {
+            return slot;
+        }
+        self.keyspaces
+            .write()
+            .entry(keyspace.to_owned())
+            .or_insert_with(|| Arc::new(KeyspaceSlot::new(keyspace, KeyspaceState::new())))
+            .clone()
+    }
+
+    /// The keyspace's name as a shared string (creating the keyspace if needed).
+    pub(crate) fn interned(&self, keyspace: &str) -> Arc<str> {
+        self.slot_or_create(keyspace).name.clone()
+    }
+
+    /// Applies the winning `changes` to the storage and the keyspace state; returns the ones
+    /// that applied (the rest were older than what the replica holds).
+    pub(crate) async fn apply(
+        &self,
+        keyspace: &str,
+        changes: Vec<Change>,
+    ) -> Result<Vec<Change>, S> {
+        let slot = self.slot_or_create(keyspace);
+        let _write = slot.write.lock().await;
+
+        let winners: Vec<Change> = if changes.len() == 1 {
+            let state = slot.state.lock();
+            changes
+                .into_iter()
+                .filter(|c| state.will_apply(&c.mutation))
+                .collect()
+        } else {
+            // The newest change per key, then those that beat what the keyspace holds.
+            let mut newest: HashMap<Key, Change> = HashMap::with_capacity(changes.len());
+            for change in changes {
+                let key = change.mutation.key();
+                match newest.get(&key) {
+                    Some(held) if !change.beats(held) => {}
+                    _ => {
+                        newest.insert(key, change);
+                    }
+                }
+            }
+            let state = slot.state.lock();
+            newest
+                .into_values()
+                .filter(|c| state.will_apply(&c.mutation))
+                .collect()
+        };
+        if winners.is_empty() {
+            return Ok(winners);
+        }
+
+        let stored = self.store(keyspace, &winners).await;
+        let mut state = slot.state.lock();
+        match stored {
+            Ok(()) => {
+                for change in &winners {
+                    let outcome = state.apply(change.mutation);
+                    debug_assert_eq!(outcome, Outcome::Applied);
+                }
+                Ok(winners)
+            }
+            Err((applied, error)) => {
+                for change in winners
+                    .iter()
+                    .filter(|c| applied.contains(&c.mutation.key()))
+                {
+                    state.apply(change.mutation);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Writes `winners` to the storage; on failure, the ids that were applied.
+    async fn store(
+        &self,
+        keyspace: &str,
+        winners: &[Change],
+    ) -> std::result::Result<(), (Vec<Key>, StoreError<S::Error>)> {
+        if let [single] = winners {
+            let key = single.mutation.key();
+            let timestamp = single.mutation.timestamp();
+            let stored = if single.mutation.is_delete() {
+                self.storage
+                    .mark_as_tombstone(keyspace, key, timestamp)
+                    .await
+            } else {
+                let data = single.data.clone().unwrap_or_default();
+                let doc = Document::new(key, timestamp, data);
+                self.storage.put(keyspace, doc).await
+            };
+            return stored.map_err(|e| (Vec::new(), StoreError::Storage(e)));
+        }
+        let (puts, deletes): (Vec<&Change>, Vec<&Change>) =
+            winners.iter().partition(|c| !c.mutation.is_delete());
+        let documents: Vec<Document> = puts
+            .iter()
+            .map(|c| Document {
+                id: c.mutation.key(),
+                last_updated: c.mutation.timestamp(),
+                data: c.data.clone().unwrap_or_default(),
+            })
+            .collect();
+        let put_ids: Vec<Key> = documents.iter().map(|d| d.id).collect();
+        match documents.len() {
+            0 => {}
+            1 => {
+                let doc = documents.into_iter().next().expect("one document");
+                if let Err(e) = self.storage.put(keyspace, doc).await {
+                    return Err((Vec::new(), StoreError::Storage(e)));
+                }
+            }
+            _ => {
+                if let Err(e) = self.storage.multi_put(keyspace, documents).await {
+                    return Err((e.successful_doc_ids.clone(), StoreError::BulkStorage(e)));
+                }
+            }
+        }
+        let tombstones: Vec<(Key, _)> = deletes
+            .iter()
+            .map(|c| (c.mutation.key(), c.mutation.timestamp()))
+            .collect();
+        match tombstones.as_slice() {
+            [] => Ok(()),
+            [(key, ts)] => self
+                .storage
+                .mark_as_tombstone(keyspace, *key, *ts)
+                .await
+                .map_err(|e| (put_ids, StoreError::Storage(e))),
+            _ => match self
+                .storage
+                .mark_many_as_tombstone(keyspace, tombstones)
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let mut applied = put_ids;
+                    applied.extend_from_slice(&e.successful_doc_ids);
+                    Err((applied, StoreError::BulkStorage(e)))
+                }
+            },
+        }
+    }
+
+    /// The names of the keyspaces held.
+    pub(crate) fn keyspace_names(&self) -> Vec<String> {
+        self.keyspaces.read().keys().cloned().collect()
+    }
+
+    /// Every entry of `keyspace` (empty if unknown).
+    pub(crate) fn metadata(&self, keyspace: &str) -> Vec<Metadata> {
+        self.slot(keyspace).map_or_else(Vec::new, |slot| {
+            slot.state
+                .lock()
+                .entries()
+                .map(|e| (e.key, e.timestamp, e.tombstone))
+                .collect()
+        })
+    }
+
+    /// `(keyspace, total digest)` of every keyspace.
+    pub(crate) fn totals(&self) -> Vec<(String, u64)> {
+        let slots: Vec<(String, Arc<KeyspaceSlot>)> = self
+            .keyspaces
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        slots
+            .into_iter()
+            .map(|(name, slot)| {
+                let total = slot.state.lock().digest().total();
+                (name, total)
+            })
+            .collect()
+    }
+
+    /// The digest of `keyspace`, if held.
+    pub(crate) fn digest(&self, keyspace: &str) -> Option<KeyspaceDigest> {
+        self.slot(keyspace)
+            .map(|slot| slot.state.lock().digest().clone())
+    }
+
+    /// The entries of `buckets` of `keyspace`.
+    pub(crate) fn bucket_entries(&self, keyspace: &str, buckets: &[u32]) -> Vec<BucketEntry> {
+        self.slot(keyspace)
+            .map_or_else(Vec::new, |slot| slot.state.lock().bucket_entries(buckets))
+    }
+
+    /// Plans the repair of `keyspace` from a peer's entries of `buckets`.
+    pub(crate) fn plan(
+        &self,
+        keyspace: &str,
+        buckets: &[u32],
+        remote: &[BucketEntry],
+    ) -> RepairPlan {
+        match self.slot(keyspace) {
+            Some(slot) => plan_repair(&slot.state.lock(), buckets, remote),
+            None => plan_repair(&KeyspaceState::new(), buckets, remote),
+        }
+    }
+
+    /// Records that `peer` holds everything we held at `at`.
+    pub(crate) fn record_peer_synced(&self, peer: NodeId, at: HLCTimestamp) {
+        let mut synced = self.peer_synced.lock();
+        let slot = synced.entry(peer).or_insert(at);
+        *slot = (*slot).max(at);
+    }
+
+    /// What `peer` last reported as synced from us.
+    pub(crate) fn peer_synced(&self, peer: NodeId) -> Option<HLCTimestamp> {
+        self.peer_synced.lock().get(&peer).copied()
+    }
+
+    /// Purges the tombstones older than `cutoff` from every keyspace, storage first; returns
+    /// how many were purged.
+    pub(crate) async fn purge_tombstones(&self, cutoff: HLCTimestamp) -> Result<usize, S> {
+        let slots: Vec<(String, Arc<KeyspaceSlot>)> = self
+            .keyspaces
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut total = 0;
+        for (name, slot) in slots {
+            let _write = slot.write.lock().await;
+            // Memory first: if the storage call fails, the storage merely keeps tombstones
+            // that a restart reloads (harmless), never the other way round.
+            let purged = slot.state.lock().purge_tombstones(cutoff);
+            if purged.is_empty() {
+                continue;
+            }
+            total += purged.len();
+            let keys = purged.iter().map(|e| e.key).collect();
+            self.storage
+                .remove_tombstones(&name, keys)
+                .await
+                .map_err(StoreError::BulkStorage)?;
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,223 @@
+use std::time::Duration;
+
+use datacake_eventual_consistency::test_utils::MemStore;
+use datacake_eventual_consistency::{Consistency, ConsistencyError, StoreError};
+use datacake_rpc::{Body, Handler, Request, RpcService, ServiceRegistry, Status};
+
+use crate::fixtures::{cluster, shutdown, start_node, wait_converged, wait_for_membership};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_writes_are_visible_everywhere_on_return() {
+    let nodes = cluster(3).await;
+    let h = nodes[0].handle();
+    h.put("ks", 1, "one", Consistency::All).await.unwrap();
+    h.put_many("ks", (2..50).map(|i| (i, "x")), Consistency::All)
+        .await
+        .unwrap();
+    for node in &nodes {
+        let doc = node.handle().get("ks", 1).await.unwrap();
+        assert_eq!(&doc.expect("replicated").data[..], b"one");
+        assert_eq!(node.handle().get_many("ks", 1..50).await.unwrap().len(), 49);
+    }
+    for node in &nodes[1..] {
+        let stats = node.store.statistics();
+        // Each document arrived once: by the write fan-out, or by a repair round that won
+        // the race.
+        assert_eq!(stats.replicated + stats.keys_repaired, 49, "{stats:?}");
+        assert_eq!(stats.writes, 0);
+    }
+    assert_eq!(nodes[0].store.statistics().writes, 49);
+    h.del("ks", 1, Consistency::All).await.unwrap();
+    h.del_many("ks", 2..10, Consistency::All).await.unwrap();
+    for node in &nodes {
+        assert_eq!(node.handle().get("ks", 1).await.unwrap(), None);
+        assert_eq!(node.handle().get_many("ks", 1..50).await.unwrap().len(), 40);
+    }
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn none_writes_converge() {
+    let nodes = cluster(3).await;
+    for (i, node) in nodes.iter().enumerate() {
+        let base = i as u64 * 100;
+        node.handle()
+            .put_many("ks", (base..base + 20).map(|k| (k, "v")), Consistency::None)
+            .await
+            .unwrap();
+        node.handle()
+            .del("ks", base, Consistency::None)
+            .await
+            .unwrap();
+    }
+    wait_converged("three nodes converge after None writes", &nodes, "ks").await;
+    assert_eq!(
+        nodes[2]
+            .handle()
+            .get_many("ks", 0..300)
+            .await
+            .unwrap()
+            .len(),
+        57
+    );
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyspaces_are_isolated_on_three_nodes() {
+    let nodes = cluster(3).await;
+    nodes[0]
+        .handle()
+        .put("a", 1, "in a", Consistency::All)
+        .await
+        .unwrap();
+    nodes[1]
+        .handle()
+        .put("b", 1, "in b", Consistency::All)
+        .await
+        .unwrap();
+    nodes[2]
+        .handle()
+        .del("a", 1, Consistency::All)
+        .await
+        .unwrap();
+    for node in &nodes {
+        assert_eq!(node.handle().get("a", 1).await.unwrap(), None);
+        let b = node
+            .handle()
+            .get("b", 1)
+            .await
+            .unwrap()
+            .expect("b is untouched");
+        assert_eq!(&b.data[..], b"in b");
+    }
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_converge_to_the_last() {
+    let nodes = cluster(3).await;
+    for (i, node) in nodes.iter().enumerate() {
+        node.handle()
+            .put("ks", 7, format!("from {i}"), Consistency::None)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    wait_converged("concurrent puts converge", &nodes, "ks").await;
+    for node in &nodes {
+        let doc = node.handle().get("ks", 7).await.unwrap().unwrap();
+        assert_eq!(&doc.data[..], b"from 2", "the last write wins");
+    }
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_put_and_delete_converge_to_the_later() {
+    let nodes = cluster(3).await;
+    nodes[0]
+        .handle()
+        .put("ks", 1, "early", Consistency::None)
+        .await
+        .unwrap();
+    nodes[1]
+        .handle()
+        .del("ks", 2, Consistency::None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    nodes[2]
+        .handle()
+        .del("ks", 1, Consistency::None)
+        .await
+        .unwrap();
+    nodes[0]
+        .handle()
+        .put("ks", 2, "late", Consistency::None)
+        .await
+        .unwrap();
+    wait_converged("put vs delete converge", &nodes, "ks").await;
+    for node in &nodes {
+        assert_eq!(
+            node.handle().get("ks", 1).await.unwrap(),
+            None,
+            "the later delete wins"
+        );
+        let two = node
+            .handle()
+            .get("ks", 2)
+            .await
+            .unwrap()
+            .expect("the later put wins");
+        assert_eq!(&two.data[..], b"late");
+    }
+    shutdown(nodes).await;
+}
+
+/// Stands in for the store's service on a node and never answers a replication batch.
+struct Blackhole;
+
+impl RpcService for Blackhole {
+    fn service_name() -> &'static str {
+        "datacake-eventual-consistency"
+    }
+
+    fn register_handlers(registry: &mut ServiceRegistry<Self>) {
+        registry.add_handler::<Body>();
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler<Body> for Blackhole {
+    type Reply = Body;
+
+    fn path() -> &'static str {
+        "replicate"
+    }
+
+    async fn on_message(&self, _request: Request<Body>) -> Result<Body, Status> {
+        futures::future::pending().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_replica_makes_all_fail_after_the_deadline() {
+    let first = start_node(1, Vec::new(), MemStore::new()).await;
+    let second = start_node(2, vec![first.addr()], MemStore::new()).await;
+    let local = "127.0.0.1:0".parse().unwrap();
+    let silent = datacake_node::DatacakeNodeBuilder::new(
+        3,
+        datacake_node::ConnectionConfig::new(local, local, [first.addr()]),
+    )
+    .with_gossip_interval(Duration::from_millis(50))
+    .connect()
+    .await
+    .unwrap();
+    silent.add_rpc_service(Blackhole);
+    let nodes = vec![first, second];
+    wait_for_membership(&nodes, 1..=3).await;
+
+    let started = std::time::Instant::now();
+    let result = nodes[0].handle().put("ks", 1, "x", Consistency::All).await;
+    match result {
+        Err(StoreError::Consistency(ConsistencyError::ConsistencyFailure {
+            responses,
+            required,
+            ..
+        })) => {
+            assert_eq!((responses, required), (1, 2));
+        }
+        other => panic!("expected a consistency failure, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the write did not hang"
+    );
+    // The local write is kept, and the reachable replica has it.
+    for node in &nodes {
+        assert!(node.handle().get("ks", 1).await.unwrap().is_some());
+    }
+    assert_eq!(nodes[0].store.statistics().consistency_failures, 1);
+    silent.shutdown().await;
+    shutdown(nodes).await;
+}

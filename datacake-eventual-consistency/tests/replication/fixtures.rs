@@ -1,0 +1,128 @@
+//! Shared fixtures: in-process clusters of nodes running the store over `MemStore`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use datacake_eventual_consistency::test_utils::MemStore;
+use datacake_eventual_consistency::{
+    EventuallyConsistentStore, EventuallyConsistentStoreExtension, Metadata, ReplicatedStoreHandle,
+};
+use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder};
+
+/// How long tests wait for convergence.
+pub(crate) const CONVERGE: Duration = Duration::from_secs(20);
+
+/// One node of a test cluster.
+pub(crate) struct TestNode {
+    pub(crate) node: DatacakeNode,
+    pub(crate) store: EventuallyConsistentStore<MemStore>,
+    pub(crate) storage: MemStore,
+}
+
+impl TestNode {
+    pub(crate) fn handle(&self) -> ReplicatedStoreHandle<MemStore> {
+        self.store.handle()
+    }
+
+    pub(crate) fn addr(&self) -> String {
+        self.node.me().public_addr.to_string()
+    }
+
+    /// The node's metadata of `keyspace`, sorted.
+    pub(crate) fn metadata(&self, keyspace: &str) -> Vec<Metadata> {
+        let mut m = self.handle().iter_metadata(keyspace);
+        m.sort_unstable_by_key(|(k, _, _)| *k);
+        m
+    }
+}
+
+/// Starts a node with `id` over `storage`, joining `seeds`.
+pub(crate) async fn start_node(id: u32, seeds: Vec<String>, storage: MemStore) -> TestNode {
+    start_node_with(id, seeds, storage, |ext| ext).await
+}
+
+/// Like [`start_node`], with the extension adjusted by `configure`.
+pub(crate) async fn start_node_with(
+    id: u32,
+    seeds: Vec<String>,
+    storage: MemStore,
+    configure: impl FnOnce(
+        EventuallyConsistentStoreExtension<MemStore>,
+    ) -> EventuallyConsistentStoreExtension<MemStore>,
+) -> TestNode {
+    let local = "127.0.0.1:0".parse().unwrap();
+    let node = DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
+        .with_gossip_interval(Duration::from_millis(50))
+        .connect()
+        .await
+        .expect("node connects");
+    let extension = EventuallyConsistentStoreExtension::new(storage.clone())
+        .with_repair_interval(Duration::from_millis(200))
+        .with_write_timeout(Duration::from_secs(2));
+    let store = node
+        .add_extension(configure(extension))
+        .await
+        .expect("store starts");
+    TestNode {
+        node,
+        store,
+        storage,
+    }
+}
+
+/// Starts `n` nodes (ids 1..=n) that all see each other.
+pub(crate) async fn cluster(n: u32) -> Vec<TestNode> {
+    let first = start_node(1, Vec::new(), MemStore::new()).await;
+    let seed = first.addr();
+    let mut nodes = vec![first];
+    for id in 2..=n {
+        nodes.push(start_node(id, vec![seed.clone()], MemStore::new()).await);
+    }
+    wait_for_membership(&nodes, 1..=n).await;
+    nodes
+}
+
+/// Waits until every node of `nodes` sees every id of `ids` live.
+pub(crate) async fn wait_for_membership(
+    nodes: &[TestNode],
+    ids: impl IntoIterator<Item = u32> + Clone,
+) {
+    for node in nodes {
+        node.node
+            .wait_for_nodes(ids.clone(), CONVERGE)
+            .await
+            .expect("membership converges");
+    }
+}
+
+/// Waits until every node holds the same metadata and documents for `keyspace`.
+pub(crate) async fn wait_converged(what: &str, nodes: &[TestNode], keyspace: &str) {
+    test_helper::wait_for(what, CONVERGE, || async {
+        let first = nodes[0].metadata(keyspace);
+        if !nodes.iter().all(|n| n.metadata(keyspace) == first) {
+            return false;
+        }
+        let mut contents = Vec::new();
+        for node in nodes {
+            let docs: BTreeMap<u64, _> = node
+                .handle()
+                .get_many(keyspace, first.iter().map(|(k, _, _)| *k))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.id, d))
+                .collect();
+            contents.push(docs);
+        }
+        contents.windows(2).all(|w| w[0] == w[1])
+    })
+    .await;
+}
+
+/// Shuts every node down.
+pub(crate) async fn shutdown(nodes: Vec<TestNode>) {
+    for n in nodes {
+        drop(n.store);
+        n.node.shutdown().await;
+    }
+}

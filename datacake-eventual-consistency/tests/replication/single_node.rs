@@ -1,0 +1,107 @@
+use datacake_eventual_consistency::test_utils::MemStore;
+use datacake_eventual_consistency::{Consistency, ConsistencyError, StoreError};
+
+use crate::fixtures::{shutdown, start_node};
+
+#[tokio::test]
+async fn store_handle_single_and_bulk() {
+    let node = start_node(1, Vec::new(), MemStore::new()).await;
+    let h = node.handle();
+    assert_eq!(h.get("ks", 1).await.unwrap(), None, "missing key");
+    assert!(
+        h.get_keyspace_list().is_empty(),
+        "reads never create keyspaces"
+    );
+
+    h.put("ks", 1, "one", Consistency::None).await.unwrap();
+    assert_eq!(&h.get("ks", 1).await.unwrap().unwrap().data[..], b"one");
+    h.put("ks", 1, "uno", Consistency::None).await.unwrap();
+    assert_eq!(&h.get("ks", 1).await.unwrap().unwrap().data[..], b"uno");
+    h.del("ks", 1, Consistency::None).await.unwrap();
+    assert_eq!(h.get("ks", 1).await.unwrap(), None);
+    h.del("ks", 999, Consistency::None)
+        .await
+        .expect("deleting a missing id is ok");
+
+    h.put_many(
+        "ks",
+        (10..20).map(|i| (i, format!("doc-{i}"))),
+        Consistency::None,
+    )
+    .await
+    .unwrap();
+    let mut docs = h.get_many("ks", 0..30).await.unwrap();
+    docs.sort_by_key(|d| d.id);
+    assert_eq!(
+        docs.iter().map(|d| d.id).collect::<Vec<_>>(),
+        (10..20).collect::<Vec<_>>()
+    );
+    h.del_many("ks", [10, 11, 12, 500], Consistency::None)
+        .await
+        .unwrap();
+    assert_eq!(h.get_many("ks", 10..13).await.unwrap(), vec![]);
+    assert_eq!(h.get_many("ks", 0..30).await.unwrap().len(), 7);
+    assert_eq!(h.get_keyspace_list(), vec!["ks".to_string()]);
+    let tombstones = h.iter_metadata("ks").iter().filter(|m| m.2).count();
+    assert_eq!(tombstones, 6, "ids 1, 999, 10, 11, 12, 500");
+    assert_eq!(node.store.statistics().writes, 18);
+    shutdown(vec![node]).await;
+}
+
+#[tokio::test]
+async fn keyspace_handle_single_and_bulk() {
+    let node = start_node(1, Vec::new(), MemStore::new()).await;
+    let h = node.store.handle_with_keyspace("users");
+    assert_eq!(h.keyspace(), "users");
+    assert_eq!(h.get(1).await.unwrap(), None);
+    h.put(1, "a", Consistency::None).await.unwrap();
+    assert_eq!(&h.get(1).await.unwrap().unwrap().data[..], b"a");
+    h.del(1, Consistency::None).await.unwrap();
+    assert_eq!(h.get(1).await.unwrap(), None);
+    h.del(2, Consistency::None).await.unwrap();
+    h.put_many([(3, "c"), (4, "d")], Consistency::None)
+        .await
+        .unwrap();
+    assert_eq!(h.get_many([3, 4, 5]).await.unwrap().len(), 2);
+    h.del_many([3, 4, 5], Consistency::None).await.unwrap();
+    assert!(h.get_many([3, 4, 5]).await.unwrap().is_empty());
+    assert_eq!(h.iter_metadata().len(), 5);
+    assert_eq!(h.get_keyspace_list(), vec!["users".to_string()]);
+    shutdown(vec![node]).await;
+}
+
+#[tokio::test]
+async fn keyspaces_are_isolated_on_one_node() {
+    let node = start_node(1, Vec::new(), MemStore::new()).await;
+    let a = node.store.handle_with_keyspace("a");
+    let b = node.store.handle_with_keyspace("b");
+    a.put(1, "in a", Consistency::None).await.unwrap();
+    assert_eq!(b.get(1).await.unwrap(), None);
+    b.put(1, "in b", Consistency::None).await.unwrap();
+    a.del(1, Consistency::None).await.unwrap();
+    assert_eq!(&b.get(1).await.unwrap().unwrap().data[..], b"in b");
+    let mut list = a.get_keyspace_list();
+    list.sort();
+    assert_eq!(list, vec!["a".to_string(), "b".to_string()]);
+    shutdown(vec![node]).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_level_fails_before_writing() {
+    let node = start_node(1, Vec::new(), MemStore::new()).await;
+    let h = node.handle();
+    let result = h.put("ks", 1, "x", Consistency::One).await;
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::Consistency(ConsistencyError::NotEnoughNodes {
+                live: 0,
+                required: 1
+            }))
+        ),
+        "{result:?}"
+    );
+    assert_eq!(h.get("ks", 1).await.unwrap(), None, "nothing was written");
+    assert!(h.get_keyspace_list().is_empty());
+    shutdown(vec![node]).await;
+}
