@@ -139,10 +139,6 @@ pub(crate) enum ConsistencyLevel {
 
 impl ConsistencyLevel {
     /// The node crate's level.
-    #[allow(
-        dead_code,
-        reason = "used by the ec suite once it is wired in (HOOK(ec))"
-    )]
     pub(crate) fn to_node(self) -> datacake_node::Consistency {
         use datacake_node::Consistency as C;
         match self {
@@ -218,10 +214,6 @@ impl RunConfig {
     }
 
     /// Consistency levels of the node crate: `--consistency` if given, else `default`.
-    #[allow(
-        dead_code,
-        reason = "used by the ec suite once it is wired in (HOOK(ec))"
-    )]
     pub(crate) fn consistency_or(
         &self,
         default: &[ConsistencyLevel],
@@ -240,10 +232,6 @@ impl RunConfig {
     }
 
     /// Documents per task: `--docs` if given, else `default`.
-    #[allow(
-        dead_code,
-        reason = "used by the ec suite once it is wired in (HOOK(ec))"
-    )]
     pub(crate) fn docs_or(&self, default: u64) -> u64 {
         self.docs.unwrap_or(default)
     }

@@ -30,6 +30,8 @@ fn the_smallest_run_writes_every_suites_figures() {
         "rpc",
         "--suite",
         "gossip",
+        "--suite",
+        "ec",
         "--smoke",
         "--out",
         out.to_str().unwrap(),
@@ -47,7 +49,7 @@ fn the_smallest_run_writes_every_suites_figures() {
     assert!(record["git_commit"].as_str().is_some_and(|c| !c.is_empty()));
     assert!(record["machine"]["cores"].as_u64().is_some_and(|c| c >= 1));
     let suites = record["suites"].as_array().expect("a suites array");
-    for name in ["crdt", "rpc", "gossip"] {
+    for name in ["crdt", "rpc", "gossip", "ec"] {
         let suite = suites
             .iter()
             .find(|s| s["suite"] == name)

@@ -2,5 +2,6 @@
 //! [`SuiteReport`](crate::report::SuiteReport).
 
 pub(crate) mod crdt;
+pub(crate) mod ec;
 pub(crate) mod gossip;
 pub(crate) mod rpc;
