@@ -23,3 +23,8 @@ pub use datacake_node as node;
 #[cfg(feature = "rpc")]
 #[doc(inline)]
 pub use datacake_rpc as rpc;
+
+// Compiles and runs the README's examples as doctests, so the quick-start cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
