@@ -10,6 +10,7 @@
 //! | [`rpc`] | `datacake-rpc` | zero-copy, validated rkyv RPC over HTTP/2 |
 //! | [`node`] | `datacake-node` | gossip membership, cluster clock, node selection, extensions |
 //! | [`eventual_consistency`] | `datacake-eventual-consistency` | a leaderless replicated document store over any `Storage` |
+//! | [`sqlite`] | `datacake-sqlite` | `SqliteStorage`, the durable default `Storage` |
 
 #[cfg(feature = "crdt")]
 #[doc(inline)]
@@ -23,6 +24,9 @@ pub use datacake_node as node;
 #[cfg(feature = "rpc")]
 #[doc(inline)]
 pub use datacake_rpc as rpc;
+#[cfg(feature = "sqlite")]
+#[doc(inline)]
+pub use datacake_sqlite as sqlite;
 
 // Compiles and runs the README's examples as doctests, so the quick-start cannot rot.
 #[cfg(doctest)]

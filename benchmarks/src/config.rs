@@ -22,11 +22,14 @@ pub(crate) enum SuiteName {
     Gossip,
     /// The eventually consistent store on in-process clusters.
     Ec,
+    /// SQLite storage throughput (datacake-sqlite).
+    Sqlite,
 }
 
 impl SuiteName {
     /// Every suite, in the order a default run executes them.
-    pub(crate) const ALL: [SuiteName; 4] = [Self::Crdt, Self::Rpc, Self::Gossip, Self::Ec];
+    pub(crate) const ALL: [SuiteName; 5] =
+        [Self::Crdt, Self::Rpc, Self::Gossip, Self::Ec, Self::Sqlite];
 
     /// The name used on the command line and in result files.
     pub(crate) fn as_str(self) -> &'static str {
@@ -35,19 +38,18 @@ impl SuiteName {
             Self::Rpc => "rpc",
             Self::Gossip => "gossip",
             Self::Ec => "ec",
+            Self::Sqlite => "sqlite",
         }
     }
 
-    /// Whether the suite stores documents, i.e. whether `--storage` means anything to it.
-    pub(crate) fn uses_storage(self) -> bool {
-        matches!(self, Self::Ec)
-    }
-
     /// Whether the suite can honour `--storage storage`. Suites that store nothing honour
-    /// only the default, since any other choice would be silently ignored; the ec suite is
-    /// written against the in-memory `MemStore` only for now.
+    /// only the default, since any other choice would be silently ignored; the ec suite runs
+    /// on either storage, and the sqlite suite measures SQLite whatever the flag says.
     pub(crate) fn supports_storage(self, storage: Storage) -> bool {
-        storage == Storage::Memory
+        match self {
+            Self::Ec | Self::Sqlite => true,
+            Self::Crdt | Self::Rpc | Self::Gossip => storage == Storage::Memory,
+        }
     }
 
     /// A short explanation printed before the suite runs.
@@ -73,6 +75,11 @@ impl SuiteName {
                 "The eventually consistent store on in-process 1/3/5-node clusters: puts and \
                  deletes per second and their latency for each consistency level and number of \
                  concurrent tasks, memory per key, and how fast a late node catches up."
+            }
+            Self::Sqlite => {
+                "SqliteStorage on disk (WAL, group commit) with 128-byte documents: single puts \
+                 from one and from 64 concurrent callers, 1,000-document bulk puts, and single \
+                 gets."
             }
         }
     }

@@ -18,6 +18,7 @@ async fn run_suite(suite: SuiteName, cfg: &RunConfig) -> anyhow::Result<SuiteRep
         SuiteName::Rpc => suites::rpc::run(cfg).await,
         SuiteName::Gossip => suites::gossip::run(cfg).await,
         SuiteName::Ec => suites::ec::run(cfg).await,
+        SuiteName::Sqlite => suites::sqlite::run(cfg).await,
     }
 }
 

@@ -114,3 +114,32 @@ fn a_storage_a_suite_cannot_use_is_refused() {
     assert!(stderr.contains("sqlite"), "{stderr}");
     assert!(!out.join("latest.json").exists(), "nothing may run");
 }
+
+#[test]
+fn the_ec_suite_runs_on_sqlite_storage() {
+    let out = out_dir("ec-sqlite");
+    let output = harness(&[
+        "--storage",
+        "sqlite",
+        "--smoke",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "harness failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let json = std::fs::read_to_string(out.join("latest.json")).expect("latest.json written");
+    let record: serde_json::Value = serde_json::from_str(&json).expect("results parse as JSON");
+    let suites: Vec<&str> = record["suites"]
+        .as_array()
+        .expect("a suites array")
+        .iter()
+        .filter_map(|s| s["suite"].as_str())
+        .collect();
+    // Without --suite, a run on SQLite runs exactly the suites that can use it.
+    assert_eq!(suites, ["ec", "sqlite"], "{json}");
+    assert_eq!(record["parameters"]["storage"], "sqlite", "{json}");
+}

@@ -1,5 +1,5 @@
 //! Suite `ec`: the eventually consistent store on in-process clusters (loopback RPC,
-//! `MemStore`). For each cluster size and consistency level: N documents put serially through
+//! `MemStore`, or `SqliteStorage` with `--storage sqlite`). For each cluster size and consistency level: N documents put serially through
 //! one node's handle, then each concurrency level's tasks each putting the same N ids; then the
 //! same for deletes. Also: memory per key held in a keyspace's state, and the time and repair
 //! bytes for a late node to catch up on a keyspace.
@@ -15,6 +15,7 @@
 //! | documents | 50 | 1,000 | 1,000 |
 //! | memory keys / catch-up keys | 10,000 / 1,000 | 1,000,000 / 100,000 | same as quick |
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,51 +23,90 @@ use datacake_crdt::HLCTimestamp;
 use datacake_eventual_consistency::test_utils::MemStore;
 use datacake_eventual_consistency::{
     Consistency, EventuallyConsistentStore, EventuallyConsistentStoreExtension, KeyspaceState,
-    ReplicatedStoreHandle,
+    ReplicatedStoreHandle, Storage,
 };
 use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder};
+use datacake_sqlite::SqliteStorage;
 
 use crate::alloc::allocated_bytes;
-use crate::config::{ConsistencyLevel, RunConfig};
+use crate::config::{ConsistencyLevel, RunConfig, Storage as StorageChoice};
 use crate::report::{Latency, Measurement, SuiteReport};
 
 /// Give up waiting for convergence after this long.
 const GIVE_UP: Duration = Duration::from_secs(120);
 const KEYSPACE: &str = "bench";
 
-/// One node of a benchmark cluster.
-struct BenchNode {
-    node: DatacakeNode,
-    store: EventuallyConsistentStore<MemStore>,
-    storage: MemStore,
+/// Where benchmark nodes keep their documents (`--storage`).
+trait Backend {
+    /// The storage type.
+    type S: Storage;
+    /// Opens a fresh, empty storage for node `id` of cluster number `cluster`.
+    async fn open(&self, cluster: u32, id: u32) -> anyhow::Result<Self::S>;
 }
 
-async fn start_node(id: u32, seeds: Vec<String>) -> anyhow::Result<BenchNode> {
+/// `MemStore`.
+struct Memory;
+
+impl Backend for Memory {
+    type S = MemStore;
+
+    async fn open(&self, _cluster: u32, _id: u32) -> anyhow::Result<MemStore> {
+        Ok(MemStore::new())
+    }
+}
+
+/// `SqliteStorage`, one database file per node under a directory removed afterwards.
+struct Sqlite {
+    dir: PathBuf,
+}
+
+impl Backend for Sqlite {
+    type S = SqliteStorage;
+
+    async fn open(&self, cluster: u32, id: u32) -> anyhow::Result<SqliteStorage> {
+        let path = self.dir.join(format!("cluster-{cluster}-node-{id}.db"));
+        Ok(SqliteStorage::open(path).await?)
+    }
+}
+
+/// One node of a benchmark cluster.
+struct BenchNode<S: Storage> {
+    node: DatacakeNode,
+    store: EventuallyConsistentStore<S>,
+}
+
+async fn start_node<B: Backend>(
+    backend: &B,
+    cluster: u32,
+    id: u32,
+    seeds: Vec<String>,
+) -> anyhow::Result<BenchNode<B::S>> {
     let local = "127.0.0.1:0".parse()?;
     let node = DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
         .with_gossip_interval(Duration::from_millis(100))
         .connect()
         .await?;
-    let storage = MemStore::new();
+    let storage = backend.open(cluster, id).await?;
     let store = node
         .add_extension(
-            EventuallyConsistentStoreExtension::new(storage.clone())
+            EventuallyConsistentStoreExtension::new(storage)
                 .with_repair_interval(Duration::from_millis(100)),
         )
         .await?;
-    Ok(BenchNode {
-        node,
-        store,
-        storage,
-    })
+    Ok(BenchNode { node, store })
 }
 
-async fn start_cluster(n: u32) -> anyhow::Result<Vec<BenchNode>> {
-    let first = start_node(1, Vec::new()).await?;
+/// Starts an `n`-node cluster; `cluster` numbers clusters apart (their storages differ).
+async fn start_cluster<B: Backend>(
+    backend: &B,
+    cluster: u32,
+    n: u32,
+) -> anyhow::Result<Vec<BenchNode<B::S>>> {
+    let first = start_node(backend, cluster, 1, Vec::new()).await?;
     let seed = first.node.me().public_addr.to_string();
     let mut nodes = vec![first];
     for id in 2..=n {
-        nodes.push(start_node(id, vec![seed.clone()]).await?);
+        nodes.push(start_node(backend, cluster, id, vec![seed.clone()]).await?);
     }
     for node in &nodes {
         node.node.wait_for_nodes(1..=n, GIVE_UP).await?;
@@ -74,7 +114,7 @@ async fn start_cluster(n: u32) -> anyhow::Result<Vec<BenchNode>> {
     Ok(nodes)
 }
 
-async fn shutdown(nodes: Vec<BenchNode>) {
+async fn shutdown<S: Storage>(nodes: Vec<BenchNode<S>>) {
     for n in nodes {
         drop(n.store);
         n.node.shutdown().await;
@@ -88,8 +128,8 @@ enum Op {
     Del,
 }
 
-async fn one(
-    handle: &ReplicatedStoreHandle<MemStore>,
+async fn one<S: Storage>(
+    handle: &ReplicatedStoreHandle<S>,
     op: Op,
     id: u64,
     level: Consistency,
@@ -103,8 +143,8 @@ async fn one(
 }
 
 /// `tasks` tasks each doing `op` on ids `0..docs` (`tasks == 0`: serially on this task).
-async fn cell(
-    handle: &ReplicatedStoreHandle<MemStore>,
+async fn cell<S: Storage>(
+    handle: &ReplicatedStoreHandle<S>,
     op: Op,
     level: Consistency,
     tasks: usize,
@@ -153,9 +193,9 @@ fn target(nodes: u32, level: Consistency, tasks: usize, op: Op) -> Option<&'stat
 }
 
 /// Waits until every node holds the same metadata for the keyspace as the first.
-async fn settle(nodes: &[BenchNode]) -> anyhow::Result<()> {
+async fn settle<S: Storage>(nodes: &[BenchNode<S>]) -> anyhow::Result<()> {
     let start = Instant::now();
-    let sorted = |node: &BenchNode| {
+    let sorted = |node: &BenchNode<S>| {
         let mut m = node.store.handle().iter_metadata(KEYSPACE);
         m.sort_unstable_by_key(|(k, _, _)| *k);
         m
@@ -173,7 +213,8 @@ async fn settle(nodes: &[BenchNode]) -> anyhow::Result<()> {
 }
 
 /// Runs the throughput matrix for the given cluster sizes, levels and concurrencies.
-async fn throughput(
+async fn throughput<B: Backend>(
+    backend: &B,
     cfg: &RunConfig,
     clusters: &[u32],
     levels: &[Consistency],
@@ -181,8 +222,8 @@ async fn throughput(
     docs: u64,
 ) -> anyhow::Result<Vec<Measurement>> {
     let mut measurements = Vec::new();
-    for &n in clusters {
-        let nodes = start_cluster(n).await?;
+    for (cluster, &n) in (1..).zip(clusters) {
+        let nodes = start_cluster(backend, cluster, n).await?;
         let handle = nodes[0].store.handle();
         for &level in levels {
             if nodes[0].node.select_nodes(level).await.is_err() {
@@ -241,8 +282,9 @@ fn memory_per_key(keys: u64) -> Measurement {
 }
 
 /// Time and repair bytes for a node joining late to catch up on `keys` keys.
-async fn catch_up(keys: u64) -> anyhow::Result<Vec<Measurement>> {
-    let mut nodes = start_cluster(2).await?;
+async fn catch_up<B: Backend>(backend: &B, keys: u64) -> anyhow::Result<Vec<Measurement>> {
+    // Cluster numbers 1.. are the throughput clusters; this one is 0.
+    let mut nodes = start_cluster(backend, 0, 2).await?;
     let handle = nodes[0].store.handle();
     let data = Bytes::from_static(b"a 32 byte document for the bench");
     for chunk in (0..keys).collect::<Vec<_>>().chunks(1_000) {
@@ -256,14 +298,16 @@ async fn catch_up(keys: u64) -> anyhow::Result<Vec<Measurement>> {
     }
     let start = Instant::now();
     let seed = nodes[0].node.me().public_addr.to_string();
-    let late = start_node(3, vec![seed]).await?;
-    while late.storage.len(KEYSPACE) as u64 != keys {
+    let late = start_node(backend, 0, 3, vec![seed]).await?;
+    while late.store.statistics().keys_repaired < keys {
         if start.elapsed() > GIVE_UP {
             anyhow::bail!("late node did not catch up within {GIVE_UP:?}");
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let took = start.elapsed();
+    let held = late.store.handle().iter_metadata(KEYSPACE).len() as u64;
+    anyhow::ensure!(held == keys, "late node holds {held} of {keys} keys");
     let bytes = late.store.statistics().repair_bytes_received;
     nodes.push(late);
     shutdown(nodes).await;
@@ -293,11 +337,33 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
         vec![10, 125, 512, 2_048],
     ));
     let docs = cfg.docs_or(cfg.pick(50, 1_000, 1_000));
-    let mut measurements = throughput(cfg, &clusters, &levels, &concurrency, docs).await?;
+    let catch_up_keys = cfg.pick(1_000, 100_000, 100_000);
+    let mut measurements = match cfg.storage {
+        StorageChoice::Memory => {
+            let mut m = throughput(&Memory, cfg, &clusters, &levels, &concurrency, docs).await?;
+            cfg.progress.scenario("late node catch-up");
+            m.extend(catch_up(&Memory, catch_up_keys).await?);
+            m
+        }
+        StorageChoice::Sqlite => {
+            let dir =
+                std::env::temp_dir().join(format!("datacake-bench-ec-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let sqlite = Sqlite { dir: dir.clone() };
+            let result = async {
+                let mut m =
+                    throughput(&sqlite, cfg, &clusters, &levels, &concurrency, docs).await?;
+                cfg.progress.scenario("late node catch-up");
+                m.extend(catch_up(&sqlite, catch_up_keys).await?);
+                anyhow::Ok(m)
+            }
+            .await;
+            let _ = std::fs::remove_dir_all(&dir);
+            result?
+        }
+    };
     cfg.progress.scenario("memory per key");
     measurements.push(memory_per_key(cfg.pick(10_000, 1_000_000, 1_000_000)));
-    cfg.progress.scenario("late node catch-up");
-    measurements.extend(catch_up(cfg.pick(1_000, 100_000, 100_000)).await?);
     Ok(SuiteReport {
         suite: "ec",
         measurements,

@@ -5,3 +5,4 @@ pub(crate) mod crdt;
 pub(crate) mod ec;
 pub(crate) mod gossip;
 pub(crate) mod rpc;
+pub(crate) mod sqlite;

@@ -9,16 +9,13 @@ use datacake_crdt::HLCTimestamp;
 use datacake_eventual_consistency::{Document, Storage};
 use datacake_sqlite::SqliteStorage;
 
+use crate::config::RunConfig;
 use crate::report::{Latency, Measurement, SuiteReport};
 
-/// Single puts (and gets) per cell.
-const SINGLE_PUTS: u64 = 20_000;
 /// Concurrent callers of the concurrent cell.
 const CALLERS: u64 = 64;
 /// Documents per bulk put.
 const BULK_SIZE: u64 = 1_000;
-/// Bulk puts measured.
-const BULK_BATCHES: u64 = 50;
 /// Bytes per document.
 const DOC_BYTES: usize = 128;
 const SYSTEM: &str = "datacake-sqlite";
@@ -36,28 +33,33 @@ fn per_sec(ops: u64, elapsed: Duration) -> f64 {
 }
 
 /// Runs the suite in a fresh database under the system temp dir (removed afterwards).
-pub(crate) async fn run() -> anyhow::Result<SuiteReport> {
+///
+/// Single puts (and gets) per cell and bulk batches scale with the profile: 640 and 3 for
+/// `--smoke`, 20,000 and 50 otherwise.
+pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
+    let single_puts = cfg.pick(640, 20_000, 20_000);
+    let bulk_batches = cfg.pick(3, 50, 50);
     let dir = std::env::temp_dir().join(format!("datacake-bench-sqlite-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = measure(&dir.join("bench.db")).await;
+    let result = measure(&dir.join("bench.db"), single_puts, bulk_batches).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-async fn measure(path: &Path) -> anyhow::Result<SuiteReport> {
+async fn measure(path: &Path, single_puts: u64, bulk_batches: u64) -> anyhow::Result<SuiteReport> {
     let storage = SqliteStorage::open(path).await?;
     let mut measurements = Vec::new();
 
-    let mut samples = Vec::with_capacity(SINGLE_PUTS as usize);
+    let mut samples = Vec::with_capacity(single_puts as usize);
     let start = Instant::now();
-    for id in 0..SINGLE_PUTS {
+    for id in 0..single_puts {
         let put = Instant::now();
         storage.put("single", doc(id)).await?;
         samples.push(put.elapsed());
     }
     measurements.push(
         Measurement::new("single puts, 1 caller", SYSTEM)
-            .with_ops_per_sec(per_sec(SINGLE_PUTS, start.elapsed()))
+            .with_ops_per_sec(per_sec(single_puts, start.elapsed()))
             .with_latency(Latency::from_samples(&mut samples)),
     );
 
@@ -66,9 +68,9 @@ async fn measure(path: &Path) -> anyhow::Result<SuiteReport> {
         .map(|task| {
             let storage = storage.clone();
             tokio::spawn(async move {
-                for i in 0..SINGLE_PUTS / CALLERS {
+                for i in 0..single_puts / CALLERS {
                     storage
-                        .put("concurrent", doc(task * SINGLE_PUTS + i))
+                        .put("concurrent", doc(task * single_puts + i))
                         .await?;
                 }
                 anyhow::Ok(())
@@ -80,12 +82,12 @@ async fn measure(path: &Path) -> anyhow::Result<SuiteReport> {
     }
     measurements.push(
         Measurement::new(format!("single puts, {CALLERS} callers"), SYSTEM)
-            .with_ops_per_sec(per_sec(SINGLE_PUTS / CALLERS * CALLERS, start.elapsed())),
+            .with_ops_per_sec(per_sec(single_puts / CALLERS * CALLERS, start.elapsed())),
     );
 
-    let mut samples = Vec::with_capacity(BULK_BATCHES as usize);
+    let mut samples = Vec::with_capacity(bulk_batches as usize);
     let start = Instant::now();
-    for batch in 0..BULK_BATCHES {
+    for batch in 0..bulk_batches {
         let docs = (batch * BULK_SIZE..(batch + 1) * BULK_SIZE)
             .map(doc)
             .collect();
@@ -96,18 +98,18 @@ async fn measure(path: &Path) -> anyhow::Result<SuiteReport> {
     let elapsed = start.elapsed();
     measurements.push(
         Measurement::new(format!("bulk puts of {BULK_SIZE} docs (docs/s)"), SYSTEM)
-            .with_ops_per_sec(per_sec(BULK_BATCHES * BULK_SIZE, elapsed))
-            .with_value(per_sec(BULK_BATCHES, elapsed), "batches/s")
+            .with_ops_per_sec(per_sec(bulk_batches * BULK_SIZE, elapsed))
+            .with_value(per_sec(bulk_batches, elapsed), "batches/s")
             .with_latency(Latency::from_samples(&mut samples)),
     );
 
     let start = Instant::now();
-    for id in 0..SINGLE_PUTS {
+    for id in 0..single_puts {
         anyhow::ensure!(storage.get("single", id).await?.is_some(), "lost {id}");
     }
     measurements.push(
         Measurement::new("single gets, 1 caller", SYSTEM)
-            .with_ops_per_sec(per_sec(SINGLE_PUTS, start.elapsed())),
+            .with_ops_per_sec(per_sec(single_puts, start.elapsed())),
     );
 
     Ok(SuiteReport {

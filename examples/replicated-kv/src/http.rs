@@ -1,0 +1,368 @@
+//! The HTTP API: routing, handlers and JSON errors.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datacake_eventual_consistency::{
+    Consistency, ConsistencyError, EventuallyConsistentStore, ReplicatedStoreHandle, StoreError,
+};
+use datacake_node::DatacakeHandle;
+use datacake_sqlite::{SqliteStorage, SqliteStorageError};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use crate::keys::{self, MAX_KEYSPACE_LEN, MAX_KEY_LEN};
+use crate::metrics::HttpMetrics;
+
+/// The consistency of writes without `?consistency=`.
+const DEFAULT_CONSISTENCY: Consistency = Consistency::Quorum;
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub(crate) struct App {
+    store: EventuallyConsistentStore<SqliteStorage>,
+    handle: ReplicatedStoreHandle<SqliteStorage>,
+    node: DatacakeHandle,
+    metrics: HttpMetrics,
+    max_body_bytes: usize,
+}
+
+/// A 4xx or 5xx answer, sent as `{"error": code, "message": ...}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+            message: &'a str,
+        }
+        json(
+            self.status,
+            &Body {
+                error: self.code,
+                message: &self.message,
+            },
+        )
+    }
+}
+
+impl From<StoreError<SqliteStorageError>> for ApiError {
+    fn from(error: StoreError<SqliteStorageError>) -> Self {
+        let message = error_chain(&error);
+        match &error {
+            StoreError::Consistency(ConsistencyError::NotEnoughNodes { .. }) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_enough_nodes", message)
+            }
+            StoreError::Consistency(ConsistencyError::ConsistencyFailure { .. }) => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "consistency_timeout", message)
+            }
+            StoreError::Transport { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, "peer_unreachable", message)
+            }
+            _ => {
+                tracing::error!(error = %message, "storage failure");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
+            }
+        }
+    }
+}
+
+/// `error` and its sources, joined with `: `.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).expect("plain structs serialise");
+    response(status, "application/json", Bytes::from(bytes))
+}
+
+fn response(status: StatusCode, content_type: &str, body: Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, content_type)
+        .body(Full::new(body))
+        .expect("static headers are valid")
+}
+
+fn empty(status: StatusCode) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::new()))
+        .expect("no headers")
+}
+
+impl App {
+    /// The app over a running store on `node`, refusing bodies over `max_body_bytes`.
+    pub(crate) fn new(
+        store: EventuallyConsistentStore<SqliteStorage>,
+        node: DatacakeHandle,
+        max_body_bytes: usize,
+    ) -> Self {
+        Self {
+            handle: store.handle(),
+            store,
+            node,
+            metrics: HttpMetrics::default(),
+            max_body_bytes,
+        }
+    }
+
+    /// Answers one request (never fails: errors become JSON responses).
+    pub(crate) async fn serve(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let response = match self.route(request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+        self.metrics.record(&method, response.status());
+        tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
+        Ok(response)
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+        let path = request.uri().path().to_owned();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (request.method(), segments.as_slice()) {
+            (&Method::GET, ["health"]) => Ok(self.health()),
+            (&Method::GET, ["cluster"]) => Ok(self.cluster()),
+            (&Method::GET, ["metrics"]) => Ok(self.metrics()),
+            (_, ["health" | "cluster" | "metrics"]) => Err(method_not_allowed()),
+            (method, [keyspace, key]) => {
+                let (keyspace, key) = check_names(keyspace, key)?;
+                let consistency = consistency(request.uri().query())?;
+                match *method {
+                    Method::GET => self.get(keyspace, key).await,
+                    Method::PUT => {
+                        let body = self.body(request).await?;
+                        self.put(keyspace, key, &body, consistency).await
+                    }
+                    Method::DELETE => self.delete(keyspace, key, consistency).await,
+                    _ => Err(method_not_allowed()),
+                }
+            }
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {path}; use /:keyspace/:key, /cluster, /health or /metrics"),
+            )),
+        }
+    }
+
+    fn health(&self) -> Response<Full<Bytes>> {
+        #[derive(Serialize)]
+        struct Health {
+            status: &'static str,
+            node_id: u32,
+            live_members: usize,
+        }
+        json(
+            StatusCode::OK,
+            &Health {
+                status: "ok",
+                node_id: self.node.me().node_id,
+                live_members: self.node.statistics().live_members,
+            },
+        )
+    }
+
+    fn cluster(&self) -> Response<Full<Bytes>> {
+        #[derive(Serialize)]
+        struct Member {
+            node_id: u32,
+            public_addr: String,
+            data_center: String,
+        }
+        #[derive(Serialize)]
+        struct Cluster {
+            cluster_id: String,
+            node_id: u32,
+            members: Vec<Member>,
+        }
+        let mut members: Vec<Member> = self
+            .node
+            .live_members()
+            .into_iter()
+            .map(|m| Member {
+                node_id: m.node_id,
+                public_addr: m.public_addr.to_string(),
+                data_center: m.data_center.to_string(),
+            })
+            .collect();
+        members.sort_unstable_by_key(|m| m.node_id);
+        json(
+            StatusCode::OK,
+            &Cluster {
+                cluster_id: self.node.cluster_id().to_owned(),
+                node_id: self.node.me().node_id,
+                members,
+            },
+        )
+    }
+
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        let text = self
+            .metrics
+            .render(&self.store.statistics(), &self.node.statistics());
+        response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            Bytes::from(text),
+        )
+    }
+
+    async fn get(&self, keyspace: &str, key: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+        let document = self.handle.get(keyspace, keys::key_id(key)).await?;
+        match document.and_then(|doc| keys::decode(key, &doc.data)) {
+            Some(value) => Ok(response(StatusCode::OK, "application/octet-stream", value)),
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "key_not_found",
+                format!("no value for {keyspace}/{key}"),
+            )),
+        }
+    }
+
+    async fn put(
+        &self,
+        keyspace: &str,
+        key: &str,
+        value: &[u8],
+        consistency: Consistency,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
+        self.handle
+            .put(
+                keyspace,
+                keys::key_id(key),
+                keys::encode(key, value),
+                consistency,
+            )
+            .await?;
+        Ok(empty(StatusCode::NO_CONTENT))
+    }
+
+    async fn delete(
+        &self,
+        keyspace: &str,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
+        self.handle
+            .del(keyspace, keys::key_id(key), consistency)
+            .await?;
+        Ok(empty(StatusCode::NO_CONTENT))
+    }
+
+    /// The request body, refused with 413 past the limit.
+    async fn body(&self, request: Request<Incoming>) -> Result<Bytes, ApiError> {
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body exceeds {} bytes", self.max_body_bytes),
+            )
+        };
+        let declared = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.max_body_bytes as u64) {
+            return Err(too_large());
+        }
+        match Limited::new(request.into_body(), self.max_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(error) if error.is::<LengthLimitError>() => Err(too_large()),
+            Err(error) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("cannot read the body: {error}"),
+            )),
+        }
+    }
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "use GET, PUT or DELETE on /:keyspace/:key and GET elsewhere",
+    )
+}
+
+fn check_names<'a>(keyspace: &'a str, key: &'a str) -> Result<(&'a str, &'a str), ApiError> {
+    if !keys::is_valid_name(keyspace, MAX_KEYSPACE_LEN) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_keyspace",
+            format!(
+                "a keyspace is 1 to {MAX_KEYSPACE_LEN} bytes of ASCII letters, digits, '-', '_', '.', '~'"
+            ),
+        ));
+    }
+    if !keys::is_valid_name(key, MAX_KEY_LEN) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+            format!(
+                "a key is 1 to {MAX_KEY_LEN} bytes of ASCII letters, digits, '-', '_', '.', '~'"
+            ),
+        ));
+    }
+    Ok((keyspace, key))
+}
+
+/// The `consistency` query parameter, or the default.
+fn consistency(query: Option<&str>) -> Result<Consistency, ApiError> {
+    let value = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(name, _)| *name == "consistency")
+        .map(|(_, value)| value);
+    match value {
+        None => Ok(DEFAULT_CONSISTENCY),
+        Some(value) => keys::parse_consistency(value).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_consistency",
+                format!(
+                    "unknown consistency {value:?}; use none, one, two, three, quorum, \
+                     local_quorum, each_quorum or all"
+                ),
+            )
+        }),
+    }
+}

@@ -1,0 +1,130 @@
+//! Request counters and the Prometheus text exposition of `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datacake_eventual_consistency::StoreStatistics;
+use datacake_node::ClusterStatistics;
+use http::{Method, StatusCode};
+
+/// Methods counted separately; anything else is `other`.
+const METHODS: [&str; 4] = ["GET", "PUT", "DELETE", "other"];
+
+/// HTTP counters, updated once per response.
+#[derive(Debug, Default)]
+pub(crate) struct HttpMetrics {
+    requests: [AtomicU64; 4],
+    client_errors: AtomicU64,
+    server_errors: AtomicU64,
+}
+
+impl HttpMetrics {
+    /// Counts one request answered with `status`.
+    pub(crate) fn record(&self, method: &Method, status: StatusCode) {
+        let idx = match *method {
+            Method::GET => 0,
+            Method::PUT => 1,
+            Method::DELETE => 2,
+            _ => 3,
+        };
+        self.requests[idx].fetch_add(1, Ordering::Relaxed);
+        if status.is_client_error() {
+            self.client_errors.fetch_add(1, Ordering::Relaxed);
+        } else if status.is_server_error() {
+            self.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text format of these counters plus the store's and cluster's.
+    pub(crate) fn render(&self, store: &StoreStatistics, cluster: &ClusterStatistics) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP kv_http_requests_total HTTP requests served, by method.\n");
+        out.push_str("# TYPE kv_http_requests_total counter\n");
+        for (method, count) in METHODS.iter().zip(&self.requests) {
+            let _ = writeln!(
+                out,
+                "kv_http_requests_total{{method=\"{method}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP kv_http_errors_total HTTP responses with an error status, by class.\n",
+        );
+        out.push_str("# TYPE kv_http_errors_total counter\n");
+        let _ = writeln!(
+            out,
+            "kv_http_errors_total{{class=\"4xx\"}} {}",
+            self.client_errors.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "kv_http_errors_total{{class=\"5xx\"}} {}",
+            self.server_errors.load(Ordering::Relaxed)
+        );
+        let counters = [
+            (
+                "writes",
+                "Mutations written through this node.",
+                store.writes,
+            ),
+            (
+                "replicated",
+                "Mutations received from peers' write fan-out.",
+                store.replicated,
+            ),
+            (
+                "repairs_run",
+                "Anti-entropy repair rounds completed.",
+                store.repairs_run,
+            ),
+            (
+                "keys_repaired",
+                "Keys taken from peers by repair.",
+                store.keys_repaired,
+            ),
+            (
+                "repair_bytes_received",
+                "Bytes of repair replies received from peers.",
+                store.repair_bytes_received,
+            ),
+            (
+                "replication_failures",
+                "Failed replication batches and repair rounds.",
+                store.failures,
+            ),
+            (
+                "consistency_failures",
+                "Writes that did not meet their consistency level in time.",
+                store.consistency_failures,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP kv_store_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE kv_store_{name}_total counter");
+            let _ = writeln!(out, "kv_store_{name}_total {value}");
+        }
+        let gauges = [
+            (
+                "live_members",
+                "Live cluster members, including this node.",
+                cluster.live_members,
+            ),
+            (
+                "dead_members",
+                "Members held dead by the failure detector.",
+                cluster.dead_members,
+            ),
+            (
+                "left_members",
+                "Members that left gracefully.",
+                cluster.left_members,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP kv_cluster_{name} {help}");
+            let _ = writeln!(out, "# TYPE kv_cluster_{name} gauge");
+            let _ = writeln!(out, "kv_cluster_{name} {value}");
+        }
+        out
+    }
+}
