@@ -11,6 +11,7 @@
 //! | [`node`] | `datacake-node` | gossip membership, cluster clock, node selection, extensions |
 //! | [`eventual_consistency`] | `datacake-eventual-consistency` | a leaderless replicated document store over any `Storage` |
 //! | [`sqlite`] | `datacake-sqlite` | `SqliteStorage`, the durable default `Storage` |
+//! | [`raft`] | `datacake-raft` | a strongly consistent replicated state machine on openraft |
 
 #[cfg(feature = "crdt")]
 #[doc(inline)]
@@ -21,6 +22,9 @@ pub use datacake_eventual_consistency as eventual_consistency;
 #[cfg(feature = "node")]
 #[doc(inline)]
 pub use datacake_node as node;
+#[cfg(feature = "raft")]
+#[doc(inline)]
+pub use datacake_raft as raft;
 #[cfg(feature = "rpc")]
 #[doc(inline)]
 pub use datacake_rpc as rpc;

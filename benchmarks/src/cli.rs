@@ -217,6 +217,9 @@ mod tests {
             .unwrap()
             .to_config()
             .unwrap();
-        assert_eq!(cfg.suites, [SuiteName::Ec, SuiteName::Sqlite]);
+        assert_eq!(
+            cfg.suites,
+            [SuiteName::Ec, SuiteName::Sqlite, SuiteName::Raft]
+        );
     }
 }

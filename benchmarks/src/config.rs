@@ -24,12 +24,20 @@ pub(crate) enum SuiteName {
     Ec,
     /// SQLite storage throughput (datacake-sqlite).
     Sqlite,
+    /// The Raft extension on a three-node cluster.
+    Raft,
 }
 
 impl SuiteName {
     /// Every suite, in the order a default run executes them.
-    pub(crate) const ALL: [SuiteName; 5] =
-        [Self::Crdt, Self::Rpc, Self::Gossip, Self::Ec, Self::Sqlite];
+    pub(crate) const ALL: [SuiteName; 6] = [
+        Self::Crdt,
+        Self::Rpc,
+        Self::Gossip,
+        Self::Ec,
+        Self::Sqlite,
+        Self::Raft,
+    ];
 
     /// The name used on the command line and in result files.
     pub(crate) fn as_str(self) -> &'static str {
@@ -39,15 +47,17 @@ impl SuiteName {
             Self::Gossip => "gossip",
             Self::Ec => "ec",
             Self::Sqlite => "sqlite",
+            Self::Raft => "raft",
         }
     }
 
     /// Whether the suite can honour `--storage storage`. Suites that store nothing honour
     /// only the default, since any other choice would be silently ignored; the ec suite runs
-    /// on either storage, and the sqlite suite measures SQLite whatever the flag says.
+    /// on either storage, the sqlite suite measures SQLite and the raft suite both of its log
+    /// stores, whatever the flag says.
     pub(crate) fn supports_storage(self, storage: Storage) -> bool {
         match self {
-            Self::Ec | Self::Sqlite => true,
+            Self::Ec | Self::Sqlite | Self::Raft => true,
             Self::Crdt | Self::Rpc | Self::Gossip => storage == Storage::Memory,
         }
     }
@@ -80,6 +90,11 @@ impl SuiteName {
                 "SqliteStorage on disk (WAL, group commit) with 128-byte documents: single puts \
                  from one and from 64 concurrent callers, 1,000-document bulk puts, and single \
                  gets."
+            }
+            Self::Raft => {
+                "Committed Raft writes per second and their latency on a three-node cluster over \
+                 the real RPC, with 1, 64 and 256 concurrent clients, for the in-memory and the \
+                 durable SQLite log store."
             }
         }
     }

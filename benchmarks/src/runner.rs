@@ -19,6 +19,7 @@ async fn run_suite(suite: SuiteName, cfg: &RunConfig) -> anyhow::Result<SuiteRep
         SuiteName::Gossip => suites::gossip::run(cfg).await,
         SuiteName::Ec => suites::ec::run(cfg).await,
         SuiteName::Sqlite => suites::sqlite::run(cfg).await,
+        SuiteName::Raft => suites::raft::run(cfg).await,
     }
 }
 

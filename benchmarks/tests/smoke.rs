@@ -140,6 +140,6 @@ fn the_ec_suite_runs_on_sqlite_storage() {
         .filter_map(|s| s["suite"].as_str())
         .collect();
     // Without --suite, a run on SQLite runs exactly the suites that can use it.
-    assert_eq!(suites, ["ec", "sqlite"], "{json}");
+    assert_eq!(suites, ["ec", "sqlite", "raft"], "{json}");
     assert_eq!(record["parameters"]["storage"], "sqlite", "{json}");
 }

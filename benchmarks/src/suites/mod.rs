@@ -4,5 +4,6 @@
 pub(crate) mod crdt;
 pub(crate) mod ec;
 pub(crate) mod gossip;
+pub(crate) mod raft;
 pub(crate) mod rpc;
 pub(crate) mod sqlite;

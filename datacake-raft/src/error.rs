@@ -1,0 +1,64 @@
+//! [`RaftError`]: why a Raft operation failed.
+
+use datacake_node::NodeId;
+
+/// Why a Raft operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RaftError {
+    /// This node is not the leader (and the operation is not forwarded); `leader` is the
+    /// leader it knows of, if any.
+    #[error("this node is not the leader (known leader: {leader:?})")]
+    NotLeader {
+        /// The current leader as far as this node knows.
+        leader: Option<NodeId>,
+    },
+    /// The leader could not confirm its leadership with a quorum (a linearizable read).
+    #[error("leadership could not be confirmed by a quorum")]
+    QuorumUnavailable,
+    /// A membership change was refused (e.g. another one is in progress).
+    #[error("membership change refused: {reason}")]
+    Membership {
+        /// Why openraft refused it.
+        reason: String,
+    },
+    /// The node is not a live member of the gossip cluster, so its address is unknown.
+    #[error("node {node_id} is not a live member of the cluster")]
+    UnknownNode {
+        /// The node asked for.
+        node_id: NodeId,
+    },
+    /// A command, response, query or answer could not be encoded or decoded.
+    #[error("could not encode or decode a value: {reason}")]
+    Codec {
+        /// The codec's message.
+        reason: String,
+    },
+    /// The log, vote or snapshot storage failed.
+    #[error("raft storage failed: {reason}")]
+    Storage {
+        /// What failed.
+        reason: String,
+    },
+    /// The [`RaftConfig`](crate::RaftConfig) was rejected.
+    #[error("invalid raft configuration: {reason}")]
+    Config {
+        /// Why.
+        reason: String,
+    },
+    /// A forwarded call failed on the way (a forwarded write may or may not have been
+    /// applied).
+    #[error(transparent)]
+    Rpc(#[from] datacake_rpc::Status),
+    /// Raft has stopped on this node (the node shut down, or storage failed).
+    #[error("raft has stopped")]
+    Stopped,
+}
+
+impl RaftError {
+    pub(crate) fn codec(e: impl std::fmt::Display) -> Self {
+        Self::Codec {
+            reason: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! [`RaftExtension`]: starts Raft on a node.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datacake_node::{ClusterExtension, DatacakeNode};
+use tracing::info;
+
+use crate::bootstrap;
+use crate::config::{RaftConfig, Storage};
+use crate::error::RaftError;
+use crate::handle::{HandleInner, RaftHandle};
+use crate::log_store::MemLogStore;
+use crate::machine::{self, StateMachine};
+use crate::network::{Network, RaftService};
+use crate::policy;
+use crate::sqlite_log::SqliteLogStore;
+use crate::state_machine::StateMachineStore;
+use crate::types::{Raft, RaftNodeId};
+
+/// The SQLite file inside a durable storage directory.
+const LOG_FILE: &str = "raft-log.sqlite";
+
+/// Runs a Raft group replicating the state machine `S` on a node; see
+/// [`RaftConfig`] for the bootstrap rule. A node runs one Raft group (its RPC service has one
+/// fixed name).
+///
+/// ```no_run
+/// # use datacake_raft::{RaftConfig, RaftExtension, ReadConsistency, StateMachine};
+/// # #[derive(Default)] struct Counter(i64);
+/// # impl StateMachine for Counter {
+/// #     type Command = i64; type Response = i64; type Query = (); type Answer = i64;
+/// #     fn apply(&mut self, d: i64) -> i64 { self.0 += d; self.0 }
+/// #     fn read(&self, _: ()) -> i64 { self.0 }
+/// #     fn snapshot(&self) -> Vec<u8> { self.0.to_le_bytes().to_vec() }
+/// #     fn restore(&mut self, b: &[u8]) { self.0 = i64::from_le_bytes(b.try_into().unwrap()) }
+/// # }
+/// # async fn demo(node: &datacake_node::DatacakeNode) -> Result<(), datacake_raft::RaftError> {
+/// let raft = node.add_extension(RaftExtension::new(Counter::default(), RaftConfig::new(3))).await?;
+/// raft.write(5).await?;
+/// assert_eq!(raft.read((), ReadConsistency::Linearizable).await?, 5);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct RaftExtension<S> {
+    machine: S,
+    config: RaftConfig,
+}
+
+impl<S: StateMachine> RaftExtension<S> {
+    /// Raft over `machine`, run per `config`.
+    pub fn new(machine: S, config: RaftConfig) -> Self {
+        Self { machine, config }
+    }
+}
+
+#[async_trait]
+impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
+    type Output = RaftHandle<S>;
+    type Error = RaftError;
+
+    async fn init_extension(self, node: &DatacakeNode) -> Result<RaftHandle<S>, RaftError> {
+        let config = self.config;
+        let raft_config = config.to_openraft().map_err(|e| RaftError::Config {
+            reason: e.to_string(),
+        })?;
+        let id = RaftNodeId::from(node.me().node_id);
+        let machine = machine::share(self.machine);
+        let dir = match &config.storage {
+            Storage::InMemory => None,
+            Storage::Durable(dir) => Some(dir.clone()),
+        };
+        let storage_error = |e: &dyn std::fmt::Display| RaftError::Storage {
+            reason: e.to_string(),
+        };
+        let state_machine =
+            StateMachineStore::open(machine.clone(), dir.clone()).map_err(|e| storage_error(&e))?;
+        let network = Network::new(node.handle());
+        let raft_config = Arc::new(raft_config);
+        let raft: Raft = match &dir {
+            None => {
+                Raft::new(
+                    id,
+                    raft_config,
+                    network,
+                    MemLogStore::default(),
+                    state_machine,
+                )
+                .await
+            }
+            Some(dir) => {
+                let log =
+                    SqliteLogStore::open(&dir.join(LOG_FILE)).map_err(|e| storage_error(&e))?;
+                Raft::new(id, raft_config, network, log, state_machine).await
+            }
+        }
+        .map_err(|e| storage_error(&e))?;
+        let bootstrapping = Arc::new(AtomicBool::new(false));
+        node.add_rpc_service(RaftService::new(
+            raft.clone(),
+            machine.clone(),
+            node.handle(),
+            bootstrapping.clone(),
+        ));
+
+        // Raft stops with the node, whether it shuts down or is dropped.
+        let mut signal = node.shutdown_signal();
+        let stopping = raft.clone();
+        tokio::spawn(async move {
+            signal.wait().await;
+            let _ = stopping.shutdown().await;
+        });
+        node.spawn_task(bootstrap::run(
+            raft.clone(),
+            node.handle(),
+            config.bootstrap_expect,
+            config.bootstrap_interval,
+            config.rpc_timeout,
+            bootstrapping,
+        ));
+        if let Some((max_voters, grace)) = config.auto_membership {
+            node.spawn_task(policy::run(
+                raft.clone(),
+                node.handle(),
+                max_voters,
+                grace,
+                config.heartbeat_interval,
+            ));
+        }
+        info!(
+            node_id = node.me().node_id,
+            expect = config.bootstrap_expect,
+            "raft started"
+        );
+        Ok(RaftHandle::new(HandleInner {
+            raft,
+            machine,
+            node: node.handle(),
+            forward: config.forward_to_leader,
+            rpc_timeout: config.rpc_timeout,
+        }))
+    }
+}

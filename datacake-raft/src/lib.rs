@@ -1,0 +1,104 @@
+//! A strongly consistent extension for Datacake nodes: a linearizable replicated state
+//! machine, built on [openraft](https://docs.rs/openraft) and sharing the node's gossip
+//! membership and RPC server.
+//!
+//! # Concepts
+//! - You write a deterministic [`StateMachine`]: `apply` commands, answer `read` queries,
+//!   `snapshot` and `restore` the whole state.
+//! - [`RaftExtension::new`] attaches it to a [`DatacakeNode`](datacake_node::DatacakeNode)
+//!   and yields a [`RaftHandle`]: [`write`](RaftHandle::write) a command (on a follower it is
+//!   forwarded to the leader, or fails with [`RaftError::NotLeader`]),
+//!   [`read`](RaftHandle::read) with [`ReadConsistency::Linearizable`] or
+//!   [`ReadConsistency::Local`], watch [`Role`]s and [`RaftEvents`], change membership.
+//! - **Bootstrap rule**: every node starts with the same `bootstrap_expect = n`
+//!   ([`RaftConfig::new`]); once `n` members are live in gossip, the lowest node id among the
+//!   `n` lowest initialises the cluster with exactly those `n`, once all of them confirm they
+//!   are in no cluster and see the same `n` lowest ids. Everyone else waits to be added: by
+//!   hand ([`RaftHandle::add_learner`], then [`RaftHandle::promote`]) or by the automatic
+//!   policy ([`RaftConfig::with_auto_membership`]), which adds gossip members as learners,
+//!   promotes them once caught up and removes members gone longer than a grace period.
+//! - Raft RPCs (append, vote, snapshot) and forwarded calls travel over `datacake-rpc` as one
+//!   service on the node.
+//! - [`Storage::InMemory`] for tests; [`Storage::Durable`] keeps the log and vote in SQLite,
+//!   fsynced before Raft is told they are saved, and the latest snapshot in a file.
+//!
+//! openraft's types never appear in this crate's API.
+//!
+//! # Example
+//! A one-node cluster (`bootstrap_expect = 1`) replicating a counter:
+//! ```
+//! use std::time::Duration;
+//! use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+//! use datacake_raft::{RaftConfig, RaftExtension, ReadConsistency, StateMachine};
+//!
+//! #[derive(Default)]
+//! struct Counter(i64);
+//!
+//! impl StateMachine for Counter {
+//!     type Command = i64;
+//!     type Response = i64;
+//!     type Query = ();
+//!     type Answer = i64;
+//!
+//!     fn apply(&mut self, delta: i64) -> i64 {
+//!         self.0 += delta;
+//!         self.0
+//!     }
+//!     fn read(&self, _query: ()) -> i64 {
+//!         self.0
+//!     }
+//!     fn snapshot(&self) -> Vec<u8> {
+//!         self.0.to_le_bytes().to_vec()
+//!     }
+//!     fn restore(&mut self, snapshot: &[u8]) {
+//!         self.0 = i64::from_le_bytes(snapshot.try_into().unwrap_or_default());
+//!     }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let local = "127.0.0.1:0".parse()?;
+//! let node = DatacakeNodeBuilder::new(1, ConnectionConfig::new(local, local, Vec::<String>::new()))
+//!     .connect()
+//!     .await?;
+//! let config = RaftConfig::new(1)
+//!     .with_election_timeout(Duration::from_millis(150), Duration::from_millis(300))
+//!     .with_heartbeat_interval(Duration::from_millis(50));
+//! let raft = node.add_extension(RaftExtension::new(Counter::default(), config)).await?;
+//!
+//! let mut events = raft.events();
+//! while !raft.is_leader() {
+//!     events.next().await; // role and leader changes
+//! }
+//! assert_eq!(raft.write(5).await?, 5);
+//! assert_eq!(raft.write(-2).await?, 3);
+//! assert_eq!(raft.read((), ReadConsistency::Linearizable).await?, 3);
+//!
+//! node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod bootstrap;
+mod config;
+#[cfg(test)]
+mod conformance;
+mod error;
+mod events;
+mod extension;
+mod handle;
+mod log_store;
+mod machine;
+mod network;
+mod policy;
+mod replica;
+mod sqlite_log;
+mod state_machine;
+mod types;
+
+pub use config::{RaftConfig, Storage};
+pub use error::RaftError;
+pub use events::{RaftEvent, RaftEvents, RaftStatus, Role};
+pub use extension::RaftExtension;
+pub use handle::{RaftHandle, ReadConsistency};
+pub use machine::StateMachine;

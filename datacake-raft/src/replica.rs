@@ -1,0 +1,87 @@
+//! The local write and linearizable-read paths, shared by the handle and by the RPC service
+//! that serves forwarded calls. Both yield an [`Outcome`], which also travels on the wire.
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError as OpenraftError};
+use serde::{Deserialize, Serialize};
+
+use crate::error::RaftError;
+use crate::machine::SharedMachine;
+use crate::types::{Command, Raft, RaftNodeId};
+
+/// How a write or a linearizable read went on the node that ran it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Outcome {
+    /// The JSON response (write) or answer (read).
+    Done(String),
+    /// This node is not the leader; the leader it knows of, with its address.
+    NotLeader {
+        leader: Option<RaftNodeId>,
+        addr: Option<String>,
+    },
+    /// Leadership could not be confirmed by a quorum.
+    QuorumUnavailable,
+    /// A value could not be decoded.
+    Codec(String),
+    /// Raft has stopped on that node.
+    Stopped,
+}
+
+impl Outcome {
+    /// The outcome as the handle reports it (`NotLeader` handled by the caller first).
+    pub(crate) fn into_result(self) -> Result<String, RaftError> {
+        match self {
+            Outcome::Done(json) => Ok(json),
+            Outcome::NotLeader { leader, .. } => Err(RaftError::NotLeader {
+                leader: leader.and_then(|id| u32::try_from(id).ok()),
+            }),
+            Outcome::QuorumUnavailable => Err(RaftError::QuorumUnavailable),
+            Outcome::Codec(reason) => Err(RaftError::Codec { reason }),
+            Outcome::Stopped => Err(RaftError::Stopped),
+        }
+    }
+}
+
+/// Proposes `command` on this node's Raft and waits until it is committed and applied.
+pub(crate) async fn write_local(raft: &Raft, command: Command) -> Outcome {
+    match raft.client_write(command).await {
+        Ok(response) => match response.data {
+            Ok(json) => Outcome::Done(json),
+            Err(reason) => Outcome::Codec(reason),
+        },
+        Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            Outcome::NotLeader {
+                leader: forward.leader_id,
+                addr: forward.leader_node.map(|n| n.addr),
+            }
+        }
+        Err(OpenraftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            Outcome::Codec(e.to_string())
+        }
+        Err(OpenraftError::Fatal(_)) => Outcome::Stopped,
+    }
+}
+
+/// Confirms leadership with a quorum, waits until the state machine has applied everything
+/// committed before, and answers `query` from it.
+pub(crate) async fn read_linearizable_local(
+    raft: &Raft,
+    machine: &SharedMachine,
+    query: &str,
+) -> Outcome {
+    match raft.ensure_linearizable().await {
+        Ok(_) => match machine.read().read_json(query) {
+            Ok(json) => Outcome::Done(json),
+            Err(reason) => Outcome::Codec(reason),
+        },
+        Err(OpenraftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+            Outcome::NotLeader {
+                leader: forward.leader_id,
+                addr: forward.leader_node.map(|n| n.addr),
+            }
+        }
+        Err(OpenraftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+            Outcome::QuorumUnavailable
+        }
+        Err(OpenraftError::Fatal(_)) => Outcome::Stopped,
+    }
+}

@@ -1,0 +1,37 @@
+//! The openraft type configuration and aliases. Nothing here is public: openraft stays an
+//! implementation detail of the crate.
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+/// A user command, already encoded as JSON by the typed [`RaftHandle`](crate::RaftHandle).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Command(pub(crate) String);
+
+/// What applying one log entry produced: the user's response as JSON, or why it could not be
+/// decoded. Blank and membership entries reply with an empty string.
+pub(crate) type Reply = Result<String, String>;
+
+openraft::declare_raft_types!(
+    /// The type configuration of every Raft group in this crate.
+    pub(crate) TypeConfig:
+        D = Command,
+        R = Reply,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub(crate) type Raft = openraft::Raft<TypeConfig>;
+pub(crate) type RaftNodeId = u64;
+pub(crate) type LogId = openraft::LogId<RaftNodeId>;
+pub(crate) type Entry = openraft::Entry<TypeConfig>;
+pub(crate) type Vote = openraft::Vote<RaftNodeId>;
+pub(crate) type StorageError = openraft::StorageError<RaftNodeId>;
+pub(crate) type StorageResult<T> = Result<T, StorageError>;
+pub(crate) type StoredMembership = openraft::StoredMembership<RaftNodeId, openraft::BasicNode>;
+pub(crate) type SnapshotMeta = openraft::SnapshotMeta<RaftNodeId, openraft::BasicNode>;
+pub(crate) type Metrics = openraft::RaftMetrics<RaftNodeId, openraft::BasicNode>;

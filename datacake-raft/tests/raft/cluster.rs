@@ -1,0 +1,187 @@
+//! Election, reads and writes, forwarding and fail-over in a three-node cluster.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use datacake_raft::{RaftError, ReadConsistency, Role};
+
+use crate::fixtures::{
+    by_id, config, start_cluster, wait_for_leader, Get, Set, CONVERGE, ELECTION_MAX,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_one_leader() {
+    let nodes = start_cluster(3, |_| config(3)).await;
+    let all: Vec<_> = nodes.iter().collect();
+    let leader = wait_for_leader(&all).await;
+
+    for node in &nodes {
+        assert_eq!(node.raft.voters(), [1, 2, 3].into());
+        assert!(node.raft.learners().is_empty());
+        let expected = if node.id() == leader {
+            Role::Leader
+        } else {
+            Role::Follower
+        };
+        assert_eq!(node.raft.role(), expected, "node {}", node.id());
+    }
+    // The bootstrap rule: the lowest id initialised, so everyone is in one cluster of three.
+    let term = by_id(&nodes, leader).raft.metrics().term;
+    assert!(term >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_the_leader_are_read_linearizably_on_every_node() {
+    let nodes = start_cluster(3, |_| config(3)).await;
+    let all: Vec<_> = nodes.iter().collect();
+    let leader = by_id(&nodes, wait_for_leader(&all).await);
+
+    let mut expected = BTreeMap::new();
+    for i in 0..20u64 {
+        let key = format!("k{i}");
+        let previous = leader
+            .raft
+            .write(Set(key.clone(), i))
+            .await
+            .expect("write commits");
+        assert_eq!(previous, None);
+        expected.insert(key, i);
+    }
+    assert_eq!(
+        leader
+            .raft
+            .write(Set("k0".into(), 100))
+            .await
+            .expect("overwrite commits"),
+        Some(0)
+    );
+    expected.insert("k0".into(), 100);
+
+    for node in &nodes {
+        let seen = node
+            .raft
+            .read(Get::All, ReadConsistency::Linearizable)
+            .await;
+        assert_eq!(
+            seen.expect("linearizable read"),
+            expected,
+            "node {}",
+            node.id()
+        );
+    }
+    // Local reads converge too (without a deadline-free assert: replication is asynchronous).
+    for node in &nodes {
+        let what = format!("node {} to apply every write locally", node.id());
+        test_helper::wait_for(&what, CONVERGE, || async {
+            node.raft.read(Get::All, ReadConsistency::Local).await.ok() == Some(expected.clone())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_a_follower_is_forwarded_to_the_leader() {
+    let nodes = start_cluster(3, |_| config(3)).await;
+    let all: Vec<_> = nodes.iter().collect();
+    let leader_id = wait_for_leader(&all).await;
+    let follower = nodes.iter().find(|n| n.id() != leader_id).unwrap();
+
+    let previous = follower
+        .raft
+        .write(Set("x".into(), 7))
+        .await
+        .expect("forwarded write");
+    assert_eq!(previous, None);
+    let leader = by_id(&nodes, leader_id);
+    let seen = leader
+        .raft
+        .read(Get::Key("x".into()), ReadConsistency::Linearizable)
+        .await;
+    assert_eq!(seen.unwrap(), BTreeMap::from([("x".to_string(), 7)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_forwarding_a_follower_answers_not_leader() {
+    let nodes = start_cluster(3, |_| config(3).with_forward_to_leader(false)).await;
+    let all: Vec<_> = nodes.iter().collect();
+    let leader_id = wait_for_leader(&all).await;
+    let follower = nodes.iter().find(|n| n.id() != leader_id).unwrap();
+
+    let err = follower.raft.write(Set("x".into(), 7)).await.unwrap_err();
+    assert!(
+        matches!(err, RaftError::NotLeader { leader: Some(id) } if id == leader_id),
+        "{err:?}"
+    );
+    let err = follower
+        .raft
+        .read(Get::All, ReadConsistency::Linearizable)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RaftError::NotLeader { .. }), "{err:?}");
+    // A local read on the follower is still served.
+    assert!(follower
+        .raft
+        .read(Get::All, ReadConsistency::Local)
+        .await
+        .is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_elects_another_and_loses_no_committed_write() {
+    let mut nodes = start_cluster(3, |_| config(3)).await;
+    let all: Vec<_> = nodes.iter().collect();
+    let old_leader = wait_for_leader(&all).await;
+
+    let mut expected = BTreeMap::new();
+    for i in 0..30u64 {
+        let key = format!("k{i}");
+        by_id(&nodes, old_leader)
+            .raft
+            .write(Set(key.clone(), i))
+            .await
+            .expect("write commits");
+        expected.insert(key, i);
+    }
+
+    // Crash the leader: drop it without a graceful shutdown.
+    let index = nodes.iter().position(|n| n.id() == old_leader).unwrap();
+    drop(nodes.remove(index));
+
+    let survivors: Vec<_> = nodes.iter().collect();
+    let elected = tokio::time::Instant::now();
+    let new_leader = wait_for_leader(&survivors).await;
+    assert_ne!(new_leader, old_leader);
+    println!(
+        "new leader after {:?} (election timeout max {ELECTION_MAX:?})",
+        elected.elapsed()
+    );
+
+    let leader = by_id(&nodes, new_leader);
+    let seen = leader
+        .raft
+        .read(Get::All, ReadConsistency::Linearizable)
+        .await;
+    assert_eq!(seen.expect("linearizable read"), expected);
+
+    // The surviving majority still commits, and both survivors read it.
+    leader
+        .raft
+        .write(Set("after".into(), 1))
+        .await
+        .expect("write after fail-over");
+    expected.insert("after".into(), 1);
+    for node in &nodes {
+        let seen = tokio::time::timeout(
+            Duration::from_secs(10),
+            node.raft.read(Get::All, ReadConsistency::Linearizable),
+        )
+        .await
+        .expect("read finishes");
+        assert_eq!(
+            seen.expect("linearizable read"),
+            expected,
+            "node {}",
+            node.id()
+        );
+    }
+}
