@@ -2,7 +2,7 @@
 //! writes a results file holding every selected suite's figures. It never checks that a
 //! figure is fast.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn harness(args: &[&str]) -> Output {
@@ -11,6 +11,23 @@ fn harness(args: &[&str]) -> Output {
         .env("RUST_LOG", "error")
         .output()
         .expect("the harness binary starts")
+}
+
+/// Runs the harness with `args` plus `--smoke --out <out>`, asserts it succeeded, and returns
+/// its stdout and the parsed `latest.json` (with its text, for failure messages).
+fn smoke_run(out: &Path, args: &[&str]) -> (String, serde_json::Value, String) {
+    let mut all = args.to_vec();
+    all.extend(["--smoke", "--out", out.to_str().unwrap()]);
+    let output = harness(&all);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "harness failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let json = std::fs::read_to_string(out.join("latest.json")).expect("latest.json written");
+    let record = serde_json::from_str(&json).expect("results parse as JSON");
+    (stdout, record, json)
 }
 
 fn out_dir(name: &str) -> PathBuf {
@@ -23,28 +40,12 @@ fn out_dir(name: &str) -> PathBuf {
 #[test]
 fn the_smallest_run_writes_every_suites_figures() {
     let out = out_dir("run");
-    let output = harness(&[
-        "--suite",
-        "crdt",
-        "--suite",
-        "rpc",
-        "--suite",
-        "gossip",
-        "--suite",
-        "ec",
-        "--smoke",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "harness failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    let (stdout, record, json) = smoke_run(
+        &out,
+        &[
+            "--suite", "crdt", "--suite", "rpc", "--suite", "gossip", "--suite", "ec",
+        ],
     );
-
-    let json = std::fs::read_to_string(out.join("latest.json")).expect("latest.json written");
-    let record: serde_json::Value = serde_json::from_str(&json).expect("results parse as JSON");
     assert_eq!(record["parameters"]["profile"], "smoke");
     assert!(record["git_commit"].as_str().is_some_and(|c| !c.is_empty()));
     assert!(record["machine"]["cores"].as_u64().is_some_and(|c| c >= 1));
@@ -116,23 +117,9 @@ fn a_storage_a_suite_cannot_use_is_refused() {
 }
 
 #[test]
-fn the_ec_suite_runs_on_sqlite_storage() {
+fn a_sqlite_run_runs_the_suites_that_store() {
     let out = out_dir("ec-sqlite");
-    let output = harness(&[
-        "--storage",
-        "sqlite",
-        "--smoke",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "harness failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let json = std::fs::read_to_string(out.join("latest.json")).expect("latest.json written");
-    let record: serde_json::Value = serde_json::from_str(&json).expect("results parse as JSON");
+    let (_, record, json) = smoke_run(&out, &["--storage", "sqlite"]);
     let suites: Vec<&str> = record["suites"]
         .as_array()
         .expect("a suites array")
@@ -142,4 +129,5 @@ fn the_ec_suite_runs_on_sqlite_storage() {
     // Without --suite, a run on SQLite runs exactly the suites that can use it.
     assert_eq!(suites, ["ec", "sqlite", "raft"], "{json}");
     assert_eq!(record["parameters"]["storage"], "sqlite", "{json}");
+    let _ = std::fs::remove_dir_all(&out);
 }
