@@ -119,6 +119,11 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
         self.dead.iter().map(|(k, ts)| (*k, *ts))
     }
 
+    /// The timestamp of the tombstone held for `key` (a deleted key the set still remembers).
+    pub fn tombstone(&self, key: &u64) -> Option<&HLCTimestamp> {
+        self.dead.get(key)
+    }
+
     /// The largest timestamp observed from `source`; `None` if it has delivered nothing or is
     /// out of range.
     pub fn observed(&self, source: usize) -> Option<HLCTimestamp> {
@@ -221,9 +226,48 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
         let Some(frontier) = self.observed.iter().flatten().min().copied() else {
             return Vec::new();
         };
+        self.purge_tombstones_below(frontier)
+    }
+
+    /// Drops every tombstone strictly older than `cutoff`, raises the purge watermark to the
+    /// newest one dropped, and returns them sorted by key.
+    ///
+    /// The same watermark semantics as [`purge_old_deletes`](Self::purge_old_deletes), with the
+    /// cutoff chosen by the caller instead of the observed frontier: afterwards, a write of any
+    /// key the set does not hold at or below the watermark is refused, so a purged delete never
+    /// lets an older write resurrect its key. The caller vouches that no write older than
+    /// `cutoff` that the set has not seen is still in flight (as `purge_old_deletes` relies on
+    /// the sources' observed timestamps). Linear in the number of tombstones, not live keys.
+    ///
+    /// ```
+    /// use datacake_crdt::{HLCTimestamp, OrSWotSet};
+    ///
+    /// let mut set = OrSWotSet::<1>::new();
+    /// set.delete(1, HLCTimestamp::new(5, 0, 0));
+    /// set.delete(2, HLCTimestamp::new(9, 0, 0));
+    /// assert_eq!(
+    ///     set.purge_deletes_before(HLCTimestamp::new(6, 0, 0)),
+    ///     vec![(1, HLCTimestamp::new(5, 0, 0))],
+    /// );
+    /// assert_eq!(set.purge_watermark(), Some(HLCTimestamp::new(5, 0, 0)));
+    /// assert!(!set.insert(1, HLCTimestamp::new(4, 0, 0)), "the purged delete still wins");
+    /// assert_eq!(set.tombstone(&2), Some(&HLCTimestamp::new(9, 0, 0)));
+    /// ```
+    pub fn purge_deletes_before(&mut self, cutoff: HLCTimestamp) -> StateChanges {
+        self.purge_tombstones_below(cutoff)
+    }
+
+    /// Raises the purge watermark to `watermark` (never lowers it): writes of keys the set
+    /// does not hold at or below it are refused from now on. For restoring a watermark that
+    /// was persisted when tombstones were purged.
+    pub fn raise_purge_watermark(&mut self, watermark: HLCTimestamp) {
+        self.purged = self.purged.max(Some(watermark));
+    }
+
+    fn purge_tombstones_below(&mut self, cutoff: HLCTimestamp) -> StateChanges {
         let mut purged = Vec::new();
         self.dead.retain(|key, ts| {
-            let old = *ts < frontier;
+            let old = *ts < cutoff;
             if old {
                 purged.push((*key, *ts));
             }

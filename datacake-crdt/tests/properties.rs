@@ -314,3 +314,39 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// `purge_deletes_before` never resurrects: after purging at any cutoff, whatever arrives
+    /// later, every live entry of the purged set is live with the same timestamp in a replica
+    /// that never purged (purging may refuse more, never less), and no purged key comes back
+    /// at or below its purged delete.
+    #[test]
+    fn purge_deletes_before_never_resurrects(
+        ops in history(60),
+        later in history(40),
+        split in 0..60usize,
+        cutoff in 0..70u64,
+    ) {
+        let split = split.min(ops.len());
+        let mut purged = build(&ops[..split]);
+        let mut reference = purged.clone();
+        let dropped = purged.purge_deletes_before(HLCTimestamp::new(cutoff, 0, 0));
+        for (key, ts) in &dropped {
+            prop_assert!(*ts < HLCTimestamp::new(cutoff, 0, 0));
+            prop_assert_eq!(purged.tombstone(key), None);
+            prop_assert!(!purged.will_apply(*key, *ts));
+        }
+        for op in ops[split..].iter().chain(&later) {
+            apply(&mut purged, op);
+            apply(&mut reference, op);
+        }
+        for (key, ts) in purged.iter() {
+            prop_assert_eq!(reference.get(&key), Some(&ts), "key {} resurrected", key);
+            if let Some((_, deleted)) = dropped.iter().find(|(k, _)| *k == key) {
+                prop_assert!(ts > *deleted, "key {} came back below its purged delete", key);
+            }
+        }
+    }
+}

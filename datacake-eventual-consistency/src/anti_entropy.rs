@@ -23,8 +23,8 @@ use crate::replica::{Change, Counters, Replica};
 use crate::service::{to_changes, StoreService};
 use crate::storage::Storage;
 
-/// Tombstones are purged every this many repair rounds: a purge rebuilds a keyspace's set
-/// (linear in its size, holding its write lock), so it should not run every round.
+/// Tombstones are purged every this many repair rounds (a purge is linear in the number of
+/// tombstones and writes each purged keyspace's watermark to the storage).
 const PURGE_EVERY_ROUNDS: u64 = 10;
 /// Most buckets whose entries are asked for in one request.
 const BUCKETS_PER_REQUEST: usize = 512;

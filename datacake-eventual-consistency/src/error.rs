@@ -25,6 +25,21 @@ where
     /// replication continues in the background.
     #[error(transparent)]
     Consistency(#[from] ConsistencyError),
+    /// The keyspace name is reserved for the store's own bookkeeping (it starts with
+    /// [`RESERVED_KEYSPACE_PREFIX`](crate::RESERVED_KEYSPACE_PREFIX)).
+    #[error("keyspace {keyspace:?} is reserved for the store")]
+    ReservedKeyspace {
+        /// The refused name.
+        keyspace: String,
+    },
+    /// A persisted purge watermark could not be decoded on start-up; starting without it
+    /// could let purged deletes resurrect, so the store refuses to start.
+    #[error("malformed purge watermark document {id} in the storage")]
+    CorruptPurgeWatermark {
+        /// The id of the document in
+        /// [`PURGE_WATERMARK_KEYSPACE`](crate::PURGE_WATERMARK_KEYSPACE).
+        id: u64,
+    },
     /// A call to a peer failed.
     #[error("rpc to {peer} failed")]
     Transport {
@@ -34,4 +49,19 @@ where
         #[source]
         source: Status,
     },
+}
+
+impl<E> StoreError<E>
+where
+    E: Error + Send + Sync + 'static,
+{
+    /// `Err(ReservedKeyspace)` if `keyspace` is reserved for the store.
+    pub(crate) fn check_keyspace(keyspace: &str) -> Result<(), Self> {
+        if crate::watermark::is_reserved(keyspace) {
+            return Err(Self::ReservedKeyspace {
+                keyspace: keyspace.to_owned(),
+            });
+        }
+        Ok(())
+    }
 }

@@ -46,6 +46,7 @@ impl<S: Storage> ReplicatedStoreHandle<S> {
         keyspace: &str,
         id: Key,
     ) -> Result<Option<Document>, StoreError<S::Error>> {
+        StoreError::check_keyspace(keyspace)?;
         self.shared
             .replica
             .storage
@@ -60,6 +61,7 @@ impl<S: Storage> ReplicatedStoreHandle<S> {
         keyspace: &str,
         ids: impl IntoIterator<Item = Key>,
     ) -> Result<Vec<Document>, StoreError<S::Error>> {
+        StoreError::check_keyspace(keyspace)?;
         self.shared
             .replica
             .storage

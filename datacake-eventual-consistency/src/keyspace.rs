@@ -1,7 +1,5 @@
 //! The in-memory state of one keyspace: [`KeyspaceState`].
 
-use std::collections::HashMap;
-
 use datacake_crdt::{HLCTimestamp, OrSWotSet};
 
 use crate::digest::{bucket_of, BucketEntry, KeyspaceDigest};
@@ -85,9 +83,8 @@ pub enum Outcome {
 /// [`OrSWotSet`] (last writer wins by timestamp; a delete beats a put of the same
 /// timestamp), plus the keyspace's [`KeyspaceDigest`], kept up to date on every write.
 ///
-/// Only ids and timestamps are held; documents stay in the storage. The set does not expose a
-/// tombstone by key, so the state keeps its own small map of tombstones (there are few: they
-/// exist only until purged) to update the digest in O(1).
+/// Only ids and timestamps are held; documents stay in the storage. Tombstones live in the
+/// set too (until purged), so the digest is updated in O(1) per write.
 ///
 /// ```
 /// use datacake_crdt::HLCTimestamp;
@@ -103,7 +100,6 @@ pub enum Outcome {
 #[derive(Debug, Clone, Default)]
 pub struct KeyspaceState {
     set: OrSWotSet<1>,
-    tombstones: HashMap<Key, HLCTimestamp>,
     digest: KeyspaceDigest,
 }
 
@@ -131,8 +127,8 @@ impl KeyspaceState {
         if let Some(ts) = self.set.get(&key) {
             return Some(BucketEntry::live(key, *ts));
         }
-        self.tombstones
-            .get(&key)
+        self.set
+            .tombstone(&key)
             .map(|ts| BucketEntry::tombstone(key, *ts))
     }
 
@@ -162,11 +158,6 @@ impl KeyspaceState {
             return Outcome::Stale;
         }
         let new = mutation.entry();
-        if new.tombstone {
-            self.tombstones.insert(new.key, new.timestamp);
-        } else if old.is_some_and(|e| e.tombstone) {
-            self.tombstones.remove(&new.key);
-        }
         self.digest.replace(old.as_ref(), Some(&new));
         Outcome::Applied
     }
@@ -174,64 +165,40 @@ impl KeyspaceState {
     /// The tombstones older than `cutoff`: what [`purge_tombstones`](Self::purge_tombstones)
     /// would drop.
     pub fn tombstones_before(&self, cutoff: HLCTimestamp) -> Vec<BucketEntry> {
-        self.tombstones
-            .iter()
-            .filter(|(_, ts)| **ts < cutoff)
-            .map(|(k, ts)| BucketEntry::tombstone(*k, *ts))
+        self.set
+            .tombstones()
+            .filter(|(_, ts)| *ts < cutoff)
+            .map(|(k, ts)| BucketEntry::tombstone(k, ts))
             .collect()
     }
 
     /// Forgets the tombstones older than `cutoff` and returns them (sorted by key), while the
-    /// set keeps refusing any write of a forgotten id at or below the newest forgotten
+    /// set keeps refusing any write of an id it does not hold at or below the newest forgotten
     /// tombstone (the [`OrSWotSet`] purge watermark), so a purged delete never lets an older
-    /// write resurrect the document.
-    ///
-    /// Purges nothing while no entry is newer than the tombstones to purge (the watermark
-    /// would then refuse nothing more than the tombstones themselves do). Rebuilds the set:
-    /// linear in the keyspace size, so call it once per repair round at most.
+    /// write resurrect the document. Linear in the number of tombstones, not the keyspace.
     pub fn purge_tombstones(&mut self, cutoff: HLCTimestamp) -> Vec<BucketEntry> {
-        let mut purged = self.tombstones_before(cutoff);
-        let Some(newest) = purged.iter().max_by_key(|e| e.timestamp).copied() else {
-            return Vec::new();
-        };
-        let has_newer = self.set.iter().any(|(_, ts)| ts > newest.timestamp)
-            || self.tombstones.values().any(|ts| *ts > newest.timestamp);
-        if !has_newer {
-            return Vec::new();
-        }
-        // A fresh set whose purge watermark is the newest purged tombstone: delete it, insert
-        // every live entry (which raises the set's observed frontier above it), purge (only
-        // that tombstone is held), then add back the tombstones that stay.
-        let mut set = OrSWotSet::<1>::new();
-        set.delete(newest.key, newest.timestamp);
-        for (key, ts) in self.set.iter() {
-            set.insert(key, ts);
-        }
-        if self.set.iter().all(|(_, ts)| ts <= newest.timestamp) {
-            // Only tombstones are newer: raise the frontier with one of them; it is purged by
-            // nothing (the purge is strict) and re-added below anyway.
-            if let Some((key, ts)) = self
-                .tombstones
-                .iter()
-                .filter(|(_, ts)| **ts > newest.timestamp)
-                .map(|(k, ts)| (*k, *ts))
-                .next()
-            {
-                set.delete(key, ts);
-            }
-        }
-        let dropped = set.purge_old_deletes();
-        debug_assert_eq!(dropped, vec![(newest.key, newest.timestamp)]);
+        let purged: Vec<BucketEntry> = self
+            .set
+            .purge_deletes_before(cutoff)
+            .into_iter()
+            .map(|(key, ts)| BucketEntry::tombstone(key, ts))
+            .collect();
         for entry in &purged {
-            self.tombstones.remove(&entry.key);
             self.digest.remove(entry);
         }
-        for (key, ts) in &self.tombstones {
-            set.delete(*key, *ts);
-        }
-        self.set = set;
-        purged.sort_unstable_by_key(|e| e.key);
         purged
+    }
+
+    /// The purge watermark: writes of ids the keyspace does not hold at or below it are
+    /// refused (see [`purge_tombstones`](Self::purge_tombstones)).
+    pub fn purge_watermark(&self) -> Option<HLCTimestamp> {
+        self.set.purge_watermark()
+    }
+
+    /// Raises the purge watermark to `watermark` (never lowers it); for restoring a persisted
+    /// watermark on start-up.
+    pub fn raise_purge_watermark(&mut self, watermark: HLCTimestamp) {
+        self.set.raise_purge_watermark(watermark);
     }
 
     /// The keyspace's digest.
@@ -251,16 +218,16 @@ impl KeyspaceState {
 
     /// Number of tombstones held.
     pub fn tombstone_count(&self) -> usize {
-        self.tombstones.len()
+        self.set.tombstone_count()
     }
 
     /// Every entry (live and tombstones), in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = BucketEntry> + '_ {
         let live = self.set.iter().map(|(k, ts)| BucketEntry::live(k, ts));
         let dead = self
-            .tombstones
-            .iter()
-            .map(|(k, ts)| BucketEntry::tombstone(*k, *ts));
+            .set
+            .tombstones()
+            .map(|(k, ts)| BucketEntry::tombstone(k, ts));
         live.chain(dead)
     }
 
@@ -402,18 +369,31 @@ mod tests {
     }
 
     #[test]
-    fn purge_waits_for_something_newer() {
+    fn purge_needs_nothing_newer_and_restores_a_watermark() {
         let mut ks = KeyspaceState::new();
         ks.apply(put(1, 1));
         ks.apply(del(1, 2));
-        assert!(ks.purge_tombstones(ts(100, 0)).is_empty());
-        ks.apply(del(2, 3));
         assert_eq!(
-            ks.purge_tombstones(ts(3, 0)).len(),
-            1,
-            "a newer tombstone suffices"
+            ks.purge_tombstones(ts(100, 0)),
+            vec![BucketEntry::tombstone(1, ts(2, 1))]
         );
+        assert_eq!(ks.purge_watermark(), Some(ts(2, 1)));
         assert_eq!(ks.apply(put(1, 2)), Outcome::Stale);
+        assert_eq!(ks.digest(), &KeyspaceDigest::from_entries(&[]));
+
+        // A restarted replica rebuilt from storage (the tombstone is gone) plus the persisted
+        // watermark refuses the same stale write.
+        let mut restarted = KeyspaceState::from_metadata(Vec::new());
+        assert_eq!(
+            restarted.apply(put(1, 2)),
+            Outcome::Applied,
+            "without it, the stale write wins"
+        );
+        let mut restarted = KeyspaceState::from_metadata(Vec::new());
+        restarted.raise_purge_watermark(ts(2, 1));
+        assert!(!restarted.will_apply(&put(1, 2)));
+        assert_eq!(restarted.apply(put(1, 2)), Outcome::Stale);
+        assert_eq!(restarted.apply(put(1, 3)), Outcome::Applied);
     }
 
     fn mutation() -> impl Strategy<Value = Mutation> {

@@ -29,7 +29,11 @@
 //! - **Tombstones** are purged (every tenth repair round) once every live member has pulled
 //!   from this node (through repair) past them, plus a grace period; the CRDT's purge
 //!   watermark keeps refusing older writes of purged ids, so a purged delete never resurrects
-//!   the document on this node.
+//!   the document on this node. The watermark is persisted through the [`Storage`] itself, in
+//!   the reserved keyspace [`PURGE_WATERMARK_KEYSPACE`] (one document per keyspace, written
+//!   before the tombstones are removed), and reloaded on start, so this holds across
+//!   restarts. Keyspace names starting with [`RESERVED_KEYSPACE_PREFIX`] are refused
+//!   ([`StoreError::ReservedKeyspace`]) and never listed.
 //!
 //! # Example
 //! ```
@@ -60,13 +64,9 @@
 //! ```
 //!
 //! # Limitations
-//! - The purge watermark lives in memory: after a restart, a node rebuilds its state from the
-//!   storage and no longer knows which tombstones it purged.
-//! - One store per node (the RPC service has a fixed name). Dropping the store (and its
-//!   handles) stops its replication and repair tasks, but its RPC service stays registered on
-//!   the node until the node shuts down.
-//! - A purge rebuilds the keyspace's in-memory set (linear in its size) while holding the
-//!   keyspace's write lock.
+//! - One store per node (the RPC service has a fixed name).
+//! - A purge watermark refuses, below it, writes of every id the keyspace does not hold, not
+//!   only of the purged ones (the grace period keeps such writes rare).
 
 mod anti_entropy;
 mod digest;
@@ -80,6 +80,7 @@ mod replication;
 mod service;
 mod storage;
 mod store;
+mod watermark;
 
 #[cfg(feature = "test-suite")]
 pub mod test_suite;
@@ -98,3 +99,4 @@ pub use store::{
     DEFAULT_MAX_BATCH, DEFAULT_REPAIR_INTERVAL, DEFAULT_RPC_TIMEOUT, DEFAULT_TOMBSTONE_GRACE,
     DEFAULT_WRITE_TIMEOUT,
 };
+pub use watermark::{PURGE_WATERMARK_KEYSPACE, RESERVED_KEYSPACE_PREFIX};

@@ -178,6 +178,11 @@ impl<S: Storage> Handler<FetchRequest> for StoreService<S> {
 
     async fn on_message(&self, request: Request<FetchRequest>) -> Result<FetchReply, Status> {
         let request = request.into_inner().deserialize_view()?;
+        if crate::watermark::is_reserved(&request.keyspace) {
+            return Ok(FetchReply {
+                documents: Vec::new(),
+            });
+        }
         let documents = self
             .replica
             .storage

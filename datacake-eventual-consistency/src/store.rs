@@ -20,7 +20,7 @@ use crate::handle::{ReplicatedKeyspaceHandle, ReplicatedStoreHandle};
 use crate::keyspace::Mutation;
 use crate::replica::{Change, Counters, Replica};
 use crate::replication::{AckTracker, Outbound, ReplicationConfig, Replicator};
-use crate::service::StoreService;
+use crate::service::{StoreService, SERVICE_NAME};
 use crate::storage::{Key, Storage};
 
 /// How often each node runs anti-entropy repair with each peer, by default.
@@ -241,8 +241,9 @@ pub struct StoreStatistics {
 /// The running store on one node, returned by
 /// [`DatacakeNode::add_extension`](datacake_node::DatacakeNode::add_extension).
 ///
-/// Dropping it (and every handle) stops its replication and repair tasks; shutting the node
-/// down stops them too.
+/// Dropping it (and every handle) stops its replication and repair tasks and removes its RPC
+/// service from the node, so peers get `Unavailable` from it; shutting the node down stops
+/// them too.
 pub struct EventuallyConsistentStore<S: Storage> {
     shared: Arc<Shared<S>>,
 }
@@ -283,6 +284,14 @@ pub(crate) struct Shared<S: Storage> {
     _stop: watch::Sender<()>,
 }
 
+impl<S: Storage> Drop for Shared<S> {
+    /// The last store or handle is gone: take the store's RPC service off the node (peers now
+    /// get `Unavailable`); dropping `_stop` right after ends the store's tasks.
+    fn drop(&mut self) {
+        self.node.remove_rpc_service(SERVICE_NAME);
+    }
+}
+
 impl<S: Storage> Shared<S> {
     pub(crate) fn statistics(&self) -> StoreStatistics {
         let c = &self.replica.counters;
@@ -307,6 +316,7 @@ impl<S: Storage> Shared<S> {
         ops: Vec<(Key, Option<Bytes>)>,
         consistency: Consistency,
     ) -> Result<(), StoreError<S::Error>> {
+        StoreError::check_keyspace(keyspace)?;
         let me = self.node.me().node_id;
         let mut peers = self.node.live_members();
         peers.retain(|m| m.node_id != me);
@@ -373,3 +383,6 @@ impl<S: Storage> Shared<S> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

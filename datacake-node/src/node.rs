@@ -38,6 +38,8 @@ struct NodeShared {
     view: watch::Receiver<Arc<MembershipView>>,
     shutdown: watch::Sender<bool>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    /// The node's RPC server, owned by [`DatacakeNode`]: handles do not keep it alive.
+    server: std::sync::Weak<Server>,
 }
 
 /// A cheap, cloneable handle to a running node: the same read accessors as
@@ -196,6 +198,25 @@ impl DatacakeHandle {
         tasks.retain(|t| !t.is_finished());
         tasks.push(handle);
     }
+
+    /// How many of the node's background tasks (its own and those of
+    /// [`spawn_task`](Self::spawn_task)) are still running.
+    pub fn running_tasks(&self) -> usize {
+        self.inner
+            .tasks
+            .lock()
+            .iter()
+            .filter(|t| !t.is_finished())
+            .count()
+    }
+
+    /// Removes the RPC service called `name` from the node's server (nothing happens if the
+    /// node is gone). Extensions call it when they stop.
+    pub fn remove_rpc_service(&self, name: &str) {
+        if let Some(server) = self.inner.server.upgrade() {
+            server.remove_service(name);
+        }
+    }
 }
 
 /// A running cluster node: gossip membership, a clock, node selection, an RPC server and the
@@ -207,7 +228,7 @@ impl DatacakeHandle {
 /// detector.
 pub struct DatacakeNode {
     handle: DatacakeHandle,
-    server: Server,
+    server: Arc<Server>,
     chitchat: Option<ChitchatHandle>,
     gossip: Arc<GossipShared>,
     timings: Timings,
@@ -274,6 +295,7 @@ impl DatacakeNode {
             view_tx,
             shutdown.subscribe(),
         ));
+        let server = Arc::new(parts.server);
         let shared = NodeShared {
             me: parts.me,
             cluster_id: parts.cluster_id,
@@ -283,12 +305,13 @@ impl DatacakeNode {
             view,
             shutdown,
             tasks: parking_lot::Mutex::new(vec![membership_task]),
+            server: Arc::downgrade(&server),
         };
         Self {
             handle: DatacakeHandle {
                 inner: Arc::new(shared),
             },
-            server: parts.server,
+            server,
             chitchat: Some(parts.chitchat),
             gossip: parts.gossip,
             timings: parts.timings,
@@ -373,7 +396,7 @@ impl DatacakeNode {
 
     /// Removes the RPC service called `name`.
     pub fn remove_rpc_service(&self, name: &str) {
-        self.server.remove_service(name);
+        self.handle.remove_rpc_service(name);
     }
 
     /// Starts `extension` on this node (see [`ClusterExtension`]).

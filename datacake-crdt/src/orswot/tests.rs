@@ -342,3 +342,27 @@ fn bad_bytes_are_errors() {
         let _ = OrSWotSet::<1>::from_bytes(&bytes[..len]);
     }
 }
+
+#[test]
+fn purge_deletes_before_uses_the_cutoff_and_keeps_refusing_older_writes() {
+    let mut set = OrSWotSet::<1>::new();
+    set.insert(1, ts(1));
+    set.delete(1, ts(2));
+    set.delete(2, ts(4));
+    set.insert(3, ts(3));
+    assert_eq!(set.tombstone(&1), Some(&ts(2)));
+    assert_eq!(set.tombstone(&3), None, "live keys have no tombstone");
+    assert!(set.purge_deletes_before(ts(2)).is_empty(), "strict cutoff");
+    assert_eq!(set.purge_deletes_before(ts(3)), vec![(1, ts(2))]);
+    assert_eq!(set.tombstone(&1), None);
+    assert_eq!(set.purge_watermark(), Some(ts(2)));
+    assert!(!set.insert(1, ts(2)), "a purged delete never resurrects");
+    assert!(!set.insert(1, ts(1)));
+    assert_eq!(dead(&set), vec![(2, ts(4))]);
+    assert_eq!(live(&set), vec![(3, ts(3))]);
+    assert!(set.insert(1, ts(5)), "newer writes apply");
+    set.raise_purge_watermark(ts(1));
+    assert_eq!(set.purge_watermark(), Some(ts(2)), "never lowered");
+    set.raise_purge_watermark(ts(7));
+    assert!(!set.insert(9, ts(6)));
+}

@@ -1,7 +1,11 @@
 use std::time::Duration;
 
+use datacake_crdt::HLCTimestamp;
 use datacake_eventual_consistency::test_utils::MemStore;
-use datacake_eventual_consistency::{Consistency, Storage};
+use datacake_eventual_consistency::{
+    Consistency, Document, EventuallyConsistentStoreExtension, Storage, StoreError,
+    PURGE_WATERMARK_KEYSPACE,
+};
 
 use crate::fixtures::{shutdown, start_node_with, wait_converged, wait_for_membership, CONVERGE};
 
@@ -66,5 +70,81 @@ async fn tombstones_are_purged_once_every_member_observed_them() {
         );
     }
     nodes.reverse();
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_delete_never_resurrects_across_a_restart() {
+    let quick = |ext: EventuallyConsistentStoreExtension<MemStore>| {
+        ext.with_tombstone_grace(Duration::from_millis(50))
+    };
+    let storage = MemStore::new();
+    let node = start_node_with(1, Vec::new(), storage.clone(), quick).await;
+    let h = node.handle();
+    h.put("ks", 7, "v", Consistency::All).await.unwrap();
+    h.del("ks", 7, Consistency::All).await.unwrap();
+    let (_, deleted_at, tombstone) = node.metadata("ks")[0];
+    assert!(tombstone);
+
+    test_helper::wait_for(
+        "the tombstone is purged and the watermark persisted",
+        CONVERGE,
+        || async {
+            let tombstones = storage.iter_metadata("ks").await.unwrap();
+            let marks = storage
+                .iter_metadata(PURGE_WATERMARK_KEYSPACE)
+                .await
+                .unwrap_or_default();
+            tombstones.is_empty() && !marks.is_empty()
+        },
+    )
+    .await;
+    assert!(!h
+        .get_keyspace_list()
+        .iter()
+        .any(|k| k == PURGE_WATERMARK_KEYSPACE));
+    assert!(matches!(
+        h.put(PURGE_WATERMARK_KEYSPACE, 1, "x", Consistency::None)
+            .await,
+        Err(StoreError::ReservedKeyspace { .. })
+    ));
+    assert!(matches!(
+        h.get(PURGE_WATERMARK_KEYSPACE, 1).await,
+        Err(StoreError::ReservedKeyspace { .. })
+    ));
+    shutdown(vec![node]).await;
+
+    // Restart on the same storage; a peer holds a write of 7 older than the purged delete
+    // (but newer than the original put) and repair offers it.
+    let node = start_node_with(1, Vec::new(), storage.clone(), quick).await;
+    assert!(node.metadata("ks").is_empty());
+    let stale_storage = MemStore::new();
+    let stale_at = HLCTimestamp::new(deleted_at.millis() - 1, 0, 2);
+    stale_storage
+        .put("ks", Document::new(7, stale_at, "stale"))
+        .await
+        .unwrap();
+    let peer = start_node_with(2, vec![node.addr()], stale_storage, quick).await;
+    let nodes = vec![node, peer];
+    wait_for_membership(&nodes, 1..=2).await;
+    test_helper::wait_for(
+        "the restarted node repairs from the peer",
+        CONVERGE,
+        || async { nodes[0].store.statistics().repairs_run >= 1 },
+    )
+    .await;
+
+    let h = nodes[0].handle();
+    assert_eq!(
+        h.get("ks", 7).await.unwrap(),
+        None,
+        "the purged delete holds"
+    );
+    assert!(nodes[0].metadata("ks").is_empty());
+    assert_eq!(storage.get("ks", 7).await.unwrap(), None);
+    assert!(!h
+        .get_keyspace_list()
+        .iter()
+        .any(|k| k == PURGE_WATERMARK_KEYSPACE));
     shutdown(nodes).await;
 }

@@ -116,3 +116,45 @@ async fn extension_service_is_reachable_from_another_node() {
     assert!(handle.shutdown_signal().is_shutdown());
     n2.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_removes_a_service_and_counts_running_tasks() {
+    let n1 = start(1, &[]).await;
+    let n2 = start(2, &[&n1]).await;
+    let baseline = n1.handle().running_tasks();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let handle = n1
+        .add_extension(GreeterExtension {
+            task_stopped: stopped.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(handle.running_tasks(), baseline + 1);
+
+    n2.wait_for_nodes([1, 2], CONVERGE).await.unwrap();
+    let mut client =
+        RpcClient::<GreeterService>::new(n2.network().get_or_connect(n1.me().public_addr));
+    client.set_timeout(Duration::from_secs(5));
+    let greet = Greet {
+        name: "node 2".into(),
+    };
+    client.send(&greet).await.expect("served");
+    handle.remove_rpc_service(GreeterService::service_name());
+    let status = client.send(&greet).await.expect_err("removed");
+    assert_eq!(
+        status.code,
+        datacake_rpc::ErrorCode::Unavailable,
+        "{status:?}"
+    );
+
+    // The node's own method is the same implementation.
+    n1.add_rpc_service(GreeterService { node_id: 1 });
+    client.send(&greet).await.expect("served again");
+    n1.remove_rpc_service(GreeterService::service_name());
+    assert!(client.send(&greet).await.is_err());
+
+    n1.shutdown().await;
+    assert_eq!(handle.running_tasks(), 0, "shutdown stops every task");
+    handle.remove_rpc_service("greeter"); // the server is gone: nothing happens
+    n2.shutdown().await;
+}
