@@ -56,6 +56,7 @@ pub struct DatacakeNodeBuilder<S: NodeSelector = DCAwareSelector> {
     data_center: String,
     tags: BTreeMap<String, String>,
     timings: Timings,
+    simulated: bool,
 }
 
 impl DatacakeNodeBuilder<DCAwareSelector> {
@@ -70,6 +71,7 @@ impl DatacakeNodeBuilder<DCAwareSelector> {
             data_center: DEFAULT_DATA_CENTER.to_string(),
             tags: BTreeMap::new(),
             timings: Timings::default(),
+            simulated: false,
         }
     }
 }
@@ -91,6 +93,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             data_center: self.data_center,
             tags: self.tags,
             timings: self.timings,
+            simulated: self.simulated,
         }
     }
 
@@ -221,6 +224,28 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
         self
     }
 
+    /// Runs the node on turmoil's simulated network instead of the real one: its RPC server
+    /// (which carries gossip and every extension's services) listens with
+    /// [`Server::listen_simulated`] and its [`RpcNetwork`] opens channels with
+    /// [`Channel::connect_simulated`](datacake_rpc::Channel::connect_simulated). For
+    /// deterministic cluster tests; [`connect`](Self::connect) must then run inside a turmoil
+    /// host, and the addresses are simulated ones (e.g. `turmoil::lookup("node-1")`).
+    ///
+    /// Gossip reaches chitchat's message codec through loopback UDP sockets that never leave
+    /// the process (see the `transport` module): these are real tokio sockets, so the
+    /// simulation must enable tokio's I/O driver (`turmoil::Builder::enable_tokio_io`).
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("0.0.0.0:9000".parse().unwrap(), "192.168.0.1:9000".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config).with_simulated_network();
+    /// ```
+    #[cfg(feature = "simulation")]
+    pub fn with_simulated_network(mut self) -> Self {
+        self.simulated = true;
+        self
+    }
+
     /// Starts the RPC server and gossip, and joins the cluster through the seeds.
     ///
     /// If seeds other than this node are configured, waits (at most the join timeout) for a
@@ -237,19 +262,19 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             data_center,
             tags,
             timings,
+            simulated,
         } = self;
         if config.public_addr.ip().is_unspecified() {
             return Err(NodeError::InvalidPublicAddr {
                 addr: config.public_addr,
             });
         }
-        let server =
-            Server::listen(config.listen_addr)
-                .await
-                .map_err(|source| NodeError::Bind {
-                    addr: config.listen_addr,
-                    source,
-                })?;
+        let server = listen(config.listen_addr, simulated)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: config.listen_addr,
+                source,
+            })?;
         let mut public_addr = config.public_addr;
         if public_addr.port() == 0 {
             public_addr.set_port(server.local_addr().port());
@@ -261,7 +286,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             tags: Arc::new(tags),
         };
 
-        let network = RpcNetwork::new();
+        let network = network(simulated);
         let send_timeout = (timings.gossip_interval * 10).max(Duration::from_secs(1));
         let gossip = Arc::new(GossipShared::new(
             public_addr,
@@ -323,6 +348,32 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
         }
         Ok(node)
     }
+}
+
+/// The RPC server on the real network or, with `simulated`, on turmoil's.
+async fn listen(addr: SocketAddr, simulated: bool) -> std::io::Result<Server> {
+    #[cfg(feature = "simulation")]
+    if simulated {
+        return Server::listen_simulated(addr).await;
+    }
+    debug_assert!(
+        !simulated,
+        "the simulated network needs the `simulation` feature"
+    );
+    Server::listen(addr).await
+}
+
+/// The channel pool on the real network or, with `simulated`, on turmoil's.
+fn network(simulated: bool) -> RpcNetwork {
+    #[cfg(feature = "simulation")]
+    if simulated {
+        return RpcNetwork::simulated();
+    }
+    debug_assert!(
+        !simulated,
+        "the simulated network needs the `simulation` feature"
+    );
+    RpcNetwork::new()
 }
 
 /// Joining: waits for a first exchange with the cluster (bounded by the join timeout), then

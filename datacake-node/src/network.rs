@@ -25,12 +25,28 @@ use parking_lot::RwLock;
 #[derive(Clone, Default)]
 pub struct RpcNetwork {
     channels: Arc<RwLock<HashMap<SocketAddr, Channel>>>,
+    simulated: bool,
 }
 
 impl RpcNetwork {
-    /// An empty pool.
+    /// An empty pool of channels on the real network.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty pool of channels on turmoil's simulated network (use inside a turmoil host;
+    /// see [`DatacakeNodeBuilder::with_simulated_network`](crate::DatacakeNodeBuilder::with_simulated_network)).
+    #[cfg(feature = "simulation")]
+    pub fn simulated() -> Self {
+        Self {
+            channels: Arc::default(),
+            simulated: true,
+        }
+    }
+
+    /// Whether the channels are opened on turmoil's simulated network.
+    pub fn is_simulated(&self) -> bool {
+        self.simulated
     }
 
     /// The channel to `addr`, created (lazily connected) on first use.
@@ -41,8 +57,16 @@ impl RpcNetwork {
         self.channels
             .write()
             .entry(addr)
-            .or_insert_with(|| Channel::connect(addr))
+            .or_insert_with(|| self.connect(addr))
             .clone()
+    }
+
+    fn connect(&self, addr: SocketAddr) -> Channel {
+        #[cfg(feature = "simulation")]
+        if self.simulated {
+            return Channel::connect_simulated(addr);
+        }
+        Channel::connect(addr)
     }
 
     /// Drops the pooled channel to `addr` (in-flight calls on clones finish). Returns whether
@@ -66,6 +90,7 @@ impl fmt::Debug for RpcNetwork {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RpcNetwork")
             .field("channels", &self.channels.read().keys().collect::<Vec<_>>())
+            .field("simulated", &self.simulated)
             .finish()
     }
 }

@@ -13,6 +13,12 @@
 //! encode and decode, so the codec is reached through a pair of loopback UDP sockets per
 //! direction ([`Encoder`], [`Decoder`]): the bytes never leave the host, the wire format stays
 //! chitchat's own, and the RPC carries them between nodes.
+//!
+//! On turmoil's simulated network (`DatacakeNodeBuilder::with_simulated_network`, feature
+//! `simulation`) only the RPC is simulated: the loopback codec sockets stay real tokio UDP
+//! sockets. They work inside turmoil hosts as long as the simulation enables tokio's I/O
+//! driver (`turmoil::Builder::enable_tokio_io`); loopback delivery is immediate, so the codec
+//! does not depend on simulated time, and partitions act on the RPC between hosts.
 
 use std::collections::HashSet;
 use std::fmt;

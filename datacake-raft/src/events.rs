@@ -35,6 +35,17 @@ pub struct RaftStatus {
     pub leader: Option<NodeId>,
     /// The index of the last entry in this node's log.
     pub last_log_index: Option<u64>,
+    /// On the leader: the commit index, the highest log index stored by a majority of the
+    /// voters (the leader counts with the entries it has itself persisted), provided that
+    /// entry is of the current term (Raft only commits by counting replicas of entries of the
+    /// leader's own term). openraft 0.9 does not publish the commit index, so it is derived
+    /// from the leader's replication progress.
+    ///
+    /// `None` on the leader until the first entry of its term (the blank entry it appends on
+    /// election) is stored by a majority, and always `None` on followers, candidates, learners
+    /// and inactive nodes: their commit index is not observable. There,
+    /// [`applied_index`](Self::applied_index) is a lower bound of what is committed.
+    pub commit_index: Option<u64>,
     /// The index of the last entry applied to the state machine.
     pub applied_index: Option<u64>,
     /// The index the latest snapshot covers.
@@ -80,11 +91,17 @@ impl RaftStatus {
                 )
             })
             .collect();
+        let commit_index = if role == Role::Leader {
+            leader_commit_index(m, &voters)
+        } else {
+            None
+        };
         Self {
             role,
             term: m.current_term,
             leader: m.current_leader.map(id),
             last_log_index: m.last_log_index,
+            commit_index,
             applied_index: m.last_applied.map(|l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
@@ -93,6 +110,32 @@ impl RaftStatus {
             peer_lag,
         }
     }
+}
+
+/// The leader's commit index from its replication progress: the highest log id matched by a
+/// majority of the voters, if it is of the current term. openraft's progress map holds the
+/// leader itself too (its entry is what it has persisted); should it be missing, the leader's
+/// last log index counts for it.
+fn leader_commit_index(m: &Metrics, voters: &BTreeSet<NodeId>) -> Option<u64> {
+    if voters.is_empty() {
+        return None;
+    }
+    let replication = m.replication.as_ref()?;
+    let me = id(m.id);
+    // Per voter: (term, index) of the last entry known to be stored there.
+    let mut matched: Vec<Option<(u64, u64)>> = voters
+        .iter()
+        .map(|voter| match replication.get(&u64::from(*voter)) {
+            Some(log) => log.map(|l| (l.leader_id.term, l.index)),
+            None if *voter == me => m.last_log_index.map(|index| (m.current_term, index)),
+            None => None,
+        })
+        .collect();
+    // Descending: the entry at position `majority - 1` is stored by at least a majority.
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    let majority = voters.len() / 2 + 1;
+    let (term, index) = matched[majority - 1]?;
+    (term == m.current_term).then_some(index)
 }
 
 /// A change of this node's view of the Raft group.
@@ -162,5 +205,78 @@ impl RaftEvents {
             let event = events.next().await?;
             Some((event, events))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::{CommittedLeaderId, Membership};
+
+    use super::*;
+    use crate::types::{LogId, StoredMembership};
+
+    fn log(term: u64, index: u64) -> Option<LogId> {
+        Some(LogId::new(CommittedLeaderId::new(term, 1), index))
+    }
+
+    /// Node 1 of voters {1, 2, 3} (and learner 4) in term 3, as leader, with the given
+    /// replication progress.
+    fn leader(progress: &[(u64, Option<LogId>)]) -> Metrics {
+        let mut m = Metrics::new_initial(1);
+        m.state = ServerState::Leader;
+        m.current_term = 3;
+        m.current_leader = Some(1);
+        m.last_log_index = Some(9);
+        m.membership_config = Arc::new(StoredMembership::new(
+            None,
+            Membership::new(vec![BTreeSet::from([1, 2, 3])], BTreeSet::from([4])),
+        ));
+        m.replication = Some(progress.iter().copied().collect());
+        m
+    }
+
+    #[test]
+    fn the_leader_commits_what_a_majority_of_voters_stored() {
+        // The leader has 9, node 2 has 7, node 3 has 2: a majority (1 and 2) holds 7.
+        let m = leader(&[
+            (1, log(3, 9)),
+            (2, log(3, 7)),
+            (3, log(3, 2)),
+            (4, log(3, 9)),
+        ]);
+        assert_eq!(RaftStatus::from_metrics(&m).commit_index, Some(7));
+    }
+
+    #[test]
+    fn learners_do_not_count_towards_the_majority() {
+        // Only the leader and the learner have anything beyond 2.
+        let m = leader(&[(1, log(3, 9)), (2, None), (3, log(3, 2)), (4, log(3, 9))]);
+        assert_eq!(RaftStatus::from_metrics(&m).commit_index, Some(2));
+    }
+
+    #[test]
+    fn nothing_is_committed_while_no_majority_has_an_entry() {
+        let m = leader(&[(1, log(3, 9)), (2, None), (3, None)]);
+        assert_eq!(RaftStatus::from_metrics(&m).commit_index, None);
+    }
+
+    #[test]
+    fn entries_of_an_earlier_term_are_not_committed_by_counting() {
+        // A majority holds index 5, but of term 2: the leader of term 3 has not committed it.
+        let m = leader(&[(1, log(3, 9)), (2, log(2, 5)), (3, log(2, 5))]);
+        assert_eq!(RaftStatus::from_metrics(&m).commit_index, None);
+    }
+
+    #[test]
+    fn a_follower_reports_no_commit_index() {
+        let mut m = leader(&[]);
+        m.state = ServerState::Follower;
+        m.replication = None;
+        m.last_applied = log(3, 4);
+        let status = RaftStatus::from_metrics(&m);
+        assert_eq!(status.commit_index, None);
+        assert_eq!(status.applied_index, Some(4));
     }
 }

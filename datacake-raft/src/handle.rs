@@ -160,7 +160,8 @@ impl<S: StateMachine> RaftHandle<S> {
         self.inner.node.me().node_id
     }
 
-    /// A snapshot of this node's Raft counters.
+    /// A snapshot of this node's Raft counters: term, role, leader, log, commit (on the
+    /// leader, see [`RaftStatus::commit_index`]) and applied indexes, per-peer lag.
     pub fn metrics(&self) -> RaftStatus {
         RaftStatus::from_metrics(&self.inner.raft.metrics().borrow())
     }

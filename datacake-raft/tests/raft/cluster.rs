@@ -57,6 +57,14 @@ async fn writes_on_the_leader_are_read_linearizably_on_every_node() {
     );
     expected.insert("k0".into(), 100);
 
+    // The leader's commit index covers everything it applied; other nodes do not report one.
+    let status = leader.raft.metrics();
+    assert!(status.applied_index.is_some(), "{status:?}");
+    assert!(status.commit_index >= status.applied_index, "{status:?}");
+    for node in nodes.iter().filter(|n| n.id() != leader.id()) {
+        assert_eq!(node.raft.metrics().commit_index, None, "node {}", node.id());
+    }
+
     for node in &nodes {
         let seen = node
             .raft
