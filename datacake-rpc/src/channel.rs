@@ -159,19 +159,24 @@ impl Channel {
                 }
             }
         };
-        match full {
-            Some(bytes) if bytes.is_empty() => {}
+        let sent = match full {
+            Some(bytes) if bytes.is_empty() => Ok(()),
             // h2 buffers what the flow-control window does not allow yet.
-            Some(bytes) => send_stream
-                .send_data(bytes, true)
-                .map_err(|e| self.inner.failed(&describe(&e)))?,
+            Some(bytes) => send_stream.send_data(bytes, true),
             None => {
                 tokio::spawn(pipe(body, send_stream));
+                Ok(())
             }
-        }
-        let response = response
-            .await
-            .map_err(|e| self.inner.failed(&describe(&e)))?;
+        };
+        // A server may answer before it reads the body (rejecting an unknown path, say) and
+        // close the stream; if that happens before the body is handed to h2 (the connection
+        // task runs on another thread), sending the body fails with "inactive stream". The
+        // server's answer is what the caller needs, so the send error counts only when no
+        // answer comes.
+        let response = response.await.map_err(|e| {
+            let cause = sent.as_ref().err().unwrap_or(&e);
+            self.inner.failed(&describe(cause))
+        })?;
         let (parts, stream) = response.into_parts();
         let len = parts
             .headers
