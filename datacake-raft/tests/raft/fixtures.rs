@@ -89,17 +89,22 @@ impl RaftNode {
     }
 }
 
-/// Starts node `id`, seeded from `seeds`, with Raft configured by `config`.
-pub(crate) async fn start(id: NodeId, seeds: &[String], config: RaftConfig) -> RaftNode {
+/// Starts the Datacake node `id` on loopback, seeded from `seeds`, with the tests' timings.
+pub(crate) async fn start_node(id: NodeId, seeds: &[String]) -> DatacakeNode {
     let local = "127.0.0.1:0".parse().unwrap();
-    let node = DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds.to_vec()))
+    DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds.to_vec()))
         .with_gossip_interval(GOSSIP)
         .with_phi_threshold(50.0)
         .with_min_failure_timeout(Duration::from_secs(2))
         .with_join_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .expect("node starts");
+        .expect("node starts")
+}
+
+/// Starts node `id`, seeded from `seeds`, with Raft configured by `config`.
+pub(crate) async fn start(id: NodeId, seeds: &[String], config: RaftConfig) -> RaftNode {
+    let node = start_node(id, seeds).await;
     let raft = node
         .add_extension(RaftExtension::new(KvMachine::default(), config))
         .await

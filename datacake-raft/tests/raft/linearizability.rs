@@ -10,12 +10,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder, NodeId};
+use datacake_node::{DatacakeNode, NodeId};
 use datacake_raft::{RaftExtension, RaftHandle, ReadConsistency, StateMachine};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::fixtures::{config, wait_for_leader_of, CONVERGE, GOSSIP};
+use crate::fixtures::{config, start_node, wait_for_leader_of, CONVERGE};
 
 /// One register holding a number (initially 0).
 #[derive(Debug, Default)]
@@ -101,15 +101,7 @@ fn search(
 }
 
 async fn start(id: NodeId, seeds: &[String]) -> (DatacakeNode, RaftHandle<Register>) {
-    let local = "127.0.0.1:0".parse().unwrap();
-    let node = DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds.to_vec()))
-        .with_gossip_interval(GOSSIP)
-        .with_phi_threshold(50.0)
-        .with_min_failure_timeout(Duration::from_secs(2))
-        .with_join_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .expect("node starts");
+    let node = start_node(id, seeds).await;
     let raft = node
         .add_extension(RaftExtension::new(Register::default(), config(3)))
         .await
