@@ -305,14 +305,19 @@ impl<S: Storage> Replica<S> {
         })
     }
 
-    /// `(keyspace, total digest)` of every keyspace.
-    pub(crate) fn totals(&self) -> Vec<(String, u64)> {
-        let slots: Vec<(String, Arc<KeyspaceSlot>)> = self
-            .keyspaces
+    /// A snapshot of every keyspace's slot, so callers do not hold the map's lock while they
+    /// work on the keyspaces.
+    fn slots(&self) -> Vec<(String, Arc<KeyspaceSlot>)> {
+        self.keyspaces
             .read()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+            .collect()
+    }
+
+    /// `(keyspace, total digest)` of every keyspace.
+    pub(crate) fn totals(&self) -> Vec<(String, u64)> {
+        let slots = self.slots();
         slots
             .into_iter()
             .map(|(name, slot)| {
@@ -362,12 +367,7 @@ impl<S: Storage> Replica<S> {
     /// Purges the tombstones older than `cutoff` from every keyspace, storage first; returns
     /// how many were purged.
     pub(crate) async fn purge_tombstones(&self, cutoff: HLCTimestamp) -> Result<usize, S> {
-        let slots: Vec<(String, Arc<KeyspaceSlot>)> = self
-            .keyspaces
-            .read()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let slots = self.slots();
         let mut total = 0;
         for (name, slot) in slots {
             let _write = slot.write.lock().await;
