@@ -20,6 +20,10 @@
 //!   or fails with [`ConsistencyError::ConsistencyFailure`] at its deadline (the local write is
 //!   kept; replication continues). [`ConsistencyError::NotEnoughNodes`] is returned before
 //!   writing when the level cannot be met.
+//! - **Write order.** Writes of one key reach the storage one at a time, in the order the
+//!   CRDT decided them; writes of different keys go to the storage concurrently (there is no
+//!   keyspace-wide write lock). A write waits only for a write of the same key still under
+//!   way, and tombstone purge briefly holds off the keyspace's writes.
 //! - **Anti-entropy repair** runs per peer every repair interval and compares compact
 //!   per-keyspace [`KeyspaceDigest`]s: fixed buckets by key hash, each an order-independent sum
 //!   of `hash(key, timestamp)` of its entries. Peers exchange one total per keyspace, then
@@ -78,6 +82,7 @@ mod repair;
 mod replica;
 mod replication;
 mod service;
+mod slot;
 mod storage;
 mod store;
 mod watermark;

@@ -12,8 +12,9 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::digest::{BucketEntry, KeyspaceDigest};
 use crate::error::StoreError;
-use crate::keyspace::{KeyspaceState, Mutation, Outcome};
+use crate::keyspace::{KeyspaceState, Mutation};
 use crate::repair::{plan_repair, RepairPlan};
+use crate::slot::KeyspaceSlot;
 use crate::storage::{Document, Key, Metadata, Storage};
 use crate::watermark::{self, PURGE_WATERMARK_KEYSPACE};
 
@@ -29,28 +30,6 @@ impl Change {
     fn beats(&self, other: &Change) -> bool {
         let (a, b) = (self.mutation.timestamp(), other.mutation.timestamp());
         a > b || (a == b && self.mutation.is_delete() && !other.mutation.is_delete())
-    }
-}
-
-#[derive(Debug)]
-struct KeyspaceSlot {
-    name: Arc<str>,
-    state: Mutex<KeyspaceState>,
-    /// Serialises writes of the keyspace, so the CRDT's decision and the storage write happen
-    /// in the same order for every key. tokio's FIFO mutex: waking the next waiter is O(1).
-    /// (`futures::lock::Mutex` wakes by scanning its waiter slab from the start, and the slab
-    /// never shrinks: after 2,048 tasks once waited, every contended unlock scans ~2,048
-    /// slots, which made 2,048 writers slower than 512, and 512 slower after 2,048 had run.)
-    write: tokio::sync::Mutex<()>,
-}
-
-impl KeyspaceSlot {
-    fn new(name: &str, state: KeyspaceState) -> Self {
-        Self {
-            name: Arc::from(name),
-            state: Mutex::new(state),
-            write: tokio::sync::Mutex::new(()),
-        }
     }
 }
 
@@ -70,6 +49,24 @@ impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
+}
+
+/// The newest of `changes` per key (a delete wins a tie).
+fn newest_per_key(changes: Vec<Change>) -> Vec<Change> {
+    if changes.len() < 2 {
+        return changes;
+    }
+    let mut newest: HashMap<Key, Change> = HashMap::with_capacity(changes.len());
+    for change in changes {
+        let key = change.mutation.key();
+        match newest.get(&key) {
+            Some(held) if !change.beats(held) => {}
+            _ => {
+                newest.insert(key, change);
+            }
+        }
+    }
+    newest.into_values().collect()
 }
 
 /// The local replica; see the module docs.
@@ -105,7 +102,7 @@ impl<S: Storage> Replica<S> {
                 let slot = keyspaces.entry(name).or_insert_with_key(|name| {
                     Arc::new(KeyspaceSlot::new(name, KeyspaceState::new()))
                 });
-                slot.state.lock().raise_purge_watermark(mark);
+                slot.with_state(|s| s.raise_purge_watermark(mark));
             }
         }
         Ok(Self {
@@ -159,6 +156,9 @@ impl<S: Storage> Replica<S> {
 
     /// Applies the winning `changes` to the storage and the keyspace state; returns the ones
     /// that applied (the rest were older than what the replica holds).
+    ///
+    /// Writes of one key reach the storage one at a time, in the order the CRDT decided
+    /// them; writes of different keys go concurrently (see [`KeyspaceSlot`]).
     pub(crate) async fn apply(
         &self,
         keyspace: &str,
@@ -166,56 +166,27 @@ impl<S: Storage> Replica<S> {
     ) -> Result<Vec<Change>, S> {
         StoreError::check_keyspace(keyspace)?;
         let slot = self.slot_or_create(keyspace);
-        let _write = slot.write.lock().await;
-
-        let winners: Vec<Change> = if changes.len() == 1 {
-            let state = slot.state.lock();
-            changes
-                .into_iter()
-                .filter(|c| state.will_apply(&c.mutation))
-                .collect()
-        } else {
-            // The newest change per key, then those that beat what the keyspace holds.
-            let mut newest: HashMap<Key, Change> = HashMap::with_capacity(changes.len());
-            for change in changes {
-                let key = change.mutation.key();
-                match newest.get(&key) {
-                    Some(held) if !change.beats(held) => {}
-                    _ => {
-                        newest.insert(key, change);
+        let mut todo = newest_per_key(changes);
+        let mut applied = Vec::new();
+        while !todo.is_empty() {
+            let settled = slot.settled();
+            tokio::pin!(settled);
+            let (claim, blocked) = slot.claim(todo, settled.as_mut());
+            if !claim.winners().is_empty() {
+                match self.store(keyspace, claim.winners()).await {
+                    Ok(()) => applied.extend(claim.commit(None)),
+                    Err((stored, error)) => {
+                        claim.commit(Some(&stored));
+                        return Err(error);
                     }
                 }
             }
-            let state = slot.state.lock();
-            newest
-                .into_values()
-                .filter(|c| state.will_apply(&c.mutation))
-                .collect()
-        };
-        if winners.is_empty() {
-            return Ok(winners);
-        }
-
-        let stored = self.store(keyspace, &winners).await;
-        let mut state = slot.state.lock();
-        match stored {
-            Ok(()) => {
-                for change in &winners {
-                    let outcome = state.apply(change.mutation);
-                    debug_assert_eq!(outcome, Outcome::Applied);
-                }
-                Ok(winners)
+            if !blocked.is_empty() {
+                settled.await;
             }
-            Err((applied, error)) => {
-                for change in winners
-                    .iter()
-                    .filter(|c| applied.contains(&c.mutation.key()))
-                {
-                    state.apply(change.mutation);
-                }
-                Err(error)
-            }
+            todo = blocked;
         }
+        Ok(applied)
     }
 
     /// Writes `winners` to the storage; on failure, the ids that were applied.
@@ -297,11 +268,11 @@ impl<S: Storage> Replica<S> {
     /// Every entry of `keyspace` (empty if unknown).
     pub(crate) fn metadata(&self, keyspace: &str) -> Vec<Metadata> {
         self.slot(keyspace).map_or_else(Vec::new, |slot| {
-            slot.state
-                .lock()
-                .entries()
-                .map(|e| (e.key, e.timestamp, e.tombstone))
-                .collect()
+            slot.with_state(|s| {
+                s.entries()
+                    .map(|e| (e.key, e.timestamp, e.tombstone))
+                    .collect()
+            })
         })
     }
 
@@ -321,7 +292,7 @@ impl<S: Storage> Replica<S> {
         slots
             .into_iter()
             .map(|(name, slot)| {
-                let total = slot.state.lock().digest().total();
+                let total = slot.with_state(|s| s.digest().total());
                 (name, total)
             })
             .collect()
@@ -330,13 +301,14 @@ impl<S: Storage> Replica<S> {
     /// The digest of `keyspace`, if held.
     pub(crate) fn digest(&self, keyspace: &str) -> Option<KeyspaceDigest> {
         self.slot(keyspace)
-            .map(|slot| slot.state.lock().digest().clone())
+            .map(|slot| slot.with_state(|s| s.digest().clone()))
     }
 
     /// The entries of `buckets` of `keyspace`.
     pub(crate) fn bucket_entries(&self, keyspace: &str, buckets: &[u32]) -> Vec<BucketEntry> {
-        self.slot(keyspace)
-            .map_or_else(Vec::new, |slot| slot.state.lock().bucket_entries(buckets))
+        self.slot(keyspace).map_or_else(Vec::new, |slot| {
+            slot.with_state(|s| s.bucket_entries(buckets))
+        })
     }
 
     /// Plans the repair of `keyspace` from a peer's entries of `buckets`.
@@ -347,7 +319,7 @@ impl<S: Storage> Replica<S> {
         remote: &[BucketEntry],
     ) -> RepairPlan {
         match self.slot(keyspace) {
-            Some(slot) => plan_repair(&slot.state.lock(), buckets, remote),
+            Some(slot) => slot.with_state(|s| plan_repair(s, buckets, remote)),
             None => plan_repair(&KeyspaceState::new(), buckets, remote),
         }
     }
@@ -370,10 +342,11 @@ impl<S: Storage> Replica<S> {
         let slots = self.slots();
         let mut total = 0;
         for (name, slot) in slots {
-            let _write = slot.write.lock().await;
+            // No write in flight while the watermark rises (see `KeyspaceSlot::exclusive`).
+            let held = slot.exclusive().await;
             // Memory first: if the storage call fails, the storage merely keeps tombstones
             // that a restart reloads (harmless), never the other way round.
-            let purged = slot.state.lock().purge_tombstones(cutoff);
+            let purged = held.state().purge_tombstones(cutoff);
             if purged.is_empty() {
                 continue;
             }
@@ -381,7 +354,7 @@ impl<S: Storage> Replica<S> {
             // Persist the raised watermark before the tombstones go from the storage: a
             // restart in between reloads the tombstones (harmless), and once they are gone
             // the watermark is there to refuse older writes of the purged ids.
-            let mark = slot.state.lock().purge_watermark();
+            let mark = held.state().purge_watermark();
             if let Some(mark) = mark {
                 self.storage
                     .put(PURGE_WATERMARK_KEYSPACE, watermark::encode(&name, mark))

@@ -87,7 +87,11 @@ impl DCAwareSelector {
         if members.is_empty() || count == 0 {
             return Vec::new();
         }
-        let cursor = self.cursors.entry(dc.to_string()).or_insert(0);
+        // Look up before inserting: an insert would allocate the key on every call.
+        if !self.cursors.contains_key(dc) {
+            self.cursors.insert(dc.to_string(), 0);
+        }
+        let cursor = self.cursors.get_mut(dc).expect("inserted above");
         let start = *cursor % members.len();
         *cursor = cursor.wrapping_add(count);
         (0..count.min(members.len()))
@@ -140,8 +144,18 @@ impl NodeSelector for DCAwareSelector {
         peers: &[ClusterMember],
         consistency: Consistency,
     ) -> Result<Vec<ClusterMember>, ConsistencyError> {
+        let others = peers.iter().filter(|p| p.node_id != local.node_id);
+        let spread_over_dcs = match consistency {
+            // The two levels that need no data-centre map (and the most common per write).
+            Consistency::None => return Ok(Vec::new()),
+            Consistency::All => return Ok(others.cloned().collect()),
+            Consistency::One => Some(1),
+            Consistency::Two => Some(2),
+            Consistency::Three => Some(3),
+            Consistency::Quorum | Consistency::LocalQuorum | Consistency::EachQuorum => None,
+        };
         let mut by_dc: BTreeMap<&str, Vec<&ClusterMember>> = BTreeMap::new();
-        for peer in peers.iter().filter(|p| p.node_id != local.node_id) {
+        for peer in others {
             by_dc.entry(&*peer.data_center).or_default().push(peer);
         }
         for members in by_dc.values_mut() {
@@ -151,20 +165,13 @@ impl NodeSelector for DCAwareSelector {
         self.cursors.retain(|dc, _| by_dc.contains_key(dc.as_str()));
         let live: usize = by_dc.values().map(Vec::len).sum();
 
-        let fixed = |required: usize| {
+        if let Some(required) = spread_over_dcs {
             if live < required {
-                Err(ConsistencyError::NotEnoughNodes { live, required })
-            } else {
-                Ok(required)
+                return Err(ConsistencyError::NotEnoughNodes { live, required });
             }
-        };
+            return Ok(self.spread(&by_dc, required));
+        }
         let selected = match consistency {
-            Consistency::None => Vec::new(),
-            Consistency::One => self.spread(&by_dc, fixed(1)?),
-            Consistency::Two => self.spread(&by_dc, fixed(2)?),
-            Consistency::Three => self.spread(&by_dc, fixed(3)?),
-            Consistency::Quorum => self.spread(&by_dc, majority(live + 1) - 1),
-            Consistency::All => self.spread(&by_dc, live),
             Consistency::LocalQuorum => {
                 let local_dc = &*local.data_center;
                 match by_dc.get(local_dc) {
@@ -187,6 +194,8 @@ impl NodeSelector for DCAwareSelector {
                 }
                 out
             }
+            // Quorum (the rest were answered above).
+            _ => self.spread(&by_dc, majority(live + 1) - 1),
         };
         Ok(selected)
     }

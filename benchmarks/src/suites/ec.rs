@@ -4,6 +4,9 @@
 //! same for deletes. Also: memory per key held in a keyspace's state, and the time and repair
 //! bytes for a late node to catch up on a keyspace.
 //!
+//! The cells of a row are measured in interleaved rounds (see [`throughput`]), and every
+//! caller is a task on the harness's runtime (see [`cell`]).
+//!
 //! Sizes per profile (`--smoke` / default quick / `--full`), each overridable with `--nodes`,
 //! `--consistency`, `--concurrency` and `--docs`:
 //!
@@ -13,8 +16,10 @@
 //! | levels | all | none, all | none, one, quorum, all |
 //! | tasks | 10 | 10, 125, 512, 2,048 | 10, 125, 512, 2,048 |
 //! | documents | 50 | 1,000 | 1,000 |
+//! | interleaved rounds per row | 1 | 8 | 8 |
 //! | memory keys / catch-up keys | 10,000 / 1,000 | 1,000,000 / 100,000 | same as quick |
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -142,44 +147,45 @@ async fn one<S: Storage>(
     Ok(())
 }
 
-/// `tasks` tasks each doing `op` on ids `0..docs` (`tasks == 0`: serially on this task).
+/// `tasks` tasks each doing `op` on the ids `ids` (`tasks == 0`: one task doing them
+/// serially); returns every operation's latency and the time the whole took.
+///
+/// The callers are tasks on the harness's runtime, as an application's request handlers
+/// would be; the harness's own thread (which drives `main`, outside the runtime's workers)
+/// only waits for them. Calling from that thread instead would add a wake-up of another
+/// thread to every operation, which a serial caller pays in full.
 async fn cell<S: Storage>(
     handle: &ReplicatedStoreHandle<S>,
     op: Op,
     level: Consistency,
     tasks: usize,
-    docs: u64,
-) -> anyhow::Result<(f64, Option<Latency>)> {
+    ids: Range<u64>,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
     let data = Bytes::from_static(b"a 32 byte document for the bench");
     let start = Instant::now();
-    let mut samples = Vec::new();
-    if tasks == 0 {
-        for id in 0..docs {
-            let t = Instant::now();
-            one(handle, op, id, level, &data).await?;
-            samples.push(t.elapsed());
-        }
-    } else {
-        let mut joins = Vec::with_capacity(tasks);
-        for _ in 0..tasks {
-            let handle = handle.clone();
-            let data = data.clone();
-            joins.push(tokio::spawn(async move {
-                let mut samples = Vec::with_capacity(docs as usize);
-                for id in 0..docs {
-                    let t = Instant::now();
-                    one(&handle, op, id, level, &data).await?;
-                    samples.push(t.elapsed());
-                }
-                anyhow::Ok(samples)
-            }));
-        }
-        for join in joins {
-            samples.extend(join.await??);
-        }
+    let mut joins = Vec::with_capacity(tasks.max(1));
+    for _ in 0..tasks.max(1) {
+        let (handle, data, ids) = (handle.clone(), data.clone(), ids.clone());
+        joins.push(tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(ids.end.saturating_sub(ids.start) as usize);
+            for id in ids {
+                let t = Instant::now();
+                one(&handle, op, id, level, &data).await?;
+                samples.push(t.elapsed());
+            }
+            anyhow::Ok(samples)
+        }));
     }
-    let ops = samples.len() as f64 / start.elapsed().as_secs_f64();
-    Ok((ops, Latency::from_samples(&mut samples)))
+    let mut samples = Vec::new();
+    for join in joins {
+        samples.extend(join.await??);
+    }
+    Ok((samples, start.elapsed()))
+}
+
+/// The ids of round `round` of `rounds` over `0..docs`.
+fn round_ids(docs: u64, rounds: u64, round: u64) -> Range<u64> {
+    docs * round / rounds..docs * (round + 1) / rounds
 }
 
 fn target(nodes: u32, level: Consistency, tasks: usize, op: Op) -> Option<&'static str> {
@@ -213,6 +219,13 @@ async fn settle<S: Storage>(nodes: &[BenchNode<S>]) -> anyhow::Result<()> {
 }
 
 /// Runs the throughput matrix for the given cluster sizes, levels and concurrencies.
+///
+/// The cells of one row (one cluster size, level and operation) are measured in `rounds`
+/// interleaved rounds: round `r` runs every concurrency level in turn, each task on the
+/// `r`-th slice of the ids, so over the rounds every task does the whole of `0..docs`. A
+/// cell's figure sums its rounds. Interleaving makes a drift in the machine's speed (on a
+/// shared VM, figures move by tens of percent within a minute) fall on every cell of the
+/// row alike, which keeps ratios between cells, such as 2,048 tasks against 512, honest.
 async fn throughput<B: Backend>(
     backend: &B,
     cfg: &RunConfig,
@@ -220,7 +233,9 @@ async fn throughput<B: Backend>(
     levels: &[Consistency],
     concurrency: &[usize],
     docs: u64,
+    rounds: u64,
 ) -> anyhow::Result<Vec<Measurement>> {
+    let rounds = rounds.clamp(1, docs.max(1));
     let mut measurements = Vec::new();
     for (cluster, &n) in (1..).zip(clusters) {
         let nodes = start_cluster(backend, cluster, n).await?;
@@ -230,19 +245,41 @@ async fn throughput<B: Backend>(
                 continue; // the level cannot be met on this cluster size
             }
             for op in [Op::Put, Op::Del] {
+                let row: Vec<usize> = std::iter::once(0)
+                    .chain(concurrency.iter().copied())
+                    .collect();
+                let mut cells = vec![(Vec::new(), Duration::ZERO); row.len()];
+                for round in 0..rounds {
+                    for (&tasks, (samples, took)) in row.iter().zip(&mut cells) {
+                        let who = match tasks {
+                            0 => "serial".to_string(),
+                            _ => format!("{tasks} tasks"),
+                        };
+                        cfg.progress.scenario(format!(
+                            "{n} nodes, {level}, {op:?}, {who}, round {} of {rounds}",
+                            round + 1
+                        ));
+                        let ids = round_ids(docs, rounds, round);
+                        let (mut s, t) = cell(&handle, op, level, tasks, ids).await?;
+                        samples.append(&mut s);
+                        *took += t;
+                        // Let background replication finish, so it does not slow the next cell.
+                        settle(&nodes).await?;
+                    }
+                }
                 let mut at_512 = None;
-                for &tasks in std::iter::once(&0).chain(concurrency) {
-                    let who = if tasks == 0 {
-                        "serial".to_string()
-                    } else {
-                        format!("{tasks} tasks")
+                for (&tasks, (mut samples, took)) in row.iter().zip(cells) {
+                    let who = match tasks {
+                        0 => "serial".to_string(),
+                        _ => format!("{tasks} tasks"),
                     };
-                    let scenario = format!("{n} nodes, {level}, {op:?} x{docs}, {who}");
-                    cfg.progress.scenario(scenario.clone());
-                    let (ops, latency) = cell(&handle, op, level, tasks, docs).await?;
-                    let mut m = Measurement::new(scenario, "datacake-ec")
-                        .with_ops_per_sec(ops)
-                        .with_latency(latency);
+                    let ops = samples.len() as f64 / took.as_secs_f64().max(1e-9);
+                    let mut m = Measurement::new(
+                        format!("{n} nodes, {level}, {op:?} x{docs}, {who}"),
+                        "datacake-ec",
+                    )
+                    .with_ops_per_sec(ops)
+                    .with_latency(Latency::from_samples(&mut samples));
                     if tasks == 512 {
                         at_512 = Some(ops);
                     }
@@ -253,8 +290,6 @@ async fn throughput<B: Backend>(
                         m = m.with_target(t);
                     }
                     measurements.push(m);
-                    // Let background replication finish, so it does not slow the next cell.
-                    settle(&nodes).await?;
                 }
             }
         }
@@ -337,10 +372,12 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
         vec![10, 125, 512, 2_048],
     ));
     let docs = cfg.docs_or(cfg.pick(50, 1_000, 1_000));
+    let rounds = cfg.pick(1, 8, 8);
     let catch_up_keys = cfg.pick(1_000, 100_000, 100_000);
     let mut measurements = match cfg.storage {
         StorageChoice::Memory => {
-            let mut m = throughput(&Memory, cfg, &clusters, &levels, &concurrency, docs).await?;
+            let mut m =
+                throughput(&Memory, cfg, &clusters, &levels, &concurrency, docs, rounds).await?;
             cfg.progress.scenario("late node catch-up");
             m.extend(catch_up(&Memory, catch_up_keys).await?);
             m
@@ -352,7 +389,8 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
             let sqlite = Sqlite { dir: dir.clone() };
             let result = async {
                 let mut m =
-                    throughput(&sqlite, cfg, &clusters, &levels, &concurrency, docs).await?;
+                    throughput(&sqlite, cfg, &clusters, &levels, &concurrency, docs, rounds)
+                        .await?;
                 cfg.progress.scenario("late node catch-up");
                 m.extend(catch_up(&sqlite, catch_up_keys).await?);
                 anyhow::Ok(m)
