@@ -370,3 +370,6 @@ impl<S: Storage> Replica<S> {
         Ok(total)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+use std::sync::atomic::AtomicUsize;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::storage::BulkMutationError;
+use crate::test_utils::MemStore;
+use std::result::Result;
+
+/// A `MemStore` whose writes yield to the scheduler a varying number of times before they
+/// land, so concurrent writes finish in a scrambled order (as with a real database).
+#[derive(Debug, Default)]
+struct Scrambling {
+    inner: MemStore,
+    calls: AtomicUsize,
+}
+
+impl Scrambling {
+    async fn delay(&self) {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed) % 7;
+        for _ in 0..n {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for Scrambling {
+    type Error = <MemStore as Storage>::Error;
+
+    async fn get_keyspace_list(&self) -> Result<Vec<String>, Self::Error> {
+        self.inner.get_keyspace_list().await
+    }
+
+    async fn iter_metadata(&self, keyspace: &str) -> Result<Vec<Metadata>, Self::Error> {
+        self.inner.iter_metadata(keyspace).await
+    }
+
+    async fn remove_tombstones(
+        &self,
+        keyspace: &str,
+        keys: Vec<Key>,
+    ) -> Result<(), BulkMutationError<Self::Error>> {
+        self.delay().await;
+        self.inner.remove_tombstones(keyspace, keys).await
+    }
+
+    async fn put(&self, keyspace: &str, document: Document) -> Result<(), Self::Error> {
+        self.delay().await;
+        self.inner.put(keyspace, document).await
+    }
+
+    async fn multi_put(
+        &self,
+        keyspace: &str,
+        documents: Vec<Document>,
+    ) -> Result<(), BulkMutationError<Self::Error>> {
+        self.delay().await;
+        self.inner.multi_put(keyspace, documents).await
+    }
+
+    async fn mark_as_tombstone(
+        &self,
+        keyspace: &str,
+        key: Key,
+        timestamp: HLCTimestamp,
+    ) -> Result<(), Self::Error> {
+        self.delay().await;
+        self.inner.mark_as_tombstone(keyspace, key, timestamp).await
+    }
+
+    async fn mark_many_as_tombstone(
+        &self,
+        keyspace: &str,
+        keys: Vec<(Key, HLCTimestamp)>,
+    ) -> Result<(), BulkMutationError<Self::Error>> {
+        self.delay().await;
+        self.inner.mark_many_as_tombstone(keyspace, keys).await
+    }
+
+    async fn get(&self, keyspace: &str, key: Key) -> Result<Option<Document>, Self::Error> {
+        self.inner.get(keyspace, key).await
+    }
+
+    async fn multi_get(
+        &self,
+        keyspace: &str,
+        keys: Vec<Key>,
+    ) -> Result<Vec<Document>, Self::Error> {
+        self.inner.multi_get(keyspace, keys).await
+    }
+}
+
+const KEYS: u64 = 4;
+const TASKS: u64 = 16;
+const WRITES: u64 = 200;
+
+/// Write `i` of task `t`: a put, or every fifth a delete, of key `i % KEYS`, single or (every
+/// third) in a batch with the next key; timestamps are unique across tasks.
+fn changes(t: u64, i: u64) -> Vec<Change> {
+    let change = |key: Key, millis: u64| {
+        let timestamp = HLCTimestamp::new(1_000 + millis, 0, 1);
+        if millis.is_multiple_of(5) {
+            Change {
+                mutation: Mutation::Delete { key, timestamp },
+                data: None,
+            }
+        } else {
+            Change {
+                mutation: Mutation::Put { key, timestamp },
+                data: Some(Bytes::from(millis.to_string())),
+            }
+        }
+    };
+    let millis = i * TASKS + t;
+    let mut out = vec![change(i % KEYS, millis)];
+    if i.is_multiple_of(3) {
+        out.push(change((i + 1) % KEYS, millis));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_of_a_key_reach_the_storage_in_the_order_the_crdt_decided() {
+    let replica = Arc::new(Replica::load(Scrambling::default()).await.unwrap());
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let replica = replica.clone();
+            tokio::spawn(async move {
+                for i in 0..WRITES {
+                    replica.apply("ks", changes(t, i)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    // The winner of every key: the newest of all writes (they are all distinct in time).
+    let mut newest: HashMap<Key, Change> = HashMap::new();
+    for t in 0..TASKS {
+        for i in 0..WRITES {
+            for change in changes(t, i) {
+                let key = change.mutation.key();
+                if newest.get(&key).is_none_or(|held| change.beats(held)) {
+                    newest.insert(key, change);
+                }
+            }
+        }
+    }
+    let metadata: HashMap<Key, (HLCTimestamp, bool)> = replica
+        .metadata("ks")
+        .into_iter()
+        .map(|(key, ts, tombstone)| (key, (ts, tombstone)))
+        .collect();
+    let stored: HashMap<Key, (HLCTimestamp, bool)> = replica
+        .storage
+        .iter_metadata("ks")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(key, ts, tombstone)| (key, (ts, tombstone)))
+        .collect();
+    for (key, winner) in &newest {
+        let expected = (winner.mutation.timestamp(), winner.mutation.is_delete());
+        assert_eq!(metadata.get(key), Some(&expected), "metadata of key {key}");
+        assert_eq!(stored.get(key), Some(&expected), "storage of key {key}");
+        let doc = replica.storage.get("ks", *key).await.unwrap();
+        assert_eq!(doc.map(|d| d.data), winner.data.clone(), "document {key}");
+    }
+}
