@@ -122,9 +122,7 @@ impl Channel {
             *request.uri_mut() = uri.clone();
             *request.headers_mut() = headers.clone();
             if let Some(bytes) = &full {
-                request
-                    .headers_mut()
-                    .insert(http::header::CONTENT_LENGTH, bytes.len().into());
+                crate::body::announce_length(request.headers_mut(), bytes.len());
             }
             request
         };

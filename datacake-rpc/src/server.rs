@@ -282,6 +282,10 @@ async fn serve_connection<I: Io>(
     };
     let silent_peer = keep_alive(connection.ping_pong(), KEEP_ALIVE);
     tokio::pin!(silent_peer);
+    // Made once: a `wait_for` made afresh in every round of the loop costs a borrow and a
+    // waker registration each time the connection wakes.
+    let stop_requested = stopped(&mut stop);
+    tokio::pin!(stop_requested);
     let (mut stopping, mut shutdown_sent) = (false, false);
     loop {
         tokio::select! {
@@ -289,11 +293,11 @@ async fn serve_connection<I: Io>(
                 Some(Ok(first)) => {
                     // Take every request already received before answering any, so the
                     // replies of a burst leave in one write (each `accept` flushes).
-                    let mut burst = vec![first];
+                    let mut rest = Vec::new();
                     while let Some(Some(Ok(next))) = connection.accept().now_or_never() {
-                        burst.push(next);
+                        rest.push(next);
                     }
-                    for (request, respond) in burst {
+                    for (request, respond) in std::iter::once(first).chain(rest) {
                         dispatch(&shared, remote_addr, request, respond);
                     }
                 },
@@ -303,7 +307,7 @@ async fn serve_connection<I: Io>(
                 },
                 None => break,
             },
-            _ = stopped(&mut stop), if !stopping => stopping = true,
+            () = &mut stop_requested, if !stopping => stopping = true,
             () = &mut silent_peer => {
                 debug!(peer = %remote_addr, "keep-alive ping unanswered, closing the connection");
                 break;
@@ -347,8 +351,11 @@ fn dispatch(
         reply_headers: reply_headers.clone(),
     };
     let path = parts.uri;
-    let mut outcome = Box::pin(AssertUnwindSafe(handler(call)).catch_unwind().map(
-        move |outcome| match outcome {
+    // The handler's future is boxed already (so this is `Unpin`): polled in place first,
+    // moved into a task only if it is not done at once.
+    let mut outcome = AssertUnwindSafe(handler(call))
+        .catch_unwind()
+        .map(move |outcome| match outcome {
             Ok(result) => result,
             Err(panic) => {
                 let what = panic
@@ -359,10 +366,9 @@ fn dispatch(
                 warn!(path = %path.path(), panic = %what, "handler panicked");
                 Err(Status::internal(format!("handler panicked: {what}")))
             }
-        },
-    ));
+        });
     let take_headers = move || std::mem::take(&mut *reply_headers.lock()).into_map();
-    if let Some(result) = outcome.as_mut().now_or_never() {
+    if let Some(result) = (&mut outcome).now_or_never() {
         reply(respond, result, take_headers());
         return;
     }
@@ -398,9 +404,7 @@ fn reply(
     *response.headers_mut() = headers;
     let full = body.as_full();
     if let Some(bytes) = &full {
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_LENGTH, bytes.len().into());
+        crate::body::announce_length(response.headers_mut(), bytes.len());
     }
     let end_of_stream = full.as_ref().is_some_and(|b| b.is_empty());
     let mut stream = match respond.send_response(response, end_of_stream) {

@@ -128,15 +128,17 @@ async fn oversized_requests_are_refused() {
         .unwrap();
     let fx = Fixture::with_server(server);
 
-    // Announced up front (content-length).
-    let err = fx
-        .client::<EchoService>()
-        .send(&Echo {
-            data: vec![0; 4096],
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code, ErrorCode::PayloadTooLarge, "{err}");
+    // Large enough to be announced up front (content-length), and small enough not to be.
+    for size in [256 << 10, 4096] {
+        let err = fx
+            .client::<EchoService>()
+            .send(&Echo {
+                data: vec![0; size],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::PayloadTooLarge, "{size} bytes: {err}");
+    }
 
     // Not announced: counted while collecting.
     let chunks = (0..8).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![0u8; 512]))));
