@@ -138,7 +138,9 @@ impl<S: Storage> Replica<S> {
         self.keyspaces.read().get(keyspace).cloned()
     }
 
-    fn slot_or_create(&self, keyspace: &str) -> Arc<KeyspaceSlot> {
+    /// The keyspace's slot, created if needed (the name must have passed
+    /// [`StoreError::check_keyspace`]).
+    pub(crate) fn slot_or_create(&self, keyspace: &str) -> Arc<KeyspaceSlot> {
         if let Some(slot) = self.slot(keyspace) {
             return slot;
         }
@@ -147,11 +149,6 @@ impl<S: Storage> Replica<S> {
             .entry(keyspace.to_owned())
             .or_insert_with(|| Arc::new(KeyspaceSlot::new(keyspace, KeyspaceState::new())))
             .clone()
-    }
-
-    /// The keyspace's name as a shared string (creating the keyspace if needed).
-    pub(crate) fn interned(&self, keyspace: &str) -> Arc<str> {
-        self.slot_or_create(keyspace).name.clone()
     }
 
     /// Applies the winning `changes` to the storage and the keyspace state; returns the ones
@@ -165,7 +162,16 @@ impl<S: Storage> Replica<S> {
         changes: Vec<Change>,
     ) -> Result<Vec<Change>, S> {
         StoreError::check_keyspace(keyspace)?;
-        let slot = self.slot_or_create(keyspace);
+        self.apply_to(&self.slot_or_create(keyspace), changes).await
+    }
+
+    /// [`apply`](Self::apply) to a keyspace whose slot the caller holds.
+    pub(crate) async fn apply_to(
+        &self,
+        slot: &KeyspaceSlot,
+        changes: Vec<Change>,
+    ) -> Result<Vec<Change>, S> {
+        let keyspace = &*slot.name;
         let mut todo = newest_per_key(changes);
         let mut applied = Vec::new();
         while !todo.is_empty() {

@@ -239,7 +239,8 @@ impl<S: Storage> Sender<S> {
             let i = *index.entry(item.keyspace.clone()).or_insert_with(|| {
                 groups.push(KeyspaceBatch {
                     keyspace: item.keyspace.to_string(),
-                    mutations: Vec::new(),
+                    // Sized for the common case: one keyspace per batch.
+                    mutations: Vec::with_capacity(if groups.is_empty() { count } else { 0 }),
                 });
                 groups.len() - 1
             });

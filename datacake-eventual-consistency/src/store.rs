@@ -336,7 +336,8 @@ impl<S: Storage> Shared<S> {
                 Change { mutation, data }
             })
             .collect();
-        let applied = self.replica.apply(keyspace, changes).await?;
+        let slot = self.replica.slot_or_create(keyspace);
+        let applied = self.replica.apply_to(&slot, changes).await?;
         Counters::add(&self.replica.counters.writes, applied.len());
         if applied.is_empty() {
             return Ok(());
@@ -344,7 +345,7 @@ impl<S: Storage> Shared<S> {
 
         let tracker =
             (!selected.is_empty()).then(|| AckTracker::new(selected.len(), applied.len()));
-        let keyspace = self.replica.interned(keyspace);
+        let keyspace = slot.name.clone();
         for chosen in &selected {
             if !peers.iter().any(|p| p.node_id == chosen.node_id) {
                 peers.push(chosen.clone());

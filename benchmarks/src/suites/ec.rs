@@ -185,6 +185,27 @@ async fn cell<S: Storage>(
     Ok((per_task.concat(), took))
 }
 
+/// The median of `values` (the mean of the middle two for an even count; 0 if empty).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The median over rounds of `ours[r] / base[r]`: each pair ran back to back in one round,
+/// so a slow phase of the machine falls on both sides of most pairs.
+fn paired_ratio(ours: &[f64], base: &[f64]) -> f64 {
+    median(
+        ours.iter()
+            .zip(base)
+            .map(|(ours, base)| ours / base.max(1e-9))
+            .collect(),
+    )
+}
+
 /// The ids of round `round` of `rounds` over `0..docs`.
 fn round_ids(docs: u64, rounds: u64, round: u64) -> Range<u64> {
     docs * round / rounds..docs * (round + 1) / rounds
@@ -225,9 +246,12 @@ async fn settle<S: Storage>(nodes: &[BenchNode<S>]) -> anyhow::Result<()> {
 /// The cells of one row (one cluster size, level and operation) are measured in `rounds`
 /// interleaved rounds: round `r` runs every concurrency level in turn, each task on the
 /// `r`-th slice of the ids, so over the rounds every task does the whole of `0..docs`. A
-/// cell's figure sums its rounds. Interleaving makes a drift in the machine's speed (on a
-/// shared VM, figures move by tens of percent within a minute) fall on every cell of the
-/// row alike, which keeps ratios between cells, such as 2,048 tasks against 512, honest.
+/// cell's throughput is the median of its rounds' (a round a hiccup of the machine slowed
+/// counts as one outlier, not as a share of the total); its latencies pool the operations of
+/// every round. The 2,048-against-512 ratio is the median of the per-round ratios
+/// ([`paired_ratio`]). On the shared 2-core VM the machine switches between phases about 2x
+/// apart in speed, for seconds at a time; interleaving and pairing make such a phase fall on
+/// both cells of a pair instead of on whichever cell happened to run during it.
 async fn throughput<B: Backend>(
     backend: &B,
     cfg: &RunConfig,
@@ -250,9 +274,9 @@ async fn throughput<B: Backend>(
                 let row: Vec<usize> = std::iter::once(0)
                     .chain(concurrency.iter().copied())
                     .collect();
-                let mut cells = vec![(Vec::new(), Duration::ZERO); row.len()];
+                let mut cells = vec![(Vec::new(), Vec::new()); row.len()];
                 for round in 0..rounds {
-                    for (&tasks, (samples, took)) in row.iter().zip(&mut cells) {
+                    for (&tasks, (samples, per_round)) in row.iter().zip(&mut cells) {
                         let who = match tasks {
                             0 => "serial".to_string(),
                             _ => format!("{tasks} tasks"),
@@ -262,31 +286,31 @@ async fn throughput<B: Backend>(
                             round + 1
                         ));
                         let ids = round_ids(docs, rounds, round);
-                        let (mut s, t) = cell(&handle, op, level, tasks, ids).await?;
+                        let (mut s, took) = cell(&handle, op, level, tasks, ids).await?;
+                        per_round.push(s.len() as f64 / took.as_secs_f64().max(1e-9));
                         samples.append(&mut s);
-                        *took += t;
                         // Let background replication finish, so it does not slow the next cell.
                         settle(&nodes).await?;
                     }
                 }
-                let mut at_512 = None;
-                for (&tasks, (mut samples, took)) in row.iter().zip(cells) {
+                // Rounds of the 512-task cell, to pair with those of the 2,048-task cell.
+                let at_512 = row
+                    .iter()
+                    .position(|&t| t == 512)
+                    .map(|i| cells[i].1.clone());
+                for (&tasks, (mut samples, per_round)) in row.iter().zip(cells) {
                     let who = match tasks {
                         0 => "serial".to_string(),
                         _ => format!("{tasks} tasks"),
                     };
-                    let ops = samples.len() as f64 / took.as_secs_f64().max(1e-9);
                     let mut m = Measurement::new(
                         format!("{n} nodes, {level}, {op:?} x{docs}, {who}"),
                         "datacake-ec",
                     )
-                    .with_ops_per_sec(ops)
+                    .with_ops_per_sec(median(per_round.clone()))
                     .with_latency(Latency::from_samples(&mut samples));
-                    if tasks == 512 {
-                        at_512 = Some(ops);
-                    }
-                    if let (2_048, Some(base)) = (tasks, at_512) {
-                        m = m.with_ratio(ops / base);
+                    if let (2_048, Some(base)) = (tasks, &at_512) {
+                        m = m.with_ratio(paired_ratio(&per_round, base));
                     }
                     if let Some(t) = target(n, level, tasks, op) {
                         m = m.with_target(t);
@@ -408,4 +432,32 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
         suite: "ec",
         measurements,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(Vec::new()), 0.0);
+    }
+
+    #[test]
+    fn the_paired_ratio_compares_rounds_pairwise() {
+        // A slow phase in rounds 2 and 3 hits both cells; pairwise the ratio is 0.9 each time.
+        let base = [100.0, 50.0, 50.0, 100.0];
+        let ours = [90.0, 45.0, 45.0, 90.0];
+        assert!((paired_ratio(&ours, &base) - 0.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rounds_cover_every_id_once() {
+        let ids: Vec<u64> = (0..8).flat_map(|r| round_ids(1_000, 8, r)).collect();
+        assert_eq!(ids, (0..1_000).collect::<Vec<_>>());
+        let ids: Vec<u64> = (0..3).flat_map(|r| round_ids(50, 3, r)).collect();
+        assert_eq!(ids, (0..50).collect::<Vec<_>>());
+    }
 }
