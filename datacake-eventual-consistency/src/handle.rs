@@ -129,6 +129,15 @@ impl<S: Storage> ReplicatedStoreHandle<S> {
     pub fn get_keyspace_list(&self) -> Vec<String> {
         self.shared.replica.keyspace_names()
     }
+
+    /// A 64-bit digest of this node's metadata for `keyspace` (every id with its timestamp,
+    /// tombstones included), `None` if the node holds no such keyspace. Nodes holding the
+    /// same entries have the same digest, and nodes that differ almost surely do not, so
+    /// comparing it across nodes is a cheap convergence check: it is kept up to date with
+    /// every write, and reading it costs no more than a lock.
+    pub fn metadata_digest(&self, keyspace: &str) -> Option<u64> {
+        self.shared.replica.total(keyspace)
+    }
 }
 
 /// Like [`ReplicatedStoreHandle`], bound to one keyspace. Cheap to clone.
@@ -223,5 +232,10 @@ impl<S: Storage> ReplicatedKeyspaceHandle<S> {
     /// The keyspaces this node holds.
     pub fn get_keyspace_list(&self) -> Vec<String> {
         self.inner.get_keyspace_list()
+    }
+
+    /// The keyspace's metadata digest (see [`ReplicatedStoreHandle::metadata_digest`]).
+    pub fn metadata_digest(&self) -> Option<u64> {
+        self.inner.metadata_digest(&self.keyspace)
     }
 }

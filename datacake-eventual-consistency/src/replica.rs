@@ -304,6 +304,12 @@ impl<S: Storage> Replica<S> {
             .collect()
     }
 
+    /// The total digest of `keyspace`, if held.
+    pub(crate) fn total(&self, keyspace: &str) -> Option<u64> {
+        self.slot(keyspace)
+            .map(|slot| slot.with_state(|s| s.digest().total()))
+    }
+
     /// The digest of `keyspace`, if held.
     pub(crate) fn digest(&self, keyspace: &str) -> Option<KeyspaceDigest> {
         self.slot(keyspace)

@@ -152,6 +152,12 @@ impl<S: Storage> Replicator<S> {
         queue.wake.notify_one();
     }
 
+    /// Mutations queued for every peer and not yet taken into a batch.
+    pub(crate) fn backlog(&self) -> usize {
+        let queues: Vec<Arc<PeerQueue>> = self.peers.lock().values().cloned().collect();
+        queues.iter().map(|q| q.pending.lock().len()).sum()
+    }
+
     /// Stops the sender of a departed peer (its queued mutations are dropped: repair brings
     /// the peer up to date if it comes back).
     pub(crate) fn remove(&self, node_id: NodeId) {

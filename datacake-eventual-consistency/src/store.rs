@@ -219,7 +219,7 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
     }
 }
 
-/// What the store's counters have counted since it started.
+/// What the store's counters have counted since it started, and its replication backlog.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStatistics {
     /// Mutations written through this node's handles (and applied locally).
@@ -236,6 +236,9 @@ pub struct StoreStatistics {
     pub failures: u64,
     /// Writes that did not meet their consistency level in time.
     pub consistency_failures: u64,
+    /// Mutations queued for peers and not yet sent, right now (a gauge, not a counter): how
+    /// far the write fan-out is behind the writes.
+    pub replication_backlog: u64,
 }
 
 /// The running store on one node, returned by
@@ -304,6 +307,7 @@ impl<S: Storage> Shared<S> {
             repair_bytes_received: get(&c.repair_bytes),
             failures: get(&c.failures),
             consistency_failures: get(&c.consistency_failures),
+            replication_backlog: self.replicator.backlog() as u64,
         }
     }
 

@@ -27,7 +27,24 @@ async fn all_writes_are_visible_everywhere_on_return() {
         assert_eq!(stats.writes, 0);
     }
     assert_eq!(nodes[0].store.statistics().writes, 49);
+
+    // Every node holds the same entries on return, so the same metadata digest; a write
+    // changes it, and an unknown keyspace has none.
+    let digest = h.metadata_digest("ks").expect("ks is held");
+    for node in &nodes {
+        assert_eq!(node.handle().metadata_digest("ks"), Some(digest));
+        assert_eq!(
+            node.store.handle_with_keyspace("ks").metadata_digest(),
+            Some(digest)
+        );
+    }
+    assert_eq!(h.metadata_digest("never-written"), None);
     h.del("ks", 1, Consistency::All).await.unwrap();
+    assert_ne!(
+        h.metadata_digest("ks"),
+        Some(digest),
+        "a write changes the digest"
+    );
     h.del_many("ks", 2..10, Consistency::All).await.unwrap();
     for node in &nodes {
         assert_eq!(node.handle().get("ks", 1).await.unwrap(), None);
@@ -218,6 +235,20 @@ async fn a_silent_replica_makes_all_fail_after_the_deadline() {
         assert!(node.handle().get("ks", 1).await.unwrap().is_some());
     }
     assert_eq!(nodes[0].store.statistics().consistency_failures, 1);
+
+    // The first batch to the silent replica is still in flight, so later writes queue up for
+    // it: the backlog shows them (the reachable replica's queue drains).
+    nodes[0]
+        .handle()
+        .put_many("ks", (10..15).map(|k| (k, "y")), Consistency::None)
+        .await
+        .unwrap();
+    test_helper::wait_for(
+        "the reachable replica's queue drains, the silent one's holds 5",
+        Duration::from_secs(3),
+        || async { nodes[0].store.statistics().replication_backlog == 5 },
+    )
+    .await;
     silent.shutdown().await;
     shutdown(nodes).await;
 }

@@ -125,6 +125,16 @@ impl HttpMetrics {
             let _ = writeln!(out, "# TYPE kv_cluster_{name} gauge");
             let _ = writeln!(out, "kv_cluster_{name} {value}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP kv_store_replication_backlog Mutations queued for peers and not yet sent."
+        );
+        let _ = writeln!(out, "# TYPE kv_store_replication_backlog gauge");
+        let _ = writeln!(
+            out,
+            "kv_store_replication_backlog {}",
+            store.replication_backlog
+        );
         out
     }
 }
