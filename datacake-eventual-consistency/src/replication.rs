@@ -5,6 +5,7 @@
 //! sender task takes whatever has accumulated (up to a cap) and sends it as one RPC, so many
 //! concurrent writers cost a handful of RPCs per peer, not one each.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -88,10 +89,76 @@ pub(crate) struct Outbound {
     pub(crate) ack: Option<Arc<AckTracker>>,
 }
 
+/// The mutations waiting for one peer.
+///
+/// A write nobody waits for (no acknowledgement) replaces a queued, not yet sent write of the
+/// same key that nobody waits for either, if it is newer, and is dropped if it is older: under
+/// last writer wins the peer would apply only the newest anyway. So a hot key costs one
+/// queued mutation, not one per write, and a burst of overwrites (a `None` workload outrunning
+/// the fan-out) neither fills the queue nor costs the peer work it would throw away. Writes
+/// whose consistency level waits for this peer keep their own entry (their acknowledgement
+/// belongs to them).
+#[derive(Debug, Default)]
+struct Pending {
+    items: Vec<Outbound>,
+    /// Where the queued write of a key that nobody waits for is, by keyspace and key.
+    unacked: HashMap<(Arc<str>, Key), usize>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn push(&mut self, item: Outbound) {
+        if item.ack.is_none() {
+            match self.unacked.entry((item.keyspace.clone(), item.key)) {
+                Entry::Occupied(queued) => {
+                    let queued = &mut self.items[*queued.get()];
+                    if item.timestamp > queued.timestamp {
+                        queued.timestamp = item.timestamp;
+                        queued.data = item.data;
+                    }
+                    return;
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(self.items.len());
+                }
+            }
+        }
+        self.items.push(item);
+    }
+
+    /// Takes up to `max` mutations, oldest first.
+    fn take(&mut self, max: usize) -> Vec<Outbound> {
+        // A table that a flood of distinct keys grew is not kept around.
+        if self.unacked.capacity() > 4 * max {
+            self.unacked = HashMap::new();
+        } else {
+            self.unacked.clear();
+        }
+        if self.items.len() <= max {
+            return std::mem::take(&mut self.items);
+        }
+        let batch = self.items.drain(..max).collect();
+        for (i, item) in self.items.iter().enumerate() {
+            if item.ack.is_none() {
+                self.unacked.insert((item.keyspace.clone(), item.key), i);
+            }
+        }
+        batch
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+        self.unacked.clear();
+    }
+}
+
 #[derive(Debug)]
 struct PeerQueue {
     addr: SocketAddr,
-    pending: Mutex<Vec<Outbound>>,
+    pending: Mutex<Pending>,
     wake: Notify,
     closed: AtomicBool,
 }
@@ -147,7 +214,9 @@ impl<S: Storage> Replicator<S> {
                 pending.clear();
                 Counters::add(&self.replica.counters.failures, 1);
             }
-            pending.extend(mutations);
+            for item in mutations {
+                pending.push(item);
+            }
         }
         queue.wake.notify_one();
     }
@@ -178,7 +247,7 @@ impl<S: Storage> Replicator<S> {
         }
         let queue = Arc::new(PeerQueue {
             addr: peer.public_addr,
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
         });
@@ -214,14 +283,7 @@ impl<S: Storage> Sender<S> {
             RpcClient::<StoreService<S>>::new(self.node.network().get_or_connect(self.queue.addr));
         client.set_timeout(self.config.rpc_timeout);
         loop {
-            let batch = {
-                let mut pending = self.queue.pending.lock();
-                if pending.len() <= self.config.max_batch {
-                    std::mem::take(&mut *pending)
-                } else {
-                    pending.drain(..self.config.max_batch).collect()
-                }
-            };
+            let batch = { self.queue.pending.lock().take(self.config.max_batch) };
             if batch.is_empty() {
                 if self.queue.closed.load(Ordering::Acquire) {
                     return;
@@ -280,6 +342,76 @@ impl<S: Storage> Sender<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write(key: Key, millis: u64, ack: Option<&Arc<AckTracker>>) -> Outbound {
+        Outbound {
+            keyspace: Arc::from("ks"),
+            key,
+            timestamp: HLCTimestamp::new(millis, 0, 1),
+            data: Some(Bytes::from(millis.to_string())),
+            ack: ack.cloned(),
+        }
+    }
+
+    fn queued(pending: &Pending) -> Vec<(Key, u64, bool)> {
+        pending
+            .items
+            .iter()
+            .map(|i| (i.key, i.timestamp.millis(), i.ack.is_some()))
+            .collect()
+    }
+
+    #[test]
+    fn unacknowledged_writes_of_a_key_keep_only_the_newest() {
+        let mut pending = Pending::default();
+        pending.push(write(1, 10, None));
+        pending.push(write(2, 11, None));
+        pending.push(write(1, 12, None)); // replaces 10
+        pending.push(write(1, 9, None)); // older than what is queued: dropped
+        assert_eq!(queued(&pending), vec![(1, 12, false), (2, 11, false)]);
+        assert_eq!(
+            pending.items[0].data.as_deref(),
+            Some(&b"12"[..]),
+            "the newest document goes"
+        );
+    }
+
+    #[test]
+    fn acknowledged_writes_keep_their_own_entries() {
+        let tracker = AckTracker::new(1, 1);
+        let mut pending = Pending::default();
+        pending.push(write(1, 10, Some(&tracker)));
+        pending.push(write(1, 11, Some(&tracker)));
+        pending.push(write(1, 12, None));
+        pending.push(write(1, 13, None)); // replaces 12, not an acknowledged entry
+        assert_eq!(
+            queued(&pending),
+            vec![(1, 10, true), (1, 11, true), (1, 13, false)]
+        );
+    }
+
+    #[test]
+    fn taking_a_batch_keeps_the_index_right_for_what_remains() {
+        let mut pending = Pending::default();
+        for key in 0..5 {
+            pending.push(write(key, 10, None));
+        }
+        let batch = pending.take(2);
+        assert_eq!(batch.iter().map(|i| i.key).collect::<Vec<_>>(), vec![0, 1]);
+        pending.push(write(4, 20, None)); // still queued: replaced in place
+        pending.push(write(0, 20, None)); // already taken: queued anew
+        assert_eq!(
+            queued(&pending),
+            vec![
+                (2, 10, false),
+                (3, 10, false),
+                (4, 20, false),
+                (0, 20, false)
+            ]
+        );
+        assert_eq!(pending.take(10).len(), 4);
+        assert_eq!(pending.len(), 0);
+    }
 
     #[tokio::test]
     async fn a_peer_counts_once_all_mutations_of_the_write_are_acknowledged() {
