@@ -18,7 +18,8 @@
 //!   live peer through one outbound queue per peer, drained in batches by one sender task per
 //!   peer. A queued write that no caller waits for is replaced by a newer such write of the
 //!   same key before it is sent (the peer would keep only the newest), so overwriting a hot
-//!   key faster than the fan-out sends costs one queued mutation, not one per write. A write returns once the peers its consistency level selected have acknowledged it,
+//!   key faster than the fan-out sends costs one queued mutation, not one per write. A write
+//!   returns once the peers its consistency level selected have acknowledged it,
 //!   or fails with [`ConsistencyError::ConsistencyFailure`] at its deadline (the local write is
 //!   kept; replication continues). [`ConsistencyError::NotEnoughNodes`] is returned before
 //!   writing when the level cannot be met.

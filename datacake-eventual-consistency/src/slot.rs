@@ -119,7 +119,6 @@ impl KeyspaceSlot {
         let claim = Claim {
             slot: self,
             winners,
-            released: false,
         };
         (claim, blocked)
     }
@@ -127,27 +126,23 @@ impl KeyspaceSlot {
     /// Takes the keyspace for itself: waits until no other holder and no write is in
     /// flight, and holds off new writes until the returned guard is dropped.
     pub(crate) async fn exclusive(&self) -> Exclusive<'_> {
-        loop {
-            let settled = self.settled.notified();
-            tokio::pin!(settled);
-            {
-                let mut state = self.state.lock();
-                if !state.exclusive {
-                    state.exclusive = true;
-                    break;
-                }
-                state.wait(settled.as_mut());
-            }
-            settled.await;
-        }
+        self.wait_until(|state| !std::mem::replace(&mut state.exclusive, true))
+            .await;
         let guard = Exclusive { slot: self };
+        self.wait_until(|state| state.in_flight.is_empty()).await;
+        guard
+    }
+
+    /// Waits until `ready` returns true, checked under the state lock now and after every
+    /// release.
+    async fn wait_until(&self, mut ready: impl FnMut(&mut SlotState) -> bool) {
         loop {
             let settled = self.settled.notified();
             tokio::pin!(settled);
             {
                 let mut state = self.state.lock();
-                if state.in_flight.is_empty() {
-                    return guard;
+                if ready(&mut state) {
+                    return;
                 }
                 state.wait(settled.as_mut());
             }
@@ -162,8 +157,8 @@ impl KeyspaceSlot {
 #[derive(Debug)]
 pub(crate) struct Claim<'a> {
     slot: &'a KeyspaceSlot,
+    /// Emptied by `commit`, so that a committed claim has nothing left to release on drop.
     winners: Vec<Change>,
-    released: bool,
 }
 
 impl Claim<'_> {
@@ -189,14 +184,13 @@ impl Claim<'_> {
             state.in_flight.remove(&key);
         }
         state.wake(&self.slot.settled);
-        self.released = true;
         winners
     }
 }
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        if self.released || self.winners.is_empty() {
+        if self.winners.is_empty() {
             return;
         }
         let mut state = self.slot.state.lock();
