@@ -35,7 +35,7 @@ use datacake_sqlite::SqliteStorage;
 
 use crate::alloc::allocated_bytes;
 use crate::config::{ConsistencyLevel, RunConfig, Storage as StorageChoice};
-use crate::report::{Latency, Measurement, SuiteReport};
+use crate::report::{median, paired_ratio, Latency, Measurement, SuiteReport};
 
 /// Give up waiting for convergence after this long.
 const GIVE_UP: Duration = Duration::from_secs(120);
@@ -183,27 +183,6 @@ async fn cell<S: Storage>(
     // Stop the clock before gathering the samples (copying them is no part of the cell).
     let took = start.elapsed();
     Ok((per_task.concat(), took))
-}
-
-/// The median of `values` (the mean of the middle two for an even count; 0 if empty).
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
-/// The median over rounds of `ours[r] / base[r]`: each pair ran back to back in one round,
-/// so a slow phase of the machine falls on both sides of most pairs.
-fn paired_ratio(ours: &[f64], base: &[f64]) -> f64 {
-    median(
-        ours.iter()
-            .zip(base)
-            .map(|(ours, base)| ours / base.max(1e-9))
-            .collect(),
-    )
 }
 
 /// The ids of round `round` of `rounds` over `0..docs`.
@@ -463,21 +442,6 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_even_and_empty_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(median(Vec::new()), 0.0);
-    }
-
-    #[test]
-    fn the_paired_ratio_compares_rounds_pairwise() {
-        // A slow phase in rounds 2 and 3 hits both cells; pairwise the ratio is 0.9 each time.
-        let base = [100.0, 50.0, 50.0, 100.0];
-        let ours = [90.0, 45.0, 45.0, 90.0];
-        assert!((paired_ratio(&ours, &base) - 0.9).abs() < 1e-9);
-    }
 
     #[test]
     fn rounds_cover_every_id_once() {

@@ -7,6 +7,8 @@
 //! Topology (the same for both): the server side runs on its own single-threaded tokio
 //! runtime (one OS thread), the client side on another, as if they were two processes; the
 //! two meet only through loopback sockets.
+//!
+//! Each comparison runs in interleaved rounds; see [`run`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::RunConfig;
-use crate::report::{Latency, Measurement, SuiteReport};
+use crate::report::{median, paired_ratio, Latency, Measurement, SuiteReport};
 
 const PAYLOAD: usize = 64;
 /// What the throughput chart's x axis counts.
@@ -30,13 +32,24 @@ const X_LABEL: &str = "calls in flight";
 struct Sizes {
     /// Calls before the latency samples start.
     warmup_calls: usize,
-    /// Latency samples.
+    /// Latency samples per system, over all rounds.
     latency_calls: usize,
-    /// How long each throughput cell runs.
+    /// How long each throughput cell runs, over all rounds.
     window: Duration,
+    /// How many interleaved rounds each comparison is split into.
+    rounds: usize,
 }
 
 /// Runs the suite.
+///
+/// Each comparison (sequential latency, and throughput at each number of calls in flight) runs
+/// in `rounds` interleaved rounds: a round measures the baseline and datacake-rpc back to back,
+/// alternating which goes first, on connections opened once. The ratio printed is the median
+/// of the per-round ratios ([`paired_ratio`]), latency percentiles pool every round's samples,
+/// and a throughput figure is the median of its rounds. On the shared 2-core VM the machine
+/// switches between phases of different speed for seconds at a time; run one after the other,
+/// the two systems of a comparison could land in different phases, which moved the sequential
+/// p50 ratio between runs by more than the code did.
 pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
     let sizes = Sizes {
         warmup_calls: cfg.pick(500, 20_000, 20_000),
@@ -46,6 +59,7 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
             Duration::from_secs(2),
             Duration::from_secs(3),
         ),
+        rounds: cfg.pick(2, 8, 8),
     };
     let in_flight =
         cfg.concurrency_or(&cfg.pick(vec![1, 16], vec![1, 64, 256], vec![1, 16, 64, 256, 1_024]));
@@ -55,52 +69,9 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
     let raw = server_side.handle.spawn(RawEcho::start()).await??;
     let rpc = server_side.handle.spawn(RpcEcho::start()).await??;
 
-    cfg.progress.scenario("sequential latency, raw-tcp");
-    let raw_latency = client_side
-        .handle
-        .spawn(raw_sequential_latency(raw.addr, sizes))
-        .await??;
-    cfg.progress.scenario("sequential latency, datacake-rpc");
-    let rpc_latency = client_side
-        .handle
-        .spawn(rpc_sequential_latency(rpc.client.clone(), sizes))
-        .await??;
-    let scenario = format!("echo {PAYLOAD} B, sequential");
-    measurements.push(Measurement::new(&scenario, "raw-tcp").with_latency(Some(raw_latency)));
-    measurements.push(
-        Measurement::new(&scenario, "datacake-rpc")
-            .with_latency(Some(rpc_latency))
-            .with_ratio(ratio(rpc_latency.p50, raw_latency.p50))
-            .with_target("p50 <= 1.5x raw, p99.9 < 1 ms"),
-    );
-
+    measurements.extend(sequential(cfg, &client_side, &raw, &rpc, sizes).await?);
     for n in in_flight {
-        cfg.progress
-            .scenario(format!("throughput, {n} in flight, raw-tcp"));
-        let raw_ops = client_side
-            .handle
-            .spawn(raw_throughput(raw.addr, n, sizes.window))
-            .await??;
-        cfg.progress
-            .scenario(format!("throughput, {n} in flight, datacake-rpc"));
-        let rpc_ops = client_side
-            .handle
-            .spawn(rpc_throughput(rpc.client.clone(), n, sizes.window))
-            .await??;
-        let scenario = format!("echo {PAYLOAD} B, {n} in flight");
-        measurements.push(
-            Measurement::new(&scenario, "raw-tcp")
-                .with_ops_per_sec(raw_ops)
-                .with_point("raw-tcp", X_LABEL, n as f64),
-        );
-        let mut ours = Measurement::new(&scenario, "datacake-rpc")
-            .with_ops_per_sec(rpc_ops)
-            .with_ratio(rpc_ops / raw_ops)
-            .with_point("datacake-rpc", X_LABEL, n as f64);
-        if n == 64 {
-            ours = ours.with_target(">= 0.75x raw");
-        }
-        measurements.push(ours);
+        measurements.extend(throughput(cfg, &client_side, &raw, &rpc, n, sizes).await?);
     }
 
     rpc.server.shutdown().await;
@@ -112,6 +83,145 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
         suite: "rpc",
         measurements,
     })
+}
+
+/// Sequential round-trip latency of both systems, in interleaved rounds.
+async fn sequential(
+    cfg: &RunConfig,
+    client_side: &Side,
+    raw: &RawEcho,
+    rpc: &RpcEcho,
+    sizes: Sizes,
+) -> anyhow::Result<[Measurement; 2]> {
+    cfg.progress.scenario("sequential latency, warm-up");
+    let mut conn = client_side
+        .handle
+        .spawn(RawConn::connect(raw.addr))
+        .await??;
+    (conn, _) = client_side
+        .handle
+        .spawn(raw_sequential(conn, sizes.warmup_calls))
+        .await??;
+    client_side
+        .handle
+        .spawn(rpc_sequential(rpc.client.clone(), sizes.warmup_calls))
+        .await??;
+
+    let per_round = sizes.latency_calls.div_ceil(sizes.rounds);
+    let (mut raw_samples, mut rpc_samples) = (Vec::new(), Vec::new());
+    let (mut raw_p50s, mut rpc_p50s) = (Vec::new(), Vec::new());
+    for round in 0..sizes.rounds {
+        cfg.progress.scenario(format!(
+            "sequential latency, round {} of {}",
+            round + 1,
+            sizes.rounds
+        ));
+        for raw_turn in turns(round) {
+            if raw_turn {
+                let samples;
+                (conn, samples) = client_side
+                    .handle
+                    .spawn(raw_sequential(conn, per_round))
+                    .await??;
+                raw_p50s.push(p50_secs(&samples));
+                raw_samples.extend(samples);
+            } else {
+                let samples = client_side
+                    .handle
+                    .spawn(rpc_sequential(rpc.client.clone(), per_round))
+                    .await??;
+                rpc_p50s.push(p50_secs(&samples));
+                rpc_samples.extend(samples);
+            }
+        }
+    }
+    let scenario = format!("echo {PAYLOAD} B, sequential");
+    let latency = |samples: &mut Vec<Duration>| {
+        Latency::from_samples(samples).ok_or_else(|| anyhow::anyhow!("no samples"))
+    };
+    Ok([
+        Measurement::new(&scenario, "raw-tcp").with_latency(Some(latency(&mut raw_samples)?)),
+        Measurement::new(&scenario, "datacake-rpc")
+            .with_latency(Some(latency(&mut rpc_samples)?))
+            .with_ratio(paired_ratio(&rpc_p50s, &raw_p50s))
+            .with_target("p50 <= 1.5x raw, p99.9 < 1 ms"),
+    ])
+}
+
+/// Throughput of both systems with `n` calls in flight, in interleaved rounds.
+async fn throughput(
+    cfg: &RunConfig,
+    client_side: &Side,
+    raw: &RawEcho,
+    rpc: &RpcEcho,
+    n: usize,
+    sizes: Sizes,
+) -> anyhow::Result<[Measurement; 2]> {
+    let window = sizes.window / sizes.rounds as u32;
+    let addr = raw.addr;
+    let mut conns = client_side
+        .handle
+        .spawn(async move {
+            let mut conns = Vec::with_capacity(n);
+            for _ in 0..n {
+                conns.push(RawConn::connect(addr).await?);
+            }
+            Ok::<_, anyhow::Error>(conns)
+        })
+        .await??;
+    let mut callers: Vec<_> = (0..n).map(|_| rpc.client.clone()).collect();
+    let (mut raw_rates, mut rpc_rates) = (Vec::new(), Vec::new());
+    for round in 0..sizes.rounds {
+        cfg.progress.scenario(format!(
+            "throughput, {n} in flight, round {} of {}",
+            round + 1,
+            sizes.rounds
+        ));
+        for raw_turn in turns(round) {
+            if raw_turn {
+                let rate;
+                (rate, conns) = client_side
+                    .handle
+                    .spawn(closed_loops(conns, window, raw_call))
+                    .await??;
+                raw_rates.push(rate);
+            } else {
+                let rate;
+                (rate, callers) = client_side
+                    .handle
+                    .spawn(closed_loops(callers, window, rpc_call))
+                    .await??;
+                rpc_rates.push(rate);
+            }
+        }
+    }
+    let scenario = format!("echo {PAYLOAD} B, {n} in flight");
+    let ratio = paired_ratio(&rpc_rates, &raw_rates);
+    let baseline = Measurement::new(&scenario, "raw-tcp")
+        .with_ops_per_sec(median(raw_rates))
+        .with_point("raw-tcp", X_LABEL, n as f64);
+    let mut ours = Measurement::new(&scenario, "datacake-rpc")
+        .with_ops_per_sec(median(rpc_rates))
+        .with_ratio(ratio)
+        .with_point("datacake-rpc", X_LABEL, n as f64);
+    if n == 64 {
+        ours = ours.with_target(">= 0.75x raw");
+    }
+    Ok([baseline, ours])
+}
+
+/// Which system goes first in `round`: `[true, false]` is the baseline, then datacake-rpc.
+fn turns(round: usize) -> [bool; 2] {
+    if round.is_multiple_of(2) {
+        [true, false]
+    } else {
+        [false, true]
+    }
+}
+
+/// The median of `samples`, in seconds.
+fn p50_secs(samples: &[Duration]) -> f64 {
+    median(samples.iter().map(Duration::as_secs_f64).collect())
 }
 
 /// One side (client or server): a single-threaded runtime on its own OS thread.
@@ -146,15 +256,16 @@ impl Side {
     }
 }
 
-fn ratio(ours: Duration, baseline: Duration) -> f64 {
-    ours.as_secs_f64() / baseline.as_secs_f64().max(1e-9)
-}
-
-/// Runs `tasks` closed loops for the throughput window and returns calls per second.
+/// Runs `tasks` closed loops for `window` and returns calls per second, and the loops' states
+/// for the next round.
 ///
 /// Each loop warms up, then all start together at a barrier; `call` performs one call with
 /// the loop's state and hands the state back.
-async fn closed_loops<S, F, Fut>(tasks: Vec<S>, window: Duration, call: F) -> anyhow::Result<f64>
+async fn closed_loops<S, F, Fut>(
+    tasks: Vec<S>,
+    window: Duration,
+    call: F,
+) -> anyhow::Result<(f64, Vec<S>)>
 where
     S: Send + 'static,
     F: Fn(S) -> Fut + Clone + Send + Sync + 'static,
@@ -176,17 +287,20 @@ where
                     state = call(state).await?;
                     calls += 1;
                 }
-                Ok::<_, anyhow::Error>(calls)
+                Ok::<_, anyhow::Error>((calls, state))
             })
         })
         .collect();
     barrier.wait().await;
     let start = Instant::now();
     let mut total = 0;
+    let mut states = Vec::with_capacity(handles.len());
     for handle in handles {
-        total += handle.await??;
+        let (calls, state) = handle.await??;
+        total += calls;
+        states.push(state);
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    Ok((total as f64 / start.elapsed().as_secs_f64(), states))
 }
 
 // ---- raw TCP baseline -------------------------------------------------------------------
@@ -210,35 +324,24 @@ impl RawEcho {
     }
 }
 
-async fn raw_throughput(
-    addr: SocketAddr,
-    in_flight: usize,
-    window: Duration,
-) -> anyhow::Result<f64> {
-    let mut conns = Vec::with_capacity(in_flight);
-    for _ in 0..in_flight {
-        conns.push(RawConn::connect(addr).await?);
-    }
-    closed_loops(conns, window, |mut conn: RawConn| async move {
-        conn.call(&[7u8; PAYLOAD]).await?;
-        Ok(conn)
-    })
-    .await
+async fn raw_call(mut conn: RawConn) -> anyhow::Result<RawConn> {
+    conn.call(&[7u8; PAYLOAD]).await?;
+    Ok(conn)
 }
 
-async fn raw_sequential_latency(addr: SocketAddr, sizes: Sizes) -> anyhow::Result<Latency> {
-    let mut conn = RawConn::connect(addr).await?;
+/// `calls` sequential calls on `conn`, timed one by one.
+async fn raw_sequential(
+    mut conn: RawConn,
+    calls: usize,
+) -> anyhow::Result<(RawConn, Vec<Duration>)> {
     let payload = [7u8; PAYLOAD];
-    for _ in 0..sizes.warmup_calls {
-        conn.call(&payload).await?;
-    }
-    let mut samples = Vec::with_capacity(sizes.latency_calls);
-    for _ in 0..sizes.latency_calls {
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
         let start = Instant::now();
         conn.call(&payload).await?;
         samples.push(start.elapsed());
     }
-    Latency::from_samples(&mut samples).ok_or_else(|| anyhow::anyhow!("no samples"))
+    Ok((conn, samples))
 }
 
 struct RawConn {
@@ -343,45 +446,31 @@ impl RpcEcho {
     }
 }
 
-async fn rpc_throughput(
-    client: RpcClient<EchoService>,
-    in_flight: usize,
-    window: Duration,
-) -> anyhow::Result<f64> {
-    let callers = (0..in_flight).map(|_| client.clone()).collect();
-    closed_loops(
-        callers,
-        window,
-        |client: RpcClient<EchoService>| async move {
-            let reply = client
-                .send(&Echo {
-                    data: vec![7; PAYLOAD],
-                })
-                .await?;
-            anyhow::ensure!(reply.data.len() == PAYLOAD, "echo differs");
-            drop(reply);
-            Ok(client)
-        },
-    )
-    .await
+async fn rpc_call(client: RpcClient<EchoService>) -> anyhow::Result<RpcClient<EchoService>> {
+    let reply = client
+        .send(&Echo {
+            data: vec![7; PAYLOAD],
+        })
+        .await?;
+    anyhow::ensure!(reply.data.len() == PAYLOAD, "echo differs");
+    drop(reply);
+    Ok(client)
 }
 
-async fn rpc_sequential_latency(
+/// `calls` sequential calls through `client`, timed one by one.
+async fn rpc_sequential(
     client: RpcClient<EchoService>,
-    sizes: Sizes,
-) -> anyhow::Result<Latency> {
+    calls: usize,
+) -> anyhow::Result<Vec<Duration>> {
     let msg = Echo {
         data: vec![7; PAYLOAD],
     };
-    for _ in 0..sizes.warmup_calls {
-        client.send(&msg).await?;
-    }
-    let mut samples = Vec::with_capacity(sizes.latency_calls);
-    for _ in 0..sizes.latency_calls {
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
         let start = Instant::now();
         let reply = client.send(&msg).await?;
         samples.push(start.elapsed());
         anyhow::ensure!(reply.data.len() == PAYLOAD, "echo differs");
     }
-    Latency::from_samples(&mut samples).ok_or_else(|| anyhow::anyhow!("no samples"))
+    Ok(samples)
 }
