@@ -27,6 +27,11 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const MAX_CONCURRENT_STREAMS: u32 = 16_384;
 /// How often the server pings an idle client, and how long an answer may take.
 const KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// The replies to a burst of requests leave in about this many writes, of at least
+/// [`MIN_REPLIES_PER_WRITE`] each; see [`answer_burst`].
+const WRITES_PER_BURST: usize = 4;
+/// See [`WRITES_PER_BURST`].
+const MIN_REPLIES_PER_WRITE: usize = 4;
 /// How long a new connection may take to complete the HTTP/2 handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -291,15 +296,13 @@ async fn serve_connection<I: Io>(
         tokio::select! {
             accepted = connection.accept() => match accepted {
                 Some(Ok(first)) => {
-                    // Take every request already received before answering any, so the
-                    // replies of a burst leave in one write (each `accept` flushes).
-                    let mut rest = Vec::new();
+                    // Take every request already received (each `accept` flushes), then
+                    // answer them together.
+                    let mut burst = vec![first];
                     while let Some(Some(Ok(next))) = connection.accept().now_or_never() {
-                        rest.push(next);
+                        burst.push(next);
                     }
-                    for (request, respond) in std::iter::once(first).chain(rest) {
-                        dispatch(&shared, remote_addr, request, respond);
-                    }
+                    answer_burst(&mut connection, &shared, remote_addr, burst);
                 },
                 Some(Err(e)) => {
                     debug!(peer = %remote_addr, error = %describe(&e), "connection closed with an error");
@@ -317,6 +320,39 @@ async fn serve_connection<I: Io>(
             // GOAWAY: no new streams; `accept` returns `None` once in-flight ones are done.
             connection.graceful_shutdown();
             shutdown_sent = true;
+        }
+    }
+}
+
+/// Answers requests that arrived together, flushing the replies in a few parts.
+///
+/// Not one write per reply: that would cost a syscall each. Not one write for the whole
+/// burst either: then the client waits, idle, until the server has worked through the last
+/// request, and the server waits, idle, until the client has worked through every reply and
+/// sent its next requests, each side paying a wake-up per turn. Writing the replies in about
+/// [`WRITES_PER_BURST`] parts lets the client start on the first ones while the server is
+/// still answering the rest, so both sides work at once. (Measured on the 2-core VM with the
+/// harness's `rpc` suite: 64 calls in flight over one channel went from ~120k to 170-220k
+/// calls/s, 16 in flight from ~75k to 120-140k.)
+fn answer_burst<I: Io>(
+    connection: &mut h2::server::Connection<I, Bytes>,
+    shared: &Arc<Shared>,
+    remote_addr: SocketAddr,
+    burst: Vec<(
+        http::Request<h2::RecvStream>,
+        h2::server::SendResponse<Bytes>,
+    )>,
+) {
+    let n = burst.len();
+    let per_write = (n / WRITES_PER_BURST).max(MIN_REPLIES_PER_WRITE);
+    for (i, (request, respond)) in burst.into_iter().enumerate() {
+        dispatch(shared, remote_addr, request, respond);
+        let answered = i + 1;
+        if answered % per_write == 0 && answered < n {
+            // Drives the connection once, which writes the replies buffered so far. Any
+            // request it reads stays queued for the next `accept`; the caller's next
+            // `accept` registers the waker, so the no-op one used here does not matter.
+            let _ = std::future::poll_fn(|cx| connection.poll_closed(cx)).now_or_never();
         }
     }
 }
