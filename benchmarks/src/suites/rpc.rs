@@ -474,3 +474,18 @@ async fn rpc_sequential(
     }
     Ok(samples)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_system_goes_first_in_every_other_round() {
+        let rounds: Vec<[bool; 2]> = (0..8).map(turns).collect();
+        let baseline_first = rounds.iter().filter(|t| t[0]).count();
+        assert_eq!(baseline_first, 4);
+        // Every round measures both systems once.
+        assert!(rounds.iter().all(|t| t[0] != t[1]));
+        assert_ne!(rounds[0], rounds[1]);
+    }
+}
