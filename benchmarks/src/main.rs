@@ -10,6 +10,7 @@ use clap::Parser;
 mod alloc;
 mod cli;
 mod config;
+mod echo;
 mod output;
 mod report;
 mod runner;
@@ -20,8 +21,11 @@ static GLOBAL: alloc::CountingAlloc = alloc::CountingAlloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // openraft logs routine election traffic at warn (vote replies that arrive after the
+    // candidate has already won are "ignored because vote changed"), which would interleave
+    // with the tables; RUST_LOG overrides this default.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

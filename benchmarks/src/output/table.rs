@@ -19,6 +19,7 @@ pub(crate) fn suite_table(report: &SuiteReport) -> Table {
             "ops/s",
             "p50",
             "p99",
+            "p99.9",
             "other",
             "vs baseline",
             "target",
@@ -30,12 +31,13 @@ pub(crate) fn suite_table(report: &SuiteReport) -> Table {
             m.ops_per_sec.map(count).unwrap_or_default(),
             m.latency.map(|l| duration(l.p50)).unwrap_or_default(),
             m.latency.map(|l| duration(l.p99)).unwrap_or_default(),
+            m.latency.map(|l| duration(l.p999)).unwrap_or_default(),
             m.value.map(|(v, unit)| value(v, unit)).unwrap_or_default(),
             m.ratio.map(|r| format!("{r:.2}x")).unwrap_or_default(),
             m.target.clone().unwrap_or_default(),
         ]);
     }
-    for column in 2..=6 {
+    for column in 2..=7 {
         if let Some(column) = table.column_mut(column) {
             column.set_cell_alignment(CellAlignment::Right);
         }
@@ -88,6 +90,8 @@ mod tests {
         let text = suite_table(&report).to_string();
         assert!(text.contains("250k"), "{text}");
         assert!(text.contains("48.0µs"), "{text}");
+        assert!(text.contains("p99.9"), "{text}");
+        assert_eq!(text.matches("900.0µs").count(), 2, "p99 and p99.9: {text}");
         assert!(text.contains("0.80x"), "{text}");
         assert!(text.contains(">= 0.75x raw"), "{text}");
     }

@@ -1,8 +1,9 @@
 //! Suite `rpc`: datacake-rpc against a raw tokio TCP baseline on loopback.
 //!
-//! Both echo a 64-byte payload. The baseline uses length-prefixed frames; for N calls in
-//! flight it opens N connections with one call outstanding each (TCP_NODELAY on both ends).
-//! datacake-rpc multiplexes every call over one `Channel`.
+//! Both echo a 64-byte payload ([`crate::echo`] has the two systems). The baseline uses
+//! length-prefixed frames; for N calls in flight it opens N connections with one call
+//! outstanding each (TCP_NODELAY on both ends). datacake-rpc multiplexes every call over one
+//! `Channel`.
 //!
 //! Topology (the same for both): the server side runs on its own single-threaded tokio
 //! runtime (one OS thread), the client side on another, as if they were two processes; the
@@ -10,20 +11,14 @@
 //!
 //! Each comparison runs in interleaved rounds; see [`run`].
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use datacake_rpc::{
-    async_trait, Channel, Handler, Request, RpcClient, RpcService, Server, ServiceRegistry, Status,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use std::time::Duration;
 
 use crate::config::RunConfig;
+use crate::echo::{
+    closed_loops, raw_call, raw_sequential, rpc_call, rpc_sequential, RawConn, RawEcho, RpcEcho,
+    Side, PAYLOAD,
+};
 use crate::report::{median, paired_ratio, Latency, Measurement, SuiteReport};
-
-const PAYLOAD: usize = 64;
 /// What the throughput chart's x axis counts.
 const X_LABEL: &str = "calls in flight";
 
@@ -222,257 +217,6 @@ fn turns(round: usize) -> [bool; 2] {
 /// The median of `samples`, in seconds.
 fn p50_secs(samples: &[Duration]) -> f64 {
     median(samples.iter().map(Duration::as_secs_f64).collect())
-}
-
-/// One side (client or server): a single-threaded runtime on its own OS thread.
-struct Side {
-    handle: tokio::runtime::Handle,
-    stop: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Side {
-    fn start(name: &str) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                let _ = runtime.block_on(stopped);
-            })?;
-        Ok(Self {
-            handle,
-            stop,
-            thread,
-        })
-    }
-
-    fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.thread.join();
-    }
-}
-
-/// Runs `tasks` closed loops for `window` and returns calls per second, and the loops' states
-/// for the next round.
-///
-/// Each loop warms up, then all start together at a barrier; `call` performs one call with
-/// the loop's state and hands the state back.
-async fn closed_loops<S, F, Fut>(
-    tasks: Vec<S>,
-    window: Duration,
-    call: F,
-) -> anyhow::Result<(f64, Vec<S>)>
-where
-    S: Send + 'static,
-    F: Fn(S) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<S>> + Send,
-{
-    let barrier = Arc::new(tokio::sync::Barrier::new(tasks.len() + 1));
-    let handles: Vec<_> = tasks
-        .into_iter()
-        .map(|mut state: S| {
-            let (barrier, call) = (barrier.clone(), call.clone());
-            tokio::spawn(async move {
-                for _ in 0..100 {
-                    state = call(state).await?;
-                }
-                barrier.wait().await;
-                let end = Instant::now() + window;
-                let mut calls = 0u64;
-                while Instant::now() < end {
-                    state = call(state).await?;
-                    calls += 1;
-                }
-                Ok::<_, anyhow::Error>((calls, state))
-            })
-        })
-        .collect();
-    barrier.wait().await;
-    let start = Instant::now();
-    let mut total = 0;
-    let mut states = Vec::with_capacity(handles.len());
-    for handle in handles {
-        let (calls, state) = handle.await??;
-        total += calls;
-        states.push(state);
-    }
-    Ok((total as f64 / start.elapsed().as_secs_f64(), states))
-}
-
-// ---- raw TCP baseline -------------------------------------------------------------------
-
-struct RawEcho {
-    addr: SocketAddr,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl RawEcho {
-    async fn start() -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let server = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(raw_serve(stream));
-            }
-        });
-        Ok(Self { addr, server })
-    }
-}
-
-async fn raw_call(mut conn: RawConn) -> anyhow::Result<RawConn> {
-    conn.call(&[7u8; PAYLOAD]).await?;
-    Ok(conn)
-}
-
-/// `calls` sequential calls on `conn`, timed one by one.
-async fn raw_sequential(
-    mut conn: RawConn,
-    calls: usize,
-) -> anyhow::Result<(RawConn, Vec<Duration>)> {
-    let payload = [7u8; PAYLOAD];
-    let mut samples = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let start = Instant::now();
-        conn.call(&payload).await?;
-        samples.push(start.elapsed());
-    }
-    Ok((conn, samples))
-}
-
-struct RawConn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl RawConn {
-    async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Self {
-            stream,
-            buf: Vec::with_capacity(4 + PAYLOAD),
-        })
-    }
-
-    async fn call(&mut self, payload: &[u8]) -> anyhow::Result<()> {
-        self.buf.clear();
-        self.buf
-            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(payload);
-        self.stream.write_all(&self.buf).await?;
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).await?;
-        self.buf.resize(u32::from_le_bytes(len) as usize, 0);
-        self.stream.read_exact(&mut self.buf).await?;
-        anyhow::ensure!(self.buf == payload, "echo differs");
-        Ok(())
-    }
-}
-
-async fn raw_serve(mut stream: TcpStream) {
-    let mut buf = Vec::with_capacity(4 + PAYLOAD);
-    loop {
-        let mut len = [0u8; 4];
-        if stream.read_exact(&mut len).await.is_err() {
-            return;
-        }
-        let n = u32::from_le_bytes(len) as usize;
-        buf.clear();
-        buf.extend_from_slice(&len);
-        buf.resize(4 + n, 0);
-        if stream.read_exact(&mut buf[4..]).await.is_err() {
-            return;
-        }
-        if stream.write_all(&buf).await.is_err() {
-            return;
-        }
-    }
-}
-
-// ---- datacake-rpc -----------------------------------------------------------------------
-
-/// The echoed message.
-#[derive(
-    datacake_rpc::rkyv::Archive, datacake_rpc::rkyv::Serialize, datacake_rpc::rkyv::Deserialize,
-)]
-#[rkyv(crate = datacake_rpc::rkyv)]
-struct Echo {
-    data: Vec<u8>,
-}
-
-struct EchoService;
-
-impl RpcService for EchoService {
-    fn service_name() -> &'static str {
-        "bench"
-    }
-
-    fn register_handlers(registry: &mut ServiceRegistry<Self>) {
-        registry.add_handler::<Echo>();
-    }
-}
-
-#[async_trait]
-impl Handler<Echo> for EchoService {
-    type Reply = Echo;
-
-    fn path() -> &'static str {
-        "echo"
-    }
-
-    async fn on_message(&self, request: Request<Echo>) -> Result<Echo, Status> {
-        Ok(Echo {
-            data: request.data.to_vec(),
-        })
-    }
-}
-
-struct RpcEcho {
-    server: Server,
-    client: RpcClient<EchoService>,
-}
-
-impl RpcEcho {
-    async fn start() -> anyhow::Result<Self> {
-        let server = Server::listen("127.0.0.1:0".parse()?).await?;
-        server.add_service(EchoService);
-        let client = RpcClient::new(Channel::connect(server.local_addr()));
-        Ok(Self { server, client })
-    }
-}
-
-async fn rpc_call(client: RpcClient<EchoService>) -> anyhow::Result<RpcClient<EchoService>> {
-    let reply = client
-        .send(&Echo {
-            data: vec![7; PAYLOAD],
-        })
-        .await?;
-    anyhow::ensure!(reply.data.len() == PAYLOAD, "echo differs");
-    drop(reply);
-    Ok(client)
-}
-
-/// `calls` sequential calls through `client`, timed one by one.
-async fn rpc_sequential(
-    client: RpcClient<EchoService>,
-    calls: usize,
-) -> anyhow::Result<Vec<Duration>> {
-    let msg = Echo {
-        data: vec![7; PAYLOAD],
-    };
-    let mut samples = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let start = Instant::now();
-        let reply = client.send(&msg).await?;
-        samples.push(start.elapsed());
-        anyhow::ensure!(reply.data.len() == PAYLOAD, "echo differs");
-    }
-    Ok(samples)
 }
 
 #[cfg(test)]
