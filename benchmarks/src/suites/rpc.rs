@@ -19,6 +19,7 @@ use crate::echo::{
     Side, PAYLOAD,
 };
 use crate::report::{median, paired_ratio, Latency, Measurement, SuiteReport};
+
 /// What the throughput chart's x axis counts.
 const X_LABEL: &str = "calls in flight";
 
