@@ -191,14 +191,17 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
         // Warm up the connections and the log.
         measure(&leader, 1, 20).await?;
         for &clients in &concurrency {
-            cfg.progress.scenario(format!(
-                "{writes} writes, {clients} clients ({})",
-                backend.name()
-            ));
+            let who = if clients == 1 {
+                "1 client".to_string()
+            } else {
+                format!("{clients} clients")
+            };
+            cfg.progress
+                .scenario(format!("{writes} writes, {who} ({})", backend.name()));
             let (ops, latency) = measure(&leader, clients, writes).await?;
             measurements.push(
                 Measurement::new(
-                    format!("3 nodes, {clients} clients, write"),
+                    format!("3 nodes, {who}, write"),
                     format!("raft-{}", backend.name()),
                 )
                 .with_ops_per_sec(ops)
