@@ -337,7 +337,7 @@ async fn serve_connection<I: Io>(
 /// rpc 1500 N`, three runs each): 16 calls in flight went from 113-126k calls/s (four equal
 /// parts of at least 4 replies, the previous rule) to 211-214k; 64 in flight from 336-344k
 /// to 324-334k; 256 and 1,024 in flight did not move beyond the noise. One write per burst
-/// gave 93k (16) and 151k (64).
+/// gave 93k (16) and 151k (64) in one run each.
 fn answer_burst<I: Io>(
     connection: &mut h2::server::Connection<I, Bytes>,
     shared: &Arc<Shared>,
