@@ -69,10 +69,7 @@ fn main() -> anyhow::Result<()> {
                 Some(tasks) => {
                     let window = Duration::from_millis(count as u64);
                     let loops = client.handle.spawn(async move {
-                        let mut conns = Vec::with_capacity(tasks);
-                        for _ in 0..tasks {
-                            conns.push(RawConn::connect(addr).await?);
-                        }
+                        let conns = RawConn::connect_many(addr, tasks).await?;
                         closed_loops(conns, window, raw_call).await
                     });
                     let (rate, _) = loops.await??;

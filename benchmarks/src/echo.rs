@@ -154,6 +154,15 @@ impl RawConn {
         })
     }
 
+    /// `n` connections to `addr`, one per call to keep in flight.
+    pub(crate) async fn connect_many(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<Self>> {
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            conns.push(Self::connect(addr).await?);
+        }
+        Ok(conns)
+    }
+
     pub(crate) async fn call(&mut self, payload: &[u8]) -> anyhow::Result<()> {
         self.buf.clear();
         self.buf

@@ -154,16 +154,9 @@ async fn throughput(
     sizes: Sizes,
 ) -> anyhow::Result<[Measurement; 2]> {
     let window = sizes.window / sizes.rounds as u32;
-    let addr = raw.addr;
     let mut conns = client_side
         .handle
-        .spawn(async move {
-            let mut conns = Vec::with_capacity(n);
-            for _ in 0..n {
-                conns.push(RawConn::connect(addr).await?);
-            }
-            Ok::<_, anyhow::Error>(conns)
-        })
+        .spawn(RawConn::connect_many(raw.addr, n))
         .await??;
     let mut callers: Vec<_> = (0..n).map(|_| rpc.client.clone()).collect();
     let (mut raw_rates, mut rpc_rates) = (Vec::new(), Vec::new());
