@@ -63,6 +63,14 @@ impl MemStore {
             .map_or(0, |ks| ks.docs.len())
     }
 
+    /// The live document `id` of `keyspace`, read without `await` (for test assertions).
+    pub fn get_doc(&self, keyspace: &str, id: Key) -> Option<Document> {
+        self.keyspaces
+            .read()
+            .get(keyspace)
+            .and_then(|ks| ks.docs.get(&id).cloned())
+    }
+
     /// Whether `keyspace` holds no live document.
     pub fn is_empty(&self, keyspace: &str) -> bool {
         self.len(keyspace) == 0

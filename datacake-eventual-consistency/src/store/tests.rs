@@ -85,3 +85,85 @@ async fn dropping_the_store_removes_its_service_and_ends_its_tasks() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// A client of node 1's store service that is not a member.
+fn rogue(to: &DatacakeNode) -> RpcClient<StoreService<MemStore>> {
+    let network = datacake_node::RpcNetwork::new();
+    let mut client = RpcClient::new(network.get_or_connect(to.me().public_addr));
+    client.set_timeout(Duration::from_secs(5));
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_sync_claim_does_not_let_a_node_purge() {
+    // Nodes 1 and 2 run the store; node 3 is a live member without it, so it never holds
+    // node 1's tombstones.
+    let a = node(1, Vec::new()).await;
+    let seeds = vec![a.me().public_addr.to_string()];
+    let b = node(2, seeds.clone()).await;
+    let c = node(3, seeds).await;
+    for n in [&a, &b, &c] {
+        n.wait_for_nodes([1, 2, 3], DEADLINE).await.unwrap();
+    }
+    let quick = || {
+        EventuallyConsistentStoreExtension::new(MemStore::new())
+            .with_repair_interval(Duration::from_millis(20))
+            .with_tombstone_grace(Duration::from_millis(10))
+    };
+    let store_a = a.add_extension(quick()).await.unwrap();
+    let _store_b = b.add_extension(quick()).await.unwrap();
+    let h = store_a.handle();
+    h.put("ks", 1, "v", Consistency::None).await.unwrap();
+    h.del("ks", 1, Consistency::None).await.unwrap();
+    h.put("ks", 2, "newer", Consistency::None).await.unwrap();
+
+    // Someone who can reach node 1 claims, in node 3's name, a sync point past the delete,
+    // over and over while node 1 runs enough repair rounds to attempt several purges.
+    let client = rogue(&a);
+    let start = store_a.statistics().repairs_run;
+    test_helper::wait_for("node 1 runs 40 repair rounds", DEADLINE, || async {
+        let request = DigestRequest {
+            clock: a.clock().get_time(),
+            node_id: 3,
+            synced: Some(a.clock().get_time()),
+            totals: Vec::new(),
+        };
+        let _ = client.send(&request).await;
+        store_a.statistics().repairs_run >= start + 40
+    })
+    .await;
+    let tombstones = h.iter_metadata("ks").into_iter().filter(|m| m.2).count();
+    assert_eq!(tombstones, 1, "node 3 never confirmed the delete: no purge");
+
+    drop((store_a, _store_b));
+    for n in [c, b, a] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_stamped_far_in_the_future_is_rejected() {
+    let a = node(1, Vec::new()).await;
+    let store = start(&a).await;
+    let client = rogue(&a);
+    let now = a.clock().get_time();
+    let future = datacake_crdt::HLCTimestamp::new(now.millis() + 3_600_000, 0, 99);
+    let batch = crate::messages::ReplicateBatch {
+        clock: now,
+        keyspaces: vec![crate::messages::KeyspaceBatch {
+            keyspace: "ks".into(),
+            mutations: vec![crate::messages::WireMutation {
+                key: 7,
+                timestamp: future,
+                data: Some(b"from the future".to_vec()),
+            }],
+        }],
+    };
+    let _ = client.send(&batch).await;
+    let h = store.handle();
+    h.put("ks", 7, "now", Consistency::None).await.unwrap();
+    let doc = h.get("ks", 7).await.unwrap().expect("written");
+    assert_eq!(&doc.data[..], b"now", "a stamp an hour ahead must not win");
+    drop(store);
+    a.shutdown().await;
+}

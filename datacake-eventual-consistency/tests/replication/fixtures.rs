@@ -28,6 +28,14 @@ impl TestNode {
         self.node.me().public_addr.to_string()
     }
 
+    /// Stops the node abruptly, as a crash would (no leave announced); returns its storage
+    /// for a restart.
+    pub(crate) fn crash(self) -> MemStore {
+        drop(self.store);
+        drop(self.node);
+        self.storage
+    }
+
     /// The node's metadata of `keyspace`, sorted.
     pub(crate) fn metadata(&self, keyspace: &str) -> Vec<Metadata> {
         let mut m = self.handle().iter_metadata(keyspace);
@@ -41,21 +49,32 @@ pub(crate) async fn start_node(id: u32, seeds: Vec<String>, storage: MemStore) -
     start_node_with(id, seeds, storage, |ext| ext).await
 }
 
+/// The store extension as a test configures it.
+pub(crate) type Extension = EventuallyConsistentStoreExtension<MemStore>;
+
 /// Like [`start_node`], with the extension adjusted by `configure`.
 pub(crate) async fn start_node_with(
     id: u32,
     seeds: Vec<String>,
     storage: MemStore,
-    configure: impl FnOnce(
-        EventuallyConsistentStoreExtension<MemStore>,
-    ) -> EventuallyConsistentStoreExtension<MemStore>,
+    configure: impl FnOnce(Extension) -> Extension,
+) -> TestNode {
+    start_node_full(id, seeds, storage, |b| b, configure).await
+}
+
+/// Like [`start_node`], with the node builder adjusted by `node` and the extension by
+/// `configure`.
+pub(crate) async fn start_node_full(
+    id: u32,
+    seeds: Vec<String>,
+    storage: MemStore,
+    node: impl FnOnce(DatacakeNodeBuilder) -> DatacakeNodeBuilder,
+    configure: impl FnOnce(Extension) -> Extension,
 ) -> TestNode {
     let local = "127.0.0.1:0".parse().unwrap();
-    let node = DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
-        .with_gossip_interval(Duration::from_millis(50))
-        .connect()
-        .await
-        .expect("node connects");
+    let builder = DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
+        .with_gossip_interval(Duration::from_millis(50));
+    let node = node(builder).connect().await.expect("node connects");
     let extension = EventuallyConsistentStoreExtension::new(storage.clone())
         .with_repair_interval(Duration::from_millis(200))
         .with_write_timeout(Duration::from_secs(2));

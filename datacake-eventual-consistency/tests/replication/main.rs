@@ -1,7 +1,9 @@
-//! Integration tests of the replicated store: single node, clusters, catch-up.
+//! Integration tests of the replicated store: single node, clusters, catch-up, faults.
 
 mod catch_up;
 mod cluster;
 mod fixtures;
+mod levels;
+mod limits;
 mod single_node;
 mod tombstones;

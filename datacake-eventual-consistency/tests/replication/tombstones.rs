@@ -7,7 +7,9 @@ use datacake_eventual_consistency::{
     PURGE_WATERMARK_KEYSPACE,
 };
 
-use crate::fixtures::{shutdown, start_node_with, wait_converged, wait_for_membership, CONVERGE};
+use crate::fixtures::{
+    shutdown, start_node_full, start_node_with, wait_converged, wait_for_membership, CONVERGE,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tombstones_are_purged_once_every_member_observed_them() {
@@ -146,5 +148,70 @@ async fn a_purged_delete_never_resurrects_across_a_restart() {
         .get_keyspace_list()
         .iter()
         .any(|k| k == PURGE_WATERMARK_KEYSPACE));
+    shutdown(nodes).await;
+}
+
+/// A node down for longer than the tombstone grace misses a delete and its purge; when it
+/// returns on its old storage, neither it nor a node that joins afterwards serves the deleted
+/// documents again, and the cluster converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_past_the_grace_does_not_resurrect_deletes_on_return() {
+    let quick = |ext: EventuallyConsistentStoreExtension<MemStore>| {
+        ext.with_tombstone_grace(Duration::from_millis(300))
+    };
+    let fast_detector = |b: datacake_node::DatacakeNodeBuilder| {
+        b.with_min_failure_timeout(Duration::from_millis(500))
+    };
+    let first = start_node_full(1, Vec::new(), MemStore::new(), fast_detector, quick).await;
+    let seeds = vec![first.addr()];
+    let mut nodes = vec![first];
+    for id in 2..=3 {
+        nodes.push(start_node_full(id, seeds.clone(), MemStore::new(), fast_detector, quick).await);
+    }
+    wait_for_membership(&nodes, 1..=3).await;
+    nodes[0]
+        .handle()
+        .put_many("ks", (0..10).map(|i| (i, "v")), Consistency::All)
+        .await
+        .unwrap();
+
+    let down = nodes.pop().expect("three nodes").crash();
+    test_helper::wait_for("nodes 1 and 2 hold node 3 dead", CONVERGE, || async {
+        nodes
+            .iter()
+            .all(|n| n.node.live_members().iter().all(|m| m.node_id != 3))
+    })
+    .await;
+    nodes[0]
+        .handle()
+        .del_many("ks", 0..5, Consistency::None)
+        .await
+        .unwrap();
+    nodes[1]
+        .handle()
+        .put("ks", 100, "newer", Consistency::None)
+        .await
+        .unwrap();
+    test_helper::wait_for("nodes 1 and 2 purge the tombstones", CONVERGE, || async {
+        let mut purged = true;
+        for node in &nodes {
+            let stored = node.storage.iter_metadata("ks").await.unwrap();
+            purged &= stored.len() == 6 && !stored.iter().any(|m| m.2);
+        }
+        purged
+    })
+    .await;
+
+    // Node 3 returns on its old storage (it still holds 0..5), then a new node joins.
+    nodes.push(start_node_full(3, seeds.clone(), down, fast_detector, quick).await);
+    nodes.push(start_node_full(4, seeds.clone(), MemStore::new(), fast_detector, quick).await);
+    wait_for_membership(&nodes, 1..=4).await;
+    wait_converged("all four converge without the deleted ids", &nodes, "ks").await;
+    for node in &nodes {
+        for id in 0..5 {
+            assert_eq!(node.storage.get_doc("ks", id), None, "id {id} stays deleted");
+        }
+        assert!(node.storage.get_doc("ks", 100).is_some());
+    }
     shutdown(nodes).await;
 }

@@ -1,0 +1,89 @@
+//! Messages bounded by bytes: big documents, big bursts and many keyspaces replicate.
+
+use datacake_eventual_consistency::test_utils::MemStore;
+use datacake_eventual_consistency::Consistency;
+use futures::future::try_join_all;
+
+use crate::fixtures::{cluster, shutdown, start_node, wait_converged, wait_for_membership, CONVERGE};
+
+const MIB: usize = 1 << 20;
+
+/// `n` concurrent puts of distinct 1 MiB documents at `level` through node 1.
+async fn burst(nodes: &[crate::fixtures::TestNode], first_id: u64, n: u64, level: Consistency) {
+    let writes = (first_id..first_id + n).map(|id| {
+        let h = nodes[0].handle();
+        async move {
+            let doc = vec![(id % 251) as u8; MIB];
+            h.put("big", id, doc, level).await
+        }
+    });
+    try_join_all(writes).await.expect("every write succeeds");
+}
+
+async fn every_node_holds(nodes: &[crate::fixtures::TestNode], ids: std::ops::Range<u64>) {
+    let expected = ids.end - ids.start;
+    test_helper::wait_for("every node holds every big document", CONVERGE, || async {
+        nodes.iter().all(|n| {
+            ids.clone()
+                .filter(|id| n.storage.get_doc("big", *id).is_some_and(|d| d.data.len() == MIB))
+                .count() as u64
+                == expected
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_64_one_mib_puts_replicate_at_none_and_all() {
+    let nodes = cluster(3).await;
+    burst(&nodes, 0, 64, Consistency::None).await;
+    burst(&nodes, 64, 64, Consistency::All).await;
+    every_node_holds(&nodes, 0..128).await;
+    wait_converged("big documents converge", &nodes, "big").await;
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_200_one_mib_puts_replicate_at_none_and_all() {
+    let nodes = cluster(3).await;
+    burst(&nodes, 0, 200, Consistency::None).await;
+    burst(&nodes, 200, 200, Consistency::All).await;
+    every_node_holds(&nodes, 0..400).await;
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_node_catches_up_on_100_one_mib_documents() {
+    let mut nodes = cluster(1).await;
+    burst(&nodes, 0, 100, Consistency::None).await;
+    let late = start_node(2, vec![nodes[0].addr()], MemStore::new()).await;
+    nodes.push(late);
+    wait_for_membership(&nodes, 1..=2).await;
+    every_node_holds(&nodes, 0..100).await;
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_node_catches_up_on_10_000_keyspaces() {
+    const KEYSPACES: usize = 10_000;
+    let mut nodes = cluster(1).await;
+    let h = nodes[0].handle();
+    for i in 0..KEYSPACES {
+        h.put(&format!("tenant-{i:05}"), 1, format!("doc of {i}"), Consistency::None)
+            .await
+            .unwrap();
+    }
+    let late = start_node(2, vec![nodes[0].addr()], MemStore::new()).await;
+    nodes.push(late);
+    wait_for_membership(&nodes, 1..=2).await;
+    test_helper::wait_for("the late node holds every keyspace", CONVERGE, || async {
+        (0..KEYSPACES).all(|i| nodes[1].storage.get_doc(&format!("tenant-{i:05}"), 1).is_some())
+    })
+    .await;
+    let late = nodes[1].handle();
+    for i in (0..KEYSPACES).step_by(997) {
+        let name = format!("tenant-{i:05}");
+        assert_eq!(late.metadata_digest(&name), nodes[0].handle().metadata_digest(&name));
+    }
+    shutdown(nodes).await;
+}
