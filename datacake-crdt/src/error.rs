@@ -28,11 +28,19 @@ pub enum TimestampError {
         /// The node id both nodes claim.
         node: u32,
     },
-    /// All 65,536 logical counter values of one millisecond are used and the wall clock is
-    /// behind that millisecond, so the next stamp cannot be issued without wrapping.
-    #[error("logical counter exhausted at {millis} ms: the wall clock has not reached it yet")]
+    /// The clock is at the last representable stamp, `(MAX_MILLIS, 65535)` in the year 10889,
+    /// so no greater one exists.
+    ///
+    /// An exhausted counter in any earlier millisecond is not an error: the clock moves on to
+    /// the next (logical) millisecond. So this is reachable only if the wall clock, or a
+    /// remote stamp accepted under a huge maximum drift, is thousands of years off.
+    #[error(
+        "clock exhausted: no timestamp after counter 65535 of {millis} ms, the last \
+         representable millisecond"
+    )]
     CounterExhausted {
-        /// The millisecond whose counter is exhausted.
+        /// The millisecond whose counter is exhausted: always
+        /// [`MAX_MILLIS`](crate::MAX_MILLIS).
         millis: u64,
     },
     /// A physical time does not fit the 48 bits a timestamp keeps (it is past year 10889).

@@ -11,9 +11,12 @@
 //!   whatever the wall clock does; [`recv`](HLCTimestamp::recv) folds in a remote timestamp so
 //!   that later local ones order after it, refusing one too far ahead
 //!   ([`TimestampError::ClockDrift`]) or one claiming our own node id
-//!   ([`TimestampError::DuplicateNode`]). The counter never wraps. The clock logic also exists
-//!   as pure functions on a packed `u64` ([`next_send`], [`next_recv`]) for a lock-free clock
-//!   in an `AtomicU64`.
+//!   ([`TimestampError::DuplicateNode`]). The clock never waits and the counter never wraps:
+//!   when the 65,536 counter values of a millisecond are used up, the next stamp takes the
+//!   next millisecond with counter 0, ahead of the wall clock if need be (a *logical*
+//!   millisecond), until the wall clock catches up. The clock logic also exists as pure
+//!   functions on a packed `u64` ([`next_send`], [`next_recv`]) for a lock-free clock in an
+//!   `AtomicU64`.
 //! * [`OrSWotSet`] — a set of `u64` keys, each with the timestamp of its last write, where the
 //!   latest insert or delete wins and replicas merge in any order to the same state. Deletes
 //!   leave tombstones that [`purge_old_deletes`](OrSWotSet::purge_old_deletes) drops once
@@ -67,8 +70,10 @@
 //! | merge of two sets of 1,000,000 random keys | 40-53 ms (one run 114 ms under load) | naive `HashMap` merge: 184-476 ms |
 //!
 //! `send()` beats a bare clock read because the wall clock is re-read at most every 20,000
-//! CPU cycles per thread (see [`wall_clock_millis`]); its ceiling is the 16-bit counter,
-//! 65,536 stamps per millisecond, after which it waits for the next millisecond. Memory stays
+//! CPU cycles per thread (see [`wall_clock_millis`]). The 16-bit counter holds 65,536 stamps
+//! per millisecond; a faster burst borrows the next logical milliseconds rather than waiting,
+//! running the clock ahead of the wall clock by one millisecond per 65,536 extra stamps until
+//! the wall clock catches up. Memory stays
 //! low because live keys sit in sorted parallel arrays (24 bytes per key) with a small hash
 //! delta for recent inserts (at most a sixteenth of the keys, so at worst about 27.5 bytes
 //! per key).

@@ -264,6 +264,30 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
         self.purged = self.purged.max(Some(watermark));
     }
 
+    /// Forgets `key` altogether (live or tombstone) and returns what was held, without
+    /// touching the purge watermark.
+    ///
+    /// For a replica that learns its copy is obsolete: call it only for keys at or below a
+    /// watermark the caller raises with [`raise_purge_watermark`](Self::raise_purge_watermark),
+    /// so that writes older than the forgotten entry stay refused.
+    ///
+    /// ```
+    /// use datacake_crdt::{HLCTimestamp, OrSWotSet};
+    ///
+    /// let mut set = OrSWotSet::<1>::new();
+    /// set.insert(1, HLCTimestamp::new(5, 0, 0));
+    /// set.raise_purge_watermark(HLCTimestamp::new(6, 0, 0));
+    /// assert_eq!(set.forget(1), Some((HLCTimestamp::new(5, 0, 0), false)));
+    /// assert!(!set.insert(1, HLCTimestamp::new(5, 0, 0)), "still refused");
+    /// assert_eq!(set.forget(1), None);
+    /// ```
+    pub fn forget(&mut self, key: u64) -> Option<(HLCTimestamp, bool)> {
+        if let Some(ts) = self.live.remove(key) {
+            return Some((ts, false));
+        }
+        self.dead.remove(&key).map(|ts| (ts, true))
+    }
+
     fn purge_tombstones_below(&mut self, cutoff: HLCTimestamp) -> StateChanges {
         let mut purged = Vec::new();
         self.dead.retain(|key, ts| {

@@ -9,13 +9,24 @@
 //! (`millis << 16 | counter`, see [`HLCTimestamp::pack`]): [`next_send`] and [`next_recv`].
 //! [`HLCTimestamp::send`] and [`HLCTimestamp::recv`] call them with the real wall clock; a clock
 //! kept in one `AtomicU64` calls them inside a compare-and-swap loop.
+//!
+//! Both steps come down to one rule on the packed value: the next clock is the larger of
+//! "the last clock (or, on receive, the remote stamp) plus one" and "the wall clock with
+//! counter 0". So when the 65,536 counter values of the clock's millisecond are used up, the
+//! next stamp is the next *logical* millisecond with counter 0, whether or not the wall clock
+//! has reached it: the clock never waits and never wraps. It runs ahead of the wall clock
+//! only as far as a merged remote stamp put it (at most the maximum drift) plus one
+//! millisecond per 65,536 stamps issued faster than the wall clock advances, and the wall
+//! clock takes over again as soon as it passes the clock. The one step that can fail for
+//! exhaustion is the one past the last representable stamp, `(MAX_MILLIS, 65535)`, in the
+//! year 10889.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::TimestampError;
-use crate::wall_clock::{system_millis, wall_clock_millis};
+use crate::wall_clock::wall_clock_millis;
 
 /// The largest physical time a timestamp holds: `2^48 - 1` milliseconds after the UNIX epoch
 /// (in the year 10889).
@@ -160,10 +171,10 @@ impl HLCTimestamp {
     /// Issues the next local timestamp against the real wall clock: strictly greater than
     /// this clock's previous value, even when the wall clock stands still or goes backwards.
     ///
-    /// If all 65,536 counter values of the current millisecond are used and the wall clock is
-    /// at that millisecond, waits (yielding the thread) for the next one. If the clock is ahead
-    /// of the wall clock (after merging a remote stamp) and exhausted, returns
-    /// [`TimestampError::CounterExhausted`] and stays unchanged; it never wraps.
+    /// Never waits. If all 65,536 counter values of the clock's millisecond are used, the
+    /// stamp is the next millisecond with counter 0, ahead of the wall clock if need be (see
+    /// [`next_send`]). Fails, leaving the clock unchanged, only past the last representable
+    /// stamp ([`TimestampError::CounterExhausted`] at [`MAX_MILLIS`]); it never wraps.
     pub fn send(&mut self) -> Result<Self, TimestampError> {
         let packed = next_send_now(self.pack())?;
         *self = Self::from_packed(packed, self.node);
@@ -171,8 +182,8 @@ impl HLCTimestamp {
     }
 
     /// [`send`](Self::send) with the wall clock given as `wall_millis` (milliseconds since the
-    /// UNIX epoch), for deterministic tests and for callers with their own clock. Never waits:
-    /// counter exhaustion is an error. On error the clock is unchanged.
+    /// UNIX epoch), for deterministic tests and for callers with their own clock. On error the
+    /// clock is unchanged.
     pub fn send_at(&mut self, wall_millis: u64) -> Result<Self, TimestampError> {
         let packed = next_send(self.pack(), wall_millis)?;
         *self = Self::from_packed(packed, self.node);
@@ -185,7 +196,8 @@ impl HLCTimestamp {
     /// Errors (the clock is then unchanged): [`TimestampError::ClockDrift`] if `remote` is more
     /// than the maximum drift ahead of the wall clock, [`TimestampError::DuplicateNode`] if it
     /// carries our node id with a time later than we ever issued, and
-    /// [`TimestampError::CounterExhausted`] as for [`send`](Self::send).
+    /// [`TimestampError::CounterExhausted`] past the last representable stamp, as for
+    /// [`send`](Self::send). Never waits.
     pub fn recv(&mut self, remote: &Self) -> Result<Self, TimestampError> {
         self.recv_with_max_drift(remote, DEFAULT_MAX_DRIFT)
     }
@@ -202,7 +214,7 @@ impl HLCTimestamp {
     }
 
     /// [`recv_with_max_drift`](Self::recv_with_max_drift) with the wall clock given as
-    /// `wall_millis`. Never waits. On error the clock is unchanged.
+    /// `wall_millis`. On error the clock is unchanged.
     pub fn recv_at(
         &mut self,
         remote: &Self,
@@ -218,61 +230,51 @@ impl HLCTimestamp {
 /// The send step of the clock on a packed value (see [`HLCTimestamp::pack`]): the next packed
 /// clock after `last_packed` when the wall clock reads `wall_millis`.
 ///
-/// The result is strictly greater than `last_packed`. If the wall clock is past the last
-/// millisecond the counter restarts at 0; otherwise the counter is incremented, and when it
-/// is exhausted the result is [`TimestampError::CounterExhausted`] (never a wrap). A caller
-/// that sees that error with `millis == wall_millis` can wait for the next millisecond and
-/// retry, which is what [`next_send_now`] does.
+/// The result is `max(last_packed + 1, wall_millis << 16)`: strictly greater than
+/// `last_packed` and at least the wall clock. If the wall clock is past the last millisecond
+/// the counter restarts at 0; otherwise the counter is incremented, and when it is exhausted
+/// the result is the next millisecond with counter 0, `(last_millis + 1) << 16`, even if the
+/// wall clock has not reached it. Nothing waits and nothing wraps.
+///
+/// Fails only with [`TimestampError::CounterExhausted`] when `last_packed` is the last
+/// representable clock, `(MAX_MILLIS, 65535)` (year 10889: unreachable unless the wall clock
+/// or a trusted remote stamp is that far off).
+///
+/// ```
+/// use datacake_crdt::{next_send, HLCTimestamp};
+///
+/// // The counter of millisecond 10 is used up while the wall clock still reads 6.
+/// let last = HLCTimestamp::new(10, u16::MAX, 1).pack();
+/// let next = HLCTimestamp::from_packed(next_send(last, 6).unwrap(), 1);
+/// assert_eq!((next.millis(), next.counter()), (11, 0));
+/// ```
 pub fn next_send(last_packed: u64, wall_millis: u64) -> Result<u64, TimestampError> {
-    let wall = wall_millis.min(MAX_MILLIS);
-    let last_millis = last_packed >> COUNTER_BITS;
-    if wall > last_millis {
-        return Ok(wall << COUNTER_BITS);
-    }
-    if last_packed & COUNTER_MASK == COUNTER_MASK {
-        return Err(TimestampError::CounterExhausted {
-            millis: last_millis,
-        });
-    }
-    Ok(last_packed + 1)
+    let wall_packed = wall_millis.min(MAX_MILLIS) << COUNTER_BITS;
+    let next = last_packed
+        .checked_add(1)
+        .ok_or(TimestampError::CounterExhausted { millis: MAX_MILLIS })?;
+    Ok(next.max(wall_packed))
 }
 
-/// [`next_send`] against the real wall clock, waiting for the next millisecond when the counter
-/// of the current one is exhausted.
+/// [`next_send`] against the real wall clock ([`wall_clock_millis`]). Never waits.
 pub fn next_send_now(last_packed: u64) -> Result<u64, TimestampError> {
-    match next_send(last_packed, wall_clock_millis()) {
-        Err(TimestampError::CounterExhausted { millis }) => {
-            next_send(last_packed, wait_for_millis_after(millis)?)
-        }
-        other => other,
-    }
-}
-
-/// Waits (yielding the thread) until the system clock passes `millis` and returns its reading,
-/// or returns [`TimestampError::CounterExhausted`] at once if the clock is behind `millis`
-/// (waiting could take arbitrarily long).
-fn wait_for_millis_after(millis: u64) -> Result<u64, TimestampError> {
-    loop {
-        let now = system_millis();
-        if now > millis {
-            return Ok(now);
-        }
-        if now < millis {
-            return Err(TimestampError::CounterExhausted { millis });
-        }
-        std::thread::yield_now();
-    }
+    next_send(last_packed, wall_clock_millis())
 }
 
 /// The receive step of the clock on a packed value: merges `remote` into `last_packed` (the
 /// clock of node `local_node`) when the wall clock reads `wall_millis`.
 ///
-/// The result is strictly greater than both `last_packed` and `remote.pack()`, and at least
-/// `wall_millis << 16`. Errors, checked in this order:
+/// The result is `max(max(last_packed, remote.pack()) + 1, wall_millis << 16)`: strictly
+/// greater than both `last_packed` and `remote.pack()`, and at least `wall_millis << 16`. As
+/// in [`next_send`], an exhausted counter (ours or the remote's) moves the result to the next
+/// millisecond with counter 0, ahead of the wall clock if need be; nothing waits.
+///
+/// Errors, checked in this order (the clock is not advanced):
 /// [`TimestampError::DuplicateNode`] if `remote.node() == local_node` and
 /// `remote.pack() > last_packed` (we never issued that stamp);
 /// [`TimestampError::ClockDrift`] if `remote.millis() > wall_millis + max_drift`;
-/// [`TimestampError::CounterExhausted`] if the counter of the resulting millisecond is used up.
+/// [`TimestampError::CounterExhausted`] if the larger of the two is the last representable
+/// clock, `(MAX_MILLIS, 65535)`.
 pub fn next_recv(
     last_packed: u64,
     local_node: u32,
@@ -293,44 +295,27 @@ pub fn next_recv(
             max_drift,
         });
     }
-    let last_millis = last_packed >> COUNTER_BITS;
-    let millis = last_millis.max(remote.millis).max(wall);
-    let base = match (millis == last_millis, millis == remote.millis) {
-        (true, true) => Some(last_packed.max(remote_packed)),
-        (true, false) => Some(last_packed),
-        (false, true) => Some(remote_packed),
-        (false, false) => None,
-    };
-    match base {
-        None => Ok(millis << COUNTER_BITS),
-        Some(p) if p & COUNTER_MASK == COUNTER_MASK => {
-            Err(TimestampError::CounterExhausted { millis })
-        }
-        Some(p) => Ok(p + 1),
-    }
+    let next = last_packed
+        .max(remote_packed)
+        .checked_add(1)
+        .ok_or(TimestampError::CounterExhausted { millis: MAX_MILLIS })?;
+    Ok(next.max(wall << COUNTER_BITS))
 }
 
-/// [`next_recv`] against the real wall clock, waiting for the next millisecond when the counter
-/// of the current one is exhausted.
+/// [`next_recv`] against the real wall clock ([`wall_clock_millis`]). Never waits.
 pub fn next_recv_now(
     last_packed: u64,
     local_node: u32,
     remote: &HLCTimestamp,
     max_drift: Duration,
 ) -> Result<u64, TimestampError> {
-    match next_recv(
+    next_recv(
         last_packed,
         local_node,
         remote,
         wall_clock_millis(),
         max_drift,
-    ) {
-        Err(TimestampError::CounterExhausted { millis }) => {
-            let wall = wait_for_millis_after(millis)?;
-            next_recv(last_packed, local_node, remote, wall, max_drift)
-        }
-        other => other,
-    }
+    )
 }
 
 impl fmt::Display for HLCTimestamp {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use datacake_crdt::{HLCTimestamp, OrSWotSet, StateChanges};
+use datacake_crdt::{next_recv, next_send, HLCTimestamp, OrSWotSet, StateChanges};
 use proptest::prelude::*;
 
 const SOURCES: usize = 3;
@@ -73,6 +73,55 @@ fn entries(set: &Set) -> (StateChanges, StateChanges) {
     live.sort_unstable();
     dead.sort_unstable();
     (live, dead)
+}
+
+/// One step of a clock's life, for [`clock_never_stalls_on_remote_stamps_within_the_drift`].
+#[derive(Debug, Clone, Copy)]
+enum ClockStep {
+    /// Issue this many local stamps in a row (enough, at the top, to use up whole
+    /// milliseconds' worth of counter values).
+    Send(u32),
+    /// Register a remote stamp `offset` milliseconds from the wall clock (never beyond the
+    /// drift bound ahead), with this counter, from another node.
+    Recv {
+        offset: i64,
+        counter: u16,
+        node: u32,
+    },
+    /// The wall clock advances this many milliseconds.
+    Tick(u64),
+}
+
+/// The local node of the clock under test.
+const LOCAL: u32 = 7;
+/// The drift bound the clock under test allows.
+const DRIFT_MILLIS: u64 = 5_000;
+
+fn clock_step() -> impl Strategy<Value = ClockStep> {
+    // Any node id but ours.
+    let node = any::<u32>().prop_map(|n| if n == LOCAL { n + 1 } else { n });
+    let counter = prop_oneof![
+        2 => any::<u16>(),
+        1 => Just(u16::MAX),
+        1 => Just(u16::MAX - 1),
+        1 => Just(0u16),
+    ];
+    let drift = DRIFT_MILLIS as i64;
+    // Mostly at or near the bound, where the clock runs furthest ahead of the wall clock.
+    let offset = prop_oneof![
+        2 => -drift..=drift,
+        1 => (drift - 3)..=drift,
+    ];
+    prop_oneof![
+        3 => (offset, counter, node).prop_map(|(offset, counter, node)| ClockStep::Recv {
+            offset,
+            counter,
+            node
+        }),
+        3 => (1..4u32).prop_map(ClockStep::Send),
+        1 => (60_000..140_000u32).prop_map(ClockStep::Send),
+        1 => (0..3u64).prop_map(ClockStep::Tick),
+    ]
 }
 
 /// A tiny deterministic generator for delivery schedules (seeded by proptest).
@@ -172,6 +221,47 @@ proptest! {
                     last = next;
                 }
                 Err(_) => prop_assert_eq!(clock, last, "a refused step leaves the clock"),
+            }
+        }
+    }
+
+    /// Any sequence of remote stamps within the drift bound, however exhausted their
+    /// counters, interleaved with sends, never makes a step fail (so nothing ever has to wait
+    /// or retry), and every stamp issued orders after everything issued or registered before.
+    #[test]
+    fn clock_never_stalls_on_remote_stamps_within_the_drift(
+        start_counter: u16,
+        steps in prop::collection::vec(clock_step(), 1..60),
+    ) {
+        let max_drift = Duration::from_millis(DRIFT_MILLIS);
+        let mut wall = 1_700_000_000_000u64;
+        let mut clock = HLCTimestamp::new(wall, start_counter, LOCAL).pack();
+        // The largest packed clock issued or registered so far.
+        let mut high = clock;
+        for step in steps {
+            match step {
+                ClockStep::Send(count) => {
+                    for _ in 0..count {
+                        let next = next_send(clock, wall);
+                        prop_assert!(next.is_ok(), "send at wall {wall} after {clock:#x}: {next:?}");
+                        let next = next.unwrap();
+                        prop_assert!(next > high);
+                        prop_assert!(next >> 16 >= wall);
+                        clock = next;
+                        high = next;
+                    }
+                }
+                ClockStep::Recv { offset, counter, node } => {
+                    let remote = HLCTimestamp::new(wall.saturating_add_signed(offset), counter, node);
+                    let next = next_recv(clock, LOCAL, &remote, wall, max_drift);
+                    prop_assert!(next.is_ok(), "recv of {remote} at wall {wall} after {clock:#x}: {next:?}");
+                    let next = next.unwrap();
+                    prop_assert!(next > high && next > remote.pack());
+                    prop_assert!(next >> 16 >= wall);
+                    clock = next;
+                    high = next;
+                }
+                ClockStep::Tick(millis) => wall += millis,
             }
         }
     }

@@ -90,24 +90,52 @@ fn send_is_strictly_monotonic_when_the_wall_clock_goes_backwards() {
 }
 
 #[test]
-fn send_refuses_to_wrap_an_exhausted_counter() {
+fn send_moves_to_the_next_logical_millisecond_when_the_counter_is_exhausted() {
     let mut clock = ts(10, u16::MAX - 1, NODE);
     assert_eq!(clock.send_at(10), Ok(ts(10, u16::MAX, NODE)));
-    assert_eq!(
-        clock.send_at(10),
-        Err(TimestampError::CounterExhausted { millis: 10 })
-    );
-    assert_eq!(
-        clock.send_at(9),
-        Err(TimestampError::CounterExhausted { millis: 10 })
-    );
-    assert_eq!(clock, ts(10, u16::MAX, NODE), "unchanged on error");
-    // The next millisecond frees the counter.
-    assert_eq!(clock.send_at(11), Ok(ts(11, 0, NODE)));
+    // The wall clock still reads 10 (or less): the clock moves on to millisecond 11 anyway.
+    assert_eq!(clock.send_at(10), Ok(ts(11, 0, NODE)));
+    assert_eq!(clock.send_at(9), Ok(ts(11, 1, NODE)));
+    // The wall clock catching up, and passing, changes nothing about the rule.
+    assert_eq!(clock.send_at(11), Ok(ts(11, 2, NODE)));
+    assert_eq!(clock.send_at(12), Ok(ts(12, 0, NODE)));
 }
 
 #[test]
-fn send_with_the_real_clock_waits_out_an_exhausted_millisecond() {
+fn next_send_of_an_exhausted_clock_far_ahead_of_the_wall_clock_does_not_fail() {
+    let m = 1_700_000_004_000;
+    let exhausted = ts(m, u16::MAX, NODE).pack();
+    assert_eq!(next_send(exhausted, m - 4_000), Ok((m + 1) << 16));
+    let mut clock = ts(m, u16::MAX, NODE);
+    assert_eq!(clock.send_at(m - 4_000), Ok(ts(m + 1, 0, NODE)));
+}
+
+#[test]
+fn send_fails_only_when_the_last_millisecond_is_exhausted() {
+    assert_eq!(
+        next_send(ts(MAX_MILLIS, u16::MAX, NODE).pack(), MAX_MILLIS),
+        Err(TimestampError::CounterExhausted { millis: MAX_MILLIS })
+    );
+    assert_eq!(
+        next_send(ts(MAX_MILLIS, u16::MAX, NODE).pack(), 0),
+        Err(TimestampError::CounterExhausted { millis: MAX_MILLIS })
+    );
+    let mut clock = ts(MAX_MILLIS, u16::MAX - 1, NODE);
+    assert_eq!(clock.send_at(u64::MAX), Ok(ts(MAX_MILLIS, u16::MAX, NODE)));
+    assert_eq!(
+        clock.send_at(u64::MAX),
+        Err(TimestampError::CounterExhausted { millis: MAX_MILLIS })
+    );
+    assert_eq!(clock, ts(MAX_MILLIS, u16::MAX, NODE), "unchanged on error");
+    // One millisecond earlier, exhaustion still moves on.
+    assert_eq!(
+        next_send(ts(MAX_MILLIS - 1, u16::MAX, NODE).pack(), 0),
+        Ok(MAX_MILLIS << 16)
+    );
+}
+
+#[test]
+fn send_with_the_real_clock_moves_past_an_exhausted_millisecond() {
     let now = wall_clock_millis();
     let mut clock = ts(now, u16::MAX, NODE);
     let next = clock.send().unwrap();
@@ -117,13 +145,11 @@ fn send_with_the_real_clock_waits_out_an_exhausted_millisecond() {
 }
 
 #[test]
-fn send_with_the_real_clock_errors_when_ahead_and_exhausted() {
+fn send_with_the_real_clock_moves_on_when_ahead_and_exhausted() {
     let ahead = wall_clock_millis() + 60_000;
     let mut clock = ts(ahead, u16::MAX, NODE);
-    assert_eq!(
-        clock.send(),
-        Err(TimestampError::CounterExhausted { millis: ahead })
-    );
+    assert_eq!(clock.send(), Ok(ts(ahead + 1, 0, NODE)));
+    assert_eq!(clock.send(), Ok(ts(ahead + 1, 1, NODE)));
 }
 
 #[test]
@@ -247,22 +273,120 @@ fn recv_detects_a_duplicate_node() {
 }
 
 #[test]
-fn recv_refuses_to_wrap_an_exhausted_counter() {
+fn recv_moves_to_the_next_logical_millisecond_when_the_counter_is_exhausted() {
+    // The remote's counter is exhausted.
     let mut clock = ts(100, 0, NODE);
     let remote = ts(100, u16::MAX, 2);
     assert_eq!(
-        clock.recv_at(&remote, 50, DEFAULT_MAX_DRIFT),
-        Err(TimestampError::CounterExhausted { millis: 100 })
+        clock.clone().recv_at(&remote, 50, DEFAULT_MAX_DRIFT),
+        Ok(ts(101, 0, NODE))
     );
     assert_eq!(
         clock.recv_at(&remote, 101, DEFAULT_MAX_DRIFT),
         Ok(ts(101, 0, NODE))
     );
-    // With the real clock, an exhausted current millisecond is waited out.
+    // Our own counter is exhausted and the remote is older.
+    let mut clock = ts(100, u16::MAX, NODE);
+    assert_eq!(
+        clock.recv_at(&ts(90, 3, 2), 50, DEFAULT_MAX_DRIFT),
+        Ok(ts(101, 0, NODE))
+    );
+    // With the real clock.
     let now = wall_clock_millis();
     let mut clock = ts(now, 0, NODE);
     let merged = clock.recv(&ts(now, u16::MAX, 2)).unwrap();
     assert!(merged > ts(now, u16::MAX, 2));
+}
+
+#[test]
+fn next_recv_with_an_exhausted_base_far_ahead_of_the_wall_clock_does_not_fail() {
+    let m = 1_700_000_004_000;
+    let wall = m - 4_000;
+    // Our clock is exhausted 4 s ahead of the wall clock (it merged such a stamp before).
+    let exhausted = ts(m, u16::MAX, NODE).pack();
+    assert_eq!(
+        next_recv(exhausted, NODE, &ts(m - 10, 7, 2), wall, DEFAULT_MAX_DRIFT),
+        Ok((m + 1) << 16)
+    );
+    // A remote stamp 4 s ahead, exhausted itself, within the 5 s drift bound.
+    let clock = ts(wall, 0, NODE).pack();
+    assert_eq!(
+        next_recv(clock, NODE, &ts(m, u16::MAX, 2), wall, DEFAULT_MAX_DRIFT),
+        Ok((m + 1) << 16)
+    );
+    // Both at the same exhausted millisecond.
+    assert_eq!(
+        next_recv(
+            exhausted,
+            NODE,
+            &ts(m, u16::MAX, 2),
+            wall,
+            DEFAULT_MAX_DRIFT
+        ),
+        Ok((m + 1) << 16)
+    );
+}
+
+#[test]
+fn recv_fails_only_when_the_last_millisecond_is_exhausted() {
+    let max_drift = Duration::from_secs(5);
+    let mut clock = ts(MAX_MILLIS, 0, NODE);
+    assert_eq!(
+        clock.recv_at(&ts(MAX_MILLIS, u16::MAX, 2), MAX_MILLIS, max_drift),
+        Err(TimestampError::CounterExhausted { millis: MAX_MILLIS })
+    );
+    assert_eq!(clock, ts(MAX_MILLIS, 0, NODE), "unchanged on error");
+    let mut clock = ts(MAX_MILLIS, u16::MAX, NODE);
+    assert_eq!(
+        clock.recv_at(&ts(5, 0, 2), MAX_MILLIS, max_drift),
+        Err(TimestampError::CounterExhausted { millis: MAX_MILLIS })
+    );
+    // One millisecond earlier, exhaustion still moves on.
+    let mut clock = ts(MAX_MILLIS - 1, u16::MAX, NODE);
+    assert_eq!(
+        clock.recv_at(&ts(MAX_MILLIS - 1, u16::MAX, 2), MAX_MILLIS - 1, max_drift),
+        Ok(ts(MAX_MILLIS, 0, NODE))
+    );
+}
+
+#[test]
+fn recv_checks_drift_and_duplicates_before_moving_on() {
+    let m = 1_700_000_004_000;
+    let wall = m - 4_000;
+    let exhausted = ts(m, u16::MAX, NODE).pack();
+    // Beyond the drift bound: refused, even though the counter would also need to move on.
+    assert!(matches!(
+        next_recv(
+            exhausted,
+            NODE,
+            &ts(m + 2_000, u16::MAX, 2),
+            wall,
+            DEFAULT_MAX_DRIFT
+        ),
+        Err(TimestampError::ClockDrift { .. })
+    ));
+    // Our own id, later than anything we issued: a duplicate node.
+    assert_eq!(
+        next_recv(
+            exhausted,
+            NODE,
+            &ts(m + 1, 0, NODE),
+            wall,
+            DEFAULT_MAX_DRIFT
+        ),
+        Err(TimestampError::DuplicateNode { node: NODE })
+    );
+    // Our own id at the exhausted stamp we did issue: fine, and moves on.
+    assert_eq!(
+        next_recv(
+            exhausted,
+            NODE,
+            &ts(m, u16::MAX, NODE),
+            wall,
+            DEFAULT_MAX_DRIFT
+        ),
+        Ok((m + 1) << 16)
+    );
 }
 
 #[test]
