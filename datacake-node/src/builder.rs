@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::config::{ConnectionConfig, Timings};
+use crate::config::{self, ConnectionConfig, Timings};
 use crate::error::NodeError;
 use crate::membership::{ClusterMember, NodeId, KEY_LEAVING};
 use crate::network::RpcNetwork;
@@ -60,6 +60,16 @@ pub struct DatacakeNodeBuilder<S: NodeSelector = DCAwareSelector> {
 }
 
 impl DatacakeNodeBuilder<DCAwareSelector> {
+    /// The shortest gossip interval [`connect`](Self::connect) accepts: 1 ms.
+    pub const MIN_GOSSIP_INTERVAL: Duration = config::MIN_GOSSIP_INTERVAL;
+    /// The longest gossip interval [`connect`](Self::connect) accepts: one hour.
+    pub const MAX_GOSSIP_INTERVAL: Duration = config::MAX_GOSSIP_INTERVAL;
+    /// The longest minimum failure timeout, join timeout and leave timeout
+    /// [`connect`](Self::connect) accepts: one day.
+    pub const MAX_TIMEOUT: Duration = config::MAX_TIMEOUT;
+    /// The longest dead-node grace period [`connect`](Self::connect) accepts: thirty days.
+    pub const MAX_DEAD_NODE_GRACE_PERIOD: Duration = config::MAX_DEAD_NODE_GRACE_PERIOD;
+
     /// A builder for node `node_id` (unique among live members) with the [`DCAwareSelector`],
     /// cluster id [`DEFAULT_CLUSTER_ID`] and data centre [`DEFAULT_DATA_CENTER`].
     pub fn new(node_id: NodeId, config: ConnectionConfig) -> Self {
@@ -138,6 +148,12 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
     /// How often the node gossips with (up to three) peers. Default 100 ms. The failure
     /// detector scales with it.
     ///
+    /// Between [`MIN_GOSSIP_INTERVAL`](DatacakeNodeBuilder::MIN_GOSSIP_INTERVAL) (1 ms) and
+    /// [`MAX_GOSSIP_INTERVAL`](DatacakeNodeBuilder::MAX_GOSSIP_INTERVAL) (one hour), bounds
+    /// included: [`connect`](Self::connect) refuses anything else (zero, or a value whose
+    /// derived timeouts of up to twenty intervals would overflow) with
+    /// [`NodeError::InvalidConfig`].
+    ///
     /// ```
     /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
     /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
@@ -145,13 +161,17 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
     ///     .with_gossip_interval(std::time::Duration::from_millis(250));
     /// ```
     pub fn with_gossip_interval(mut self, interval: Duration) -> Self {
-        self.timings.gossip_interval = interval.max(Duration::from_millis(1));
+        self.timings.gossip_interval = interval;
         self
     }
 
     /// The phi-accrual threshold above which a silent node is held dead. Default 10: with a
     /// 100 ms gossip interval a crashed node is held dead after about one to two seconds.
     /// Higher is slower to detect and less prone to false alarms.
+    ///
+    /// Must be finite and above zero (a threshold at or below zero, or NaN, would hold every
+    /// peer dead; infinity, none): [`connect`](Self::connect) refuses anything else with
+    /// [`NodeError::InvalidConfig`].
     ///
     /// ```
     /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
@@ -169,6 +189,10 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
     /// gossip intervals (1 s at the default interval). Crash detection takes the larger of
     /// the two.
     ///
+    /// At most [`MAX_TIMEOUT`](DatacakeNodeBuilder::MAX_TIMEOUT) (one day), else
+    /// [`connect`](Self::connect) fails with [`NodeError::InvalidConfig`]. Zero leaves crash
+    /// detection to the phi-accrual detector alone.
+    ///
     /// ```
     /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
     /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
@@ -182,7 +206,12 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
 
     /// How long a dead node is remembered (and counted in
     /// [`ClusterStatistics::dead_members`](crate::ClusterStatistics::dead_members)) before it
-    /// is forgotten. Default one hour.
+    /// is forgotten. Default one hour. The same period applies to gossiped keys marked for
+    /// deletion.
+    ///
+    /// At most [`MAX_DEAD_NODE_GRACE_PERIOD`](DatacakeNodeBuilder::MAX_DEAD_NODE_GRACE_PERIOD)
+    /// (thirty days), else [`connect`](Self::connect) fails with [`NodeError::InvalidConfig`].
+    /// Zero forgets a dead node as soon as it is held dead.
     ///
     /// ```
     /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
@@ -199,6 +228,11 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
     /// check that no live member already holds this node id). A seed that does not answer in
     /// time is not an error: the node starts and keeps retrying it. Default 2 s.
     ///
+    /// At most [`MAX_TIMEOUT`](DatacakeNodeBuilder::MAX_TIMEOUT) (one day), else
+    /// [`connect`](Self::connect) fails with [`NodeError::InvalidConfig`]. The duplicate-id
+    /// check (a first exchange with the seeds, then at least three gossip intervals) runs
+    /// within this timeout: a shorter one cuts the check short, and zero skips it.
+    ///
     /// ```
     /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
     /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
@@ -212,6 +246,11 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
 
     /// How long [`DatacakeNode::shutdown`] waits for peers to hear of the departure (and for
     /// extension tasks to stop). Default 500 ms.
+    ///
+    /// At most [`MAX_TIMEOUT`](DatacakeNodeBuilder::MAX_TIMEOUT) (one day), else
+    /// [`connect`](Self::connect) fails with [`NodeError::InvalidConfig`]. Zero announces the
+    /// leave without waiting for it to be delivered and aborts extension tasks at once; peers
+    /// that miss the announcement see the departure through failure detection.
     ///
     /// ```
     /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
@@ -248,6 +287,9 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
 
     /// Starts the RPC server and gossip, and joins the cluster through the seeds.
     ///
+    /// First checks every timing against the bounds documented on its setter and returns
+    /// [`NodeError::InvalidConfig`], naming the setting, before anything is bound or started.
+    ///
     /// If seeds other than this node are configured, waits (at most the join timeout) for a
     /// first exchange with the cluster, then watches a few gossip rounds: if a live member
     /// already holds this node id, the node leaves again and this returns
@@ -264,6 +306,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             timings,
             simulated,
         } = self;
+        timings.validate()?;
         if config.public_addr.ip().is_unspecified() {
             return Err(NodeError::InvalidPublicAddr {
                 addr: config.public_addr,
@@ -287,7 +330,10 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
         };
 
         let network = network(simulated);
-        let send_timeout = (timings.gossip_interval * 10).max(Duration::from_secs(1));
+        let send_timeout = timings
+            .gossip_interval
+            .saturating_mul(10)
+            .max(Duration::from_secs(1));
         let gossip = Arc::new(GossipShared::new(
             public_addr,
             network.clone(),
@@ -384,7 +430,9 @@ fn network(simulated: bool) -> RpcNetwork {
 /// cut it short), within the join timeout. Returns the address of a duplicate.
 async fn join_check(node: &DatacakeNode, timings: &Timings) -> Option<SocketAddr> {
     let poll = (timings.gossip_interval / 2).max(Duration::from_millis(1));
-    let deadline = Instant::now() + timings.join_timeout;
+    // Timings are validated to at most `MAX_TIMEOUT` (a day); the `min`s keep the additions
+    // below from overflowing whatever they hold.
+    let deadline = Instant::now() + timings.join_timeout.min(config::MAX_TIMEOUT);
     let mut first_seen: HashMap<ChitchatId, u64> = HashMap::new();
     let mut duplicate = |snapshot: &JoinSnapshot| {
         for other in &snapshot.same_id {
@@ -414,7 +462,11 @@ async fn join_check(node: &DatacakeNode, timings: &Timings) -> Option<SocketAddr
         }
         tokio::time::sleep(poll).await;
     };
-    let watch_until = Instant::now() + timings.gossip_interval * 3;
+    let watch = timings
+        .gossip_interval
+        .saturating_mul(3)
+        .min(config::MAX_TIMEOUT);
+    let watch_until = Instant::now() + watch;
     let mut fresh_gossip = 0;
     while Instant::now() < deadline && (Instant::now() < watch_until || fresh_gossip < 2) {
         tokio::time::sleep(poll).await;

@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use datacake_crdt::{
-    next_recv_now, next_send_now, wall_clock_millis, HLCTimestamp, TimestampError,
-    DEFAULT_MAX_DRIFT,
+    next_recv, next_send, wall_clock_millis, HLCTimestamp, TimestampError, DEFAULT_MAX_DRIFT,
 };
 
 use crate::membership::NodeId;
@@ -15,8 +14,11 @@ use crate::membership::NodeId;
 ///
 /// Every stamp it issues is strictly greater than every stamp it issued or registered before,
 /// across threads. The state is one packed `(millis, counter)` word updated by compare-and-swap,
-/// so issuing a stamp is a few atomic operations: no lock, no actor round-trip. The step logic
-/// is `datacake-crdt`'s ([`next_send_now`], [`next_recv_now`]).
+/// so issuing a stamp is a few atomic operations: no lock, no actor round-trip, and never a
+/// wait. The step logic is `datacake-crdt`'s ([`next_send`], [`next_recv`]): when the
+/// 65,536 counter values of the clock's millisecond are used up — say after registering a
+/// remote stamp from a few seconds in the future — the next stamp takes the next *logical*
+/// millisecond with counter 0 instead of waiting for the wall clock to get there.
 ///
 /// ```
 /// use datacake_node::Clock;
@@ -56,22 +58,22 @@ impl Clock {
         self.node_id
     }
 
-    /// Issues a new timestamp, greater than any issued or registered before.
+    /// Issues a new timestamp, greater than any issued or registered before. Never blocks,
+    /// never waits for the wall clock, never panics.
     ///
-    /// In the (practically unreachable) case where all 65,536 counter values of a millisecond
-    /// are used while the clock runs ahead of the wall clock (after registering a remote stamp
-    /// from the future), this waits, yielding the thread, until the wall clock catches up; it
-    /// never wraps and never panics.
+    /// One case cannot be honoured: once the clock holds the last representable stamp,
+    /// `(MAX_MILLIS, 65535)` in the year 10889, there is no greater one. The clock then
+    /// *saturates*: every call returns that same stamp (the order stays monotonic, no longer
+    /// strictly increasing) and [`register_ts`](Self::register_ts) returns
+    /// [`TimestampError::CounterExhausted`]. Reaching it takes a wall clock thousands of years
+    /// off, or a remote stamp that far ahead accepted under a huge maximum drift.
     pub fn get_time(&self) -> HLCTimestamp {
+        let wall_millis = wall_clock_millis();
         let mut last = self.packed.load(Ordering::Acquire);
         loop {
-            let next = match next_send_now(last) {
-                Ok(next) => next,
-                Err(_) => {
-                    std::thread::yield_now();
-                    last = self.packed.load(Ordering::Acquire);
-                    continue;
-                }
+            let Ok(next) = next_send(last, wall_millis) else {
+                // Saturated at the last representable stamp (see above).
+                return HLCTimestamp::from_packed(last, self.node_id);
             };
             match self
                 .packed
@@ -88,11 +90,67 @@ impl Clock {
     ///
     /// Fails, leaving the clock unchanged, if `remote` is further ahead of the wall clock than
     /// the maximum drift ([`TimestampError::ClockDrift`]), or claims this node's id with a time
-    /// it never issued ([`TimestampError::DuplicateNode`]).
+    /// it never issued ([`TimestampError::DuplicateNode`]). Like
+    /// [`get_time`](Self::get_time) it never waits; it fails with
+    /// [`TimestampError::CounterExhausted`] only at the last representable stamp.
     pub fn register_ts(&self, remote: HLCTimestamp) -> Result<HLCTimestamp, TimestampError> {
+        let wall_millis = wall_clock_millis();
         let mut last = self.packed.load(Ordering::Acquire);
         loop {
-            let next = next_recv_now(last, self.node_id, &remote, self.max_drift)?;
+            let next = next_recv(last, self.node_id, &remote, wall_millis, self.max_drift)?;
+            match self
+                .packed
+                .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Ok(HLCTimestamp::from_packed(next, self.node_id)),
+                Err(current) => last = current,
+            }
+        }
+    }
+    /// The most a remote stamp may be ahead of the wall clock.
+    pub fn max_drift(&self) -> Duration {
+        self.max_drift
+    }
+
+    /// `Err(ClockDrift)` if `remote` is further ahead of the wall clock than the maximum
+    /// drift: the check [`register_ts`](Self::register_ts) makes, without touching the clock.
+    /// For stamps that travel inside messages (a replicated write's, a repaired entry's).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use datacake_crdt::HLCTimestamp;
+    /// use datacake_node::Clock;
+    ///
+    /// let clock = Clock::with_max_drift(1, Duration::from_secs(5));
+    /// let now = clock.get_time();
+    /// assert!(clock.check_drift(HLCTimestamp::new(now.millis() + 1_000, 0, 2)).is_ok());
+    /// assert!(clock.check_drift(HLCTimestamp::new(now.millis() + 60_000, 0, 2)).is_err());
+    /// ```
+    pub fn check_drift(&self, remote: HLCTimestamp) -> Result<(), TimestampError> {
+        let wall_millis = wall_clock_millis();
+        let drift_millis = u64::try_from(self.max_drift.as_millis()).unwrap_or(u64::MAX);
+        if remote.millis() > wall_millis.saturating_add(drift_millis) {
+            return Err(TimestampError::ClockDrift {
+                remote_millis: remote.millis(),
+                wall_millis,
+                max_drift: self.max_drift,
+            });
+        }
+        Ok(())
+    }
+
+    /// Moves the clock past `stamp`, whichever node issued it, and returns a new stamp greater
+    /// than it. Unlike [`register_ts`](Self::register_ts) it accepts this node's own id: for
+    /// stamps the node itself wrote earlier (say, persisted by a previous run whose wall clock
+    /// was ahead of today's). Refuses a stamp beyond the maximum drift like `register_ts`.
+    pub fn advance_past(&self, stamp: HLCTimestamp) -> Result<HLCTimestamp, TimestampError> {
+        let wall_millis = wall_clock_millis();
+        // `next_recv`'s duplicate-id rule guards against peers claiming our id; here the stamp
+        // is known to be ours to keep, so it is presented under another id.
+        let other = stamp.node().wrapping_add(1);
+        let mut last = self.packed.load(Ordering::Acquire);
+        loop {
+            let next = next_recv(last, other, &stamp, wall_millis, self.max_drift)?;
             match self
                 .packed
                 .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Acquire)
@@ -120,6 +178,8 @@ impl fmt::Debug for Clock {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use datacake_crdt::MAX_MILLIS;
 
     use super::*;
 
@@ -164,6 +224,44 @@ mod tests {
         ));
         assert!(clock.get_time() > before);
         assert!(clock.get_time().millis() < far.millis());
+    }
+
+    #[test]
+    fn get_time_saturates_at_the_last_representable_stamp() {
+        // Only a drift bound of thousands of years lets a stamp this far ahead in.
+        let clock = Clock::with_max_drift(1, Duration::MAX);
+        let end = HLCTimestamp::new(MAX_MILLIS, u16::MAX - 2, 2);
+        assert_eq!(
+            clock.register_ts(end),
+            Ok(HLCTimestamp::new(MAX_MILLIS, u16::MAX - 1, 1))
+        );
+        let last = HLCTimestamp::new(MAX_MILLIS, u16::MAX, 1);
+        assert_eq!(clock.get_time(), last);
+        assert_eq!(clock.get_time(), last, "saturated, no panic, no wait");
+        assert_eq!(clock.get_time(), last);
+        assert_eq!(
+            clock.register_ts(HLCTimestamp::new(5, 0, 2)),
+            Err(TimestampError::CounterExhausted { millis: MAX_MILLIS })
+        );
+        assert_eq!(clock.get_time(), last);
+    }
+
+    #[test]
+    fn advance_past_takes_our_own_stamps_from_an_earlier_run() {
+        let clock = Clock::new(1);
+        let now = clock.get_time();
+        let earlier_run = HLCTimestamp::new(now.millis() + 2_000, 7, 1);
+        assert!(
+            clock.register_ts(earlier_run).is_err(),
+            "a peer may not claim our id"
+        );
+        let next = clock.advance_past(earlier_run).unwrap();
+        assert!(next > earlier_run && clock.get_time() > next);
+        let too_far = HLCTimestamp::new(now.millis() + 60_000, 0, 1);
+        assert!(matches!(
+            clock.advance_past(too_far),
+            Err(TimestampError::ClockDrift { .. })
+        ));
     }
 
     #[test]

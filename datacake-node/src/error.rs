@@ -24,6 +24,18 @@ pub enum NodeError {
         /// The rejected address.
         addr: SocketAddr,
     },
+    /// A setting given to the [`DatacakeNodeBuilder`](crate::DatacakeNodeBuilder) is out of
+    /// its documented range. Checked by
+    /// [`connect`](crate::DatacakeNodeBuilder::connect) before anything is bound or started.
+    #[error("invalid node setting `{setting}`: {reason}")]
+    InvalidConfig {
+        /// The setting, named as its builder method without `with_` (e.g.
+        /// `"gossip_interval"` for
+        /// [`with_gossip_interval`](crate::DatacakeNodeBuilder::with_gossip_interval)).
+        setting: &'static str,
+        /// What is wrong with the value, including the accepted bound.
+        reason: String,
+    },
     /// Gossip (chitchat) could not start.
     #[error("cannot start gossip: {reason}")]
     Gossip {

@@ -69,7 +69,7 @@ mod transport;
 pub use builder::{DatacakeNodeBuilder, DEFAULT_CLUSTER_ID, DEFAULT_DATA_CENTER};
 pub use clock::Clock;
 pub use config::ConnectionConfig;
-pub use consistency::{Consistency, ConsistencyError};
+pub use consistency::{AckProgress, AckTally, Consistency, ConsistencyError, Requirement};
 pub use datacake_crdt::{HLCTimestamp, TimestampError};
 pub use error::NodeError;
 pub use extension::ClusterExtension;

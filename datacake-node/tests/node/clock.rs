@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use datacake_node::{HLCTimestamp, TimestampError};
+use datacake_node::{Clock, HLCTimestamp, TimestampError};
 
 use crate::fixtures::*;
 
@@ -54,4 +54,34 @@ async fn clock_is_monotonic_across_remote_stamps() {
 
     n2.shutdown().await;
     n1.shutdown().await;
+}
+
+/// A remote stamp 4 s ahead of the wall clock (within the default 5 s drift bound) with an
+/// almost exhausted counter: the clock moves on to logical milliseconds past it instead of
+/// waiting for the wall clock to get there. The stamps show it: every one is the previous
+/// one plus one in the packed `(millis, counter)` form — no jump to a wall-clock reading in
+/// between — and they pass the remote's millisecond, which the wall clock reaches only 4 s
+/// later (a wait would have let it catch up and pull the stamps to its own readings).
+#[test]
+fn get_time_never_waits_for_the_wall_clock_after_a_remote_stamp_from_the_future() {
+    const STAMPS: u64 = 200_000;
+    let clock = Clock::new(1);
+    let start = clock.get_time();
+    let remote = HLCTimestamp::new(start.millis() + 4_000, 0xFFFE, 2);
+    let merged = clock.register_ts(remote).unwrap();
+    assert_eq!(merged, HLCTimestamp::new(remote.millis(), 0xFFFF, 1));
+
+    let mut last = merged;
+    for _ in 0..STAMPS {
+        let next = clock.get_time();
+        assert!(next > last, "{next} after {last}");
+        assert_eq!(next.pack(), last.pack() + 1, "{next} after {last}");
+        assert_eq!(next.node(), 1);
+        last = next;
+    }
+    // 200,000 stamps after (r, 0xFFFF) are (r + 1, 0) .. (r + 4, 3391): past the remote's
+    // millisecond by three whole logical milliseconds.
+    assert_eq!(last.pack(), merged.pack() + STAMPS);
+    assert_eq!(last.millis(), remote.millis() + 4);
+    assert!(clock.get_time() > last);
 }

@@ -1,6 +1,7 @@
 //! Integration tests of `datacake-node`: whole nodes in one process, gossiping over loopback.
 
 mod clock;
+mod config;
 mod extension;
 mod fixtures;
 mod membership;
