@@ -1,188 +1,314 @@
-//! The periodic anti-entropy task: pulls from every live peer what it holds newer.
+//! The periodic anti-entropy task: pulls from every live peer what it holds newer, learns
+//! from the same exchange which deletes the peer has confirmed, and purges the tombstones
+//! every member has confirmed.
 //!
-//! Per peer and round: send the totals of our keyspace digests; the peer answers with the
-//! bucket digests of the keyspaces that differ; for each, ask for the entries of the
-//! differing buckets only, plan with [`plan_repair`](crate::plan_repair), apply tombstones
-//! directly and fetch only the documents we lack.
+//! Per peer and round: send the totals of our keyspace digests (in pages); the peer answers
+//! with the digests of the keyspaces that differ (cut by bytes; we continue where it
+//! stopped), each with its purge watermark; for each, ask for the entries of the differing
+//! buckets only (whole buckets, cut by bytes), plan with [`plan_repair`](crate::plan_repair),
+//! apply tombstones directly and fetch only the documents we lack (in pages); then forget
+//! our copies the peer has purged past.
+//!
+//! # Tombstone purge
+//! A tombstone goes only once every member the cluster knows of, live or down, has
+//! **confirmed** it, and a member confirms nothing by saying so: this node learns it from
+//! its own pull from the member (at the member's gossiped address). After a complete round
+//! with peer X, this node knows that X holds every local tombstone older than
+//! `min(X's floor, the oldest local tombstone X showed it lacks)`: buckets whose digests
+//! matched hold the same entries, and in the others X's entries were compared one by one.
+//! X's *floor* bounds what X may still commit (its writes in flight); below it, everything X
+//! holds was in the digests, so this node also holds all of X's writes below it, and raising
+//! the purge watermark there cannot refuse a write X still has to send.
+//!
+//! A member that is down holds purges back, with its last confirmation, until it is removed
+//! ([`EventuallyConsistentStore::remove_member`](crate::EventuallyConsistentStore::remove_member))
+//! or has been down for longer than the tombstone grace. If it returns after the cluster
+//! purged past what it saw, it does not resurrect anything: pulling from any peer, it finds
+//! its copies the peer lacks at or below the peer's purge watermark and forgets them
+//! ([`RepairPlan::obsolete`](crate::RepairPlan::obsolete)); peers refuse them meanwhile,
+//! being older than their watermark.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use datacake_crdt::HLCTimestamp;
 use datacake_node::{ClusterMember, DatacakeHandle, NodeId};
 use datacake_rpc::{DataView, Message, Response, RpcClient, Status};
-use tracing::debug;
+use tracing::{debug, info, warn};
 
-use crate::digest::BucketEntry;
+use crate::config::StoreConfig;
+use crate::digest::{BucketEntry, MAX_DIGEST_BITS};
 use crate::error::StoreError;
 use crate::keyspace::Mutation;
-use crate::messages::{BucketRequest, DigestRequest, FetchRequest};
+use crate::members::Members;
+use crate::messages::{BucketRequest, DigestRequest, WireDigest};
+use crate::read::fetch_versions;
 use crate::replica::{Change, Counters, Replica};
-use crate::service::{to_changes, StoreService};
+use crate::service::StoreService;
 use crate::storage::Storage;
 
 /// Tombstones are purged every this many repair rounds (a purge is linear in the number of
 /// tombstones and writes each purged keyspace's watermark to the storage).
 const PURGE_EVERY_ROUNDS: u64 = 10;
-/// Most buckets whose entries are asked for in one request.
-const BUCKETS_PER_REQUEST: usize = 512;
-/// Most documents asked for in one fetch.
-const FETCH_CHUNK: usize = 1024;
 
-/// Settings of the repair task.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RepairConfig {
-    pub(crate) interval: Duration,
-    pub(crate) rpc_timeout: Duration,
-    /// How much older than every live peer's sync point a tombstone must be to be purged.
-    pub(crate) tombstone_grace: Duration,
+/// What the repair task works with.
+pub(crate) struct Repairer<S> {
+    pub(crate) replica: Arc<Replica<S>>,
+    pub(crate) members: Arc<Members>,
+    pub(crate) node: DatacakeHandle,
+    pub(crate) config: StoreConfig,
 }
 
-/// Runs repair rounds every `config.interval` until cancelled, then purges the tombstones
-/// every live peer has observed.
-pub(crate) async fn run<S: Storage>(
-    replica: Arc<Replica<S>>,
-    node: DatacakeHandle,
-    config: RepairConfig,
-) {
-    let mut ticker = tokio::time::interval(config.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Per peer: its clock at the start of our last complete round from it.
-    let mut synced_from: HashMap<NodeId, HLCTimestamp> = HashMap::new();
-    let mut rounds: u64 = 0;
-    loop {
-        ticker.tick().await;
-        let me = node.me().node_id;
-        let peers: Vec<ClusterMember> = node
-            .live_members()
-            .into_iter()
-            .filter(|p| p.node_id != me)
-            .collect();
-        for peer in &peers {
-            let synced = synced_from.get(&peer.node_id).copied();
-            match repair_from(&replica, &node, peer, synced, config.rpc_timeout).await {
-                Ok((repaired, at)) => {
-                    synced_from.insert(peer.node_id, at);
-                    Counters::add(&replica.counters.repairs_run, 1);
-                    Counters::add(&replica.counters.keys_repaired, repaired);
-                }
-                Err(error) => {
-                    replica.counters.failures.fetch_add(1, Ordering::Relaxed);
-                    debug!(peer = %peer.public_addr, error = %error, "repair round failed");
+/// The outcome of one complete round with a peer.
+#[derive(Debug)]
+struct Round {
+    repaired: usize,
+    /// The peer holds every local tombstone older than this.
+    confirmed: HLCTimestamp,
+}
+
+/// Wall-clock milliseconds now.
+pub(crate) fn now_ms() -> u64 {
+    datacake_crdt::wall_clock_millis()
+}
+
+impl<S: Storage> Repairer<S> {
+    /// Runs repair rounds every repair interval until cancelled, and purges the tombstones
+    /// every member has confirmed every [`PURGE_EVERY_ROUNDS`] rounds.
+    pub(crate) async fn run(self) {
+        let mut ticker = tokio::time::interval(self.config.repair_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut confirmed: HashMap<NodeId, HLCTimestamp> = HashMap::new();
+        let mut rounds: u64 = 0;
+        loop {
+            ticker.tick().await;
+            let live = self.node.live_members();
+            self.record_members(&live).await;
+            let me = self.node.me().node_id;
+            for peer in live.iter().filter(|p| p.node_id != me) {
+                match self.repair_from(peer).await {
+                    Ok(round) => {
+                        confirmed.insert(peer.node_id, round.confirmed);
+                        Counters::add(&self.replica.counters.repairs_run, 1);
+                        Counters::add(&self.replica.counters.keys_repaired, round.repaired);
+                    }
+                    Err(error) => {
+                        Counters::add(&self.replica.counters.failures, 1);
+                        debug!(peer = %peer.public_addr, node_id = peer.node_id, error = %crate::error::chain(&error), "repair round failed");
+                    }
                 }
             }
-        }
-        synced_from.retain(|id, _| peers.iter().any(|p| p.node_id == *id));
-        rounds += 1;
-        if rounds.is_multiple_of(PURGE_EVERY_ROUNDS) {
-            purge(&replica, &node, &peers, config.tombstone_grace).await;
-        }
-    }
-}
-
-/// Purges the tombstones older than what every live peer has synced from us, minus the grace.
-async fn purge<S: Storage>(
-    replica: &Replica<S>,
-    node: &DatacakeHandle,
-    peers: &[ClusterMember],
-    grace: Duration,
-) {
-    let frontier = if peers.is_empty() {
-        Some(node.clock().get_time())
-    } else {
-        peers
-            .iter()
-            .map(|p| replica.peer_synced(p.node_id))
-            .collect::<Option<Vec<_>>>()
-            .and_then(|stamps| stamps.into_iter().min())
-    };
-    let Some(frontier) = frontier else {
-        return;
-    };
-    let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-    let cutoff = HLCTimestamp::new(frontier.millis().saturating_sub(grace_ms), 0, 0);
-    match replica.purge_tombstones(cutoff).await {
-        Ok(0) => {}
-        Ok(purged) => debug!(purged, "purged tombstones observed by every live member"),
-        Err(error) => {
-            replica.counters.failures.fetch_add(1, Ordering::Relaxed);
-            debug!(error = %error, "tombstone purge failed");
+            rounds += 1;
+            if rounds.is_multiple_of(PURGE_EVERY_ROUNDS) {
+                self.purge(&confirmed).await;
+            }
         }
     }
-}
 
-/// Counts the reply's archived bytes as repair traffic and deserialises it.
-fn received<S, T: Message>(
-    replica: &Replica<S>,
-    reply: Response<DataView<T>>,
-) -> Result<T, Status> {
-    Counters::add(&replica.counters.repair_bytes, reply.as_bytes().len());
-    reply.into_inner().deserialize_view()
-}
-
-/// Folds the newest repaired timestamp into the clock (entries may be newer than the peer's
-/// digest clock), so later local writes are stamped after them; returns how many applied.
-fn observe(node: &DatacakeHandle, applied: &[Change]) -> usize {
-    if let Some(newest) = applied.iter().map(|c| c.mutation.timestamp()).max() {
-        let _ = node.clock().register_ts(newest);
+    /// Brings the member record up to date with the live view, persisting what changed.
+    pub(crate) async fn record_members(&self, live: &[ClusterMember]) {
+        for known in self.members.observe(live, now_ms()) {
+            if let Err(error) = self.replica.persist_member(&known).await {
+                warn!(node_id = known.member.node_id, %error, "cannot persist a member record");
+            }
+        }
     }
-    applied.len()
-}
 
-/// One repair round with `peer`; returns how many keys were repaired.
-pub(crate) async fn repair_from<S: Storage>(
-    replica: &Replica<S>,
-    node: &DatacakeHandle,
-    peer: &ClusterMember,
-    synced: Option<HLCTimestamp>,
-    rpc_timeout: Duration,
-) -> Result<(usize, HLCTimestamp), StoreError<S::Error>> {
-    let addr = peer.public_addr;
-    let transport = |source: Status| StoreError::Transport { peer: addr, source };
-    let mut client = RpcClient::<StoreService<S>>::new(node.network().get_or_connect(addr));
-    client.set_timeout(rpc_timeout);
+    /// Purges the tombstones every member that holds purges back has confirmed.
+    async fn purge(&self, confirmed: &HashMap<NodeId, HLCTimestamp>) {
+        let holders = self
+            .members
+            .purge_holders(self.config.tombstone_grace, now_ms());
+        let mut cutoff = self.node.clock().get_time();
+        for holder in &holders {
+            match confirmed.get(holder) {
+                Some(at) => cutoff = cutoff.min(*at),
+                // A member that has not confirmed anything yet holds every purge back.
+                None => return,
+            }
+        }
+        match self.replica.purge_tombstones(cutoff).await {
+            Ok(0) => {}
+            Ok(purged) => debug!(purged, "purged tombstones every member confirmed"),
+            Err(error) => {
+                Counters::add(&self.replica.counters.failures, 1);
+                warn!(%error, "tombstone purge failed");
+            }
+        }
+    }
 
-    let request = DigestRequest {
-        clock: node.clock().get_time(),
-        node_id: node.me().node_id,
-        synced,
-        totals: replica.totals(),
-    };
-    let reply = client
-        .send(&request)
-        .await
-        .and_then(|r| received(replica, r))
-        .map_err(transport)?;
-    let _ = node.clock().register_ts(reply.clock);
+    fn client(&self, peer: &ClusterMember) -> RpcClient<StoreService<S>> {
+        let mut client = RpcClient::new(self.node.network().get_or_connect(peer.public_addr));
+        client.set_timeout(self.config.rpc_timeout);
+        client
+    }
 
-    let mut repaired = 0;
-    for remote in reply.digests {
-        let keyspace = remote.keyspace;
-        let local = replica.digest(&keyspace).unwrap_or_default();
-        let buckets = local.differing_buckets(&remote.buckets);
-        // A few hundred buckets per request keeps every reply far below the body limit,
-        // even when a new node takes a whole large keyspace.
-        for buckets in buckets.chunks(BUCKETS_PER_REQUEST) {
-            let entries = client
+    /// Counts a reply's archived bytes as repair traffic and deserialises it.
+    fn received<T: Message>(&self, reply: Response<DataView<T>>) -> Result<T, Status> {
+        Counters::add(&self.replica.counters.repair_bytes, reply.as_bytes().len());
+        reply.into_inner().deserialize_view()
+    }
+
+    /// Folds a peer's clock into ours; a clock beyond the drift bound fails the round.
+    fn register(&self, clock: HLCTimestamp, peer: &ClusterMember) -> Result<(), Status> {
+        self.node.clock().register_ts(clock).map(|_| ()).map_err(|e| {
+            Counters::add(&self.replica.counters.clock_skew_rejected, 1);
+            warn!(peer = %peer.public_addr, error = %e, "peer clock out of bounds; repair skipped");
+            Status::invalid_payload(format!("peer clock: {e}"))
+        })
+    }
+
+    /// One complete repair round with `peer`.
+    async fn repair_from(&self, peer: &ClusterMember) -> Result<Round, StoreError<S::Error>> {
+        let transport = |source: Status| StoreError::Transport {
+            peer: peer.public_addr,
+            source,
+        };
+        let client = self.client(peer);
+        let start = self.node.clock().get_time();
+        let mut confirmed = start;
+        let mut repaired = 0;
+        // Our keyspaces by name (the replica keeps them sorted), sent in pages.
+        let ours: Vec<(String, u64)> = self
+            .replica
+            .slots()
+            .into_iter()
+            .map(|(name, slot)| {
+                let total = slot.with_state(|s| s.digest().total());
+                (name, total)
+            })
+            .collect();
+        let budget = self.config.message_budget();
+        let mut after: Option<String> = None;
+        loop {
+            let first = after
+                .as_deref()
+                .map_or(0, |a| ours.partition_point(|(name, _)| name.as_str() <= a));
+            let mut bytes = 0;
+            let mut end = first;
+            while end < ours.len() && (end == first || bytes + ours[end].0.len() + 16 <= budget) {
+                bytes += ours[end].0.len() + 16;
+                end += 1;
+            }
+            let until = (end < ours.len()).then(|| ours[end - 1].0.clone());
+            let request = DigestRequest {
+                clock: self.node.clock().get_time(),
+                after: after.clone(),
+                until: until.clone(),
+                totals: ours[first..end].to_vec(),
+            };
+            let reply = client
+                .send(&request)
+                .await
+                .and_then(|r| self.received(r))
+                .map_err(transport)?;
+            self.register(reply.clock, peer).map_err(transport)?;
+            confirmed = confirmed.min(reply.floor);
+            for digest in reply.digests {
+                let outcome = self
+                    .repair_keyspace(&client, peer, reply.clock, digest)
+                    .await?;
+                repaired += outcome.0;
+                if let Some(unconfirmed) = outcome.1 {
+                    confirmed = confirmed.min(unconfirmed);
+                }
+            }
+            after = match (reply.resume_after, until) {
+                (Some(resume), _) => Some(resume),
+                (None, Some(until)) => Some(until),
+                (None, None) => break,
+            };
+        }
+        Ok(Round {
+            repaired,
+            confirmed,
+        })
+    }
+
+    /// Repairs one keyspace from a peer's digest of it; returns how many keys were repaired
+    /// and the oldest local tombstone the peer lacks.
+    async fn repair_keyspace(
+        &self,
+        client: &RpcClient<StoreService<S>>,
+        peer: &ClusterMember,
+        peer_clock: HLCTimestamp,
+        digest: WireDigest,
+    ) -> Result<(usize, Option<HLCTimestamp>), StoreError<S::Error>> {
+        let transport = |source: Status| StoreError::Transport {
+            peer: peer.public_addr,
+            source,
+        };
+        let keyspace = digest.keyspace;
+        let bits = digest.bits;
+        if bits > MAX_DIGEST_BITS
+            || !(digest.buckets.is_empty() || digest.buckets.len() == 1 << bits)
+            || self.replica.check_name(&keyspace).is_err()
+        {
+            warn!(peer = %peer.public_addr, %keyspace, "malformed digest from a peer; keyspace skipped");
+            return Ok((0, Some(HLCTimestamp::new(0, 0, 0))));
+        }
+        if let Err(error) = self.replica.slot_or_create(&keyspace) {
+            // This node cannot hold the keyspace (its keyspace limit): it confirms nothing.
+            warn!(peer = %peer.public_addr, %keyspace, %error, "cannot take a keyspace from a peer");
+            return Ok((0, Some(HLCTimestamp::new(0, 0, 0))));
+        }
+        // A watermark is a stamp the peer issued or took: never ahead of its clock.
+        let mut watermark = digest.watermark.filter(|w| *w <= peer_clock);
+        let mut unconfirmed: Option<HLCTimestamp> = None;
+        let mut repaired = 0;
+        let mut obsolete = Vec::new();
+        let differing = self
+            .replica
+            .differing_buckets(&keyspace, bits, &digest.buckets);
+        let mut rest = differing.as_slice();
+        while !rest.is_empty() {
+            let reply = client
                 .send(&BucketRequest {
                     keyspace: keyspace.clone(),
-                    buckets: buckets.to_vec(),
+                    bits,
+                    buckets: rest.to_vec(),
                 })
                 .await
-                .and_then(|r| received(replica, r))
-                .map_err(transport)?
-                .entries;
-            let entries: Vec<BucketEntry> = entries
+                .and_then(|r| self.received(r))
+                .map_err(transport)?;
+            let complete = reply.complete as usize;
+            if complete == 0 || complete > rest.len() {
+                return Err(transport(Status::invalid_payload(format!(
+                    "bucket reply completed {complete} of {} buckets",
+                    rest.len()
+                ))));
+            }
+            let mut skewed = 0;
+            let entries: Vec<BucketEntry> = reply
+                .entries
                 .into_iter()
+                .filter(|e| {
+                    let ok = self.node.clock().check_drift(e.timestamp).is_ok();
+                    skewed += usize::from(!ok);
+                    ok
+                })
                 .map(|e| BucketEntry {
                     key: e.key,
                     timestamp: e.timestamp,
                     tombstone: e.tombstone,
                 })
                 .collect();
-            let plan = replica.plan(&keyspace, buckets, &entries);
+            if skewed > 0 {
+                // Entries are missing from the comparison: neither forget nor confirm
+                // anything against this peer this round.
+                Counters::add(&self.replica.counters.clock_skew_rejected, skewed);
+                warn!(peer = %peer.public_addr, %keyspace, entries = skewed, "peer holds entries stamped beyond the clock drift bound; ignored");
+                watermark = None;
+                unconfirmed = Some(HLCTimestamp::new(0, 0, 0));
+            }
+            let buckets = &rest[..complete];
+            let plan = self
+                .replica
+                .plan(&keyspace, bits, buckets, &entries, watermark);
+            if let Some(t) = plan.unconfirmed {
+                unconfirmed = Some(unconfirmed.map_or(t, |u| u.min(t)));
+            }
+            obsolete.extend_from_slice(&plan.obsolete);
             if !plan.tombstones.is_empty() {
                 let changes = plan
                     .tombstones
@@ -192,23 +318,41 @@ pub(crate) async fn repair_from<S: Storage>(
                         data: None,
                     })
                     .collect();
-                let applied = replica.apply(&keyspace, changes).await?;
-                repaired += observe(node, &applied);
+                repaired += self.apply(&keyspace, changes).await?;
             }
-            for chunk in plan.fetch.chunks(FETCH_CHUNK) {
-                let documents = client
-                    .send(&FetchRequest {
-                        keyspace: keyspace.clone(),
-                        keys: chunk.iter().map(|e| e.key).collect(),
-                    })
+            if !plan.fetch.is_empty() {
+                let keys: Vec<u64> = plan.fetch.iter().map(|e| e.key).collect();
+                let versions = fetch_versions(client, &self.node, &self.replica, &keyspace, &keys)
                     .await
-                    .and_then(|r| received(replica, r))
-                    .map_err(transport)?
-                    .documents;
-                let applied = replica.apply(&keyspace, to_changes(documents)).await?;
-                repaired += observe(node, &applied);
+                    .map_err(transport)?;
+                repaired += self.apply(&keyspace, versions).await?;
+            }
+            rest = &rest[complete..];
+        }
+        if let Some(watermark) = watermark {
+            // After taking what the peer holds: raising the watermark first would refuse it.
+            let forgotten = self
+                .replica
+                .forget_obsolete(&keyspace, watermark, &obsolete)
+                .await?;
+            if forgotten > 0 {
+                info!(peer = %peer.public_addr, %keyspace, forgotten, "forgot copies the cluster purged past (deleted while this node was away)");
             }
         }
+        Ok((repaired, unconfirmed))
     }
-    Ok((repaired, reply.clock))
+
+    /// Applies repaired changes; moves the clock past the newest applied stamp, so later
+    /// local writes are stamped after them. Returns how many applied.
+    async fn apply(
+        &self,
+        keyspace: &str,
+        changes: Vec<Change>,
+    ) -> Result<usize, StoreError<S::Error>> {
+        let applied = self.replica.apply(keyspace, changes).await?;
+        if let Some(newest) = applied.iter().map(|c| c.mutation.timestamp()).max() {
+            let _ = self.node.clock().advance_past(newest);
+        }
+        Ok(applied.len())
+    }
 }

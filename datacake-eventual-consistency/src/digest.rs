@@ -1,23 +1,34 @@
 //! Bucketed keyspace digests for anti-entropy: [`KeyspaceDigest`].
 //!
-//! A keyspace's ids are split into [`DIGEST_BUCKETS`] fixed buckets by a hash of the id. A
-//! bucket's digest is the wrapping sum of [`entry_hash`] over its entries (documents and
-//! tombstones): order-independent and invertible, so a write updates it in O(1) (subtract
-//! the old entry's hash, add the new one). Two replicas holding the same entries in a bucket
-//! have the same bucket digest; comparing the digests of two replicas names the buckets whose
-//! entries must be exchanged.
+//! A keyspace's ids are split into buckets by the top bits of a hash of the id. A bucket's
+//! digest is the wrapping sum of [`entry_hash`] over its entries (documents and tombstones):
+//! order-independent and invertible, so a write updates it in O(1) (subtract the old entry's
+//! hash, add the new one). Two replicas holding the same entries in a bucket have the same
+//! bucket digest; comparing the digests of two replicas names the buckets whose entries must
+//! be exchanged.
+//!
+//! **Resolution follows size.** A keyspace with `n` entries keeps `2^bits` buckets, about
+//! [`ENTRIES_PER_BUCKET`] entries each, up to [`DIGEST_BUCKETS`] (`bits` up to
+//! [`MAX_DIGEST_BITS`]): an empty keyspace costs no bucket memory, a small one a few words,
+//! and a million ids 32 KiB. Because bucket `i` at `bits` is the sum of buckets
+//! `i << d .. (i + 1) << d` at `bits + d`, a digest folds exactly to any coarser resolution,
+//! and two replicas compare at the resolution of either.
 
 use datacake_crdt::HLCTimestamp;
 
 use crate::storage::Key;
 
-/// Number of buckets in a [`KeyspaceDigest`] (a power of two).
+/// The finest resolution of a [`KeyspaceDigest`]: `2^12` buckets.
+pub const MAX_DIGEST_BITS: u8 = 12;
+
+/// The most buckets in a [`KeyspaceDigest`] (`2^MAX_DIGEST_BITS`).
 ///
 /// 4,096 buckets make a digest of 32 KiB; with a million keys a bucket holds about 250 ids,
 /// so ten changed keys cost at most ten buckets' `(id, timestamp)` lists on the wire.
-pub const DIGEST_BUCKETS: usize = 4096;
+pub const DIGEST_BUCKETS: usize = 1 << MAX_DIGEST_BITS;
 
-const BUCKET_SHIFT: u32 = 64 - DIGEST_BUCKETS.trailing_zeros();
+/// The average number of entries per bucket a digest grows its resolution to keep.
+pub const ENTRIES_PER_BUCKET: usize = 64;
 
 /// One `(id, timestamp, is_tombstone)` entry of a keyspace, as exchanged during repair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,9 +60,14 @@ impl BucketEntry {
         }
     }
 
-    /// The bucket this entry belongs to.
+    /// The bucket this entry belongs to at the finest resolution.
     pub fn bucket(&self) -> u32 {
         bucket_of(self.key)
+    }
+
+    /// The bucket this entry belongs to at resolution `bits`.
+    pub fn bucket_at(&self, bits: u8) -> u32 {
+        bucket_at(self.key, bits)
     }
 }
 
@@ -62,9 +78,58 @@ fn mix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The bucket `key` belongs to, in `0..DIGEST_BUCKETS`.
+/// The bucket `key` belongs to at the finest resolution, in `0..DIGEST_BUCKETS`.
 pub fn bucket_of(key: Key) -> u32 {
-    (mix64(key ^ 0x5851_F42D_4C95_7F2D) >> BUCKET_SHIFT) as u32
+    bucket_at(key, MAX_DIGEST_BITS)
+}
+
+/// The bucket `key` belongs to at resolution `bits` (at most [`MAX_DIGEST_BITS`]), in
+/// `0..2^bits`: the top `bits` bits of the key's hash.
+pub fn bucket_at(key: Key, bits: u8) -> u32 {
+    let bits = bits.min(MAX_DIGEST_BITS);
+    if bits == 0 {
+        return 0;
+    }
+    (mix64(key ^ 0x5851_F42D_4C95_7F2D) >> (64 - u32::from(bits))) as u32
+}
+
+/// The resolution a keyspace of `entries` entries keeps: the fewest bits that leave at most
+/// [`ENTRIES_PER_BUCKET`] entries per bucket on average, up to [`MAX_DIGEST_BITS`].
+pub fn bits_for(entries: usize) -> u8 {
+    let mut bits = 0;
+    while bits < MAX_DIGEST_BITS && entries > ENTRIES_PER_BUCKET << bits {
+        bits += 1;
+    }
+    bits
+}
+
+/// Folds `buckets` (a digest at `from` bits; empty means all zero) to the coarser resolution
+/// `to`. `None` if `to` is finer than `from`.
+pub(crate) fn fold(buckets: &[u64], from: u8, to: u8) -> Option<Vec<u64>> {
+    if to > from {
+        return None;
+    }
+    let mut out = vec![0u64; 1 << to];
+    if buckets.is_empty() {
+        return Some(out);
+    }
+    let shift = from - to;
+    for (i, b) in buckets.iter().enumerate() {
+        let slot = &mut out[i >> shift];
+        *slot = slot.wrapping_add(*b);
+    }
+    Some(out)
+}
+
+/// The buckets (ascending) whose values differ between two digests at the same resolution
+/// `bits`; an empty slice stands for all zero.
+pub(crate) fn differing(bits: u8, a: &[u64], b: &[u64]) -> Vec<u32> {
+    let n = 1usize << bits.min(MAX_DIGEST_BITS);
+    let value = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
+    (0..n)
+        .filter(|&i| value(a, i) != value(b, i))
+        .map(|i| i as u32)
+        .collect()
 }
 
 /// The hash of one entry, as summed into its bucket's digest. Covers the id, every field of the
@@ -78,7 +143,8 @@ pub fn entry_hash(entry: &BucketEntry) -> u64 {
     h
 }
 
-/// The per-bucket digests of one keyspace; see the module docs.
+/// The per-bucket digests of one keyspace, at a resolution that follows its size; see the
+/// module docs.
 ///
 /// ```
 /// use datacake_crdt::HLCTimestamp;
@@ -96,65 +162,103 @@ pub fn entry_hash(entry: &BucketEntry) -> u64 {
 ///
 /// let newer = BucketEntry::live(2, HLCTimestamp::new(12, 0, 1));
 /// b.replace(Some(&two), Some(&newer));
-/// assert_eq!(a.differing_buckets(b.buckets()), vec![two.bucket()]);
+/// assert_ne!(a.total(), b.total());
+///
+/// // Compared at a finer resolution, only the bucket of id 2 differs.
+/// let a8 = KeyspaceDigest::from_entries_at(8, &[one, two]);
+/// let b8 = KeyspaceDigest::from_entries_at(8, &[one, newer]);
+/// assert_eq!(a8.differing_buckets(8, b8.buckets()), vec![two.bucket_at(8)]);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct KeyspaceDigest {
-    buckets: Box<[u64]>,
+    bits: u8,
+    /// `2^bits` values, or none while the keyspace is empty.
+    buckets: Vec<u64>,
     total: u64,
+    len: usize,
 }
 
-impl Default for KeyspaceDigest {
-    fn default() -> Self {
-        Self::new()
+/// Digests are equal when they sum the same number of entries to the same buckets, compared
+/// at the coarser of their two resolutions.
+impl PartialEq for KeyspaceDigest {
+    fn eq(&self, other: &Self) -> bool {
+        let bits = self.bits.min(other.bits);
+        self.total == other.total
+            && self.len == other.len
+            && self.buckets_at(bits) == other.buckets_at(bits)
     }
 }
+
+impl Eq for KeyspaceDigest {}
 
 impl KeyspaceDigest {
-    /// The digest of an empty keyspace.
+    /// The digest of an empty keyspace (no bucket memory).
     pub fn new() -> Self {
-        Self {
-            buckets: vec![0; DIGEST_BUCKETS].into_boxed_slice(),
-            total: 0,
-        }
+        Self::default()
     }
 
-    /// The digest of `entries`.
-    pub fn from_entries<'a>(entries: impl IntoIterator<Item = &'a BucketEntry>) -> Self {
-        let mut digest = Self::new();
+    /// The digest of `entries` at the resolution their number calls for ([`bits_for`]).
+    pub fn from_entries<'a>(entries: impl IntoIterator<Item = &'a BucketEntry> + Clone) -> Self {
+        let n = entries.clone().into_iter().count();
+        Self::from_entries_at(bits_for(n), entries)
+    }
+
+    /// The digest of `entries` at resolution `bits` (at most [`MAX_DIGEST_BITS`]).
+    pub fn from_entries_at<'a>(
+        bits: u8,
+        entries: impl IntoIterator<Item = &'a BucketEntry>,
+    ) -> Self {
+        let mut digest = Self {
+            bits: bits.min(MAX_DIGEST_BITS),
+            ..Self::default()
+        };
         for entry in entries {
             digest.add(entry);
         }
         digest
     }
 
-    /// A digest from bucket values received from a peer; `None` unless there are exactly
-    /// [`DIGEST_BUCKETS`] of them.
-    pub fn from_buckets(buckets: Vec<u64>) -> Option<Self> {
-        if buckets.len() != DIGEST_BUCKETS {
+    /// A peer's digest from its resolution and bucket values; `None` unless `bits` is at
+    /// most [`MAX_DIGEST_BITS`] and there are `2^bits` values (or none, for all zero).
+    pub fn from_buckets(bits: u8, buckets: Vec<u64>) -> Option<Self> {
+        if bits > MAX_DIGEST_BITS || !(buckets.is_empty() || buckets.len() == 1 << bits) {
             return None;
         }
         let total = buckets.iter().fold(0u64, |acc, b| acc.wrapping_add(*b));
         Some(Self {
-            buckets: buckets.into_boxed_slice(),
+            bits,
+            buckets,
             total,
+            len: 0,
         })
     }
 
     /// Adds `entry`'s hash to its bucket.
     pub fn add(&mut self, entry: &BucketEntry) {
         let h = entry_hash(entry);
-        let slot = &mut self.buckets[entry.bucket() as usize];
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; 1 << self.bits];
+        }
+        let slot = &mut self.buckets[entry.bucket_at(self.bits) as usize];
         *slot = slot.wrapping_add(h);
         self.total = self.total.wrapping_add(h);
+        self.len += 1;
     }
 
     /// Removes `entry`'s hash from its bucket (the inverse of [`add`](Self::add)).
     pub fn remove(&mut self, entry: &BucketEntry) {
         let h = entry_hash(entry);
-        let slot = &mut self.buckets[entry.bucket() as usize];
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; 1 << self.bits];
+        }
+        let slot = &mut self.buckets[entry.bucket_at(self.bits) as usize];
         *slot = slot.wrapping_sub(h);
         self.total = self.total.wrapping_sub(h);
+        self.len = self.len.saturating_sub(1);
+        if self.len == 0 && self.total == 0 {
+            // Empty again: give the bucket memory back.
+            self.buckets = Vec::new();
+        }
     }
 
     /// Replaces `old` with `new` (either may be absent): the O(1) update of one write.
@@ -167,9 +271,51 @@ impl KeyspaceDigest {
         }
     }
 
-    /// The digest of every bucket, indexed by bucket.
+    /// Folds to a coarser resolution if the keyspace shrank to a quarter of what the
+    /// current one is sized for; exact, no entries needed.
+    pub fn shrink_to_fit(&mut self) {
+        let fit = bits_for(self.len);
+        if fit < self.bits && self.len <= (ENTRIES_PER_BUCKET << self.bits) / 4 {
+            self.buckets = if self.buckets.is_empty() {
+                Vec::new()
+            } else {
+                fold(&self.buckets, self.bits, fit).expect("coarser")
+            };
+            self.bits = fit;
+        }
+    }
+
+    /// Whether the keyspace grew past what the resolution is sized for (rebuild it from the
+    /// entries with [`from_entries`](Self::from_entries)).
+    pub fn wants_finer(&self) -> bool {
+        self.bits < MAX_DIGEST_BITS && self.len > ENTRIES_PER_BUCKET << self.bits
+    }
+
+    /// The resolution: the digest has `2^bits` buckets.
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+
+    /// The value of every bucket, indexed by bucket (`2^bits` of them), or none while the
+    /// keyspace is empty (every bucket zero).
     pub fn buckets(&self) -> &[u64] {
         &self.buckets
+    }
+
+    /// The bucket values folded to the coarser resolution `bits`; `None` if `bits` is finer
+    /// than this digest's.
+    pub fn buckets_at(&self, bits: u8) -> Option<Vec<u64>> {
+        fold(&self.buckets, self.bits, bits)
+    }
+
+    /// Number of entries (documents and tombstones) summed in.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no entry is summed in.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// A digest of the whole keyspace: the wrapping sum of the buckets. Equal keyspaces have
@@ -178,19 +324,19 @@ impl KeyspaceDigest {
         self.total
     }
 
-    /// The buckets whose digests differ from `other`'s (a peer's [`buckets`](Self::buckets)),
-    /// ascending. Every bucket differs if `other` does not have [`DIGEST_BUCKETS`] entries.
-    pub fn differing_buckets(&self, other: &[u64]) -> Vec<u32> {
-        if other.len() != DIGEST_BUCKETS {
-            return (0..DIGEST_BUCKETS as u32).collect();
+    /// The buckets whose digests differ from `other`'s (a peer's buckets at resolution
+    /// `other_bits`, which must not be finer than this digest's), ascending, at
+    /// `other_bits`. Every bucket differs if `other` has the wrong length.
+    pub fn differing_buckets(&self, other_bits: u8, other: &[u64]) -> Vec<u32> {
+        let bits = other_bits.min(MAX_DIGEST_BITS);
+        let all = || (0..1u32 << bits).collect();
+        if !(other.is_empty() || other.len() == 1 << bits) {
+            return all();
         }
-        self.buckets
-            .iter()
-            .zip(other)
-            .enumerate()
-            .filter(|(_, (a, b))| a != b)
-            .map(|(i, _)| i as u32)
-            .collect()
+        match self.buckets_at(bits) {
+            Some(mine) => differing(bits, &mine, other),
+            None => all(),
+        }
     }
 }
 
@@ -205,6 +351,14 @@ mod tests {
             key,
             timestamp: HLCTimestamp::new(millis, 0, 1),
             tombstone,
+        }
+    }
+
+    #[test]
+    fn a_coarse_bucket_is_the_sum_of_its_fine_buckets() {
+        for key in 0..10_000u64 {
+            assert_eq!(bucket_at(key, 4), bucket_of(key) >> 8);
+            assert_eq!(bucket_at(key, 0), 0);
         }
     }
 
@@ -247,12 +401,28 @@ mod tests {
     #[test]
     fn a_wrong_sized_peer_digest_differs_everywhere() {
         let d = KeyspaceDigest::new();
-        assert_eq!(d.differing_buckets(&[0; 3]).len(), DIGEST_BUCKETS);
-        assert!(KeyspaceDigest::from_buckets(vec![0; 3]).is_none());
+        assert_eq!(d.differing_buckets(12, &[0; 3]).len(), DIGEST_BUCKETS);
+        assert!(KeyspaceDigest::from_buckets(12, vec![0; 3]).is_none());
+        assert!(KeyspaceDigest::from_buckets(13, Vec::new()).is_none());
+        let some = KeyspaceDigest::from_entries_at(3, &[entry(1, 1, false)]);
+        let copy = KeyspaceDigest::from_buckets(3, some.buckets().to_vec()).unwrap();
+        assert_eq!((copy.bits(), copy.total()), (3, some.total()));
+    }
+
+    #[test]
+    fn resolution_follows_size_and_an_empty_keyspace_holds_no_buckets() {
         assert_eq!(
-            KeyspaceDigest::from_buckets(d.buckets().to_vec()),
-            Some(d.clone())
+            [0, 1, 64, 65, 128, 129, 1_000_000].map(bits_for),
+            [0, 0, 0, 1, 1, 2, 12]
         );
+        let mut d = KeyspaceDigest::new();
+        assert!(d.buckets().is_empty());
+        let e = entry(7, 1, false);
+        d.add(&e);
+        assert_eq!(d.buckets().len(), 1);
+        d.remove(&e);
+        assert!(d.buckets().is_empty(), "empty again: no bucket memory");
+        assert_eq!(d, KeyspaceDigest::new());
     }
 
     proptest! {
@@ -287,7 +457,33 @@ mod tests {
             let mut rebuilt = entries.clone();
             rebuilt[0] = new;
             prop_assert_eq!(&digest, &KeyspaceDigest::from_entries(&rebuilt));
-            prop_assert_eq!(digest.differing_buckets(KeyspaceDigest::from_entries(&entries).buckets()), vec![old.bucket()]);
+            let before = KeyspaceDigest::from_entries(&entries);
+            prop_assert_eq!(
+                digest.differing_buckets(before.bits(), before.buckets()),
+                vec![old.bucket_at(before.bits())]
+            );
+        }
+
+        /// Folding to a coarser resolution equals building at it, so replicas of different
+        /// sizes compare exactly.
+        #[test]
+        fn folding_equals_building_coarser(
+            entries in prop::collection::btree_map(0u64..100_000, (0u64..1_000, any::<bool>()), 0..300),
+            fine in 0u8..=MAX_DIGEST_BITS,
+            coarse in 0u8..=MAX_DIGEST_BITS,
+        ) {
+            let (fine, coarse) = (fine.max(coarse), fine.min(coarse));
+            let entries: Vec<_> = entries.into_iter().map(|(k, (m, t))| entry(k, m, t)).collect();
+            let at_fine = KeyspaceDigest::from_entries_at(fine, &entries);
+            let at_coarse = KeyspaceDigest::from_entries_at(coarse, &entries);
+            let mut folded = at_fine.buckets_at(coarse).unwrap();
+            if at_coarse.buckets().is_empty() {
+                prop_assert!(folded.iter().all(|b| *b == 0));
+                folded.clear();
+            }
+            prop_assert_eq!(folded.as_slice(), at_coarse.buckets());
+            prop_assert!(at_coarse.differing_buckets(fine, at_fine.buckets()).is_empty() || fine > coarse);
+            prop_assert!(at_fine.differing_buckets(coarse, at_coarse.buckets()).is_empty());
         }
     }
 }

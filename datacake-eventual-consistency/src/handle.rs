@@ -13,9 +13,11 @@ use crate::store::Shared;
 
 /// Reads and writes every keyspace of a store. Cheap to clone.
 ///
-/// Reads are local (from this node's storage). Writes are stamped with the node's clock,
-/// applied locally, sent to every live node in batches, and return once `consistency` was met
-/// (see [`StoreError`]).
+/// Writes are stamped with the node's clock, applied locally, sent to every live node in
+/// batches, and return once `consistency` was met (see [`StoreError`]). Reads at
+/// [`Consistency::None`] (or [`get_local`](Self::get_local)) come from this node's storage;
+/// at other levels they ask the replicas and return the newest version (see
+/// [`get`](Self::get)).
 pub struct ReplicatedStoreHandle<S: Storage> {
     shared: Arc<Shared<S>>,
 }
@@ -40,34 +42,62 @@ impl<S: Storage> ReplicatedStoreHandle<S> {
         Self { shared }
     }
 
-    /// The live document `id` of `keyspace`.
+    /// The live document `id` of `keyspace`, read at `consistency`.
+    ///
+    /// At [`Consistency::None`] this node's copy. At any other level the read asks the live
+    /// replicas and waits for as many answers as a write at that level waits for
+    /// acknowledgements (this node's own copy counts as one, as for writes), then returns
+    /// the newest version among them (`None` if the newest is a delete). So a `Quorum` read
+    /// after a `Quorum` write sees that write or a newer one. Replicas that answered with an
+    /// older version (this node included) are repaired in the background
+    /// ([`StoreStatistics::read_repairs`](crate::StoreStatistics::read_repairs)). Fails like
+    /// a write: [`ConsistencyError::NotEnoughNodes`](crate::ConsistencyError::NotEnoughNodes)
+    /// before asking anyone, [`StoreError::ReplicaFailed`] when replicas fail so that the
+    /// level can no longer be met, a consistency failure at the read timeout.
     pub async fn get(
         &self,
         keyspace: &str,
         id: Key,
+        consistency: Consistency,
     ) -> Result<Option<Document>, StoreError<S::Error>> {
-        StoreError::check_keyspace(keyspace)?;
-        self.shared
-            .replica
-            .storage
-            .get(keyspace, id)
-            .await
-            .map_err(StoreError::Storage)
+        let docs = self.shared.read(keyspace, vec![id], consistency).await?;
+        Ok(docs.into_iter().next())
     }
 
-    /// The live documents among `ids` in `keyspace`, in no particular order.
+    /// The live documents among `ids` in `keyspace`, read at `consistency` (see
+    /// [`get`](Self::get)), in no particular order.
     pub async fn get_many(
         &self,
         keyspace: &str,
         ids: impl IntoIterator<Item = Key>,
+        consistency: Consistency,
     ) -> Result<Vec<Document>, StoreError<S::Error>> {
-        StoreError::check_keyspace(keyspace)?;
         self.shared
-            .replica
-            .storage
-            .multi_get(keyspace, ids.into_iter().collect())
+            .read(keyspace, ids.into_iter().collect(), consistency)
             .await
-            .map_err(StoreError::Storage)
+    }
+
+    /// This node's copy of the live document `id` of `keyspace`: `get` at
+    /// [`Consistency::None`], the read of the original datacake API.
+    pub async fn get_local(
+        &self,
+        keyspace: &str,
+        id: Key,
+    ) -> Result<Option<Document>, StoreError<S::Error>> {
+        let docs = self.shared.read_local(keyspace, vec![id]).await?;
+        Ok(docs.into_iter().next())
+    }
+
+    /// This node's copies of the live documents among `ids`: `get_many` at
+    /// [`Consistency::None`].
+    pub async fn get_many_local(
+        &self,
+        keyspace: &str,
+        ids: impl IntoIterator<Item = Key>,
+    ) -> Result<Vec<Document>, StoreError<S::Error>> {
+        self.shared
+            .read_local(keyspace, ids.into_iter().collect())
+            .await
     }
 
     /// Writes the document `id` of `keyspace`.
@@ -176,17 +206,35 @@ impl<S: Storage> ReplicatedKeyspaceHandle<S> {
         &self.keyspace
     }
 
-    /// The live document `id`.
-    pub async fn get(&self, id: Key) -> Result<Option<Document>, StoreError<S::Error>> {
-        self.inner.get(&self.keyspace, id).await
+    /// The live document `id`, read at `consistency` (see [`ReplicatedStoreHandle::get`]).
+    pub async fn get(
+        &self,
+        id: Key,
+        consistency: Consistency,
+    ) -> Result<Option<Document>, StoreError<S::Error>> {
+        self.inner.get(&self.keyspace, id, consistency).await
     }
 
-    /// The live documents among `ids`, in no particular order.
+    /// The live documents among `ids`, read at `consistency`, in no particular order.
     pub async fn get_many(
         &self,
         ids: impl IntoIterator<Item = Key>,
+        consistency: Consistency,
     ) -> Result<Vec<Document>, StoreError<S::Error>> {
-        self.inner.get_many(&self.keyspace, ids).await
+        self.inner.get_many(&self.keyspace, ids, consistency).await
+    }
+
+    /// This node's copy of the live document `id`.
+    pub async fn get_local(&self, id: Key) -> Result<Option<Document>, StoreError<S::Error>> {
+        self.inner.get_local(&self.keyspace, id).await
+    }
+
+    /// This node's copies of the live documents among `ids`.
+    pub async fn get_many_local(
+        &self,
+        ids: impl IntoIterator<Item = Key>,
+    ) -> Result<Vec<Document>, StoreError<S::Error>> {
+        self.inner.get_many_local(&self.keyspace, ids).await
     }
 
     /// Writes the document `id`.

@@ -2,7 +2,7 @@
 
 use datacake_crdt::{HLCTimestamp, OrSWotSet};
 
-use crate::digest::{bucket_of, BucketEntry, KeyspaceDigest};
+use crate::digest::{bits_for, BucketEntry, KeyspaceDigest};
 use crate::storage::{Key, Metadata};
 
 /// One write to a keyspace: a put or a delete of `key` at `timestamp`.
@@ -36,6 +36,14 @@ impl Mutation {
     pub fn timestamp(&self) -> HLCTimestamp {
         match self {
             Self::Put { timestamp, .. } | Self::Delete { timestamp, .. } => *timestamp,
+        }
+    }
+
+    /// The same mutation at `timestamp`.
+    pub fn at(self, timestamp: HLCTimestamp) -> Self {
+        match self {
+            Self::Put { key, .. } => Self::Put { key, timestamp },
+            Self::Delete { key, .. } => Self::Delete { key, timestamp },
         }
     }
 
@@ -159,7 +167,38 @@ impl KeyspaceState {
         }
         let new = mutation.entry();
         self.digest.replace(old.as_ref(), Some(&new));
+        if self.digest.wants_finer() {
+            self.rebuild_digest();
+        }
         Outcome::Applied
+    }
+
+    /// Rebuilds the digest at the resolution the keyspace's size calls for (amortised O(1)
+    /// per write: the resolution doubles each time).
+    fn rebuild_digest(&mut self) {
+        let entries: Vec<BucketEntry> = self.entries().collect();
+        self.digest = KeyspaceDigest::from_entries_at(bits_for(entries.len()), &entries);
+    }
+
+    /// Forgets `keys` altogether (no tombstone left), after raising the purge watermark to
+    /// `watermark` so that older writes of them stay refused; returns the entries forgotten.
+    /// For a replica whose copies at or below a peer's purge watermark are obsolete (see
+    /// [`plan_repair`](crate::plan_repair)): only keys at or below `watermark` are forgotten.
+    pub fn forget_below(&mut self, watermark: HLCTimestamp, keys: &[Key]) -> Vec<BucketEntry> {
+        self.set.raise_purge_watermark(watermark);
+        let mut forgotten = Vec::new();
+        for key in keys {
+            match self.get(*key) {
+                Some(entry) if entry.timestamp <= watermark => {
+                    self.set.forget(*key);
+                    self.digest.remove(&entry);
+                    forgotten.push(entry);
+                }
+                _ => {}
+            }
+        }
+        self.digest.shrink_to_fit();
+        forgotten
     }
 
     /// The tombstones older than `cutoff`: what [`purge_tombstones`](Self::purge_tombstones)
@@ -186,6 +225,7 @@ impl KeyspaceState {
         for entry in &purged {
             self.digest.remove(entry);
         }
+        self.digest.shrink_to_fit();
         purged
     }
 
@@ -231,14 +271,40 @@ impl KeyspaceState {
         live.chain(dead)
     }
 
-    /// The entries of the given buckets (ascending bucket numbers, as returned by
-    /// [`KeyspaceDigest::differing_buckets`]), sorted by key. One scan of the keyspace: this
-    /// is local CPU work; only the result goes on the wire.
-    pub fn bucket_entries(&self, buckets: &[u32]) -> Vec<BucketEntry> {
+    /// The digest's bucket values at resolution `bits`: folded if the keyspace keeps at
+    /// least that resolution, computed from the entries otherwise (a keyspace kept at a
+    /// coarse resolution is small). Empty for an empty keyspace.
+    pub fn buckets_at(&self, bits: u8) -> Vec<u64> {
+        match self.digest.buckets_at(bits) {
+            Some(buckets) if !self.digest.buckets().is_empty() => buckets,
+            Some(_) => Vec::new(),
+            None => {
+                let entries: Vec<BucketEntry> = self.entries().collect();
+                KeyspaceDigest::from_entries_at(bits, &entries)
+                    .buckets()
+                    .to_vec()
+            }
+        }
+    }
+
+    /// The buckets, at resolution `bits`, whose values differ from a peer's `remote` bucket
+    /// values at that resolution (ascending; every bucket if `remote` has the wrong length).
+    pub fn differing_buckets(&self, bits: u8, remote: &[u64]) -> Vec<u32> {
+        let bits = bits.min(crate::digest::MAX_DIGEST_BITS);
+        if !(remote.is_empty() || remote.len() == 1 << bits) {
+            return (0..1u32 << bits).collect();
+        }
+        crate::digest::differing(bits, &self.buckets_at(bits), remote)
+    }
+
+    /// The entries of the given buckets at resolution `bits`, sorted by bucket, then key.
+    /// One scan of the keyspace: this is local CPU work; only the result goes on the wire.
+    pub fn bucket_entries(&self, bits: u8, buckets: &[u32]) -> Vec<BucketEntry> {
+        let bits = bits.min(crate::digest::MAX_DIGEST_BITS);
         if buckets.is_empty() {
             return Vec::new();
         }
-        let mut wanted = vec![false; crate::digest::DIGEST_BUCKETS];
+        let mut wanted = vec![false; 1 << bits];
         for b in buckets {
             if let Some(slot) = wanted.get_mut(*b as usize) {
                 *slot = true;
@@ -246,9 +312,9 @@ impl KeyspaceState {
         }
         let mut entries: Vec<_> = self
             .entries()
-            .filter(|e| wanted[bucket_of(e.key) as usize])
+            .filter(|e| wanted[e.bucket_at(bits) as usize])
             .collect();
-        entries.sort_unstable_by_key(|e| e.key);
+        entries.sort_unstable_by_key(|e| (e.bucket_at(bits), e.key));
         entries
     }
 }
@@ -366,6 +432,20 @@ mod tests {
         assert!(!ks.will_apply(&put(3, 4)));
         assert_eq!(ks.apply(put(3, 5)), Outcome::Applied);
         assert_eq!(ks.apply(del(5, 19)), Outcome::Stale);
+
+        // Forgetting obsolete copies raises the watermark and leaves no tombstone.
+        assert_eq!(
+            ks.forget_below(ts(15, 1), &[4, 5]),
+            vec![put(4, 10).entry()]
+        );
+        assert_eq!(ks.get(4), None);
+        assert_eq!(
+            ks.get(5),
+            Some(BucketEntry::tombstone(5, ts(20, 1))),
+            "above it: kept"
+        );
+        assert_eq!(ks.apply(put(4, 10)), Outcome::Stale);
+        assert_eq!(ks.purge_watermark(), Some(ts(15, 1)));
     }
 
     #[test]

@@ -13,34 +13,61 @@
 //! - **Last writer wins.** Every write is stamped by the node's hybrid logical clock. In memory
 //!   the store keeps only `(id, timestamp)` metadata per keyspace ([`KeyspaceState`]), in an
 //!   [`OrSWotSet`](datacake_crdt::OrSWotSet) that decides every write: the newest timestamp
-//!   wins, a delete is a write (and wins a tie). Documents stay in the storage.
-//! - **Writes** ([`ReplicatedStoreHandle::put`] and friends) apply locally, then go to every
-//!   live peer through one outbound queue per peer, drained in batches by one sender task per
-//!   peer. A queued write that no caller waits for is replaced by a newer such write of the
-//!   same key before it is sent (the peer would keep only the newest), so overwriting a hot
-//!   key faster than the fan-out sends costs one queued mutation, not one per write. A write
-//!   returns once the peers its consistency level selected have acknowledged it,
-//!   or fails with [`ConsistencyError::ConsistencyFailure`] at its deadline (the local write is
-//!   kept; replication continues). [`ConsistencyError::NotEnoughNodes`] is returned before
-//!   writing when the level cannot be met.
+//!   wins, a delete is a write (and wins a tie). Documents stay in the storage. A local write
+//!   is never lost to a stale clock: it is stamped after whatever the keyspace holds for its
+//!   id, also after a restart whose wall clock is behind the previous run's.
+//! - **Members and replicas.** Every member the cluster knows of holds every key: live
+//!   members and down ones (crashed, or shut down for a deploy) until they are removed with
+//!   [`EventuallyConsistentStore::remove_member`]. The store records them, persisted in the
+//!   reserved keyspace [`MEMBERS_KEYSPACE`], so the record survives restarts.
+//! - **Consistency levels are k of n.** A write applies locally, then goes to every live
+//!   peer through one outbound queue per peer, drained in batches (cut by count and by
+//!   bytes) by one sender task per peer. It returns once *any* k of its replicas
+//!   acknowledged, k counted over the known members by the rule of
+//!   [`Requirement`](datacake_node::Requirement) (`Quorum`: a majority of the known members
+//!   with this node; `All`: every one): a crashed peer the failure detector has not noticed
+//!   yet does not fail a `Quorum` write another peer acknowledged. Too few live replicas fail
+//!   the write before anything is written ([`ConsistencyError::NotEnoughNodes`]: on the last
+//!   live node of three, `Quorum` and `All` are refused, not met alone); replicas that refuse
+//!   so that the level can no longer be met fail it at once ([`StoreError::ReplicaFailed`],
+//!   naming the peer and its error); otherwise it fails at its deadline
+//!   ([`ConsistencyError::ConsistencyFailure`]). In both failure cases after the write
+//!   started, the local write is kept and replication and repair continue. A queued write no
+//!   caller waits for is replaced by a newer such write of the same key before it is sent.
+//! - **Reads at a level** ([`ReplicatedStoreHandle::get`]) ask the replicas the same way and
+//!   return the newest version once k answered; stale replicas that answered are repaired.
+//!   With `Quorum` writes and `Quorum` reads a reader sees the latest acknowledged write.
 //! - **Write order.** Writes of one key reach the storage one at a time, in the order the
 //!   CRDT decided them; writes of different keys go to the storage concurrently (there is no
-//!   keyspace-wide write lock). A write waits only for a write of the same key still under
-//!   way, and tombstone purge briefly holds off the keyspace's writes.
+//!   keyspace-wide write lock). A write that started reaching the storage completes even if
+//!   its caller goes away, so the storage and the in-memory state never disagree.
 //! - **Anti-entropy repair** runs per peer every repair interval and compares compact
-//!   per-keyspace [`KeyspaceDigest`]s: fixed buckets by key hash, each an order-independent sum
-//!   of `hash(key, timestamp)` of its entries. Peers exchange one total per keyspace, then
-//!   bucket digests of the keyspaces that differ, then `(key, timestamp)` lists only for the
-//!   buckets that differ, then fetch only the documents they lack ([`plan_repair`]). A node
-//!   that joins late or was down catches up this way.
-//! - **Tombstones** are purged (every tenth repair round) once every live member has pulled
-//!   from this node (through repair) past them, plus a grace period; the CRDT's purge
-//!   watermark keeps refusing older writes of purged ids, so a purged delete never resurrects
-//!   the document on this node. The watermark is persisted through the [`Storage`] itself, in
-//!   the reserved keyspace [`PURGE_WATERMARK_KEYSPACE`] (one document per keyspace, written
-//!   before the tombstones are removed), and reloaded on start, so this holds across
-//!   restarts. Keyspace names starting with [`RESERVED_KEYSPACE_PREFIX`] are refused
-//!   ([`StoreError::ReservedKeyspace`]) and never listed.
+//!   per-keyspace [`KeyspaceDigest`]s: buckets by key hash, each an order-independent sum of
+//!   `hash(key, timestamp)` of its entries, as many buckets as the keyspace's size calls for
+//!   (an empty keyspace has none). Peers exchange one total per keyspace, then bucket digests
+//!   of the keyspaces that differ, then `(key, timestamp)` lists only for the buckets that
+//!   differ, then fetch only the documents they lack ([`plan_repair`]). Every reply is cut by
+//!   bytes under the RPC body limit and continued, so any number of keyspaces and documents
+//!   of any accepted size catch up. A node that joins late or was down catches up this way.
+//! - **Tombstones** are purged once every known member, live or down, has *confirmed* them.
+//!   A node learns that a peer holds its deletes from its own repair pull from the peer,
+//!   never from the peer's word. A down member holds purges back until it is removed or has
+//!   been down for longer than the tombstone grace (default 24 hours). The CRDT's purge
+//!   watermark keeps refusing older writes of purged ids; it is persisted through the
+//!   [`Storage`] itself, in the reserved keyspace [`PURGE_WATERMARK_KEYSPACE`], and reloaded
+//!   on start. **A node that returns after the cluster purged past what it saw** finds, while
+//!   pulling from a peer, its copies the peer lacks at or below the peer's watermark: it
+//!   forgets them rather than serving or pushing them, so a deleted document never comes
+//!   back, on it or on a node that copies from it. Keyspace names starting with
+//!   [`RESERVED_KEYSPACE_PREFIX`] are refused ([`StoreError::ReservedKeyspace`]) and never
+//!   listed.
+//! - **Clock skew.** Every remote timestamp (replicated writes, repaired entries, read
+//!   replies, peers' clocks) is checked against the local clock's drift bound; one too far
+//!   ahead is refused and counted ([`StoreStatistics::clock_skew_rejected`]), never applied,
+//!   so a node whose clock runs minutes fast cannot make its writes win for minutes, and no
+//!   stamp near the clock's maximum can make a key immutable.
+//! - **Limits.** Documents larger than fit in one message are refused at `put`
+//!   ([`StoreError::DocumentTooLarge`]); keyspaces are limited in number and name length.
 //!
 //! # Example
 //! ```
@@ -60,9 +87,9 @@
 //!
 //! let users = store.handle_with_keyspace("users");
 //! users.put(1, "alice", Consistency::All).await?;
-//! assert_eq!(&users.get(1).await?.expect("written").data[..], b"alice");
+//! assert_eq!(&users.get(1, Consistency::All).await?.expect("written").data[..], b"alice");
 //! users.del(1, Consistency::All).await?;
-//! assert_eq!(users.get(1).await?, None);
+//! assert_eq!(users.get_local(1).await?, None);
 //!
 //! drop(store);
 //! node.shutdown().await;
@@ -73,14 +100,23 @@
 //! # Limitations
 //! - One store per node (the RPC service has a fixed name).
 //! - A purge watermark refuses, below it, writes of every id the keyspace does not hold, not
-//!   only of the purged ones (the grace period keeps such writes rare).
+//!   only of the purged ones. A node raises it only after pulling from every member past it,
+//!   so this refuses only writes no member held then: stale ones, or those of a member that
+//!   was down past the grace (which it then forgets, as above).
+//! - A member down past the grace, or removed, loses the writes it acknowledged alone (at
+//!   `None`) and never replicated: the cluster stopped waiting for it.
+//! - Reads ask every live replica the level counts and use the first answers; the others'
+//!   replies are dropped. Each answer carries whole documents (no digest reads).
 
 mod anti_entropy;
+mod config;
 mod digest;
 mod error;
 mod handle;
 mod keyspace;
+mod members;
 mod messages;
+mod read;
 mod repair;
 mod replica;
 mod replication;
@@ -89,22 +125,28 @@ mod slot;
 mod storage;
 mod store;
 mod watermark;
+mod write;
 
 #[cfg(feature = "test-suite")]
 pub mod test_suite;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 
+pub use config::{
+    DEFAULT_MAX_BATCH, DEFAULT_MAX_KEYSPACES, DEFAULT_MAX_KEYSPACE_NAME_LEN,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_TIMEOUT, DEFAULT_REPAIR_INTERVAL, DEFAULT_RPC_TIMEOUT,
+    DEFAULT_TOMBSTONE_GRACE, DEFAULT_WRITE_TIMEOUT,
+};
 pub use datacake_node::{Consistency, ConsistencyError};
-pub use digest::{bucket_of, entry_hash, BucketEntry, KeyspaceDigest, DIGEST_BUCKETS};
-pub use error::StoreError;
+pub use digest::{
+    bits_for, bucket_at, bucket_of, entry_hash, BucketEntry, KeyspaceDigest, DIGEST_BUCKETS,
+    ENTRIES_PER_BUCKET, MAX_DIGEST_BITS,
+};
+pub use error::{ConfigError, StoreError};
 pub use handle::{ReplicatedKeyspaceHandle, ReplicatedStoreHandle};
 pub use keyspace::{KeyspaceState, Mutation, Outcome};
+pub use members::MEMBERS_KEYSPACE;
 pub use repair::{plan_repair, RepairPlan};
 pub use storage::{BulkMutationError, Document, Key, Metadata, Storage};
-pub use store::{
-    EventuallyConsistentStore, EventuallyConsistentStoreExtension, StoreStatistics,
-    DEFAULT_MAX_BATCH, DEFAULT_REPAIR_INTERVAL, DEFAULT_RPC_TIMEOUT, DEFAULT_TOMBSTONE_GRACE,
-    DEFAULT_WRITE_TIMEOUT,
-};
+pub use store::{EventuallyConsistentStore, EventuallyConsistentStoreExtension, StoreStatistics};
 pub use watermark::{PURGE_WATERMARK_KEYSPACE, RESERVED_KEYSPACE_PREFIX};

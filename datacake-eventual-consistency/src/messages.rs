@@ -1,4 +1,8 @@
 //! The messages of the store's RPC service (rkyv archives, validated on receipt).
+//!
+//! Every reply that carries a variable amount of data is cut by bytes under the message
+//! budget ([`StoreConfig::message_budget`](crate::config::StoreConfig::message_budget)) and
+//! says where the caller continues: nothing depends on a reply fitting whole.
 
 use datacake_crdt::HLCTimestamp;
 
@@ -25,43 +29,80 @@ pub(crate) struct ReplicateBatch {
     pub(crate) keyspaces: Vec<KeyspaceBatch>,
 }
 
-/// The reply to every request: the responder's clock.
+/// Why a receiver refused one mutation of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+pub(crate) enum Refusal {
+    /// Its timestamp is further ahead of the receiver's wall clock than the drift bound.
+    ClockSkew,
+    /// Its keyspace name is invalid or the receiver holds its maximum number of keyspaces.
+    Keyspace,
+}
+
+/// One refused mutation: its position in the batch (counting through the keyspaces in
+/// order) and why.
+#[derive(Debug, Clone, Copy, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct Refused {
+    pub(crate) index: u32,
+    pub(crate) reason: Refusal,
+}
+
+/// The reply to a replication batch: the receiver's clock and the mutations it refused
+/// (every other mutation is applied, or older than what the receiver holds).
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct ReplicateAck {
+    pub(crate) clock: HLCTimestamp,
+    pub(crate) refused: Vec<Refused>,
+}
+
+/// The reply to requests that return nothing but the responder's clock.
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) struct Ack {
     pub(crate) clock: HLCTimestamp,
 }
 
-/// Asks a peer for the digests of its keyspaces whose totals differ from the sender's.
+/// Asks a peer for the digests of its keyspaces, in the name range `(after, until]`, whose
+/// totals differ from the requester's (a keyspace one side lacks counts as total 0).
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) struct DigestRequest {
     pub(crate) clock: HLCTimestamp,
-    /// The requester's node id.
-    pub(crate) node_id: u32,
-    /// The responder's clock at the start of the requester's last complete repair round
-    /// from it: the requester holds (or has newer than) everything the responder held then.
-    pub(crate) synced: Option<HLCTimestamp>,
-    /// `(keyspace, total digest)` of every keyspace the sender holds.
+    /// The range starts after this name; `None`: at the first name.
+    pub(crate) after: Option<String>,
+    /// The range ends with this name; `None`: at the last name.
+    pub(crate) until: Option<String>,
+    /// `(keyspace, total digest)` of every requester keyspace in the range, sorted by name.
     pub(crate) totals: Vec<(String, u64)>,
 }
 
-/// One keyspace's bucket digests.
+/// One keyspace's digest, at the responder's resolution, with its purge watermark.
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) struct WireDigest {
     pub(crate) keyspace: String,
+    pub(crate) bits: u8,
+    /// `2^bits` bucket values, or none for an empty keyspace.
     pub(crate) buckets: Vec<u64>,
+    pub(crate) watermark: Option<HLCTimestamp>,
 }
 
-/// The digests of the keyspaces that differ (or that the requester lacks).
+/// The digests of the keyspaces that differ, sorted by name.
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) struct DigestReply {
     pub(crate) clock: HLCTimestamp,
+    /// Every write the responder stamped or took below this is in the digests; it may
+    /// still commit writes at or above it. Taken before the digests.
+    pub(crate) floor: HLCTimestamp,
     pub(crate) digests: Vec<WireDigest>,
+    /// Set when the reply was cut by size: the range continues after this name.
+    pub(crate) resume_after: Option<String>,
 }
 
 /// Asks for the `(id, timestamp, tombstone)` entries of some buckets of a keyspace.
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) struct BucketRequest {
     pub(crate) keyspace: String,
+    /// The resolution the buckets are numbered at.
+    pub(crate) bits: u8,
+    /// Ascending bucket numbers.
     pub(crate) buckets: Vec<u32>,
 }
 
@@ -73,21 +114,62 @@ pub(crate) struct WireEntry {
     pub(crate) tombstone: bool,
 }
 
-/// The entries of the requested buckets.
+/// The entries of the first `complete` requested buckets (whole buckets only).
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) struct BucketReply {
     pub(crate) entries: Vec<WireEntry>,
+    pub(crate) complete: u32,
 }
 
-/// Asks for the current documents of some ids.
+/// Asks a replica for its version of some ids: for a read at a consistency level, and for
+/// the documents a repair round lacks.
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub(crate) struct FetchRequest {
+pub(crate) struct ReadRequest {
+    pub(crate) clock: HLCTimestamp,
     pub(crate) keyspace: String,
     pub(crate) keys: Vec<u64>,
 }
 
-/// The live documents among the requested ids (as mutations, so they apply like writes).
+/// What a replica holds for the first `served` requested ids: a document (`data`) or a
+/// tombstone (`None`) each; ids it holds nothing for are left out.
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub(crate) struct FetchReply {
-    pub(crate) documents: Vec<WireMutation>,
+pub(crate) struct ReadReply {
+    pub(crate) clock: HLCTimestamp,
+    pub(crate) entries: Vec<WireMutation>,
+    pub(crate) served: u32,
+}
+
+/// Tells a peer that a member was removed from the cluster for good (it no longer holds
+/// tombstone purge back and no longer counts for consistency levels).
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct RemoveMember {
+    pub(crate) clock: HLCTimestamp,
+    pub(crate) node_id: u32,
+}
+
+impl From<WireMutation> for crate::replica::Change {
+    fn from(m: WireMutation) -> Self {
+        use crate::keyspace::Mutation;
+        let (key, timestamp) = (m.key, m.timestamp);
+        match m.data {
+            Some(data) => Self {
+                mutation: Mutation::Put { key, timestamp },
+                data: Some(bytes::Bytes::from(data)),
+            },
+            None => Self {
+                mutation: Mutation::Delete { key, timestamp },
+                data: None,
+            },
+        }
+    }
+}
+
+impl From<&crate::replica::Change> for WireMutation {
+    fn from(change: &crate::replica::Change) -> Self {
+        Self {
+            key: change.mutation.key(),
+            timestamp: change.mutation.timestamp(),
+            data: change.data.as_ref().map(|d| d.to_vec()),
+        }
+    }
 }

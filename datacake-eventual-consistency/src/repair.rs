@@ -5,9 +5,21 @@
 //! `(id, timestamp)` entries of the differing buckets only, and [`plan_repair`] decides what
 //! to fetch. What the local node holds newer, the peer pulls in its own repair round.
 //!
+//! A plan also answers the two questions tombstone purge depends on, from what the peer
+//! *showed* rather than from anything it claims:
+//! - **Which of our deletes does the peer hold?** Every local tombstone in a bucket that did
+//!   not differ is held by the peer; in a differing bucket the peer's entry shows it. The
+//!   oldest local tombstone the peer lacks is [`RepairPlan::unconfirmed`].
+//! - **Which of our copies are obsolete?** A local entry the peer lacks at or below the
+//!   peer's purge watermark is one the peer purged the delete of (or refuses as older than
+//!   its watermark): keeping and offering it would resurrect a deleted document or leave the
+//!   replicas apart forever, so it is forgotten ([`RepairPlan::obsolete`]).
+//!
 //! [`KeyspaceDigest::differing_buckets`]: crate::KeyspaceDigest::differing_buckets
 
 use std::collections::HashMap;
+
+use datacake_crdt::HLCTimestamp;
 
 use crate::digest::BucketEntry;
 use crate::keyspace::{KeyspaceState, Mutation};
@@ -23,6 +35,13 @@ pub struct RepairPlan {
     /// Ids in the compared buckets that the local node holds newer than the peer (or the peer
     /// lacks). The peer takes them in its own repair round.
     pub newer_locally: Vec<Key>,
+    /// Local ids the peer lacks at or below its purge watermark: obsolete copies to forget
+    /// (after taking what the plan fetches, raising the local watermark to the peer's).
+    pub obsolete: Vec<Key>,
+    /// The oldest local tombstone in the compared buckets that the peer holds neither as it
+    /// is nor newer (nor below its purge watermark): the peer has confirmed every local
+    /// delete older than it. `None`: it holds them all.
+    pub unconfirmed: Option<HLCTimestamp>,
 }
 
 impl RepairPlan {
@@ -33,22 +52,28 @@ impl RepairPlan {
 }
 
 /// Plans the repair of `local` from a peer that sent `remote`: its entries for `buckets`
-/// (the buckets whose digests differed).
+/// (the buckets, at resolution `bits`, whose digests differed), with the peer's purge
+/// watermark of the keyspace.
 ///
 /// ```
 /// use datacake_crdt::HLCTimestamp;
-/// use datacake_eventual_consistency::{plan_repair, BucketEntry, KeyspaceState, Mutation};
+/// use datacake_eventual_consistency::{plan_repair, BucketEntry, KeyspaceDigest, KeyspaceState, Mutation};
 ///
 /// let mut local = KeyspaceState::new();
 /// local.apply(Mutation::Put { key: 1, timestamp: HLCTimestamp::new(5, 0, 1) });
 /// let remote = [BucketEntry::live(1, HLCTimestamp::new(6, 0, 2))];
-/// let buckets = local.digest().differing_buckets(
-///     datacake_eventual_consistency::KeyspaceDigest::from_entries(&remote).buckets(),
-/// );
-/// let plan = plan_repair(&local, &buckets, &remote);
+/// let theirs = KeyspaceDigest::from_entries_at(4, &remote);
+/// let buckets = local.differing_buckets(4, theirs.buckets());
+/// let plan = plan_repair(&local, 4, &buckets, &remote, None);
 /// assert_eq!(plan.fetch, remote.to_vec());
 /// ```
-pub fn plan_repair(local: &KeyspaceState, buckets: &[u32], remote: &[BucketEntry]) -> RepairPlan {
+pub fn plan_repair(
+    local: &KeyspaceState,
+    bits: u8,
+    buckets: &[u32],
+    remote: &[BucketEntry],
+    remote_watermark: Option<HLCTimestamp>,
+) -> RepairPlan {
     let mut plan = RepairPlan::default();
     let mut theirs: HashMap<Key, BucketEntry> = HashMap::with_capacity(remote.len());
     for entry in remote {
@@ -62,13 +87,22 @@ pub fn plan_repair(local: &KeyspaceState, buckets: &[u32], remote: &[BucketEntry
             plan.fetch.push(*entry);
         }
     }
-    for mine in local.bucket_entries(buckets) {
-        let newer = match theirs.get(&mine.key) {
-            None => true,
-            Some(other) => beats(&mine, other),
-        };
+    let below_theirs = |e: &BucketEntry| remote_watermark.is_some_and(|w| e.timestamp <= w);
+    for mine in local.bucket_entries(bits, buckets) {
+        let held = theirs.get(&mine.key);
+        let newer = held.is_none_or(|other| beats(&mine, other));
         if newer {
             plan.newer_locally.push(mine.key);
+        }
+        if held.is_none() && below_theirs(&mine) {
+            plan.obsolete.push(mine.key);
+            continue;
+        }
+        if mine.tombstone && newer {
+            plan.unconfirmed = Some(
+                plan.unconfirmed
+                    .map_or(mine.timestamp, |t| t.min(mine.timestamp)),
+            );
         }
     }
     plan
@@ -137,8 +171,15 @@ mod tests {
         ] {
             remote.apply(m);
         }
-        let buckets = local.digest().differing_buckets(remote.digest().buckets());
-        let plan = plan_repair(&local, &buckets, &remote.bucket_entries(&buckets));
+        let bits = remote.digest().bits();
+        let buckets = local.differing_buckets(bits, remote.digest().buckets());
+        let plan = plan_repair(
+            &local,
+            bits,
+            &buckets,
+            &remote.bucket_entries(bits, &buckets),
+            None,
+        );
         let mut fetch: Vec<_> = plan.fetch.iter().map(|e| e.key).collect();
         fetch.sort();
         let mut dead: Vec<_> = plan.tombstones.iter().map(|e| e.key).collect();
@@ -146,6 +187,69 @@ mod tests {
         assert_eq!(fetch, vec![1, 4]);
         assert_eq!(dead, vec![3, 5]);
         assert_eq!(plan.newer_locally, vec![2]);
+        assert!(plan.obsolete.is_empty());
+        assert_eq!(plan.unconfirmed, None);
+    }
+
+    #[test]
+    fn the_plan_names_unconfirmed_deletes_and_obsolete_copies() {
+        let put = |key, millis| Mutation::Put {
+            key,
+            timestamp: ts(millis),
+        };
+        let del = |key, millis| Mutation::Delete {
+            key,
+            timestamp: ts(millis),
+        };
+        let mut local = KeyspaceState::new();
+        for m in [
+            del(1, 5),
+            del(2, 7),
+            del(3, 9),
+            put(4, 3),
+            put(5, 20),
+            del(6, 4),
+        ] {
+            local.apply(m);
+        }
+        let mut remote = KeyspaceState::new();
+        // 1: the peer holds an older put (not confirmed); 2: it holds the delete; 3: it holds
+        // a newer put; 6: it lacks it below its watermark (it purged the delete: confirmed).
+        for m in [put(1, 4), del(2, 7), put(3, 10)] {
+            remote.apply(m);
+        }
+        let watermark = Some(ts(6));
+        let bits = 0;
+        let all = [0];
+        let plan = plan_repair(
+            &local,
+            bits,
+            &all,
+            &remote.bucket_entries(bits, &all),
+            watermark,
+        );
+        assert_eq!(
+            plan.unconfirmed,
+            Some(ts(5)),
+            "only the delete of 1 is unconfirmed"
+        );
+        let mut obsolete = plan.obsolete.clone();
+        obsolete.sort();
+        assert_eq!(
+            obsolete,
+            vec![4, 6],
+            "lacking at or below the peer's watermark"
+        );
+        assert_eq!(plan.fetch, vec![BucketEntry::live(3, ts(10))]);
+
+        // Without a watermark the peer purged nothing: 4 and 6 are just newer here.
+        let plan = plan_repair(&local, bits, &all, &remote.bucket_entries(bits, &all), None);
+        assert!(plan.obsolete.is_empty());
+        assert_eq!(
+            plan.unconfirmed,
+            Some(ts(4)),
+            "the delete of 6 is unconfirmed now"
+        );
     }
 
     /// Applies `plan` to `local` as the network shell would (documents fetched from the peer).
@@ -181,10 +285,12 @@ mod tests {
         }
 
         // Round 1: the local node sends nothing but compares the peer's bucket digests.
-        let buckets = local.digest().differing_buckets(remote.digest().buckets());
+        let bits = remote.digest().bits();
+        assert_eq!(bits, crate::digest::MAX_DIGEST_BITS);
+        let buckets = local.differing_buckets(bits, remote.digest().buckets());
         assert!(!buckets.is_empty() && buckets.len() <= changed.len());
         // Round 2: the peer sends the entries of the differing buckets only.
-        let sent = remote.bucket_entries(&buckets);
+        let sent = remote.bucket_entries(bits, &buckets);
         let per_bucket = KEYS as usize / crate::digest::DIGEST_BUCKETS;
         assert!(
             sent.len() <= buckets.len() * per_bucket * 2,
@@ -198,7 +304,7 @@ mod tests {
             sent.len()
         );
         // Round 3: fetch only the changed documents.
-        let plan = plan_repair(&local, &buckets, &sent);
+        let plan = plan_repair(&local, bits, &buckets, &sent, None);
         let mut taken: Vec<_> = plan
             .fetch
             .iter()
@@ -233,9 +339,14 @@ mod tests {
 
     /// One pull of `local` from `remote`, as the repair task does it.
     fn pull(local: &mut KeyspaceState, remote: &KeyspaceState) {
-        let buckets = local.digest().differing_buckets(remote.digest().buckets());
-        let plan = plan_repair(local, &buckets, &remote.bucket_entries(&buckets));
+        let bits = remote.digest().bits();
+        let buckets = local.differing_buckets(bits, remote.digest().buckets());
+        let entries = remote.bucket_entries(bits, &buckets);
+        let plan = plan_repair(local, bits, &buckets, &entries, remote.purge_watermark());
         apply(local, &plan);
+        if let Some(watermark) = remote.purge_watermark() {
+            local.forget_below(watermark, &plan.obsolete);
+        }
     }
 
     proptest! {
@@ -260,7 +371,8 @@ mod tests {
             r.sort();
             prop_assert_eq!(l, r);
             // Nothing left to exchange.
-            prop_assert!(left.digest().differing_buckets(right.digest().buckets()).is_empty());
+            let bits = right.digest().bits();
+            prop_assert!(left.differing_buckets(bits, right.digest().buckets()).is_empty());
         }
     }
 }

@@ -1,18 +1,23 @@
 //! The local replica: the storage plus the in-memory state of every keyspace. Every write,
-//! local, replicated or repaired, goes through [`Replica::apply`].
+//! local, replicated or repaired, goes through [`Replica::apply_local`] or
+//! [`Replica::apply`]; purge and the forgetting of obsolete copies go through
+//! [`Replica::purge_tombstones`] and [`Replica::forget_obsolete`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use datacake_crdt::HLCTimestamp;
-use datacake_node::NodeId;
-use parking_lot::{Mutex, RwLock};
+use datacake_node::DatacakeHandle;
+use parking_lot::RwLock;
 
-use crate::digest::{BucketEntry, KeyspaceDigest};
+use crate::digest::BucketEntry;
 use crate::error::StoreError;
 use crate::keyspace::{KeyspaceState, Mutation};
+use crate::members::{self, Known, MEMBERS_KEYSPACE};
 use crate::repair::{plan_repair, RepairPlan};
 use crate::slot::KeyspaceSlot;
 use crate::storage::{Document, Key, Metadata, Storage};
@@ -26,8 +31,18 @@ pub(crate) struct Change {
 }
 
 impl Change {
+    /// A local write of `key`: a put of `data`, or a delete. Stamped when it is claimed.
+    pub(crate) fn local(key: Key, data: Option<Bytes>) -> Self {
+        let timestamp = HLCTimestamp::new(0, 0, 0);
+        let mutation = match data {
+            Some(_) => Mutation::Put { key, timestamp },
+            None => Mutation::Delete { key, timestamp },
+        };
+        Self { mutation, data }
+    }
+
     /// Whether `self` wins over `other` (same key): newer, or a delete at the same time.
-    fn beats(&self, other: &Change) -> bool {
+    pub(crate) fn beats(&self, other: &Change) -> bool {
         let (a, b) = (self.mutation.timestamp(), other.mutation.timestamp());
         a > b || (a == b && self.mutation.is_delete() && !other.mutation.is_delete())
     }
@@ -43,6 +58,10 @@ pub(crate) struct Counters {
     pub(crate) repair_bytes: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) consistency_failures: AtomicU64,
+    pub(crate) clock_skew_rejected: AtomicU64,
+    pub(crate) read_repairs: AtomicU64,
+    pub(crate) tombstones_purged: AtomicU64,
+    pub(crate) obsolete_forgotten: AtomicU64,
 }
 
 impl Counters {
@@ -69,22 +88,70 @@ fn newest_per_key(changes: Vec<Change>) -> Vec<Change> {
     newest.into_values().collect()
 }
 
+/// The last of `changes` per key, in their order (the local writes of one call: the later
+/// one of a key is the one the caller meant).
+fn last_per_key(changes: Vec<Change>) -> Vec<Change> {
+    if changes.len() < 2 {
+        return changes;
+    }
+    let mut last: HashMap<Key, usize> = HashMap::with_capacity(changes.len());
+    for (i, change) in changes.iter().enumerate() {
+        last.insert(change.mutation.key(), i);
+    }
+    changes
+        .into_iter()
+        .enumerate()
+        .filter(|(i, c)| last.get(&c.mutation.key()) == Some(i))
+        .map(|(_, c)| c)
+        .collect()
+}
+
+/// How many keyspaces a replica holds at most, and how long their names may be.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyspaceLimits {
+    pub(crate) max_keyspaces: usize,
+    pub(crate) max_name_len: usize,
+}
+
 /// The local replica; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Replica<S> {
     pub(crate) storage: S,
-    keyspaces: RwLock<HashMap<String, Arc<KeyspaceSlot>>>,
+    keyspaces: RwLock<BTreeMap<String, Arc<KeyspaceSlot>>>,
     pub(crate) counters: Counters,
-    /// Per peer: our clock at the start of the peer's last complete repair round from us.
-    peer_synced: Mutex<HashMap<NodeId, HLCTimestamp>>,
+    limits: KeyspaceLimits,
 }
 
 type Result<T, S> = std::result::Result<T, StoreError<<S as Storage>::Error>>;
 
+/// Runs `work` to completion even if the caller stops waiting for it (a client that hangs
+/// up, a connection that drops): polled once in place, where an in-memory storage finishes,
+/// otherwise moved to a task of its own. A write that reached the storage therefore always
+/// reaches the in-memory state too.
+async fn run_to_completion<T, S>(
+    work: impl Future<Output = Result<T, S>> + Send + 'static,
+) -> Result<T, S>
+where
+    T: Send + 'static,
+    S: Storage,
+{
+    let mut work = Box::pin(work);
+    let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+    if let Poll::Ready(done) = first {
+        return done;
+    }
+    match tokio::spawn(work).await {
+        Ok(done) => done,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err(StoreError::Interrupted),
+    }
+}
+
 impl<S: Storage> Replica<S> {
-    /// Loads the metadata of every keyspace of `storage`, and the persisted purge watermarks.
-    pub(crate) async fn load(storage: S) -> Result<Self, S> {
-        let mut keyspaces = HashMap::new();
+    /// Loads the metadata of every keyspace of `storage`, the persisted purge watermarks and
+    /// the member records.
+    pub(crate) async fn load(storage: S, limits: KeyspaceLimits) -> Result<(Self, Vec<Known>), S> {
+        let mut keyspaces = BTreeMap::new();
         let names = storage
             .get_keyspace_list()
             .await
@@ -98,86 +165,153 @@ impl<S: Storage> Replica<S> {
             keyspaces.insert(name.clone(), Arc::new(slot));
         }
         if names.iter().any(|n| n == PURGE_WATERMARK_KEYSPACE) {
-            for (name, mark) in Self::load_watermarks(&storage).await? {
+            for doc in Self::load_reserved(&storage, PURGE_WATERMARK_KEYSPACE).await? {
+                let (name, mark) = watermark::decode(&doc)
+                    .ok_or(StoreError::CorruptPurgeWatermark { id: doc.id })?;
                 let slot = keyspaces.entry(name).or_insert_with_key(|name| {
                     Arc::new(KeyspaceSlot::new(name, KeyspaceState::new()))
                 });
                 slot.with_state(|s| s.raise_purge_watermark(mark));
             }
         }
-        Ok(Self {
+        let mut members = Vec::new();
+        if names.iter().any(|n| n == MEMBERS_KEYSPACE) {
+            for doc in Self::load_reserved(&storage, MEMBERS_KEYSPACE).await? {
+                members.push(
+                    members::decode(&doc).ok_or(StoreError::CorruptMemberRecord { id: doc.id })?,
+                );
+            }
+        }
+        let replica = Self {
             storage,
             keyspaces: RwLock::new(keyspaces),
             counters: Counters::default(),
-            peer_synced: Mutex::new(HashMap::new()),
-        })
+            limits,
+        };
+        Ok((replica, members))
     }
 
-    /// The `(keyspace, purge watermark)` pairs persisted in [`PURGE_WATERMARK_KEYSPACE`].
-    async fn load_watermarks(storage: &S) -> Result<Vec<(String, HLCTimestamp)>, S> {
+    /// Every live document of a reserved keyspace.
+    async fn load_reserved(storage: &S, keyspace: &str) -> Result<Vec<Document>, S> {
         let ids = storage
-            .iter_metadata(PURGE_WATERMARK_KEYSPACE)
+            .iter_metadata(keyspace)
             .await
             .map_err(StoreError::Storage)?
             .into_iter()
             .filter(|(_, _, tombstone)| !tombstone)
             .map(|(id, _, _)| id)
             .collect();
-        let docs = storage
-            .multi_get(PURGE_WATERMARK_KEYSPACE, ids)
+        storage
+            .multi_get(keyspace, ids)
             .await
-            .map_err(StoreError::Storage)?;
-        docs.iter()
-            .map(|doc| {
-                watermark::decode(doc).ok_or(StoreError::CorruptPurgeWatermark { id: doc.id })
-            })
-            .collect()
+            .map_err(StoreError::Storage)
     }
 
-    fn slot(&self, keyspace: &str) -> Option<Arc<KeyspaceSlot>> {
+    /// The newest timestamp the replica holds anywhere (entries and watermarks), so that a
+    /// restarted node's clock can be moved past it.
+    pub(crate) fn newest_stamp(&self) -> Option<HLCTimestamp> {
+        self.slots()
+            .iter()
+            .filter_map(|(_, slot)| {
+                slot.with_state(|s| {
+                    s.entries()
+                        .map(|e| e.timestamp)
+                        .chain(s.purge_watermark())
+                        .max()
+                })
+            })
+            .max()
+    }
+
+    /// `Err` unless `keyspace` is a name users may write: not reserved, 1 to the maximum
+    /// bytes long.
+    pub(crate) fn check_name(&self, keyspace: &str) -> Result<(), S> {
+        StoreError::check_reserved(keyspace)?;
+        if keyspace.is_empty() || keyspace.len() > self.limits.max_name_len {
+            return Err(StoreError::InvalidKeyspaceName {
+                len: keyspace.len(),
+                max: self.limits.max_name_len,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn slot(&self, keyspace: &str) -> Option<Arc<KeyspaceSlot>> {
         self.keyspaces.read().get(keyspace).cloned()
     }
 
-    /// The keyspace's slot, created if needed (the name must have passed
-    /// [`StoreError::check_keyspace`]).
-    pub(crate) fn slot_or_create(&self, keyspace: &str) -> Arc<KeyspaceSlot> {
+    /// The keyspace's slot, created if needed: checks the name and the keyspace limit.
+    pub(crate) fn slot_or_create(&self, keyspace: &str) -> Result<Arc<KeyspaceSlot>, S> {
+        self.check_name(keyspace)?;
         if let Some(slot) = self.slot(keyspace) {
-            return slot;
+            return Ok(slot);
         }
-        self.keyspaces
-            .write()
-            .entry(keyspace.to_owned())
-            .or_insert_with(|| Arc::new(KeyspaceSlot::new(keyspace, KeyspaceState::new())))
-            .clone()
+        let mut keyspaces = self.keyspaces.write();
+        if let Some(slot) = keyspaces.get(keyspace) {
+            return Ok(slot.clone());
+        }
+        if keyspaces.len() >= self.limits.max_keyspaces {
+            return Err(StoreError::TooManyKeyspaces {
+                max: self.limits.max_keyspaces,
+            });
+        }
+        let slot = Arc::new(KeyspaceSlot::new(keyspace, KeyspaceState::new()));
+        keyspaces.insert(keyspace.to_owned(), slot.clone());
+        Ok(slot)
     }
 
-    /// Applies the winning `changes` to the storage and the keyspace state; returns the ones
-    /// that applied (the rest were older than what the replica holds).
-    ///
-    /// Writes of one key reach the storage one at a time, in the order the CRDT decided
-    /// them; writes of different keys go concurrently (see [`KeyspaceSlot`]).
+    /// Applies local writes (stamped by `node`'s clock as they are claimed) to the storage
+    /// and the keyspace state; returns them as applied. Runs to completion even if the caller
+    /// stops waiting.
+    pub(crate) async fn apply_local(
+        self: &Arc<Self>,
+        slot: Arc<KeyspaceSlot>,
+        changes: Vec<Change>,
+        node: DatacakeHandle,
+    ) -> Result<Vec<Change>, S> {
+        let replica = self.clone();
+        run_to_completion::<_, S>(async move {
+            let changes = last_per_key(changes);
+            replica.apply_claimed(&slot, changes, Some(&node)).await
+        })
+        .await
+    }
+
+    /// Applies the winning `changes` (from peers) to the storage and the keyspace state;
+    /// returns the ones that applied (the rest were older than what the replica holds). Runs
+    /// to completion even if the caller stops waiting.
     pub(crate) async fn apply(
-        &self,
+        self: &Arc<Self>,
         keyspace: &str,
         changes: Vec<Change>,
     ) -> Result<Vec<Change>, S> {
-        StoreError::check_keyspace(keyspace)?;
-        self.apply_to(&self.slot_or_create(keyspace), changes).await
+        let slot = self.slot_or_create(keyspace)?;
+        let replica = self.clone();
+        run_to_completion::<_, S>(async move {
+            let changes = newest_per_key(changes);
+            replica.apply_claimed(&slot, changes, None).await
+        })
+        .await
     }
 
-    /// [`apply`](Self::apply) to a keyspace whose slot the caller holds.
-    pub(crate) async fn apply_to(
+    /// Writes of one key reach the storage one at a time, in the order the CRDT decided
+    /// them; writes of different keys go concurrently (see [`KeyspaceSlot`]).
+    async fn apply_claimed(
         &self,
         slot: &KeyspaceSlot,
         changes: Vec<Change>,
+        local: Option<&DatacakeHandle>,
     ) -> Result<Vec<Change>, S> {
         let keyspace = &*slot.name;
-        let mut todo = newest_per_key(changes);
+        let clock = local.map(|node| node.clock());
+        let mut todo = changes;
         let mut applied = Vec::new();
         while !todo.is_empty() {
             let settled = slot.settled();
             tokio::pin!(settled);
-            let (claim, blocked) = slot.claim(todo, settled.as_mut());
+            let (claim, blocked) = slot
+                .claim(todo, settled.as_mut(), clock)
+                .map_err(|(id, source)| StoreError::Clock { id, source })?;
             if !claim.winners().is_empty() {
                 match self.store(keyspace, claim.winners()).await {
                     Ok(()) => applied.extend(claim.commit(None)),
@@ -282,9 +416,16 @@ impl<S: Storage> Replica<S> {
         })
     }
 
+    /// The entries held for `keys` of `keyspace` (ids held nothing for are left out).
+    pub(crate) fn entries_of(&self, keyspace: &str, keys: &[Key]) -> Vec<BucketEntry> {
+        self.slot(keyspace).map_or_else(Vec::new, |slot| {
+            slot.with_state(|s| keys.iter().filter_map(|k| s.get(*k)).collect())
+        })
+    }
+
     /// A snapshot of every keyspace's slot, so callers do not hold the map's lock while they
     /// work on the keyspaces.
-    fn slots(&self) -> Vec<(String, Arc<KeyspaceSlot>)> {
+    pub(crate) fn slots(&self) -> Vec<(String, Arc<KeyspaceSlot>)> {
         self.keyspaces
             .read()
             .iter()
@@ -292,15 +433,19 @@ impl<S: Storage> Replica<S> {
             .collect()
     }
 
-    /// `(keyspace, total digest)` of every keyspace.
-    pub(crate) fn totals(&self) -> Vec<(String, u64)> {
-        let slots = self.slots();
-        slots
-            .into_iter()
-            .map(|(name, slot)| {
-                let total = slot.with_state(|s| s.digest().total());
-                (name, total)
-            })
+    /// The slots of the keyspaces named in `(after, until]` (`None`: unbounded), by name.
+    pub(crate) fn slots_in(
+        &self,
+        after: Option<&str>,
+        until: Option<&str>,
+    ) -> Vec<(String, Arc<KeyspaceSlot>)> {
+        use std::ops::Bound;
+        let low = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let high = until.map_or(Bound::Unbounded, Bound::Included);
+        self.keyspaces
+            .read()
+            .range::<str, _>((low, high))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
 
@@ -310,50 +455,59 @@ impl<S: Storage> Replica<S> {
             .map(|slot| slot.with_state(|s| s.digest().total()))
     }
 
-    /// The digest of `keyspace`, if held.
-    pub(crate) fn digest(&self, keyspace: &str) -> Option<KeyspaceDigest> {
-        self.slot(keyspace)
-            .map(|slot| slot.with_state(|s| s.digest().clone()))
+    /// The oldest stamp of any write in flight, or `None` if nothing is in flight.
+    pub(crate) fn floor(&self) -> Option<HLCTimestamp> {
+        self.slots().iter().filter_map(|(_, s)| s.floor()).min()
     }
 
-    /// The entries of `buckets` of `keyspace`.
-    pub(crate) fn bucket_entries(&self, keyspace: &str, buckets: &[u32]) -> Vec<BucketEntry> {
+    /// The entries of `buckets` (at resolution `bits`) of `keyspace`.
+    pub(crate) fn bucket_entries(
+        &self,
+        keyspace: &str,
+        bits: u8,
+        buckets: &[u32],
+    ) -> Vec<BucketEntry> {
         self.slot(keyspace).map_or_else(Vec::new, |slot| {
-            slot.with_state(|s| s.bucket_entries(buckets))
+            slot.with_state(|s| s.bucket_entries(bits, buckets))
         })
+    }
+
+    /// The buckets of `keyspace`, at resolution `bits`, that differ from a peer's.
+    pub(crate) fn differing_buckets(&self, keyspace: &str, bits: u8, remote: &[u64]) -> Vec<u32> {
+        match self.slot(keyspace) {
+            Some(slot) => slot.with_state(|s| s.differing_buckets(bits, remote)),
+            None => KeyspaceState::new().differing_buckets(bits, remote),
+        }
     }
 
     /// Plans the repair of `keyspace` from a peer's entries of `buckets`.
     pub(crate) fn plan(
         &self,
         keyspace: &str,
+        bits: u8,
         buckets: &[u32],
         remote: &[BucketEntry],
+        remote_watermark: Option<HLCTimestamp>,
     ) -> RepairPlan {
         match self.slot(keyspace) {
-            Some(slot) => slot.with_state(|s| plan_repair(s, buckets, remote)),
-            None => plan_repair(&KeyspaceState::new(), buckets, remote),
+            Some(slot) => {
+                slot.with_state(|s| plan_repair(s, bits, buckets, remote, remote_watermark))
+            }
+            None => plan_repair(
+                &KeyspaceState::new(),
+                bits,
+                buckets,
+                remote,
+                remote_watermark,
+            ),
         }
-    }
-
-    /// Records that `peer` holds everything we held at `at`.
-    pub(crate) fn record_peer_synced(&self, peer: NodeId, at: HLCTimestamp) {
-        let mut synced = self.peer_synced.lock();
-        let slot = synced.entry(peer).or_insert(at);
-        *slot = (*slot).max(at);
-    }
-
-    /// What `peer` last reported as synced from us.
-    pub(crate) fn peer_synced(&self, peer: NodeId) -> Option<HLCTimestamp> {
-        self.peer_synced.lock().get(&peer).copied()
     }
 
     /// Purges the tombstones older than `cutoff` from every keyspace, storage first; returns
     /// how many were purged.
     pub(crate) async fn purge_tombstones(&self, cutoff: HLCTimestamp) -> Result<usize, S> {
-        let slots = self.slots();
         let mut total = 0;
-        for (name, slot) in slots {
+        for (name, slot) in self.slots() {
             // No write in flight while the watermark rises (see `KeyspaceSlot::exclusive`).
             let held = slot.exclusive().await;
             // Memory first: if the storage call fails, the storage merely keeps tombstones
@@ -363,23 +517,90 @@ impl<S: Storage> Replica<S> {
                 continue;
             }
             total += purged.len();
-            // Persist the raised watermark before the tombstones go from the storage: a
-            // restart in between reloads the tombstones (harmless), and once they are gone
-            // the watermark is there to refuse older writes of the purged ids.
             let mark = held.state().purge_watermark();
-            if let Some(mark) = mark {
-                self.storage
-                    .put(PURGE_WATERMARK_KEYSPACE, watermark::encode(&name, mark))
-                    .await
-                    .map_err(StoreError::Storage)?;
-            }
+            self.persist_watermark(&name, mark).await?;
             let keys = purged.iter().map(|e| e.key).collect();
             self.storage
                 .remove_tombstones(&name, keys)
                 .await
                 .map_err(StoreError::BulkStorage)?;
         }
+        Counters::add(&self.counters.tombstones_purged, total);
         Ok(total)
+    }
+
+    /// Raises `keyspace`'s purge watermark to a peer's `watermark` and forgets the `keys`
+    /// held at or below it (obsolete copies the peer purged the deletes of; see
+    /// [`RepairPlan::obsolete`]), storage after memory; returns how many were forgotten.
+    pub(crate) async fn forget_obsolete(
+        &self,
+        keyspace: &str,
+        watermark: HLCTimestamp,
+        keys: &[Key],
+    ) -> Result<usize, S> {
+        let Some(slot) = self.slot(keyspace) else {
+            return Ok(0);
+        };
+        let held = slot.exclusive().await;
+        let before = held.state().purge_watermark();
+        let forgotten = held.state().forget_below(watermark, keys);
+        let after = held.state().purge_watermark();
+        // The watermark goes to the storage before the copies leave it (as in a purge).
+        if after != before {
+            self.persist_watermark(keyspace, after).await?;
+        }
+        if forgotten.is_empty() {
+            return Ok(0);
+        }
+        let live: Vec<(Key, HLCTimestamp)> = forgotten
+            .iter()
+            .filter(|e| !e.tombstone)
+            .map(|e| (e.key, e.timestamp))
+            .collect();
+        if !live.is_empty() {
+            self.storage
+                .mark_many_as_tombstone(keyspace, live)
+                .await
+                .map_err(StoreError::BulkStorage)?;
+        }
+        let keys = forgotten.iter().map(|e| e.key).collect();
+        self.storage
+            .remove_tombstones(keyspace, keys)
+            .await
+            .map_err(StoreError::BulkStorage)?;
+        Counters::add(&self.counters.obsolete_forgotten, forgotten.len());
+        Ok(forgotten.len())
+    }
+
+    async fn persist_watermark(&self, keyspace: &str, mark: Option<HLCTimestamp>) -> Result<(), S> {
+        if let Some(mark) = mark {
+            self.storage
+                .put(PURGE_WATERMARK_KEYSPACE, watermark::encode(keyspace, mark))
+                .await
+                .map_err(StoreError::Storage)?;
+        }
+        Ok(())
+    }
+
+    /// Persists a member record.
+    pub(crate) async fn persist_member(&self, known: &Known) -> Result<(), S> {
+        self.storage
+            .put(MEMBERS_KEYSPACE, members::encode(known))
+            .await
+            .map_err(StoreError::Storage)
+    }
+
+    /// Deletes a member record.
+    pub(crate) async fn forget_member(&self, node_id: datacake_node::NodeId) -> Result<(), S> {
+        let id = Key::from(node_id);
+        self.storage
+            .mark_as_tombstone(MEMBERS_KEYSPACE, id, HLCTimestamp::new(0, 0, 0))
+            .await
+            .map_err(StoreError::Storage)?;
+        self.storage
+            .remove_tombstones(MEMBERS_KEYSPACE, vec![id])
+            .await
+            .map_err(StoreError::BulkStorage)
     }
 }
 

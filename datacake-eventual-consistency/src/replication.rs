@@ -1,80 +1,160 @@
 //! Write fan-out: one outbound queue per peer, drained in batches by one sender task per peer.
 //!
-//! A write pushes its mutations onto the queue of every live peer and waits for the
-//! acknowledgements of the peers its consistency level selected ([`AckTracker`]). Each
-//! sender task takes whatever has accumulated (up to a cap) and sends it as one RPC, so many
-//! concurrent writers cost a handful of RPCs per peer, not one each.
+//! A write pushes its mutations onto the queue of every live peer and waits until any of
+//! them have acknowledged it as its consistency level needs ([`AckTracker`], counting with
+//! `datacake_node`'s [`AckTally`]): the first acknowledgements win, and a peer that refuses
+//! or cannot be reached fails the write at once if the level can no longer be met. Each
+//! sender task takes whatever has accumulated, up to a count and a byte budget, and sends it
+//! as one RPC, so many concurrent writers cost a handful of RPCs per peer, not one each, and
+//! no batch exceeds the RPC body limit however large the documents.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use datacake_crdt::HLCTimestamp;
-use datacake_node::{ClusterMember, DatacakeHandle, NodeId};
-use datacake_rpc::RpcClient;
+use datacake_node::{
+    AckProgress, AckTally, ClusterMember, Consistency, DatacakeHandle, NodeId, Requirement,
+};
+use datacake_rpc::{RpcClient, Status};
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, warn};
 
-use crate::messages::{KeyspaceBatch, ReplicateBatch, WireMutation};
-use crate::replica::{Counters, Replica};
+use crate::config::MUTATION_OVERHEAD;
+use crate::messages::{KeyspaceBatch, Refusal, ReplicateBatch, WireMutation};
+use crate::replica::{Change, Counters, Replica};
 use crate::service::StoreService;
 use crate::storage::{Key, Storage};
 
 /// Most mutations queued for one peer before its backlog is dropped.
 const MAX_PENDING: usize = 262_144;
+/// Most bytes of documents queued for one peer before its backlog is dropped.
+const MAX_PENDING_BYTES: usize = 1 << 30;
 
-/// Counts the acknowledgements one write still needs: one per mutation per selected peer, so
-/// a write whose mutations were split over several batches counts for a peer only once all
-/// of them were acknowledged.
+/// How a write's wait for its acknowledgements ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WriteOutcome {
+    /// The level was met.
+    Met,
+    /// A replica failed so that the level can no longer be met.
+    Failed {
+        node_id: NodeId,
+        peer: SocketAddr,
+        status: Status,
+        acknowledged: usize,
+    },
+    /// The deadline passed first.
+    TimedOut { acknowledged: usize },
+}
+
+/// Tracks one write's acknowledgements: per asked peer, how many of the write's mutations
+/// it still has to acknowledge (a write split over several batches counts for a peer once
+/// all of them were), and the level's tally over the peers.
 #[derive(Debug)]
 pub(crate) struct AckTracker {
-    peers: usize,
-    mutations: usize,
-    remaining: AtomicUsize,
+    level: Consistency,
+    required: usize,
+    state: Mutex<TrackerState>,
     done: Notify,
 }
 
+#[derive(Debug)]
+struct TrackerState {
+    tally: AckTally,
+    remaining: HashMap<NodeId, usize>,
+    outcome: Option<WriteOutcome>,
+}
+
 impl AckTracker {
-    /// A tracker for a write of `mutations` mutations waiting for `peers` peers.
-    pub(crate) fn new(peers: usize, mutations: usize) -> Arc<Self> {
-        let mutations = mutations.max(1);
+    /// A tracker for a write of `mutations` mutations sent to `asked`, meeting `requirement`.
+    pub(crate) fn new(
+        requirement: &Requirement,
+        asked: &[ClusterMember],
+        mutations: usize,
+    ) -> Arc<Self> {
+        let tally = AckTally::new(requirement, |id| asked.iter().any(|m| m.node_id == id));
+        let remaining = asked
+            .iter()
+            .map(|m| (m.node_id, mutations.max(1)))
+            .collect();
+        let outcome = match tally.progress() {
+            AckProgress::Met => Some(WriteOutcome::Met),
+            _ => None,
+        };
         Arc::new(Self {
-            peers,
-            mutations,
-            remaining: AtomicUsize::new(peers * mutations),
+            level: requirement.level(),
+            required: requirement.required(),
+            state: Mutex::new(TrackerState {
+                tally,
+                remaining,
+                outcome,
+            }),
             done: Notify::new(),
         })
     }
 
-    fn ack(&self) {
-        let before = self
-            .remaining
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        if before == Ok(1) {
+    /// The level the write asked for.
+    pub(crate) fn level(&self) -> Consistency {
+        self.level
+    }
+
+    /// Acknowledgements the level needs.
+    pub(crate) fn required(&self) -> usize {
+        self.required
+    }
+
+    /// `peer` acknowledged `n` of the write's mutations.
+    pub(crate) fn ack(&self, peer: NodeId, n: usize) {
+        let mut state = self.state.lock();
+        let Some(left) = state.remaining.get_mut(&peer) else {
+            return;
+        };
+        *left = left.saturating_sub(n);
+        if *left == 0 && state.tally.ack(peer) == AckProgress::Met && state.outcome.is_none() {
+            state.outcome = Some(WriteOutcome::Met);
             self.done.notify_one();
         }
     }
 
-    /// Peers that acknowledged so far (whole writes' worth of mutations).
-    pub(crate) fn responses(&self) -> usize {
-        let acked = self.peers * self.mutations - self.remaining.load(Ordering::Acquire);
-        acked / self.mutations
+    /// `peer` refused (or could not be sent) some of the write's mutations.
+    pub(crate) fn fail(&self, peer: NodeId, addr: SocketAddr, status: &Status) {
+        let mut state = self.state.lock();
+        if state.remaining.remove(&peer).is_none() {
+            return;
+        }
+        if state.tally.fail(peer) == AckProgress::Impossible && state.outcome.is_none() {
+            state.outcome = Some(WriteOutcome::Failed {
+                node_id: peer,
+                peer: addr,
+                status: status.clone(),
+                acknowledged: state.tally.acknowledged(),
+            });
+            self.done.notify_one();
+        }
     }
 
-    /// Waits until every required acknowledgement arrived, or `timeout` passes; returns
-    /// whether they all arrived.
-    pub(crate) async fn wait(&self, timeout: Duration) -> bool {
-        let all = async {
-            while self.remaining.load(Ordering::Acquire) > 0 {
-                self.done.notified().await;
+    /// Waits until the level is met or impossible, or `timeout` passes.
+    pub(crate) async fn wait(&self, timeout: Duration) -> WriteOutcome {
+        let decided = async {
+            loop {
+                let notified = self.done.notified();
+                if let Some(outcome) = self.state.lock().outcome.clone() {
+                    return outcome;
+                }
+                notified.await;
             }
         };
-        tokio::time::timeout(timeout, all).await.is_ok()
+        match tokio::time::timeout(timeout, decided).await {
+            Ok(outcome) => outcome,
+            Err(_) => WriteOutcome::TimedOut {
+                acknowledged: self.state.lock().tally.acknowledged(),
+            },
+        }
     }
 }
 
@@ -85,8 +165,26 @@ pub(crate) struct Outbound {
     pub(crate) key: Key,
     pub(crate) timestamp: HLCTimestamp,
     pub(crate) data: Option<Bytes>,
-    /// Set on every mutation of a write for a peer the write waits for.
+    /// Set on every mutation of a write whose level counts this peer's acknowledgement.
     pub(crate) ack: Option<Arc<AckTracker>>,
+}
+
+impl Outbound {
+    /// `change` of `keyspace`, for a write that waits on `ack` (if any).
+    pub(crate) fn new(keyspace: Arc<str>, change: Change, ack: Option<Arc<AckTracker>>) -> Self {
+        Self {
+            keyspace,
+            key: change.mutation.key(),
+            timestamp: change.mutation.timestamp(),
+            data: change.data,
+            ack,
+        }
+    }
+
+    /// What the mutation costs in a batch, in bytes (an upper bound).
+    fn wire_size(&self) -> usize {
+        MUTATION_OVERHEAD + self.keyspace.len() + self.data.as_ref().map_or(0, Bytes::len)
+    }
 }
 
 /// The mutations waiting for one peer.
@@ -103,6 +201,8 @@ struct Pending {
     items: Vec<Outbound>,
     /// Where the queued write of a key that nobody waits for is, by keyspace and key.
     unacked: HashMap<(Arc<str>, Key), usize>,
+    /// The wire size of `items`.
+    bytes: usize,
 }
 
 impl Pending {
@@ -116,8 +216,10 @@ impl Pending {
                 Entry::Occupied(queued) => {
                     let queued = &mut self.items[*queued.get()];
                     if item.timestamp > queued.timestamp {
+                        self.bytes -= queued.wire_size();
                         queued.timestamp = item.timestamp;
                         queued.data = item.data;
+                        self.bytes += queued.wire_size();
                     }
                     return;
                 }
@@ -126,21 +228,33 @@ impl Pending {
                 }
             }
         }
+        self.bytes += item.wire_size();
         self.items.push(item);
     }
 
-    /// Takes up to `max` mutations, oldest first.
-    fn take(&mut self, max: usize) -> Vec<Outbound> {
+    /// Takes the oldest mutations, up to `max` of them and `budget` bytes (at least one).
+    fn take(&mut self, max: usize, budget: usize) -> Vec<Outbound> {
         // A table that a flood of distinct keys grew is not kept around.
         if self.unacked.capacity() > 4 * max {
             self.unacked = HashMap::new();
         } else {
             self.unacked.clear();
         }
-        if self.items.len() <= max {
+        let mut count = 0;
+        let mut bytes = 0;
+        for item in &self.items {
+            let size = item.wire_size();
+            if count == max || (count > 0 && bytes + size > budget) {
+                break;
+            }
+            count += 1;
+            bytes += size;
+        }
+        self.bytes -= bytes;
+        if count == self.items.len() {
             return std::mem::take(&mut self.items);
         }
-        let batch = self.items.drain(..max).collect();
+        let batch = self.items.drain(..count).collect();
         for (i, item) in self.items.iter().enumerate() {
             if item.ack.is_none() {
                 self.unacked.insert((item.keyspace.clone(), item.key), i);
@@ -149,14 +263,29 @@ impl Pending {
         batch
     }
 
-    fn clear(&mut self) {
-        self.items.clear();
+    /// Empties the queue and returns what it held.
+    fn clear(&mut self) -> Vec<Outbound> {
         self.unacked.clear();
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
+    }
+}
+
+/// Fails the writes waiting on `items` for peer `node_id` at `addr`.
+fn fail_waiting(items: &[Outbound], node_id: NodeId, addr: SocketAddr, status: &Status) {
+    let mut last: Option<&Arc<AckTracker>> = None;
+    for ack in items.iter().filter_map(|i| i.ack.as_ref()) {
+        if last.is_some_and(|l| Arc::ptr_eq(l, ack)) {
+            continue;
+        }
+        ack.fail(node_id, addr, status);
+        last = Some(ack);
     }
 }
 
 #[derive(Debug)]
 struct PeerQueue {
+    node_id: NodeId,
     addr: SocketAddr,
     pending: Mutex<Pending>,
     wake: Notify,
@@ -168,6 +297,8 @@ struct PeerQueue {
 pub(crate) struct ReplicationConfig {
     /// Most mutations in one RPC.
     pub(crate) max_batch: usize,
+    /// Most bytes of mutations in one RPC.
+    pub(crate) max_batch_bytes: usize,
     /// Deadline of one RPC.
     pub(crate) rpc_timeout: Duration,
 }
@@ -204,21 +335,29 @@ impl<S: Storage> Replicator<S> {
             return;
         }
         let queue = self.queue_for(peer);
-        {
+        let dropped = {
             let mut pending = queue.pending.lock();
-            if pending.len() >= MAX_PENDING {
+            let dropped = if pending.len() >= MAX_PENDING || pending.bytes >= MAX_PENDING_BYTES {
                 // The peer does not keep up (or is unreachable but still held live): drop the
                 // backlog rather than grow without bound; repair brings the peer up to date,
-                // and writes waiting on it fail with `ConsistencyFailure` at their deadline.
-                warn!(peer = %queue.addr, dropped = pending.len(), "replication backlog dropped");
-                pending.clear();
+                // and writes waiting on it count it as failed.
+                warn!(peer = %queue.addr, dropped = pending.len(), bytes = pending.bytes, "replication backlog dropped");
                 Counters::add(&self.replica.counters.failures, 1);
-            }
+                pending.clear()
+            } else {
+                Vec::new()
+            };
             for item in mutations {
                 pending.push(item);
             }
-        }
+            dropped
+        };
         queue.wake.notify_one();
+        if !dropped.is_empty() {
+            let status =
+                Status::unavailable("replication backlog dropped: the peer does not keep up");
+            fail_waiting(&dropped, queue.node_id, queue.addr, &status);
+        }
     }
 
     /// Mutations queued for every peer and not yet taken into a batch.
@@ -233,6 +372,13 @@ impl<S: Storage> Replicator<S> {
         if let Some(queue) = self.peers.lock().remove(&node_id) {
             queue.closed.store(true, Ordering::Release);
             queue.wake.notify_one();
+            let dropped = queue.pending.lock().clear();
+            fail_waiting(
+                &dropped,
+                node_id,
+                queue.addr,
+                &Status::unavailable("the peer left"),
+            );
         }
     }
 
@@ -246,6 +392,7 @@ impl<S: Storage> Replicator<S> {
             queue.wake.notify_one();
         }
         let queue = Arc::new(PeerQueue {
+            node_id: peer.node_id,
             addr: peer.public_addr,
             pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
@@ -283,7 +430,12 @@ impl<S: Storage> Sender<S> {
             RpcClient::<StoreService<S>>::new(self.node.network().get_or_connect(self.queue.addr));
         client.set_timeout(self.config.rpc_timeout);
         loop {
-            let batch = { self.queue.pending.lock().take(self.config.max_batch) };
+            let batch = {
+                self.queue
+                    .pending
+                    .lock()
+                    .take(self.config.max_batch, self.config.max_batch_bytes)
+            };
             if batch.is_empty() {
                 if self.queue.closed.load(Ordering::Acquire) {
                     return;
@@ -297,44 +449,95 @@ impl<S: Storage> Sender<S> {
 
     async fn send(&self, client: &RpcClient<StoreService<S>>, batch: Vec<Outbound>) {
         let count = batch.len();
-        let mut acks = Vec::new();
-        let mut groups: Vec<KeyspaceBatch> = Vec::new();
+        // Grouped by keyspace; `order` lists the batch's items in wire order (keyspace by
+        // keyspace), which is how the peer numbers the mutations it refuses.
+        let mut groups: Vec<(KeyspaceBatch, Vec<usize>)> = Vec::new();
         let mut index: HashMap<Arc<str>, usize> = HashMap::new();
-        for item in batch {
-            if let Some(ack) = item.ack {
-                acks.push(ack);
-            }
-            let i = *index.entry(item.keyspace.clone()).or_insert_with(|| {
-                groups.push(KeyspaceBatch {
-                    keyspace: item.keyspace.to_string(),
-                    // Sized for the common case: one keyspace per batch.
-                    mutations: Vec::with_capacity(if groups.is_empty() { count } else { 0 }),
-                });
+        let mut acks: Vec<Option<Arc<AckTracker>>> = Vec::with_capacity(count);
+        for (i, item) in batch.into_iter().enumerate() {
+            let g = *index.entry(item.keyspace.clone()).or_insert_with(|| {
+                groups.push((
+                    KeyspaceBatch {
+                        keyspace: item.keyspace.to_string(),
+                        // Sized for the common case: one keyspace per batch.
+                        mutations: Vec::with_capacity(if groups.is_empty() { count } else { 0 }),
+                    },
+                    Vec::new(),
+                ));
                 groups.len() - 1
             });
-            groups[i].mutations.push(WireMutation {
+            groups[g].0.mutations.push(WireMutation {
                 key: item.key,
                 timestamp: item.timestamp,
                 data: item.data.map(|d| d.to_vec()),
             });
+            groups[g].1.push(i);
+            acks.push(item.ack);
         }
+        let order: Vec<usize> = groups
+            .iter()
+            .flat_map(|(_, idx)| idx.iter().copied())
+            .collect();
         let message = ReplicateBatch {
             clock: self.node.clock().get_time(),
-            keyspaces: groups,
+            keyspaces: groups.into_iter().map(|(g, _)| g).collect(),
         };
-        match client.send(&message).await {
-            Ok(reply) => {
-                if let Ok(ack) = reply.into_inner().deserialize_view() {
-                    let _ = self.node.clock().register_ts(ack.clock);
-                }
-                for ack in acks {
-                    ack.ack();
-                }
-            }
+        let (node_id, addr) = (self.queue.node_id, self.queue.addr);
+        let reply = client
+            .send(&message)
+            .await
+            .and_then(|r| r.into_inner().deserialize_view());
+        let reply = match reply {
+            Ok(reply) => reply,
             Err(status) => {
                 Counters::add(&self.replica.counters.failures, 1);
-                debug!(peer = %self.queue.addr, mutations = count, error = %status, "replication batch failed; repair will catch up");
+                debug!(peer = %addr, mutations = count, error = %status, "replication batch failed; repair will catch up");
+                let mut failed: Vec<&Arc<AckTracker>> = Vec::new();
+                for ack in acks.iter().flatten() {
+                    if !failed.iter().any(|f| Arc::ptr_eq(f, ack)) {
+                        ack.fail(node_id, addr, &status);
+                        failed.push(ack);
+                    }
+                }
+                return;
             }
+        };
+        if self.node.clock().register_ts(reply.clock).is_err() {
+            Counters::add(&self.replica.counters.clock_skew_rejected, 1);
+        }
+        let mut refused: HashMap<usize, Refusal> = HashMap::new();
+        for r in &reply.refused {
+            if let Some(item) = order.get(r.index as usize) {
+                refused.insert(*item, r.reason);
+            }
+        }
+        if !refused.is_empty() {
+            warn!(peer = %addr, refused = refused.len(), "peer refused replicated writes");
+        }
+        // Acknowledge per write, in runs of consecutive items of one write.
+        let mut run: Option<(&Arc<AckTracker>, usize)> = None;
+        for (i, ack) in acks.iter().enumerate() {
+            let Some(ack) = ack else { continue };
+            if let Some(reason) = refused.get(&i) {
+                let status = Status::invalid_payload(match reason {
+                    Refusal::ClockSkew => "refused: stamped beyond the clock drift bound",
+                    Refusal::Keyspace => "refused: invalid keyspace or too many keyspaces",
+                });
+                ack.fail(node_id, addr, &status);
+                continue;
+            }
+            match &mut run {
+                Some((current, n)) if Arc::ptr_eq(current, ack) => *n += 1,
+                _ => {
+                    if let Some((current, n)) = run.take() {
+                        current.ack(node_id, n);
+                    }
+                    run = Some((ack, 1));
+                }
+            }
+        }
+        if let Some((current, n)) = run {
+            current.ack(node_id, n);
         }
     }
 }
@@ -342,6 +545,18 @@ impl<S: Storage> Sender<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn member(id: NodeId) -> ClusterMember {
+        ClusterMember::new(id, ([127, 0, 0, 1], 9_000 + id as u16).into(), "dc")
+    }
+
+    /// A tracker for a write of `mutations` mutations at `level` among nodes 2..=`n` (node 1
+    /// writes), sent to all of them.
+    fn tracker(level: Consistency, n: NodeId, mutations: usize) -> Arc<AckTracker> {
+        let peers: Vec<ClusterMember> = (2..=n).map(member).collect();
+        let requirement = Requirement::new(level, &member(1), &peers);
+        AckTracker::new(&requirement, &peers, mutations)
+    }
 
     fn write(key: Key, millis: u64, ack: Option<&Arc<AckTracker>>) -> Outbound {
         Outbound {
@@ -378,7 +593,7 @@ mod tests {
 
     #[test]
     fn acknowledged_writes_keep_their_own_entries() {
-        let tracker = AckTracker::new(1, 1);
+        let tracker = tracker(Consistency::One, 2, 1);
         let mut pending = Pending::default();
         pending.push(write(1, 10, Some(&tracker)));
         pending.push(write(1, 11, Some(&tracker)));
@@ -396,7 +611,7 @@ mod tests {
         for key in 0..5 {
             pending.push(write(key, 10, None));
         }
-        let batch = pending.take(2);
+        let batch = pending.take(2, usize::MAX);
         assert_eq!(batch.iter().map(|i| i.key).collect::<Vec<_>>(), vec![0, 1]);
         pending.push(write(4, 20, None)); // still queued: replaced in place
         pending.push(write(0, 20, None)); // already taken: queued anew
@@ -409,24 +624,74 @@ mod tests {
                 (0, 20, false)
             ]
         );
-        assert_eq!(pending.take(10).len(), 4);
+        assert_eq!(pending.take(10, usize::MAX).len(), 4);
         assert_eq!(pending.len(), 0);
+        assert_eq!(pending.bytes, 0);
+    }
+
+    #[test]
+    fn a_batch_is_cut_by_bytes_but_always_takes_one() {
+        let big = |key| Outbound {
+            keyspace: Arc::from("ks"),
+            key,
+            timestamp: HLCTimestamp::new(1, 0, 1),
+            data: Some(Bytes::from(vec![0; 1 << 20])),
+            ack: None,
+        };
+        let mut pending = Pending::default();
+        for key in 0..10 {
+            pending.push(big(key));
+        }
+        let budget = 3 * (1 << 20) + 3 * 100;
+        assert_eq!(pending.take(4096, budget).len(), 3);
+        assert_eq!(
+            pending.take(4096, 10).len(),
+            1,
+            "an oversized first item still goes"
+        );
+        assert_eq!(pending.take(4096, usize::MAX).len(), 6);
+        assert_eq!(pending.bytes, 0);
     }
 
     #[tokio::test]
     async fn a_peer_counts_once_all_mutations_of_the_write_are_acknowledged() {
-        let tracker = AckTracker::new(2, 3);
-        for _ in 0..3 {
-            tracker.ack(); // the first peer, in any number of batches
+        let all = tracker(Consistency::All, 3, 3);
+        all.ack(2, 3); // node 2, in any number of batches
+        all.ack(3, 2); // two of node 3's three
+        let outcome = all.wait(Duration::ZERO).await;
+        assert_eq!(outcome, WriteOutcome::TimedOut { acknowledged: 1 });
+        all.ack(3, 1);
+        assert_eq!(all.wait(Duration::ZERO).await, WriteOutcome::Met);
+        all.ack(3, 1); // a stray acknowledgement changes nothing
+        assert_eq!(all.wait(Duration::ZERO).await, WriteOutcome::Met);
+    }
+
+    #[tokio::test]
+    async fn any_k_acks_win_and_a_refusal_fails_only_an_impossible_level() {
+        let addr = member(3).public_addr;
+        let quorum = tracker(Consistency::Quorum, 3, 1);
+        quorum.fail(3, addr, &Status::internal("disk full"));
+        assert!(matches!(
+            quorum.wait(Duration::ZERO).await,
+            WriteOutcome::TimedOut { .. }
+        ));
+        quorum.ack(2, 1);
+        assert_eq!(quorum.wait(Duration::ZERO).await, WriteOutcome::Met);
+
+        let all = tracker(Consistency::All, 3, 1);
+        all.ack(2, 1);
+        all.fail(3, addr, &Status::internal("disk full"));
+        match all.wait(Duration::from_secs(60)).await {
+            WriteOutcome::Failed {
+                node_id,
+                status,
+                acknowledged,
+                ..
+            } => {
+                assert_eq!((node_id, acknowledged), (3, 1));
+                assert_eq!(status.message, "disk full");
+            }
+            other => panic!("expected a failure, got {other:?}"),
         }
-        tracker.ack();
-        tracker.ack(); // two of the second peer's three
-        assert_eq!(tracker.responses(), 1);
-        assert!(!tracker.wait(Duration::ZERO).await, "not done yet");
-        tracker.ack();
-        assert!(tracker.wait(Duration::ZERO).await);
-        assert_eq!(tracker.responses(), 2);
-        tracker.ack(); // a stray acknowledgement does not underflow
-        assert_eq!(tracker.responses(), 2);
     }
 }

@@ -1,21 +1,30 @@
-//! The store's RPC service: replication batches, digest exchange, bucket listing and document
-//! fetch.
+//! The store's RPC service: replication batches, digest exchange, bucket listing, reads (and
+//! repair fetches), member removal.
+//!
+//! Every input is bounded: ids per request, buckets per request, and every reply is cut by
+//! bytes under the message budget. Every timestamp that arrives is checked against the
+//! local clock's drift bound; a stamp too far ahead is refused and counted, never applied.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use datacake_crdt::HLCTimestamp;
 use datacake_node::DatacakeHandle;
 use datacake_rpc::{Handler, Request, RpcService, ServiceRegistry, Status};
 use tracing::warn;
 
-use crate::keyspace::Mutation;
+use crate::config::{StoreConfig, ENTRY_OVERHEAD, MAX_KEYS_PER_REQUEST};
+use crate::digest::{DIGEST_BUCKETS, MAX_DIGEST_BITS};
+use crate::members::Members;
 use crate::messages::{
-    Ack, BucketReply, BucketRequest, DigestReply, DigestRequest, FetchReply, FetchRequest,
-    ReplicateBatch, WireDigest, WireEntry, WireMutation,
+    Ack, BucketReply, BucketRequest, DigestReply, DigestRequest, ReadReply, ReadRequest, Refusal,
+    Refused, RemoveMember, ReplicateAck, ReplicateBatch, WireDigest, WireEntry, WireMutation,
 };
+use crate::read::{dedup, read_versions};
 use crate::replica::{Change, Counters, Replica};
 use crate::storage::Storage;
+use crate::watermark;
 
 /// The name the service is registered under.
 pub(crate) const SERVICE_NAME: &str = "datacake-eventual-consistency";
@@ -23,7 +32,9 @@ pub(crate) const SERVICE_NAME: &str = "datacake-eventual-consistency";
 /// Serves a node's replica to its peers.
 pub(crate) struct StoreService<S> {
     pub(crate) replica: Arc<Replica<S>>,
+    pub(crate) members: Arc<Members>,
     pub(crate) node: DatacakeHandle,
+    pub(crate) config: StoreConfig,
 }
 
 impl<S> std::fmt::Debug for StoreService<S> {
@@ -33,42 +44,22 @@ impl<S> std::fmt::Debug for StoreService<S> {
 }
 
 impl<S: Storage> StoreService<S> {
-    fn register(&self, remote: datacake_crdt::HLCTimestamp) -> Result<(), Status> {
+    /// Folds the caller's clock into ours; a clock beyond the drift bound refuses the call.
+    fn register(&self, remote: HLCTimestamp, from: SocketAddr) -> Result<(), Status> {
         self.node
             .clock()
             .register_ts(remote)
             .map(|_| ())
-            .map_err(|e| Status::invalid_payload(format!("clock: {e}")))
+            .map_err(|e| {
+                Counters::add(&self.replica.counters.clock_skew_rejected, 1);
+                warn!(peer = %from, error = %e, "refused a call whose clock is out of bounds");
+                Status::invalid_payload(format!("clock: {e}"))
+            })
     }
 
-    fn ack(&self) -> Ack {
-        Ack {
-            clock: self.node.clock().get_time(),
-        }
+    fn now(&self) -> HLCTimestamp {
+        self.node.clock().get_time()
     }
-}
-
-/// Turns wire mutations into changes.
-pub(crate) fn to_changes(mutations: Vec<WireMutation>) -> Vec<Change> {
-    mutations
-        .into_iter()
-        .map(|m| match m.data {
-            Some(data) => Change {
-                mutation: Mutation::Put {
-                    key: m.key,
-                    timestamp: m.timestamp,
-                },
-                data: Some(Bytes::from(data)),
-            },
-            None => Change {
-                mutation: Mutation::Delete {
-                    key: m.key,
-                    timestamp: m.timestamp,
-                },
-                data: None,
-            },
-        })
-        .collect()
 }
 
 impl<S: Storage> RpcService for StoreService<S> {
@@ -80,32 +71,69 @@ impl<S: Storage> RpcService for StoreService<S> {
         registry.add_handler::<ReplicateBatch>();
         registry.add_handler::<DigestRequest>();
         registry.add_handler::<BucketRequest>();
-        registry.add_handler::<FetchRequest>();
+        registry.add_handler::<ReadRequest>();
+        registry.add_handler::<RemoveMember>();
     }
 }
 
 #[async_trait::async_trait]
 impl<S: Storage> Handler<ReplicateBatch> for StoreService<S> {
-    type Reply = Ack;
+    type Reply = ReplicateAck;
 
     fn path() -> &'static str {
         "replicate"
     }
 
-    async fn on_message(&self, request: Request<ReplicateBatch>) -> Result<Ack, Status> {
+    async fn on_message(&self, request: Request<ReplicateBatch>) -> Result<ReplicateAck, Status> {
+        let from = request.remote_addr();
         let batch = request.into_inner().deserialize_view()?;
-        self.register(batch.clock)?;
-        for keyspace in batch.keyspaces {
-            let changes = to_changes(keyspace.mutations);
-            match self.replica.apply(&keyspace.keyspace, changes).await {
+        self.register(batch.clock, from)?;
+        let mut refused = Vec::new();
+        let mut index = 0u32;
+        let mut skewed = 0;
+        for group in batch.keyspaces {
+            let first = index;
+            index += group.mutations.len() as u32;
+            if self.replica.slot_or_create(&group.keyspace).is_err() {
+                refused.extend((first..index).map(|index| Refused {
+                    index,
+                    reason: Refusal::Keyspace,
+                }));
+                continue;
+            }
+            let mut changes = Vec::with_capacity(group.mutations.len());
+            for (i, mutation) in group.mutations.into_iter().enumerate() {
+                if self.node.clock().check_drift(mutation.timestamp).is_err() {
+                    skewed += 1;
+                    refused.push(Refused {
+                        index: first + i as u32,
+                        reason: Refusal::ClockSkew,
+                    });
+                    continue;
+                }
+                changes.push(Change::from(mutation));
+            }
+            let newest = changes.iter().map(|c| c.mutation.timestamp()).max();
+            match self.replica.apply(&group.keyspace, changes).await {
                 Ok(applied) => Counters::add(&self.replica.counters.replicated, applied.len()),
                 Err(error) => {
-                    warn!(keyspace = %keyspace.keyspace, error = %error, "replicated write failed");
+                    warn!(keyspace = %group.keyspace, %error, "replicated write failed");
                     return Err(Status::internal(format!("storage: {error}")));
                 }
             }
+            // Later local writes of these ids must be stamped after them.
+            if let Some(newest) = newest {
+                let _ = self.node.clock().advance_past(newest);
+            }
         }
-        Ok(self.ack())
+        if skewed > 0 {
+            Counters::add(&self.replica.counters.clock_skew_rejected, skewed);
+            warn!(peer = %from, mutations = skewed, "refused replicated writes stamped beyond the clock drift bound");
+        }
+        Ok(ReplicateAck {
+            clock: self.now(),
+            refused,
+        })
     }
 }
 
@@ -118,29 +146,71 @@ impl<S: Storage> Handler<DigestRequest> for StoreService<S> {
     }
 
     async fn on_message(&self, request: Request<DigestRequest>) -> Result<DigestReply, Status> {
+        let from = request.remote_addr();
         let request = request.into_inner().deserialize_view()?;
-        self.register(request.clock)?;
-        if let Some(synced) = request.synced {
-            self.replica.record_peer_synced(request.node_id, synced);
-        }
-        // Taken before the digests: everything they cover is at or before it.
-        let clock = self.node.clock().get_time();
-        let theirs: HashMap<String, u64> = request.totals.into_iter().collect();
-        let digests = self
-            .replica
-            .totals()
+        self.register(request.clock, from)?;
+        // Taken before the digests: everything below it is in them.
+        let clock = self.now();
+        let floor = self.replica.floor().map_or(clock, |f| f.min(clock));
+        let (after, until) = (request.after.as_deref(), request.until.as_deref());
+        let in_range =
+            |name: &str| after.is_none_or(|a| name > a) && until.is_none_or(|u| name <= u);
+        let theirs: HashMap<String, u64> = request
+            .totals
             .into_iter()
-            // A keyspace the requester lacks counts as empty (total 0).
-            .filter(|(name, total)| theirs.get(name).copied().unwrap_or(0) != *total)
-            .filter_map(|(keyspace, _)| {
-                let digest = self.replica.digest(&keyspace)?;
-                Some(WireDigest {
-                    keyspace,
-                    buckets: digest.buckets().to_vec(),
-                })
-            })
+            .filter(|(name, _)| in_range(name) && !watermark::is_reserved(name))
             .collect();
-        Ok(DigestReply { clock, digests })
+        let mut digests: Vec<WireDigest> = Vec::new();
+        for (name, slot) in self.replica.slots_in(after, until) {
+            let (total, bits, buckets, mark) = slot.with_state(|s| {
+                let d = s.digest();
+                (
+                    d.total(),
+                    d.bits(),
+                    d.buckets().to_vec(),
+                    s.purge_watermark(),
+                )
+            });
+            if theirs.get(&name).copied().unwrap_or(0) != total {
+                digests.push(WireDigest {
+                    keyspace: name,
+                    bits,
+                    buckets,
+                    watermark: mark,
+                });
+            }
+        }
+        // Keyspaces the requester holds and we lack differ too (ours is empty).
+        for (name, total) in &theirs {
+            if *total != 0 && self.replica.slot(name).is_none() {
+                digests.push(WireDigest {
+                    keyspace: name.clone(),
+                    bits: 0,
+                    buckets: Vec::new(),
+                    watermark: None,
+                });
+            }
+        }
+        digests.sort_unstable_by(|a, b| a.keyspace.cmp(&b.keyspace));
+        let budget = self.config.message_budget();
+        let mut bytes = 0;
+        let mut kept = 0;
+        for digest in &digests {
+            let cost = ENTRY_OVERHEAD + digest.keyspace.len() + digest.buckets.len() * 8;
+            if kept > 0 && bytes + cost > budget {
+                break;
+            }
+            bytes += cost;
+            kept += 1;
+        }
+        let resume_after = (kept < digests.len()).then(|| digests[kept - 1].keyspace.clone());
+        digests.truncate(kept);
+        Ok(DigestReply {
+            clock,
+            floor,
+            digests,
+            resume_after,
+        })
     }
 }
 
@@ -154,48 +224,135 @@ impl<S: Storage> Handler<BucketRequest> for StoreService<S> {
 
     async fn on_message(&self, request: Request<BucketRequest>) -> Result<BucketReply, Status> {
         let request = request.into_inner().deserialize_view()?;
+        let bits = request.bits;
+        let buckets = request.buckets;
+        let ascending = buckets.windows(2).all(|w| w[0] < w[1]);
+        if bits > MAX_DIGEST_BITS
+            || buckets.len() > DIGEST_BUCKETS
+            || !ascending
+            || buckets.last().is_some_and(|b| *b >= 1 << bits)
+        {
+            return Err(Status::invalid_payload(
+                "buckets must be ascending, below 2^bits, bits at most 12",
+            ));
+        }
+        if watermark::is_reserved(&request.keyspace) {
+            return Ok(BucketReply {
+                entries: Vec::new(),
+                complete: buckets.len() as u32,
+            });
+        }
+        // Sorted by bucket, then id: whole buckets are taken while they fit.
         let entries = self
             .replica
-            .bucket_entries(&request.keyspace, &request.buckets)
-            .into_iter()
-            .map(|e| WireEntry {
-                key: e.key,
-                timestamp: e.timestamp,
-                tombstone: e.tombstone,
-            })
-            .collect();
-        Ok(BucketReply { entries })
+            .bucket_entries(&request.keyspace, bits, &buckets);
+        let budget = self.config.message_budget();
+        let mut out = Vec::new();
+        let mut complete = 0;
+        let mut next = entries.iter().peekable();
+        for bucket in &buckets {
+            let mut of_bucket = Vec::new();
+            while let Some(e) = next.next_if(|e| e.bucket_at(bits) == *bucket) {
+                of_bucket.push(WireEntry {
+                    key: e.key,
+                    timestamp: e.timestamp,
+                    tombstone: e.tombstone,
+                });
+            }
+            if complete > 0 && (out.len() + of_bucket.len()) * ENTRY_OVERHEAD > budget {
+                break;
+            }
+            out.extend(of_bucket);
+            complete += 1;
+        }
+        Ok(BucketReply {
+            entries: out,
+            complete,
+        })
     }
 }
 
 #[async_trait::async_trait]
-impl<S: Storage> Handler<FetchRequest> for StoreService<S> {
-    type Reply = FetchReply;
+impl<S: Storage> Handler<ReadRequest> for StoreService<S> {
+    type Reply = ReadReply;
 
     fn path() -> &'static str {
-        "fetch"
+        "read"
     }
 
-    async fn on_message(&self, request: Request<FetchRequest>) -> Result<FetchReply, Status> {
+    async fn on_message(&self, request: Request<ReadRequest>) -> Result<ReadReply, Status> {
+        let from = request.remote_addr();
         let request = request.into_inner().deserialize_view()?;
-        if crate::watermark::is_reserved(&request.keyspace) {
-            return Ok(FetchReply {
-                documents: Vec::new(),
+        self.register(request.clock, from)?;
+        if request.keys.len() > MAX_KEYS_PER_REQUEST {
+            return Err(Status::invalid_payload(format!(
+                "at most {MAX_KEYS_PER_REQUEST} ids per read"
+            )));
+        }
+        let served_all = request.keys.len() as u32;
+        if self.replica.check_name(&request.keyspace).is_err() {
+            return Ok(ReadReply {
+                clock: self.now(),
+                entries: Vec::new(),
+                served: served_all,
             });
         }
-        let documents = self
-            .replica
-            .storage
-            .multi_get(&request.keyspace, request.keys)
-            .await
-            .map_err(|e| Status::internal(format!("storage: {e}")))?
-            .into_iter()
-            .map(|d| WireMutation {
-                key: d.id,
-                timestamp: d.last_updated,
-                data: Some(d.data.to_vec()),
-            })
-            .collect();
-        Ok(FetchReply { documents })
+        // A repeated id is served once; `served` counts the request's own ids.
+        let unique = dedup(request.keys.iter().copied());
+        let budget = self.config.message_budget();
+        let (versions, served_unique) =
+            read_versions(&self.replica, &request.keyspace, &unique, budget)
+                .await
+                .map_err(|e| Status::internal(format!("storage: {e}")))?;
+        let served = if served_unique == unique.len() {
+            served_all
+        } else {
+            // The first request position whose id was not served.
+            let done: std::collections::HashSet<u64> =
+                unique[..served_unique].iter().copied().collect();
+            request
+                .keys
+                .iter()
+                .position(|k| !done.contains(k))
+                .unwrap_or(request.keys.len()) as u32
+        };
+        Ok(ReadReply {
+            clock: self.now(),
+            entries: versions.iter().map(WireMutation::from).collect(),
+            served,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: Storage> Handler<RemoveMember> for StoreService<S> {
+    type Reply = Ack;
+
+    fn path() -> &'static str {
+        "remove-member"
+    }
+
+    async fn on_message(&self, request: Request<RemoveMember>) -> Result<Ack, Status> {
+        let from = request.remote_addr();
+        let request = request.into_inner().deserialize_view()?;
+        self.register(request.clock, from)?;
+        // Until calls are authenticated (mutual TLS), a removal is taken only from an address
+        // that a live member gossips: not from anyone who can reach the port.
+        let live = self.node.live_members();
+        if !live.iter().any(|m| m.public_addr.ip() == from.ip()) {
+            return Err(Status::invalid_payload("member removal from a non-member"));
+        }
+        let node_id = request.node_id;
+        if live.iter().any(|m| m.node_id == node_id) {
+            return Err(Status::invalid_payload(format!("node {node_id} is live")));
+        }
+        if self.members.remove(node_id).is_some() {
+            self.replica
+                .forget_member(node_id)
+                .await
+                .map_err(|e| Status::internal(format!("storage: {e}")))?;
+            tracing::info!(node_id, peer = %from, "member removed at a peer's request");
+        }
+        Ok(Ack { clock: self.now() })
     }
 }

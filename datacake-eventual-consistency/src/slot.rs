@@ -14,16 +14,25 @@
 //! takes the keyspace [exclusively](KeyspaceSlot::exclusive): it waits for the writes in
 //! flight and holds off new ones, because raising the purge watermark under a write that
 //! already passed the CRDT's check would make the CRDT refuse what the storage took.
+//!
+//! A local write is **stamped inside its claim**, under the slot's lock: from the moment it
+//! has a timestamp until its storage write commits, its key is in flight with that stamp.
+//! So [`floor`](KeyspaceSlot::floor) (the oldest stamp in flight) bounds what the keyspace
+//! may still commit, which is what lets a peer confirm exactly what this node holds (see
+//! `anti_entropy`), and a purge can never raise the watermark over a stamped write that has
+//! not reached the CRDT yet.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use datacake_crdt::{HLCTimestamp, TimestampError};
+use datacake_node::Clock;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
-use crate::keyspace::{KeyspaceState, Outcome};
+use crate::keyspace::{KeyspaceState, Mutation, Outcome};
 use crate::replica::Change;
 use crate::storage::Key;
 
@@ -39,8 +48,8 @@ pub(crate) struct KeyspaceSlot {
 #[derive(Debug)]
 struct SlotState {
     crdt: KeyspaceState,
-    /// Keys whose storage write is under way.
-    in_flight: HashSet<Key>,
+    /// Keys whose storage write is under way, with the stamp being written.
+    in_flight: HashMap<Key, HLCTimestamp>,
     /// A purge holds (or waits for) the whole keyspace: no new claims.
     exclusive: bool,
     /// Futures registered on `settled` since it last fired.
@@ -69,7 +78,7 @@ impl KeyspaceSlot {
             name: Arc::from(name),
             state: Mutex::new(SlotState {
                 crdt,
-                in_flight: HashSet::new(),
+                in_flight: HashMap::new(),
                 exclusive: false,
                 waiters: 0,
             }),
@@ -92,27 +101,42 @@ impl KeyspaceSlot {
     /// the claim and the changes that must wait for a write (or purge) under way. When some
     /// wait, `settled` is registered to resolve once keys were released: await it, then
     /// call `claim` again with them. Changes that lose to the state are dropped.
+    ///
+    /// With `stamp`, the changes are local writes: each claimed one is stamped now, under
+    /// the lock, with a timestamp newer than what the keyspace holds for its key (their own
+    /// timestamps are ignored). Fails only if the clock cannot produce such a stamp.
     pub(crate) fn claim<'a>(
         &'a self,
         changes: Vec<Change>,
         settled: Pin<&mut Notified<'_>>,
-    ) -> (Claim<'a>, Vec<Change>) {
+        stamp: Option<&Clock>,
+    ) -> Result<(Claim<'a>, Vec<Change>), (Key, TimestampError)> {
         let mut state = self.state.lock();
         let mut winners = Vec::with_capacity(changes.len());
         let mut blocked = Vec::new();
-        for change in changes {
+        let mut failed = None;
+        for mut change in changes {
+            let key = change.mutation.key();
+            if state.exclusive || state.in_flight.contains_key(&key) {
+                blocked.push(change);
+                continue;
+            }
+            if let Some(clock) = stamp {
+                match local_stamp(&state.crdt, clock, &change.mutation) {
+                    Ok(timestamp) => change.mutation = change.mutation.at(timestamp),
+                    Err(error) => {
+                        failed = Some((key, error));
+                        break;
+                    }
+                }
+            }
             if !state.crdt.will_apply(&change.mutation) {
                 continue;
             }
-            let key = change.mutation.key();
-            if state.exclusive || state.in_flight.contains(&key) {
-                blocked.push(change);
-            } else {
-                state.in_flight.insert(key);
-                winners.push(change);
-            }
+            state.in_flight.insert(key, change.mutation.timestamp());
+            winners.push(change);
         }
-        if !blocked.is_empty() {
+        if !blocked.is_empty() && failed.is_none() {
             state.wait(settled);
         }
         drop(state);
@@ -120,7 +144,17 @@ impl KeyspaceSlot {
             slot: self,
             winners,
         };
-        (claim, blocked)
+        match failed {
+            // Dropping the claim releases what it took.
+            Some(failure) => Err(failure),
+            None => Ok((claim, blocked)),
+        }
+    }
+
+    /// The oldest stamp of a write in flight (claimed, not yet committed), if any: every
+    /// write this keyspace may still commit is stamped at or above it, or after the call.
+    pub(crate) fn floor(&self) -> Option<HLCTimestamp> {
+        self.state.lock().in_flight.values().min().copied()
     }
 
     /// Takes the keyspace for itself: waits until no other holder and no write is in
@@ -148,6 +182,26 @@ impl KeyspaceSlot {
             }
             settled.await;
         }
+    }
+}
+
+/// A stamp for a local write of `mutation`'s key: the clock's next, or, if the keyspace holds
+/// a version at least as new, or a purge watermark at least as new for a key it does not
+/// hold (both possible after a restart whose wall clock is behind the previous run's), one
+/// past that. A local write is never refused as stale.
+fn local_stamp(
+    crdt: &KeyspaceState,
+    clock: &Clock,
+    mutation: &Mutation,
+) -> Result<HLCTimestamp, TimestampError> {
+    let stamp = clock.get_time();
+    let bar = match crdt.get(mutation.key()) {
+        Some(held) => Some(held.timestamp),
+        None => crdt.purge_watermark(),
+    };
+    match bar {
+        Some(bar) if bar >= stamp => clock.advance_past(bar),
+        _ => Ok(stamp),
     }
 }
 
@@ -224,17 +278,15 @@ impl Drop for Exclusive<'_> {
 
 #[cfg(test)]
 mod tests {
-    use datacake_crdt::HLCTimestamp;
-
     use super::*;
-    use crate::keyspace::Mutation;
 
     fn put(key: Key, millis: u64) -> Change {
+        put_at(key, HLCTimestamp::new(millis, 0, 1))
+    }
+
+    fn put_at(key: Key, timestamp: HLCTimestamp) -> Change {
         Change {
-            mutation: Mutation::Put {
-                key,
-                timestamp: HLCTimestamp::new(millis, 0, 1),
-            },
+            mutation: Mutation::Put { key, timestamp },
             data: None,
         }
     }
@@ -244,13 +296,17 @@ mod tests {
         let slot = KeyspaceSlot::new("ks", KeyspaceState::new());
         let first_settled = slot.settled();
         tokio::pin!(first_settled);
-        let (first, blocked) = slot.claim(vec![put(1, 10), put(2, 10)], first_settled);
+        let (first, blocked) = slot
+            .claim(vec![put(1, 10), put(2, 10)], first_settled, None)
+            .unwrap();
         assert!(blocked.is_empty());
         assert_eq!(first.winners().len(), 2);
 
         let settled = slot.settled();
         tokio::pin!(settled);
-        let (second, blocked) = slot.claim(vec![put(2, 20), put(3, 20)], settled.as_mut());
+        let (second, blocked) = slot
+            .claim(vec![put(2, 20), put(3, 20)], settled.as_mut(), None)
+            .unwrap();
         let claimed: Vec<Key> = second.winners().iter().map(|c| c.mutation.key()).collect();
         assert_eq!(claimed, vec![3], "key 3 is free");
         assert_eq!(blocked.len(), 1, "key 2 waits for the first write");
@@ -262,7 +318,7 @@ mod tests {
             .expect("releasing key 2 wakes the waiting write");
         let settled = slot.settled();
         tokio::pin!(settled);
-        let (retry, blocked) = slot.claim(blocked, settled);
+        let (retry, blocked) = slot.claim(blocked, settled, None).unwrap();
         assert!(blocked.is_empty());
         assert_eq!(retry.winners().len(), 1, "20 beats the committed 10");
         retry.commit(None);
@@ -273,16 +329,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn local_writes_are_stamped_in_the_claim_and_set_the_floor() {
+        let slot = KeyspaceSlot::new("ks", KeyspaceState::new());
+        let clock = Clock::new(1);
+        // A version held from a clock that ran ahead (our own, from an earlier run).
+        let ahead = HLCTimestamp::new(clock.get_time().millis() + 2_000, 0, 1);
+        let settled = slot.settled();
+        tokio::pin!(settled);
+        let (held, _) = slot.claim(vec![put_at(1, ahead)], settled, None).unwrap();
+        held.commit(None);
+
+        let before = clock.get_time();
+        let settled = slot.settled();
+        tokio::pin!(settled);
+        let (claim, _) = slot
+            .claim(vec![put(1, 0), put(2, 0)], settled, Some(&clock))
+            .unwrap();
+        let stamps: Vec<HLCTimestamp> = claim
+            .winners()
+            .iter()
+            .map(|c| c.mutation.timestamp())
+            .collect();
+        assert!(stamps[0] > ahead, "stamped past the held version, not lost");
+        assert!(stamps[1] > before);
+        assert_eq!(slot.floor(), stamps.iter().min().copied());
+        claim.commit(None);
+        assert_eq!(slot.floor(), None);
+    }
+
+    #[tokio::test]
     async fn a_dropped_claim_releases_its_keys_without_applying() {
         let slot = KeyspaceSlot::new("ks", KeyspaceState::new());
         let settled = slot.settled();
         tokio::pin!(settled);
-        let (claim, _) = slot.claim(vec![put(1, 10)], settled);
+        let (claim, _) = slot.claim(vec![put(1, 10)], settled, None).unwrap();
         drop(claim);
         assert_eq!(slot.with_state(|s| s.get(1)), None);
         let settled = slot.settled();
         tokio::pin!(settled);
-        let (again, blocked) = slot.claim(vec![put(1, 10)], settled);
+        let (again, blocked) = slot.claim(vec![put(1, 10)], settled, None).unwrap();
         assert!(blocked.is_empty(), "the key is free again");
         assert_eq!(again.winners().len(), 1);
     }
@@ -294,7 +379,7 @@ mod tests {
         let slot = KeyspaceSlot::new("ks", KeyspaceState::new());
         let settled = slot.settled();
         tokio::pin!(settled);
-        let (claim, _) = slot.claim(vec![put(1, 10)], settled);
+        let (claim, _) = slot.claim(vec![put(1, 10)], settled, None).unwrap();
 
         let mut purge = Box::pin(slot.exclusive());
         assert!(
@@ -308,7 +393,9 @@ mod tests {
 
         let settled = slot.settled();
         tokio::pin!(settled);
-        let (during, blocked) = slot.claim(vec![put(2, 10)], settled.as_mut());
+        let (during, blocked) = slot
+            .claim(vec![put(2, 10)], settled.as_mut(), None)
+            .unwrap();
         assert!(during.winners().is_empty(), "no claims while held");
         assert_eq!(blocked.len(), 1);
         drop(during);

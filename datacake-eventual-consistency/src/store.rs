@@ -7,35 +7,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use datacake_node::{
-    ClusterExtension, Consistency, ConsistencyError, DatacakeHandle, DatacakeNode,
-};
+use datacake_node::{ClusterExtension, DatacakeHandle, DatacakeNode, NodeId};
+use datacake_rpc::RpcClient;
 use futures::StreamExt;
 use tokio::sync::watch;
+use tracing::{info, warn};
 
-use crate::anti_entropy::{self, RepairConfig};
+use crate::anti_entropy::Repairer;
+use crate::config::StoreConfig;
 use crate::error::StoreError;
 use crate::handle::{ReplicatedKeyspaceHandle, ReplicatedStoreHandle};
-use crate::keyspace::Mutation;
-use crate::replica::{Change, Counters, Replica};
-use crate::replication::{AckTracker, Outbound, ReplicationConfig, Replicator};
+use crate::members::Members;
+use crate::messages::RemoveMember;
+use crate::replica::{KeyspaceLimits, Replica};
+use crate::replication::{ReplicationConfig, Replicator};
 use crate::service::{StoreService, SERVICE_NAME};
-use crate::storage::{Key, Storage};
-
-/// How often each node runs anti-entropy repair with each peer, by default.
-pub const DEFAULT_REPAIR_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a write waits for the acknowledgements its consistency level needs, by default.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(3);
-/// The deadline of one replication or repair RPC, by default.
-pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
-/// How much older than what every live peer has synced a tombstone must be before it is
-/// purged, by default.
-pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(10);
-/// The most mutations sent to one peer in one RPC, by default.
-pub const DEFAULT_MAX_BATCH: usize = 4096;
+use crate::storage::Storage;
 
 /// Attaches an eventually consistent replicated store to a node; see the crate docs.
+///
+/// Settings are checked when the extension starts
+/// ([`DatacakeNode::add_extension`](datacake_node::DatacakeNode::add_extension)): a bad one
+/// is a [`StoreError::InvalidConfig`] naming it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -49,21 +42,13 @@ pub const DEFAULT_MAX_BATCH: usize = 4096;
 #[must_use]
 pub struct EventuallyConsistentStoreExtension<S> {
     storage: S,
-    repair_interval: Duration,
-    write_timeout: Duration,
-    rpc_timeout: Duration,
-    tombstone_grace: Duration,
-    max_batch: usize,
+    config: StoreConfig,
 }
 
 impl<S> fmt::Debug for EventuallyConsistentStoreExtension<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventuallyConsistentStoreExtension")
-            .field("repair_interval", &self.repair_interval)
-            .field("write_timeout", &self.write_timeout)
-            .field("rpc_timeout", &self.rpc_timeout)
-            .field("tombstone_grace", &self.tombstone_grace)
-            .field("max_batch", &self.max_batch)
+            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
@@ -73,16 +58,12 @@ impl<S: Storage> EventuallyConsistentStoreExtension<S> {
     pub fn new(storage: S) -> Self {
         Self {
             storage,
-            repair_interval: DEFAULT_REPAIR_INTERVAL,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
-            rpc_timeout: DEFAULT_RPC_TIMEOUT,
-            tombstone_grace: DEFAULT_TOMBSTONE_GRACE,
-            max_batch: DEFAULT_MAX_BATCH,
+            config: StoreConfig::default(),
         }
     }
 
     /// How often to run anti-entropy repair with each peer (default
-    /// [`DEFAULT_REPAIR_INTERVAL`]).
+    /// [`DEFAULT_REPAIR_INTERVAL`](crate::DEFAULT_REPAIR_INTERVAL); more than zero).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -91,12 +72,13 @@ impl<S: Storage> EventuallyConsistentStoreExtension<S> {
     ///     .with_repair_interval(Duration::from_secs(10));
     /// ```
     pub fn with_repair_interval(mut self, interval: Duration) -> Self {
-        self.repair_interval = interval;
+        self.config.repair_interval = interval;
         self
     }
 
     /// How long a write waits for its consistency level before failing with
-    /// [`ConsistencyError::ConsistencyFailure`] (default [`DEFAULT_WRITE_TIMEOUT`]).
+    /// [`ConsistencyError::ConsistencyFailure`](crate::ConsistencyError::ConsistencyFailure)
+    /// (default [`DEFAULT_WRITE_TIMEOUT`](crate::DEFAULT_WRITE_TIMEOUT); more than zero).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -105,11 +87,26 @@ impl<S: Storage> EventuallyConsistentStoreExtension<S> {
     ///     .with_write_timeout(Duration::from_millis(500));
     /// ```
     pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
-        self.write_timeout = timeout;
+        self.config.write_timeout = timeout;
         self
     }
 
-    /// The deadline of one replication or repair RPC (default [`DEFAULT_RPC_TIMEOUT`]).
+    /// How long a read at a consistency level waits for the replies it needs (default
+    /// [`DEFAULT_READ_TIMEOUT`](crate::DEFAULT_READ_TIMEOUT); more than zero).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use datacake_eventual_consistency::{test_utils::MemStore, EventuallyConsistentStoreExtension};
+    /// let ext = EventuallyConsistentStoreExtension::new(MemStore::default())
+    ///     .with_read_timeout(Duration::from_millis(500));
+    /// ```
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.read_timeout = timeout;
+        self
+    }
+
+    /// The deadline of one replication, repair or read RPC (default
+    /// [`DEFAULT_RPC_TIMEOUT`](crate::DEFAULT_RPC_TIMEOUT); more than zero).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -118,34 +115,86 @@ impl<S: Storage> EventuallyConsistentStoreExtension<S> {
     ///     .with_rpc_timeout(Duration::from_secs(1));
     /// ```
     pub fn with_rpc_timeout(mut self, timeout: Duration) -> Self {
-        self.rpc_timeout = timeout;
+        self.config.rpc_timeout = timeout;
         self
     }
 
-    /// How much older a tombstone must be than the point every live peer has synced from
-    /// this node (through repair) before it is purged (default [`DEFAULT_TOMBSTONE_GRACE`]).
-    /// The grace covers writes stamped before that point but still in flight.
+    /// How long a member that is down (crashed, or shut down and not removed) keeps holding
+    /// tombstone purge back (default [`DEFAULT_TOMBSTONE_GRACE`](crate::DEFAULT_TOMBSTONE_GRACE),
+    /// 24 hours, like Cassandra's `gc_grace_seconds`). A tombstone is purged only once every
+    /// member has confirmed it; a member down for longer than this stops counting for purge
+    /// (it still counts for consistency levels until
+    /// [`remove_member`](crate::EventuallyConsistentStore::remove_member)). When such a
+    /// member returns, its copies of documents the cluster deleted and purged meanwhile are
+    /// forgotten, not served (see the crate docs).
     ///
     /// ```
     /// # use std::time::Duration;
     /// # use datacake_eventual_consistency::{test_utils::MemStore, EventuallyConsistentStoreExtension};
     /// let ext = EventuallyConsistentStoreExtension::new(MemStore::default())
-    ///     .with_tombstone_grace(Duration::from_secs(60));
+    ///     .with_tombstone_grace(Duration::from_secs(6 * 60 * 60));
     /// ```
     pub fn with_tombstone_grace(mut self, grace: Duration) -> Self {
-        self.tombstone_grace = grace;
+        self.config.tombstone_grace = grace;
         self
     }
 
-    /// The most mutations sent to one peer in one RPC (default [`DEFAULT_MAX_BATCH`]; at
-    /// least 1).
+    /// The most mutations sent to one peer in one RPC (default
+    /// [`DEFAULT_MAX_BATCH`](crate::DEFAULT_MAX_BATCH); at least 1). Batches are also cut by
+    /// bytes, below [`with_max_message_size`](Self::with_max_message_size).
     ///
     /// ```
     /// # use datacake_eventual_consistency::{test_utils::MemStore, EventuallyConsistentStoreExtension};
     /// let ext = EventuallyConsistentStoreExtension::new(MemStore::default()).with_max_batch_size(512);
     /// ```
     pub fn with_max_batch_size(mut self, mutations: usize) -> Self {
-        self.max_batch = mutations.max(1);
+        self.config.max_batch = mutations;
+        self
+    }
+
+    /// The largest message the store sends or asks a peer for, in bytes (default and
+    /// maximum [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE), the RPC body
+    /// limit; at least 1 MiB). Replication batches, repair replies and read replies are cut
+    /// below it, and a `put` of a document that would not fit in one message (with its id,
+    /// timestamp and keyspace name) is refused with [`StoreError::DocumentTooLarge`]: about
+    /// 64 KiB less than this.
+    ///
+    /// ```
+    /// # use datacake_eventual_consistency::{test_utils::MemStore, EventuallyConsistentStoreExtension};
+    /// let ext = EventuallyConsistentStoreExtension::new(MemStore::default())
+    ///     .with_max_message_size(16 << 20);
+    /// ```
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// The most keyspaces the store holds (default
+    /// [`DEFAULT_MAX_KEYSPACES`](crate::DEFAULT_MAX_KEYSPACES); at least 1). A write that
+    /// would create one more is refused with [`StoreError::TooManyKeyspaces`]; so is a
+    /// replicated one (the peer's write fails for this replica).
+    ///
+    /// ```
+    /// # use datacake_eventual_consistency::{test_utils::MemStore, EventuallyConsistentStoreExtension};
+    /// let ext = EventuallyConsistentStoreExtension::new(MemStore::default()).with_max_keyspaces(1_000);
+    /// ```
+    pub fn with_max_keyspaces(mut self, keyspaces: usize) -> Self {
+        self.config.max_keyspaces = keyspaces;
+        self
+    }
+
+    /// The longest keyspace name, in bytes (default
+    /// [`DEFAULT_MAX_KEYSPACE_NAME_LEN`](crate::DEFAULT_MAX_KEYSPACE_NAME_LEN); 1 to
+    /// 65,535). Longer (and empty) names are refused with
+    /// [`StoreError::InvalidKeyspaceName`].
+    ///
+    /// ```
+    /// # use datacake_eventual_consistency::{test_utils::MemStore, EventuallyConsistentStoreExtension};
+    /// let ext = EventuallyConsistentStoreExtension::new(MemStore::default())
+    ///     .with_max_keyspace_name_len(64);
+    /// ```
+    pub fn with_max_keyspace_name_len(mut self, bytes: usize) -> Self {
+        self.config.max_keyspace_name_len = bytes;
         self
     }
 }
@@ -156,49 +205,64 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
     type Error = StoreError<S::Error>;
 
     async fn init_extension(self, node: &DatacakeNode) -> Result<Self::Output, Self::Error> {
-        let replica = Arc::new(Replica::load(self.storage).await?);
+        let config = self.config;
+        config.validate()?;
+        let limits = KeyspaceLimits {
+            max_keyspaces: config.max_keyspaces,
+            max_name_len: config.max_keyspace_name_len,
+        };
+        let (replica, known) = Replica::load(self.storage, limits).await?;
+        let replica = Arc::new(replica);
         let handle = node.handle();
+        // Stamps from an earlier run may be ahead of today's wall clock: new writes must be
+        // stamped after them.
+        if let Some(newest) = replica.newest_stamp() {
+            if let Err(error) = handle.clock().advance_past(newest) {
+                warn!(%error, "the storage holds stamps beyond the clock drift bound");
+            }
+        }
+        let members = Arc::new(Members::new(handle.me().node_id, known));
         let (stop_tx, stop_rx) = watch::channel(());
         node.add_rpc_service(StoreService {
             replica: replica.clone(),
+            members: members.clone(),
             node: handle.clone(),
+            config,
         });
         let replicator = Arc::new(Replicator::new(
             replica.clone(),
             handle.clone(),
             stop_rx.clone(),
             ReplicationConfig {
-                max_batch: self.max_batch,
-                rpc_timeout: self.rpc_timeout,
+                max_batch: config.max_batch,
+                max_batch_bytes: config.batch_budget(),
+                rpc_timeout: config.rpc_timeout,
             },
         ));
 
+        let repairer = Repairer {
+            replica: replica.clone(),
+            members: members.clone(),
+            node: handle.clone(),
+            config,
+        };
+        repairer.record_members(&handle.live_members()).await;
         let mut stop = stop_rx.clone();
-        let repair = anti_entropy::run(
-            replica.clone(),
-            handle.clone(),
-            RepairConfig {
-                interval: self.repair_interval,
-                rpc_timeout: self.rpc_timeout,
-                tombstone_grace: self.tombstone_grace,
-            },
-        );
-        node.spawn_task(async move {
-            tokio::select! {
-                _ = stop.changed() => {}
-                _ = repair => {}
-            }
-        });
-
-        let mut stop = stop_rx;
         let mut changes = node.membership_changes();
         let departures = replicator.clone();
+        let watcher = Repairer {
+            replica: replica.clone(),
+            members: members.clone(),
+            node: handle.clone(),
+            config,
+        };
         node.spawn_task(async move {
             let watch = async {
                 while let Some(change) = changes.next().await {
                     for member in change.left {
                         departures.remove(member.node_id);
                     }
+                    watcher.record_members(&watcher.node.live_members()).await;
                 }
             };
             tokio::select! {
@@ -206,13 +270,21 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
                 _ = watch => {}
             }
         });
+        let mut stop = stop_rx;
+        node.spawn_task(async move {
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = repairer.run() => {}
+            }
+        });
 
         Ok(EventuallyConsistentStore {
             shared: Arc::new(Shared {
                 replica,
                 replicator,
+                members,
                 node: handle,
-                write_timeout: self.write_timeout,
+                config,
                 _stop: stop_tx,
             }),
         })
@@ -221,6 +293,7 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
 
 /// What the store's counters have counted since it started, and its replication backlog.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoreStatistics {
     /// Mutations written through this node's handles (and applied locally).
     pub writes: u64,
@@ -236,6 +309,16 @@ pub struct StoreStatistics {
     pub failures: u64,
     /// Writes that did not meet their consistency level in time.
     pub consistency_failures: u64,
+    /// Remote timestamps refused for being further ahead of the wall clock than the drift
+    /// bound: replicated writes, repaired entries, read replies, peers' clocks.
+    pub clock_skew_rejected: u64,
+    /// Stale versions repaired after reads at a consistency level (one per replica and id).
+    pub read_repairs: u64,
+    /// Tombstones purged once every member had confirmed them.
+    pub tombstones_purged: u64,
+    /// Copies forgotten because a peer had purged past them (this node missed the deletes
+    /// while it was away).
+    pub obsolete_forgotten: u64,
     /// Mutations queued for peers and not yet sent, right now (a gauge, not a counter): how
     /// far the write fan-out is behind the writes.
     pub replication_backlog: u64,
@@ -275,14 +358,60 @@ impl<S: Storage> EventuallyConsistentStore<S> {
     pub fn statistics(&self) -> StoreStatistics {
         self.shared.statistics()
     }
+
+    /// Removes a member that is gone for good (decommissioned, or replaced by a node with
+    /// another id): it no longer counts for consistency levels and no longer holds tombstone
+    /// purge back. Applied on this node, then sent to every live peer.
+    ///
+    /// Refused for a live node ([`StoreError::MemberIsLive`]) and for an id this node never
+    /// knew ([`StoreError::UnknownMember`]). If a live peer cannot be told, the error names
+    /// it ([`StoreError::Transport`]) and the removal stands everywhere else: call again. A
+    /// peer that was down meanwhile keeps counting the member (the safe side) until told.
+    /// If the removed node comes back, it is a member again.
+    pub async fn remove_member(&self, node_id: NodeId) -> Result<(), StoreError<S::Error>> {
+        let shared = &self.shared;
+        let live = shared.node.live_members();
+        if node_id == shared.node.me().node_id || live.iter().any(|m| m.node_id == node_id) {
+            return Err(StoreError::MemberIsLive { node_id });
+        }
+        if shared.members.get(node_id).is_none() {
+            return Err(StoreError::UnknownMember { node_id });
+        }
+        shared.members.remove(node_id);
+        shared.replica.forget_member(node_id).await?;
+        info!(node_id, "member removed");
+        let mut first_failure = None;
+        for peer in live
+            .iter()
+            .filter(|m| m.node_id != shared.node.me().node_id)
+        {
+            let mut client = RpcClient::<StoreService<S>>::new(
+                shared.node.network().get_or_connect(peer.public_addr),
+            );
+            client.set_timeout(shared.config.rpc_timeout);
+            let request = RemoveMember {
+                clock: shared.node.clock().get_time(),
+                node_id,
+            };
+            if let Err(source) = client.send(&request).await {
+                warn!(peer = %peer.public_addr, node_id, error = %source, "a peer was not told of a member removal");
+                first_failure.get_or_insert(StoreError::Transport {
+                    peer: peer.public_addr,
+                    source,
+                });
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
+    }
 }
 
 /// What the store and its handles share.
 pub(crate) struct Shared<S: Storage> {
     pub(crate) replica: Arc<Replica<S>>,
-    replicator: Arc<Replicator<S>>,
-    node: DatacakeHandle,
-    write_timeout: Duration,
+    pub(crate) replicator: Arc<Replicator<S>>,
+    pub(crate) members: Arc<Members>,
+    pub(crate) node: DatacakeHandle,
+    pub(crate) config: StoreConfig,
     /// Dropped with the last store or handle: stops the store's tasks.
     _stop: watch::Sender<()>,
 }
@@ -307,85 +436,12 @@ impl<S: Storage> Shared<S> {
             repair_bytes_received: get(&c.repair_bytes),
             failures: get(&c.failures),
             consistency_failures: get(&c.consistency_failures),
+            clock_skew_rejected: get(&c.clock_skew_rejected),
+            read_repairs: get(&c.read_repairs),
+            tombstones_purged: get(&c.tombstones_purged),
+            obsolete_forgotten: get(&c.obsolete_forgotten),
             replication_backlog: self.replicator.backlog() as u64,
         }
-    }
-
-    /// The one write path: stamps `ops` (a document to put, or `None` to delete), applies
-    /// them locally, queues them for every live peer and waits for the acknowledgements
-    /// `consistency` needs.
-    pub(crate) async fn mutate(
-        &self,
-        keyspace: &str,
-        ops: Vec<(Key, Option<Bytes>)>,
-        consistency: Consistency,
-    ) -> Result<(), StoreError<S::Error>> {
-        StoreError::check_keyspace(keyspace)?;
-        let me = self.node.me().node_id;
-        let mut peers = self.node.live_members();
-        peers.retain(|m| m.node_id != me);
-        let selected = match consistency {
-            Consistency::None => Vec::new(),
-            level => self.node.select_nodes(level).await?,
-        };
-        let clock = self.node.clock();
-        let changes: Vec<Change> = ops
-            .into_iter()
-            .map(|(key, data)| {
-                let timestamp = clock.get_time();
-                let mutation = match data {
-                    Some(_) => Mutation::Put { key, timestamp },
-                    None => Mutation::Delete { key, timestamp },
-                };
-                Change { mutation, data }
-            })
-            .collect();
-        let slot = self.replica.slot_or_create(keyspace);
-        let applied = self.replica.apply_to(&slot, changes).await?;
-        Counters::add(&self.replica.counters.writes, applied.len());
-        if applied.is_empty() {
-            return Ok(());
-        }
-
-        let tracker =
-            (!selected.is_empty()).then(|| AckTracker::new(selected.len(), applied.len()));
-        let keyspace = slot.name.clone();
-        for chosen in &selected {
-            if !peers.iter().any(|p| p.node_id == chosen.node_id) {
-                peers.push(chosen.clone());
-            }
-        }
-        for peer in &peers {
-            let ack = if selected.iter().any(|s| s.node_id == peer.node_id) {
-                tracker.clone()
-            } else {
-                None
-            };
-            let items: Vec<Outbound> = applied
-                .iter()
-                .map(|c| Outbound {
-                    keyspace: keyspace.clone(),
-                    key: c.mutation.key(),
-                    timestamp: c.mutation.timestamp(),
-                    data: c.data.clone(),
-                    ack: ack.clone(),
-                })
-                .collect();
-            self.replicator.enqueue(peer, items);
-        }
-
-        if let Some(tracker) = tracker {
-            if !tracker.wait(self.write_timeout).await {
-                Counters::add(&self.replica.counters.consistency_failures, 1);
-                return Err(ConsistencyError::ConsistencyFailure {
-                    responses: tracker.responses(),
-                    required: selected.len(),
-                    timeout: self.write_timeout,
-                }
-                .into());
-            }
-        }
-        Ok(())
     }
 }
 

@@ -92,6 +92,11 @@ impl Storage for Scrambling {
 }
 
 const KEYS: u64 = 4;
+const LIMITS: KeyspaceLimits = KeyspaceLimits {
+    max_keyspaces: 16,
+    max_name_len: 64,
+};
+
 const TASKS: u64 = 16;
 const WRITES: u64 = 200;
 
@@ -122,7 +127,8 @@ fn changes(t: u64, i: u64) -> Vec<Change> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_of_a_key_reach_the_storage_in_the_order_the_crdt_decided() {
-    let replica = Arc::new(Replica::load(Scrambling::default()).await.unwrap());
+    let (replica, _) = Replica::load(Scrambling::default(), LIMITS).await.unwrap();
+    let replica = Arc::new(replica);
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
             let replica = replica.clone();
@@ -169,4 +175,123 @@ async fn concurrent_writes_of_a_key_reach_the_storage_in_the_order_the_crdt_deci
         let doc = replica.storage.get("ks", *key).await.unwrap();
         assert_eq!(doc.map(|d| d.data), winner.data.clone(), "document {key}");
     }
+}
+
+/// A `MemStore` whose `put` signals that it started, then waits for a gate before it
+/// stores the document.
+#[derive(Debug)]
+struct Gated {
+    inner: MemStore,
+    entered: tokio::sync::Notify,
+    gate: tokio::sync::Semaphore,
+}
+
+impl Default for Gated {
+    fn default() -> Self {
+        Self {
+            inner: MemStore::default(),
+            entered: tokio::sync::Notify::new(),
+            gate: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for Gated {
+    type Error = <MemStore as Storage>::Error;
+
+    async fn get_keyspace_list(&self) -> Result<Vec<String>, Self::Error> {
+        self.inner.get_keyspace_list().await
+    }
+
+    async fn iter_metadata(&self, keyspace: &str) -> Result<Vec<Metadata>, Self::Error> {
+        self.inner.iter_metadata(keyspace).await
+    }
+
+    async fn remove_tombstones(
+        &self,
+        keyspace: &str,
+        keys: Vec<Key>,
+    ) -> Result<(), BulkMutationError<Self::Error>> {
+        self.inner.remove_tombstones(keyspace, keys).await
+    }
+
+    async fn put(&self, keyspace: &str, document: Document) -> Result<(), Self::Error> {
+        self.entered.notify_one();
+        let _pass = self.gate.acquire().await.expect("the gate stays open");
+        self.inner.put(keyspace, document).await
+    }
+
+    async fn multi_put(
+        &self,
+        keyspace: &str,
+        documents: Vec<Document>,
+    ) -> Result<(), BulkMutationError<Self::Error>> {
+        self.inner.multi_put(keyspace, documents).await
+    }
+
+    async fn mark_as_tombstone(
+        &self,
+        keyspace: &str,
+        key: Key,
+        timestamp: HLCTimestamp,
+    ) -> Result<(), Self::Error> {
+        self.inner.mark_as_tombstone(keyspace, key, timestamp).await
+    }
+
+    async fn mark_many_as_tombstone(
+        &self,
+        keyspace: &str,
+        keys: Vec<(Key, HLCTimestamp)>,
+    ) -> Result<(), BulkMutationError<Self::Error>> {
+        self.inner.mark_many_as_tombstone(keyspace, keys).await
+    }
+
+    async fn get(&self, keyspace: &str, key: Key) -> Result<Option<Document>, Self::Error> {
+        self.inner.get(keyspace, key).await
+    }
+
+    async fn multi_get(
+        &self,
+        keyspace: &str,
+        keys: Vec<Key>,
+    ) -> Result<Vec<Document>, Self::Error> {
+        self.inner.multi_get(keyspace, keys).await
+    }
+}
+
+/// A caller that goes away (a client reset mid-request) while its write is in the storage
+/// must not leave the storage holding a write the in-memory state lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_caller_goes_away_still_reaches_the_in_memory_state() {
+    let (replica, _) = Replica::load(Gated::default(), LIMITS).await.unwrap();
+    let replica = Arc::new(replica);
+    let timestamp = HLCTimestamp::new(1_000, 0, 2);
+    let change = Change {
+        mutation: Mutation::Put { key: 7, timestamp },
+        data: Some(Bytes::from_static(b"v")),
+    };
+    let caller = {
+        let replica = replica.clone();
+        tokio::spawn(async move { replica.apply("ks", vec![change]).await })
+    };
+    replica.storage.entered.notified().await;
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    replica.storage.gate.add_permits(1);
+
+    test_helper::wait_for(
+        "the storage and the in-memory state agree on key 7",
+        std::time::Duration::from_secs(10),
+        || async {
+            let stored = replica
+                .storage
+                .inner
+                .get_doc("ks", 7)
+                .map(|d| d.last_updated);
+            let held = replica.metadata("ks").first().map(|(_, ts, _)| *ts);
+            stored == Some(timestamp) && held == Some(timestamp)
+        },
+    )
+    .await;
 }

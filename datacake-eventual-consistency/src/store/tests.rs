@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder};
+use datacake_node::{ConnectionConfig, Consistency, DatacakeNode, DatacakeNodeBuilder};
 use datacake_rpc::{ErrorCode, RpcClient};
 
 use super::*;
@@ -33,13 +33,17 @@ async fn ping(from: &DatacakeNode, to: &DatacakeNode) -> Result<(), datacake_rpc
     let channel = from.handle().network().get_or_connect(to.me().public_addr);
     let mut client = RpcClient::<StoreService<MemStore>>::new(channel);
     client.set_timeout(Duration::from_secs(5));
-    let request = DigestRequest {
+    client.send(&digest_request(from)).await.map(|_| ())
+}
+
+/// An empty digest request with `from`'s clock.
+fn digest_request(from: &DatacakeNode) -> DigestRequest {
+    DigestRequest {
         clock: from.clock().get_time(),
-        node_id: from.me().node_id,
-        synced: None,
+        after: None,
+        until: None,
         totals: Vec::new(),
-    };
-    client.send(&request).await.map(|_| ())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,14 +76,13 @@ async fn dropping_the_store_removes_its_service_and_ends_its_tasks() {
         b.handle().running_tasks() <= baseline
     })
     .await;
-    // A keeps writing; with no one serving on b, an `All` write cannot be acknowledged.
+    // A keeps writing; with no one serving on b, b refuses the batch and an `All` write
+    // fails at once, naming b.
     let write = store_a.handle().put("ks", 2, "v", Consistency::All).await;
-    assert!(matches!(
-        write,
-        Err(StoreError::Consistency(
-            ConsistencyError::ConsistencyFailure { .. }
-        ))
-    ));
+    assert!(
+        matches!(write, Err(StoreError::ReplicaFailed { node_id: 2, .. })),
+        "{write:?}"
+    );
 
     drop(store_a);
     b.shutdown().await;
@@ -117,18 +120,20 @@ async fn a_spoofed_sync_claim_does_not_let_a_node_purge() {
     h.del("ks", 1, Consistency::None).await.unwrap();
     h.put("ks", 2, "newer", Consistency::None).await.unwrap();
 
-    // Someone who can reach node 1 claims, in node 3's name, a sync point past the delete,
-    // over and over while node 1 runs enough repair rounds to attempt several purges.
+    // Someone who can reach node 1 sends it every request the protocol has, over and over
+    // while node 1 runs enough repair rounds to attempt several purges. (Before the purge
+    // rule changed, a digest request carried the caller's node id and sync point, and this
+    // test sent one in node 3's name: node 1 then purged. Now nothing a caller sends can
+    // confirm anything: node 1 learns what node 3 holds only by pulling from node 3.)
     let client = rogue(&a);
     let start = store_a.statistics().repairs_run;
     test_helper::wait_for("node 1 runs 40 repair rounds", DEADLINE, || async {
-        let request = DigestRequest {
+        let _ = client.send(&digest_request(&a)).await;
+        let removal = crate::messages::RemoveMember {
             clock: a.clock().get_time(),
             node_id: 3,
-            synced: Some(a.clock().get_time()),
-            totals: Vec::new(),
         };
-        let _ = client.send(&request).await;
+        let _ = client.send(&removal).await;
         store_a.statistics().repairs_run >= start + 40
     })
     .await;
@@ -159,10 +164,18 @@ async fn a_mutation_stamped_far_in_the_future_is_rejected() {
             }],
         }],
     };
-    let _ = client.send(&batch).await;
+    let reply = client.send(&batch).await.expect("the batch is answered");
+    let refused = reply.into_inner().deserialize_view().unwrap().refused;
+    assert_eq!(
+        refused.len(),
+        1,
+        "the mutation is refused, and the sender told"
+    );
+    assert_eq!(refused[0].reason, crate::messages::Refusal::ClockSkew);
+    assert_eq!(store.statistics().clock_skew_rejected, 1);
     let h = store.handle();
     h.put("ks", 7, "now", Consistency::None).await.unwrap();
-    let doc = h.get("ks", 7).await.unwrap().expect("written");
+    let doc = h.get_local("ks", 7).await.unwrap().expect("written");
     assert_eq!(&doc.data[..], b"now", "a stamp an hour ahead must not win");
     drop(store);
     a.shutdown().await;

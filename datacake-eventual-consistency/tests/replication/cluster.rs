@@ -15,9 +15,16 @@ async fn all_writes_are_visible_everywhere_on_return() {
         .await
         .unwrap();
     for node in &nodes {
-        let doc = node.handle().get("ks", 1).await.unwrap();
+        let doc = node.handle().get_local("ks", 1).await.unwrap();
         assert_eq!(&doc.expect("replicated").data[..], b"one");
-        assert_eq!(node.handle().get_many("ks", 1..50).await.unwrap().len(), 49);
+        assert_eq!(
+            node.handle()
+                .get_many_local("ks", 1..50)
+                .await
+                .unwrap()
+                .len(),
+            49
+        );
     }
     for node in &nodes[1..] {
         let stats = node.store.statistics();
@@ -47,8 +54,15 @@ async fn all_writes_are_visible_everywhere_on_return() {
     );
     h.del_many("ks", 2..10, Consistency::All).await.unwrap();
     for node in &nodes {
-        assert_eq!(node.handle().get("ks", 1).await.unwrap(), None);
-        assert_eq!(node.handle().get_many("ks", 1..50).await.unwrap().len(), 40);
+        assert_eq!(node.handle().get_local("ks", 1).await.unwrap(), None);
+        assert_eq!(
+            node.handle()
+                .get_many_local("ks", 1..50)
+                .await
+                .unwrap()
+                .len(),
+            40
+        );
     }
     shutdown(nodes).await;
 }
@@ -71,7 +85,7 @@ async fn none_writes_converge() {
     assert_eq!(
         nodes[2]
             .handle()
-            .get_many("ks", 0..300)
+            .get_many_local("ks", 0..300)
             .await
             .unwrap()
             .len(),
@@ -99,10 +113,10 @@ async fn keyspaces_are_isolated_on_three_nodes() {
         .await
         .unwrap();
     for node in &nodes {
-        assert_eq!(node.handle().get("a", 1).await.unwrap(), None);
+        assert_eq!(node.handle().get_local("a", 1).await.unwrap(), None);
         let b = node
             .handle()
-            .get("b", 1)
+            .get_local("b", 1)
             .await
             .unwrap()
             .expect("b is untouched");
@@ -123,7 +137,7 @@ async fn concurrent_puts_converge_to_the_last() {
     }
     wait_converged("concurrent puts converge", &nodes, "ks").await;
     for node in &nodes {
-        let doc = node.handle().get("ks", 7).await.unwrap().unwrap();
+        let doc = node.handle().get_local("ks", 7).await.unwrap().unwrap();
         assert_eq!(&doc.data[..], b"from 2", "the last write wins");
     }
     shutdown(nodes).await;
@@ -156,13 +170,13 @@ async fn concurrent_put_and_delete_converge_to_the_later() {
     wait_converged("put vs delete converge", &nodes, "ks").await;
     for node in &nodes {
         assert_eq!(
-            node.handle().get("ks", 1).await.unwrap(),
+            node.handle().get_local("ks", 1).await.unwrap(),
             None,
             "the later delete wins"
         );
         let two = node
             .handle()
-            .get("ks", 2)
+            .get_local("ks", 2)
             .await
             .unwrap()
             .expect("the later put wins");
@@ -232,7 +246,7 @@ async fn a_silent_replica_makes_all_fail_after_the_deadline() {
     );
     // The local write is kept, and the reachable replica has it.
     for node in &nodes {
-        assert!(node.handle().get("ks", 1).await.unwrap().is_some());
+        assert!(node.handle().get_local("ks", 1).await.unwrap().is_some());
     }
     assert_eq!(nodes[0].store.statistics().consistency_failures, 1);
 

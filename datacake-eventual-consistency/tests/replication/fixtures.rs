@@ -125,7 +125,7 @@ pub(crate) async fn wait_converged(what: &str, nodes: &[TestNode], keyspace: &st
         for node in nodes {
             let docs: BTreeMap<u64, _> = node
                 .handle()
-                .get_many(keyspace, first.iter().map(|(k, _, _)| *k))
+                .get_many_local(keyspace, first.iter().map(|(k, _, _)| *k))
                 .await
                 .unwrap()
                 .into_iter()

@@ -54,7 +54,10 @@ async fn quorum_writes_succeed_on_any_ack_while_a_crashed_peer_is_still_held_liv
         "the test needs node 3 still held live"
     );
     for i in 0..6 {
-        assert!(nodes[1].storage.get_doc("ks", i).is_some(), "node 2 holds {i}");
+        assert!(
+            nodes[1].storage.get_doc("ks", i).is_some(),
+            "node 2 holds {i}"
+        );
     }
     shutdown(nodes).await;
 }
@@ -91,12 +94,11 @@ async fn a_refusing_replica_fails_the_write_at_once_naming_the_peer_and_its_erro
     let first = start_node_full(1, Vec::new(), MemStore::new(), |b| b, patient).await;
     let second = start_node_full(2, vec![first.addr()], MemStore::new(), |b| b, patient).await;
     let local = "127.0.0.1:0".parse().unwrap();
-    let refusing =
-        DatacakeNodeBuilder::new(3, ConnectionConfig::new(local, local, [first.addr()]))
-            .with_gossip_interval(Duration::from_millis(50))
-            .connect()
-            .await
-            .unwrap();
+    let refusing = DatacakeNodeBuilder::new(3, ConnectionConfig::new(local, local, [first.addr()]))
+        .with_gossip_interval(Duration::from_millis(50))
+        .connect()
+        .await
+        .unwrap();
     refusing.add_rpc_service(Refusing);
     let refusing_addr = refusing.me().public_addr.to_string();
     let nodes = vec![first, second];

@@ -4,12 +4,48 @@ use datacake_eventual_consistency::test_utils::MemStore;
 use datacake_eventual_consistency::Consistency;
 use futures::future::try_join_all;
 
-use crate::fixtures::{cluster, shutdown, start_node, wait_converged, wait_for_membership, CONVERGE};
+use std::time::Duration;
+
+use datacake_node::DatacakeNodeBuilder;
+
+use crate::fixtures::{
+    shutdown, start_node_full, wait_converged, wait_for_membership, Extension, TestNode, CONVERGE,
+};
 
 const MIB: usize = 1 << 20;
 
+/// Big writes take their time in a debug build: what is tested is that they replicate, so
+/// the deadline is generous.
+fn patient(ext: Extension) -> Extension {
+    ext.with_write_timeout(Duration::from_secs(60))
+}
+
+/// Hundreds of MiB through a debug build on two cores can hold a node's gossip back for a
+/// second: these tests are about message sizes, not failure detection, so the detector is
+/// slow.
+fn slow_detector(builder: DatacakeNodeBuilder) -> DatacakeNodeBuilder {
+    builder.with_min_failure_timeout(Duration::from_secs(30))
+}
+
+/// Node `id` with a patient write timeout and a slow failure detector.
+async fn start(id: u32, seeds: Vec<String>) -> TestNode {
+    start_node_full(id, seeds, MemStore::new(), slow_detector, patient).await
+}
+
+/// `n` nodes (ids 1..=n) started with [`start`].
+async fn cluster(n: u32) -> Vec<TestNode> {
+    let first = start(1, Vec::new()).await;
+    let seeds = vec![first.addr()];
+    let mut nodes = vec![first];
+    for id in 2..=n {
+        nodes.push(start(id, seeds.clone()).await);
+    }
+    wait_for_membership(&nodes, 1..=n).await;
+    nodes
+}
+
 /// `n` concurrent puts of distinct 1 MiB documents at `level` through node 1.
-async fn burst(nodes: &[crate::fixtures::TestNode], first_id: u64, n: u64, level: Consistency) {
+async fn burst(nodes: &[TestNode], first_id: u64, n: u64, level: Consistency) {
     let writes = (first_id..first_id + n).map(|id| {
         let h = nodes[0].handle();
         async move {
@@ -20,12 +56,16 @@ async fn burst(nodes: &[crate::fixtures::TestNode], first_id: u64, n: u64, level
     try_join_all(writes).await.expect("every write succeeds");
 }
 
-async fn every_node_holds(nodes: &[crate::fixtures::TestNode], ids: std::ops::Range<u64>) {
+async fn every_node_holds(nodes: &[TestNode], ids: std::ops::Range<u64>) {
     let expected = ids.end - ids.start;
     test_helper::wait_for("every node holds every big document", CONVERGE, || async {
         nodes.iter().all(|n| {
             ids.clone()
-                .filter(|id| n.storage.get_doc("big", *id).is_some_and(|d| d.data.len() == MIB))
+                .filter(|id| {
+                    n.storage
+                        .get_doc("big", *id)
+                        .is_some_and(|d| d.data.len() == MIB)
+                })
                 .count() as u64
                 == expected
         })
@@ -56,7 +96,7 @@ async fn bursts_of_200_one_mib_puts_replicate_at_none_and_all() {
 async fn a_late_node_catches_up_on_100_one_mib_documents() {
     let mut nodes = cluster(1).await;
     burst(&nodes, 0, 100, Consistency::None).await;
-    let late = start_node(2, vec![nodes[0].addr()], MemStore::new()).await;
+    let late = start(2, vec![nodes[0].addr()]).await;
     nodes.push(late);
     wait_for_membership(&nodes, 1..=2).await;
     every_node_holds(&nodes, 0..100).await;
@@ -69,21 +109,34 @@ async fn a_late_node_catches_up_on_10_000_keyspaces() {
     let mut nodes = cluster(1).await;
     let h = nodes[0].handle();
     for i in 0..KEYSPACES {
-        h.put(&format!("tenant-{i:05}"), 1, format!("doc of {i}"), Consistency::None)
-            .await
-            .unwrap();
+        h.put(
+            &format!("tenant-{i:05}"),
+            1,
+            format!("doc of {i}"),
+            Consistency::None,
+        )
+        .await
+        .unwrap();
     }
-    let late = start_node(2, vec![nodes[0].addr()], MemStore::new()).await;
+    let late = start(2, vec![nodes[0].addr()]).await;
     nodes.push(late);
     wait_for_membership(&nodes, 1..=2).await;
     test_helper::wait_for("the late node holds every keyspace", CONVERGE, || async {
-        (0..KEYSPACES).all(|i| nodes[1].storage.get_doc(&format!("tenant-{i:05}"), 1).is_some())
+        (0..KEYSPACES).all(|i| {
+            nodes[1]
+                .storage
+                .get_doc(&format!("tenant-{i:05}"), 1)
+                .is_some()
+        })
     })
     .await;
     let late = nodes[1].handle();
     for i in (0..KEYSPACES).step_by(997) {
         let name = format!("tenant-{i:05}");
-        assert_eq!(late.metadata_digest(&name), nodes[0].handle().metadata_digest(&name));
+        assert_eq!(
+            late.metadata_digest(&name),
+            nodes[0].handle().metadata_digest(&name)
+        );
     }
     shutdown(nodes).await;
 }

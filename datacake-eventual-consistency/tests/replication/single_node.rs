@@ -7,18 +7,24 @@ use crate::fixtures::{shutdown, start_node};
 async fn store_handle_single_and_bulk() {
     let node = start_node(1, Vec::new(), MemStore::new()).await;
     let h = node.handle();
-    assert_eq!(h.get("ks", 1).await.unwrap(), None, "missing key");
+    assert_eq!(h.get_local("ks", 1).await.unwrap(), None, "missing key");
     assert!(
         h.get_keyspace_list().is_empty(),
         "reads never create keyspaces"
     );
 
     h.put("ks", 1, "one", Consistency::None).await.unwrap();
-    assert_eq!(&h.get("ks", 1).await.unwrap().unwrap().data[..], b"one");
+    assert_eq!(
+        &h.get_local("ks", 1).await.unwrap().unwrap().data[..],
+        b"one"
+    );
     h.put("ks", 1, "uno", Consistency::None).await.unwrap();
-    assert_eq!(&h.get("ks", 1).await.unwrap().unwrap().data[..], b"uno");
+    assert_eq!(
+        &h.get_local("ks", 1).await.unwrap().unwrap().data[..],
+        b"uno"
+    );
     h.del("ks", 1, Consistency::None).await.unwrap();
-    assert_eq!(h.get("ks", 1).await.unwrap(), None);
+    assert_eq!(h.get_local("ks", 1).await.unwrap(), None);
     h.del("ks", 999, Consistency::None)
         .await
         .expect("deleting a missing id is ok");
@@ -30,7 +36,7 @@ async fn store_handle_single_and_bulk() {
     )
     .await
     .unwrap();
-    let mut docs = h.get_many("ks", 0..30).await.unwrap();
+    let mut docs = h.get_many_local("ks", 0..30).await.unwrap();
     docs.sort_by_key(|d| d.id);
     assert_eq!(
         docs.iter().map(|d| d.id).collect::<Vec<_>>(),
@@ -39,8 +45,8 @@ async fn store_handle_single_and_bulk() {
     h.del_many("ks", [10, 11, 12, 500], Consistency::None)
         .await
         .unwrap();
-    assert_eq!(h.get_many("ks", 10..13).await.unwrap(), vec![]);
-    assert_eq!(h.get_many("ks", 0..30).await.unwrap().len(), 7);
+    assert_eq!(h.get_many_local("ks", 10..13).await.unwrap(), vec![]);
+    assert_eq!(h.get_many_local("ks", 0..30).await.unwrap().len(), 7);
     assert_eq!(h.get_keyspace_list(), vec!["ks".to_string()]);
     let tombstones = h.iter_metadata("ks").iter().filter(|m| m.2).count();
     assert_eq!(tombstones, 6, "ids 1, 999, 10, 11, 12, 500");
@@ -53,18 +59,18 @@ async fn keyspace_handle_single_and_bulk() {
     let node = start_node(1, Vec::new(), MemStore::new()).await;
     let h = node.store.handle_with_keyspace("users");
     assert_eq!(h.keyspace(), "users");
-    assert_eq!(h.get(1).await.unwrap(), None);
+    assert_eq!(h.get_local(1).await.unwrap(), None);
     h.put(1, "a", Consistency::None).await.unwrap();
-    assert_eq!(&h.get(1).await.unwrap().unwrap().data[..], b"a");
+    assert_eq!(&h.get_local(1).await.unwrap().unwrap().data[..], b"a");
     h.del(1, Consistency::None).await.unwrap();
-    assert_eq!(h.get(1).await.unwrap(), None);
+    assert_eq!(h.get_local(1).await.unwrap(), None);
     h.del(2, Consistency::None).await.unwrap();
     h.put_many([(3, "c"), (4, "d")], Consistency::None)
         .await
         .unwrap();
-    assert_eq!(h.get_many([3, 4, 5]).await.unwrap().len(), 2);
+    assert_eq!(h.get_many_local([3, 4, 5]).await.unwrap().len(), 2);
     h.del_many([3, 4, 5], Consistency::None).await.unwrap();
-    assert!(h.get_many([3, 4, 5]).await.unwrap().is_empty());
+    assert!(h.get_many_local([3, 4, 5]).await.unwrap().is_empty());
     assert_eq!(h.iter_metadata().len(), 5);
     assert_eq!(h.get_keyspace_list(), vec!["users".to_string()]);
     shutdown(vec![node]).await;
@@ -76,10 +82,10 @@ async fn keyspaces_are_isolated_on_one_node() {
     let a = node.store.handle_with_keyspace("a");
     let b = node.store.handle_with_keyspace("b");
     a.put(1, "in a", Consistency::None).await.unwrap();
-    assert_eq!(b.get(1).await.unwrap(), None);
+    assert_eq!(b.get_local(1).await.unwrap(), None);
     b.put(1, "in b", Consistency::None).await.unwrap();
     a.del(1, Consistency::None).await.unwrap();
-    assert_eq!(&b.get(1).await.unwrap().unwrap().data[..], b"in b");
+    assert_eq!(&b.get_local(1).await.unwrap().unwrap().data[..], b"in b");
     let mut list = a.get_keyspace_list();
     list.sort();
     assert_eq!(list, vec!["a".to_string(), "b".to_string()]);
@@ -101,7 +107,11 @@ async fn an_unreachable_level_fails_before_writing() {
         ),
         "{result:?}"
     );
-    assert_eq!(h.get("ks", 1).await.unwrap(), None, "nothing was written");
+    assert_eq!(
+        h.get_local("ks", 1).await.unwrap(),
+        None,
+        "nothing was written"
+    );
     assert!(h.get_keyspace_list().is_empty());
     shutdown(vec![node]).await;
 }

@@ -62,12 +62,16 @@ async fn tombstones_are_purged_once_every_member_observed_them() {
     for node in &nodes {
         assert!(node
             .handle()
-            .get_many("ks", 0..50)
+            .get_many_local("ks", 0..50)
             .await
             .unwrap()
             .is_empty());
         assert_eq!(
-            node.handle().get_many("ks", 0..2_000).await.unwrap().len(),
+            node.handle()
+                .get_many_local("ks", 0..2_000)
+                .await
+                .unwrap()
+                .len(),
             51
         );
     }
@@ -111,7 +115,7 @@ async fn a_purged_delete_never_resurrects_across_a_restart() {
         Err(StoreError::ReservedKeyspace { .. })
     ));
     assert!(matches!(
-        h.get(PURGE_WATERMARK_KEYSPACE, 1).await,
+        h.get_local(PURGE_WATERMARK_KEYSPACE, 1).await,
         Err(StoreError::ReservedKeyspace { .. })
     ));
     shutdown(vec![node]).await;
@@ -138,7 +142,7 @@ async fn a_purged_delete_never_resurrects_across_a_restart() {
 
     let h = nodes[0].handle();
     assert_eq!(
-        h.get("ks", 7).await.unwrap(),
+        h.get_local("ks", 7).await.unwrap(),
         None,
         "the purged delete holds"
     );
@@ -209,7 +213,11 @@ async fn a_node_down_past_the_grace_does_not_resurrect_deletes_on_return() {
     wait_converged("all four converge without the deleted ids", &nodes, "ks").await;
     for node in &nodes {
         for id in 0..5 {
-            assert_eq!(node.storage.get_doc("ks", id), None, "id {id} stays deleted");
+            assert_eq!(
+                node.storage.get_doc("ks", id),
+                None,
+                "id {id} stays deleted"
+            );
         }
         assert!(node.storage.get_doc("ks", 100).is_some());
     }

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::keys::{self, MAX_KEYSPACE_LEN, MAX_KEY_LEN};
 use crate::metrics::HttpMetrics;
 
-/// The consistency of writes without `?consistency=`.
+/// The consistency of reads and writes without `?consistency=`.
 const DEFAULT_CONSISTENCY: Consistency = Consistency::Quorum;
 
 /// Everything a request handler needs.
@@ -74,8 +74,28 @@ impl From<StoreError<SqliteStorageError>> for ApiError {
             StoreError::Consistency(ConsistencyError::ConsistencyFailure { .. }) => {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, "consistency_timeout", message)
             }
+            StoreError::ReplicaFailed { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, "replica_failed", message)
+            }
             StoreError::Transport { .. } => {
                 Self::new(StatusCode::BAD_GATEWAY, "peer_unreachable", message)
+            }
+            StoreError::ReservedKeyspace { .. } | StoreError::InvalidKeyspaceName { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, "bad_keyspace", message)
+            }
+            StoreError::TooManyKeyspaces { .. } => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "too_many_keyspaces",
+                message,
+            ),
+            StoreError::MemberIsLive { .. } => {
+                Self::new(StatusCode::CONFLICT, "member_is_live", message)
+            }
+            StoreError::UnknownMember { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_member", message)
+            }
+            StoreError::DocumentTooLarge { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "document_too_large", message)
             }
             _ => {
                 tracing::error!(error = %message, "storage failure");
@@ -156,12 +176,13 @@ impl App {
             (&Method::GET, ["health"]) => Ok(self.health()),
             (&Method::GET, ["cluster"]) => Ok(self.cluster()),
             (&Method::GET, ["metrics"]) => Ok(self.metrics()),
+            (&Method::DELETE, ["cluster", "members", id]) => self.remove_member(id).await,
             (_, ["health" | "cluster" | "metrics"]) => Err(method_not_allowed()),
             (method, [keyspace, key]) => {
                 let (keyspace, key) = check_names(keyspace, key)?;
                 let consistency = consistency(request.uri().query())?;
                 match *method {
-                    Method::GET => self.get(keyspace, key).await,
+                    Method::GET => self.get(keyspace, key, consistency).await,
                     Method::PUT => {
                         let body = self.body(request).await?;
                         self.put(keyspace, key, &body, consistency).await
@@ -240,8 +261,16 @@ impl App {
         )
     }
 
-    async fn get(&self, keyspace: &str, key: &str) -> Result<Response<Full<Bytes>>, ApiError> {
-        let document = self.handle.get(keyspace, keys::key_id(key)).await?;
+    async fn get(
+        &self,
+        keyspace: &str,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
+        let document = self
+            .handle
+            .get(keyspace, keys::key_id(key), consistency)
+            .await?;
         match document.and_then(|doc| keys::decode(key, &doc.data)) {
             Some(value) => Ok(response(StatusCode::OK, "application/octet-stream", value)),
             None => Err(ApiError::new(
@@ -250,6 +279,18 @@ impl App {
                 format!("no value for {keyspace}/{key}"),
             )),
         }
+    }
+
+    async fn remove_member(&self, id: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+        let node_id: u32 = id.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_node_id",
+                format!("{id:?} is not a node id"),
+            )
+        })?;
+        self.store.remove_member(node_id).await?;
+        Ok(empty(StatusCode::NO_CONTENT))
     }
 
     async fn put(

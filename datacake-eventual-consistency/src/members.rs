@@ -1,0 +1,260 @@
+//! The members the store counts: every node the cluster has known, live or down, until it is
+//! removed. They are the replicas of every key ([`Members::replicas`]), consistency levels
+//! count them, and tombstone purge waits for each of them ([`Members::purge_holders`]).
+//!
+//! Gossip only says who is live *now*; a node that crashed, or shut down for a deploy, is
+//! still a replica holding data it will serve when it returns. So the store keeps its own
+//! record, persisted through the [`Storage`](crate::Storage) in the reserved keyspace
+//! [`MEMBERS_KEYSPACE`] (one document per member), so it survives this node's restarts too.
+//! A member stops counting only when it is removed explicitly
+//! ([`EventuallyConsistentStore::remove_member`](crate::EventuallyConsistentStore::remove_member));
+//! after the tombstone grace a down member no longer holds purges back, but still counts
+//! for consistency levels.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use datacake_crdt::HLCTimestamp;
+use datacake_node::{ClusterMember, NodeId};
+use parking_lot::RwLock;
+
+use crate::storage::{Document, Key};
+
+/// The reserved keyspace holding the store's member records (one document per member, id =
+/// node id). Written when a member is first seen, goes down, comes back or is removed.
+pub const MEMBERS_KEYSPACE: &str = "__datacake.members";
+
+/// Encoding version of a member record.
+const RECORD_VERSION: u8 = 1;
+
+/// A member as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Known {
+    pub(crate) member: ClusterMember,
+    /// Wall-clock milliseconds since which it has not been live; `None` while live.
+    pub(crate) down_since: Option<u64>,
+}
+
+/// The store's members (other than the local node); see the module docs.
+#[derive(Debug)]
+pub(crate) struct Members {
+    me: NodeId,
+    known: RwLock<Arc<BTreeMap<NodeId, Known>>>,
+}
+
+impl Members {
+    /// The record of node `me`, starting from the `persisted` members.
+    pub(crate) fn new(me: NodeId, persisted: impl IntoIterator<Item = Known>) -> Self {
+        let known = persisted
+            .into_iter()
+            .filter(|k| k.member.node_id != me)
+            .map(|k| (k.member.node_id, k))
+            .collect();
+        Self {
+            me,
+            known: RwLock::new(Arc::new(known)),
+        }
+    }
+
+    /// Folds the live members in: new members, changed addresses, members that went down
+    /// (since `now_ms`) or came back. Returns the records that changed (to persist).
+    pub(crate) fn observe(&self, live: &[ClusterMember], now_ms: u64) -> Vec<Known> {
+        let current = self.known.read().clone();
+        let mut next = (*current).clone();
+        let mut changed = Vec::new();
+        for member in live.iter().filter(|m| m.node_id != self.me) {
+            let record = Known {
+                member: member.clone(),
+                down_since: None,
+            };
+            let same = next
+                .get(&member.node_id)
+                .is_some_and(|k| k.down_since.is_none() && same_place(&k.member, member));
+            if !same {
+                next.insert(member.node_id, record.clone());
+                changed.push(record);
+            }
+        }
+        for known in next.values_mut() {
+            let is_live = live.iter().any(|m| m.node_id == known.member.node_id);
+            if !is_live && known.down_since.is_none() {
+                known.down_since = Some(now_ms);
+                changed.push(known.clone());
+            }
+        }
+        if !changed.is_empty() {
+            *self.known.write() = Arc::new(next);
+        }
+        changed
+    }
+
+    /// The replicas of a key: every known member other than this node, plus any live member
+    /// not recorded yet. The one place that decides it, so that partitioning (a replication
+    /// factor below the cluster size) can replace it without touching the write, read,
+    /// acknowledgement and repair paths.
+    pub(crate) fn replicas(&self, live: &[ClusterMember]) -> Vec<ClusterMember> {
+        let known = self.known.read().clone();
+        let mut replicas: Vec<ClusterMember> = known
+            .values()
+            .map(|k| {
+                // The live view has the member's current address.
+                live.iter()
+                    .find(|m| m.node_id == k.member.node_id)
+                    .unwrap_or(&k.member)
+                    .clone()
+            })
+            .collect();
+        for member in live {
+            if member.node_id != self.me && !known.contains_key(&member.node_id) {
+                replicas.push(member.clone());
+            }
+        }
+        replicas
+    }
+
+    /// The members whose confirmation a tombstone purge waits for: every known member except
+    /// those down for longer than `grace` at `now_ms`.
+    pub(crate) fn purge_holders(&self, grace: Duration, now_ms: u64) -> Vec<NodeId> {
+        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        self.known
+            .read()
+            .values()
+            .filter(|k| {
+                k.down_since
+                    .is_none_or(|since| now_ms.saturating_sub(since) < grace_ms)
+            })
+            .map(|k| k.member.node_id)
+            .collect()
+    }
+
+    /// The record of `node_id`, if known.
+    pub(crate) fn get(&self, node_id: NodeId) -> Option<Known> {
+        self.known.read().get(&node_id).cloned()
+    }
+
+    /// Forgets `node_id`; returns its record if it was known.
+    pub(crate) fn remove(&self, node_id: NodeId) -> Option<Known> {
+        let mut known = self.known.write();
+        let mut next = (**known).clone();
+        let removed = next.remove(&node_id);
+        *known = Arc::new(next);
+        removed
+    }
+}
+
+/// Whether two records of a member name the same address and data centre.
+fn same_place(a: &ClusterMember, b: &ClusterMember) -> bool {
+    a.public_addr == b.public_addr && a.data_center == b.data_center
+}
+
+/// The document that persists `known`.
+pub(crate) fn encode(known: &Known) -> Document {
+    let addr = known.member.public_addr.to_string();
+    let dc = known.member.data_center.as_bytes();
+    let mut data = BytesMut::with_capacity(1 + 8 + 2 + addr.len() + dc.len());
+    data.put_u8(RECORD_VERSION);
+    data.put_u64_le(known.down_since.unwrap_or(u64::MAX));
+    data.put_u16_le(addr.len() as u16);
+    data.put_slice(addr.as_bytes());
+    data.put_slice(dc);
+    // The timestamp is not used: records are read whole on start-up and never replicated.
+    let id = Key::from(known.member.node_id);
+    Document::new(id, HLCTimestamp::new(0, 0, 0), data.freeze())
+}
+
+/// The record a document holds; `None` if it is malformed.
+pub(crate) fn decode(doc: &Document) -> Option<Known> {
+    let node_id = NodeId::try_from(doc.id).ok()?;
+    let mut data: Bytes = doc.data.clone();
+    if data.remaining() < 11 || data.get_u8() != RECORD_VERSION {
+        return None;
+    }
+    let down_since = Some(data.get_u64_le()).filter(|ms| *ms != u64::MAX);
+    let addr_len = usize::from(data.get_u16_le());
+    if data.remaining() < addr_len {
+        return None;
+    }
+    let addr = data.split_to(addr_len);
+    let public_addr: SocketAddr = std::str::from_utf8(&addr).ok()?.parse().ok()?;
+    let dc = std::str::from_utf8(&data).ok()?;
+    Some(Known {
+        member: ClusterMember::new(node_id, public_addr, dc),
+        down_since,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: NodeId) -> ClusterMember {
+        ClusterMember::new(id, ([127, 0, 0, 1], 9_000 + id as u16).into(), "dc")
+    }
+
+    #[test]
+    fn members_are_remembered_down_and_back_until_removed() {
+        let members = Members::new(1, []);
+        let changed = members.observe(&[member(1), member(2), member(3)], 100);
+        assert_eq!(
+            changed.len(),
+            2,
+            "2 and 3 are new; the local node is not a member"
+        );
+        assert!(members
+            .observe(&[member(1), member(2), member(3)], 150)
+            .is_empty());
+
+        let changed = members.observe(&[member(1), member(2)], 200);
+        assert_eq!(changed[0].down_since, Some(200), "3 went down");
+        let ids = |v: Vec<ClusterMember>| v.iter().map(|m| m.node_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(members.replicas(&[member(2)])),
+            vec![2, 3],
+            "down still counts"
+        );
+
+        let grace = Duration::from_millis(1_000);
+        assert_eq!(members.purge_holders(grace, 1_199), vec![2, 3]);
+        assert_eq!(
+            members.purge_holders(grace, 1_200),
+            vec![2],
+            "down past the grace"
+        );
+
+        let moved = ClusterMember::new(3, ([127, 0, 0, 1], 7_777).into(), "dc");
+        let changed = members.observe(&[member(2), moved.clone()], 300);
+        assert_eq!(
+            changed,
+            vec![Known {
+                member: moved,
+                down_since: None
+            }]
+        );
+
+        assert!(members.remove(3).is_some());
+        assert_eq!(ids(members.replicas(&[member(2)])), vec![2]);
+        assert!(members.remove(3).is_none());
+    }
+
+    #[test]
+    fn records_round_trip_and_malformed_ones_are_refused() {
+        for down_since in [None, Some(1_700_000_000_000)] {
+            let known = Known {
+                member: member(42),
+                down_since,
+            };
+            assert_eq!(decode(&encode(&known)), Some(known));
+        }
+        let mut doc = encode(&Known {
+            member: member(7),
+            down_since: None,
+        });
+        doc.data = Bytes::from_static(b"\x01short");
+        assert_eq!(decode(&doc), None);
+        doc.id = u64::MAX;
+        assert_eq!(decode(&doc), None);
+    }
+}

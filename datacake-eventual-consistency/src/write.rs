@@ -1,0 +1,116 @@
+//! The one write path: put, put_many, del and del_many all go through [`Shared::mutate`].
+
+use bytes::Bytes;
+use datacake_node::{ClusterMember, Consistency, ConsistencyError, Requirement};
+
+use crate::error::StoreError;
+use crate::replica::{Change, Counters};
+use crate::replication::{AckTracker, Outbound, WriteOutcome};
+use crate::storage::{Key, Storage};
+use crate::store::Shared;
+
+impl<S: Storage> Shared<S> {
+    /// Applies `ops` (a document to put, or `None` to delete) locally, stamped as they are
+    /// claimed, queues them for every live peer, and waits until the replicas `level` needs
+    /// have acknowledged them.
+    ///
+    /// Refused before anything is written: a bad keyspace name, a document larger than the
+    /// maximum, and a level whose replicas are too few live. Afterwards the local write is
+    /// kept whatever happens: the call fails at once when replicas refuse so that the level
+    /// can no longer be met, or at the write timeout.
+    pub(crate) async fn mutate(
+        &self,
+        keyspace: &str,
+        ops: Vec<(Key, Option<Bytes>)>,
+        level: Consistency,
+    ) -> Result<(), StoreError<S::Error>> {
+        self.replica.check_name(keyspace)?;
+        let max = self.config.max_document_size();
+        if let Some((id, data)) = ops
+            .iter()
+            .find_map(|(id, d)| d.as_ref().filter(|d| d.len() > max).map(|d| (id, d)))
+        {
+            return Err(StoreError::DocumentTooLarge {
+                id: *id,
+                size: data.len(),
+                max,
+            });
+        }
+        let me = self.node.me();
+        let live = self.node.live_members();
+        let requirement = (level != Consistency::None)
+            .then(|| Requirement::new(level, me, &self.members.replicas(&live)));
+        if let Some(requirement) = &requirement {
+            requirement.check_live(|id| live.iter().any(|m| m.node_id == id))?;
+        }
+        let slot = self.replica.slot_or_create(keyspace)?;
+        let changes = ops
+            .into_iter()
+            .map(|(key, data)| Change::local(key, data))
+            .collect();
+        let applied = self
+            .replica
+            .apply_local(slot.clone(), changes, self.node.clone())
+            .await?;
+        Counters::add(&self.replica.counters.writes, applied.len());
+        if applied.is_empty() {
+            return Ok(());
+        }
+
+        let peers: Vec<ClusterMember> = live
+            .into_iter()
+            .filter(|m| m.node_id != me.node_id)
+            .collect();
+        let requirement = requirement.filter(|r| !r.is_local());
+        let tracker = requirement.as_ref().map(|r| {
+            let asked: Vec<ClusterMember> = peers
+                .iter()
+                .filter(|p| r.counts(p.node_id))
+                .cloned()
+                .collect();
+            AckTracker::new(r, &asked, applied.len())
+        });
+        for peer in &peers {
+            let counts = requirement.as_ref().is_some_and(|r| r.counts(peer.node_id));
+            let ack = tracker.as_ref().filter(|_| counts);
+            let items: Vec<Outbound> = applied
+                .iter()
+                .map(|c| Outbound::new(slot.name.clone(), c.clone(), ack.cloned()))
+                .collect();
+            self.replicator.enqueue(peer, items);
+        }
+
+        let Some(tracker) = tracker else {
+            return Ok(());
+        };
+        let timeout = self.config.write_timeout;
+        match tracker.wait(timeout).await {
+            WriteOutcome::Met => Ok(()),
+            WriteOutcome::Failed {
+                node_id,
+                peer,
+                status,
+                acknowledged,
+            } => {
+                Counters::add(&self.replica.counters.consistency_failures, 1);
+                Err(StoreError::ReplicaFailed {
+                    level: tracker.level(),
+                    acknowledged,
+                    required: tracker.required(),
+                    node_id,
+                    peer,
+                    source: Box::new(status),
+                })
+            }
+            WriteOutcome::TimedOut { acknowledged } => {
+                Counters::add(&self.replica.counters.consistency_failures, 1);
+                Err(ConsistencyError::ConsistencyFailure {
+                    responses: acknowledged,
+                    required: tracker.required(),
+                    timeout,
+                }
+                .into())
+            }
+        }
+    }
+}
