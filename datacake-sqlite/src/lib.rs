@@ -6,9 +6,15 @@
 //! and a node's documents survive restarts.
 //!
 //! # Guarantees
-//! - **Durability.** The database runs in WAL mode with `synchronous = NORMAL`: a write whose
-//!   call returned `Ok` survives the process being killed right after (tested with `SIGKILL`).
-//!   A power loss or OS crash may lose the most recent commits.
+//! - **Durability.** The database runs in WAL mode. A write whose call returned `Ok` survives
+//!   the process being killed right after (tested with `SIGKILL`), and a crash or power loss
+//!   does not corrupt the database (given a drive that honours `fsync`). What a power loss or
+//!   OS crash may take depends on [`Synchronous`], chosen with [`SqliteStorage::open_with`]:
+//!   - [`Synchronous::Normal`] (the default, and what [`SqliteStorage::open`] uses): a commit
+//!     is not fsynced, so the most recent acknowledged writes may be lost (rolled back).
+//!   - [`Synchronous::Full`]: the WAL is fsynced at every commit, so an acknowledged write
+//!     survives a power loss, at the cost of one fsync per commit (shared by the writes that
+//!     group commit puts in one transaction).
 //! - **Atomic bulk writes.** `multi_put`, `mark_many_as_tombstone` and `remove_tombstones` are
 //!   all or nothing: on error nothing was applied.
 //! - **No blocking on the runtime.** One dedicated thread owns the connection; the async
@@ -42,7 +48,7 @@
 //!
 //! let users = store.handle_with_keyspace("users");
 //! users.put(1, "alice", Consistency::All).await?;
-//! assert_eq!(&users.get(1).await?.expect("written").data[..], b"alice");
+//! assert_eq!(&users.get(1, Consistency::All).await?.expect("written").data[..], b"alice");
 //!
 //! drop(store);
 //! node.shutdown().await;
@@ -51,10 +57,12 @@
 //! ```
 
 mod error;
+mod options;
 mod schema;
 mod storage;
 mod worker;
 
 pub use error::SqliteStorageError;
+pub use options::{SqliteStorageOptions, Synchronous};
 pub use schema::SCHEMA_VERSION;
 pub use storage::SqliteStorage;

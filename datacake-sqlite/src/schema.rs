@@ -7,6 +7,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::{is_corruption, SqliteStorageError};
+use crate::options::Synchronous;
 
 /// The schema version this build writes and reads. A database recording a newer one is
 /// refused with [`SqliteStorageError::UnsupportedSchemaVersion`].
@@ -34,8 +35,12 @@ CREATE TABLE documents (
 );
 ";
 
-/// Opens (creating if needed) the database file at `path`.
-pub(crate) fn open_file(path: &Path) -> Result<Connection, SqliteStorageError> {
+/// Opens (creating if needed) the database file at `path`, for writing with the given
+/// `synchronous` setting.
+pub(crate) fn open_file(
+    path: &Path,
+    synchronous: Synchronous,
+) -> Result<Connection, SqliteStorageError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -53,7 +58,7 @@ pub(crate) fn open_file(path: &Path) -> Result<Connection, SqliteStorageError> {
             }
         }
     })?;
-    prepare(conn, true).map_err(|error| match error {
+    prepare(conn, Some(synchronous)).map_err(|error| match error {
         SqliteStorageError::Corrupt(source) => SqliteStorageError::NotADatabase {
             path: path.to_owned(),
             source,
@@ -86,23 +91,27 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, SqliteStorageError>
 
 /// Opens a fresh in-memory database.
 pub(crate) fn open_in_memory() -> Result<Connection, SqliteStorageError> {
-    prepare(Connection::open_in_memory()?, false)
+    prepare(Connection::open_in_memory()?, None)
 }
 
-/// Sets the pragmas and creates or checks the schema.
-fn prepare(mut conn: Connection, on_disk: bool) -> Result<Connection, SqliteStorageError> {
+/// Sets the pragmas and creates or checks the schema. `on_disk` is the `synchronous` setting
+/// of a file's writing connection, `None` for an in-memory database (no file, no WAL).
+fn prepare(
+    mut conn: Connection,
+    on_disk: Option<Synchronous>,
+) -> Result<Connection, SqliteStorageError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    if on_disk {
+    if let Some(synchronous) = on_disk {
         // The first statement that reads the file: a non-SQLite file fails here.
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(journal_mode = %mode, "sqlite refused WAL mode");
         }
-        // In WAL mode, NORMAL makes a commit durable against the process dying (the WAL frame
-        // is written to the OS before the commit returns); FULL would also survive power loss
-        // at the cost of an fsync per commit.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // A per-connection setting (not stored in the file), so it is set on every open; it
+        // matters on this connection, the one that commits. Set outside any transaction
+        // (SQLite refuses to change it inside one). See `Synchronous` for what each loses.
+        conn.pragma_update(None, "synchronous", synchronous.pragma_value())?;
     }
     migrate(&mut conn)?;
     Ok(conn)

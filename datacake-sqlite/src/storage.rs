@@ -10,6 +10,7 @@ use datacake_eventual_consistency::{BulkMutationError, Document, Key, Metadata, 
 use rusqlite::{params, Connection, Row};
 
 use crate::error::SqliteStorageError;
+use crate::options::SqliteStorageOptions;
 use crate::schema;
 use crate::worker::Worker;
 
@@ -18,9 +19,11 @@ use crate::worker::Worker;
 /// - Every SQLite call runs on a dedicated thread that owns a connection (one for writes and,
 ///   on disk, one more for reads, so reads proceed while a write commits); the async methods
 ///   send it work over a channel, so they never block a runtime worker thread.
-/// - The database is in WAL mode with `synchronous = NORMAL`: once a write has returned `Ok`,
-///   it survives the process being killed (even with `SIGKILL`). A power loss may lose the
-///   last few commits (SQLite's documented trade-off for WAL + NORMAL).
+/// - The database is in WAL mode, by default with `synchronous = NORMAL`: once a write has
+///   returned `Ok`, it survives the process being killed (even with `SIGKILL`). A power loss
+///   or OS crash may lose the last few commits (SQLite's documented trade-off for WAL +
+///   NORMAL); open with [`Synchronous::Full`](crate::Synchronous::Full) (see
+///   [`open_with`](Self::open_with)) to keep them, at one fsync per commit.
 /// - Bulk writes ([`multi_put`](Storage::multi_put), ...) are all or nothing. Writes queued
 ///   together share one transaction (group commit), each in its own savepoint.
 /// - The schema is versioned; see [`SCHEMA_VERSION`](crate::SCHEMA_VERSION).
@@ -34,7 +37,8 @@ pub struct SqliteStorage {
 }
 
 impl SqliteStorage {
-    /// Opens the database at `path`, creating the file and the schema if needed.
+    /// Opens the database at `path`, creating the file and the schema if needed, with the
+    /// default options (`synchronous = NORMAL`; [`open_with`](Self::open_with) chooses).
     ///
     /// Fails with [`SqliteStorageError::NotADatabase`] if the file is not a SQLite database
     /// (or is damaged), [`SqliteStorageError::UnsupportedSchemaVersion`] if it was written by a
@@ -54,12 +58,46 @@ impl SqliteStorage {
     /// # Ok(())
     /// # }
     /// ```
-    #[tracing::instrument(skip_all, fields(path = %path.as_ref().display()))]
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, SqliteStorageError> {
+        Self::open_with(path, SqliteStorageOptions::default()).await
+    }
+
+    /// Like [`open`](Self::open), with the given options (e.g. `synchronous = FULL`, see
+    /// [`Synchronous`](crate::Synchronous)); [`open`](Self::open) uses the defaults.
+    ///
+    /// The options are settings of the connections, not of the file: a database can be
+    /// reopened with other options.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use datacake_sqlite::{SqliteStorage, SqliteStorageOptions, Synchronous};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("datacake-sqlite-doc-with-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// // Acknowledged writes survive a power loss, at one fsync per commit.
+    /// let options = SqliteStorageOptions::new().with_synchronous(Synchronous::Full);
+    /// let storage = SqliteStorage::open_with(dir.join("data.db"), options).await?;
+    /// # drop(storage);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[tracing::instrument(
+        skip_all,
+        fields(path = %path.as_ref().display(), synchronous = ?options.synchronous())
+    )]
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteStorageOptions,
+    ) -> Result<Self, SqliteStorageError> {
         let path: PathBuf = path.as_ref().to_owned();
         let opened = path.clone();
-        let writer =
-            Worker::spawn("datacake-sqlite".into(), move || schema::open_file(&opened)).await?;
+        let synchronous = options.synchronous();
+        let writer = Worker::spawn("datacake-sqlite".into(), move || {
+            schema::open_file(&opened, synchronous)
+        })
+        .await?;
         let opened = path.clone();
         let reader = Worker::spawn("datacake-sqlite-read".into(), move || {
             schema::open_reader(&opened)
@@ -329,5 +367,107 @@ impl Storage for SqliteStorage {
                 Ok(out)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use super::*;
+    use crate::Synchronous;
+
+    /// A fresh directory under the system temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("clock after epoch")
+                .as_nanos();
+            let dir = std::env::temp_dir().join(format!(
+                "datacake-sqlite-unit-{name}-{}-{nanos}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).expect("create temp dir");
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// `PRAGMA synchronous` as read on the connection that writes and commits (0 OFF,
+    /// 1 NORMAL, 2 FULL, 3 EXTRA).
+    async fn writer_synchronous(storage: &SqliteStorage) -> i64 {
+        storage
+            .writer
+            .read(|conn| Ok(conn.pragma_query_value(None, "synchronous", |row| row.get(0))?))
+            .await
+            .unwrap()
+    }
+
+    async fn journal_mode(storage: &SqliteStorage) -> String {
+        storage
+            .writer
+            .read(|conn| Ok(conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_chosen_synchronous_setting_is_applied_to_the_writer() {
+        let dir = TempDir::new("synchronous");
+        let cases = [
+            ("default.db", None, 1),
+            ("normal.db", Some(Synchronous::Normal), 1),
+            ("full.db", Some(Synchronous::Full), 2),
+        ];
+        for (file, synchronous, expected) in cases {
+            let path = dir.0.join(file);
+            let storage = match synchronous {
+                None => SqliteStorage::open(&path).await.unwrap(),
+                Some(synchronous) => SqliteStorage::open_with(
+                    &path,
+                    SqliteStorageOptions::new().with_synchronous(synchronous),
+                )
+                .await
+                .unwrap(),
+            };
+            assert_eq!(
+                writer_synchronous(&storage).await,
+                expected,
+                "{file}: {synchronous:?}"
+            );
+            assert_eq!(journal_mode(&storage).await, "wal", "{file}");
+        }
+    }
+
+    /// The setting belongs to the connection, not the file: reopening with other options
+    /// takes the new ones and keeps the data.
+    #[tokio::test]
+    async fn a_database_can_be_reopened_with_another_synchronous_setting() {
+        let dir = TempDir::new("resync");
+        let path = dir.0.join("data.db");
+        let doc = Document::new(1, HLCTimestamp::new(1_000, 0, 1), "kept");
+        let full = SqliteStorageOptions::new().with_synchronous(Synchronous::Full);
+        {
+            let storage = SqliteStorage::open_with(&path, full.clone()).await.unwrap();
+            assert_eq!(writer_synchronous(&storage).await, 2);
+            storage.put("ks", doc.clone()).await.unwrap();
+        }
+        {
+            let storage = SqliteStorage::open(&path).await.unwrap();
+            assert_eq!(writer_synchronous(&storage).await, 1);
+            assert_eq!(storage.get("ks", 1).await.unwrap(), Some(doc.clone()));
+        }
+        let storage = SqliteStorage::open_with(&path, full).await.unwrap();
+        assert_eq!(writer_synchronous(&storage).await, 2);
+        assert_eq!(storage.get("ks", 1).await.unwrap(), Some(doc));
     }
 }

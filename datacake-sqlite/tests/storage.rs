@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use datacake_crdt::{HLCTimestamp, MAX_MILLIS};
 use datacake_eventual_consistency::test_suite::run_test_suite;
 use datacake_eventual_consistency::{Document, Storage};
-use datacake_sqlite::{SqliteStorage, SqliteStorageError, SCHEMA_VERSION};
+use datacake_sqlite::{
+    SqliteStorage, SqliteStorageError, SqliteStorageOptions, Synchronous, SCHEMA_VERSION,
+};
 
 /// A fresh directory under the system temp dir, removed when dropped.
 struct TempDir(PathBuf);
@@ -49,6 +51,13 @@ async fn in_memory_passes_the_conformance_suite() {
 async fn on_disk_passes_the_conformance_suite() {
     let dir = TempDir::new("suite");
     run_test_suite(SqliteStorage::open(dir.db()).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn on_disk_with_synchronous_full_passes_the_conformance_suite() {
+    let dir = TempDir::new("suite-full");
+    let options = SqliteStorageOptions::new().with_synchronous(Synchronous::Full);
+    run_test_suite(SqliteStorage::open_with(dir.db(), options).await.unwrap()).await;
 }
 
 #[tokio::test]

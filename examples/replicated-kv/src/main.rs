@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use datacake_eventual_consistency::EventuallyConsistentStoreExtension;
 use datacake_node::{
     ConnectionConfig, DatacakeNodeBuilder, DEFAULT_CLUSTER_ID, DEFAULT_DATA_CENTER,
 };
-use datacake_sqlite::SqliteStorage;
+use datacake_sqlite::{SqliteStorage, SqliteStorageOptions, Synchronous};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -68,6 +68,30 @@ struct Args {
     /// How often anti-entropy repair runs with each peer, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     repair_interval_ms: u64,
+    /// SQLite's `synchronous` setting for `kv.db` (WAL mode). Either way a process crash or
+    /// SIGKILL loses no acknowledged write.
+    #[arg(long, value_enum, default_value_t = SqliteSynchronous::Normal)]
+    sqlite_synchronous: SqliteSynchronous,
+}
+
+/// The values of `--sqlite-synchronous`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SqliteSynchronous {
+    /// No fsync per commit: an OS crash or power loss may lose the last acknowledged writes
+    /// (the database stays consistent).
+    Normal,
+    /// An fsync per commit: acknowledged writes survive an OS crash or power loss; slower
+    /// writes.
+    Full,
+}
+
+impl From<SqliteSynchronous> for Synchronous {
+    fn from(value: SqliteSynchronous) -> Self {
+        match value {
+            SqliteSynchronous::Normal => Synchronous::Normal,
+            SqliteSynchronous::Full => Synchronous::Full,
+        }
+    }
 }
 
 #[tokio::main]
@@ -86,7 +110,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let db = args.data_dir.join("kv.db");
-    let storage = SqliteStorage::open(&db)
+    let options = SqliteStorageOptions::new().with_synchronous(args.sqlite_synchronous.into());
+    let storage = SqliteStorage::open_with(&db, options)
         .await
         .with_context(|| format!("cannot open {}", db.display()))?;
     let listener = TcpListener::bind(args.http_addr)
