@@ -144,7 +144,7 @@ pub trait Storage: Send + Sync + 'static {
     async fn get(&self, keyspace: &str, key: Key) -> Result<Option<Document>, Self::Error>;
 
     /// The live documents among `keys` in `keyspace` (missing and tombstoned ids are
-    /// skipped), in no particular order.
+    /// skipped), in no particular order, each at most once however often `keys` repeats it.
     async fn multi_get(&self, keyspace: &str, keys: Vec<Key>)
         -> Result<Vec<Document>, Self::Error>;
 }

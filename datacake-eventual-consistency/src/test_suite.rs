@@ -160,6 +160,14 @@ async fn bulk_round_trip<S: Storage>(storage: &S) {
         vec![docs[1].clone(), docs[3].clone()],
         "multi_get skips missing ids"
     );
+    assert_eq!(
+        sorted_docs(ok(
+            storage.multi_get(ks, vec![3, 3, 5, 3]).await,
+            "multi_get"
+        )),
+        vec![docs[2].clone(), docs[4].clone()],
+        "multi_get returns a repeated id once"
+    );
     let newer: Vec<_> = (1..=5).map(|i| doc(i, 100 + i, "newer")).collect();
     ok(storage.multi_put(ks, newer.clone()).await, "multi_put");
     let mut expected = newer;

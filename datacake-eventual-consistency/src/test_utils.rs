@@ -1,7 +1,9 @@
-//! [`MemStore`]: an in-memory [`Storage`] for tests, examples and benchmarks.
+//! [`MemStore`]: an in-memory [`Storage`] for tests, examples and benchmarks; and
+//! [`FaultyStorage`], a wrapper whose writes can be made to fail, for fault tests.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -170,10 +172,180 @@ impl Storage for MemStore {
         let Some(ks) = guard.get(keyspace) else {
             return Ok(Vec::new());
         };
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
         Ok(keys
             .iter()
+            .filter(|k| seen.insert(**k))
             .filter_map(|k| ks.docs.get(k).cloned())
             .collect())
+    }
+}
+
+/// The error of a [`FaultyStorage`]: the wrapped storage's, or an injected failure.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultyError<E: std::error::Error + 'static> {
+    /// The wrapped storage failed.
+    #[error(transparent)]
+    Inner(E),
+    /// Writes were switched off with [`FaultyStorage::fail_writes`].
+    #[error("injected write failure")]
+    Injected,
+}
+
+/// Wraps a [`Storage`] so that its writes can be made to fail, as a full disk would: while
+/// [`fail_writes`](Self::fail_writes) is on, every write returns
+/// [`FaultyError::Injected`] and changes nothing; reads keep working. Clones share the
+/// switch and the storage.
+///
+/// ```
+/// use datacake_crdt::HLCTimestamp;
+/// use datacake_eventual_consistency::test_utils::{FaultyStorage, MemStore};
+/// use datacake_eventual_consistency::{Document, Storage};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let storage = FaultyStorage::new(MemStore::default());
+/// storage.fail_writes(true);
+/// let doc = Document::new(1, HLCTimestamp::new(1, 0, 0), "a");
+/// assert!(storage.put("ks", doc.clone()).await.is_err());
+/// storage.fail_writes(false);
+/// storage.put("ks", doc).await.unwrap();
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct FaultyStorage<S> {
+    inner: S,
+    failing: Arc<AtomicBool>,
+}
+
+impl<S: Storage> FaultyStorage<S> {
+    /// `inner`, with writes working.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            failing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Switches write failures on or off.
+    pub fn fail_writes(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// The wrapped storage.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn check(&self) -> Result<(), FaultyError<S::Error>> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(FaultyError::Injected);
+        }
+        Ok(())
+    }
+
+    fn check_bulk(&self) -> Result<(), BulkMutationError<FaultyError<S::Error>>> {
+        self.check().map_err(BulkMutationError::empty)
+    }
+}
+
+fn bulk<E: std::error::Error + Send + Sync + 'static>(
+    error: BulkMutationError<E>,
+) -> BulkMutationError<FaultyError<E>> {
+    BulkMutationError::new(FaultyError::Inner(error.inner), error.successful_doc_ids)
+}
+
+#[async_trait]
+impl<S: Storage> Storage for FaultyStorage<S> {
+    type Error = FaultyError<S::Error>;
+
+    async fn get_keyspace_list(&self) -> Result<Vec<String>, Self::Error> {
+        self.inner
+            .get_keyspace_list()
+            .await
+            .map_err(FaultyError::Inner)
+    }
+
+    async fn iter_metadata(&self, keyspace: &str) -> Result<Vec<Metadata>, Self::Error> {
+        self.inner
+            .iter_metadata(keyspace)
+            .await
+            .map_err(FaultyError::Inner)
+    }
+
+    async fn remove_tombstones(
+        &self,
+        keyspace: &str,
+        keys: Vec<Key>,
+    ) -> Result<(), BulkMutationError<Self::Error>> {
+        self.check_bulk()?;
+        self.inner
+            .remove_tombstones(keyspace, keys)
+            .await
+            .map_err(bulk)
+    }
+
+    async fn put(&self, keyspace: &str, document: Document) -> Result<(), Self::Error> {
+        self.check()?;
+        self.inner
+            .put(keyspace, document)
+            .await
+            .map_err(FaultyError::Inner)
+    }
+
+    async fn multi_put(
+        &self,
+        keyspace: &str,
+        documents: Vec<Document>,
+    ) -> Result<(), BulkMutationError<Self::Error>> {
+        self.check_bulk()?;
+        self.inner
+            .multi_put(keyspace, documents)
+            .await
+            .map_err(bulk)
+    }
+
+    async fn mark_as_tombstone(
+        &self,
+        keyspace: &str,
+        key: Key,
+        timestamp: HLCTimestamp,
+    ) -> Result<(), Self::Error> {
+        self.check()?;
+        self.inner
+            .mark_as_tombstone(keyspace, key, timestamp)
+            .await
+            .map_err(FaultyError::Inner)
+    }
+
+    async fn mark_many_as_tombstone(
+        &self,
+        keyspace: &str,
+        keys: Vec<(Key, HLCTimestamp)>,
+    ) -> Result<(), BulkMutationError<Self::Error>> {
+        self.check_bulk()?;
+        self.inner
+            .mark_many_as_tombstone(keyspace, keys)
+            .await
+            .map_err(bulk)
+    }
+
+    async fn get(&self, keyspace: &str, key: Key) -> Result<Option<Document>, Self::Error> {
+        self.inner
+            .get(keyspace, key)
+            .await
+            .map_err(FaultyError::Inner)
+    }
+
+    async fn multi_get(
+        &self,
+        keyspace: &str,
+        keys: Vec<Key>,
+    ) -> Result<Vec<Document>, Self::Error> {
+        self.inner
+            .multi_get(keyspace, keys)
+            .await
+            .map_err(FaultyError::Inner)
     }
 }
 
@@ -184,5 +356,18 @@ mod tests {
     #[tokio::test]
     async fn mem_store_passes_the_conformance_suite() {
         crate::test_suite::run_test_suite(MemStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn faulty_storage_passes_the_conformance_suite_while_writes_work() {
+        crate::test_suite::run_test_suite(FaultyStorage::new(MemStore::new())).await;
+    }
+
+    #[tokio::test]
+    async fn multi_get_returns_a_repeated_id_once() {
+        let store = MemStore::new();
+        let doc = Document::new(1, HLCTimestamp::new(1, 0, 0), "a");
+        store.put("ks", doc).await.unwrap();
+        assert_eq!(store.multi_get("ks", vec![1, 1, 1]).await.unwrap().len(), 1);
     }
 }

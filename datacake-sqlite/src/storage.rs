@@ -372,35 +372,10 @@ impl Storage for SqliteStorage {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use test_helper::TempDir;
 
     use super::*;
     use crate::Synchronous;
-
-    /// A fresh directory under the system temp dir, removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .expect("clock after epoch")
-                .as_nanos();
-            let dir = std::env::temp_dir().join(format!(
-                "datacake-sqlite-unit-{name}-{}-{nanos}",
-                std::process::id()
-            ));
-            std::fs::create_dir_all(&dir).expect("create temp dir");
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// `PRAGMA synchronous` as read on the connection that writes and commits (0 OFF,
     /// 1 NORMAL, 2 FULL, 3 EXTRA).
@@ -429,7 +404,7 @@ mod tests {
             ("full.db", Some(Synchronous::Full), 2),
         ];
         for (file, synchronous, expected) in cases {
-            let path = dir.0.join(file);
+            let path = dir.join(file);
             let storage = match synchronous {
                 None => SqliteStorage::open(&path).await.unwrap(),
                 Some(synchronous) => SqliteStorage::open_with(
@@ -453,7 +428,7 @@ mod tests {
     #[tokio::test]
     async fn a_database_can_be_reopened_with_another_synchronous_setting() {
         let dir = TempDir::new("resync");
-        let path = dir.0.join("data.db");
+        let path = dir.join("data.db");
         let doc = Document::new(1, HLCTimestamp::new(1_000, 0, 1), "kept");
         let full = SqliteStorageOptions::new().with_synchronous(Synchronous::Full);
         {

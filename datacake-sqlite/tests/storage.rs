@@ -5,41 +5,20 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use datacake_crdt::{HLCTimestamp, MAX_MILLIS};
 use datacake_eventual_consistency::test_suite::run_test_suite;
 use datacake_eventual_consistency::{Document, Storage};
+use test_helper::TempDir;
+
 use datacake_sqlite::{
     SqliteStorage, SqliteStorageError, SqliteStorageOptions, Synchronous, SCHEMA_VERSION,
 };
 
-/// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after epoch")
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "datacake-sqlite-{name}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        Self(dir)
-    }
-
-    fn db(&self) -> PathBuf {
-        self.0.join("data.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The database file of a test directory.
+fn db(dir: &TempDir) -> PathBuf {
+    dir.join("data.db")
 }
 
 #[tokio::test]
@@ -50,14 +29,14 @@ async fn in_memory_passes_the_conformance_suite() {
 #[tokio::test]
 async fn on_disk_passes_the_conformance_suite() {
     let dir = TempDir::new("suite");
-    run_test_suite(SqliteStorage::open(dir.db()).await.unwrap()).await;
+    run_test_suite(SqliteStorage::open(db(&dir)).await.unwrap()).await;
 }
 
 #[tokio::test]
 async fn on_disk_with_synchronous_full_passes_the_conformance_suite() {
     let dir = TempDir::new("suite-full");
     let options = SqliteStorageOptions::new().with_synchronous(Synchronous::Full);
-    run_test_suite(SqliteStorage::open_with(dir.db(), options).await.unwrap()).await;
+    run_test_suite(SqliteStorage::open_with(db(&dir), options).await.unwrap()).await;
 }
 
 #[tokio::test]
@@ -67,14 +46,14 @@ async fn documents_and_tombstones_survive_a_reopen() {
         .map(|i| Document::new(i, HLCTimestamp::new(1_000 + i, 3, 7), format!("doc-{i}")))
         .collect();
     {
-        let storage = SqliteStorage::open(dir.db()).await.unwrap();
+        let storage = SqliteStorage::open(db(&dir)).await.unwrap();
         storage.multi_put("ks", docs.clone()).await.unwrap();
         storage
             .mark_as_tombstone("ks", 5, HLCTimestamp::new(5_000, 0, 2))
             .await
             .unwrap();
     }
-    let storage = SqliteStorage::open(dir.db()).await.unwrap();
+    let storage = SqliteStorage::open(db(&dir)).await.unwrap();
     assert_eq!(storage.get_keyspace_list().await.unwrap(), vec!["ks"]);
     assert_eq!(storage.get("ks", 5).await.unwrap(), None);
     assert_eq!(storage.get("ks", 6).await.unwrap(), Some(docs[6].clone()));
@@ -119,7 +98,7 @@ async fn extreme_ids_and_timestamps_round_trip_losslessly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_are_all_acknowledged_and_stored() {
     let dir = TempDir::new("concurrent");
-    let storage = SqliteStorage::open(dir.db()).await.unwrap();
+    let storage = SqliteStorage::open(db(&dir)).await.unwrap();
     let tasks: Vec<_> = (0..64u64)
         .map(|task| {
             let storage = storage.clone();
@@ -158,10 +137,10 @@ async fn concurrent_writers_are_all_acknowledged_and_stored() {
 async fn a_non_sqlite_file_is_refused_with_a_clear_error() {
     let dir = TempDir::new("garbage");
     let garbage: Vec<u8> = (0..16_384u32).map(|i| (i * 31 % 251) as u8).collect();
-    std::fs::write(dir.db(), &garbage).unwrap();
-    let error = SqliteStorage::open(dir.db()).await.unwrap_err();
+    std::fs::write(db(&dir), &garbage).unwrap();
+    let error = SqliteStorage::open(db(&dir)).await.unwrap_err();
     assert!(
-        matches!(error, SqliteStorageError::NotADatabase { ref path, .. } if path == &dir.db()),
+        matches!(error, SqliteStorageError::NotADatabase { ref path, .. } if path == &db(&dir)),
         "{error:?}"
     );
     assert!(
@@ -169,7 +148,7 @@ async fn a_non_sqlite_file_is_refused_with_a_clear_error() {
         "{error}"
     );
     assert_eq!(
-        std::fs::read(dir.db()).unwrap(),
+        std::fs::read(db(&dir)).unwrap(),
         garbage,
         "the file is left alone"
     );
@@ -179,7 +158,7 @@ async fn a_non_sqlite_file_is_refused_with_a_clear_error() {
 async fn a_damaged_sqlite_file_is_refused_with_a_clear_error() {
     let dir = TempDir::new("damaged");
     {
-        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        let conn = rusqlite::Connection::open(db(&dir)).unwrap();
         conn.execute_batch(
             "CREATE TABLE t (x BLOB); INSERT INTO t VALUES (zeroblob(10000));
              CREATE TABLE u (y INTEGER); CREATE INDEX u_y ON u (y);",
@@ -187,12 +166,12 @@ async fn a_damaged_sqlite_file_is_refused_with_a_clear_error() {
         .unwrap();
     }
     // Keep the 100-byte header (so it still looks like SQLite) but wreck the schema page.
-    let mut bytes = std::fs::read(dir.db()).unwrap();
+    let mut bytes = std::fs::read(db(&dir)).unwrap();
     for b in &mut bytes[100..4096] {
         *b = 0xA5;
     }
-    std::fs::write(dir.db(), &bytes).unwrap();
-    let error = SqliteStorage::open(dir.db()).await.unwrap_err();
+    std::fs::write(db(&dir), &bytes).unwrap();
+    let error = SqliteStorage::open(db(&dir)).await.unwrap_err();
     assert!(
         matches!(error, SqliteStorageError::NotADatabase { .. }),
         "{error:?}"
@@ -202,7 +181,7 @@ async fn a_damaged_sqlite_file_is_refused_with_a_clear_error() {
 #[tokio::test]
 async fn a_directory_at_the_path_is_an_open_error() {
     let dir = TempDir::new("dir");
-    let error = SqliteStorage::open(&dir.0).await.unwrap_err();
+    let error = SqliteStorage::open(dir.path()).await.unwrap_err();
     assert!(
         matches!(
             error,
@@ -216,13 +195,13 @@ async fn a_directory_at_the_path_is_an_open_error() {
 async fn the_schema_version_is_recorded_and_a_newer_one_is_refused() {
     let dir = TempDir::new("schema");
     {
-        let storage = SqliteStorage::open(dir.db()).await.unwrap();
+        let storage = SqliteStorage::open(db(&dir)).await.unwrap();
         storage
             .put("ks", Document::new(1, HLCTimestamp::new(1, 0, 1), "a"))
             .await
             .unwrap();
     }
-    let conn = rusqlite::Connection::open(dir.db()).unwrap();
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
     let version: i64 = conn
         .query_row("SELECT version FROM datacake_schema", [], |r| r.get(0))
@@ -230,14 +209,14 @@ async fn the_schema_version_is_recorded_and_a_newer_one_is_refused() {
     assert_eq!(version, SCHEMA_VERSION);
 
     // The same version reopens fine.
-    SqliteStorage::open(dir.db()).await.unwrap();
+    SqliteStorage::open(db(&dir)).await.unwrap();
 
     conn.execute(
         "UPDATE datacake_schema SET version = ?1",
         [SCHEMA_VERSION + 1],
     )
     .unwrap();
-    let error = SqliteStorage::open(dir.db()).await.unwrap_err();
+    let error = SqliteStorage::open(db(&dir)).await.unwrap_err();
     assert!(
         matches!(
             error,
@@ -310,7 +289,7 @@ fn acknowledged_writes_survive_sigkill() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHILD_DB, dir.db())
+        .env(CHILD_DB, db(&dir))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -374,7 +353,7 @@ fn acknowledged_writes_survive_sigkill() {
         .build()
         .unwrap()
         .block_on(async {
-            let storage = SqliteStorage::open(dir.db()).await.unwrap();
+            let storage = SqliteStorage::open(db(&dir)).await.unwrap();
             let ids: Vec<u64> = (0..=single).collect();
             let mut found = storage.multi_get(SINGLE_KEYSPACE, ids).await.unwrap();
             found.sort_unstable_by_key(|d| d.id);

@@ -3,7 +3,8 @@
 //! Tests wait on observable state with a deadline; they never sleep and then assert.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often [`wait_for`] re-checks its condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -29,6 +30,43 @@ where
     }
 }
 
+/// A fresh directory under the system temp dir, removed (with its contents) when dropped.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// A new empty directory whose name starts with `datacake-{name}-` and is unique to this
+    /// process and moment.
+    pub fn new(name: &str) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after epoch")
+            .as_nanos();
+        let path =
+            std::env::temp_dir().join(format!("datacake-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self { path }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, file: impl AsRef<Path>) -> PathBuf {
+        self.path.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -43,6 +81,18 @@ mod tests {
         })
         .await;
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_temp_dir_is_fresh_and_removed_on_drop() {
+        let dir = TempDir::new("helper");
+        std::fs::write(dir.join("f"), b"x").unwrap();
+        let path = dir.path().to_path_buf();
+        assert!(path.join("f").exists());
+        let other = TempDir::new("helper");
+        assert_ne!(other.path(), path);
+        drop(dir);
+        assert!(!path.exists());
     }
 
     #[tokio::test]

@@ -1,4 +1,5 @@
-//! Shared fixtures: in-process clusters of nodes running the store over `MemStore`.
+//! Shared fixtures: in-process clusters of nodes running the store over `MemStore` (or any
+//! cloneable storage, e.g. a `FaultyStorage`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -6,6 +7,7 @@ use std::time::Duration;
 use datacake_eventual_consistency::test_utils::MemStore;
 use datacake_eventual_consistency::{
     EventuallyConsistentStore, EventuallyConsistentStoreExtension, Metadata, ReplicatedStoreHandle,
+    Storage,
 };
 use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder};
 
@@ -13,14 +15,14 @@ use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder};
 pub(crate) const CONVERGE: Duration = Duration::from_secs(20);
 
 /// One node of a test cluster.
-pub(crate) struct TestNode {
+pub(crate) struct TestNode<S: Storage = MemStore> {
     pub(crate) node: DatacakeNode,
-    pub(crate) store: EventuallyConsistentStore<MemStore>,
-    pub(crate) storage: MemStore,
+    pub(crate) store: EventuallyConsistentStore<S>,
+    pub(crate) storage: S,
 }
 
-impl TestNode {
-    pub(crate) fn handle(&self) -> ReplicatedStoreHandle<MemStore> {
+impl<S: Storage> TestNode<S> {
+    pub(crate) fn handle(&self) -> ReplicatedStoreHandle<S> {
         self.store.handle()
     }
 
@@ -30,7 +32,7 @@ impl TestNode {
 
     /// Stops the node abruptly, as a crash would (no leave announced); returns its storage
     /// for a restart.
-    pub(crate) fn crash(self) -> MemStore {
+    pub(crate) fn crash(self) -> S {
         drop(self.store);
         drop(self.node);
         self.storage
@@ -50,7 +52,7 @@ pub(crate) async fn start_node(id: u32, seeds: Vec<String>, storage: MemStore) -
 }
 
 /// The store extension as a test configures it.
-pub(crate) type Extension = EventuallyConsistentStoreExtension<MemStore>;
+pub(crate) type Extension<S = MemStore> = EventuallyConsistentStoreExtension<S>;
 
 /// Like [`start_node`], with the extension adjusted by `configure`.
 pub(crate) async fn start_node_with(
@@ -64,13 +66,13 @@ pub(crate) async fn start_node_with(
 
 /// Like [`start_node`], with the node builder adjusted by `node` and the extension by
 /// `configure`.
-pub(crate) async fn start_node_full(
+pub(crate) async fn start_node_full<S: Storage + Clone>(
     id: u32,
     seeds: Vec<String>,
-    storage: MemStore,
+    storage: S,
     node: impl FnOnce(DatacakeNodeBuilder) -> DatacakeNodeBuilder,
-    configure: impl FnOnce(Extension) -> Extension,
-) -> TestNode {
+    configure: impl FnOnce(Extension<S>) -> Extension<S>,
+) -> TestNode<S> {
     let local = "127.0.0.1:0".parse().unwrap();
     let builder = DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
         .with_gossip_interval(Duration::from_millis(50));
@@ -102,8 +104,8 @@ pub(crate) async fn cluster(n: u32) -> Vec<TestNode> {
 }
 
 /// Waits until every node of `nodes` sees every id of `ids` live.
-pub(crate) async fn wait_for_membership(
-    nodes: &[TestNode],
+pub(crate) async fn wait_for_membership<S: Storage>(
+    nodes: &[TestNode<S>],
     ids: impl IntoIterator<Item = u32> + Clone,
 ) {
     for node in nodes {
@@ -115,7 +117,7 @@ pub(crate) async fn wait_for_membership(
 }
 
 /// Waits until every node holds the same metadata and documents for `keyspace`.
-pub(crate) async fn wait_converged(what: &str, nodes: &[TestNode], keyspace: &str) {
+pub(crate) async fn wait_converged<S: Storage>(what: &str, nodes: &[TestNode<S>], keyspace: &str) {
     test_helper::wait_for(what, CONVERGE, || async {
         let first = nodes[0].metadata(keyspace);
         if !nodes.iter().all(|n| n.metadata(keyspace) == first) {
@@ -139,7 +141,7 @@ pub(crate) async fn wait_converged(what: &str, nodes: &[TestNode], keyspace: &st
 }
 
 /// Shuts every node down.
-pub(crate) async fn shutdown(nodes: Vec<TestNode>) {
+pub(crate) async fn shutdown<S: Storage>(nodes: Vec<TestNode<S>>) {
     for n in nodes {
         drop(n.store);
         n.node.shutdown().await;

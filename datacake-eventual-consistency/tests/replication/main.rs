@@ -5,5 +5,6 @@ mod cluster;
 mod fixtures;
 mod levels;
 mod limits;
+mod reads;
 mod single_node;
 mod tombstones;

@@ -115,3 +115,61 @@ async fn an_unreachable_level_fails_before_writing() {
     assert!(h.get_keyspace_list().is_empty());
     shutdown(vec![node]).await;
 }
+
+#[tokio::test]
+async fn oversized_documents_bad_keyspaces_and_too_many_keyspaces_are_refused_before_writing() {
+    let limited = |ext: crate::fixtures::Extension| {
+        ext.with_max_message_size(1 << 20)
+            .with_max_keyspaces(2)
+            .with_max_keyspace_name_len(8)
+    };
+    let node = crate::fixtures::start_node_with(1, Vec::new(), MemStore::new(), limited).await;
+    let h = node.handle();
+    match h.put("ks", 1, vec![0u8; 1 << 20], Consistency::None).await {
+        Err(StoreError::DocumentTooLarge { id: 1, size, max }) => {
+            assert_eq!(size, 1 << 20);
+            assert!(max < size && max > 900_000, "{max}");
+        }
+        other => panic!("expected DocumentTooLarge, got {other:?}"),
+    }
+    assert!(h.get_keyspace_list().is_empty(), "nothing was written");
+    h.put("ks", 1, vec![0u8; 900_000], Consistency::None)
+        .await
+        .expect("fits in a message");
+
+    for name in ["", "nine-char"] {
+        assert!(matches!(
+            h.put(name, 1, "x", Consistency::None).await,
+            Err(StoreError::InvalidKeyspaceName { max: 8, .. })
+        ));
+    }
+    h.put("second", 1, "x", Consistency::None).await.unwrap();
+    assert!(matches!(
+        h.put("third", 1, "x", Consistency::None).await,
+        Err(StoreError::TooManyKeyspaces { max: 2 })
+    ));
+    h.put("second", 2, "x", Consistency::None)
+        .await
+        .expect("an existing keyspace takes writes");
+    shutdown(vec![node]).await;
+}
+
+#[tokio::test]
+async fn bad_settings_stop_the_store_from_starting() {
+    let local = "127.0.0.1:0".parse().unwrap();
+    let node = datacake_node::DatacakeNodeBuilder::new(
+        1,
+        datacake_node::ConnectionConfig::new(local, local, Vec::<String>::new()),
+    )
+    .connect()
+    .await
+    .unwrap();
+    let zero =
+        datacake_eventual_consistency::EventuallyConsistentStoreExtension::new(MemStore::new())
+            .with_repair_interval(std::time::Duration::ZERO);
+    match node.add_extension(zero).await {
+        Err(StoreError::InvalidConfig(error)) => assert_eq!(error.setting, "repair_interval"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+    node.shutdown().await;
+}

@@ -223,3 +223,89 @@ async fn a_node_down_past_the_grace_does_not_resurrect_deletes_on_return() {
     }
     shutdown(nodes).await;
 }
+
+/// With the default grace (24 hours) a down member holds every purge back; removing it lets
+/// the others purge, and the removal reaches the live peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_down_member_lets_the_others_purge() {
+    let quick_repair = |ext: EventuallyConsistentStoreExtension<MemStore>| {
+        ext.with_repair_interval(Duration::from_millis(20))
+    };
+    let fast_detector = |b: datacake_node::DatacakeNodeBuilder| {
+        b.with_min_failure_timeout(Duration::from_millis(500))
+    };
+    let first = start_node_full(1, Vec::new(), MemStore::new(), fast_detector, quick_repair).await;
+    let seeds = vec![first.addr()];
+    let mut nodes = vec![first];
+    for id in 2..=3 {
+        nodes.push(
+            start_node_full(
+                id,
+                seeds.clone(),
+                MemStore::new(),
+                fast_detector,
+                quick_repair,
+            )
+            .await,
+        );
+    }
+    wait_for_membership(&nodes, 1..=3).await;
+    let h = nodes[0].handle();
+    h.put_many("ks", (0..10).map(|i| (i, "v")), Consistency::All)
+        .await
+        .unwrap();
+    let _down = nodes.pop().expect("three nodes").crash();
+    test_helper::wait_for("nodes 1 and 2 hold node 3 dead", CONVERGE, || async {
+        nodes
+            .iter()
+            .all(|n| n.node.live_members().iter().all(|m| m.node_id != 3))
+    })
+    .await;
+    h.del_many("ks", 0..5, Consistency::Quorum).await.unwrap();
+    nodes[1]
+        .handle()
+        .put("ks", 100, "newer", Consistency::Quorum)
+        .await
+        .unwrap();
+
+    let tombstones = |node: &crate::fixtures::TestNode| {
+        node.handle()
+            .iter_metadata("ks")
+            .iter()
+            .filter(|m| m.2)
+            .count()
+    };
+    let start = nodes[0].store.statistics().repairs_run;
+    test_helper::wait_for("node 1 runs 40 repair rounds", CONVERGE, || async {
+        nodes[0].store.statistics().repairs_run >= start + 40
+    })
+    .await;
+    assert_eq!(
+        tombstones(&nodes[0]),
+        5,
+        "node 3 never confirmed the deletes"
+    );
+
+    assert!(matches!(
+        nodes[0].store.remove_member(2).await,
+        Err(StoreError::MemberIsLive { node_id: 2 })
+    ));
+    nodes[0]
+        .store
+        .remove_member(3)
+        .await
+        .expect("node 3 is down");
+    assert!(matches!(
+        nodes[0].store.remove_member(3).await,
+        Err(StoreError::UnknownMember { node_id: 3 })
+    ));
+    test_helper::wait_for("both nodes purge", CONVERGE, || async {
+        nodes.iter().all(|n| tombstones(n) == 0)
+    })
+    .await;
+    // Quorum now counts the two members left.
+    h.put("ks", 200, "two of two", Consistency::All)
+        .await
+        .unwrap();
+    shutdown(nodes).await;
+}

@@ -42,12 +42,37 @@ async fn one_node_serves_the_api_and_shuts_down_gracefully() {
         (404, "key_not_found")
     );
 
-    // A level this one-node cluster cannot meet.
+    // A level this one-node cluster cannot meet, for writes and reads.
     let reply = node.put("/users/carol?consistency=one", b"x").await;
     assert_eq!(
         (reply.status, reply.error_code().as_str()),
         (503, "not_enough_nodes")
     );
+    let reply = node.get("/users/alice?consistency=one").await;
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (503, "not_enough_nodes")
+    );
+    let reply = node.get("/users/alice?consistency=all").await;
+    assert_eq!((reply.status, reply.body.as_slice()), (200, &b"hello"[..]));
+    assert_eq!(
+        node.get("/users/alice?consistency=most").await.error_code(),
+        "bad_consistency"
+    );
+
+    // Member removal: only of a member that is down.
+    for (path, status, code) in [
+        ("/cluster/members/1", 409, "member_is_live"),
+        ("/cluster/members/7", 404, "unknown_member"),
+        ("/cluster/members/seven", 400, "bad_node_id"),
+    ] {
+        let reply = node.delete(path).await;
+        assert_eq!(
+            (reply.status, reply.error_code().as_str()),
+            (status, code),
+            "{path}"
+        );
+    }
 
     // Bad requests: 4xx with a JSON error.
     for (path, status, code) in [

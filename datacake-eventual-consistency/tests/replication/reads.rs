@@ -1,0 +1,119 @@
+//! Reads at a consistency level: the newest version among the replicas asked, and read
+//! repair of the stale ones.
+
+use std::time::Duration;
+
+use datacake_eventual_consistency::test_utils::{FaultyStorage, MemStore};
+use datacake_eventual_consistency::{Consistency, ConsistencyError, StoreError};
+
+use crate::fixtures::{shutdown, start_node_full, wait_for_membership, Extension, TestNode};
+
+type Faulty = FaultyStorage<MemStore>;
+
+/// Repair only once an hour, after the first round: a stale replica stays stale unless a
+/// read repairs it.
+fn rare_repair(ext: Extension<Faulty>) -> Extension<Faulty> {
+    ext.with_repair_interval(Duration::from_secs(3_600))
+}
+
+/// Three nodes whose storage writes can be switched off.
+async fn cluster() -> Vec<TestNode<Faulty>> {
+    let storage = || FaultyStorage::new(MemStore::new());
+    let first = start_node_full(1, Vec::new(), storage(), |b| b, rare_repair).await;
+    let seeds = vec![first.addr()];
+    let mut nodes = vec![first];
+    for id in 2..=3 {
+        nodes.push(start_node_full(id, seeds.clone(), storage(), |b| b, rare_repair).await);
+    }
+    wait_for_membership(&nodes, 1..=3).await;
+    nodes
+}
+
+fn value(doc: Option<datacake_eventual_consistency::Document>) -> Option<Vec<u8>> {
+    doc.map(|d| d.data.to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_read_sees_the_latest_quorum_write_and_repairs_the_stale_replica() {
+    let nodes = cluster().await;
+    nodes[0]
+        .handle()
+        .put("ks", 1, "v1", Consistency::All)
+        .await
+        .unwrap();
+    // Node 3's disk refuses writes: a Quorum write of v2 is acknowledged by node 2 alone,
+    // and node 3 keeps v1.
+    nodes[2].storage.fail_writes(true);
+    nodes[0]
+        .handle()
+        .put("ks", 1, "v2", Consistency::Quorum)
+        .await
+        .expect("node 2 acknowledges");
+    nodes[2].storage.fail_writes(false);
+    let stale = nodes[2].handle();
+    assert_eq!(
+        value(stale.get_local("ks", 1).await.unwrap()),
+        Some(b"v1".to_vec()),
+        "node 3 is stale"
+    );
+
+    // Read through the stale node: its own copy plus one peer's, the newest wins.
+    let read = stale.get("ks", 1, Consistency::Quorum).await.unwrap();
+    assert_eq!(value(read), Some(b"v2".to_vec()));
+    test_helper::wait_for(
+        "the read repairs node 3",
+        Duration::from_secs(10),
+        || async { value(stale.get_local("ks", 1).await.unwrap()) == Some(b"v2".to_vec()) },
+    )
+    .await;
+    assert!(nodes[2].store.statistics().read_repairs >= 1);
+
+    // A delete is a version too: the newest tombstone reads as absent.
+    nodes[2].storage.fail_writes(true);
+    nodes[0]
+        .handle()
+        .del("ks", 1, Consistency::Quorum)
+        .await
+        .unwrap();
+    nodes[2].storage.fail_writes(false);
+    assert!(
+        stale.get_local("ks", 1).await.unwrap().is_some(),
+        "node 3 missed the delete"
+    );
+    assert_eq!(stale.get("ks", 1, Consistency::All).await.unwrap(), None);
+    let many = stale
+        .get_many("ks", [1, 1, 2], Consistency::Quorum)
+        .await
+        .unwrap();
+    assert!(many.is_empty(), "{many:?}");
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_at_a_level_fail_like_writes() {
+    let mut nodes = cluster().await;
+    nodes[0]
+        .handle()
+        .put("ks", 1, "v", Consistency::All)
+        .await
+        .unwrap();
+    let others = nodes.split_off(1);
+    shutdown(others).await;
+    test_helper::wait_for(
+        "node 1 sees the others gone",
+        Duration::from_secs(20),
+        || async { nodes[0].node.live_members().len() == 1 },
+    )
+    .await;
+    let h = nodes[0].handle();
+    match h.get("ks", 1, Consistency::Quorum).await {
+        Err(StoreError::Consistency(ConsistencyError::NotEnoughNodes { .. })) => {}
+        other => panic!("expected NotEnoughNodes, got {other:?}"),
+    }
+    assert_eq!(
+        value(h.get("ks", 1, Consistency::None).await.unwrap()),
+        Some(b"v".to_vec()),
+        "None reads the local copy"
+    );
+    shutdown(nodes).await;
+}
