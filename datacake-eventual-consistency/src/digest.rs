@@ -9,8 +9,8 @@
 //!
 //! **Resolution follows size.** A keyspace with `n` entries keeps `2^bits` buckets, about
 //! [`ENTRIES_PER_BUCKET`] entries each, up to [`DIGEST_BUCKETS`] (`bits` up to
-//! [`MAX_DIGEST_BITS`]): an empty keyspace costs no bucket memory, a small one a few words,
-//! and a million ids 32 KiB. Because bucket `i` at `bits` is the sum of buckets
+//! [`MAX_DIGEST_BITS`]): an empty keyspace costs no bucket memory, a small one a few words
+//! (about a byte per entry), and a million ids 32 KiB. Because bucket `i` at `bits` is the sum of buckets
 //! `i << d .. (i + 1) << d` at `bits + d`, a digest folds exactly to any coarser resolution,
 //! and two replicas compare at the resolution of either.
 
@@ -27,8 +27,10 @@ pub const MAX_DIGEST_BITS: u8 = 12;
 /// so ten changed keys cost at most ten buckets' `(id, timestamp)` lists on the wire.
 pub const DIGEST_BUCKETS: usize = 1 << MAX_DIGEST_BITS;
 
-/// The average number of entries per bucket a digest grows its resolution to keep.
-pub const ENTRIES_PER_BUCKET: usize = 64;
+/// The average number of entries per bucket a digest grows its resolution to keep: a
+/// digest costs about one byte per entry (against about 24 for the entry itself), and a
+/// changed key costs its bucket's few entries on the wire.
+pub const ENTRIES_PER_BUCKET: usize = 8;
 
 /// One `(id, timestamp, is_tombstone)` entry of a keyspace, as exchanged during repair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -412,8 +414,8 @@ mod tests {
     #[test]
     fn resolution_follows_size_and_an_empty_keyspace_holds_no_buckets() {
         assert_eq!(
-            [0, 1, 64, 65, 128, 129, 1_000_000].map(bits_for),
-            [0, 0, 0, 1, 1, 2, 12]
+            [0, 1, 8, 9, 16, 17, 1_000, 1_000_000].map(bits_for),
+            [0, 0, 0, 1, 1, 2, 7, 12]
         );
         let mut d = KeyspaceDigest::new();
         assert!(d.buckets().is_empty());

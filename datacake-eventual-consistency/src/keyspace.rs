@@ -310,12 +310,13 @@ impl KeyspaceState {
                 *slot = true;
             }
         }
-        let mut entries: Vec<_> = self
+        let mut entries: Vec<(u32, BucketEntry)> = self
             .entries()
-            .filter(|e| wanted[e.bucket_at(bits) as usize])
+            .map(|e| (e.bucket_at(bits), e))
+            .filter(|(b, _)| wanted[*b as usize])
             .collect();
-        entries.sort_unstable_by_key(|e| (e.bucket_at(bits), e.key));
-        entries
+        entries.sort_unstable_by_key(|(b, e)| (*b, e.key));
+        entries.into_iter().map(|(_, e)| e).collect()
     }
 }
 

@@ -13,13 +13,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use datacake_crdt::HLCTimestamp;
-use datacake_node::{ClusterMember, NodeId};
-use parking_lot::RwLock;
+use datacake_node::{ClusterMember, Consistency, ConsistencyError, NodeId, Requirement};
+use parking_lot::{Mutex, RwLock};
 
 use crate::storage::{Document, Key};
 
@@ -38,11 +39,48 @@ pub(crate) struct Known {
     pub(crate) down_since: Option<u64>,
 }
 
+/// What an operation at one consistency level needs, on one membership: computed once per
+/// membership change and level, not per operation.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// The level's requirement over the replicas; `None` when it needs no peer.
+    pub(crate) requirement: Option<Requirement>,
+    /// `Err(NotEnoughNodes)` when too few of the replicas are live.
+    pub(crate) check: Result<(), ConsistencyError>,
+    /// The live peers the requirement counts: the ones an operation waits for.
+    pub(crate) counted: Vec<ClusterMember>,
+}
+
+/// The plans of every level for one live view and one version of the record.
+#[derive(Debug)]
+struct Plans {
+    live: Arc<[ClusterMember]>,
+    version: u64,
+    by_level: [Option<Arc<Plan>>; 8],
+}
+
 /// The store's members (other than the local node); see the module docs.
 #[derive(Debug)]
 pub(crate) struct Members {
     me: NodeId,
-    known: RwLock<Arc<BTreeMap<NodeId, Known>>>,
+    /// The record, and its version (bumped on every change).
+    known: RwLock<(u64, Arc<BTreeMap<NodeId, Known>>)>,
+    /// The record's version, readable without the lock (for the plan cache).
+    version: AtomicU64,
+    plans: Mutex<Option<Plans>>,
+}
+
+fn level_index(level: Consistency) -> usize {
+    match level {
+        Consistency::None => 0,
+        Consistency::One => 1,
+        Consistency::Two => 2,
+        Consistency::Three => 3,
+        Consistency::Quorum => 4,
+        Consistency::LocalQuorum => 5,
+        Consistency::EachQuorum => 6,
+        Consistency::All => 7,
+    }
 }
 
 impl Members {
@@ -55,14 +93,78 @@ impl Members {
             .collect();
         Self {
             me,
-            known: RwLock::new(Arc::new(known)),
+            known: RwLock::new((0, Arc::new(known))),
+            version: AtomicU64::new(0),
+            plans: Mutex::new(None),
+        }
+    }
+
+    fn snapshot(&self) -> (u64, Arc<BTreeMap<NodeId, Known>>) {
+        let known = self.known.read();
+        (known.0, known.1.clone())
+    }
+
+    fn replace(&self, next: BTreeMap<NodeId, Known>) {
+        let mut known = self.known.write();
+        known.0 += 1;
+        known.1 = Arc::new(next);
+        self.version.store(known.0, Ordering::Release);
+    }
+
+    /// What an operation at `level` on `local` needs, with `live` the live members (a
+    /// shared snapshot from the node): cached until the live view or the record changes.
+    pub(crate) fn plan(
+        &self,
+        level: Consistency,
+        local: &ClusterMember,
+        live: Arc<[ClusterMember]>,
+    ) -> Arc<Plan> {
+        let version = self.version.load(Ordering::Acquire);
+        let index = level_index(level);
+        let mut plans = self.plans.lock();
+        let fresh = plans
+            .as_ref()
+            .is_some_and(|p| p.version == version && Arc::ptr_eq(&p.live, &live));
+        if !fresh {
+            *plans = Some(Plans {
+                live: live.clone(),
+                version,
+                by_level: Default::default(),
+            });
+        }
+        let cached = &mut plans.as_mut().expect("set above").by_level[index];
+        if let Some(plan) = cached {
+            return plan.clone();
+        }
+        let plan = Arc::new(self.compute(level, local, &live));
+        *cached = Some(plan.clone());
+        plan
+    }
+
+    fn compute(&self, level: Consistency, local: &ClusterMember, live: &[ClusterMember]) -> Plan {
+        let requirement = (level != Consistency::None)
+            .then(|| Requirement::new(level, local, &self.replicas(live)));
+        let check = requirement.as_ref().map_or(Ok(()), |r| {
+            r.check_live(|id| live.iter().any(|m| m.node_id == id))
+        });
+        let requirement = requirement.filter(|r| !r.is_local());
+        let counted = live
+            .iter()
+            .filter(|m| m.node_id != local.node_id)
+            .filter(|m| requirement.as_ref().is_some_and(|r| r.counts(m.node_id)))
+            .cloned()
+            .collect();
+        Plan {
+            requirement,
+            check,
+            counted,
         }
     }
 
     /// Folds the live members in: new members, changed addresses, members that went down
     /// (since `now_ms`) or came back. Returns the records that changed (to persist).
     pub(crate) fn observe(&self, live: &[ClusterMember], now_ms: u64) -> Vec<Known> {
-        let current = self.known.read().clone();
+        let (_, current) = self.snapshot();
         let mut next = (*current).clone();
         let mut changed = Vec::new();
         for member in live.iter().filter(|m| m.node_id != self.me) {
@@ -86,7 +188,7 @@ impl Members {
             }
         }
         if !changed.is_empty() {
-            *self.known.write() = Arc::new(next);
+            self.replace(next);
         }
         changed
     }
@@ -96,7 +198,7 @@ impl Members {
     /// factor below the cluster size) can replace it without touching the write, read,
     /// acknowledgement and repair paths.
     pub(crate) fn replicas(&self, live: &[ClusterMember]) -> Vec<ClusterMember> {
-        let known = self.known.read().clone();
+        let (_, known) = self.snapshot();
         let mut replicas: Vec<ClusterMember> = known
             .values()
             .map(|k| {
@@ -119,8 +221,8 @@ impl Members {
     /// those down for longer than `grace` at `now_ms`.
     pub(crate) fn purge_holders(&self, grace: Duration, now_ms: u64) -> Vec<NodeId> {
         let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-        self.known
-            .read()
+        self.snapshot()
+            .1
             .values()
             .filter(|k| {
                 k.down_since
@@ -132,15 +234,17 @@ impl Members {
 
     /// The record of `node_id`, if known.
     pub(crate) fn get(&self, node_id: NodeId) -> Option<Known> {
-        self.known.read().get(&node_id).cloned()
+        self.snapshot().1.get(&node_id).cloned()
     }
 
     /// Forgets `node_id`; returns its record if it was known.
     pub(crate) fn remove(&self, node_id: NodeId) -> Option<Known> {
-        let mut known = self.known.write();
-        let mut next = (**known).clone();
+        let (_, current) = self.snapshot();
+        let mut next = (*current).clone();
         let removed = next.remove(&node_id);
-        *known = Arc::new(next);
+        if removed.is_some() {
+            self.replace(next);
+        }
         removed
     }
 }
@@ -237,6 +341,33 @@ mod tests {
         assert!(members.remove(3).is_some());
         assert_eq!(ids(members.replicas(&[member(2)])), vec![2]);
         assert!(members.remove(3).is_none());
+    }
+
+    #[test]
+    fn plans_are_cached_until_the_view_or_the_record_changes() {
+        let members = Members::new(1, []);
+        let live: Arc<[ClusterMember]> = vec![member(1), member(2), member(3)].into();
+        members.observe(&live, 0);
+        let quorum = members.plan(Consistency::Quorum, &member(1), live.clone());
+        assert!(Arc::ptr_eq(
+            &quorum,
+            &members.plan(Consistency::Quorum, &member(1), live.clone())
+        ));
+        assert_eq!(quorum.check, Ok(()));
+        assert_eq!(quorum.counted.len(), 2);
+
+        // Node 3 goes down: a new view, and All can no longer be met.
+        let fewer: Arc<[ClusterMember]> = vec![member(1), member(2)].into();
+        members.observe(&fewer, 10);
+        let all = members.plan(Consistency::All, &member(1), fewer.clone());
+        assert!(all.check.is_err(), "node 3 is still a replica");
+        assert_eq!(all.counted.len(), 1);
+        // Removed: All counts node 2 alone.
+        members.remove(3);
+        let all = members.plan(Consistency::All, &member(1), fewer);
+        assert_eq!(all.check, Ok(()));
+        let none = members.plan(Consistency::None, &member(1), live);
+        assert!(none.requirement.is_none() && none.counted.is_empty());
     }
 
     #[test]

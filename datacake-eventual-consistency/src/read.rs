@@ -10,9 +10,12 @@ use datacake_rpc::{RpcClient, Status};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tracing::{debug, warn};
 
+use datacake_crdt::HLCTimestamp;
+
 use crate::config::{ENTRY_OVERHEAD, MAX_KEYS_PER_REQUEST, MUTATION_OVERHEAD};
 use crate::error::StoreError;
-use crate::messages::{ReadRequest, WireMutation};
+use crate::keyspace::Mutation;
+use crate::messages::ReadRequest;
 use crate::replica::{Change, Counters, Replica};
 use crate::replication::Outbound;
 use crate::service::StoreService;
@@ -50,44 +53,45 @@ pub(crate) async fn read_versions<S: Storage>(
     let mut chunk = 16;
     while served < keys.len() {
         let ids = &keys[served..keys.len().min(served + chunk)];
-        let entries = replica.entries_of(keyspace, ids);
-        let live: Vec<Key> = entries
-            .iter()
-            .filter(|e| !e.tombstone)
-            .map(|e| e.key)
+        // The documents first: a stored document is its own version. Only the ids without
+        // one need the metadata (for their tombstones).
+        let mut docs: HashMap<Key, Document> = replica
+            .storage
+            .multi_get(keyspace, ids.to_vec())
+            .await
+            .map_err(StoreError::Storage)?
+            .into_iter()
+            .map(|d| (d.id, d))
             .collect();
-        let mut docs: HashMap<Key, Document> = if live.is_empty() {
-            HashMap::new()
-        } else {
-            replica
-                .storage
-                .multi_get(keyspace, live)
-                .await
-                .map_err(StoreError::Storage)?
-                .into_iter()
-                .map(|d| (d.id, d))
-                .collect()
-        };
-        let held: HashMap<Key, bool> = entries.iter().map(|e| (e.key, e.tombstone)).collect();
+        let missing: Vec<Key> = ids
+            .iter()
+            .filter(|k| !docs.contains_key(k))
+            .copied()
+            .collect();
+        let tombstones: HashMap<Key, HLCTimestamp> = replica
+            .entries_of(keyspace, &missing)
+            .into_iter()
+            .filter(|e| e.tombstone)
+            .map(|e| (e.key, e.timestamp))
+            .collect();
         for id in ids {
-            let version = match held.get(id) {
-                Some(true) => entries.iter().find(|e| e.key == *id).map(|e| {
-                    Change::from(WireMutation {
-                        key: e.key,
-                        timestamp: e.timestamp,
-                        data: None,
-                    })
-                }),
-                // A document deleted between the two reads is left out (this replica then
-                // simply does not contribute it).
-                Some(false) => docs.remove(id).map(|d| Change {
-                    mutation: crate::keyspace::Mutation::Put {
+            let version = match docs.remove(id) {
+                Some(d) => Some(Change {
+                    mutation: Mutation::Put {
                         key: d.id,
                         timestamp: d.last_updated,
                     },
                     data: Some(d.data),
                 }),
-                None => None,
+                // A live entry whose document was deleted between the two reads is left
+                // out (this replica then simply does not contribute it).
+                None => tombstones.get(id).map(|timestamp| Change {
+                    mutation: Mutation::Delete {
+                        key: *id,
+                        timestamp: *timestamp,
+                    },
+                    data: None,
+                }),
             };
             if let Some(version) = version {
                 let cost = size(&version);
@@ -105,19 +109,21 @@ pub(crate) async fn read_versions<S: Storage>(
     Ok((versions, served))
 }
 
-/// Every version a peer holds of `keys`, asking in pages of at most
-/// [`MAX_KEYS_PER_REQUEST`] ids until every id was served.
+/// Every version a peer holds of `keys`, asking in pages of at most `page_len` (and
+/// [`MAX_KEYS_PER_REQUEST`]) ids until every id was served.
 pub(crate) async fn fetch_versions<S: Storage>(
     client: &RpcClient<StoreService<S>>,
     node: &datacake_node::DatacakeHandle,
     replica: &Replica<S>,
     keyspace: &str,
     keys: &[Key],
+    page_len: usize,
 ) -> Result<Vec<Change>, Status> {
     let mut out = Vec::new();
     let mut rest = keys;
+    let page_len = page_len.clamp(1, MAX_KEYS_PER_REQUEST);
     while !rest.is_empty() {
-        let page = &rest[..rest.len().min(MAX_KEYS_PER_REQUEST)];
+        let page = &rest[..rest.len().min(page_len)];
         let reply = client
             .send(&ReadRequest {
                 clock: node.clock().get_time(),
@@ -138,11 +144,13 @@ pub(crate) async fn fetch_versions<S: Storage>(
             Counters::add(&replica.counters.clock_skew_rejected, 1);
             return Err(Status::invalid_payload("peer clock beyond the drift bound"));
         }
+        let asked: HashSet<Key> = page[..served].iter().copied().collect();
+        let ceiling = node.clock().drift_ceiling();
         for version in reply.entries {
-            if !page[..served].contains(&version.key) {
+            if !asked.contains(&version.key) {
                 continue;
             }
-            if node.clock().check_drift(version.timestamp).is_err() {
+            if version.timestamp.millis() > ceiling {
                 Counters::add(&replica.counters.clock_skew_rejected, 1);
                 continue;
             }
@@ -196,23 +204,20 @@ impl<S: Storage> Shared<S> {
     ) -> Result<Vec<Document>, StoreError<S::Error>> {
         self.replica.check_name(keyspace)?;
         let keys = dedup(keys);
-        let me = self.node.me();
-        let live = self.node.live_members();
-        let requirement = Requirement::new(level, me, &self.members.replicas(&live));
-        requirement.check_live(|id| live.iter().any(|m| m.node_id == id))?;
-        if requirement.is_local() {
+        let plan = self
+            .members
+            .plan(level, self.node.me(), self.node.live_members_shared());
+        plan.check.clone()?;
+        let Some(requirement) = &plan.requirement else {
             return self.read_local(keyspace, keys).await;
-        }
-        let asked: Vec<ClusterMember> = live
-            .into_iter()
-            .filter(|m| m.node_id != me.node_id && requirement.counts(m.node_id))
-            .collect();
+        };
+        let asked = &plan.counted;
         let (local, _) = read_versions(&self.replica, keyspace, &keys, usize::MAX).await?;
-        let answers = self.ask(keyspace, &keys, &requirement, &asked).await?;
+        let answers = self.ask(keyspace, &keys, requirement, asked).await?;
         let mut all = vec![(None, local)];
         all.extend(answers.into_iter().map(|(id, v)| (Some(id), v)));
         let (newest, stale) = newest_and_stale(&all);
-        self.repair_stale(keyspace, &all, stale, &asked);
+        self.repair_stale(keyspace, &all, stale, asked);
         Ok(newest
             .into_iter()
             .filter_map(|c| {
@@ -259,8 +264,15 @@ impl<S: Storage> Shared<S> {
                 client.set_timeout(self.config.rpc_timeout);
                 let peer = peer.clone();
                 async move {
-                    let versions =
-                        fetch_versions(&client, &self.node, &self.replica, keyspace, keys).await;
+                    let versions = fetch_versions(
+                        &client,
+                        &self.node,
+                        &self.replica,
+                        keyspace,
+                        keys,
+                        MAX_KEYS_PER_REQUEST,
+                    )
+                    .await;
                     (peer, versions)
                 }
             })

@@ -242,10 +242,11 @@ impl<S: Storage> Replica<S> {
 
     /// The keyspace's slot, created if needed: checks the name and the keyspace limit.
     pub(crate) fn slot_or_create(&self, keyspace: &str) -> Result<Arc<KeyspaceSlot>, S> {
-        self.check_name(keyspace)?;
         if let Some(slot) = self.slot(keyspace) {
+            // Held, so its name passed the checks when it was created (or loaded).
             return Ok(slot);
         }
+        self.check_name(keyspace)?;
         let mut keyspaces = self.keyspaces.write();
         if let Some(slot) = keyspaces.get(keyspace) {
             return Ok(slot.clone());

@@ -66,7 +66,10 @@ pub(crate) struct AckTracker {
 #[derive(Debug)]
 struct TrackerState {
     tally: AckTally,
-    remaining: HashMap<NodeId, usize>,
+    /// For a write of several mutations: per asked peer, how many it has yet to acknowledge
+    /// (a handful of peers: a vector beats a map). A write of one mutation needs none: the
+    /// tally ignores a peer's repeated answers.
+    remaining: Option<Vec<(NodeId, usize)>>,
     outcome: Option<WriteOutcome>,
 }
 
@@ -78,10 +81,8 @@ impl AckTracker {
         mutations: usize,
     ) -> Arc<Self> {
         let tally = AckTally::new(requirement, |id| asked.iter().any(|m| m.node_id == id));
-        let remaining = asked
-            .iter()
-            .map(|m| (m.node_id, mutations.max(1)))
-            .collect();
+        let remaining =
+            (mutations > 1).then(|| asked.iter().map(|m| (m.node_id, mutations)).collect());
         let outcome = match tally.progress() {
             AckProgress::Met => Some(WriteOutcome::Met),
             _ => None,
@@ -111,11 +112,17 @@ impl AckTracker {
     /// `peer` acknowledged `n` of the write's mutations.
     pub(crate) fn ack(&self, peer: NodeId, n: usize) {
         let mut state = self.state.lock();
-        let Some(left) = state.remaining.get_mut(&peer) else {
-            return;
+        let done = match &mut state.remaining {
+            None => true,
+            Some(remaining) => match remaining.iter_mut().find(|(id, _)| *id == peer) {
+                Some((_, left)) => {
+                    *left = left.saturating_sub(n);
+                    *left == 0
+                }
+                None => false,
+            },
         };
-        *left = left.saturating_sub(n);
-        if *left == 0 && state.tally.ack(peer) == AckProgress::Met && state.outcome.is_none() {
+        if done && state.tally.ack(peer) == AckProgress::Met && state.outcome.is_none() {
             state.outcome = Some(WriteOutcome::Met);
             self.done.notify_one();
         }
@@ -124,8 +131,11 @@ impl AckTracker {
     /// `peer` refused (or could not be sent) some of the write's mutations.
     pub(crate) fn fail(&self, peer: NodeId, addr: SocketAddr, status: &Status) {
         let mut state = self.state.lock();
-        if state.remaining.remove(&peer).is_none() {
-            return;
+        if let Some(remaining) = &mut state.remaining {
+            let Some(at) = remaining.iter().position(|(id, _)| *id == peer) else {
+                return;
+            };
+            remaining.swap_remove(at);
         }
         if state.tally.fail(peer) == AckProgress::Impossible && state.outcome.is_none() {
             state.outcome = Some(WriteOutcome::Failed {

@@ -91,6 +91,7 @@ impl<S: Storage> Handler<ReplicateBatch> for StoreService<S> {
         let mut refused = Vec::new();
         let mut index = 0u32;
         let mut skewed = 0;
+        let ceiling = self.node.clock().drift_ceiling();
         for group in batch.keyspaces {
             let first = index;
             index += group.mutations.len() as u32;
@@ -103,7 +104,7 @@ impl<S: Storage> Handler<ReplicateBatch> for StoreService<S> {
             }
             let mut changes = Vec::with_capacity(group.mutations.len());
             for (i, mutation) in group.mutations.into_iter().enumerate() {
-                if self.node.clock().check_drift(mutation.timestamp).is_err() {
+                if mutation.timestamp.millis() > ceiling {
                     skewed += 1;
                     refused.push(Refused {
                         index: first + i as u32,

@@ -121,17 +121,17 @@ impl KeyspaceSlot {
                 blocked.push(change);
                 continue;
             }
-            if let Some(clock) = stamp {
-                match local_stamp(&state.crdt, clock, &change.mutation) {
+            match stamp {
+                // A local stamp beats what the keyspace holds by construction.
+                Some(clock) => match local_stamp(&state.crdt, clock, &change.mutation) {
                     Ok(timestamp) => change.mutation = change.mutation.at(timestamp),
                     Err(error) => {
                         failed = Some((key, error));
                         break;
                     }
-                }
-            }
-            if !state.crdt.will_apply(&change.mutation) {
-                continue;
+                },
+                None if !state.crdt.will_apply(&change.mutation) => continue,
+                None => {}
             }
             state.in_flight.insert(key, change.mutation.timestamp());
             winners.push(change);

@@ -1,7 +1,7 @@
 //! The one write path: put, put_many, del and del_many all go through [`Shared::mutate`].
 
 use bytes::Bytes;
-use datacake_node::{ClusterMember, Consistency, ConsistencyError, Requirement};
+use datacake_node::{Consistency, ConsistencyError};
 
 use crate::error::StoreError;
 use crate::replica::{Change, Counters};
@@ -36,12 +36,12 @@ impl<S: Storage> Shared<S> {
                 max,
             });
         }
-        let me = self.node.me();
-        let live = self.node.live_members();
-        let requirement = (level != Consistency::None)
-            .then(|| Requirement::new(level, me, &self.members.replicas(&live)));
-        if let Some(requirement) = &requirement {
-            requirement.check_live(|id| live.iter().any(|m| m.node_id == id))?;
+        let live = self.node.live_members_shared();
+        // `None` waits for nobody: it needs the live peers, not a plan.
+        let plan = (level != Consistency::None)
+            .then(|| self.members.plan(level, self.node.me(), live.clone()));
+        if let Some(plan) = &plan {
+            plan.check.clone()?;
         }
         let slot = self.replica.slot_or_create(keyspace)?;
         let changes = ops
@@ -57,21 +57,16 @@ impl<S: Storage> Shared<S> {
             return Ok(());
         }
 
-        let peers: Vec<ClusterMember> = live
-            .into_iter()
-            .filter(|m| m.node_id != me.node_id)
-            .collect();
-        let requirement = requirement.filter(|r| !r.is_local());
-        let tracker = requirement.as_ref().map(|r| {
-            let asked: Vec<ClusterMember> = peers
-                .iter()
-                .filter(|p| r.counts(p.node_id))
-                .cloned()
-                .collect();
-            AckTracker::new(r, &asked, applied.len())
+        let tracker = plan.as_ref().and_then(|plan| {
+            let requirement = plan.requirement.as_ref()?;
+            Some(AckTracker::new(requirement, &plan.counted, applied.len()))
         });
-        for peer in &peers {
-            let counts = requirement.as_ref().is_some_and(|r| r.counts(peer.node_id));
+        let me = self.node.me().node_id;
+        for peer in live.iter().filter(|m| m.node_id != me) {
+            let counts = tracker.is_some()
+                && plan
+                    .as_ref()
+                    .is_some_and(|p| p.counted.iter().any(|c| c.node_id == peer.node_id));
             let ack = tracker.as_ref().filter(|_| counts);
             let items: Vec<Outbound> = applied
                 .iter()

@@ -128,8 +128,7 @@ impl Clock {
     /// ```
     pub fn check_drift(&self, remote: HLCTimestamp) -> Result<(), TimestampError> {
         let wall_millis = wall_clock_millis();
-        let drift_millis = u64::try_from(self.max_drift.as_millis()).unwrap_or(u64::MAX);
-        if remote.millis() > wall_millis.saturating_add(drift_millis) {
+        if remote.millis() > self.ceiling_at(wall_millis) {
             return Err(TimestampError::ClockDrift {
                 remote_millis: remote.millis(),
                 wall_millis,
@@ -137,6 +136,19 @@ impl Clock {
             });
         }
         Ok(())
+    }
+
+    /// The latest physical time (milliseconds since the UNIX epoch) a remote stamp may carry
+    /// right now: the wall clock plus the maximum drift. For checking many stamps of one
+    /// message against one reading of the wall clock, as [`check_drift`](Self::check_drift)
+    /// does for one.
+    pub fn drift_ceiling(&self) -> u64 {
+        self.ceiling_at(wall_clock_millis())
+    }
+
+    fn ceiling_at(&self, wall_millis: u64) -> u64 {
+        let drift_millis = u64::try_from(self.max_drift.as_millis()).unwrap_or(u64::MAX);
+        wall_millis.saturating_add(drift_millis)
     }
 
     /// Moves the clock past `stamp`, whichever node issued it, and returns a new stamp greater

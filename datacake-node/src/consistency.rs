@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::membership::{ClusterMember, NodeId};
@@ -123,13 +124,18 @@ pub enum ConsistencyError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement {
     level: Consistency,
-    groups: Vec<Group>,
+    /// Every replica of every group, sorted: a replica's position here is its index in a
+    /// tally.
+    replicas: Arc<[NodeId]>,
+    /// Shared with the tallies made from it, so a tally copies no replica list.
+    groups: Arc<[Group]>,
 }
 
-/// Some replicas, and how many of them must acknowledge.
+/// Some replicas (by index into [`Requirement::replicas`]), and how many of them must
+/// acknowledge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Group {
-    members: Vec<NodeId>,
+    members: Vec<usize>,
     required: usize,
 }
 
@@ -141,8 +147,12 @@ impl Requirement {
             .iter()
             .filter(|m| m.node_id != local.node_id)
             .collect();
+        let mut replicas: Vec<NodeId> = peers.iter().map(|m| m.node_id).collect();
+        replicas.sort_unstable();
+        replicas.dedup();
+        let index = |id: NodeId| replicas.binary_search(&id).expect("a replica");
         let group = |members: &[&ClusterMember], required: usize| Group {
-            members: members.iter().map(|m| m.node_id).collect(),
+            members: members.iter().map(|m| index(m.node_id)).collect(),
             required,
         };
         let groups = match level {
@@ -179,8 +189,12 @@ impl Requirement {
                     .collect()
             }
         };
-        let groups = groups.into_iter().filter(|g| g.required > 0).collect();
-        Self { level, groups }
+        let groups: Arc<[Group]> = groups.into_iter().filter(|g| g.required > 0).collect();
+        Self {
+            level,
+            replicas: replicas.into(),
+            groups,
+        }
     }
 
     /// The level this requirement is for.
@@ -200,14 +214,23 @@ impl Requirement {
 
     /// Whether `node` is a replica whose acknowledgement counts.
     pub fn counts(&self, node: NodeId) -> bool {
-        self.groups.iter().any(|g| g.members.contains(&node))
+        self.index(node)
+            .is_some_and(|i| self.groups.iter().any(|g| g.members.contains(&i)))
+    }
+
+    fn index(&self, node: NodeId) -> Option<usize> {
+        self.replicas.binary_search(&node).ok()
     }
 
     /// `Err(NotEnoughNodes)` if fewer replicas are live (by `is_live`) than some group of the
     /// level needs: the operation could not succeed, so it should not start.
     pub fn check_live(&self, is_live: impl Fn(NodeId) -> bool) -> Result<(), ConsistencyError> {
-        for group in &self.groups {
-            let live = group.members.iter().filter(|id| is_live(**id)).count();
+        for group in self.groups.iter() {
+            let live = group
+                .members
+                .iter()
+                .filter(|i| is_live(self.replicas[**i]))
+                .count();
             if live < group.required {
                 return Err(ConsistencyError::NotEnoughNodes {
                     live,
@@ -238,70 +261,106 @@ pub enum AckProgress {
 /// that are not replicas of the requirement, are ignored.
 #[derive(Debug, Clone)]
 pub struct AckTally {
-    groups: Vec<GroupTally>,
-    answered: Vec<NodeId>,
+    requirement: Requirement,
+    /// Replicas (by index) that acknowledged.
+    acked: Bits,
+    /// Replicas (by index) that failed, or were never asked.
+    lost: Bits,
 }
 
-#[derive(Debug, Clone)]
-struct GroupTally {
-    members: Vec<NodeId>,
-    required: usize,
-    acked: usize,
-    /// Members that failed, or were never asked.
-    lost: usize,
+/// A set of small indexes: inline up to 64, so a tally of a cluster of up to 65 nodes
+/// allocates nothing.
+#[derive(Debug, Clone, Default)]
+struct Bits {
+    low: u64,
+    high: Vec<u64>,
+}
+
+impl Bits {
+    fn contains(&self, i: usize) -> bool {
+        match i.checked_sub(64) {
+            None => self.low & (1 << i) != 0,
+            Some(j) => self
+                .high
+                .get(j / 64)
+                .is_some_and(|w| w & (1 << (j % 64)) != 0),
+        }
+    }
+
+    fn insert(&mut self, i: usize) {
+        match i.checked_sub(64) {
+            None => self.low |= 1 << i,
+            Some(j) => {
+                if self.high.len() <= j / 64 {
+                    self.high.resize(j / 64 + 1, 0);
+                }
+                self.high[j / 64] |= 1 << (j % 64);
+            }
+        }
+    }
 }
 
 impl AckTally {
     /// A tally for `requirement`, where only the replicas for which `asked` is true were
     /// asked (the others count as failed from the start).
     pub fn new(requirement: &Requirement, asked: impl Fn(NodeId) -> bool) -> Self {
-        let groups = requirement
-            .groups
-            .iter()
-            .map(|g| GroupTally {
-                members: g.members.clone(),
-                required: g.required,
-                acked: 0,
-                lost: g.members.iter().filter(|id| !asked(**id)).count(),
-            })
-            .collect();
+        let mut lost = Bits::default();
+        for (i, id) in requirement.replicas.iter().enumerate() {
+            if !asked(*id) {
+                lost.insert(i);
+            }
+        }
         Self {
-            groups,
-            answered: Vec::new(),
+            requirement: requirement.clone(),
+            acked: Bits::default(),
+            lost,
         }
     }
 
     /// Records an acknowledgement of `node`.
     pub fn ack(&mut self, node: NodeId) -> AckProgress {
-        self.answer(node, |g| g.acked += 1)
-    }
-
-    /// Records that `node` failed (refused, or could not be reached).
-    pub fn fail(&mut self, node: NodeId) -> AckProgress {
-        self.answer(node, |g| g.lost += 1)
-    }
-
-    fn answer(&mut self, node: NodeId, record: impl Fn(&mut GroupTally)) -> AckProgress {
-        if !self.answered.contains(&node) {
-            self.answered.push(node);
-            for group in &mut self.groups {
-                if group.members.contains(&node) {
-                    record(group);
-                }
-            }
+        if let Some(i) = self.unanswered(node) {
+            self.acked.insert(i);
         }
         self.progress()
     }
 
+    /// Records that `node` failed (refused, or could not be reached).
+    pub fn fail(&mut self, node: NodeId) -> AckProgress {
+        if let Some(i) = self.unanswered(node) {
+            self.lost.insert(i);
+        }
+        self.progress()
+    }
+
+    /// The index of `node` if it is a replica that has not answered yet.
+    fn unanswered(&self, node: NodeId) -> Option<usize> {
+        self.requirement
+            .index(node)
+            .filter(|i| !self.acked.contains(*i) && !self.lost.contains(*i))
+    }
+
     /// Where the tally stands.
     pub fn progress(&self) -> AckProgress {
-        if self
-            .groups
-            .iter()
-            .any(|g| g.acked + (g.members.len() - g.acked - g.lost) < g.required)
-        {
-            AckProgress::Impossible
-        } else if self.groups.iter().all(|g| g.acked >= g.required) {
+        let mut met = true;
+        for group in self.requirement.groups.iter() {
+            let acked = group
+                .members
+                .iter()
+                .filter(|i| self.acked.contains(**i))
+                .count();
+            let lost = group
+                .members
+                .iter()
+                .filter(|i| self.lost.contains(**i))
+                .count();
+            let open = group.members.len() - acked - lost;
+            if acked + open < group.required {
+                return AckProgress::Impossible;
+            }
+            met &= acked >= group.required;
+        }
+        if met {
             AckProgress::Met
         } else {
             AckProgress::Pending
@@ -310,7 +369,18 @@ impl AckTally {
 
     /// Acknowledgements that counted so far (at most what each group needs).
     pub fn acknowledged(&self) -> usize {
-        self.groups.iter().map(|g| g.acked.min(g.required)).sum()
+        self.requirement
+            .groups
+            .iter()
+            .map(|g| {
+                let acked = g
+                    .members
+                    .iter()
+                    .filter(|i| self.acked.contains(**i))
+                    .count();
+                acked.min(g.required)
+            })
+            .sum()
     }
 }
 
@@ -412,6 +482,25 @@ mod tests {
             AckProgress::Impossible,
             "node 3 was never asked"
         );
+    }
+
+    #[test]
+    fn a_tally_over_more_than_64_replicas() {
+        let peers: Vec<(NodeId, &str)> = (2..=201).map(|id| (id, "dc-a")).collect();
+        let all = requirement(Consistency::All, &peers);
+        let mut tally = AckTally::new(&all, |_| true);
+        for id in 2..=200 {
+            assert_eq!(tally.ack(id), AckProgress::Pending);
+        }
+        assert_eq!(
+            tally.ack(200),
+            AckProgress::Pending,
+            "a repeat does not count"
+        );
+        assert_eq!(tally.acknowledged(), 199);
+        assert_eq!(tally.ack(201), AckProgress::Met);
+        let mut tally = AckTally::new(&all, |_| true);
+        assert_eq!(tally.fail(150), AckProgress::Impossible);
     }
 
     #[test]

@@ -140,6 +140,9 @@ pub(crate) struct MembershipView {
     pub(crate) dead: BTreeSet<NodeId>,
     /// Node ids that announced a graceful leave and are not live under another generation.
     pub(crate) left: BTreeSet<NodeId>,
+    /// The members, in node id order, built once per view so handing them out is a
+    /// reference-count bump.
+    pub(crate) live: Arc<[ClusterMember]>,
 }
 
 impl MembershipView {
@@ -190,12 +193,13 @@ impl MembershipView {
         // A node that left gracefully and was later held dead by the detector counts as left.
         let left = view.left.clone();
         view.dead.retain(|id| !left.contains(id));
+        view.live = view.members.values().map(|e| e.member.clone()).collect();
         view
     }
 
     /// The members, in node id order.
     pub(crate) fn member_list(&self) -> Vec<ClusterMember> {
-        self.members.values().map(|e| e.member.clone()).collect()
+        self.live.to_vec()
     }
 
     /// Number of distinct data centres among the live members.

@@ -117,6 +117,14 @@ impl DatacakeHandle {
         self.inner.view.borrow().member_list()
     }
 
+    /// The live members like [`live_members`](Self::live_members), as a shared snapshot:
+    /// the same `Arc` until the membership changes, so it is cheap to take on every
+    /// operation, and two snapshots are of the same view exactly when they are
+    /// [`Arc::ptr_eq`].
+    pub fn live_members_shared(&self) -> Arc<[ClusterMember]> {
+        self.inner.view.borrow().live.clone()
+    }
+
     /// Live, dead and left members and data centres, as this node currently sees them.
     pub fn statistics(&self) -> ClusterStatistics {
         self.inner.view.borrow().statistics()
@@ -346,6 +354,11 @@ impl DatacakeNode {
     /// The live members (this node included), in node id order.
     pub fn live_members(&self) -> Vec<ClusterMember> {
         self.handle.live_members()
+    }
+
+    /// The live members as a shared snapshot (see [`DatacakeHandle::live_members_shared`]).
+    pub fn live_members_shared(&self) -> Arc<[ClusterMember]> {
+        self.handle.live_members_shared()
     }
 
     /// Live, dead and left members and data centres, as this node currently sees them.
