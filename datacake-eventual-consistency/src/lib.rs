@@ -108,6 +108,7 @@
 //! - Reads ask every live replica the level counts and use the first answers; the others'
 //!   replies are dropped. Each answer carries whole documents (no digest reads).
 
+mod ack;
 mod anti_entropy;
 mod config;
 mod digest;

@@ -5,7 +5,8 @@ use datacake_node::{Consistency, ConsistencyError};
 
 use crate::error::StoreError;
 use crate::replica::{Change, Counters};
-use crate::replication::{AckTracker, Outbound, WriteOutcome};
+use crate::ack::{AckTracker, WriteOutcome};
+use crate::replication::Outbound;
 use crate::storage::{Key, Storage};
 use crate::store::Shared;
 
