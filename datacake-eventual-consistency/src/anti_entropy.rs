@@ -209,6 +209,19 @@ impl<S: Storage> Repairer<S> {
                 .and_then(|r| self.received(r))
                 .map_err(transport)?;
             self.register(reply.clock, peer).map_err(transport)?;
+            // A reply must stay in the range asked: what it leaves out counts as equal, so
+            // a reply reaching outside it would confirm keyspaces that were never compared.
+            let in_range = |name: &str| {
+                after.as_deref().is_none_or(|a| name > a)
+                    && until.as_deref().is_none_or(|u| name <= u)
+            };
+            let outside = reply.digests.iter().any(|d| !in_range(&d.keyspace))
+                || reply.resume_after.as_deref().is_some_and(|r| !in_range(r));
+            if outside {
+                return Err(transport(Status::invalid_payload(
+                    "digest reply outside the requested range",
+                )));
+            }
             confirmed = confirmed.min(reply.floor);
             for digest in reply.digests {
                 let outcome = self
@@ -219,11 +232,12 @@ impl<S: Storage> Repairer<S> {
                     confirmed = confirmed.min(unconfirmed);
                 }
             }
-            after = match (reply.resume_after, until) {
-                (Some(resume), _) => Some(resume),
-                (None, Some(until)) => Some(until),
+            let next = match (reply.resume_after, until) {
+                (Some(resume), _) => resume,
+                (None, Some(until)) => until,
                 (None, None) => break,
             };
+            after = Some(next);
         }
         Ok(Round {
             repaired,
@@ -370,5 +384,97 @@ impl<S: Storage> Repairer<S> {
             let _ = self.node.clock().advance_past(newest);
         }
         Ok(applied.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use datacake_node::{ConnectionConfig, Consistency, DatacakeNode, DatacakeNodeBuilder};
+
+    use super::*;
+    use crate::replica::KeyspaceLimits;
+    use crate::test_utils::MemStore;
+    use crate::EventuallyConsistentStoreExtension;
+
+    async fn node(id: u32, seeds: Vec<String>) -> DatacakeNode {
+        let local = "127.0.0.1:0".parse().unwrap();
+        DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
+            .with_gossip_interval(Duration::from_millis(50))
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// With 1 MiB messages, one round over 6,000 keyspaces of 250-byte names needs several
+    /// pages each way (the requester's totals of 4,000 keyspaces, about 1.1 MB; the
+    /// responder's digests, about 1.8 MB); a single round still covers every keyspace, which
+    /// is what lets it confirm anything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_round_covers_every_keyspace_across_pages() {
+        const KEYSPACES: usize = 6_000;
+        let name = |i: usize| format!("{}{i:05}", "k".repeat(245));
+        let config = StoreConfig {
+            max_message_size: 1 << 20,
+            repair_interval: Duration::from_secs(3_600),
+            ..StoreConfig::default()
+        };
+        let a = node(1, Vec::new()).await;
+        let store = a
+            .add_extension(
+                EventuallyConsistentStoreExtension::new(MemStore::new())
+                    .with_max_message_size(config.max_message_size)
+                    .with_repair_interval(config.repair_interval),
+            )
+            .await
+            .unwrap();
+        for i in 0..KEYSPACES {
+            store
+                .handle()
+                .put(&name(i), 1, "v", Consistency::None)
+                .await
+                .unwrap();
+        }
+        // Node 2 runs no store: only this test's repair rounds. It holds two keyspaces in
+        // three with another document, so its totals alone exceed one page too.
+        let b = node(2, vec![a.me().public_addr.to_string()]).await;
+        b.wait_for_nodes([1, 2], Duration::from_secs(20))
+            .await
+            .unwrap();
+        let limits = KeyspaceLimits {
+            max_keyspaces: 10_000,
+            max_name_len: 256,
+        };
+        let (replica, _) = Replica::load(MemStore::new(), limits).await.unwrap();
+        let replica = Arc::new(replica);
+        for i in (0..KEYSPACES).filter(|i| i % 3 != 0) {
+            replica
+                .apply_local(
+                    replica.slot_or_create(&name(i)).unwrap(),
+                    vec![Change::local(2, Some(bytes::Bytes::from_static(b"mine")))],
+                    b.handle(),
+                )
+                .await
+                .unwrap();
+        }
+        let repairer = Repairer {
+            replica: replica.clone(),
+            members: Arc::new(Members::new(2, [])),
+            node: b.handle(),
+            config,
+        };
+        let round = repairer
+            .repair_from(a.me())
+            .await
+            .expect("a complete round");
+        assert_eq!(round.repaired, KEYSPACES);
+        for i in 0..KEYSPACES {
+            let held = replica.metadata(&name(i));
+            assert!(held.iter().any(|m| m.0 == 1), "keyspace {i} was taken");
+        }
+        drop(store);
+        b.shutdown().await;
+        a.shutdown().await;
     }
 }

@@ -15,7 +15,7 @@ use datacake_rpc::{Handler, Request, RpcService, ServiceRegistry, Status};
 use tracing::warn;
 
 use crate::config::{StoreConfig, ENTRY_OVERHEAD, MAX_KEYS_PER_REQUEST};
-use crate::digest::{DIGEST_BUCKETS, MAX_DIGEST_BITS};
+use crate::digest::{BucketEntry, DIGEST_BUCKETS, MAX_DIGEST_BITS};
 use crate::members::Members;
 use crate::messages::{
     Ack, BucketReply, BucketRequest, DigestReply, DigestRequest, ReadReply, ReadRequest, Refusal,
@@ -243,34 +243,45 @@ impl<S: Storage> Handler<BucketRequest> for StoreService<S> {
                 complete: buckets.len() as u32,
             });
         }
-        // Sorted by bucket, then id: whole buckets are taken while they fit.
         let entries = self
             .replica
             .bucket_entries(&request.keyspace, bits, &buckets);
-        let budget = self.config.message_budget();
-        let mut out = Vec::new();
-        let mut complete = 0;
-        let mut next = entries.iter().peekable();
-        for bucket in &buckets {
-            let mut of_bucket = Vec::new();
-            while let Some(e) = next.next_if(|e| e.bucket_at(bits) == *bucket) {
-                of_bucket.push(WireEntry {
-                    key: e.key,
-                    timestamp: e.timestamp,
-                    tombstone: e.tombstone,
-                });
-            }
-            if complete > 0 && (out.len() + of_bucket.len()) * ENTRY_OVERHEAD > budget {
-                break;
-            }
-            out.extend(of_bucket);
-            complete += 1;
-        }
-        Ok(BucketReply {
-            entries: out,
-            complete,
-        })
+        let (entries, complete) =
+            whole_buckets(&entries, bits, &buckets, self.config.message_budget());
+        Ok(BucketReply { entries, complete })
     }
+}
+
+/// The entries of the first requested buckets that fit in `budget` bytes, whole buckets only
+/// (at least one, so a caller always progresses), and how many buckets that is. `entries`
+/// are sorted by bucket, then id, as [`KeyspaceState::bucket_entries`] returns them.
+///
+/// [`KeyspaceState::bucket_entries`]: crate::KeyspaceState::bucket_entries
+fn whole_buckets(
+    entries: &[BucketEntry],
+    bits: u8,
+    buckets: &[u32],
+    budget: usize,
+) -> (Vec<WireEntry>, u32) {
+    let mut out = Vec::new();
+    let mut complete = 0;
+    let mut next = entries.iter().peekable();
+    for bucket in buckets {
+        let mut of_bucket = Vec::new();
+        while let Some(e) = next.next_if(|e| e.bucket_at(bits) == *bucket) {
+            of_bucket.push(WireEntry {
+                key: e.key,
+                timestamp: e.timestamp,
+                tombstone: e.tombstone,
+            });
+        }
+        if complete > 0 && (out.len() + of_bucket.len()) * ENTRY_OVERHEAD > budget {
+            break;
+        }
+        out.extend(of_bucket);
+        complete += 1;
+    }
+    (out, complete)
 }
 
 #[async_trait::async_trait]
@@ -355,5 +366,50 @@ impl<S: Storage> Handler<RemoveMember> for StoreService<S> {
             tracing::info!(node_id, peer = %from, "member removed at a peer's request");
         }
         Ok(Ack { clock: self.now() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datacake_crdt::HLCTimestamp;
+
+    use super::*;
+    use crate::keyspace::{KeyspaceState, Mutation};
+
+    #[test]
+    fn a_bucket_reply_takes_whole_buckets_within_the_budget() {
+        let mut ks = KeyspaceState::new();
+        for key in 0..2_000 {
+            ks.apply(Mutation::Put {
+                key,
+                timestamp: HLCTimestamp::new(1, 0, 1),
+            });
+        }
+        let bits = 4;
+        let all: Vec<u32> = (0..16).collect();
+        let entries = ks.bucket_entries(bits, &all);
+        assert_eq!(entries.len(), 2_000);
+        let (taken, complete) = whole_buckets(&entries, bits, &all, usize::MAX);
+        assert_eq!((taken.len(), complete), (2_000, 16));
+
+        // About three buckets' worth of bytes: whole buckets only, in order.
+        let budget = 3 * 125 * ENTRY_OVERHEAD;
+        let (taken, complete) = whole_buckets(&entries, bits, &all, budget);
+        assert!((1..16).contains(&complete), "{complete}");
+        let in_taken: usize = entries
+            .iter()
+            .filter(|e| e.bucket_at(bits) < complete)
+            .count();
+        assert_eq!(
+            taken.len(),
+            in_taken,
+            "exactly the first {complete} buckets"
+        );
+        assert!(taken.len() * ENTRY_OVERHEAD <= budget);
+
+        // A budget smaller than one bucket still takes one, so the caller moves on.
+        let (taken, complete) = whole_buckets(&entries, bits, &all, 1);
+        assert_eq!(complete, 1);
+        assert!(!taken.is_empty());
     }
 }

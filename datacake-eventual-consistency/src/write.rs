@@ -3,9 +3,9 @@
 use bytes::Bytes;
 use datacake_node::{Consistency, ConsistencyError};
 
+use crate::ack::{AckTracker, WriteOutcome};
 use crate::error::StoreError;
 use crate::replica::{Change, Counters};
-use crate::ack::{AckTracker, WriteOutcome};
 use crate::replication::Outbound;
 use crate::storage::{Key, Storage};
 use crate::store::Shared;

@@ -140,3 +140,46 @@ async fn a_late_node_catches_up_on_10_000_keyspaces() {
     }
     shutdown(nodes).await;
 }
+
+/// With 1 MiB messages, 4,000 keyspaces of 250-byte names do not fit one digest reply: the
+/// nodes still exchange every keyspace. (Convergence alone would also come from later rounds
+/// covering what an earlier one left out; the unit test
+/// `anti_entropy::tests::one_round_covers_every_keyspace_across_pages` checks that one round
+/// covers them all.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_exchanges_are_paged_in_both_directions() {
+    const KEYSPACES: usize = 4_000;
+    let small = |ext: Extension| ext.with_max_message_size(1 << 20);
+    let name = |i: usize| format!("{}{i:05}", "k".repeat(245));
+    let first = start_node_full(1, Vec::new(), MemStore::new(), slow_detector, small).await;
+    let h = first.handle();
+    for i in 0..KEYSPACES {
+        h.put(&name(i), 1, "v", Consistency::None).await.unwrap();
+    }
+    // The late node already holds every other keyspace, with another version: both sides
+    // then send totals and digests for thousands of long names.
+    let late_storage = MemStore::new();
+    let mut nodes = vec![first];
+    nodes.push(start_node_full(2, vec![nodes[0].addr()], late_storage, slow_detector, small).await);
+    for i in (0..KEYSPACES).step_by(2) {
+        nodes[1]
+            .handle()
+            .put(&name(i), 2, "mine", Consistency::None)
+            .await
+            .unwrap();
+    }
+    wait_for_membership(&nodes, 1..=2).await;
+    test_helper::wait_for("both nodes hold every document", CONVERGE, || async {
+        (0..KEYSPACES).all(|i| {
+            nodes
+                .iter()
+                .all(|n| n.storage.get_doc(&name(i), 1).is_some())
+                && (i % 2 == 1
+                    || nodes
+                        .iter()
+                        .all(|n| n.storage.get_doc(&name(i), 2).is_some()))
+        })
+    })
+    .await;
+    shutdown(nodes).await;
+}
