@@ -300,6 +300,18 @@ impl KeyspaceState {
     /// The entries of the given buckets at resolution `bits`, sorted by bucket, then key.
     /// One scan of the keyspace: this is local CPU work; only the result goes on the wire.
     pub fn bucket_entries(&self, bits: u8, buckets: &[u32]) -> Vec<BucketEntry> {
+        let mut entries = self.bucket_entries_unsorted(bits, buckets);
+        sort_by_bucket(&mut entries);
+        entries.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// [`bucket_entries`](Self::bucket_entries) with each entry's bucket, unsorted: for a
+    /// caller that holds a lock for the scan and sorts after releasing it.
+    pub(crate) fn bucket_entries_unsorted(
+        &self,
+        bits: u8,
+        buckets: &[u32],
+    ) -> Vec<(u32, BucketEntry)> {
         let bits = bits.min(crate::digest::MAX_DIGEST_BITS);
         if buckets.is_empty() {
             return Vec::new();
@@ -310,14 +322,16 @@ impl KeyspaceState {
                 *slot = true;
             }
         }
-        let mut entries: Vec<(u32, BucketEntry)> = self
-            .entries()
+        self.entries()
             .map(|e| (e.bucket_at(bits), e))
             .filter(|(b, _)| wanted[*b as usize])
-            .collect();
-        entries.sort_unstable_by_key(|(b, e)| (*b, e.key));
-        entries.into_iter().map(|(_, e)| e).collect()
+            .collect()
     }
+}
+
+/// Sorts `(bucket, entry)` pairs by bucket, then key.
+pub(crate) fn sort_by_bucket(entries: &mut [(u32, BucketEntry)]) {
+    entries.sort_unstable_by_key(|(b, e)| (*b, e.key));
 }
 
 #[cfg(test)]

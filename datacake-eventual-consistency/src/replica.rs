@@ -468,9 +468,12 @@ impl<S: Storage> Replica<S> {
         bits: u8,
         buckets: &[u32],
     ) -> Vec<BucketEntry> {
-        self.slot(keyspace).map_or_else(Vec::new, |slot| {
-            slot.with_state(|s| s.bucket_entries(bits, buckets))
-        })
+        // The scan holds the keyspace's lock (writes of it wait); the sort does not.
+        let mut entries = self.slot(keyspace).map_or_else(Vec::new, |slot| {
+            slot.with_state(|s| s.bucket_entries_unsorted(bits, buckets))
+        });
+        crate::keyspace::sort_by_bucket(&mut entries);
+        entries.into_iter().map(|(_, e)| e).collect()
     }
 
     /// The buckets of `keyspace`, at resolution `bits`, that differ from a peer's.
