@@ -211,6 +211,11 @@ impl KeyspaceState {
             .collect()
     }
 
+    /// Whether any tombstone is older than `cutoff` (what a purge would drop).
+    pub fn has_tombstones_before(&self, cutoff: HLCTimestamp) -> bool {
+        self.set.tombstones().any(|(_, ts)| ts < cutoff)
+    }
+
     /// Forgets the tombstones older than `cutoff` and returns them (sorted by key), while the
     /// set keeps refusing any write of an id it does not hold at or below the newest forgotten
     /// tombstone (the [`OrSWotSet`] purge watermark), so a purged delete never lets an older

@@ -512,6 +512,9 @@ impl<S: Storage> Replica<S> {
     pub(crate) async fn purge_tombstones(&self, cutoff: HLCTimestamp) -> Result<usize, S> {
         let mut total = 0;
         for (name, slot) in self.slots() {
+            if !slot.with_state(|s| s.has_tombstones_before(cutoff)) {
+                continue;
+            }
             // No write in flight while the watermark rises (see `KeyspaceSlot::exclusive`).
             let held = slot.exclusive().await;
             // Memory first: if the storage call fails, the storage merely keeps tombstones
