@@ -34,6 +34,7 @@ use std::sync::Arc;
 use datacake_crdt::HLCTimestamp;
 use datacake_node::{ClusterMember, DatacakeHandle, NodeId};
 use datacake_rpc::{DataView, Message, Response, RpcClient, Status};
+use futures::StreamExt;
 use tracing::{debug, info, warn};
 
 use crate::config::StoreConfig;
@@ -55,6 +56,8 @@ const PURGE_EVERY_ROUNDS: u64 = 10;
 /// applied in turn), which keeps each step's maps small (measured: 100,000 keys catch up in
 /// about two thirds of the time it takes in one step).
 const BUCKETS_PER_REQUEST: usize = 512;
+/// Keyspaces of one digest reply repaired at the same time.
+const KEYSPACES_IN_PARALLEL: usize = 16;
 const FETCH_PAGE: usize = 1024;
 
 /// What the repair task works with.
@@ -223,12 +226,15 @@ impl<S: Storage> Repairer<S> {
                 )));
             }
             confirmed = confirmed.min(reply.floor);
-            for digest in reply.digests {
-                let outcome = self
-                    .repair_keyspace(&client, peer, reply.clock, digest)
-                    .await?;
-                repaired += outcome.0;
-                if let Some(unconfirmed) = outcome.1 {
+            // Keyspaces are independent: several at a time, so that many small ones cost
+            // round trips in parallel rather than one after the other.
+            let mut keyspaces = futures::stream::iter(reply.digests)
+                .map(|digest| self.repair_keyspace(&client, peer, reply.clock, digest))
+                .buffer_unordered(KEYSPACES_IN_PARALLEL);
+            while let Some(outcome) = keyspaces.next().await {
+                let (taken, unconfirmed) = outcome?;
+                repaired += taken;
+                if let Some(unconfirmed) = unconfirmed {
                     confirmed = confirmed.min(unconfirmed);
                 }
             }

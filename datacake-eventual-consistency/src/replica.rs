@@ -458,7 +458,11 @@ impl<S: Storage> Replica<S> {
 
     /// The oldest stamp of any write in flight, or `None` if nothing is in flight.
     pub(crate) fn floor(&self) -> Option<HLCTimestamp> {
-        self.slots().iter().filter_map(|(_, s)| s.floor()).min()
+        self.keyspaces
+            .read()
+            .values()
+            .filter_map(|s| s.floor())
+            .min()
     }
 
     /// The entries of `buckets` (at resolution `bits`) of `keyspace`.
