@@ -94,8 +94,28 @@ impl HttpMetrics {
             ),
             (
                 "consistency_failures",
-                "Writes that did not meet their consistency level in time.",
+                "Writes that did not meet their consistency level.",
                 store.consistency_failures,
+            ),
+            (
+                "clock_skew_rejected",
+                "Remote timestamps refused for being beyond the clock drift bound.",
+                store.clock_skew_rejected,
+            ),
+            (
+                "read_repairs",
+                "Stale versions repaired after reads at a consistency level.",
+                store.read_repairs,
+            ),
+            (
+                "tombstones_purged",
+                "Tombstones purged once every member had confirmed them.",
+                store.tombstones_purged,
+            ),
+            (
+                "obsolete_forgotten",
+                "Copies forgotten because peers had purged past them.",
+                store.obsolete_forgotten,
             ),
         ];
         for (name, help, value) in counters {

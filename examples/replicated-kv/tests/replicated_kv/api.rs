@@ -79,6 +79,7 @@ async fn one_node_serves_the_api_and_shuts_down_gracefully() {
         ("/users/al%20ice", 400, "bad_key"),
         ("/users/a*b", 400, "bad_key"),
         ("/us$ers/alice", 400, "bad_keyspace"),
+        ("/__datacake.members/alice", 400, "bad_keyspace"),
         ("/users/alice?consistency=most", 400, "bad_consistency"),
         ("/users/alice?consistency=", 400, "bad_consistency"),
         ("/users/alice/extra", 404, "not_found"),
