@@ -285,6 +285,7 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
                 members,
                 node: handle,
                 config,
+                reads: std::sync::atomic::AtomicUsize::new(0),
                 _stop: stop_tx,
             }),
         })
@@ -412,6 +413,8 @@ pub(crate) struct Shared<S: Storage> {
     pub(crate) members: Arc<Members>,
     pub(crate) node: DatacakeHandle,
     pub(crate) config: StoreConfig,
+    /// Reads so far: rotates which replicas a read asks first.
+    pub(crate) reads: std::sync::atomic::AtomicUsize,
     /// Dropped with the last store or handle: stops the store's tasks.
     _stop: watch::Sender<()>,
 }

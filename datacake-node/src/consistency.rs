@@ -222,6 +222,41 @@ impl Requirement {
         self.replicas.binary_search(&node).ok()
     }
 
+    /// The replicas to ask first, when asking as few as can meet the level: from each group,
+    /// as many of its members for which `askable` holds as the group needs, taken in turn
+    /// from `offset` (pass a counter, so that load spreads over the replicas). The others are
+    /// for when one of these fails or is slow.
+    ///
+    /// ```
+    /// use datacake_node::{ClusterMember, Consistency, Requirement};
+    ///
+    /// let member = |id: u32| ClusterMember::new(id, ([127, 0, 0, 1], 9000 + id as u16).into(), "dc");
+    /// let quorum = Requirement::new(Consistency::Quorum, &member(1), &[member(2), member(3)]);
+    /// assert_eq!(quorum.first_choice(0, |_| true), vec![2]);
+    /// assert_eq!(quorum.first_choice(1, |_| true), vec![3]);
+    /// assert_eq!(quorum.first_choice(0, |id| id != 2), vec![3]);
+    /// ```
+    pub fn first_choice(&self, offset: usize, askable: impl Fn(NodeId) -> bool) -> Vec<NodeId> {
+        let mut chosen = Vec::with_capacity(self.required());
+        for group in self.groups.iter() {
+            let candidates: Vec<NodeId> = group
+                .members
+                .iter()
+                .map(|i| self.replicas[*i])
+                .filter(|id| askable(*id))
+                .collect();
+            if candidates.is_empty() {
+                continue;
+            }
+            let start = offset % candidates.len();
+            chosen.extend(
+                (0..group.required.min(candidates.len()))
+                    .map(|i| candidates[(start + i) % candidates.len()]),
+            );
+        }
+        chosen
+    }
+
     /// `Err(NotEnoughNodes)` if fewer replicas are live (by `is_live`) than some group of the
     /// level needs: the operation could not succeed, so it should not start.
     pub fn check_live(&self, is_live: impl Fn(NodeId) -> bool) -> Result<(), ConsistencyError> {
