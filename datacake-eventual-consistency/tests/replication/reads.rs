@@ -117,3 +117,73 @@ async fn reads_at_a_level_fail_like_writes() {
     );
     shutdown(nodes).await;
 }
+
+/// Stands in for the store's service on a node and never answers a read.
+struct SilentReads;
+
+impl datacake_rpc::RpcService for SilentReads {
+    fn service_name() -> &'static str {
+        "datacake-eventual-consistency"
+    }
+
+    fn register_handlers(registry: &mut datacake_rpc::ServiceRegistry<Self>) {
+        registry.add_handler::<datacake_rpc::Body>();
+    }
+}
+
+#[async_trait::async_trait]
+impl datacake_rpc::Handler<datacake_rpc::Body> for SilentReads {
+    type Reply = datacake_rpc::Body;
+
+    fn path() -> &'static str {
+        "read"
+    }
+
+    async fn on_message(
+        &self,
+        _request: datacake_rpc::Request<datacake_rpc::Body>,
+    ) -> Result<datacake_rpc::Body, datacake_rpc::Status> {
+        futures::future::pending().await
+    }
+}
+
+/// A replica that takes reads and never answers (a slow disk, a stalled process) does not
+/// stall `Quorum` reads while another replica can answer: the read asks it after a short
+/// delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_replica_does_not_stall_quorum_reads() {
+    let patient = |ext: Extension| {
+        ext.with_read_timeout(Duration::from_secs(30))
+            .with_rpc_timeout(Duration::from_secs(30))
+    };
+    let first = start_node_full(1, Vec::new(), MemStore::new(), |b| b, patient).await;
+    let local = "127.0.0.1:0".parse().unwrap();
+    // Node 2, the lowest peer id, is every read's first choice.
+    let silent = datacake_node::DatacakeNodeBuilder::new(
+        2,
+        datacake_node::ConnectionConfig::new(local, local, [first.addr()]),
+    )
+    .with_gossip_interval(Duration::from_millis(50))
+    .connect()
+    .await
+    .unwrap();
+    silent.add_rpc_service(SilentReads);
+    let third = start_node_full(3, vec![first.addr()], MemStore::new(), |b| b, patient).await;
+    let nodes = vec![first, third];
+    wait_for_membership(&nodes, 1..=3).await;
+
+    let h = nodes[0].handle();
+    h.put("ks", 1, "v", Consistency::Quorum)
+        .await
+        .expect("node 3 acknowledges");
+    for _ in 0..3 {
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), h.get("ks", 1, Consistency::Quorum))
+                .await
+                .expect("the read does not wait out its 30 s timeout")
+                .unwrap();
+        assert_eq!(value(read), Some(b"v".to_vec()));
+    }
+    silent.shutdown().await;
+    shutdown(nodes).await;
+}
