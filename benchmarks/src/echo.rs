@@ -209,6 +209,15 @@ pub(crate) struct Echo {
     data: Vec<u8>,
 }
 
+impl Echo {
+    /// An echo of `bytes` bytes.
+    pub(crate) fn new(bytes: usize) -> Self {
+        Self {
+            data: vec![7; bytes],
+        }
+    }
+}
+
 pub(crate) struct EchoService;
 
 impl RpcService for EchoService {
@@ -268,15 +277,22 @@ pub(crate) async fn rpc_sequential(
     client: RpcClient<EchoService>,
     calls: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let msg = Echo {
-        data: vec![7; PAYLOAD],
-    };
+    rpc_sequential_of(client, calls, PAYLOAD).await
+}
+
+/// `calls` sequential echoes of `bytes` bytes through `client`, timed one by one.
+pub(crate) async fn rpc_sequential_of(
+    client: RpcClient<EchoService>,
+    calls: usize,
+    bytes: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let msg = Echo::new(bytes);
     let mut samples = Vec::with_capacity(calls);
     for _ in 0..calls {
         let start = Instant::now();
         let reply = client.send(&msg).await?;
         samples.push(start.elapsed());
-        anyhow::ensure!(reply.data.len() == PAYLOAD, "echo differs");
+        anyhow::ensure!(reply.data.len() == bytes, "echo differs");
     }
     Ok(samples)
 }

@@ -125,6 +125,8 @@ mod service;
 mod slot;
 mod storage;
 mod store;
+#[cfg(test)]
+mod testing;
 mod watermark;
 mod write;
 

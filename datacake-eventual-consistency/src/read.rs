@@ -473,18 +473,7 @@ impl<S: Storage> Shared<S> {
 
     /// Sends `peer` `missing` (the newest versions it lacked) through its replication queue.
     fn repair_peer(&self, keyspace: &str, peer: &ClusterMember, missing: Vec<Change>) {
-        if missing.is_empty() {
-            return;
-        }
-        let Some(slot) = self.replica.slot(keyspace) else {
-            return;
-        };
-        Counters::add(&self.replica.counters.read_repairs, missing.len());
-        let items = missing
-            .into_iter()
-            .map(|c| Outbound::new(slot.name.clone(), c, None))
-            .collect();
-        self.replicator.enqueue(peer, items);
+        repair_peer(&self.replica, &self.replicator, keyspace, peer, missing);
     }
 
     /// Lets the calls still under way finish in a task of its own, and repairs the replicas
@@ -522,19 +511,37 @@ struct LateRepair<S> {
 impl<S: Storage> LateRepair<S> {
     fn repair(&self, peer: &ClusterMember, versions: &[Change]) {
         let missing = stale_in(&self.newest, versions);
-        let Some(slot) = self.replica.slot(&self.keyspace) else {
-            return;
-        };
-        if missing.is_empty() {
-            return;
-        }
-        Counters::add(&self.replica.counters.read_repairs, missing.len());
-        let items = missing
-            .into_iter()
-            .map(|c| Outbound::new(slot.name.clone(), c, None))
-            .collect();
-        self.replicator.enqueue(peer, items);
+        repair_peer(
+            &self.replica,
+            &self.replicator,
+            &self.keyspace,
+            peer,
+            missing,
+        );
     }
+}
+
+/// Sends `peer` `missing` (the newest versions it lacked) through its replication queue,
+/// counted as read repairs.
+fn repair_peer<S: Storage>(
+    replica: &Replica<S>,
+    replicator: &crate::replication::Replicator<S>,
+    keyspace: &str,
+    peer: &ClusterMember,
+    missing: Vec<Change>,
+) {
+    let Some(slot) = replica.slot(keyspace) else {
+        return;
+    };
+    if missing.is_empty() {
+        return;
+    }
+    Counters::add(&replica.counters.read_repairs, missing.len());
+    let items = missing
+        .into_iter()
+        .map(|c| Outbound::new(slot.name.clone(), c, None))
+        .collect();
+    replicator.enqueue(peer, items);
 }
 
 #[cfg(test)]

@@ -192,10 +192,15 @@ pub enum FaultyError<E: std::error::Error + 'static> {
     Injected,
 }
 
-/// Wraps a [`Storage`] so that its writes can be made to fail, as a full disk would: while
-/// [`fail_writes`](Self::fail_writes) is on, every write returns
-/// [`FaultyError::Injected`] and changes nothing; reads keep working. Clones share the
-/// switch and the storage.
+/// A hook a [`FaultyStorage`] awaits before every write, e.g. to delay writes or hold
+/// them at a gate.
+pub type WriteHook = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// Wraps a [`Storage`] for fault tests: while [`fail_writes`](Self::fail_writes) is on,
+/// every write returns [`FaultyError::Injected`] and changes nothing, as a full disk would;
+/// and an optional [`WriteHook`] runs before every write (to slow writes down, scramble
+/// their order, or hold them at a gate). Reads pass through. Clones share the switch, the
+/// hook and the storage.
 ///
 /// ```
 /// use datacake_crdt::HLCTimestamp;
@@ -212,10 +217,21 @@ pub enum FaultyError<E: std::error::Error + 'static> {
 /// storage.put("ks", doc).await.unwrap();
 /// # }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct FaultyStorage<S> {
     inner: S,
     failing: Arc<AtomicBool>,
+    hook: Option<WriteHook>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for FaultyStorage<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyStorage")
+            .field("inner", &self.inner)
+            .field("failing", &self.failing)
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
 }
 
 impl<S: Storage> FaultyStorage<S> {
@@ -224,6 +240,15 @@ impl<S: Storage> FaultyStorage<S> {
         Self {
             inner,
             failing: Arc::new(AtomicBool::new(false)),
+            hook: None,
+        }
+    }
+
+    /// `inner`, with `hook` awaited before every write.
+    pub fn with_write_hook(inner: S, hook: WriteHook) -> Self {
+        Self {
+            hook: Some(hook),
+            ..Self::new(inner)
         }
     }
 
@@ -237,15 +262,18 @@ impl<S: Storage> FaultyStorage<S> {
         &self.inner
     }
 
-    fn check(&self) -> Result<(), FaultyError<S::Error>> {
+    async fn check(&self) -> Result<(), FaultyError<S::Error>> {
+        if let Some(hook) = &self.hook {
+            hook().await;
+        }
         if self.failing.load(Ordering::SeqCst) {
             return Err(FaultyError::Injected);
         }
         Ok(())
     }
 
-    fn check_bulk(&self) -> Result<(), BulkMutationError<FaultyError<S::Error>>> {
-        self.check().map_err(BulkMutationError::empty)
+    async fn check_bulk(&self) -> Result<(), BulkMutationError<FaultyError<S::Error>>> {
+        self.check().await.map_err(BulkMutationError::empty)
     }
 }
 
@@ -278,7 +306,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         keyspace: &str,
         keys: Vec<Key>,
     ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.check_bulk()?;
+        self.check_bulk().await?;
         self.inner
             .remove_tombstones(keyspace, keys)
             .await
@@ -286,7 +314,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     }
 
     async fn put(&self, keyspace: &str, document: Document) -> Result<(), Self::Error> {
-        self.check()?;
+        self.check().await?;
         self.inner
             .put(keyspace, document)
             .await
@@ -298,7 +326,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         keyspace: &str,
         documents: Vec<Document>,
     ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.check_bulk()?;
+        self.check_bulk().await?;
         self.inner
             .multi_put(keyspace, documents)
             .await
@@ -311,7 +339,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         key: Key,
         timestamp: HLCTimestamp,
     ) -> Result<(), Self::Error> {
-        self.check()?;
+        self.check().await?;
         self.inner
             .mark_as_tombstone(keyspace, key, timestamp)
             .await
@@ -323,7 +351,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         keyspace: &str,
         keys: Vec<(Key, HLCTimestamp)>,
     ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.check_bulk()?;
+        self.check_bulk().await?;
         self.inner
             .mark_many_as_tombstone(keyspace, keys)
             .await

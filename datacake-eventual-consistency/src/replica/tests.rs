@@ -1,94 +1,21 @@
 use std::sync::atomic::AtomicUsize;
 
-use async_trait::async_trait;
-
 use super::*;
-use crate::storage::BulkMutationError;
-use crate::test_utils::MemStore;
-use std::result::Result;
+use crate::test_utils::{FaultyStorage, MemStore, WriteHook};
 
 /// A `MemStore` whose writes yield to the scheduler a varying number of times before they
 /// land, so concurrent writes finish in a scrambled order (as with a real database).
-#[derive(Debug, Default)]
-struct Scrambling {
-    inner: MemStore,
-    calls: AtomicUsize,
-}
-
-impl Scrambling {
-    async fn delay(&self) {
-        let n = self.calls.fetch_add(1, Ordering::Relaxed) % 7;
-        for _ in 0..n {
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-#[async_trait]
-impl Storage for Scrambling {
-    type Error = <MemStore as Storage>::Error;
-
-    async fn get_keyspace_list(&self) -> Result<Vec<String>, Self::Error> {
-        self.inner.get_keyspace_list().await
-    }
-
-    async fn iter_metadata(&self, keyspace: &str) -> Result<Vec<Metadata>, Self::Error> {
-        self.inner.iter_metadata(keyspace).await
-    }
-
-    async fn remove_tombstones(
-        &self,
-        keyspace: &str,
-        keys: Vec<Key>,
-    ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.delay().await;
-        self.inner.remove_tombstones(keyspace, keys).await
-    }
-
-    async fn put(&self, keyspace: &str, document: Document) -> Result<(), Self::Error> {
-        self.delay().await;
-        self.inner.put(keyspace, document).await
-    }
-
-    async fn multi_put(
-        &self,
-        keyspace: &str,
-        documents: Vec<Document>,
-    ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.delay().await;
-        self.inner.multi_put(keyspace, documents).await
-    }
-
-    async fn mark_as_tombstone(
-        &self,
-        keyspace: &str,
-        key: Key,
-        timestamp: HLCTimestamp,
-    ) -> Result<(), Self::Error> {
-        self.delay().await;
-        self.inner.mark_as_tombstone(keyspace, key, timestamp).await
-    }
-
-    async fn mark_many_as_tombstone(
-        &self,
-        keyspace: &str,
-        keys: Vec<(Key, HLCTimestamp)>,
-    ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.delay().await;
-        self.inner.mark_many_as_tombstone(keyspace, keys).await
-    }
-
-    async fn get(&self, keyspace: &str, key: Key) -> Result<Option<Document>, Self::Error> {
-        self.inner.get(keyspace, key).await
-    }
-
-    async fn multi_get(
-        &self,
-        keyspace: &str,
-        keys: Vec<Key>,
-    ) -> Result<Vec<Document>, Self::Error> {
-        self.inner.multi_get(keyspace, keys).await
-    }
+fn scrambling() -> FaultyStorage<MemStore> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let hook: WriteHook = Arc::new(move || {
+        let n = calls.fetch_add(1, Ordering::Relaxed) % 7;
+        Box::pin(async move {
+            for _ in 0..n {
+                tokio::task::yield_now().await;
+            }
+        })
+    });
+    FaultyStorage::with_write_hook(MemStore::default(), hook)
 }
 
 const KEYS: u64 = 4;
@@ -127,7 +54,7 @@ fn changes(t: u64, i: u64) -> Vec<Change> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_of_a_key_reach_the_storage_in_the_order_the_crdt_decided() {
-    let (replica, _) = Replica::load(Scrambling::default(), LIMITS).await.unwrap();
+    let (replica, _) = Replica::load(scrambling(), LIMITS).await.unwrap();
     let replica = Arc::new(replica);
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
@@ -177,94 +104,30 @@ async fn concurrent_writes_of_a_key_reach_the_storage_in_the_order_the_crdt_deci
     }
 }
 
-/// A `MemStore` whose `put` signals that it started, then waits for a gate before it
-/// stores the document.
-#[derive(Debug)]
-struct Gated {
-    inner: MemStore,
-    entered: tokio::sync::Notify,
-    gate: tokio::sync::Semaphore,
-}
-
-impl Default for Gated {
-    fn default() -> Self {
-        Self {
-            inner: MemStore::default(),
-            entered: tokio::sync::Notify::new(),
-            gate: tokio::sync::Semaphore::new(0),
-        }
-    }
-}
-
-#[async_trait]
-impl Storage for Gated {
-    type Error = <MemStore as Storage>::Error;
-
-    async fn get_keyspace_list(&self) -> Result<Vec<String>, Self::Error> {
-        self.inner.get_keyspace_list().await
-    }
-
-    async fn iter_metadata(&self, keyspace: &str) -> Result<Vec<Metadata>, Self::Error> {
-        self.inner.iter_metadata(keyspace).await
-    }
-
-    async fn remove_tombstones(
-        &self,
-        keyspace: &str,
-        keys: Vec<Key>,
-    ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.inner.remove_tombstones(keyspace, keys).await
-    }
-
-    async fn put(&self, keyspace: &str, document: Document) -> Result<(), Self::Error> {
-        self.entered.notify_one();
-        let _pass = self.gate.acquire().await.expect("the gate stays open");
-        self.inner.put(keyspace, document).await
-    }
-
-    async fn multi_put(
-        &self,
-        keyspace: &str,
-        documents: Vec<Document>,
-    ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.inner.multi_put(keyspace, documents).await
-    }
-
-    async fn mark_as_tombstone(
-        &self,
-        keyspace: &str,
-        key: Key,
-        timestamp: HLCTimestamp,
-    ) -> Result<(), Self::Error> {
-        self.inner.mark_as_tombstone(keyspace, key, timestamp).await
-    }
-
-    async fn mark_many_as_tombstone(
-        &self,
-        keyspace: &str,
-        keys: Vec<(Key, HLCTimestamp)>,
-    ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.inner.mark_many_as_tombstone(keyspace, keys).await
-    }
-
-    async fn get(&self, keyspace: &str, key: Key) -> Result<Option<Document>, Self::Error> {
-        self.inner.get(keyspace, key).await
-    }
-
-    async fn multi_get(
-        &self,
-        keyspace: &str,
-        keys: Vec<Key>,
-    ) -> Result<Vec<Document>, Self::Error> {
-        self.inner.multi_get(keyspace, keys).await
-    }
+/// A `MemStore` whose writes signal that they started, then wait for a permit of `gate`.
+fn gated(
+    entered: Arc<tokio::sync::Notify>,
+    gate: Arc<tokio::sync::Semaphore>,
+) -> FaultyStorage<MemStore> {
+    let hook: WriteHook = Arc::new(move || {
+        let (entered, gate) = (entered.clone(), gate.clone());
+        Box::pin(async move {
+            entered.notify_one();
+            let _pass = gate.acquire().await.expect("the gate stays open");
+        })
+    });
+    FaultyStorage::with_write_hook(MemStore::default(), hook)
 }
 
 /// A caller that goes away (a client reset mid-request) while its write is in the storage
 /// must not leave the storage holding a write the in-memory state lacks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_caller_goes_away_still_reaches_the_in_memory_state() {
-    let (replica, _) = Replica::load(Gated::default(), LIMITS).await.unwrap();
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (replica, _) = Replica::load(gated(entered.clone(), gate.clone()), LIMITS)
+        .await
+        .unwrap();
     let replica = Arc::new(replica);
     let timestamp = HLCTimestamp::new(1_000, 0, 2);
     let change = Change {
@@ -275,10 +138,10 @@ async fn a_write_whose_caller_goes_away_still_reaches_the_in_memory_state() {
         let replica = replica.clone();
         tokio::spawn(async move { replica.apply("ks", vec![change]).await })
     };
-    replica.storage.entered.notified().await;
+    entered.notified().await;
     caller.abort();
     assert!(caller.await.unwrap_err().is_cancelled());
-    replica.storage.gate.add_permits(1);
+    gate.add_permits(1);
 
     test_helper::wait_for(
         "the storage and the in-memory state agree on key 7",
@@ -286,7 +149,7 @@ async fn a_write_whose_caller_goes_away_still_reaches_the_in_memory_state() {
         || async {
             let stored = replica
                 .storage
-                .inner
+                .inner()
                 .get_doc("ks", 7)
                 .map(|d| d.last_updated);
             let held = replica.metadata("ks").first().map(|(_, ts, _)| *ts);

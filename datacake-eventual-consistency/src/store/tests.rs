@@ -1,22 +1,13 @@
 use std::time::Duration;
 
-use datacake_node::{ConnectionConfig, Consistency, DatacakeNode, DatacakeNodeBuilder};
+use datacake_node::{Consistency, DatacakeNode};
 use datacake_rpc::{ErrorCode, RpcClient};
 
 use super::*;
 use crate::messages::DigestRequest;
 use crate::test_utils::MemStore;
 
-const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn node(id: u32, seeds: Vec<String>) -> DatacakeNode {
-    let local = "127.0.0.1:0".parse().unwrap();
-    DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
-        .with_gossip_interval(Duration::from_millis(50))
-        .connect()
-        .await
-        .expect("node connects")
-}
+use crate::testing::{node, DEADLINE};
 
 async fn start(node: &DatacakeNode) -> EventuallyConsistentStore<MemStore> {
     node.add_extension(

@@ -2,9 +2,10 @@ use std::time::Duration;
 
 use datacake_eventual_consistency::test_utils::MemStore;
 use datacake_eventual_consistency::{Consistency, ConsistencyError, StoreError};
-use datacake_rpc::{Body, Handler, Request, RpcService, ServiceRegistry, Status};
 
-use crate::fixtures::{cluster, shutdown, start_node, wait_converged, wait_for_membership};
+use crate::fixtures::{
+    cluster, shutdown, start_node, stub_store_service, wait_converged, wait_for_membership,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_writes_are_visible_everywhere_on_return() {
@@ -185,31 +186,12 @@ async fn concurrent_put_and_delete_converge_to_the_later() {
     shutdown(nodes).await;
 }
 
-/// Stands in for the store's service on a node and never answers a replication batch.
-struct Blackhole;
-
-impl RpcService for Blackhole {
-    fn service_name() -> &'static str {
-        "datacake-eventual-consistency"
-    }
-
-    fn register_handlers(registry: &mut ServiceRegistry<Self>) {
-        registry.add_handler::<Body>();
-    }
-}
-
-#[async_trait::async_trait]
-impl Handler<Body> for Blackhole {
-    type Reply = Body;
-
-    fn path() -> &'static str {
-        "replicate"
-    }
-
-    async fn on_message(&self, _request: Request<Body>) -> Result<Body, Status> {
-        futures::future::pending().await
-    }
-}
+stub_store_service!(
+    /// Stands in for the store's service on a node and never answers a replication batch.
+    Blackhole,
+    "replicate",
+    futures::future::pending().await
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_replica_makes_all_fail_after_the_deadline() {

@@ -147,3 +147,40 @@ pub(crate) async fn shutdown<S: Storage>(nodes: Vec<TestNode<S>>) {
         n.node.shutdown().await;
     }
 }
+
+/// Declares a service that stands in for the store's on a node, with one handler, of raw
+/// bodies, at `$path` (`"replicate"`, `"read"`, ...), whose answer is `$answer`: for
+/// peers that refuse, fail or never answer.
+macro_rules! stub_store_service {
+    ($(#[$doc:meta])* $name:ident, $path:literal, $answer:expr) => {
+        $(#[$doc])*
+        pub(crate) struct $name;
+
+        impl datacake_rpc::RpcService for $name {
+            fn service_name() -> &'static str {
+                "datacake-eventual-consistency"
+            }
+
+            fn register_handlers(registry: &mut datacake_rpc::ServiceRegistry<Self>) {
+                registry.add_handler::<datacake_rpc::Body>();
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl datacake_rpc::Handler<datacake_rpc::Body> for $name {
+            type Reply = datacake_rpc::Body;
+
+            fn path() -> &'static str {
+                $path
+            }
+
+            async fn on_message(
+                &self,
+                _request: datacake_rpc::Request<datacake_rpc::Body>,
+            ) -> Result<datacake_rpc::Body, datacake_rpc::Status> {
+                $answer
+            }
+        }
+    };
+}
+pub(crate) use stub_store_service;

@@ -6,23 +6,12 @@ use std::time::Duration;
 use datacake_eventual_consistency::test_utils::MemStore;
 use datacake_eventual_consistency::{Consistency, ConsistencyError, StoreError};
 use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
-use datacake_rpc::{Body, Handler, Request, RpcService, ServiceRegistry, Status};
+use datacake_rpc::Status;
 
 use crate::fixtures::{
-    shutdown, start_node, start_node_full, wait_for_membership, Extension, CONVERGE,
+    shutdown, start_node, start_node_full, stub_store_service, wait_for_membership, Extension,
+    CONVERGE,
 };
-
-/// `error` and its sources, joined with `: `.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
 
 /// A failure detector slow enough that a crashed node is still held live for the whole test.
 fn slow_detector(builder: DatacakeNodeBuilder) -> DatacakeNodeBuilder {
@@ -62,31 +51,12 @@ async fn quorum_writes_succeed_on_any_ack_while_a_crashed_peer_is_still_held_liv
     shutdown(nodes).await;
 }
 
-/// Stands in for the store's service on a node and refuses every replication batch.
-struct Refusing;
-
-impl RpcService for Refusing {
-    fn service_name() -> &'static str {
-        "datacake-eventual-consistency"
-    }
-
-    fn register_handlers(registry: &mut ServiceRegistry<Self>) {
-        registry.add_handler::<Body>();
-    }
-}
-
-#[async_trait::async_trait]
-impl Handler<Body> for Refusing {
-    type Reply = Body;
-
-    fn path() -> &'static str {
-        "replicate"
-    }
-
-    async fn on_message(&self, _request: Request<Body>) -> Result<Body, Status> {
-        Err(Status::internal("disk full"))
-    }
-}
+stub_store_service!(
+    /// Stands in for the store's service on a node and refuses every replication batch.
+    Refusing,
+    "replicate",
+    Err(Status::internal("disk full"))
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusing_replica_fails_the_write_at_once_naming_the_peer_and_its_error() {
@@ -109,11 +79,20 @@ async fn a_refusing_replica_fails_the_write_at_once_naming_the_peer_and_its_erro
         .put("ks", 1, "x", Consistency::All)
         .await
         .expect_err("node 3 refuses, so All cannot be met");
-    let message = chain(&error);
-    assert!(
-        message.contains(&refusing_addr) && message.contains("disk full"),
-        "the error names the peer and its error: {message}"
-    );
+    match &error {
+        StoreError::ReplicaFailed {
+            node_id: 3,
+            peer,
+            source,
+            ..
+        } => {
+            assert_eq!(peer.to_string(), refusing_addr);
+            assert_eq!(source.message, "disk full");
+        }
+        other => panic!("expected node 3's refusal, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains(&refusing_addr), "{message}");
     refusing.shutdown().await;
     shutdown(nodes).await;
 }

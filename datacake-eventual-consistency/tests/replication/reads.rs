@@ -6,7 +6,9 @@ use std::time::Duration;
 use datacake_eventual_consistency::test_utils::{FaultyStorage, MemStore};
 use datacake_eventual_consistency::{Consistency, ConsistencyError, StoreError};
 
-use crate::fixtures::{shutdown, start_node_full, wait_for_membership, Extension, TestNode};
+use crate::fixtures::{
+    shutdown, start_node_full, stub_store_service, wait_for_membership, Extension, TestNode,
+};
 
 type Faulty = FaultyStorage<MemStore>;
 
@@ -118,34 +120,12 @@ async fn reads_at_a_level_fail_like_writes() {
     shutdown(nodes).await;
 }
 
-/// Stands in for the store's service on a node and never answers a read.
-struct SilentReads;
-
-impl datacake_rpc::RpcService for SilentReads {
-    fn service_name() -> &'static str {
-        "datacake-eventual-consistency"
-    }
-
-    fn register_handlers(registry: &mut datacake_rpc::ServiceRegistry<Self>) {
-        registry.add_handler::<datacake_rpc::Body>();
-    }
-}
-
-#[async_trait::async_trait]
-impl datacake_rpc::Handler<datacake_rpc::Body> for SilentReads {
-    type Reply = datacake_rpc::Body;
-
-    fn path() -> &'static str {
-        "read"
-    }
-
-    async fn on_message(
-        &self,
-        _request: datacake_rpc::Request<datacake_rpc::Body>,
-    ) -> Result<datacake_rpc::Body, datacake_rpc::Status> {
-        futures::future::pending().await
-    }
-}
+stub_store_service!(
+    /// Stands in for the store's service on a node and never answers a read.
+    SilentReads,
+    "read",
+    futures::future::pending().await
+);
 
 /// A replica that takes reads and never answers (a slow disk, a stalled process) does not
 /// stall `Quorum` reads while another replica can answer: the read asks it after a short

@@ -2,12 +2,13 @@
 //! called over the node pool's own channel, so one call is one round trip of datacake-rpc
 //! on the path a replica read takes, without the store around it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use datacake_eventual_consistency::Storage;
-use datacake_rpc::{async_trait, Handler, Request, RpcClient, RpcService, ServiceRegistry, Status};
+use datacake_rpc::RpcClient;
 
 use super::cluster::BenchNode;
+use crate::echo::{rpc_sequential_of, EchoService};
 
 /// Bytes echoed per call: an echo of this many bytes archives to exactly as many bytes as
 /// the store's reply to a peer's read of one 32-byte document (pinned by a test below), so
@@ -15,44 +16,6 @@ use super::cluster::BenchNode;
 /// a little more than the read's request (a clock, the keyspace name and one id).
 pub(super) const ECHO_BYTES: usize = 96;
 
-/// The echoed message.
-#[derive(
-    datacake_rpc::rkyv::Archive, datacake_rpc::rkyv::Serialize, datacake_rpc::rkyv::Deserialize,
-)]
-#[rkyv(crate = datacake_rpc::rkyv)]
-struct Echo {
-    data: Vec<u8>,
-}
-
-/// Replies with the request's payload.
-struct EchoService;
-
-impl RpcService for EchoService {
-    fn service_name() -> &'static str {
-        "ec-bench-echo"
-    }
-
-    fn register_handlers(registry: &mut ServiceRegistry<Self>) {
-        registry.add_handler::<Echo>();
-    }
-}
-
-#[async_trait]
-impl Handler<Echo> for EchoService {
-    type Reply = Echo;
-
-    fn path() -> &'static str {
-        "echo"
-    }
-
-    async fn on_message(&self, request: Request<Echo>) -> Result<Echo, Status> {
-        Ok(Echo {
-            data: request.data.to_vec(),
-        })
-    }
-}
-
-/// An echo service on one node of a cluster, and a client of it on another.
 pub(super) struct RpcEcho {
     client: RpcClient<EchoService>,
 }
@@ -76,20 +39,7 @@ impl RpcEcho {
     /// runtime (as the read cells' callers are; see [`cell`](super::cell::cell)).
     pub(super) async fn serial(&self, calls: usize) -> anyhow::Result<Vec<Duration>> {
         let client = self.client.clone();
-        tokio::spawn(async move {
-            let msg = Echo {
-                data: vec![7; ECHO_BYTES],
-            };
-            let mut samples = Vec::with_capacity(calls);
-            for _ in 0..calls {
-                let start = Instant::now();
-                let reply = client.send(&msg).await?;
-                samples.push(start.elapsed());
-                anyhow::ensure!(reply.data.len() == ECHO_BYTES, "echo differs");
-            }
-            Ok(samples)
-        })
-        .await?
+        tokio::spawn(rpc_sequential_of(client, calls, ECHO_BYTES)).await?
     }
 }
 
@@ -145,9 +95,7 @@ mod tests {
             }],
             served: 1,
         };
-        let echo = Echo {
-            data: vec![7; ECHO_BYTES],
-        };
+        let echo = crate::echo::Echo::new(ECHO_BYTES);
         assert_eq!(archived_len(&echo), archived_len(&reply));
     }
 }
