@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use datacake_node::{AckProgress, AckTally, ClusterMember, Consistency, NodeId, Requirement};
@@ -216,6 +216,29 @@ type Call = BoxFuture<'static, Answer>;
 /// The peers that answered a read, with their versions.
 type Answers = Vec<(ClusterMember, Vec<Change>)>;
 
+/// Polls every call of `calls` and takes out the first that is done. `Ready(None)` when
+/// there is none left. A read has a handful of calls: polling each on every wake-up costs
+/// less than a `FuturesUnordered` (measured on this project's 2-core VM: a lone call
+/// awaited through one cost a wake-up of the other worker thread per read, and four times
+/// the latency).
+fn poll_answer(calls: &mut Vec<Call>, cx: &mut Context<'_>) -> Poll<Option<Answer>> {
+    if calls.is_empty() {
+        return Poll::Ready(None);
+    }
+    for i in 0..calls.len() {
+        if let Poll::Ready(answer) = calls[i].as_mut().poll(cx) {
+            drop(calls.swap_remove(i));
+            return Poll::Ready(Some(answer));
+        }
+    }
+    Poll::Pending
+}
+
+/// The next of `calls` to finish (see [`poll_answer`]).
+async fn next_answer(calls: &mut Vec<Call>) -> Option<Answer> {
+    std::future::poll_fn(|cx| poll_answer(calls, cx)).await
+}
+
 impl<S: Storage> Shared<S> {
     /// Reads `keys` of `keyspace` at `level`: local for [`Consistency::None`], otherwise
     /// from the replicas until the level's acknowledgements are in (the local replica
@@ -311,62 +334,48 @@ impl<S: Storage> Shared<S> {
         requirement: &Requirement,
         counted: &[ClusterMember],
         local: impl Future<Output = Result<Vec<Change>, StoreError<S::Error>>>,
-    ) -> Result<(Vec<Change>, Answers, FuturesUnordered<Call>), StoreError<S::Error>> {
+    ) -> Result<(Vec<Change>, Answers, Vec<Call>), StoreError<S::Error>> {
         let askable = |id: NodeId| counted.iter().any(|m| m.node_id == id);
         let mut tally = AckTally::new(requirement, askable);
         let offset = self.reads.fetch_add(1, Ordering::Relaxed) / READS_PER_CHOICE;
         let mut asked: Vec<NodeId> = requirement.first_choice(offset, askable);
-        let speculate = SPECULATE_AFTER.min(self.config.read_timeout);
         let deadline = tokio::time::Instant::now() + self.config.read_timeout;
         let mut answers = Vec::new();
-        let mut calls: FuturesUnordered<Call> = FuturesUnordered::new();
-        let first: Vec<&ClusterMember> = counted
+        let mut calls: Vec<Call> = counted
             .iter()
             .filter(|m| asked.contains(&m.node_id))
+            .map(|peer| Box::pin(self.call(keyspace, keys, peer)) as Call)
             .collect();
-        let local = if let [only] = first[..] {
-            // The common case (one replica to ask, as `Quorum` on three nodes): await the
-            // call itself. Measured on this project's 2-core VM, polling a lone call through
-            // a `FuturesUnordered` cost a wake-up of the other worker thread per read, and
-            // four times the latency.
-            let mut call: Call = Box::pin(self.call(keyspace, keys, only));
-            // Send the request, then read locally while it travels.
-            let sent = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
-            let local = local.await?;
-            let answer = match sent {
-                Poll::Ready(answer) => Some(answer),
-                Poll::Pending => tokio::time::timeout(speculate, &mut call).await.ok(),
-            };
-            match answer {
-                Some(answer) => {
-                    if self.record(&mut tally, requirement, answer, &mut answers)? {
-                        return Ok((local, answers, calls));
-                    }
-                }
-                // Still under way: keep waiting for it, and ask the others too.
-                None => calls.push(call),
+        // Send the requests, then read locally while they travel.
+        let mut early = Vec::new();
+        while let Poll::Ready(Some(answer)) =
+            std::future::poll_fn(|cx| Poll::Ready(poll_answer(&mut calls, cx))).await
+        {
+            early.push(answer);
+        }
+        let local = match local.await {
+            Ok(local) => local,
+            Err(error) => return Err(self.give_up(calls, error)),
+        };
+        let mut widen = false;
+        for answer in early {
+            let failed = answer.1.is_err();
+            match self.record(&mut tally, requirement, answer, &mut answers) {
+                Ok(true) => return Ok((local, answers, calls)),
+                Ok(false) => widen |= failed,
+                Err(error) => return Err(self.give_up(calls, error)),
             }
-            local
-        } else {
-            let local = local.await?;
-            calls.extend(
-                first
-                    .iter()
-                    .map(|p| Box::pin(self.call(keyspace, keys, p)) as Call),
-            );
-            let wait = self.first_wave(&mut calls, &mut tally, requirement, &mut answers);
-            match tokio::time::timeout(speculate, wait).await {
+        }
+        if !widen {
+            let speculate = SPECULATE_AFTER.min(self.config.read_timeout);
+            let wave = self.first_wave(&mut calls, &mut tally, requirement, &mut answers);
+            match tokio::time::timeout(speculate, wave).await {
                 Ok(Ok(true)) => return Ok((local, answers, calls)),
-                Ok(Err(error)) => {
-                    self.node
-                        .spawn_task(async move { while calls.next().await.is_some() {} });
-                    return Err(error);
-                }
+                Ok(Err(error)) => return Err(self.give_up(calls, error)),
                 // A call failed, or the speculation delay passed.
                 Ok(Ok(false)) | Err(_) => {}
             }
-            local
-        };
+        }
         // Every other replica the level counts, at once.
         for peer in counted {
             if !asked.contains(&peer.node_id) {
@@ -375,35 +384,31 @@ impl<S: Storage> Shared<S> {
             }
         }
         let rest = async {
-            while let Some(answer) = calls.next().await {
+            while let Some(answer) = next_answer(&mut calls).await {
                 if self.record(&mut tally, requirement, answer, &mut answers)? {
                     return Ok(true);
                 }
             }
             Ok(false)
         };
-        let outcome = tokio::time::timeout_at(deadline, rest).await;
-        let error = match outcome {
+        let error = match tokio::time::timeout_at(deadline, rest).await {
             Ok(Ok(true)) => return Ok((local, answers, calls)),
             Ok(Err(error)) => error,
             Ok(Ok(false)) | Err(_) => self.read_timed_out(&tally, requirement),
         };
-        // Not cancelled, for the reason `repair_late` gives.
-        self.node
-            .spawn_task(async move { while calls.next().await.is_some() {} });
-        Err(error)
+        Err(self.give_up(calls, error))
     }
 
     /// Waits on the first calls: `Ok(true)` once the level is met, `Ok(false)` as soon as
     /// one fails (without making the level impossible).
     async fn first_wave(
         &self,
-        calls: &mut FuturesUnordered<Call>,
+        calls: &mut Vec<Call>,
         tally: &mut AckTally,
         requirement: &Requirement,
         answers: &mut Answers,
     ) -> Result<bool, StoreError<S::Error>> {
-        while let Some(answer) = calls.next().await {
+        while let Some(answer) = next_answer(calls).await {
             let failed = answer.1.is_err();
             if self.record(tally, requirement, answer, answers)? {
                 return Ok(true);
@@ -413,6 +418,17 @@ impl<S: Storage> Shared<S> {
             }
         }
         Ok(false)
+    }
+
+    /// Lets `calls` finish in a task of their own (for the reason [`Self::repair_late`]
+    /// gives) and returns `error`.
+    fn give_up(&self, calls: Vec<Call>, error: StoreError<S::Error>) -> StoreError<S::Error> {
+        if !calls.is_empty() {
+            self.node.spawn_task(async move {
+                futures::future::join_all(calls).await;
+            });
+        }
+        error
     }
 
     /// Counts one peer's answer: `Ok(true)` once the level is met, an error once it no
@@ -480,7 +496,7 @@ impl<S: Storage> Shared<S> {
     /// among them that answer with older versions than `newest`. Dropping them instead would
     /// cancel their HTTP/2 streams: under load, a flood of cancelled streams makes h2 close
     /// the connection (its reset-flood protection), failing every call on it.
-    fn repair_late(&self, keyspace: &str, mut late: FuturesUnordered<Call>, newest: &[Change]) {
+    fn repair_late(&self, keyspace: &str, late: Vec<Call>, newest: &[Change]) {
         if late.is_empty() {
             return;
         }
@@ -490,6 +506,7 @@ impl<S: Storage> Shared<S> {
             keyspace: keyspace.to_owned(),
             newest: newest.to_vec(),
         };
+        let mut late: FuturesUnordered<Call> = late.into_iter().collect();
         self.node.spawn_task(async move {
             while let Some((peer, result)) = late.next().await {
                 if let Ok(versions) = result {
