@@ -84,9 +84,11 @@ impl SuiteName {
                  (medians of several runs), and the node clock's stamps per second."
             }
             Self::Ec => {
-                "The eventually consistent store on in-process 1/3/5-node clusters: puts and \
-                 deletes per second and their latency for each consistency level and number of \
-                 concurrent tasks, memory per key, and how fast a late node catches up."
+                "The eventually consistent store on in-process 1/3/5-node clusters: puts, \
+                 deletes and reads per second and their latency for each consistency level and \
+                 number of concurrent tasks, a Quorum read against a datacake-rpc echo baseline \
+                 measured in the same run, 1 MiB puts, memory per key, and how fast a late node \
+                 catches up."
             }
             Self::Sqlite => {
                 "SqliteStorage on disk (WAL, group commit) with 128-byte documents: single puts \
