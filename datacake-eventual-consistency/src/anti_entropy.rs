@@ -76,11 +76,6 @@ struct Round {
     confirmed: HLCTimestamp,
 }
 
-/// Wall-clock milliseconds now.
-pub(crate) fn now_ms() -> u64 {
-    datacake_crdt::wall_clock_millis()
-}
-
 impl<S: Storage> Repairer<S> {
     /// Runs repair rounds every repair interval until cancelled, and purges the tombstones
     /// every member has confirmed every [`PURGE_EVERY_ROUNDS`] rounds.
@@ -116,7 +111,7 @@ impl<S: Storage> Repairer<S> {
 
     /// Brings the member record up to date with the live view, persisting what changed.
     pub(crate) async fn record_members(&self, live: &[ClusterMember]) {
-        for known in self.members.observe(live, now_ms()) {
+        for known in self.members.observe(live, self.node.clock().wall_millis()) {
             if let Err(error) = self.replica.persist_member(&known).await {
                 warn!(node_id = known.member.node_id, %error, "cannot persist a member record");
             }
@@ -127,7 +122,7 @@ impl<S: Storage> Repairer<S> {
     async fn purge(&self, confirmed: &HashMap<NodeId, HLCTimestamp>) {
         let holders = self
             .members
-            .purge_holders(self.config.tombstone_grace, now_ms());
+            .purge_holders(self.config.tombstone_grace, self.node.clock().wall_millis());
         let mut cutoff = self.node.clock().get_time();
         for holder in &holders {
             match confirmed.get(holder) {

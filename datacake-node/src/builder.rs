@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatId, ProtocolVersion};
+use datacake_crdt::DEFAULT_MAX_DRIFT;
 use datacake_rpc::Server;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, WallClock};
 use crate::config::{self, ConnectionConfig, Timings};
 use crate::error::NodeError;
 use crate::membership::{ClusterMember, NodeId, KEY_LEAVING};
@@ -57,6 +58,7 @@ pub struct DatacakeNodeBuilder<S: NodeSelector = DCAwareSelector> {
     tags: BTreeMap<String, String>,
     timings: Timings,
     simulated: bool,
+    clock_offset_millis: i64,
 }
 
 impl DatacakeNodeBuilder<DCAwareSelector> {
@@ -82,6 +84,7 @@ impl DatacakeNodeBuilder<DCAwareSelector> {
             tags: BTreeMap::new(),
             timings: Timings::default(),
             simulated: false,
+            clock_offset_millis: 0,
         }
     }
 }
@@ -104,6 +107,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             tags: self.tags,
             timings: self.timings,
             simulated: self.simulated,
+            clock_offset_millis: self.clock_offset_millis,
         }
     }
 
@@ -263,12 +267,30 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
         self
     }
 
+    /// Shifts this node's wall clock by `offset_millis` (positive: ahead, negative: behind),
+    /// as if the machine's clock were set wrong: the node's [`Clock`] builds its stamps and
+    /// checks remote stamps against that reading. For testing how a cluster copes with clock
+    /// skew; in production leave it at 0 and run NTP.
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// // A node whose clock runs 2 s fast.
+    /// let builder = DatacakeNodeBuilder::new(1, config).with_clock_offset(2_000);
+    /// ```
+    pub fn with_clock_offset(mut self, offset_millis: i64) -> Self {
+        self.clock_offset_millis = offset_millis;
+        self
+    }
+
     /// Runs the node on turmoil's simulated network instead of the real one: its RPC server
     /// (which carries gossip and every extension's services) listens with
     /// [`Server::listen_simulated`] and its [`RpcNetwork`] opens channels with
     /// [`Channel::connect_simulated`](datacake_rpc::Channel::connect_simulated). For
     /// deterministic cluster tests; [`connect`](Self::connect) must then run inside a turmoil
-    /// host, and the addresses are simulated ones (e.g. `turmoil::lookup("node-1")`).
+    /// host, and the addresses are simulated ones (e.g. `turmoil::lookup("node-1")`). The
+    /// node's [`Clock`] then reads turmoil's simulated wall clock (`turmoil::since_epoch`), so
+    /// stamps follow simulated time.
     ///
     /// Gossip reaches chitchat's message codec through loopback UDP sockets that never leave
     /// the process (see the `transport` module): these are real tokio sockets, so the
@@ -305,6 +327,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             tags,
             timings,
             simulated,
+            clock_offset_millis,
         } = self;
         timings.validate()?;
         if config.public_addr.ip().is_unspecified() {
@@ -368,7 +391,11 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
         let node = DatacakeNode::start(NodeParts {
             me,
             cluster_id,
-            clock: Clock::new(node_id),
+            clock: Clock::reading(
+                node_id,
+                DEFAULT_MAX_DRIFT,
+                WallClock::new(clock_offset_millis, simulated),
+            ),
             network,
             selector: Box::new(selector),
             server,

@@ -35,6 +35,55 @@ pub struct Clock {
     node_id: NodeId,
     packed: AtomicU64,
     max_drift: Duration,
+    wall: WallClock,
+}
+
+/// Where a [`Clock`] reads physical time: the machine's clock or turmoil's simulated one,
+/// shifted by an offset (a node whose clock runs fast or slow).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WallClock {
+    offset_millis: i64,
+    simulated: bool,
+}
+
+impl WallClock {
+    /// The machine's clock.
+    pub(crate) const SYSTEM: Self = Self {
+        offset_millis: 0,
+        simulated: false,
+    };
+
+    /// The machine's clock (or, with `simulated`, turmoil's) read `offset_millis` later.
+    pub(crate) fn new(offset_millis: i64, simulated: bool) -> Self {
+        Self {
+            offset_millis,
+            simulated,
+        }
+    }
+
+    fn millis(&self) -> u64 {
+        let base = self.base_millis();
+        base.saturating_add_signed(self.offset_millis)
+    }
+
+    #[cfg(feature = "simulation")]
+    fn base_millis(&self) -> u64 {
+        if self.simulated {
+            // Outside a turmoil host (the test thread between steps) there is no simulated
+            // time to read: the machine's clock is the best fallback, and the clock's logic
+            // keeps stamps increasing whichever reading it gets.
+            if let Some(since_epoch) = turmoil::since_epoch() {
+                return u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
+            }
+        }
+        wall_clock_millis()
+    }
+
+    #[cfg(not(feature = "simulation"))]
+    fn base_millis(&self) -> u64 {
+        let _ = self.simulated;
+        wall_clock_millis()
+    }
 }
 
 impl Clock {
@@ -46,11 +95,25 @@ impl Clock {
 
     /// A clock that accepts remote stamps up to `max_drift` ahead of the wall clock.
     pub fn with_max_drift(node_id: NodeId, max_drift: Duration) -> Self {
+        Self::reading(node_id, max_drift, WallClock::SYSTEM)
+    }
+
+    /// A clock reading physical time from `wall`.
+    pub(crate) fn reading(node_id: NodeId, max_drift: Duration, wall: WallClock) -> Self {
         Self {
             node_id,
-            packed: AtomicU64::new(HLCTimestamp::new(wall_clock_millis(), 0, node_id).pack()),
+            packed: AtomicU64::new(HLCTimestamp::new(wall.millis(), 0, node_id).pack()),
             max_drift,
+            wall,
         }
+    }
+
+    /// Physical time as this node reads it, in milliseconds since the UNIX epoch: the wall
+    /// clock the stamps are built on (shifted by the node's configured clock offset, if any;
+    /// simulated time on turmoil's network). For anything a node measures against the wall
+    /// clock, such as the age of a membership record.
+    pub fn wall_millis(&self) -> u64 {
+        self.wall.millis()
     }
 
     /// The node id stamped into every timestamp.
@@ -68,7 +131,7 @@ impl Clock {
     /// [`TimestampError::CounterExhausted`]. Reaching it takes a wall clock thousands of years
     /// off, or a remote stamp that far ahead accepted under a huge maximum drift.
     pub fn get_time(&self) -> HLCTimestamp {
-        let wall_millis = wall_clock_millis();
+        let wall_millis = self.wall.millis();
         let mut last = self.packed.load(Ordering::Acquire);
         loop {
             let Ok(next) = next_send(last, wall_millis) else {
@@ -94,7 +157,7 @@ impl Clock {
     /// [`get_time`](Self::get_time) it never waits; it fails with
     /// [`TimestampError::CounterExhausted`] only at the last representable stamp.
     pub fn register_ts(&self, remote: HLCTimestamp) -> Result<HLCTimestamp, TimestampError> {
-        let wall_millis = wall_clock_millis();
+        let wall_millis = self.wall.millis();
         let mut last = self.packed.load(Ordering::Acquire);
         loop {
             let next = next_recv(last, self.node_id, &remote, wall_millis, self.max_drift)?;
@@ -127,7 +190,7 @@ impl Clock {
     /// assert!(clock.check_drift(HLCTimestamp::new(now.millis() + 60_000, 0, 2)).is_err());
     /// ```
     pub fn check_drift(&self, remote: HLCTimestamp) -> Result<(), TimestampError> {
-        let wall_millis = wall_clock_millis();
+        let wall_millis = self.wall.millis();
         if remote.millis() > self.ceiling_at(wall_millis) {
             return Err(TimestampError::ClockDrift {
                 remote_millis: remote.millis(),
@@ -143,7 +206,7 @@ impl Clock {
     /// message against one reading of the wall clock, as [`check_drift`](Self::check_drift)
     /// does for one.
     pub fn drift_ceiling(&self) -> u64 {
-        self.ceiling_at(wall_clock_millis())
+        self.ceiling_at(self.wall.millis())
     }
 
     fn ceiling_at(&self, wall_millis: u64) -> u64 {
@@ -156,7 +219,7 @@ impl Clock {
     /// stamps the node itself wrote earlier (say, persisted by a previous run whose wall clock
     /// was ahead of today's). Refuses a stamp beyond the maximum drift like `register_ts`.
     pub fn advance_past(&self, stamp: HLCTimestamp) -> Result<HLCTimestamp, TimestampError> {
-        let wall_millis = wall_clock_millis();
+        let wall_millis = self.wall.millis();
         // `next_recv`'s duplicate-id rule guards against peers claiming our id; here the stamp
         // is known to be ours to keep, so it is presented under another id.
         let other = stamp.node().wrapping_add(1);
@@ -183,6 +246,7 @@ impl fmt::Debug for Clock {
                 &HLCTimestamp::from_packed(self.packed.load(Ordering::Relaxed), self.node_id),
             )
             .field("max_drift", &self.max_drift)
+            .field("wall", &self.wall)
             .finish()
     }
 }
@@ -274,6 +338,20 @@ mod tests {
             clock.advance_past(too_far),
             Err(TimestampError::ClockDrift { .. })
         ));
+    }
+
+    #[test]
+    fn an_offset_clock_stamps_ahead_and_accepts_relative_to_its_own_wall() {
+        let normal = Clock::with_max_drift(1, Duration::from_millis(500));
+        let fast = Clock::reading(2, Duration::from_millis(500), WallClock::new(3_000, false));
+        let (a, b) = (normal.get_time(), fast.get_time());
+        assert!(b.millis() >= a.millis() + 3_000, "{a} {b}");
+        assert!(fast.wall_millis() >= normal.wall_millis() + 3_000);
+        // Beyond the normal clock's drift bound, within the fast one's.
+        assert!(normal.register_ts(b).is_err());
+        assert!(fast.register_ts(HLCTimestamp::new(b.millis() + 100, 0, 3)).is_ok());
+        let slow = Clock::reading(4, Duration::from_millis(500), WallClock::new(-3_000, false));
+        assert!(slow.get_time().millis() + 3_000 <= normal.get_time().millis() + 50);
     }
 
     #[test]

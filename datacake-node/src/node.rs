@@ -130,6 +130,17 @@ impl DatacakeHandle {
         self.inner.view.borrow().statistics()
     }
 
+    /// The ids of the nodes that left gracefully and have not come back, in order.
+    pub fn left_node_ids(&self) -> Vec<NodeId> {
+        self.inner.view.borrow().left.iter().copied().collect()
+    }
+
+    /// The ids of the nodes the failure detector holds dead (not left, not live again), in
+    /// order.
+    pub fn dead_node_ids(&self) -> Vec<NodeId> {
+        self.inner.view.borrow().dead.iter().copied().collect()
+    }
+
     /// A stream of membership changes from now on (see [`MembershipChanges`]).
     pub fn membership_changes(&self) -> MembershipChanges {
         MembershipChanges::new(self.inner.view.clone())
@@ -548,7 +559,9 @@ fn build_view(
     tracker: &mut HeartbeatTracker<ChitchatId>,
     min_failure_timeout: Duration,
 ) -> MembershipView {
-    let now = std::time::Instant::now();
+    // tokio's clock, as chitchat's failure detector uses: simulated time under turmoil (or a
+    // paused runtime), the machine's otherwise.
+    let now = Instant::now().into_std();
     let states = chitchat.node_states();
     for (id, state) in states {
         tracker.observe(id, state.heartbeat().into(), now);

@@ -1,0 +1,362 @@
+//! Fault schedules drawn from a seed: which nodes run, how their clocks are off, and what
+//! goes wrong when.
+//!
+//! A schedule is a pure function of its seed and [`ScheduleConfig`], so a seed names a run.
+//! Every fault is an *episode* with a start and an end (a partition and its repair, a crash
+//! and its restart); episodes end before the fault phase is over, except permanent leaves.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use datacake_node::NodeId;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// What a schedule may contain.
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    /// The fewest and most nodes of a run (3 to 7).
+    pub nodes: (usize, usize),
+    /// How long faults are injected for (simulated time).
+    pub fault_phase: Duration,
+    /// Fault episodes per run, at least and at most.
+    pub episodes: (usize, usize),
+    /// The largest clock offset a node gets, either way (keep it under half the HLC's
+    /// maximum drift so any two nodes stay within it).
+    pub max_clock_offset: Duration,
+    /// The longest a node stays crashed or away.
+    pub max_down: Duration,
+    /// Whether faults may include graceful leaves (with and without a rejoin) and a node
+    /// that joins late. The Raft workload keeps its voters fixed and turns these off.
+    pub membership_changes: bool,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            nodes: (3, 5),
+            fault_phase: Duration::from_secs(20),
+            episodes: (2, 6),
+            max_clock_offset: Duration::from_millis(2_000),
+            max_down: Duration::from_secs(12),
+            membership_changes: true,
+        }
+    }
+}
+
+/// One fault, or its end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// `a` and `b` cannot reach each other.
+    Partition {
+        /// One side.
+        a: NodeId,
+        /// The other side.
+        b: NodeId,
+    },
+    /// Messages from `from` to `to` are dropped; the other way works.
+    PartitionOneWay {
+        /// The sender whose messages are lost.
+        from: NodeId,
+        /// The receiver.
+        to: NodeId,
+    },
+    /// Messages between `a` and `b` take up to `max` to arrive.
+    Delay {
+        /// One side.
+        a: NodeId,
+        /// The other side.
+        b: NodeId,
+        /// The longest delay.
+        max: Duration,
+    },
+    /// The link between `a` and `b` drops messages at random (turmoil's lossy links: each
+    /// message may find the link down, `rate` of the time).
+    Loss {
+        /// One side.
+        a: NodeId,
+        /// The other side.
+        b: NodeId,
+        /// The chance a message finds the link failing.
+        rate: f64,
+    },
+    /// The link between `a` and `b` works normally again.
+    HealLink {
+        /// One side.
+        a: NodeId,
+        /// The other side.
+        b: NodeId,
+    },
+    /// `node`'s process dies (its durable storage survives).
+    Crash {
+        /// The node.
+        node: NodeId,
+    },
+    /// `node` starts again on its durable storage.
+    Restart {
+        /// The node.
+        node: NodeId,
+    },
+    /// `node` leaves the cluster gracefully and stops.
+    Leave {
+        /// The node.
+        node: NodeId,
+    },
+    /// `node` (which left) starts again and joins.
+    Rejoin {
+        /// The node.
+        node: NodeId,
+    },
+    /// `node` starts for the first time, after the others.
+    Join {
+        /// The node.
+        node: NodeId,
+    },
+}
+
+impl Fault {
+    /// Whether this is a fault (not the end of one).
+    pub fn is_fault(&self) -> bool {
+        !matches!(
+            self,
+            Fault::HealLink { .. } | Fault::Restart { .. } | Fault::Rejoin { .. }
+        )
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Partition { a, b } => write!(f, "partition {a} <-> {b}"),
+            Fault::PartitionOneWay { from, to } => write!(f, "partition {from} -> {to}"),
+            Fault::Delay { a, b, max } => write!(f, "delay {a} <-> {b} up to {max:?}"),
+            Fault::Loss { a, b, rate } => write!(f, "loss {a} <-> {b} at {rate:.2}"),
+            Fault::HealLink { a, b } => write!(f, "heal {a} <-> {b}"),
+            Fault::Crash { node } => write!(f, "crash {node}"),
+            Fault::Restart { node } => write!(f, "restart {node}"),
+            Fault::Leave { node } => write!(f, "leave {node}"),
+            Fault::Rejoin { node } => write!(f, "rejoin {node}"),
+            Fault::Join { node } => write!(f, "join {node}"),
+        }
+    }
+}
+
+/// A fault at a point of simulated time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Event {
+    /// When, from the start of the simulation.
+    pub at: Duration,
+    /// What.
+    pub fault: Fault,
+}
+
+/// A run's nodes, clocks and faults.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The seed it was drawn from.
+    pub seed: u64,
+    /// Every node id of the run, in order (`1..=n`).
+    pub nodes: Vec<NodeId>,
+    /// The nodes started at time zero (the others [`Fault::Join`] later).
+    pub initial: Vec<NodeId>,
+    /// Each node's clock offset in milliseconds (positive: ahead).
+    pub clock_offsets: BTreeMap<NodeId, i64>,
+    /// The events, in time order.
+    pub events: Vec<Event>,
+}
+
+impl Schedule {
+    /// The schedule of `seed`.
+    pub fn draw(seed: u64, config: &ScheduleConfig) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (fewest, most) = config.nodes;
+        let n = rng.random_range(fewest.max(3)..=most.max(fewest).max(3));
+        let nodes: Vec<NodeId> = (1..=n as NodeId).collect();
+        let max_offset = i64::try_from(config.max_clock_offset.as_millis()).unwrap_or(i64::MAX);
+        let clock_offsets = nodes
+            .iter()
+            .map(|id| {
+                // Half the nodes keep a true clock.
+                let offset = if rng.random_bool(0.5) {
+                    rng.random_range(-max_offset..=max_offset)
+                } else {
+                    0
+                };
+                (*id, offset)
+            })
+            .collect();
+        let phase = config.fault_phase.as_millis().max(1) as u64;
+        let mut events = Vec::new();
+        let mut initial = nodes.clone();
+        // A late joiner: never node 1 (the first seed), started in the first half.
+        if config.membership_changes && rng.random_bool(0.3) {
+            let late = nodes[n - 1];
+            initial.retain(|id| *id != late);
+            events.push(Event {
+                at: Duration::from_millis(rng.random_range(0..phase / 2)),
+                fault: Fault::Join { node: late },
+            });
+        }
+        // When each node is next free of node-level faults (crash, leave, join).
+        let mut busy_until: BTreeMap<NodeId, u64> = nodes.iter().map(|id| (*id, 0)).collect();
+        for event in &events {
+            if let Fault::Join { node } = event.fault {
+                busy_until.insert(node, event.at.as_millis() as u64);
+            }
+        }
+        let max_down = (config.max_down.as_millis() as u64).max(200);
+        let episodes = rng.random_range(config.episodes.0..=config.episodes.1.max(config.episodes.0));
+        for _ in 0..episodes {
+            let start = rng.random_range(0..phase);
+            let length = rng.random_range(200..=max_down);
+            let end = (start + length).min(phase);
+            let (a, b) = two_nodes(&mut rng, &nodes);
+            let kinds = if config.membership_changes { 7 } else { 5 };
+            let mut push = |at: u64, fault: Fault| {
+                events.push(Event {
+                    at: Duration::from_millis(at),
+                    fault,
+                })
+            };
+            match rng.random_range(0..kinds) {
+                0 => {
+                    push(start, Fault::Partition { a, b });
+                    push(end, Fault::HealLink { a, b });
+                }
+                1 => {
+                    push(start, Fault::PartitionOneWay { from: a, to: b });
+                    push(end, Fault::HealLink { a, b });
+                }
+                2 => {
+                    let max = Duration::from_millis(rng.random_range(20..=1_000));
+                    push(start, Fault::Delay { a, b, max });
+                    push(end, Fault::HealLink { a, b });
+                }
+                3 => {
+                    let rate = rng.random_range(0.05..0.5);
+                    push(start, Fault::Loss { a, b, rate });
+                    push(end, Fault::HealLink { a, b });
+                }
+                kind => {
+                    // A node-level fault on a node free for the whole episode.
+                    let node = a;
+                    if busy_until[&node] > start {
+                        continue;
+                    }
+                    busy_until.insert(node, end + 1);
+                    match kind {
+                        4 => {
+                            push(start, Fault::Crash { node });
+                            push(end, Fault::Restart { node });
+                        }
+                        5 => {
+                            push(start, Fault::Leave { node });
+                            push(end, Fault::Rejoin { node });
+                        }
+                        _ => {
+                            // A leave for good: the node stays out after the faults.
+                            push(start, Fault::Leave { node });
+                            busy_until.insert(node, u64::MAX);
+                        }
+                    }
+                }
+            }
+        }
+        // Stable: an episode's end never sorts before its start.
+        events.sort_by_key(|e| e.at);
+        Self {
+            seed,
+            nodes,
+            initial,
+            clock_offsets,
+            events,
+        }
+    }
+
+    /// How many faults (not ends of faults) the schedule holds.
+    pub fn fault_count(&self) -> usize {
+        self.events.iter().filter(|e| e.fault.is_fault()).count()
+    }
+
+    /// The nodes that left for good (are away when the faults end).
+    pub fn departed(&self) -> Vec<NodeId> {
+        let mut away = BTreeMap::new();
+        for event in &self.events {
+            match event.fault {
+                Fault::Leave { node } => {
+                    away.insert(node, true);
+                }
+                Fault::Rejoin { node } => {
+                    away.insert(node, false);
+                }
+                _ => {}
+            }
+        }
+        away.into_iter().filter(|(_, a)| *a).map(|(id, _)| id).collect()
+    }
+}
+
+/// Two distinct nodes of `nodes`.
+fn two_nodes(rng: &mut StdRng, nodes: &[NodeId]) -> (NodeId, NodeId) {
+    let a = rng.random_range(0..nodes.len());
+    let mut b = rng.random_range(0..nodes.len() - 1);
+    if b >= a {
+        b += 1;
+    }
+    (nodes[a], nodes[b])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_names_one_schedule() {
+        let config = ScheduleConfig::default();
+        for seed in 0..50 {
+            let (a, b) = (Schedule::draw(seed, &config), Schedule::draw(seed, &config));
+            assert_eq!(a.events, b.events);
+            assert_eq!(a.clock_offsets, b.clock_offsets);
+            assert_eq!(a.initial, b.initial);
+        }
+        let different = (0..50)
+            .filter(|seed| {
+                Schedule::draw(*seed, &config).events != Schedule::draw(seed + 1, &config).events
+            })
+            .count();
+        assert!(different > 40);
+    }
+
+    #[test]
+    fn episodes_on_one_node_never_overlap_and_end_in_the_phase() {
+        let config = ScheduleConfig::default();
+        for seed in 0..500 {
+            let schedule = Schedule::draw(seed, &config);
+            let mut down: BTreeMap<NodeId, bool> = BTreeMap::new();
+            for id in &schedule.nodes {
+                down.insert(*id, !schedule.initial.contains(id));
+            }
+            for event in &schedule.events {
+                assert!(event.at <= config.fault_phase);
+                match event.fault {
+                    Fault::Crash { node } | Fault::Leave { node } => {
+                        assert!(!down[&node], "seed {seed}: {node} already down");
+                        down.insert(node, true);
+                    }
+                    Fault::Restart { node } | Fault::Rejoin { node } | Fault::Join { node } => {
+                        assert!(down[&node], "seed {seed}: {node} already up");
+                        down.insert(node, false);
+                    }
+                    _ => {}
+                }
+            }
+            let departed = schedule.departed();
+            for (id, is_down) in down {
+                assert_eq!(is_down, departed.contains(&id), "seed {seed}: node {id}");
+            }
+            let offsets = schedule.clock_offsets.values();
+            assert!(offsets.into_iter().all(|o| o.unsigned_abs() <= 2_000));
+        }
+    }
+}
