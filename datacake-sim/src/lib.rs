@@ -3,8 +3,11 @@
 //! history.
 #![allow(missing_docs)]
 
+pub mod ec;
+pub mod membership;
 pub mod report;
 pub mod schedule;
+pub mod storage;
 pub mod world;
 
 pub use report::Outcome;

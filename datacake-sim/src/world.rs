@@ -110,7 +110,7 @@ impl<'a, A: App> World<'a, A> {
         let sim = turmoil::Builder::new()
             .rng_seed(schedule.seed)
             .simulation_duration(limit)
-            .tick_duration(Duration::from_millis(1))
+            .tick_duration(Duration::from_millis(5))
             // Gossip reaches chitchat's codec through loopback UDP sockets (real tokio
             // sockets that never leave the process), which need tokio's I/O driver.
             .enable_tokio_io()

@@ -1,0 +1,10 @@
+//! The eventual-consistency workload over many seeds.
+
+use datacake_sim::ec;
+
+mod common;
+
+#[test]
+fn ec_invariants_hold_over_the_seeds() {
+    common::run_seeds("ec", ec::run);
+}
