@@ -128,6 +128,13 @@ impl<S: Storage> EventuallyConsistentStoreExtension<S> {
     /// member returns, its copies of documents the cluster deleted and purged meanwhile are
     /// forgotten, not served (see the crate docs).
     ///
+    /// Choose it longer than any outage you expect, partitions included. A member that was
+    /// only cut off (not crashed) keeps accepting writes at the levels it can meet alone
+    /// (`None`, `One` with a local replica); if the others held it down for longer than the
+    /// grace and purged meanwhile, those of its writes stamped at or below the purge are
+    /// indistinguishable from deleted copies and are forgotten too when it reconnects. (The
+    /// whole-cluster simulation, `datacake-sim`, found this with a 5 s grace.)
+    ///
     /// ```
     /// # use std::time::Duration;
     /// # use datacake_eventual_consistency::{test_utils::MemStore, EventuallyConsistentStoreExtension};

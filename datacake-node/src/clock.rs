@@ -349,7 +349,9 @@ mod tests {
         assert!(fast.wall_millis() >= normal.wall_millis() + 3_000);
         // Beyond the normal clock's drift bound, within the fast one's.
         assert!(normal.register_ts(b).is_err());
-        assert!(fast.register_ts(HLCTimestamp::new(b.millis() + 100, 0, 3)).is_ok());
+        assert!(fast
+            .register_ts(HLCTimestamp::new(b.millis() + 100, 0, 3))
+            .is_ok());
         let slow = Clock::reading(4, Duration::from_millis(500), WallClock::new(-3_000, false));
         assert!(slow.get_time().millis() + 3_000 <= normal.get_time().millis() + 50);
     }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,11 +48,39 @@ struct Inner {
     next: AtomicUsize,
 }
 
-/// A live HTTP/2 connection: the handle to open streams and whether its driver has ended.
+/// A live HTTP/2 connection: the handle to open streams, whether its driver has ended, and
+/// the way to ask its keep-alive for an early ping.
 #[derive(Clone)]
 struct Connection {
     send: h2::client::SendRequest<Bytes>,
     closed: Arc<AtomicBool>,
+    probe: Arc<Probe>,
+}
+
+/// A request to ping a connection now, because a call on it timed out: a connection whose
+/// byte stream stalled (a peer that vanished without closing it, a firewall that dropped its
+/// state) answers nothing, not even pings, and is replaced within `bound` instead of after
+/// the keep-alive interval. A peer that is merely slow still answers pings and keeps its
+/// connection.
+#[derive(Debug, Default)]
+pub(crate) struct Probe {
+    wake: tokio::sync::Notify,
+    bound_millis: AtomicU64,
+}
+
+impl Probe {
+    /// The shortest time a probe waits for its answer, whatever the call's timeout.
+    const MIN_BOUND: Duration = Duration::from_secs(1);
+
+    fn request(&self, bound: Duration) {
+        let millis = u64::try_from(bound.max(Self::MIN_BOUND).as_millis()).unwrap_or(u64::MAX);
+        self.bound_millis.store(millis, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    fn bound(&self) -> Duration {
+        Duration::from_millis(self.bound_millis.load(Ordering::Acquire))
+    }
 }
 
 impl Connection {
@@ -219,6 +247,19 @@ impl fmt::Debug for Channel {
     }
 }
 
+impl Channel {
+    /// A call on this channel got no answer within `timeout`: ping its connections now and
+    /// replace any that does not answer within `timeout` (at least a second, at most the
+    /// keep-alive interval).
+    pub(crate) fn suspect(&self, timeout: Duration) {
+        for slot in self.inner.slots.iter() {
+            if let Some(connection) = live(&slot.connection.lock()) {
+                connection.probe.request(timeout);
+            }
+        }
+    }
+}
+
 impl Inner {
     fn pick(&self) -> &Slot {
         let n = self.slots.len();
@@ -287,7 +328,8 @@ async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Sta
         .await
         .map_err(|e| Status::connection(format!("http/2 handshake failed: {}", describe(&e))))?;
     let closed = Arc::new(AtomicBool::new(false));
-    let silent_peer = self::keep_alive(driver.ping_pong(), keep_alive);
+    let probe = Arc::new(Probe::default());
+    let silent_peer = self::keep_alive(driver.ping_pong(), keep_alive, Some(probe.clone()));
     let driver_closed = closed.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -302,22 +344,40 @@ async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Sta
         // Dropping the driver fails every call still waiting on this connection.
         drop(driver);
     });
-    Ok(Connection { send, closed })
+    Ok(Connection {
+        send,
+        closed,
+        probe,
+    })
 }
 
-/// Pings every `interval`; resolves once a ping is not answered within `interval`.
-pub(crate) async fn keep_alive(pings: Option<h2::PingPong>, interval: Duration) {
+/// Pings every `interval`, and at once when `probe` asks; resolves once a ping is not
+/// answered within `interval` (a probe's: within its bound, if shorter).
+pub(crate) async fn keep_alive(
+    pings: Option<h2::PingPong>,
+    interval: Duration,
+    probe: Option<Arc<Probe>>,
+) {
     let Some(mut pings) = pings else {
         // Only the first caller gets the handle; without it, never report silence.
         return futures::future::pending().await;
     };
     loop {
-        tokio::time::sleep(interval).await;
+        let wait = match &probe {
+            Some(probe) => tokio::select! {
+                () = tokio::time::sleep(interval) => interval,
+                () = probe.wake.notified() => probe.bound().min(interval),
+            },
+            None => {
+                tokio::time::sleep(interval).await;
+                interval
+            }
+        };
         if pings.send_ping(h2::Ping::opaque()).is_err() {
             return;
         }
         let pong = std::future::poll_fn(|cx| pings.poll_pong(cx));
-        match tokio::time::timeout(interval, pong).await {
+        match tokio::time::timeout(wait, pong).await {
             Ok(Ok(_)) => {}
             _ => return,
         }
@@ -383,7 +443,9 @@ impl ChannelBuilder {
 
     /// Sends an HTTP/2 ping every `interval` and treats the connection as broken (failing its
     /// calls with [`Connection`](crate::ErrorCode::Connection)) when an answer takes longer
-    /// than `interval` too. This is how a silent peer (a partition) is noticed.
+    /// than `interval` too. This is how a silent peer (a partition) is noticed; a call that
+    /// times out (see [`RpcClient::set_timeout`](crate::RpcClient::set_timeout)) sends a
+    /// ping at once rather than waiting for the next one.
     ///
     /// ```
     /// use std::time::Duration;

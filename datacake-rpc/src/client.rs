@@ -57,6 +57,11 @@ impl<Svc: RpcService> RpcClient<Svc> {
 
     /// Every call fails with [`Timeout`](crate::ErrorCode::Timeout) if its reply (for a
     /// streamed `Body` reply: the reply's head) has not arrived within `timeout`.
+    ///
+    /// A timed-out call also makes the channel ping its connection at once: a connection
+    /// that answers nothing at all (its peer vanished without closing it) is replaced when
+    /// the ping goes unanswered for `timeout` (at least a second), rather than after the
+    /// keep-alive interval; a peer that is only slow answers the ping and keeps it.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = Some(timeout);
     }
@@ -173,6 +178,9 @@ impl<Svc: RpcService> RpcClient<Svc> {
             Some(limit) => tokio::time::timeout(limit, exchange)
                 .await
                 .unwrap_or_else(|_| {
+                    // Silence may mean a dead connection rather than a slow handler: have
+                    // the channel check, so the next call does not wait on it too.
+                    self.channel.suspect(limit);
                     Err(Status::timeout(format!(
                         "no reply from {path} within {limit:?}"
                     )))

@@ -283,7 +283,7 @@ async fn serve_connection<I: Io>(
             return;
         }
     };
-    let silent_peer = keep_alive(connection.ping_pong(), KEEP_ALIVE);
+    let silent_peer = keep_alive(connection.ping_pong(), KEEP_ALIVE, None);
     tokio::pin!(silent_peer);
     // Made once: a `wait_for` made afresh in every round of the loop costs a borrow and a
     // waker registration each time the connection wakes.

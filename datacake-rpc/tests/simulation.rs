@@ -139,3 +139,46 @@ fn a_link_released_in_time_succeeds() -> turmoil::Result {
     });
     sim.run()
 }
+
+#[test]
+fn a_call_timing_out_on_a_stalled_connection_gets_it_replaced_long_before_the_keep_alive(
+) -> turmoil::Result {
+    let mut sim = simulation();
+    sim.client("client", async {
+        // Keep-alive pings only every minute: without probing, a stalled connection would
+        // fail every call for a minute or two.
+        let addr = SocketAddr::new(turmoil::lookup("server"), PORT);
+        let channel = Channel::builder()
+            .keep_alive(Duration::from_secs(60))
+            .connect_simulated(addr);
+        let mut client = RpcClient::<PingService>::new(channel);
+        client.set_timeout(Duration::from_millis(500));
+        assert_eq!(client.send(&Ping { n: 1 }).await?.to_native(), 2);
+
+        // Messages dropped while partitioned leave a gap in the connection's byte stream
+        // (as a firewall losing the connection's state would): it stays open and silent.
+        turmoil::partition("client", "server");
+        let err = client.send(&Ping { n: 2 }).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::Timeout, "{err}");
+        turmoil::repair("client", "server");
+
+        // The timeout made the channel probe the connection; the probe goes unanswered, the
+        // connection is replaced, and calls work again within a few seconds.
+        let start = tokio::time::Instant::now();
+        loop {
+            match client.send(&Ping { n: 3 }).await {
+                Ok(reply) => {
+                    assert_eq!(reply.to_native(), 4);
+                    break;
+                }
+                Err(err) => assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "still failing after {:?}: {err}",
+                    start.elapsed()
+                ),
+            }
+        }
+        Ok(())
+    });
+    sim.run()
+}

@@ -51,7 +51,10 @@ pub struct EcConfig {
     pub max_ops: usize,
     /// A node whose storage skips deletes (to show the checkers catch a broken replica).
     pub broken_node: Option<NodeId>,
-    /// The tombstone grace of every node (short, so purges happen while nodes are down).
+    /// The tombstone grace of every node. Longer than any outage of the schedule (crashes,
+    /// departures and partitions of at most [`ScheduleConfig::max_down`], plus the time to
+    /// notice the end of one): the store promises nothing lost only within the grace (see
+    /// `with_tombstone_grace`). Purges of tombstones every member confirmed still happen.
     pub tombstone_grace: Duration,
 }
 
@@ -62,7 +65,7 @@ impl Default for EcConfig {
             keys: 8,
             max_ops: 200,
             broken_node: None,
-            tombstone_grace: Duration::from_secs(5),
+            tombstone_grace: Duration::from_secs(60),
         }
     }
 }
@@ -112,7 +115,9 @@ impl App for EcApp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
     /// Wrote the 8-byte value `write_id`.
-    Put { write_id: u64 },
+    Put {
+        write_id: u64,
+    },
     Delete,
     Read,
 }
@@ -230,7 +235,8 @@ fn drive(
         .iter()
         .map(|id| (*id, Arc::new(AtomicBool::new(false))))
         .collect();
-    let mut next_at: BTreeMap<NodeId, Duration> = nodes.iter().map(|id| (*id, Duration::ZERO)).collect();
+    let mut next_at: BTreeMap<NodeId, Duration> =
+        nodes.iter().map(|id| (*id, Duration::ZERO)).collect();
     let mut issued = 0;
     let mut next_write_id = 1u64;
     let phase = config.schedule.fault_phase;
@@ -365,7 +371,10 @@ fn converge(
                 .unwrap_or_default();
         let mut out: Contents = (1..=keys).map(|k| (k, None)).collect();
         for d in docs {
-            out.insert(d.id, Some((write_id(&d.data).unwrap_or(u64::MAX), d.last_updated)));
+            out.insert(
+                d.id,
+                Some((write_id(&d.data).unwrap_or(u64::MAX), d.last_updated)),
+            );
         }
         out
     };
@@ -424,7 +433,9 @@ fn check(entries: &[Entry], recorder: &Recorder, final_state: &Contents) -> Vec<
     for (key, version) in final_state {
         if let Some(version) = version {
             if !genuine(*key, *version) {
-                violations.push(format!("key {key} ends holding {version:?}, which no put wrote"));
+                violations.push(format!(
+                    "key {key} ends holding {version:?}, which no put wrote"
+                ));
             }
         }
     }
@@ -445,8 +456,13 @@ fn check(entries: &[Entry], recorder: &Recorder, final_state: &Contents) -> Vec<
                     continue;
                 };
                 if !at_least(entry.key, last, stamp) {
+                    let how = if recorder.forgotten(entry.key, stamp) {
+                        " (a replica forgot it as an obsolete copy)"
+                    } else {
+                        ""
+                    };
                     violations.push(format!(
-                        "acknowledged put {write_id} of key {} ({stamp}, {:?}, node {}) lost: the key ends as {last:?}",
+                        "acknowledged put {write_id} of key {} ({stamp}, {:?}, node {}) lost{how}: the key ends as {last:?}",
                         entry.key, entry.level, entry.node
                     ));
                 }

@@ -10,4 +10,25 @@ pub mod schedule;
 pub mod storage;
 pub mod world;
 
-pub use report::Outcome;
+pub use report::{run_seeds, Outcome};
+
+/// A workload: runs one seed.
+pub type Workload = fn(u64) -> Outcome;
+
+/// Every workload, by name.
+pub const WORKLOADS: &[(&str, Workload)] = &[("ec", ec::run), ("membership", membership::run)];
+
+/// The workload called `name`.
+pub fn workload(name: &str) -> Option<Workload> {
+    WORKLOADS.iter().find(|(n, _)| *n == name).map(|(_, w)| *w)
+}
+
+/// The fault schedule workload `name` draws for `seed`.
+pub fn schedule_of(name: &str, seed: u64) -> schedule::Schedule {
+    let config = match name {
+        "ec" => ec::EcConfig::default().schedule,
+        "membership" => membership::schedule_config(),
+        _ => schedule::ScheduleConfig::default(),
+    };
+    schedule::Schedule::draw(seed, &config)
+}

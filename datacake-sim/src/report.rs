@@ -28,7 +28,7 @@ impl Outcome {
     /// The command that runs this seed again.
     pub fn replay_command(&self) -> String {
         format!(
-            "cargo run --release -p benchmarks -- --suite sim --workload {} --seed {}",
+            "cargo run --release -p datacake-sim -- --workload {} --seed {}",
             self.workload, self.seed
         )
     }
@@ -50,4 +50,33 @@ impl fmt::Display for Outcome {
         }
         write!(f, "\n  replay: {}", self.replay_command())
     }
+}
+
+/// Runs `run` for every seed of `seeds` on `threads` threads (each seed is its own
+/// single-threaded simulation), calling `done` as each finishes; returns every outcome in
+/// seed order.
+pub fn run_seeds(
+    run: crate::Workload,
+    seeds: std::ops::Range<u64>,
+    threads: usize,
+    done: impl Fn(&Outcome) + Sync,
+) -> Vec<Outcome> {
+    let next = std::sync::atomic::AtomicU64::new(seeds.start);
+    let outcomes = parking_lot::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if seed >= seeds.end {
+                    break;
+                }
+                let outcome = run(seed);
+                done(&outcome);
+                outcomes.lock().push(outcome);
+            });
+        }
+    });
+    let mut outcomes = outcomes.into_inner();
+    outcomes.sort_by_key(|o| o.seed);
+    outcomes
 }

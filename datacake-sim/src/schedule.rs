@@ -206,7 +206,8 @@ impl Schedule {
             }
         }
         let max_down = (config.max_down.as_millis() as u64).max(200);
-        let episodes = rng.random_range(config.episodes.0..=config.episodes.1.max(config.episodes.0));
+        let episodes =
+            rng.random_range(config.episodes.0..=config.episodes.1.max(config.episodes.0));
         for _ in 0..episodes {
             let start = rng.random_range(0..phase);
             let length = rng.random_range(200..=max_down);
@@ -293,7 +294,10 @@ impl Schedule {
                 _ => {}
             }
         }
-        away.into_iter().filter(|(_, a)| *a).map(|(id, _)| id).collect()
+        away.into_iter()
+            .filter(|(_, a)| *a)
+            .map(|(id, _)| id)
+            .collect()
     }
 }
 

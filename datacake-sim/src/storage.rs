@@ -37,6 +37,16 @@ impl Recorder {
         stamps.iter().rev().find(|s| s.node() == node).copied()
     }
 
+    /// Whether a replica turned the version of `key` stamped `stamp` into a tombstone of the
+    /// same stamp: what forgetting an obsolete copy does (a delete always has a stamp of
+    /// its own).
+    pub fn forgotten(&self, key: Key, stamp: HLCTimestamp) -> bool {
+        let deletes = self.deletes.lock();
+        deletes
+            .get(&key)
+            .is_some_and(|stamps| stamps.contains(&stamp))
+    }
+
     /// Whether some delete of `key` was stamped later than `stamp`.
     pub fn deleted_after(&self, key: Key, stamp: HLCTimestamp) -> bool {
         let deletes = self.deletes.lock();

@@ -269,7 +269,8 @@ impl<'a, A: App> World<'a, A> {
                     .set_link_max_message_latency(host_name(a), host_name(b), max)
             }
             Fault::Loss { a, b, rate } => {
-                self.sim.set_link_fail_rate(host_name(a), host_name(b), rate)
+                self.sim
+                    .set_link_fail_rate(host_name(a), host_name(b), rate)
             }
             Fault::HealLink { a, b } => self.heal_link(a, b),
             Fault::Crash { node } => {
@@ -384,15 +385,16 @@ async fn run_host<A: App>(
         .map(|s| format!("{}:{PORT}", turmoil::lookup(host_name(*s))))
         .collect();
     let (node, handle) = loop {
-        let connected = DatacakeNodeBuilder::new(id, ConnectionConfig::new(listen, public, seeds.clone()))
-            .with_simulated_network()
-            .with_clock_offset(offset)
-            .with_gossip_interval(GOSSIP_INTERVAL)
-            .with_join_timeout(Duration::from_secs(2))
-            .with_min_failure_timeout(Duration::from_secs(2))
-            .with_dead_node_grace_period(Duration::from_secs(3_600))
-            .connect()
-            .await;
+        let connected =
+            DatacakeNodeBuilder::new(id, ConnectionConfig::new(listen, public, seeds.clone()))
+                .with_simulated_network()
+                .with_clock_offset(offset)
+                .with_gossip_interval(GOSSIP_INTERVAL)
+                .with_join_timeout(Duration::from_secs(2))
+                .with_min_failure_timeout(Duration::from_secs(2))
+                .with_dead_node_grace_period(Duration::from_secs(3_600))
+                .connect()
+                .await;
         match connected {
             Ok(node) => match app.attach(id, &node).await {
                 Ok(handle) => break (node, handle),

@@ -1,10 +1,8 @@
 //! The eventual-consistency workload over many seeds.
 
-use datacake_sim::ec;
-
 mod common;
 
 #[test]
 fn ec_invariants_hold_over_the_seeds() {
-    common::run_seeds("ec", ec::run);
+    common::run_seeds("ec");
 }
