@@ -78,9 +78,7 @@ fn judge<A: App>(world: &World<'_, A>, id: NodeId, departed: &[NodeId]) -> Optio
 pub fn settle_and_check<A: App>(world: &mut World<'_, A>) -> Vec<String> {
     let departed = world.schedule().departed();
     let settled = world.step_until("the membership to settle", SETTLE, |w| {
-        w.up()
-            .iter()
-            .all(|id| misjudged(w, *id, &departed).is_none())
+        w.up().iter().all(|id| judge(w, *id, &departed).is_none())
     });
     match settled {
         Ok(()) => Vec::new(),
