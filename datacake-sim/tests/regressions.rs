@@ -1,0 +1,21 @@
+//! Seeds that found bugs, run again with the setup that found them.
+
+use std::time::Duration;
+
+use datacake_sim::ec::{self, EcConfig};
+
+/// Seed 79 (3 nodes, lossy and slow links, a node leaving): a moment of message loss stalled
+/// an RPC connection, and every call on it timed out until the keep-alive noticed, 10-20 s
+/// later. Two nodes that could not gossip held each other down past the 5 s tombstone grace
+/// this seed ran with, purged without each other, and forgot each other's acknowledged
+/// `None` writes as obsolete copies. Fixed in `datacake-rpc`: a timed-out call makes the
+/// channel ping its connection at once and replace it if the ping goes unanswered.
+#[test]
+fn seed_79_a_stalled_connection_no_longer_cuts_nodes_apart_for_longer_than_a_short_grace() {
+    let config = EcConfig {
+        tombstone_grace: Duration::from_secs(5),
+        ..EcConfig::default()
+    };
+    let outcome = ec::run_with(79, &config);
+    assert!(outcome.passed(), "{outcome}");
+}
