@@ -62,7 +62,7 @@ fn run_workload(name: &'static str, seeds: std::ops::Range<u64>, threads: usize)
     bar.set_prefix(name);
     let start = Instant::now();
     let failed_so_far = AtomicU64::new(0);
-    let results = run_seeds(run, seeds.clone(), threads, |outcome| {
+    let results = run_seeds(name, run, seeds.clone(), threads, |outcome| {
         if !outcome.passed() {
             bar.println(outcome.to_string());
             failed_so_far.fetch_add(1, Ordering::SeqCst);

@@ -20,6 +20,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The outcome of a run of `workload` that panicked with `message`.
+    pub fn panicked(workload: &'static str, seed: u64, message: &str) -> Self {
+        Self {
+            workload,
+            seed,
+            nodes: 0,
+            faults: 0,
+            operations: 0,
+            violations: vec![format!("panicked: {message}")],
+        }
+    }
+
     /// Whether every checker passed.
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
@@ -52,10 +64,11 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// Runs `run` for every seed of `seeds` on `threads` threads (each seed is its own
+/// Runs `run` (the workload called `workload_name`) for every seed of `seeds` on `threads` threads (each seed is its own
 /// single-threaded simulation), calling `done` as each finishes; returns every outcome in
 /// seed order.
 pub fn run_seeds(
+    workload_name: &'static str,
     run: crate::Workload,
     seeds: std::ops::Range<u64>,
     threads: usize,
@@ -70,7 +83,16 @@ pub fn run_seeds(
                 if seed >= seeds.end {
                     break;
                 }
-                let outcome = run(seed);
+                // A panic (in the harness or in a node's code on the simulation thread) is
+                // a failed seed like any other, reported with its replay command.
+                let outcome = std::panic::catch_unwind(|| run(seed)).unwrap_or_else(|panic| {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    Outcome::panicked(workload_name, seed, &message)
+                });
                 done(&outcome);
                 outcomes.lock().push(outcome);
             });

@@ -206,6 +206,7 @@ impl Schedule {
             }
         }
         let max_down = (config.max_down.as_millis() as u64).max(200);
+        let mut departures = 0;
         let episodes =
             rng.random_range(config.episodes.0..=config.episodes.1.max(config.episodes.0));
         for _ in 0..episodes {
@@ -255,10 +256,16 @@ impl Schedule {
                             push(start, Fault::Leave { node });
                             push(end, Fault::Rejoin { node });
                         }
-                        _ => {
-                            // A leave for good: the node stays out after the faults.
+                        _ if departures < (n - 1) / 2 => {
+                            // A leave for good: the node stays out after the faults. A
+                            // majority of the nodes stays, so there is a cluster to judge.
+                            departures += 1;
                             push(start, Fault::Leave { node });
                             busy_until.insert(node, u64::MAX);
+                        }
+                        _ => {
+                            push(start, Fault::Crash { node });
+                            push(end, Fault::Restart { node });
                         }
                     }
                 }
@@ -356,6 +363,10 @@ mod tests {
                 }
             }
             let departed = schedule.departed();
+            assert!(
+                departed.len() <= (schedule.nodes.len() - 1) / 2,
+                "seed {seed}"
+            );
             for (id, is_down) in down {
                 assert_eq!(is_down, departed.contains(&id), "seed {seed}: node {id}");
             }

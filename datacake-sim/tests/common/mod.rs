@@ -10,11 +10,11 @@ fn seeds() -> std::ops::Range<u64> {
     }
 }
 
-pub(crate) fn run_seeds(name: &str) {
+pub(crate) fn run_seeds(name: &'static str) {
     let workload = datacake_sim::workload(name).expect("a known workload");
     let verbose = std::env::var_os("DATACAKE_SIM_VERBOSE").is_some();
     let seeds = seeds();
-    let outcomes = datacake_sim::run_seeds(workload, seeds.clone(), 2, |outcome| {
+    let outcomes = datacake_sim::run_seeds(name, workload, seeds.clone(), 2, |outcome| {
         if verbose {
             eprintln!("{outcome}");
         }
