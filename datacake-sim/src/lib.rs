@@ -3,6 +3,7 @@
 //! history.
 #![allow(missing_docs)]
 
+pub mod raft;
 pub mod report;
 pub mod schedule;
 pub mod world;
