@@ -1,10 +1,14 @@
 //! Fixtures shared by the tests of every Datacake crate, so no crate keeps its own copy.
 //!
 //! Tests wait on observable state with a deadline; they never sleep and then assert.
+//! [`linearizability`] checks recorded histories of concurrent calls against a sequential
+//! model.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub mod linearizability;
 
 /// How often [`wait_for`] re-checks its condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(5);

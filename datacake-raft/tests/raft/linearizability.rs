@@ -1,18 +1,17 @@
 //! A history checker: concurrent clients write and read one register through every node
 //! while the leader crashes; the recorded history must be linearizable.
 //!
-//! The checker is a Wing & Gong style search (with memoisation on the set of linearized
-//! operations and the register value): an operation may be linearized next if it was invoked
-//! before every other pending operation returned. Writes whose outcome is unknown (the call
-//! failed or timed out) may or may not have taken effect; failed reads are dropped.
+//! The history is judged by the shared checker, [`test_helper::linearizability`]: writes whose
+//! outcome is unknown (the call failed or timed out) may or may not have taken effect; failed
+//! reads are dropped.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use datacake_node::{DatacakeNode, NodeId};
 use datacake_raft::{RaftExtension, RaftHandle, ReadConsistency, StateMachine};
 use parking_lot::Mutex;
+use test_helper::linearizability::{check, Entry, Register as RegisterModel, RegisterOp, Verdict};
 use tokio::time::Instant;
 
 use crate::fixtures::{config, start_node, wait_for_leader_of, CONVERGE};
@@ -39,65 +38,6 @@ impl StateMachine for Register {
     fn restore(&mut self, snapshot: &[u8]) {
         self.0 = u64::from_le_bytes(snapshot.try_into().expect("8 bytes"));
     }
-}
-
-/// What an operation did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Write(u64),
-    Read(u64),
-}
-
-/// One operation of the history: invoked at `call`, returned at `ret` (`None`: unknown).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Op {
-    pub(crate) call: u64,
-    pub(crate) ret: Option<u64>,
-    pub(crate) kind: Kind,
-}
-
-/// `true` if `history` is linearizable for a register starting at `initial`.
-pub(crate) fn linearizable(history: &[Op], initial: u64) -> bool {
-    let mut done = vec![false; history.len()];
-    let mut seen = HashSet::new();
-    search(history, &mut done, initial, &mut seen)
-}
-
-fn search(
-    history: &[Op],
-    done: &mut [bool],
-    value: u64,
-    seen: &mut HashSet<(Vec<bool>, u64)>,
-) -> bool {
-    let pending: Vec<usize> = (0..history.len()).filter(|i| !done[*i]).collect();
-    if pending.iter().all(|i| history[*i].ret.is_none()) {
-        return true; // Every completed operation is linearized; the rest may never have run.
-    }
-    if !seen.insert((done.to_vec(), value)) {
-        return false;
-    }
-    let first_return = pending
-        .iter()
-        .filter_map(|i| history[*i].ret)
-        .min()
-        .unwrap_or(u64::MAX);
-    for &i in &pending {
-        let op = history[i];
-        if op.call > first_return {
-            continue;
-        }
-        let next = match op.kind {
-            Kind::Write(v) => v,
-            Kind::Read(v) if v == value => value,
-            Kind::Read(_) => continue,
-        };
-        done[i] = true;
-        if search(history, done, next, seen) {
-            return true;
-        }
-        done[i] = false;
-    }
-    false
 }
 
 async fn start(id: NodeId, seeds: &[String]) -> (DatacakeNode, RaftHandle<Register>) {
@@ -158,10 +98,10 @@ async fn concurrent_clients_see_a_linearizable_register_across_a_leader_crash() 
                         tokio::time::timeout(Duration::from_secs(5), raft.write(value)).await;
                     let ret = matches!(result, Ok(Ok(()))).then(stamp);
                     ok = ret.is_some();
-                    history.lock().push(Op {
+                    history.lock().push(Entry {
                         call,
                         ret,
-                        kind: Kind::Write(value),
+                        op: RegisterOp::Write(value),
                     });
                 } else {
                     let result = tokio::time::timeout(
@@ -171,10 +111,10 @@ async fn concurrent_clients_see_a_linearizable_register_across_a_leader_crash() 
                     .await;
                     ok = matches!(result, Ok(Ok(_)));
                     if let Ok(Ok(value)) = result {
-                        history.lock().push(Op {
+                        history.lock().push(Entry {
                             call,
                             ret: Some(stamp()),
-                            kind: Kind::Read(value),
+                            op: RegisterOp::Read(value),
                         });
                     }
                 }
@@ -210,80 +150,10 @@ async fn concurrent_clients_see_a_linearizable_register_across_a_leader_crash() 
         completed > (CLIENTS * OPS_PER_CLIENT / 2) as usize,
         "most operations complete"
     );
-    assert!(
-        linearizable(&history, 0),
-        "history is not linearizable: {history:?}"
+    assert_eq!(
+        check(&RegisterModel, 0, &history),
+        Verdict::Linearizable,
+        "history: {history:?}"
     );
     drop(nodes);
-}
-
-#[test]
-fn the_checker_accepts_a_linearizable_history() {
-    let history = [
-        Op {
-            call: 0,
-            ret: Some(10),
-            kind: Kind::Write(1),
-        },
-        Op {
-            call: 5,
-            ret: Some(15),
-            kind: Kind::Read(0),
-        }, // overlaps the write
-        Op {
-            call: 20,
-            ret: Some(30),
-            kind: Kind::Read(1),
-        },
-        Op {
-            call: 25,
-            ret: None,
-            kind: Kind::Write(2),
-        }, // unknown outcome, never observed
-        Op {
-            call: 40,
-            ret: Some(50),
-            kind: Kind::Read(1),
-        },
-    ];
-    assert!(linearizable(&history, 0));
-}
-
-#[test]
-fn the_checker_rejects_a_stale_read() {
-    let history = [
-        Op {
-            call: 0,
-            ret: Some(10),
-            kind: Kind::Write(1),
-        },
-        Op {
-            call: 20,
-            ret: Some(30),
-            kind: Kind::Read(0),
-        }, // after the write returned
-    ];
-    assert!(!linearizable(&history, 0));
-}
-
-#[test]
-fn the_checker_rejects_reads_going_back_in_time() {
-    let history = [
-        Op {
-            call: 0,
-            ret: Some(100),
-            kind: Kind::Write(1),
-        },
-        Op {
-            call: 10,
-            ret: Some(20),
-            kind: Kind::Read(1),
-        },
-        Op {
-            call: 30,
-            ret: Some(40),
-            kind: Kind::Read(0),
-        }, // 1 was already visible
-    ];
-    assert!(!linearizable(&history, 0));
 }
