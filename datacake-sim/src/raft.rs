@@ -56,6 +56,7 @@ use serde::{Deserialize, Serialize};
 use test_helper::TempDir;
 use tokio::sync::oneshot;
 
+use crate::membership;
 use crate::report::Outcome;
 use crate::schedule::{Schedule, ScheduleConfig};
 use crate::world::{App, World};
@@ -540,6 +541,9 @@ pub fn run(seed: u64) -> Outcome {
     let mut violations = Vec::new();
     if let Err(error) = run.drive(&mut evidence, &mut violations) {
         violations.push(format!("the simulation failed: {error:#}"));
+    }
+    if violations.is_empty() {
+        violations.extend(membership::settle_and_check(&mut run.world));
     }
     let faults = run.world.faults_applied();
     let Run {
