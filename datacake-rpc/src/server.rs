@@ -404,8 +404,13 @@ fn dispatch(
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
+                // The panic's text goes to the log only: it may hold anything (internal
+                // paths, data), and the caller is not necessarily trusted.
                 warn!(path = %path.path(), panic = %what, "handler panicked");
-                Err(Status::internal(format!("handler panicked: {what}")))
+                Err(Status::internal(format!(
+                    "the handler of {} panicked (see the server's log)",
+                    path.path()
+                )))
             }
         });
     let take_headers = move || std::mem::take(&mut *reply_headers.lock()).into_map();

@@ -1,5 +1,6 @@
 //! Bad input on both sides: random bytes, truncated archives, archives of the wrong type and
-//! oversized bodies give a clear `Status`, never a panic; a panicking handler gives `Internal`.
+//! oversized bodies give a clear `Status`, never a panic; a panicking handler gives `Internal`
+//! without the panic's text.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -161,7 +162,9 @@ async fn a_panicking_handler_gives_internal_and_the_server_keeps_serving() {
     let fx = Fixture::start().await;
     let err = fx.client::<MiscService>().send(&Panic).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Internal, "{err}");
-    assert!(err.message.contains("exploded on purpose"), "{err}");
+    // What the panic said stays in the server's log: it may hold anything (paths, data).
+    assert!(!err.message.contains("exploded on purpose"), "{err}");
+    assert!(err.message.contains("panicked"), "{err}");
     let reply = fx
         .client::<EchoService>()
         .send(&Echo { data: vec![1] })
