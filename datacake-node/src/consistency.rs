@@ -50,6 +50,55 @@ impl fmt::Display for Consistency {
     }
 }
 
+impl Consistency {
+    /// Every level, weakest first.
+    pub const LEVELS: [Consistency; 8] = [
+        Self::None,
+        Self::One,
+        Self::Two,
+        Self::Three,
+        Self::Quorum,
+        Self::LocalQuorum,
+        Self::EachQuorum,
+        Self::All,
+    ];
+}
+
+/// A name that is not a consistency level.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown consistency level {name:?}: use none, one, two, three, quorum, local-quorum, each-quorum or all")]
+pub struct ParseConsistencyError {
+    /// The name given.
+    pub name: String,
+}
+
+/// Parses the names [`Display`](fmt::Display) writes (`local-quorum`), case-insensitively,
+/// with `_` accepted for `-` (`LOCAL_QUORUM`).
+///
+/// ```
+/// use datacake_node::Consistency;
+///
+/// assert_eq!("quorum".parse(), Ok(Consistency::Quorum));
+/// assert_eq!("LOCAL_QUORUM".parse(), Ok(Consistency::LocalQuorum));
+/// assert!("most".parse::<Consistency>().is_err());
+/// for level in Consistency::LEVELS {
+///     assert_eq!(level.to_string().parse(), Ok(level));
+/// }
+/// ```
+impl std::str::FromStr for Consistency {
+    type Err = ParseConsistencyError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        let wanted = name.to_ascii_lowercase().replace('_', "-");
+        Self::LEVELS
+            .into_iter()
+            .find(|level| level.to_string() == wanted)
+            .ok_or_else(|| ParseConsistencyError {
+                name: name.to_owned(),
+            })
+    }
+}
+
 /// The majority of `n` nodes: `n / 2 + 1` (0 for an empty set).
 pub(crate) fn majority(n: usize) -> usize {
     if n == 0 {

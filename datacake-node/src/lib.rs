@@ -69,7 +69,9 @@ mod transport;
 pub use builder::{DatacakeNodeBuilder, DEFAULT_CLUSTER_ID, DEFAULT_DATA_CENTER};
 pub use clock::Clock;
 pub use config::ConnectionConfig;
-pub use consistency::{AckProgress, AckTally, Consistency, ConsistencyError, Requirement};
+pub use consistency::{
+    AckProgress, AckTally, Consistency, ConsistencyError, ParseConsistencyError, Requirement,
+};
 pub use datacake_crdt::{HLCTimestamp, TimestampError};
 pub use error::NodeError;
 pub use extension::ClusterExtension;

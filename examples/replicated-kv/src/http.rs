@@ -7,7 +7,7 @@ use bytes::Bytes;
 use datacake_eventual_consistency::{
     Consistency, ConsistencyError, EventuallyConsistentStore, ReplicatedStoreHandle, StoreError,
 };
-use datacake_node::DatacakeHandle;
+use datacake_node::{DatacakeHandle, ParseConsistencyError};
 use datacake_sqlite::{SqliteStorage, SqliteStorageError};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
@@ -395,14 +395,11 @@ fn consistency(query: Option<&str>) -> Result<Consistency, ApiError> {
         .map(|(_, value)| value);
     match value {
         None => Ok(DEFAULT_CONSISTENCY),
-        Some(value) => keys::parse_consistency(value).ok_or_else(|| {
+        Some(value) => value.parse().map_err(|error: ParseConsistencyError| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_consistency",
-                format!(
-                    "unknown consistency {value:?}; use none, one, two, three, quorum, \
-                     local_quorum, each_quorum or all"
-                ),
+                error.to_string(),
             )
         }),
     }

@@ -7,7 +7,6 @@
 //! keys in a keyspace) would overwrite each other, but never return each other's value.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use datacake_eventual_consistency::Consistency;
 
 /// The longest key accepted, in bytes.
 pub(crate) const MAX_KEY_LEN: usize = 256;
@@ -49,22 +48,6 @@ pub(crate) fn decode(key: &str, stored: &Bytes) -> Option<Bytes> {
     (stored_key == key.as_bytes()).then(|| stored.slice(2 + len..))
 }
 
-/// Parses a `?consistency=` value: `none`, `one`, `two`, `three`, `quorum`, `local_quorum`,
-/// `each_quorum`, `all` (`-` may replace `_`; case-insensitive).
-pub(crate) fn parse_consistency(name: &str) -> Option<Consistency> {
-    Some(match name.to_ascii_lowercase().replace('-', "_").as_str() {
-        "none" => Consistency::None,
-        "one" => Consistency::One,
-        "two" => Consistency::Two,
-        "three" => Consistency::Three,
-        "quorum" => Consistency::Quorum,
-        "local_quorum" => Consistency::LocalQuorum,
-        "each_quorum" => Consistency::EachQuorum,
-        "all" => Consistency::All,
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,20 +81,5 @@ mod tests {
             decode("alpha", &encode("alpha", b"")).as_deref(),
             Some(&b""[..])
         );
-    }
-
-    #[test]
-    fn consistency_names_parse() {
-        assert_eq!(parse_consistency("quorum"), Some(Consistency::Quorum));
-        assert_eq!(
-            parse_consistency("LOCAL_QUORUM"),
-            Some(Consistency::LocalQuorum)
-        );
-        assert_eq!(
-            parse_consistency("each-quorum"),
-            Some(Consistency::EachQuorum)
-        );
-        assert_eq!(parse_consistency("none"), Some(Consistency::None));
-        assert_eq!(parse_consistency("most"), None);
     }
 }
