@@ -22,6 +22,10 @@ use crate::schedule::{Event, Fault, Schedule};
 /// The port every node listens on (each host has its own simulated IP address).
 pub const PORT: u16 = 9000;
 
+/// The longest a message takes on a healthy link (turmoil's default, set explicitly so that
+/// a link a delay fault slowed down gets exactly it back when healed).
+pub const MAX_LINK_LATENCY: Duration = Duration::from_millis(100);
+
 /// The gossip interval of simulated nodes.
 pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -111,6 +115,7 @@ impl<'a, A: App> World<'a, A> {
             .rng_seed(schedule.seed)
             .simulation_duration(limit)
             .tick_duration(Duration::from_millis(5))
+            .max_message_latency(MAX_LINK_LATENCY)
             // Gossip reaches chitchat's codec through loopback UDP sockets (real tokio
             // sockets that never leave the process), which need tokio's I/O driver.
             .enable_tokio_io()
@@ -316,7 +321,7 @@ impl<'a, A: App> World<'a, A> {
         self.sim.repair(a.as_str(), b.as_str());
         self.sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.0);
         self.sim
-            .set_link_max_message_latency(a.as_str(), b.as_str(), Duration::from_millis(0));
+            .set_link_max_message_latency(a.as_str(), b.as_str(), MAX_LINK_LATENCY);
     }
 
     /// Drops what the test thread holds of a node that goes down.
