@@ -61,7 +61,10 @@ impl<Svc: RpcService> RpcClient<Svc> {
     /// A timed-out call also makes the channel ping its connection at once: a connection
     /// that answers nothing at all (its peer vanished without closing it) is replaced when
     /// the ping goes unanswered for `timeout` (at least a second), rather than after the
-    /// keep-alive interval; a peer that is only slow answers the ping and keeps it.
+    /// keep-alive interval; a peer that is only slow answers the ping and keeps it. On a link
+    /// so slow that a ping queues longer than that behind the data already sent, the
+    /// connection is replaced too (failing its calls in flight): keep timeouts above the
+    /// link's worst delay.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = Some(timeout);
     }
