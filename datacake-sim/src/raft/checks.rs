@@ -114,6 +114,27 @@ impl Evidence {
         text
     }
 
+    /// The history of the calls `op_of` maps to an operation (and the return it counts: `None`
+    /// for an unknown outcome), with the calls it came from, in the same order.
+    fn history<Op>(
+        &self,
+        op_of: impl Fn(&Call) -> Option<(Op, Option<u64>)>,
+    ) -> (Vec<Entry<Op>>, Vec<&Call>) {
+        let mut history = Vec::new();
+        let mut calls = Vec::new();
+        for call in &self.calls {
+            if let Some((op, ret)) = op_of(call) {
+                history.push(Entry {
+                    call: call.invoked,
+                    ret,
+                    op,
+                });
+                calls.push(call);
+            }
+        }
+        (history, calls)
+    }
+
     /// The register's history. Unknown writes no read returned are left out: a write nobody
     /// observed can always be taken out of a linearization (reads between it and the next
     /// write would have returned its unique value), so dropping them keeps the verdict and
@@ -127,65 +148,39 @@ impl Evidence {
                 _ => None,
             })
             .collect();
-        let mut history = Vec::new();
-        let mut calls = Vec::new();
-        for call in &self.calls {
-            let op = match (call.request, &call.reply) {
-                (Request::Write(Command::SetRegister(v)), Reply::Applied(_)) => {
-                    Some((RegisterOp::Write(v), call.returned))
-                }
-                (Request::Write(Command::SetRegister(v)), _) if read.contains(&v) => {
-                    Some((RegisterOp::Write(v), None))
-                }
-                (Request::Read, Reply::Read(cells)) => {
-                    Some((RegisterOp::Read(cells.register), call.returned))
-                }
-                _ => None,
-            };
-            if let Some((op, ret)) = op {
-                history.push(Entry {
-                    call: call.invoked,
-                    ret,
-                    op,
-                });
-                calls.push(call);
+        self.history(|call| match (call.request, &call.reply) {
+            (Request::Write(Command::SetRegister(v)), Reply::Applied(_)) => {
+                Some((RegisterOp::Write(v), call.returned))
             }
-        }
-        (history, calls)
+            (Request::Write(Command::SetRegister(v)), _) if read.contains(&v) => {
+                Some((RegisterOp::Write(v), None))
+            }
+            (Request::Read, Reply::Read(cells)) => {
+                Some((RegisterOp::Read(cells.register), call.returned))
+            }
+            _ => None,
+        })
     }
 
     /// The counter's history: every add (unknown ones too, as they may show in later reads)
     /// and every successful read.
     fn counter_history(&self) -> (Vec<Entry<CounterOp>>, Vec<&Call>) {
-        let mut history = Vec::new();
-        let mut calls = Vec::new();
-        for call in &self.calls {
-            let op = match (call.request, &call.reply) {
-                (Request::Write(Command::AddCounter(n)), Reply::Applied(value)) => Some((
-                    CounterOp::Add {
-                        n,
-                        returned: Some(*value),
-                    },
-                    call.returned,
-                )),
-                (Request::Write(Command::AddCounter(n)), _) => {
-                    Some((CounterOp::Add { n, returned: None }, None))
-                }
-                (Request::Read, Reply::Read(cells)) => {
-                    Some((CounterOp::Read(cells.counter), call.returned))
-                }
-                _ => None,
-            };
-            if let Some((op, ret)) = op {
-                history.push(Entry {
-                    call: call.invoked,
-                    ret,
-                    op,
-                });
-                calls.push(call);
+        self.history(|call| match (call.request, &call.reply) {
+            (Request::Write(Command::AddCounter(n)), Reply::Applied(value)) => Some((
+                CounterOp::Add {
+                    n,
+                    returned: Some(*value),
+                },
+                call.returned,
+            )),
+            (Request::Write(Command::AddCounter(n)), _) => {
+                Some((CounterOp::Add { n, returned: None }, None))
             }
-        }
-        (history, calls)
+            (Request::Read, Reply::Read(cells)) => {
+                Some((CounterOp::Read(cells.counter), call.returned))
+            }
+            _ => None,
+        })
     }
 
     fn register_is_linearizable(&self) -> Option<String> {
