@@ -4,7 +4,8 @@ use datacake_eventual_consistency::test_utils::MemStore;
 use datacake_eventual_consistency::{Consistency, ConsistencyError, StoreError};
 
 use crate::fixtures::{
-    cluster, shutdown, start_node, stub_store_service, wait_converged, wait_for_membership,
+    cluster, shutdown, start_node, start_stand_in, stub_store_service, wait_converged,
+    wait_for_membership,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,16 +198,7 @@ stub_store_service!(
 async fn a_silent_replica_makes_all_fail_after_the_deadline() {
     let first = start_node(1, Vec::new(), MemStore::new()).await;
     let second = start_node(2, vec![first.addr()], MemStore::new()).await;
-    let local = "127.0.0.1:0".parse().unwrap();
-    let silent = datacake_node::DatacakeNodeBuilder::new(
-        3,
-        datacake_node::ConnectionConfig::new(local, local, [first.addr()]),
-    )
-    .with_gossip_interval(Duration::from_millis(50))
-    .connect()
-    .await
-    .unwrap();
-    silent.add_rpc_service(Blackhole);
+    let silent = start_stand_in(3, vec![first.addr()], Blackhole).await;
     let nodes = vec![first, second];
     wait_for_membership(&nodes, 1..=3).await;
 

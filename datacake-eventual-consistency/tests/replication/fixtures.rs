@@ -46,6 +46,25 @@ impl<S: Storage> TestNode<S> {
     }
 }
 
+/// A test node's builder: node `id` on loopback, joining `seeds`, gossiping every 50 ms.
+fn builder(id: u32, seeds: Vec<String>) -> DatacakeNodeBuilder {
+    let local = "127.0.0.1:0".parse().unwrap();
+    DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
+        .with_gossip_interval(Duration::from_millis(50))
+}
+
+/// A node `id`, joining `seeds`, that runs `service` where the store's would be (a peer that
+/// refuses, fails or never answers; see [`stub_store_service`]).
+pub(crate) async fn start_stand_in(
+    id: u32,
+    seeds: Vec<String>,
+    service: impl datacake_rpc::RpcService,
+) -> DatacakeNode {
+    let node = builder(id, seeds).connect().await.expect("node connects");
+    node.add_rpc_service(service);
+    node
+}
+
 /// Starts a node with `id` over `storage`, joining `seeds`.
 pub(crate) async fn start_node(id: u32, seeds: Vec<String>, storage: MemStore) -> TestNode {
     start_node_with(id, seeds, storage, |ext| ext).await
@@ -73,10 +92,10 @@ pub(crate) async fn start_node_full<S: Storage + Clone>(
     node: impl FnOnce(DatacakeNodeBuilder) -> DatacakeNodeBuilder,
     configure: impl FnOnce(Extension<S>) -> Extension<S>,
 ) -> TestNode<S> {
-    let local = "127.0.0.1:0".parse().unwrap();
-    let builder = DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
-        .with_gossip_interval(Duration::from_millis(50));
-    let node = node(builder).connect().await.expect("node connects");
+    let node = node(builder(id, seeds))
+        .connect()
+        .await
+        .expect("node connects");
     let extension = EventuallyConsistentStoreExtension::new(storage.clone())
         .with_repair_interval(Duration::from_millis(200))
         .with_write_timeout(Duration::from_secs(2));

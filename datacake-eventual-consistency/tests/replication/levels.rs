@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use datacake_eventual_consistency::test_utils::MemStore;
 use datacake_eventual_consistency::{Consistency, ConsistencyError, StoreError};
-use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+use datacake_node::DatacakeNodeBuilder;
 use datacake_rpc::Status;
 
 use crate::fixtures::{
-    shutdown, start_node, start_node_full, stub_store_service, wait_for_membership, Extension,
-    CONVERGE,
+    shutdown, start_node, start_node_full, start_stand_in, stub_store_service, wait_for_membership,
+    Extension, CONVERGE,
 };
 
 /// A failure detector slow enough that a crashed node is still held live for the whole test.
@@ -63,13 +63,7 @@ async fn a_refusing_replica_fails_the_write_at_once_naming_the_peer_and_its_erro
     let patient = |ext: Extension| ext.with_write_timeout(Duration::from_secs(30));
     let first = start_node_full(1, Vec::new(), MemStore::new(), |b| b, patient).await;
     let second = start_node_full(2, vec![first.addr()], MemStore::new(), |b| b, patient).await;
-    let local = "127.0.0.1:0".parse().unwrap();
-    let refusing = DatacakeNodeBuilder::new(3, ConnectionConfig::new(local, local, [first.addr()]))
-        .with_gossip_interval(Duration::from_millis(50))
-        .connect()
-        .await
-        .unwrap();
-    refusing.add_rpc_service(Refusing);
+    let refusing = start_stand_in(3, vec![first.addr()], Refusing).await;
     let refusing_addr = refusing.me().public_addr.to_string();
     let nodes = vec![first, second];
     wait_for_membership(&nodes, 1..=3).await;

@@ -7,7 +7,8 @@ use datacake_eventual_consistency::test_utils::{FaultyStorage, MemStore};
 use datacake_eventual_consistency::{Consistency, ConsistencyError, StoreError};
 
 use crate::fixtures::{
-    shutdown, start_node_full, stub_store_service, wait_for_membership, Extension, TestNode,
+    shutdown, start_node_full, start_stand_in, stub_store_service, wait_for_membership, Extension,
+    TestNode,
 };
 
 type Faulty = FaultyStorage<MemStore>;
@@ -137,17 +138,8 @@ async fn a_silent_replica_does_not_stall_quorum_reads() {
             .with_rpc_timeout(Duration::from_secs(30))
     };
     let first = start_node_full(1, Vec::new(), MemStore::new(), |b| b, patient).await;
-    let local = "127.0.0.1:0".parse().unwrap();
     // Node 2, the lowest peer id, is every read's first choice.
-    let silent = datacake_node::DatacakeNodeBuilder::new(
-        2,
-        datacake_node::ConnectionConfig::new(local, local, [first.addr()]),
-    )
-    .with_gossip_interval(Duration::from_millis(50))
-    .connect()
-    .await
-    .unwrap();
-    silent.add_rpc_service(SilentReads);
+    let silent = start_stand_in(2, vec![first.addr()], SilentReads).await;
     let third = start_node_full(3, vec![first.addr()], MemStore::new(), |b| b, patient).await;
     let nodes = vec![first, third];
     wait_for_membership(&nodes, 1..=3).await;
