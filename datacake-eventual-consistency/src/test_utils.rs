@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -221,6 +221,7 @@ pub type WriteHook = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + S
 pub struct FaultyStorage<S> {
     inner: S,
     failing: Arc<AtomicBool>,
+    refused: Arc<AtomicU64>,
     hook: Option<WriteHook>,
 }
 
@@ -229,6 +230,7 @@ impl<S: std::fmt::Debug> std::fmt::Debug for FaultyStorage<S> {
         f.debug_struct("FaultyStorage")
             .field("inner", &self.inner)
             .field("failing", &self.failing)
+            .field("refused", &self.refused)
             .field("hook", &self.hook.is_some())
             .finish()
     }
@@ -240,6 +242,7 @@ impl<S: Storage> FaultyStorage<S> {
         Self {
             inner,
             failing: Arc::new(AtomicBool::new(false)),
+            refused: Arc::new(AtomicU64::new(0)),
             hook: None,
         }
     }
@@ -257,6 +260,12 @@ impl<S: Storage> FaultyStorage<S> {
         self.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// How many writes failed because failures were switched on. A test waits on it to know
+    /// a write it expects to be refused has reached this storage.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+
     /// The wrapped storage.
     pub fn inner(&self) -> &S {
         &self.inner
@@ -267,6 +276,7 @@ impl<S: Storage> FaultyStorage<S> {
             hook().await;
         }
         if self.failing.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
             return Err(FaultyError::Injected);
         }
         Ok(())

@@ -32,6 +32,26 @@ async fn cluster() -> Vec<TestNode<Faulty>> {
     nodes
 }
 
+/// Runs `write` with node 3's disk refusing writes, and switches it back on only once node 3
+/// has refused one: a Quorum write returns on node 2's acknowledgement while its batch to
+/// node 3 may still be on the way, and that batch must not land after the switch.
+async fn missed_by_node_3(
+    nodes: &[TestNode<Faulty>],
+    write: impl std::future::Future<Output = ()>,
+) {
+    let storage = &nodes[2].storage;
+    let before = storage.refused();
+    storage.fail_writes(true);
+    write.await;
+    test_helper::wait_for(
+        "node 3 refuses the write",
+        Duration::from_secs(10),
+        || async { storage.refused() > before },
+    )
+    .await;
+    storage.fail_writes(false);
+}
+
 fn value(doc: Option<datacake_eventual_consistency::Document>) -> Option<Vec<u8>> {
     doc.map(|d| d.data.to_vec())
 }
@@ -46,13 +66,14 @@ async fn a_quorum_read_sees_the_latest_quorum_write_and_repairs_the_stale_replic
         .unwrap();
     // Node 3's disk refuses writes: a Quorum write of v2 is acknowledged by node 2 alone,
     // and node 3 keeps v1.
-    nodes[2].storage.fail_writes(true);
-    nodes[0]
-        .handle()
-        .put("ks", 1, "v2", Consistency::Quorum)
-        .await
-        .expect("node 2 acknowledges");
-    nodes[2].storage.fail_writes(false);
+    missed_by_node_3(&nodes, async {
+        nodes[0]
+            .handle()
+            .put("ks", 1, "v2", Consistency::Quorum)
+            .await
+            .expect("node 2 acknowledges");
+    })
+    .await;
     let stale = nodes[2].handle();
     assert_eq!(
         value(stale.get_local("ks", 1).await.unwrap()),
@@ -72,13 +93,14 @@ async fn a_quorum_read_sees_the_latest_quorum_write_and_repairs_the_stale_replic
     assert!(nodes[2].store.statistics().read_repairs >= 1);
 
     // A delete is a version too: the newest tombstone reads as absent.
-    nodes[2].storage.fail_writes(true);
-    nodes[0]
-        .handle()
-        .del("ks", 1, Consistency::Quorum)
-        .await
-        .unwrap();
-    nodes[2].storage.fail_writes(false);
+    missed_by_node_3(&nodes, async {
+        nodes[0]
+            .handle()
+            .del("ks", 1, Consistency::Quorum)
+            .await
+            .unwrap();
+    })
+    .await;
     assert!(
         stale.get_local("ks", 1).await.unwrap().is_some(),
         "node 3 missed the delete"
