@@ -59,6 +59,7 @@ mod config;
 mod consistency;
 mod error;
 mod extension;
+mod identity;
 mod membership;
 mod network;
 mod node;
@@ -75,6 +76,9 @@ pub use consistency::{
 pub use datacake_crdt::{HLCTimestamp, TimestampError};
 pub use error::NodeError;
 pub use extension::ClusterExtension;
+pub use identity::{
+    check_cluster_id, IdentityError, NodeIdentity, IDENTITY_SCHEME, MAX_CLUSTER_ID_LEN,
+};
 pub use membership::{ClusterMember, MembershipChange, MembershipChanges, NodeId};
 pub use network::RpcNetwork;
 pub use node::{DatacakeHandle, DatacakeNode, ShutdownSignal};
