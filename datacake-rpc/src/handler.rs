@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
-use crate::{Body, Headers, Payload, Request, Status};
+use crate::{Body, Headers, Payload, PeerIdentity, Request, Status};
 
 /// A named group of handlers, added to a [`Server`](crate::Server) at runtime.
 ///
@@ -47,6 +47,8 @@ pub(crate) struct Call {
     pub(crate) body: Body,
     pub(crate) headers: Headers,
     pub(crate) remote_addr: SocketAddr,
+    /// The caller's verified certificate, on a TLS connection.
+    pub(crate) peer: Option<Arc<PeerIdentity>>,
     pub(crate) max_body_size: usize,
     pub(crate) reply_headers: Arc<Mutex<Headers>>,
 }
@@ -80,8 +82,13 @@ impl<Svc: RpcService> ServiceRegistry<Svc> {
             let service = service.clone();
             Box::pin(async move {
                 let view = Msg::from_body(call.body, call.max_body_size).await?;
-                let request =
-                    Request::<Msg>::new(view, call.remote_addr, call.headers, call.reply_headers);
+                let request = Request::<Msg>::new(
+                    view,
+                    call.remote_addr,
+                    call.peer,
+                    call.headers,
+                    call.reply_headers,
+                );
                 let reply = service.on_message(request).await?;
                 reply.into_body()
             })

@@ -15,12 +15,17 @@
 //!   path [`ErrorCode::Unavailable`]; a panicking handler [`ErrorCode::Internal`]; network
 //!   trouble [`ErrorCode::Connection`] or [`ErrorCode::Timeout`].
 //! - [`Body`] skips rkyv for streamed requests or replies.
-//! - On the wire: HTTP/2 with prior knowledge (h2c). A call is a `POST /{service}/{path}`
+//! - On the wire: HTTP/2 with prior knowledge (h2c), or over TLS. A call is a `POST /{service}/{path}`
 //!   whose body is the request archive; the reply is `200` with the reply archive, or an
 //!   error status with an archived [`Status`]. Headers travel both ways
 //!   ([`RequestContext`], [`Request::set_reply_header`], [`Response::headers`]). Both sides
 //!   drive the `h2` crate directly: a small call costs one write each way, and a handler that
 //!   completes at once is answered from the connection's task without spawning.
+//! - [`TlsConfig`]: mutual TLS (rustls) for a [`Server`] ([`ServerBuilder::tls`]) and its
+//!   [`Channel`]s ([`ChannelBuilder::tls`]): both ends show a certificate from one CA, ALPN
+//!   `h2`, and a handler reads the caller's verified certificate with [`Request::peer`]
+//!   ([`PeerIdentity`]). Without it, HTTP/2 goes in plaintext: for tests and trusted
+//!   networks only.
 //! - With the `simulation` feature, [`Server::listen_simulated`] and
 //!   [`Channel::connect_simulated`] run on turmoil's simulated network, next to the real one.
 //!
@@ -84,6 +89,7 @@ mod payload;
 mod request;
 mod server;
 mod status;
+mod tls;
 mod view;
 
 pub use body::Body;
@@ -95,8 +101,10 @@ pub use payload::{Message, Payload};
 pub use request::{Request, RequestContext};
 pub use server::{Server, ServerBuilder, DEFAULT_MAX_BODY_SIZE, DEFAULT_SHUTDOWN_GRACE};
 pub use status::{ErrorCode, Status};
+pub use tls::{PeerIdentity, TlsConfig, TlsError};
 pub use view::DataView;
 
 // Re-exported so users name the same versions the crate uses.
 pub use async_trait::async_trait;
 pub use rkyv;
+pub use rustls::pki_types;

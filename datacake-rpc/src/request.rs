@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::{Headers, Payload, Status};
+use crate::{Headers, Payload, PeerIdentity, Status};
 
 /// A call as the handler sees it: the already-validated message view (`DataView<Msg>`, or a
 /// `Body` for streaming handlers), the caller's address and headers.
@@ -18,6 +18,7 @@ use crate::{Headers, Payload, Status};
 pub struct Request<Msg: Payload> {
     view: Msg::View,
     remote_addr: SocketAddr,
+    peer: Option<Arc<PeerIdentity>>,
     headers: Headers,
     reply_headers: Arc<Mutex<Headers>>,
 }
@@ -26,12 +27,14 @@ impl<Msg: Payload> Request<Msg> {
     pub(crate) fn new(
         view: Msg::View,
         remote_addr: SocketAddr,
+        peer: Option<Arc<PeerIdentity>>,
         headers: Headers,
         reply_headers: Arc<Mutex<Headers>>,
     ) -> Self {
         Self {
             view,
             remote_addr,
+            peer,
             headers,
             reply_headers,
         }
@@ -40,6 +43,13 @@ impl<Msg: Payload> Request<Msg> {
     /// The address of the calling peer.
     pub fn remote_addr(&self) -> SocketAddr {
         self.remote_addr
+    }
+
+    /// The caller's verified certificate and the names in it, when the call came over TLS
+    /// (see [`TlsConfig`](crate::TlsConfig)); `None` on a plaintext connection. Who the
+    /// caller is comes from here, never from what its message claims.
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.peer.as_deref()
     }
 
     /// The headers the caller sent (see [`RequestContext`]).
@@ -77,6 +87,7 @@ impl<Msg: Payload> fmt::Debug for Request<Msg> {
         f.debug_struct("Request")
             .field("message", &std::any::type_name::<Msg>())
             .field("remote_addr", &self.remote_addr)
+            .field("peer", &self.peer)
             .field("headers", &self.headers)
             .finish()
     }

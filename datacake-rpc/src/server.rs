@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use crate::channel::{describe, keep_alive};
 use crate::handler::{Call, ErasedHandler};
 use crate::net::{Io, Listener, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
-use crate::{Body, Headers, RpcService, ServiceRegistry, Status};
+use crate::{Body, Headers, PeerIdentity, RpcService, ServiceRegistry, Status, TlsConfig};
 
 /// The default largest request body a server accepts: 64 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 64 << 20;
@@ -61,6 +61,8 @@ struct Route {
 struct Shared {
     routes: RwLock<HashMap<String, Route>>,
     max_body_size: usize,
+    /// TLS for every connection, or plaintext.
+    tls: Option<TlsConfig>,
     /// Set once the grace period is over: handlers still running are abandoned.
     hard_stop: watch::Sender<bool>,
 }
@@ -144,6 +146,7 @@ impl std::fmt::Debug for Server {
 pub struct ServerBuilder {
     max_body_size: usize,
     shutdown_grace: Duration,
+    tls: Option<TlsConfig>,
 }
 
 impl Default for ServerBuilder {
@@ -151,6 +154,7 @@ impl Default for ServerBuilder {
         Self {
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            tls: None,
         }
     }
 }
@@ -178,6 +182,21 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves TLS only (mutual: every client shows a certificate from the cluster CA);
+    /// handlers see the caller's certificate through [`Request::peer`](crate::Request::peer).
+    /// Without it the server speaks plaintext HTTP/2, for tests and trusted networks only.
+    /// A connection whose handshake fails or whose certificate is refused is closed before
+    /// any call is read from it.
+    ///
+    /// ```no_run
+    /// # fn tls() -> datacake_rpc::TlsConfig { unimplemented!() }
+    /// let builder = datacake_rpc::Server::builder().tls(tls());
+    /// ```
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Binds `addr` on the real network and starts serving.
     pub async fn listen(self, addr: SocketAddr) -> io::Result<Server> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -198,6 +217,7 @@ impl ServerBuilder {
         let shared = Arc::new(Shared {
             routes: RwLock::new(HashMap::new()),
             max_body_size: self.max_body_size,
+            tls: self.tls,
             hard_stop: watch::channel(false).0,
         });
         let task = tokio::spawn(accept_loop(
@@ -256,11 +276,32 @@ async fn accept_loop<L: Listener>(
     shared.hard_stop.send_replace(true);
 }
 
-/// Serves one HTTP/2 connection until the peer leaves, the server stops (graceful: no new
-/// calls, in-flight ones finish) or keep-alive pings go unanswered.
+/// Serves one connection: over TLS if the server has it (the handshake and the peer check
+/// first, within [`HANDSHAKE_TIMEOUT`]), plaintext otherwise.
 async fn serve_connection<I: Io>(
     io: I,
     remote_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    let Some(tls) = &shared.tls else {
+        return serve_http2(io, remote_addr, None, shared, stop).await;
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(io, remote_addr)).await {
+        Ok(Ok((io, peer))) => serve_http2(io, remote_addr, Some(peer), shared, stop).await,
+        Ok(Err(e)) => {
+            debug!(peer = %remote_addr, error = %crate::tls::chain(&e), "tls connection refused");
+        }
+        Err(_) => debug!(peer = %remote_addr, "tls handshake timed out"),
+    }
+}
+
+/// Serves one HTTP/2 connection until the peer leaves, the server stops (graceful: no new
+/// calls, in-flight ones finish) or keep-alive pings go unanswered.
+async fn serve_http2<I: Io>(
+    io: I,
+    remote_addr: SocketAddr,
+    peer: Option<Arc<PeerIdentity>>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -300,7 +341,7 @@ async fn serve_connection<I: Io>(
                     while let Some(Some(Ok(next))) = connection.accept().now_or_never() {
                         burst.push(next);
                     }
-                    answer_burst(&mut connection, &shared, remote_addr, burst);
+                    answer_burst(&mut connection, &shared, remote_addr, &peer, burst);
                 },
                 Some(Err(e)) => {
                     debug!(peer = %remote_addr, error = %describe(&e), "connection closed with an error");
@@ -342,6 +383,7 @@ fn answer_burst<I: Io>(
     connection: &mut h2::server::Connection<I, Bytes>,
     shared: &Arc<Shared>,
     remote_addr: SocketAddr,
+    peer: &Option<Arc<PeerIdentity>>,
     burst: Vec<(
         http::Request<h2::RecvStream>,
         h2::server::SendResponse<Bytes>,
@@ -350,7 +392,7 @@ fn answer_burst<I: Io>(
     let n = burst.len();
     let mut flush_at = FIRST_PART;
     for (i, (request, respond)) in burst.into_iter().enumerate() {
-        dispatch(shared, remote_addr, request, respond);
+        dispatch(shared, remote_addr, peer, request, respond);
         let answered = i + 1;
         if answered == flush_at && answered < n {
             // Drives the connection once, which writes the replies buffered so far. Any
@@ -368,6 +410,7 @@ fn answer_burst<I: Io>(
 fn dispatch(
     shared: &Arc<Shared>,
     remote_addr: SocketAddr,
+    peer: &Option<Arc<PeerIdentity>>,
     request: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
 ) {
@@ -388,6 +431,7 @@ fn dispatch(
         body: Body::h2(body, content_length(&parts.headers)),
         headers: Headers::from_map(parts.headers),
         remote_addr,
+        peer: peer.clone(),
         max_body_size: shared.max_body_size,
         reply_headers: reply_headers.clone(),
     };

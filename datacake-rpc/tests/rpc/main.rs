@@ -5,3 +5,4 @@ mod calls;
 mod connection;
 mod fixtures;
 mod routing;
+mod tls;

@@ -1,0 +1,264 @@
+//! Mutual TLS: who gets in, who is refused, and what a handler learns about its caller.
+
+use std::net::SocketAddr;
+
+use datacake_rpc::{
+    async_trait, Channel, ErrorCode, Handler, Request, RpcClient, RpcService, Server,
+    ServiceRegistry, Status, TlsConfig,
+};
+
+use crate::fixtures::{Echo, EchoService};
+
+/// A certificate authority for tests.
+struct Ca {
+    key: rcgen::KeyPair,
+    cert: rcgen::Certificate,
+}
+
+impl Ca {
+    fn new() -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        Self { key, cert }
+    }
+
+    /// A leaf for both ends naming `uri`, valid now unless `expired`.
+    fn issue(&self, uri: &str, expired: bool) -> TlsConfig {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI(uri.try_into().unwrap()));
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        }
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        TlsConfig::mutual_from_pem(
+            self.cert.pem().as_bytes(),
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .unwrap()
+    }
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+struct WhoAmI;
+
+/// Answers with the URIs of the caller's certificate.
+struct Mirror;
+
+impl RpcService for Mirror {
+    fn service_name() -> &'static str {
+        "mirror"
+    }
+
+    fn register_handlers(registry: &mut ServiceRegistry<Self>) {
+        registry.add_handler::<WhoAmI>();
+    }
+}
+
+#[async_trait]
+impl Handler<WhoAmI> for Mirror {
+    type Reply = Vec<String>;
+
+    fn path() -> &'static str {
+        "who"
+    }
+
+    async fn on_message(&self, request: Request<WhoAmI>) -> Result<Vec<String>, Status> {
+        Ok(request
+            .peer()
+            .map(|p| p.uris().to_vec())
+            .unwrap_or_default())
+    }
+}
+
+async fn tls_server(tls: TlsConfig) -> Server {
+    let server = Server::builder()
+        .tls(tls)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    server.add_service(EchoService);
+    server.add_service(Mirror);
+    server
+}
+
+async fn echo(channel: Channel) -> Result<Vec<u8>, Status> {
+    let client = RpcClient::<EchoService>::new(channel);
+    let reply = client.send(&Echo { data: vec![7; 64] }).await?;
+    Ok(reply.data.to_vec())
+}
+
+fn tls_channel(tls: TlsConfig, addr: SocketAddr) -> Channel {
+    Channel::builder().tls(tls).connect(addr)
+}
+
+fn assert_refused(result: Result<Vec<u8>, Status>, what: &str) {
+    match result {
+        Err(status) => assert_eq!(status.code, ErrorCode::Connection, "{what}: {status}"),
+        Ok(_) => panic!("{what}: the call went through"),
+    }
+}
+
+#[tokio::test]
+async fn mutual_tls_calls_see_the_callers_verified_identity() {
+    let ca = Ca::new();
+    let server = tls_server(ca.issue("datacake://c/1", false)).await;
+    let channel = tls_channel(ca.issue("datacake://c/2", false), server.local_addr());
+    assert_eq!(echo(channel.clone()).await.unwrap(), vec![7; 64]);
+    let who = RpcClient::<Mirror>::new(channel)
+        .send(&WhoAmI)
+        .await
+        .unwrap()
+        .deserialize_view()
+        .unwrap();
+    assert_eq!(who, vec!["datacake://c/2".to_string()]);
+}
+
+#[tokio::test]
+async fn plaintext_handlers_see_no_identity() {
+    let server = Server::listen("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    server.add_service(Mirror);
+    let who = RpcClient::<Mirror>::new(Channel::connect(server.local_addr()))
+        .send(&WhoAmI)
+        .await
+        .unwrap();
+    assert!(who.is_empty());
+}
+
+#[tokio::test]
+async fn strangers_are_refused_and_members_keep_calling() {
+    let ca = Ca::new();
+    let server = tls_server(ca.issue("datacake://c/1", false)).await;
+    let addr = server.local_addr();
+    let member = tls_channel(ca.issue("datacake://c/2", false), addr);
+    assert!(echo(member.clone()).await.is_ok());
+
+    let stranger = Ca::new().issue("datacake://c/3", false);
+    assert_refused(
+        echo(tls_channel(stranger, addr)).await,
+        "a certificate from another CA",
+    );
+    assert_refused(
+        echo(tls_channel(ca.issue("datacake://c/4", true), addr)).await,
+        "an expired certificate",
+    );
+    assert_refused(
+        echo(Channel::connect(addr)).await,
+        "a plaintext client of a TLS server",
+    );
+    assert!(
+        echo(member).await.is_ok(),
+        "the member's connection survives"
+    );
+}
+
+#[tokio::test]
+async fn a_channel_refuses_a_server_it_cannot_trust() {
+    let ca = Ca::new();
+    let client = ca.issue("datacake://c/2", false);
+    for (server, what) in [
+        (Ca::new().issue("datacake://c/1", false), "another CA"),
+        (ca.issue("datacake://c/1", true), "an expired certificate"),
+    ] {
+        let server = tls_server(server).await;
+        assert_refused(
+            echo(tls_channel(client.clone(), server.local_addr())).await,
+            what,
+        );
+    }
+    let plaintext = Server::listen("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    plaintext.add_service(EchoService);
+    assert_refused(
+        echo(tls_channel(client, plaintext.local_addr())).await,
+        "a plaintext server",
+    );
+}
+
+#[tokio::test]
+async fn a_required_uri_prefix_keeps_other_clusters_out_on_both_ends() {
+    let ca = Ca::new();
+    let server = tls_server(
+        ca.issue("datacake://orders/1", false)
+            .require_peer_uri_prefix("datacake://orders/"),
+    )
+    .await;
+    let addr = server.local_addr();
+    let member = ca
+        .issue("datacake://orders/2", false)
+        .require_peer_uri_prefix("datacake://orders/");
+    assert!(echo(tls_channel(member, addr)).await.is_ok());
+    // Same CA, another cluster: the server closes the connection after the handshake.
+    let other = ca.issue("datacake://billing/2", false);
+    assert_refused(
+        echo(tls_channel(other, addr)).await,
+        "another cluster's node",
+    );
+    // And a channel of the other cluster refuses this cluster's server.
+    let picky = ca
+        .issue("datacake://orders/3", false)
+        .require_peer_uri_prefix("datacake://billing/");
+    match echo(tls_channel(picky, addr)).await {
+        Err(status) => {
+            assert_eq!(status.code, ErrorCode::Connection);
+            assert!(status.message.contains("datacake://orders/1"), "{status}");
+        }
+        Ok(_) => panic!("a server of another cluster was trusted"),
+    }
+}
+
+#[tokio::test]
+async fn bad_pem_is_a_typed_error() {
+    let ca = Ca::new();
+    let ca_pem = ca.cert.pem();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["x".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca.cert, &ca.key)
+        .unwrap();
+    let (cert_pem, key_pem) = (leaf.pem(), key.serialize_pem());
+    let err = |r: Result<TlsConfig, datacake_rpc::TlsError>| r.unwrap_err().to_string();
+    assert!(err(TlsConfig::mutual_from_pem(
+        b"",
+        cert_pem.as_bytes(),
+        key_pem.as_bytes()
+    ))
+    .contains("ca certificate"),);
+    assert!(err(TlsConfig::mutual_from_pem(
+        ca_pem.as_bytes(),
+        b"junk",
+        key_pem.as_bytes()
+    ))
+    .contains("certificate chain"),);
+    assert!(err(TlsConfig::mutual_from_pem(
+        ca_pem.as_bytes(),
+        cert_pem.as_bytes(),
+        b""
+    ))
+    .contains("private key"),);
+    let other_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    assert!(matches!(
+        TlsConfig::mutual_from_pem(ca_pem.as_bytes(), cert_pem.as_bytes(), other_key.as_bytes()),
+        Err(datacake_rpc::TlsError::Rustls(_))
+    ));
+    assert!(matches!(
+        TlsConfig::mutual_from_files("/nonexistent/ca.pem", "/x", "/y"),
+        Err(datacake_rpc::TlsError::Read {
+            what: "ca certificate",
+            ..
+        })
+    ));
+}
