@@ -7,13 +7,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatId, ProtocolVersion};
 use datacake_crdt::DEFAULT_MAX_DRIFT;
-use datacake_rpc::Server;
+use datacake_rpc::{Server, TlsConfig};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::auth::PeerAuth;
 use crate::clock::{Clock, WallClock};
 use crate::config::{self, ConnectionConfig, Timings};
 use crate::error::NodeError;
+use crate::identity::{NodeIdentity, IDENTITY_SCHEME};
 use crate::membership::{ClusterMember, NodeId, KEY_LEAVING};
 use crate::network::RpcNetwork;
 use crate::node::{DatacakeNode, JoinSnapshot, NodeParts};
@@ -59,6 +61,7 @@ pub struct DatacakeNodeBuilder<S: NodeSelector = DCAwareSelector> {
     timings: Timings,
     simulated: bool,
     clock_offset_millis: i64,
+    tls: Option<TlsConfig>,
 }
 
 impl DatacakeNodeBuilder<DCAwareSelector> {
@@ -85,6 +88,7 @@ impl DatacakeNodeBuilder<DCAwareSelector> {
             timings: Timings::default(),
             simulated: false,
             clock_offset_millis: 0,
+            tls: None,
         }
     }
 }
@@ -108,6 +112,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             timings: self.timings,
             simulated: self.simulated,
             clock_offset_millis: self.clock_offset_millis,
+            tls: self.tls,
         }
     }
 
@@ -283,6 +288,31 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
         self
     }
 
+    /// Turns mutual TLS on for everything the node says and hears: gossip, and every
+    /// extension's RPCs. `tls` holds the cluster CA, this node's certificate and key; the
+    /// certificate must name this node as `datacake://<cluster id>/<node id>` (a SAN URI; see
+    /// [`NodeIdentity`]), or [`connect`](Self::connect) fails with
+    /// [`NodeError::InvalidConfig`]. Peers are then admitted only with a certificate from
+    /// the same CA naming this cluster, a call claiming to come from node X only with X's
+    /// certificate ([`DatacakeHandle::verify_caller`](crate::DatacakeHandle::verify_caller)),
+    /// and a member's address only once that member has proven it itself.
+    ///
+    /// Without it the node speaks plaintext and believes what its peers claim: keep such a
+    /// cluster on a network only it can reach (a warning is logged when a plaintext node
+    /// listens on a non-loopback address).
+    ///
+    /// ```no_run
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("10.0.0.7:8000".parse().unwrap(), "10.0.0.7:8000".parse().unwrap(), ["10.0.0.1:8000"]);
+    /// let tls = datacake_rpc::TlsConfig::mutual_from_files("ca.pem", "node-7.pem", "node-7-key.pem")
+    ///     .expect("readable certificates");
+    /// let builder = DatacakeNodeBuilder::new(7, config).with_cluster_id("orders").with_tls(tls);
+    /// ```
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Runs the node on turmoil's simulated network instead of the real one: its RPC server
     /// (which carries gossip and every extension's services) listens with
     /// [`Server::listen_simulated`] and its [`RpcNetwork`] opens channels with
@@ -328,6 +358,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             timings,
             simulated,
             clock_offset_millis,
+            tls,
         } = self;
         timings.validate()?;
         if config.public_addr.ip().is_unspecified() {
@@ -335,7 +366,18 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
                 addr: config.public_addr,
             });
         }
-        let server = listen(config.listen_addr, simulated)
+        let tls = tls
+            .map(|tls| cluster_tls(tls, &cluster_id, node_id))
+            .transpose()?;
+        if tls.is_none() && !simulated && !config.listen_addr.ip().is_loopback() {
+            warn!(
+                addr = %config.listen_addr,
+                "plaintext node on a non-loopback address: anyone who reaches it can join the \
+                 cluster and read and write its data; turn TLS on (DatacakeNodeBuilder::with_tls) \
+                 or keep the network private"
+            );
+        }
+        let server = listen(config.listen_addr, simulated, tls.clone())
             .await
             .map_err(|source| NodeError::Bind {
                 addr: config.listen_addr,
@@ -352,18 +394,24 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             tags: Arc::new(tags),
         };
 
-        let network = network(simulated);
+        let network = network(simulated, tls.clone());
+        let auth = Arc::new(PeerAuth::new(
+            &cluster_id,
+            tls.is_some(),
+            (node_id, public_addr),
+        ));
         let send_timeout = timings
             .gossip_interval
             .saturating_mul(10)
             .max(Duration::from_secs(1));
         let gossip = Arc::new(GossipShared::new(
+            node_id,
             public_addr,
             network.clone(),
             send_timeout,
         ));
         let (inbox_tx, inbox_rx) = RpcTransport::inbox();
-        server.add_service(GossipService::new(inbox_tx));
+        server.add_service(GossipService::new(inbox_tx, auth.clone()));
         let transport = RpcTransport::new(gossip.clone(), inbox_rx);
 
         let generation = SystemTime::now()
@@ -401,6 +449,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             server,
             chitchat,
             gossip,
+            auth,
             timings: timings.clone(),
         })
         .await;
@@ -423,30 +472,64 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
     }
 }
 
+/// Checks that the node's own certificate names this node of this cluster, and narrows the
+/// trust to peers whose certificates name this cluster.
+fn cluster_tls(tls: TlsConfig, cluster_id: &str, node_id: NodeId) -> Result<TlsConfig, NodeError> {
+    let invalid = |reason: String| NodeError::InvalidConfig {
+        setting: "tls",
+        reason,
+    };
+    let me = NodeIdentity::new(cluster_id, node_id).map_err(|e| invalid(e.to_string()))?;
+    let names = tls.identity().uris();
+    if !names.iter().any(|uri| *uri == me.to_uri()) {
+        return Err(invalid(format!(
+            "the node's certificate must name {me} (it names {names:?})"
+        )));
+    }
+    Ok(tls.require_peer_uri_prefix(format!("{IDENTITY_SCHEME}://{cluster_id}/")))
+}
+
 /// The RPC server on the real network or, with `simulated`, on turmoil's.
-async fn listen(addr: SocketAddr, simulated: bool) -> std::io::Result<Server> {
+async fn listen(
+    addr: SocketAddr,
+    simulated: bool,
+    tls: Option<TlsConfig>,
+) -> std::io::Result<Server> {
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
+    }
     #[cfg(feature = "simulation")]
     if simulated {
-        return Server::listen_simulated(addr).await;
+        return builder.listen_simulated(addr).await;
     }
     debug_assert!(
         !simulated,
         "the simulated network needs the `simulation` feature"
     );
-    Server::listen(addr).await
+    builder.listen(addr).await
 }
 
 /// The channel pool on the real network or, with `simulated`, on turmoil's.
-fn network(simulated: bool) -> RpcNetwork {
+fn network(simulated: bool, tls: Option<TlsConfig>) -> RpcNetwork {
     #[cfg(feature = "simulation")]
-    if simulated {
-        return RpcNetwork::simulated();
+    let network = if simulated {
+        RpcNetwork::simulated()
+    } else {
+        RpcNetwork::new()
+    };
+    #[cfg(not(feature = "simulation"))]
+    let network = {
+        debug_assert!(
+            !simulated,
+            "the simulated network needs the `simulation` feature"
+        );
+        RpcNetwork::new()
+    };
+    match tls {
+        Some(tls) => network.with_tls(tls),
+        None => network,
     }
-    debug_assert!(
-        !simulated,
-        "the simulated network needs the `simulation` feature"
-    );
-    RpcNetwork::new()
 }
 
 /// Joining: waits for a first exchange with the cluster (bounded by the join timeout), then

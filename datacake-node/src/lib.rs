@@ -59,6 +59,7 @@
 //! # }
 //! ```
 
+mod auth;
 mod builder;
 #[cfg(feature = "certs")]
 pub mod certs;

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use datacake_rpc::Channel;
+use datacake_rpc::{Channel, TlsConfig};
 use parking_lot::RwLock;
 
 /// The node's pool of RPC [`Channel`]s, one per peer address, shared by gossip and by every
@@ -26,6 +26,7 @@ use parking_lot::RwLock;
 pub struct RpcNetwork {
     channels: Arc<RwLock<HashMap<SocketAddr, Channel>>>,
     simulated: bool,
+    tls: Option<TlsConfig>,
 }
 
 impl RpcNetwork {
@@ -39,9 +40,17 @@ impl RpcNetwork {
     #[cfg(feature = "simulation")]
     pub fn simulated() -> Self {
         Self {
-            channels: Arc::default(),
             simulated: true,
+            ..Self::default()
         }
+    }
+
+    /// The same pool, its channels speaking mutual TLS with `tls` (see
+    /// [`DatacakeNodeBuilder::with_tls`](crate::DatacakeNodeBuilder::with_tls)).
+    #[must_use]
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Whether the channels are opened on turmoil's simulated network.
@@ -62,11 +71,15 @@ impl RpcNetwork {
     }
 
     fn connect(&self, addr: SocketAddr) -> Channel {
+        let mut builder = Channel::builder();
+        if let Some(tls) = &self.tls {
+            builder = builder.tls(tls.clone());
+        }
         #[cfg(feature = "simulation")]
         if self.simulated {
-            return Channel::connect_simulated(addr);
+            return builder.connect_simulated(addr);
         }
-        Channel::connect(addr)
+        builder.connect(addr)
     }
 
     /// Drops the pooled channel to `addr` (in-flight calls on clones finish). Returns whether
@@ -91,6 +104,7 @@ impl fmt::Debug for RpcNetwork {
         f.debug_struct("RpcNetwork")
             .field("channels", &self.channels.read().keys().collect::<Vec<_>>())
             .field("simulated", &self.simulated)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }

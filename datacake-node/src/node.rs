@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use crate::auth::PeerAuth;
 use crate::clock::Clock;
 use crate::config::Timings;
 use crate::consistency::{Consistency, ConsistencyError};
@@ -40,6 +41,7 @@ struct NodeShared {
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
     /// The node's RPC server, owned by [`DatacakeNode`]: handles do not keep it alive.
     server: std::sync::Weak<Server>,
+    auth: Arc<PeerAuth>,
 }
 
 /// A cheap, cloneable handle to a running node: the same read accessors as
@@ -100,6 +102,27 @@ impl DatacakeHandle {
     /// The cluster id gossip is restricted to.
     pub fn cluster_id(&self) -> &str {
         &self.inner.cluster_id
+    }
+
+    /// Checks that a caller may speak for node `claimed`, for an extension's handler to call
+    /// before it believes a node id its message carries (`peer` is
+    /// [`Request::peer`](datacake_rpc::Request::peer)). With TLS on, the caller's
+    /// certificate must name `claimed` in this cluster, else the call fails with
+    /// [`PermissionDenied`](datacake_rpc::ErrorCode::PermissionDenied); on a plaintext
+    /// node everything passes (nothing can be proven there).
+    ///
+    /// ```no_run
+    /// # fn check(handle: &datacake_node::DatacakeHandle, request: &datacake_rpc::Request<u32>, sender: u32) -> Result<(), datacake_rpc::Status> {
+    /// handle.verify_caller(request.peer(), sender)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn verify_caller(
+        &self,
+        peer: Option<&datacake_rpc::PeerIdentity>,
+        claimed: NodeId,
+    ) -> Result<(), datacake_rpc::Status> {
+        self.inner.auth.verify(peer, claimed)
     }
 
     /// The node's hybrid logical clock.
@@ -293,6 +316,7 @@ pub(crate) struct NodeParts {
     pub(crate) server: Server,
     pub(crate) chitchat: ChitchatHandle,
     pub(crate) gossip: Arc<GossipShared>,
+    pub(crate) auth: Arc<PeerAuth>,
     pub(crate) timings: Timings,
 }
 
@@ -304,7 +328,12 @@ impl DatacakeNode {
         let initial = {
             let chitchat = parts.chitchat.chitchat();
             let guard = chitchat.lock().await;
-            build_view(&guard, &mut tracker, parts.timings.min_failure_timeout())
+            build_view(
+                &guard,
+                &mut tracker,
+                parts.timings.min_failure_timeout(),
+                &parts.auth,
+            )
         };
         let (view_tx, view) = watch::channel(Arc::new(initial));
         let membership_task = tokio::spawn(run_membership(
@@ -313,6 +342,7 @@ impl DatacakeNode {
             parts.timings.clone(),
             view_tx,
             shutdown.subscribe(),
+            parts.auth.clone(),
         ));
         let server = Arc::new(parts.server);
         let shared = NodeShared {
@@ -325,6 +355,7 @@ impl DatacakeNode {
             shutdown,
             tasks: parking_lot::Mutex::new(vec![membership_task]),
             server: Arc::downgrade(&server),
+            auth: parts.auth,
         };
         Self {
             handle: DatacakeHandle {
@@ -558,6 +589,7 @@ fn build_view(
     chitchat: &Chitchat,
     tracker: &mut HeartbeatTracker<ChitchatId>,
     min_failure_timeout: Duration,
+    auth: &PeerAuth,
 ) -> MembershipView {
     // tokio's clock, as chitchat's failure detector uses: simulated time under turmoil (or a
     // paused runtime), the machine's otherwise.
@@ -570,6 +602,13 @@ fn build_view(
     let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
     let dead: HashSet<&ChitchatId> = chitchat.dead_nodes().collect();
     let still_alive = |id: &ChitchatId| tracker.advanced_within(id, min_failure_timeout, now);
+    // With TLS, a node is listed at an address only once it proved that address itself.
+    let admitted = |id: &ChitchatId| {
+        id.node_id
+            .parse()
+            .is_ok_and(|node_id| auth.admits(node_id, id.gossip_advertise_addr))
+    };
+    let states: Vec<_> = states.iter().filter(|(id, _)| admitted(id)).collect();
     let live_nodes = states
         .iter()
         .filter(|(id, _)| live.contains(id) || still_alive(id))
@@ -590,6 +629,7 @@ async fn run_membership(
     timings: Timings,
     view_tx: watch::Sender<Arc<MembershipView>>,
     mut shutdown: watch::Receiver<bool>,
+    auth: Arc<PeerAuth>,
 ) {
     let mut live_rx = chitchat.lock().await.live_nodes_watcher();
     let mut refresh = tokio::time::interval(timings.gossip_interval / 2);
@@ -601,7 +641,12 @@ async fn run_membership(
             _ = refresh.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let view = build_view(&*chitchat.lock().await, &mut tracker, min_failure_timeout);
+        let view = build_view(
+            &*chitchat.lock().await,
+            &mut tracker,
+            min_failure_timeout,
+            &auth,
+        );
         view_tx.send_if_modified(|current| {
             if **current == view {
                 return false;

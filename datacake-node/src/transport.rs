@@ -38,6 +38,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, warn};
 
+use crate::auth::PeerAuth;
+use crate::membership::NodeId;
 use crate::network::RpcNetwork;
 
 /// How many received gossip messages may wait for the gossip loop before new ones are dropped.
@@ -54,6 +56,8 @@ type Inbound = (SocketAddr, Vec<u8>);
 /// the sender (the address chitchat knows it by, and replies to).
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) struct GossipPacket {
+    /// The sender's node id: with TLS, its certificate must name it.
+    pub(crate) node_id: NodeId,
     /// The sender's public address, e.g. `"10.0.0.7:8000"`.
     pub(crate) from: String,
     /// chitchat's encoded envelope.
@@ -67,11 +71,12 @@ pub(crate) struct GossipAck {}
 /// The RPC service every node runs to receive gossip.
 pub(crate) struct GossipService {
     inbox: mpsc::Sender<Inbound>,
+    auth: Arc<PeerAuth>,
 }
 
 impl GossipService {
-    pub(crate) fn new(inbox: mpsc::Sender<Inbound>) -> Self {
-        Self { inbox }
+    pub(crate) fn new(inbox: mpsc::Sender<Inbound>, auth: Arc<PeerAuth>) -> Self {
+        Self { inbox, auth }
     }
 }
 
@@ -99,6 +104,9 @@ impl Handler<GossipPacket> for GossipService {
             .as_str()
             .parse()
             .map_err(|_| Status::invalid_payload("gossip sender address does not parse"))?;
+        let node_id = request.node_id.to_native();
+        self.auth.verify(request.peer(), node_id)?;
+        self.auth.prove_address(node_id, from);
         let payload = request.payload.as_slice().to_vec();
         if self.inbox.try_send((from, payload)).is_err() {
             debug!(peer=%from, "gossip inbox full or closed: message dropped");
@@ -109,6 +117,7 @@ impl Handler<GossipPacket> for GossipService {
 
 /// What the node keeps of its gossip transport: where it sends from and what is in flight.
 pub(crate) struct GossipShared {
+    node_id: NodeId,
     public_addr: SocketAddr,
     network: RpcNetwork,
     send_timeout: Duration,
@@ -120,11 +129,13 @@ pub(crate) struct GossipShared {
 
 impl GossipShared {
     pub(crate) fn new(
+        node_id: NodeId,
         public_addr: SocketAddr,
         network: RpcNetwork,
         send_timeout: Duration,
     ) -> Self {
         Self {
+            node_id,
             public_addr,
             network,
             send_timeout,
@@ -176,6 +187,7 @@ impl GossipShared {
             let mut client = RpcClient::<GossipService>::new(channel);
             client.set_timeout(shared.send_timeout);
             let packet = GossipPacket {
+                node_id: shared.node_id,
                 from: shared.public_addr.to_string(),
                 payload,
             };
@@ -491,5 +503,52 @@ mod tests {
         let decoded = decoder.decode(&ack).await.unwrap().unwrap();
         assert!(matches!(decoded.message, ChitchatMessage::Ack { .. }));
         assert!(decoder.decode(&sentinel).await.unwrap().is_some());
+    }
+}
+
+/// A member's certificate speaks for that member only.
+#[cfg(all(test, feature = "certs"))]
+mod tls_tests {
+    use datacake_rpc::{Channel, ErrorCode, TlsConfig};
+
+    use super::*;
+    use crate::certs::{ClusterCa, NodeCertificate};
+    use crate::{ConnectionConfig, DatacakeNodeBuilder};
+
+    fn tls(ca: &ClusterCa, cert: &NodeCertificate) -> TlsConfig {
+        TlsConfig::mutual_from_pem(
+            ca.cert_pem().as_bytes(),
+            cert.cert_pem().as_bytes(),
+            cert.key_pem().as_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn gossip_claiming_another_node_is_refused() {
+        let ca = ClusterCa::generate("c").unwrap();
+        let local = "127.0.0.1:0".parse().unwrap();
+        let node =
+            DatacakeNodeBuilder::new(1, ConnectionConfig::new(local, local, Vec::<String>::new()))
+                .with_cluster_id("c")
+                .with_tls(tls(&ca, &ca.issue_node(1, &[]).unwrap()))
+                .connect()
+                .await
+                .unwrap();
+        // Node 7's certificate, used by a member gone rogue.
+        let channel = Channel::builder()
+            .tls(tls(&ca, &ca.issue_node(7, &[]).unwrap()))
+            .connect(node.me().public_addr);
+        let client = RpcClient::<GossipService>::new(channel);
+        let packet = |node_id| GossipPacket {
+            node_id,
+            from: "127.0.0.1:9".to_string(),
+            payload: Vec::new(),
+        };
+        let denied = client.send(&packet(3)).await.unwrap_err();
+        assert_eq!(denied.code, ErrorCode::PermissionDenied, "{denied}");
+        assert!(denied.message.contains("datacake://c/7"), "{denied}");
+        client.send(&packet(7)).await.expect("7 speaks for itself");
+        node.shutdown().await;
     }
 }

@@ -22,6 +22,9 @@ pub enum ErrorCode {
     Connection,
     /// The call's deadline passed before the reply arrived.
     Timeout,
+    /// The caller is not allowed to make this call: e.g. its verified certificate names
+    /// another node than the one its message claims to come from.
+    PermissionDenied,
     /// An error of the handler's own, with a code the application chooses.
     Custom(u16),
 }
@@ -35,6 +38,7 @@ impl fmt::Display for ErrorCode {
             Self::PayloadTooLarge => f.write_str("payload too large"),
             Self::Connection => f.write_str("connection"),
             Self::Timeout => f.write_str("timeout"),
+            Self::PermissionDenied => f.write_str("permission denied"),
             Self::Custom(code) => write!(f, "custom({code})"),
         }
     }
@@ -117,6 +121,11 @@ impl Status {
         Self::new(ErrorCode::Timeout, message)
     }
 
+    /// [`ErrorCode::PermissionDenied`]: the caller may not make this call.
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::PermissionDenied, message)
+    }
+
     /// [`ErrorCode::Custom`]: an application error with its own code.
     pub fn custom(code: u16, message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Custom(code), message)
@@ -148,6 +157,7 @@ impl Status {
             ErrorCode::InvalidPayload => 400,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Timeout => 504,
+            ErrorCode::PermissionDenied => 403,
             ErrorCode::Connection => 502,
             ErrorCode::Internal | ErrorCode::Custom(_) => 500,
         }
@@ -164,6 +174,7 @@ mod tests {
             Status::unavailable("/a/b"),
             Status::custom(u16::MAX, "x"),
             Status::payload_too_large(10, 5),
+            Status::permission_denied("node 3 is not node 7"),
         ] {
             let bytes = status.to_wire();
             let mut aligned = rkyv::util::AlignedVec::<16>::new();

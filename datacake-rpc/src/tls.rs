@@ -59,6 +59,8 @@ const ALPN_H2: &[u8] = b"h2";
 pub struct TlsConfig {
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
+    /// The names of this end's own certificate.
+    identity: Arc<PeerIdentity>,
     peer_uri_prefix: Option<Arc<str>>,
 }
 
@@ -132,6 +134,13 @@ impl TlsConfig {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<Self, TlsError> {
+        let identity = chain
+            .first()
+            .map(|c| Arc::new(PeerIdentity::from_certificate(c.clone())))
+            .ok_or(TlsError::Pem {
+                what: "certificate chain",
+                source: None,
+            })?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
         for cert in ca {
@@ -166,6 +175,7 @@ impl TlsConfig {
         Ok(Self {
             server: Arc::new(server),
             client: Arc::new(client),
+            identity,
             peer_uri_prefix: None,
         })
     }
@@ -215,6 +225,11 @@ impl TlsConfig {
     pub fn require_peer_uri_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.peer_uri_prefix = Some(prefix.into().into());
         self
+    }
+
+    /// The names this end's own certificate carries (what its peers will see).
+    pub fn identity(&self) -> &PeerIdentity {
+        &self.identity
     }
 
     /// Runs the server side of the handshake on `io` and checks the client.
@@ -285,6 +300,7 @@ impl TlsConfig {
 impl fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsConfig")
+            .field("identity", &self.identity)
             .field("peer_uri_prefix", &self.peer_uri_prefix)
             .finish_non_exhaustive()
     }

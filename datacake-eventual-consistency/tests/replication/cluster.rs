@@ -4,8 +4,8 @@ use datacake_eventual_consistency::test_utils::MemStore;
 use datacake_eventual_consistency::{Consistency, ConsistencyError, StoreError};
 
 use crate::fixtures::{
-    cluster, shutdown, start_node, start_stand_in, stub_store_service, wait_converged,
-    wait_for_membership,
+    cluster, shutdown, start_node, start_node_full, start_stand_in, stub_store_service,
+    wait_converged, wait_for_membership, CONVERGE,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,5 +238,54 @@ async fn a_silent_replica_makes_all_fail_after_the_deadline() {
     )
     .await;
     silent.shutdown().await;
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_replicates_and_repairs() {
+    let ca = datacake_node::certs::ClusterCa::generate("secure").unwrap();
+    let start = |id: u32, seeds: Vec<String>| {
+        let cert = ca.issue_node(id, &[]).unwrap();
+        let tls = datacake_rpc::TlsConfig::mutual_from_pem(
+            ca.cert_pem().as_bytes(),
+            cert.cert_pem().as_bytes(),
+            cert.key_pem().as_bytes(),
+        )
+        .unwrap();
+        start_node_full(
+            id,
+            seeds,
+            MemStore::new(),
+            |b| b.with_cluster_id("secure").with_tls(tls),
+            |ext| ext,
+        )
+    };
+    let first = start(1, Vec::new()).await;
+    let seeds = vec![first.addr()];
+    let second = start(2, seeds.clone()).await;
+    let mut nodes = vec![first, second];
+    wait_for_membership(&nodes, 1..=2).await;
+    nodes[0]
+        .handle()
+        .put("ks", 1, "over tls", Consistency::All)
+        .await
+        .unwrap();
+    // A node that joins later gets the document through repair, over TLS too.
+    nodes.push(start(3, seeds).await);
+    wait_for_membership(&nodes, 1..=3).await;
+    let late = nodes[2].handle();
+    test_helper::wait_for("node 3 repairs from its peers", CONVERGE, || async {
+        late.get_local("ks", 1).await.unwrap().is_some()
+    })
+    .await;
+    assert_eq!(
+        &late
+            .get("ks", 1, Consistency::All)
+            .await
+            .unwrap()
+            .unwrap()
+            .data[..],
+        b"over tls"
+    );
     shutdown(nodes).await;
 }

@@ -5,3 +5,5 @@ mod config;
 mod extension;
 mod fixtures;
 mod membership;
+#[cfg(feature = "certs")]
+mod tls;

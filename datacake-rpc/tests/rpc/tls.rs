@@ -113,7 +113,9 @@ fn assert_refused(result: Result<Vec<u8>, Status>, what: &str) {
 async fn mutual_tls_calls_see_the_callers_verified_identity() {
     let ca = Ca::new();
     let server = tls_server(ca.issue("datacake://c/1", false)).await;
-    let channel = tls_channel(ca.issue("datacake://c/2", false), server.local_addr());
+    let client = ca.issue("datacake://c/2", false);
+    assert_eq!(client.identity().uris(), ["datacake://c/2".to_string()]);
+    let channel = tls_channel(client, server.local_addr());
     assert_eq!(echo(channel.clone()).await.unwrap(), vec![7; 64]);
     let who = RpcClient::<Mirror>::new(channel)
         .send(&WhoAmI)
