@@ -257,6 +257,42 @@ impl RpcEcho {
         let client = RpcClient::new(Channel::connect(server.local_addr()));
         Ok(Self { server, client })
     }
+
+    /// The same echo over mutual TLS: server and client hold node certificates of one
+    /// cluster CA, as two nodes of a TLS cluster do. Returns the client's settings too, for
+    /// opening further channels.
+    pub(crate) async fn start_tls() -> anyhow::Result<(Self, datacake_rpc::TlsConfig)> {
+        let [server_tls, client_tls] = bench_tls()?;
+        let server = Server::builder()
+            .tls(server_tls)
+            .listen("127.0.0.1:0".parse()?)
+            .await?;
+        server.add_service(EchoService);
+        let channel = Channel::builder()
+            .tls(client_tls.clone())
+            .connect(server.local_addr());
+        Ok((
+            Self {
+                server,
+                client: RpcClient::new(channel),
+            },
+            client_tls,
+        ))
+    }
+}
+
+/// TLS settings of two nodes (1 and 2) of a fresh cluster CA.
+fn bench_tls() -> anyhow::Result<[datacake_rpc::TlsConfig; 2]> {
+    let ca = datacake_node::certs::ClusterCa::generate("bench")?;
+    let node = |id| -> anyhow::Result<datacake_rpc::TlsConfig> {
+        let cert = ca.issue_node(id, &[])?;
+        Ok(datacake_rpc::TlsConfig::mutual_from_pem(
+            ca.cert_pem().as_bytes(),
+            cert.cert_pem().as_bytes(),
+            cert.key_pem().as_bytes(),
+        )?)
+    };
+    Ok([node(1)?, node(2)?])
 }
 
 pub(crate) async fn rpc_call(

@@ -1,4 +1,5 @@
-//! Suite `rpc`: datacake-rpc against a raw tokio TCP baseline on loopback.
+//! Suite `rpc`: datacake-rpc against a raw tokio TCP baseline on loopback, and datacake-rpc
+//! over mutual TLS against itself in plaintext.
 //!
 //! Both echo a 64-byte payload ([`crate::echo`] has the two systems). The baseline uses
 //! length-prefixed frames; for N calls in flight it opens N connections with one call
@@ -11,12 +12,14 @@
 //!
 //! Each comparison runs in interleaved rounds; see [`run`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use datacake_rpc::{Channel, RpcClient};
 
 use crate::config::RunConfig;
 use crate::echo::{
-    closed_loops, raw_call, raw_sequential, rpc_call, rpc_sequential, RawConn, RawEcho, RpcEcho,
-    Side, PAYLOAD,
+    closed_loops, raw_call, raw_sequential, rpc_call, rpc_sequential, EchoService, RawConn,
+    RawEcho, RpcEcho, Side, PAYLOAD,
 };
 use crate::report::{median, paired_ratio, Latency, Measurement, SuiteReport};
 
@@ -32,8 +35,11 @@ struct Sizes {
     latency_calls: usize,
     /// How long each throughput cell runs, over all rounds.
     window: Duration,
-    /// How many interleaved rounds each comparison is split into.
+    /// How many interleaved rounds each comparison is split into (a multiple of 3, so each
+    /// system goes first equally often).
     rounds: usize,
+    /// New connections timed per system.
+    setups: usize,
 }
 
 /// Runs the suite.
@@ -55,7 +61,8 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
             Duration::from_secs(2),
             Duration::from_secs(3),
         ),
-        rounds: cfg.pick(2, 8, 8),
+        rounds: cfg.pick(3, 9, 9),
+        setups: cfg.pick(20, 200, 500),
     };
     let in_flight =
         cfg.concurrency_or(&cfg.pick(vec![1, 16], vec![1, 64, 256], vec![1, 16, 64, 256, 1_024]));
@@ -64,15 +71,23 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
     let mut measurements = Vec::new();
     let raw = server_side.handle.spawn(RawEcho::start()).await??;
     let rpc = server_side.handle.spawn(RpcEcho::start()).await??;
+    let (tls, tls_client) = server_side.handle.spawn(RpcEcho::start_tls()).await??;
+    let systems = Systems {
+        raw: &raw,
+        rpc: &rpc,
+        tls: &tls,
+    };
 
-    measurements.extend(sequential(cfg, &client_side, &raw, &rpc, sizes).await?);
+    measurements.extend(sequential(cfg, &client_side, systems, sizes).await?);
     for n in in_flight {
-        measurements.extend(throughput(cfg, &client_side, &raw, &rpc, n, sizes).await?);
+        measurements.extend(throughput(cfg, &client_side, systems, n, sizes).await?);
     }
+    measurements.extend(connection_setup(cfg, &client_side, systems, &tls_client, sizes).await?);
 
-    rpc.server.shutdown().await;
+    for echo in [rpc, tls] {
+        echo.server.shutdown().await;
+    }
     raw.server.abort();
-    drop(rpc);
     server_side.stop();
     client_side.stop();
     Ok(SuiteReport {
@@ -81,131 +96,197 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
     })
 }
 
-/// Sequential round-trip latency of both systems, in interleaved rounds.
+/// The three systems every comparison measures: the raw TCP baseline, datacake-rpc in
+/// plaintext, and datacake-rpc over mutual TLS.
+#[derive(Clone, Copy)]
+struct Systems<'a> {
+    raw: &'a RawEcho,
+    rpc: &'a RpcEcho,
+    tls: &'a RpcEcho,
+}
+
+/// Indices of the systems in a round's order (see [`turns`]).
+const RAW: usize = 0;
+const RPC: usize = 1;
+const RPC_TLS: usize = 2;
+
+/// The TLS rows' system name.
+const TLS_NAME: &str = "datacake-rpc+tls";
+
+/// Sequential round-trip latency of every system, in interleaved rounds.
 async fn sequential(
     cfg: &RunConfig,
     client_side: &Side,
-    raw: &RawEcho,
-    rpc: &RpcEcho,
+    systems: Systems<'_>,
     sizes: Sizes,
-) -> anyhow::Result<[Measurement; 2]> {
+) -> anyhow::Result<[Measurement; 3]> {
     cfg.progress.scenario("sequential latency, warm-up");
     let mut conn = client_side
         .handle
-        .spawn(RawConn::connect(raw.addr))
+        .spawn(RawConn::connect(systems.raw.addr))
         .await??;
     (conn, _) = client_side
         .handle
         .spawn(raw_sequential(conn, sizes.warmup_calls))
         .await??;
-    client_side
-        .handle
-        .spawn(rpc_sequential(rpc.client.clone(), sizes.warmup_calls))
-        .await??;
+    for echo in [systems.rpc, systems.tls] {
+        client_side
+            .handle
+            .spawn(rpc_sequential(echo.client.clone(), sizes.warmup_calls))
+            .await??;
+    }
 
     let per_round = sizes.latency_calls.div_ceil(sizes.rounds);
-    let (mut raw_samples, mut rpc_samples) = (Vec::new(), Vec::new());
-    let (mut raw_p50s, mut rpc_p50s) = (Vec::new(), Vec::new());
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    let mut p50s: [Vec<f64>; 3] = Default::default();
     for round in 0..sizes.rounds {
         cfg.progress.scenario(format!(
             "sequential latency, round {} of {}",
             round + 1,
             sizes.rounds
         ));
-        for raw_turn in turns(round) {
-            if raw_turn {
-                let samples;
-                (conn, samples) = client_side
+        for system in turns(round) {
+            let taken = if system == RAW {
+                let taken;
+                (conn, taken) = client_side
                     .handle
                     .spawn(raw_sequential(conn, per_round))
                     .await??;
-                raw_p50s.push(p50_secs(&samples));
-                raw_samples.extend(samples);
+                taken
             } else {
-                let samples = client_side
+                let echo = if system == RPC { systems.rpc } else { systems.tls };
+                client_side
                     .handle
-                    .spawn(rpc_sequential(rpc.client.clone(), per_round))
-                    .await??;
-                rpc_p50s.push(p50_secs(&samples));
-                rpc_samples.extend(samples);
-            }
+                    .spawn(rpc_sequential(echo.client.clone(), per_round))
+                    .await??
+            };
+            p50s[system].push(p50_secs(&taken));
+            samples[system].extend(taken);
         }
     }
     let scenario = format!("echo {PAYLOAD} B, sequential");
+    let [mut raw, mut rpc, mut tls] = samples;
     let latency = |samples: &mut Vec<Duration>| {
         Latency::from_samples(samples).ok_or_else(|| anyhow::anyhow!("no samples"))
     };
     Ok([
-        Measurement::new(&scenario, "raw-tcp").with_latency(Some(latency(&mut raw_samples)?)),
+        Measurement::new(&scenario, "raw-tcp").with_latency(Some(latency(&mut raw)?)),
         Measurement::new(&scenario, "datacake-rpc")
-            .with_latency(Some(latency(&mut rpc_samples)?))
-            .with_ratio(paired_ratio(&rpc_p50s, &raw_p50s))
+            .with_latency(Some(latency(&mut rpc)?))
+            .with_ratio(paired_ratio(&p50s[RPC], &p50s[RAW]))
             .with_target("p50 <= 1.5x raw, p99.9 < 1 ms"),
+        Measurement::new(&scenario, TLS_NAME)
+            .with_latency(Some(latency(&mut tls)?))
+            .with_ratio(paired_ratio(&p50s[RPC_TLS], &p50s[RPC]))
+            .with_target("p50 <= 1.3x datacake-rpc (plaintext)"),
     ])
 }
 
-/// Throughput of both systems with `n` calls in flight, in interleaved rounds.
+/// Throughput of every system with `n` calls in flight, in interleaved rounds.
 async fn throughput(
     cfg: &RunConfig,
     client_side: &Side,
-    raw: &RawEcho,
-    rpc: &RpcEcho,
+    systems: Systems<'_>,
     n: usize,
     sizes: Sizes,
-) -> anyhow::Result<[Measurement; 2]> {
+) -> anyhow::Result<[Measurement; 3]> {
     let window = sizes.window / sizes.rounds as u32;
     let mut conns = client_side
         .handle
-        .spawn(RawConn::connect_many(raw.addr, n))
+        .spawn(RawConn::connect_many(systems.raw.addr, n))
         .await??;
-    let mut callers: Vec<_> = (0..n).map(|_| rpc.client.clone()).collect();
-    let (mut raw_rates, mut rpc_rates) = (Vec::new(), Vec::new());
+    let mut callers: [Vec<_>; 2] = [
+        (0..n).map(|_| systems.rpc.client.clone()).collect(),
+        (0..n).map(|_| systems.tls.client.clone()).collect(),
+    ];
+    let mut rates: [Vec<f64>; 3] = Default::default();
     for round in 0..sizes.rounds {
         cfg.progress.scenario(format!(
             "throughput, {n} in flight, round {} of {}",
             round + 1,
             sizes.rounds
         ));
-        for raw_turn in turns(round) {
-            if raw_turn {
-                let rate;
+        for system in turns(round) {
+            let rate;
+            if system == RAW {
                 (rate, conns) = client_side
                     .handle
                     .spawn(closed_loops(conns, window, raw_call))
                     .await??;
-                raw_rates.push(rate);
             } else {
-                let rate;
-                (rate, callers) = client_side
+                let slot = &mut callers[system - RPC];
+                let loops = std::mem::take(slot);
+                (rate, *slot) = client_side
                     .handle
-                    .spawn(closed_loops(callers, window, rpc_call))
+                    .spawn(closed_loops(loops, window, rpc_call))
                     .await??;
-                rpc_rates.push(rate);
             }
+            rates[system].push(rate);
         }
     }
     let scenario = format!("echo {PAYLOAD} B, {n} in flight");
-    let ratio = paired_ratio(&rpc_rates, &raw_rates);
-    let baseline = Measurement::new(&scenario, "raw-tcp")
-        .with_ops_per_sec(median(raw_rates))
-        .with_point("raw-tcp", X_LABEL, n as f64);
-    let mut ours = Measurement::new(&scenario, "datacake-rpc")
-        .with_ops_per_sec(median(rpc_rates))
-        .with_ratio(ratio)
-        .with_point("datacake-rpc", X_LABEL, n as f64);
+    let row = |system: usize, name: &str| {
+        Measurement::new(&scenario, name)
+            .with_ops_per_sec(median(rates[system].clone()))
+            .with_point(name, X_LABEL, n as f64)
+    };
+    let mut ours = row(RPC, "datacake-rpc").with_ratio(paired_ratio(&rates[RPC], &rates[RAW]));
+    let mut tls = row(RPC_TLS, TLS_NAME).with_ratio(paired_ratio(&rates[RPC_TLS], &rates[RPC]));
     if n == 64 {
         ours = ours.with_target(">= 0.75x raw");
+        tls = tls.with_target(">= 0.8x datacake-rpc (plaintext)");
     }
-    Ok([baseline, ours])
+    Ok([row(RAW, "raw-tcp"), ours, tls])
 }
 
-/// Which system goes first in `round`: `[true, false]` is the baseline, then datacake-rpc.
-fn turns(round: usize) -> [bool; 2] {
-    if round.is_multiple_of(2) {
-        [true, false]
-    } else {
-        [false, true]
+/// The cost of a new connection: a fresh channel's first call, plaintext and over TLS (TCP
+/// connect, the TLS handshake with both certificates verified, the HTTP/2 handshake, one
+/// echo), alternating.
+async fn connection_setup(
+    cfg: &RunConfig,
+    client_side: &Side,
+    systems: Systems<'_>,
+    tls_client: &datacake_rpc::TlsConfig,
+    sizes: Sizes,
+) -> anyhow::Result<[Measurement; 2]> {
+    cfg.progress.scenario("connection setup");
+    let mut samples: [Vec<Duration>; 2] = Default::default();
+    for i in 0..sizes.setups * 2 {
+        let tls = i % 2 == 1;
+        let (addr, builder) = if tls {
+            (
+                systems.tls.server.local_addr(),
+                Channel::builder().tls(tls_client.clone()),
+            )
+        } else {
+            (systems.rpc.server.local_addr(), Channel::builder())
+        };
+        let taken = client_side
+            .handle
+            .spawn(async move {
+                let start = Instant::now();
+                rpc_call(RpcClient::<EchoService>::new(builder.connect(addr))).await?;
+                anyhow::Ok(start.elapsed())
+            })
+            .await??;
+        samples[usize::from(tls)].push(taken);
     }
+    let scenario = "new connection + first call".to_string();
+    let [mut plain, mut tls] = samples;
+    let plain = Latency::from_samples(&mut plain).ok_or_else(|| anyhow::anyhow!("no samples"))?;
+    let tls = Latency::from_samples(&mut tls).ok_or_else(|| anyhow::anyhow!("no samples"))?;
+    let ratio = tls.p50.as_secs_f64() / plain.p50.as_secs_f64();
+    Ok([
+        Measurement::new(&scenario, "datacake-rpc").with_latency(Some(plain)),
+        Measurement::new(&scenario, TLS_NAME)
+            .with_latency(Some(tls))
+            .with_ratio(ratio),
+    ])
+}
+
+/// The order the systems run in `round`: each goes first in every third round.
+fn turns(round: usize) -> [usize; 3] {
+    [round % 3, (round + 1) % 3, (round + 2) % 3]
 }
 
 /// The median of `samples`, in seconds.
@@ -218,12 +299,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_system_goes_first_in_every_other_round() {
-        let rounds: Vec<[bool; 2]> = (0..8).map(turns).collect();
-        let baseline_first = rounds.iter().filter(|t| t[0]).count();
-        assert_eq!(baseline_first, 4);
-        // Every round measures both systems once.
-        assert!(rounds.iter().all(|t| t[0] != t[1]));
-        assert_ne!(rounds[0], rounds[1]);
+    fn each_system_goes_first_in_every_third_round() {
+        let rounds: Vec<[usize; 3]> = (0..9).map(turns).collect();
+        for system in [RAW, RPC, RPC_TLS] {
+            assert_eq!(rounds.iter().filter(|t| t[0] == system).count(), 3);
+        }
+        // Every round measures each system once.
+        for t in &rounds {
+            let mut sorted = *t;
+            sorted.sort_unstable();
+            assert_eq!(sorted, [RAW, RPC, RPC_TLS]);
+        }
     }
 }
