@@ -23,6 +23,12 @@
 //! - [`ClusterExtension`]s attach to a running node with [`DatacakeNode::add_extension`]; they
 //!   add RPC services, use the [`RpcNetwork`] channel pool and stop with the node.
 //!
+//! # Features
+//! - `certs`: the `certs` module makes a cluster CA and node certificates naming each node's
+//!   [`NodeIdentity`] (rcgen, no OpenSSL), for tools and tests.
+//! - `simulation`: `DatacakeNodeBuilder::with_simulated_network` runs the node on turmoil's
+//!   simulated network.
+//!
 //! # Example
 //! ```
 //! use std::time::Duration;
@@ -54,6 +60,8 @@
 //! ```
 
 mod builder;
+#[cfg(feature = "certs")]
+pub mod certs;
 mod clock;
 mod config;
 mod consistency;
