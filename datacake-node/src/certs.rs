@@ -19,7 +19,7 @@
 //! assert!(node.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
 //!
 //! // The CA's files load back and keep signing for the same cluster.
-//! let again = ClusterCa::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
+//! let again = ClusterCa::from_pem(ca.cert_pem(), &ca.key_pem()).unwrap();
 //! assert_eq!(again.cluster(), "orders");
 //! ```
 

@@ -54,7 +54,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the default without a subcommand).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Make a cluster CA and node certificates (PEM files).
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -146,7 +146,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Certs(command)) => certs::run(command),
-        Some(Command::Serve(args)) => serve_main(args),
+        Some(Command::Serve(args)) => serve_main(*args),
         None => serve_main(cli.serve),
     }
 }
