@@ -193,7 +193,6 @@ async fn certs_commands_write_files_that_load_and_chain() {
     ])
     .await;
     assert!(run.status.success());
-    std::fs::copy(other.join("ca-key.pem"), dir.0.join("mixed-key.pem")).unwrap();
     let mixed = dir.0.join("mixed");
     std::fs::create_dir_all(&mixed).unwrap();
     std::fs::copy(ca.join("ca.pem"), mixed.join("ca.pem")).unwrap();
