@@ -9,12 +9,13 @@ use datacake_eventual_consistency::{
 };
 use datacake_node::{DatacakeHandle, ParseConsistencyError};
 use datacake_sqlite::{SqliteStorage, SqliteStorageError};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
 
+use crate::auth::{Access, Refusal};
 use crate::keys::{self, MAX_KEYSPACE_LEN, MAX_KEY_LEN};
 use crate::metrics::HttpMetrics;
 
@@ -29,6 +30,7 @@ pub(crate) struct App {
     node: DatacakeHandle,
     metrics: HttpMetrics,
     max_body_bytes: usize,
+    access: Access,
 }
 
 /// A 4xx or 5xx answer, sent as `{"error": code, "message": ...}`.
@@ -138,11 +140,13 @@ fn empty(status: StatusCode) -> Response<Full<Bytes>> {
 }
 
 impl App {
-    /// The app over a running store on `node`, refusing bodies over `max_body_bytes`.
+    /// The app over a running store on `node`, refusing bodies over `max_body_bytes` and
+    /// requests `access` does not let in.
     pub(crate) fn new(
         store: EventuallyConsistentStore<SqliteStorage>,
         node: DatacakeHandle,
         max_body_bytes: usize,
+        access: Access,
     ) -> Self {
         Self {
             handle: store.handle(),
@@ -150,7 +154,13 @@ impl App {
             node,
             metrics: HttpMetrics::default(),
             max_body_bytes,
+            access,
         }
+    }
+
+    /// The HTTP counters (the server counts connections in them).
+    pub(crate) fn http_metrics(&self) -> &HttpMetrics {
+        &self.metrics
     }
 
     /// Answers one request (never fails: errors become JSON responses).
@@ -160,9 +170,15 @@ impl App {
     ) -> Result<Response<Full<Bytes>>, Infallible> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let response = match self.route(request).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(),
+        let response = match self.access.check(&path, request.headers()) {
+            Ok(()) => match self.route(request).await {
+                Ok(response) => response,
+                Err(error) => error.into_response(),
+            },
+            Err(refusal) => {
+                self.metrics.unauthorized();
+                unauthorized(refusal)
+            }
         };
         self.metrics.record(&method, response.status());
         tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
@@ -175,7 +191,7 @@ impl App {
         match (request.method(), segments.as_slice()) {
             (&Method::GET, ["health"]) => Ok(self.health()),
             (&Method::GET, ["cluster"]) => Ok(self.cluster()),
-            (&Method::GET, ["metrics"]) => Ok(self.metrics()),
+            (&Method::GET, ["metrics"]) => Ok(self.metrics_page()),
             (&Method::DELETE, ["cluster", "members", id]) => self.remove_member(id).await,
             (_, ["health" | "cluster" | "metrics"]) => Err(method_not_allowed()),
             (method, [keyspace, key]) => {
@@ -250,7 +266,7 @@ impl App {
         )
     }
 
-    fn metrics(&self) -> Response<Full<Bytes>> {
+    fn metrics_page(&self) -> Response<Full<Bytes>> {
         let text = self
             .metrics
             .render(&self.store.statistics(), &self.node.statistics());
@@ -353,6 +369,27 @@ impl App {
             )),
         }
     }
+}
+
+/// 401 with a `WWW-Authenticate: Bearer` challenge (RFC 6750: `error="invalid_token"` when
+/// a token was presented but is wrong).
+fn unauthorized(refusal: Refusal) -> Response<Full<Bytes>> {
+    let (challenge, message) = match refusal {
+        Refusal::Missing => (
+            r#"Bearer realm="replicated-kv""#,
+            "send the token as `Authorization: Bearer <token>`",
+        ),
+        Refusal::Invalid => (
+            r#"Bearer realm="replicated-kv", error="invalid_token""#,
+            "the bearer token is not valid",
+        ),
+    };
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, http::HeaderValue::from_static(challenge));
+    response
 }
 
 fn method_not_allowed() -> ApiError {

@@ -5,6 +5,11 @@
 //! `[key length: u16 big-endian][key bytes][value bytes]`, so a read checks that the document
 //! really belongs to the requested key; two keys colliding on one id (odds about n²/2⁶⁵ for n
 //! keys in a keyspace) would overwrite each other, but never return each other's value.
+//!
+//! FNV-1a is unkeyed, so a client can craft a key colliding with one it knows and overwrite
+//! or delete that key through its own. It stays: every admitted client may already put and
+//! delete any key, ids must agree on every node, and a keyed hash would orphan existing data.
+//! Per-key permissions would call for SipHash with a per-cluster secret key (and a migration).
 
 use bytes::{BufMut, Bytes, BytesMut};
 

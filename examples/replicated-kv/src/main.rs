@@ -1,10 +1,14 @@
 //! `replicated-kv`: an HTTP key-value server on one Datacake node, with the eventually
-//! consistent store over a `SqliteStorage`. See the README for the API and a three-node
-//! walkthrough.
+//! consistent store over a `SqliteStorage`; `replicated-kv certs` makes the certificates for
+//! HTTPS. See the README for the API, HTTPS and token auth, and a three-node walkthrough.
 
+mod auth;
+mod certs;
 mod http;
 mod keys;
 mod metrics;
+mod server;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,34 +16,56 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use datacake_eventual_consistency::EventuallyConsistentStoreExtension;
 use datacake_node::{
     ConnectionConfig, DatacakeNodeBuilder, DEFAULT_CLUSTER_ID, DEFAULT_DATA_CENTER,
 };
 use datacake_sqlite::{SqliteStorage, SqliteStorageOptions, Synchronous};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use crate::auth::{Access, BearerToken};
+use crate::certs::CertsCommand;
 use crate::http::App;
-
-/// How long shutdown waits for in-flight HTTP requests.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::server::ServerOptions;
 
 /// An HTTP key-value server replicated across a Datacake cluster.
 ///
 /// `GET|PUT|DELETE /:keyspace/:key?consistency=LEVEL`, `GET /cluster`, `GET /health`,
 /// `GET /metrics`. Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+///
+/// Without a subcommand it runs the server (`replicated-kv --node-id 1 ...` is
+/// `replicated-kv serve --node-id 1 ...`).
 #[derive(Debug, Parser)]
-#[command(name = "replicated-kv", version)]
-struct Args {
+#[command(
+    name = "replicated-kv",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default without a subcommand).
+    Serve(Box<ServeArgs>),
+    /// Make a cluster CA and node certificates (PEM files).
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+/// The server's flags.
+#[derive(Debug, Args)]
+struct ServeArgs {
     /// This node's id, unique among the live members of the cluster.
-    #[arg(long)]
-    node_id: u32,
+    #[arg(long, required = true)]
+    node_id: Option<u32>,
     /// Address the cluster (gossip and RPC) server listens on.
     #[arg(long, default_value = "127.0.0.1:7001")]
     cluster_addr: SocketAddr,
@@ -72,6 +98,28 @@ struct Args {
     /// SIGKILL loses no acknowledged write.
     #[arg(long, value_enum, default_value_t = SqliteSynchronous::Normal)]
     sqlite_synchronous: SqliteSynchronous,
+    /// Serve the HTTP API over HTTPS with this certificate chain (PEM, leaf first); needs
+    /// --http-tls-key.
+    #[arg(long, value_name = "FILE", requires = "http_tls_key")]
+    http_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --http-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "http_tls_cert")]
+    http_tls_key: Option<PathBuf>,
+    /// Require `Authorization: Bearer <token>` on every request; the token is this file's
+    /// contents, trimmed (an empty file is an error).
+    #[arg(long, value_name = "FILE")]
+    auth_token_file: Option<PathBuf>,
+    /// With --auth-token-file: let GET /health and /metrics in without the token (for load
+    /// balancers and scrapers).
+    #[arg(long)]
+    open_health: bool,
+    /// Close a connection that has not sent a request's headers within this time (also an
+    /// idle keep-alive connection, and a TLS handshake), in milliseconds.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_ms: u64,
+    /// Most HTTP connections served at once; a connection over the limit is closed at once.
+    #[arg(long, default_value_t = 1_024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
 }
 
 /// The values of `--sqlite-synchronous`.
@@ -94,19 +142,50 @@ impl From<SqliteSynchronous> for Synchronous {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Certs(command)) => certs::run(command),
+        Some(Command::Serve(args)) => serve_main(*args),
+        None => serve_main(cli.serve),
+    }
+}
+
+fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
-    run(args).await
+    tokio::runtime::Runtime::new()
+        .context("cannot start the runtime")?
+        .block_on(run(args))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let node_id = args.node_id.context("--node-id is required")?;
+    // Configuration errors first, before touching the disk or the cluster.
+    let token = args
+        .auth_token_file
+        .as_deref()
+        .map(BearerToken::from_file)
+        .transpose()?;
+    let tls = match (&args.http_tls_cert, &args.http_tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (None, None) => None,
+        _ => anyhow::bail!("--http-tls-cert and --http-tls-key go together"),
+    };
+    if token.is_none() && args.open_health {
+        tracing::warn!("--open-health has no effect without --auth-token-file");
+    }
+    let authenticated = token.is_some();
+    let server_options = ServerOptions {
+        tls: tls.clone(),
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+    };
+
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let db = args.data_dir.join("kv.db");
@@ -120,7 +199,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let public = args.public_addr.unwrap_or(args.cluster_addr);
     let node = DatacakeNodeBuilder::new(
-        args.node_id,
+        node_id,
         ConnectionConfig::new(args.cluster_addr, public, args.seeds.clone()),
     )
     .with_cluster_id(args.cluster_id.clone())
@@ -136,62 +215,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("cannot start the store")?;
     tracing::info!(
-        node_id = args.node_id,
+        node_id,
         cluster_addr = %node.me().public_addr,
         http_addr = %listener.local_addr()?,
+        https = tls.is_some(),
+        token_auth = authenticated,
+        open_health = authenticated && args.open_health,
         data = %db.display(),
         seeds = ?args.seeds,
         "replicated-kv ready"
     );
 
-    let app = Arc::new(App::new(store, node.handle(), args.max_body_bytes));
-    serve(listener, app).await;
+    let access = Access::new(token, args.open_health);
+    let app = Arc::new(App::new(store, node.handle(), args.max_body_bytes, access));
+    server::serve(listener, app, server_options, shutdown_signal()).await;
 
     tracing::info!("leaving the cluster");
     node.shutdown().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Serves HTTP until SIGINT or SIGTERM, then drains in-flight requests.
-async fn serve(listener: TcpListener, app: Arc<App>) {
-    let graceful = GracefulShutdown::new();
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        continue;
-                    }
-                };
-                let app = app.clone();
-                let service = service_fn(move |request| app.clone().serve(request));
-                let connection = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%peer, %error, "http connection ended with an error");
-                    }
-                });
-            }
-            signal = &mut shutdown => {
-                tracing::info!(signal, "shutting down");
-                break;
-            }
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(timeout = ?DRAIN_TIMEOUT, "in-flight requests did not finish in time");
-    }
 }
 
 /// Resolves with the name of the first SIGINT or SIGTERM received.

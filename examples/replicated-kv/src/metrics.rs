@@ -10,15 +10,50 @@ use http::{Method, StatusCode};
 /// Methods counted separately; anything else is `other`.
 const METHODS: [&str; 4] = ["GET", "PUT", "DELETE", "other"];
 
-/// HTTP counters, updated once per response.
+/// HTTP counters, updated once per response, connection or failed accept.
 #[derive(Debug, Default)]
 pub(crate) struct HttpMetrics {
     requests: [AtomicU64; 4],
     client_errors: AtomicU64,
     server_errors: AtomicU64,
+    unauthorized: AtomicU64,
+    open_connections: AtomicU64,
+    connections_refused: AtomicU64,
+    accept_errors: AtomicU64,
+}
+
+/// Counts a connection as open until dropped.
+#[derive(Debug)]
+pub(crate) struct OpenConnection<'a>(&'a AtomicU64);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl HttpMetrics {
+    /// Counts a request refused for lacking the bearer token (also counted by `record`).
+    pub(crate) fn unauthorized(&self) {
+        self.unauthorized.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection as open while the guard lives.
+    pub(crate) fn connection_opened(&self) -> OpenConnection<'_> {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(&self.open_connections)
+    }
+
+    /// Counts a connection closed at once for being over `--max-connections`.
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed `accept`.
+    pub(crate) fn accept_failed(&self) {
+        self.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one request answered with `status`.
     pub(crate) fn record(&self, method: &Method, status: StatusCode) {
         let idx = match *method {
@@ -61,6 +96,37 @@ impl HttpMetrics {
             "kv_http_errors_total{{class=\"5xx\"}} {}",
             self.server_errors.load(Ordering::Relaxed)
         );
+        let http = [
+            (
+                "kv_http_unauthorized_total",
+                "counter",
+                "Requests refused with 401 for a missing or wrong bearer token.",
+                &self.unauthorized,
+            ),
+            (
+                "kv_http_connections_open",
+                "gauge",
+                "HTTP connections open now.",
+                &self.open_connections,
+            ),
+            (
+                "kv_http_connections_refused_total",
+                "counter",
+                "Connections closed at once for being over --max-connections.",
+                &self.connections_refused,
+            ),
+            (
+                "kv_http_accept_errors_total",
+                "counter",
+                "Failed accepts of HTTP connections (e.g. out of file descriptors).",
+                &self.accept_errors,
+            ),
+        ];
+        for (name, kind, help, value) in http {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
         let counters = [
             (
                 "writes",

@@ -3,3 +3,5 @@
 mod api;
 mod cluster;
 mod fixtures;
+mod limits;
+mod security;

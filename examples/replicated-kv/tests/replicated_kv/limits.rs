@@ -1,0 +1,196 @@
+//! Limits on what clients can hold: slow headers, the connection limit, running out of file
+//! descriptors; reserved keyspaces.
+
+use std::time::{Duration, Instant};
+
+use test_helper::wait_for;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::fixtures::{
+    free_ports, keep_alive_request, metric, read_until_closed, wait_for_metrics, wait_for_value,
+    KvNode, TempDir, DEADLINE,
+};
+
+/// A client that sends half a request line, or nothing, is cut off after the header-read
+/// timeout; a prompt client is unaffected.
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let dir = TempDir::new("slow-headers");
+    let ports = free_ports(2);
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.0)
+        .with_args(&["--header-read-timeout-ms", "500"]);
+    node.start();
+    node.wait_for_members(1).await;
+
+    let started = Instant::now();
+    let mut half = TcpStream::connect(("127.0.0.1", node.http_port))
+        .await
+        .unwrap();
+    half.write_all(b"GET /hea").await.unwrap();
+    let mut silent = TcpStream::connect(("127.0.0.1", node.http_port))
+        .await
+        .unwrap();
+    for (name, stream) in [("half a request line", &mut half), ("nothing", &mut silent)] {
+        let received = read_until_closed(stream, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("a connection that sent {name} was still open after 20 s"));
+        let answer = String::from_utf8_lossy(&received);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{name}: {answer}"
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "closed before the timeout: {:?}",
+        started.elapsed()
+    );
+
+    let reply = node.get("/health").await;
+    assert_eq!(reply.status, 200);
+    let status = node.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// Connections over `--max-connections` are closed at once (and counted); once one closes,
+/// a new one is served.
+#[tokio::test]
+async fn connections_over_the_limit_are_closed_at_once() {
+    let dir = TempDir::new("max-connections");
+    let ports = free_ports(2);
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.0).with_args(&[
+        "--max-connections",
+        "2",
+        "--header-read-timeout-ms",
+        "120000",
+    ]);
+    node.start();
+    node.wait_for_members(1).await;
+
+    // Two keep-alive connections, each served once, hold both slots. (A slot freed by an
+    // earlier request's connection may take a moment to come back: retry until served.)
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let port = node.http_port;
+        let connection = wait_for_value(
+            "a keep-alive connection to be served",
+            DEADLINE,
+            || async move {
+                let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+                let reply = keep_alive_request(&mut stream, "/health").await.ok()?;
+                (reply.status == 200).then_some(stream)
+            },
+        )
+        .await;
+        held.push(connection);
+    }
+
+    // A third is closed without an answer, long before any timeout could close it.
+    let mut third = TcpStream::connect(("127.0.0.1", node.http_port))
+        .await
+        .unwrap();
+    let _ = third
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let received = read_until_closed(&mut third, Duration::from_secs(10))
+        .await
+        .expect("the connection over the limit was kept open");
+    assert!(
+        received.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
+    // The held ones still work.
+    let reply = keep_alive_request(&mut held[0], "/health").await.unwrap();
+    assert_eq!(reply.status, 200);
+
+    // One closes: new connections are served again.
+    drop(held.remove(0));
+    let metrics = wait_for_metrics(node.http_port, "a slot to come free").await;
+    assert!(
+        metric(&metrics, "kv_http_connections_refused_total") >= 1,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "kv_http_connections_open"), 2, "{metrics}");
+    drop(held);
+    let status = node.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// Out of file descriptors, the accept loop pauses (doubling up to a second) instead of
+/// retrying at once, and serves again once descriptors are free.
+#[cfg(unix)]
+#[tokio::test]
+async fn accept_backs_off_when_out_of_file_descriptors() {
+    let dir = TempDir::new("emfile");
+    let ports = free_ports(2);
+    let limit = 64;
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.0)
+        .with_args(&["--header-read-timeout-ms", "120000"])
+        .with_fd_limit(limit);
+    node.start();
+    node.wait_for_members(1).await;
+
+    // Hold connections until the node has no descriptor left for the next one.
+    let in_use = std::fs::read_dir(format!("/proc/{}/fd", node.pid()))
+        .map(|fds| fds.count() as u32)
+        .unwrap_or(limit / 2);
+    let mut held = Vec::new();
+    for _ in 0..(limit - in_use + 4) {
+        held.push(
+            TcpStream::connect(("127.0.0.1", node.http_port))
+                .await
+                .unwrap(),
+        );
+    }
+    wait_for(
+        "the accept loop to back off to a one second pause",
+        DEADLINE,
+        || {
+            let log = node.log();
+            std::future::ready(log.contains("accept failed") && log.contains("delay=1s"))
+        },
+    )
+    .await;
+
+    // Descriptors free again: the node serves, and the failures were a handful, not a spin.
+    drop(held);
+    let metrics = wait_for_metrics(node.http_port, "the node to serve again").await;
+    let failures = metric(&metrics, "kv_http_accept_errors_total");
+    assert!((6..=30).contains(&failures), "accept failures: {failures}");
+    let status = node.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// Reserved keyspaces are a client error for every method, never a 500.
+#[tokio::test]
+async fn reserved_keyspaces_are_bad_requests() {
+    let dir = TempDir::new("reserved");
+    let ports = free_ports(2);
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.0);
+    node.start();
+    node.wait_for_members(1).await;
+    for keyspace in [
+        "__datacake.members",
+        "__datacake.purge_watermarks",
+        "__datacake.x",
+    ] {
+        for consistency in ["", "?consistency=none", "?consistency=all"] {
+            let path = format!("/{keyspace}/alice{consistency}");
+            for reply in [
+                node.get(&path).await,
+                node.put(&path, b"x").await,
+                node.delete(&path).await,
+            ] {
+                assert_eq!(
+                    (reply.status, reply.error_code().as_str()),
+                    (400, "bad_keyspace"),
+                    "{path}"
+                );
+            }
+        }
+    }
+    let status = node.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+}
