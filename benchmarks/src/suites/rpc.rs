@@ -154,7 +154,11 @@ async fn sequential(
                     .await??;
                 taken
             } else {
-                let echo = if system == RPC { systems.rpc } else { systems.tls };
+                let echo = if system == RPC {
+                    systems.rpc
+                } else {
+                    systems.tls
+                };
                 client_side
                     .handle
                     .spawn(rpc_sequential(echo.client.clone(), per_round))

@@ -120,6 +120,18 @@ struct ServeArgs {
     /// Most HTTP connections served at once; a connection over the limit is closed at once.
     #[arg(long, default_value_t = 1_024, value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: u64,
+    /// Speak mutual TLS with the other nodes (gossip and replication), trusting this cluster
+    /// CA certificate (PEM); needs --tls-cert and --tls-key. Without it the cluster port is
+    /// plaintext: keep it on a private network.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM, from `replicated-kv certs node`), naming
+    /// datacake://<cluster>/<node-id>; needs --tls-ca.
+    #[arg(long, value_name = "FILE", requires = "tls_ca")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert; needs --tls-ca.
+    #[arg(long, value_name = "FILE", requires = "tls_ca")]
+    tls_key: Option<PathBuf>,
 }
 
 /// The values of `--sqlite-synchronous`.
@@ -198,15 +210,24 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.http_addr))?;
 
     let public = args.public_addr.unwrap_or(args.cluster_addr);
-    let node = DatacakeNodeBuilder::new(
+    let mut builder = DatacakeNodeBuilder::new(
         node_id,
         ConnectionConfig::new(args.cluster_addr, public, args.seeds.clone()),
     )
     .with_cluster_id(args.cluster_id.clone())
-    .with_data_center(args.data_center.clone())
-    .connect()
-    .await
-    .context("cannot join the cluster")?;
+    .with_data_center(args.data_center.clone());
+    let cluster_tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => Some(
+            datacake_rpc::TlsConfig::mutual_from_files(ca, cert, key)
+                .context("cannot load the cluster tls files")?,
+        ),
+        _ => None,
+    };
+    let cluster_tls_on = cluster_tls.is_some();
+    if let Some(tls) = cluster_tls {
+        builder = builder.with_tls(tls);
+    }
+    let node = builder.connect().await.context("cannot join the cluster")?;
     let store = node
         .add_extension(
             EventuallyConsistentStoreExtension::new(storage)
@@ -219,6 +240,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         cluster_addr = %node.me().public_addr,
         http_addr = %listener.local_addr()?,
         https = tls.is_some(),
+        cluster_tls = cluster_tls_on,
         token_auth = authenticated,
         open_health = authenticated && args.open_health,
         data = %db.display(),

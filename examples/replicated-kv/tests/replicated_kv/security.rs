@@ -408,3 +408,88 @@ async fn bad_security_flags_stop_the_server_at_startup() {
         assert!(run.stderr.contains(expected), "{extra:?}: {}", run.stderr);
     }
 }
+
+/// Issues a certificate for node `id` of the CA in `ca` into `dir/node-<id>`, and returns
+/// the `--tls-*` arguments of that node.
+async fn cluster_tls_args(ca: &Path, dir: &Path, id: u32) -> Vec<String> {
+    let out = dir.join(format!("node-{id}-certs"));
+    let run = run_binary(&[
+        "certs",
+        "node",
+        "--id",
+        &id.to_string(),
+        "--host",
+        "127.0.0.1",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    assert!(run.status.success(), "certs node: {}", run.stderr);
+    let path = |name: String| out.join(name).to_str().unwrap().to_owned();
+    vec![
+        "--cluster-id".into(),
+        "kv-tls".into(),
+        "--tls-ca".into(),
+        ca.join("ca.pem").to_str().unwrap().to_owned(),
+        "--tls-cert".into(),
+        path(format!("node-{id}.pem")),
+        "--tls-key".into(),
+        path(format!("node-{id}-key.pem")),
+    ]
+}
+
+#[tokio::test]
+async fn nodes_replicate_over_mutual_tls_and_a_plaintext_node_stays_out() {
+    let dir = TempDir::new("cluster-tls");
+    let ca = dir.0.join("ca");
+    let run = run_binary(&[
+        "certs",
+        "init",
+        "--cluster",
+        "kv-tls",
+        "--out",
+        ca.to_str().unwrap(),
+    ])
+    .await;
+    assert!(run.status.success(), "certs init: {}", run.stderr);
+    let ports = free_ports(8);
+    let mut nodes = Vec::new();
+    for (i, id) in [1u32, 2].into_iter().enumerate() {
+        let args = cluster_tls_args(&ca, &dir.0, id).await;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let seeds = if id == 1 { vec![] } else { vec![ports[0]] };
+        let mut node =
+            KvNode::new(id, (ports[2 * i], ports[2 * i + 1]), seeds, &dir.0).with_args(&args);
+        node.start();
+        nodes.push(node);
+    }
+    for node in &nodes {
+        node.wait_for_members(2).await;
+    }
+    let put = nodes[0].put("/ks/one?consistency=all", b"secret").await;
+    assert_eq!(put.status, 204, "{}", String::from_utf8_lossy(&put.body));
+    let got = nodes[1].get("/ks/one?consistency=one").await;
+    assert_eq!(got.body, b"secret");
+
+    // A plaintext node of the same cluster id gossips at node 1 and never gets in; a TLS
+    // node started after it does.
+    let mut plaintext = KvNode::new(3, (ports[4], ports[5]), vec![ports[0]], &dir.0)
+        .with_args(&["--cluster-id", "kv-tls"]);
+    plaintext.start();
+    plaintext.wait_for_members(1).await;
+    let args = cluster_tls_args(&ca, &dir.0, 4).await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut late = KvNode::new(4, (ports[6], ports[7]), vec![ports[0]], &dir.0).with_args(&args);
+    late.start();
+    nodes.push(late);
+    for node in &nodes {
+        node.wait_for_members(3).await;
+    }
+    plaintext.wait_for_members(1).await;
+    plaintext.terminate().await;
+    for node in &mut nodes {
+        node.terminate().await;
+    }
+}
