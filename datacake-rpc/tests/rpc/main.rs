@@ -2,6 +2,8 @@
 
 mod bad_input;
 mod calls;
+#[path = "../support/certs.rs"]
+mod certs;
 mod connection;
 mod fixtures;
 mod routing;
