@@ -89,7 +89,7 @@ pub use identity::{
     check_cluster_id, IdentityError, NodeIdentity, IDENTITY_SCHEME, MAX_CLUSTER_ID_LEN,
 };
 pub use membership::{ClusterMember, MembershipChange, MembershipChanges, NodeId};
-pub use network::RpcNetwork;
+pub use network::{RpcNetwork, MAX_CHANNELS};
 pub use node::{DatacakeHandle, DatacakeNode, ShutdownSignal};
 pub use selector::{DCAwareSelector, NodeSelector};
 pub use statistics::ClusterStatistics;
