@@ -28,7 +28,7 @@ use parking_lot::RwLock;
 /// # let _ = channel;
 /// # }
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct RpcNetwork {
     pool: Arc<Pool>,
     simulated: bool,
@@ -54,16 +54,6 @@ struct Pooled {
 impl Pool {
     fn tick(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
-impl Default for RpcNetwork {
-    fn default() -> Self {
-        Self {
-            pool: Arc::default(),
-            simulated: false,
-            tls: None,
-        }
     }
 }
 
