@@ -54,12 +54,17 @@ pub struct RaftConfig {
     pub(crate) bootstrap_interval: Duration,
     pub(crate) storage: Storage,
     pub(crate) auto_membership: Option<(usize, Duration)>,
+    pub(crate) max_snapshot_size: u64,
 }
+
+/// The default of [`RaftConfig::with_max_snapshot_size`]: 1 GiB.
+pub const DEFAULT_MAX_SNAPSHOT_SIZE: u64 = 1 << 30;
 
 impl RaftConfig {
     /// A configuration for a cluster bootstrapped with `bootstrap_expect` voters, with
     /// defaults: election timeout 1.5–3 s, heartbeat 500 ms, writes and linearizable reads
-    /// forwarded to the leader, a snapshot every 5000 applied entries, in-memory storage.
+    /// forwarded to the leader, a snapshot every 5000 applied entries, snapshots of at most
+    /// [`DEFAULT_MAX_SNAPSHOT_SIZE`] received, in-memory storage.
     pub fn new(bootstrap_expect: usize) -> Self {
         Self {
             bootstrap_expect,
@@ -72,6 +77,7 @@ impl RaftConfig {
             bootstrap_interval: Duration::from_millis(100),
             storage: Storage::InMemory,
             auto_membership: None,
+            max_snapshot_size: DEFAULT_MAX_SNAPSHOT_SIZE,
         }
     }
 
@@ -178,6 +184,39 @@ impl RaftConfig {
         self
     }
 
+    /// The largest snapshot, in bytes, this node accepts from a leader (default
+    /// [`DEFAULT_MAX_SNAPSHOT_SIZE`], 1 GiB; must be at least 1).
+    ///
+    /// A received snapshot is buffered whole in memory before it is restored, and any peer
+    /// that reaches the RPC port can send one, so this bounds the memory a peer can make the
+    /// node spend on it. The default is far above what an in-memory [`StateMachine`] usually
+    /// snapshots (the state, its snapshot and the received copy all live in memory at once)
+    /// while keeping that buffer well below a typical node's memory. Give every node the same
+    /// limit, at least the size of the largest snapshot your state machine produces: a
+    /// follower refuses a larger snapshot, so a lagging follower or a new learner could not
+    /// catch up once the log before the snapshot is purged. The leader warns when it builds
+    /// a snapshot above its own limit.
+    ///
+    /// ```
+    /// let config = datacake_raft::RaftConfig::new(3).with_max_snapshot_size(256 << 20);
+    /// # let _ = config;
+    /// ```
+    ///
+    /// [`StateMachine`]: crate::StateMachine
+    #[must_use]
+    pub fn with_max_snapshot_size(mut self, bytes: u64) -> Self {
+        self.max_snapshot_size = bytes;
+        self
+    }
+
+    /// Checks the settings openraft does not check itself.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.max_snapshot_size == 0 {
+            return Err("max_snapshot_size must be at least 1 byte".to_string());
+        }
+        Ok(())
+    }
+
     /// The openraft configuration this maps to.
     pub(crate) fn to_openraft(&self) -> Result<openraft::Config, openraft::ConfigError> {
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -189,8 +228,32 @@ impl RaftConfig {
             install_snapshot_timeout: millis(self.rpc_timeout),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after_logs),
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
+            // Receivers refuse larger chunks (`guard::SNAPSHOT_CHUNK`).
+            snapshot_max_chunk_size: crate::guard::SNAPSHOT_CHUNK,
             ..Default::default()
         }
         .validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_max_snapshot_size_is_rejected() {
+        assert_eq!(RaftConfig::new(3).validate(), Ok(()));
+        assert_eq!(
+            RaftConfig::new(3).max_snapshot_size,
+            DEFAULT_MAX_SNAPSHOT_SIZE
+        );
+        assert!(RaftConfig::new(3)
+            .with_max_snapshot_size(0)
+            .validate()
+            .is_err());
+        assert_eq!(
+            RaftConfig::new(3).with_max_snapshot_size(1).validate(),
+            Ok(())
+        );
     }
 }

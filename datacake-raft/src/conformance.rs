@@ -12,7 +12,7 @@ use crate::state_machine::StateMachineStore;
 use crate::types::{StorageResult, TypeConfig};
 
 /// A state machine with nothing in it (the suite only applies blank and membership entries).
-struct Nothing;
+pub(crate) struct Nothing;
 
 impl StateMachine for Nothing {
     type Command = ();

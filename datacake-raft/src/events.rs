@@ -20,6 +20,14 @@ pub enum Role {
     /// A voter asking for votes.
     Candidate,
     /// The voter that orders writes.
+    ///
+    /// A leader cut off from its quorum keeps this role: openraft 0.9 has no check-quorum
+    /// step-down, so the node reports `Leader` (and its term) until it hears of a higher term,
+    /// typically when the partition heals. Meanwhile nothing it orders commits (a write waits;
+    /// bound it with a timeout) and a [`Linearizable`](crate::ReadConsistency::Linearizable)
+    /// read fails with [`QuorumUnavailable`](crate::RaftError::QuorumUnavailable), which is the
+    /// way to confirm leadership. The rest of the cluster may have elected another leader
+    /// already, so two nodes can report `Leader` at once (in different terms).
     Leader,
 }
 
@@ -43,8 +51,10 @@ pub struct RaftStatus {
     ///
     /// `None` on the leader until the first entry of its term (the blank entry it appends on
     /// election) is stored by a majority, and always `None` on followers, candidates, learners
-    /// and inactive nodes: their commit index is not observable. There,
-    /// [`applied_index`](Self::applied_index) is a lower bound of what is committed.
+    /// and inactive nodes: openraft 0.9 does not publish the commit index a follower learns
+    /// from the leader. There, [`applied_index`](Self::applied_index) is a lower bound of what
+    /// is committed. A leader cut off from its quorum keeps its last commit index (it stays in
+    /// the [`Role::Leader`] role).
     pub commit_index: Option<u64>,
     /// The index of the last entry applied to the state machine.
     pub applied_index: Option<u64>,

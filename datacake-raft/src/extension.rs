@@ -63,6 +63,9 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
 
     async fn init_extension(self, node: &DatacakeNode) -> Result<RaftHandle<S>, RaftError> {
         let config = self.config;
+        config
+            .validate()
+            .map_err(|reason| RaftError::Config { reason })?;
         let raft_config = config.to_openraft().map_err(|e| RaftError::Config {
             reason: e.to_string(),
         })?;
@@ -75,9 +78,10 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
         let storage_error = |e: &dyn std::fmt::Display| RaftError::Storage {
             reason: e.to_string(),
         };
-        let state_machine =
-            StateMachineStore::open(machine.clone(), dir.clone()).map_err(|e| storage_error(&e))?;
-        let network = Network::new(node.handle());
+        let state_machine = StateMachineStore::open(machine.clone(), dir.clone())
+            .map_err(|e| storage_error(&e))?
+            .with_size_limit(config.max_snapshot_size);
+        let network = Network::new(node.handle(), config.election_timeout.0);
         let raft_config = Arc::new(raft_config);
         let raft: Raft = match &dir {
             None => {
@@ -103,6 +107,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             machine.clone(),
             node.handle(),
             bootstrapping.clone(),
+            config.max_snapshot_size,
         ));
 
         // Raft stops with the node, whether it shuts down or is dropped.

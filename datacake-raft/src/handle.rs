@@ -155,6 +155,12 @@ impl<S: StateMachine> RaftHandle<S> {
         serde_json::from_str(&answer).map_err(RaftError::codec)
     }
 
+    /// The openraft instance, for the crate's own tests.
+    #[cfg(test)]
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.inner.node.me().node_id
@@ -166,7 +172,8 @@ impl<S: StateMachine> RaftHandle<S> {
         RaftStatus::from_metrics(&self.inner.raft.metrics().borrow())
     }
 
-    /// This node's role.
+    /// This node's role (a leader that lost its quorum still reports [`Role::Leader`]; see
+    /// there).
     pub fn role(&self) -> Role {
         self.metrics().role
     }
@@ -176,7 +183,9 @@ impl<S: StateMachine> RaftHandle<S> {
         self.role() != Role::Inactive
     }
 
-    /// `true` if this node is the leader.
+    /// `true` if this node is in the [`Role::Leader`] role. That is not proof of leadership: a
+    /// leader cut off from its quorum stays in the role (openraft 0.9 has no step-down); a
+    /// [`Linearizable`](ReadConsistency::Linearizable) read confirms it.
     pub fn is_leader(&self) -> bool {
         self.role() == Role::Leader
     }

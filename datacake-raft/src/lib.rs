@@ -18,7 +18,12 @@
 //!   policy ([`RaftConfig::with_auto_membership`]), which adds gossip members as learners,
 //!   promotes them once caught up and removes members gone longer than a grace period.
 //! - Raft RPCs (append, vote, snapshot) and forwarded calls travel over `datacake-rpc` as one
-//!   service on the node.
+//!   service on the node. It refuses, before openraft sees them, snapshot chunks out of place
+//!   or beyond [`RaftConfig::with_max_snapshot_size`] and messages with implausible terms (a
+//!   term near `u64::MAX` would otherwise stop Raft at the next election). Anyone who reaches
+//!   the port can still force elections: keep it on a trusted network.
+//! - A leader cut off from its quorum keeps reporting [`Role::Leader`] (openraft 0.9 has no
+//!   step-down); a [`ReadConsistency::Linearizable`] read confirms leadership.
 //! - [`Storage::InMemory`] for tests; [`Storage::Durable`] keeps the log and vote in SQLite,
 //!   fsynced before Raft is told they are saved, and the latest snapshot in a file.
 //!
@@ -86,6 +91,7 @@ mod conformance;
 mod error;
 mod events;
 mod extension;
+mod guard;
 mod handle;
 mod log_store;
 mod machine;
@@ -96,7 +102,7 @@ mod sqlite_log;
 mod state_machine;
 mod types;
 
-pub use config::{RaftConfig, Storage};
+pub use config::{RaftConfig, Storage, DEFAULT_MAX_SNAPSHOT_SIZE};
 pub use error::RaftError;
 pub use events::{RaftEvent, RaftEvents, RaftStatus, Role};
 pub use extension::RaftExtension;

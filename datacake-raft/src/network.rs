@@ -3,8 +3,12 @@
 //! openraft network ([`Network`]) calls it on peers through the node's channel pool.
 //!
 //! openraft's messages are serde types: they travel as JSON inside small rkyv envelopes.
+//!
+//! Before a vote, append or snapshot message reaches openraft, the service refuses implausible
+//! terms and snapshot chunks that do not continue the snapshot being received (see
+//! [`guard`](crate::guard)); the client checks the terms of the responses it gets.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,21 +19,24 @@ use datacake_rpc::{
 };
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError as OpenraftError, RemoteError,
-    Unreachable,
+    SnapshotMismatch, Unreachable,
 };
-use openraft::network::RPCOption;
+use openraft::network::{Backoff, RPCOption};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
+use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory, SnapshotSegmentId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tracing::warn;
 
 use crate::bootstrap;
+use crate::guard::{self, Refusal, SnapshotReceipt, WarnLimiter};
 use crate::machine::SharedMachine;
 use crate::replica::{self, Outcome};
-use crate::types::{Command, Raft, RaftNodeId, TypeConfig};
+use crate::types::{Command, Raft, RaftNodeId, TypeConfig, Vote};
 
 macro_rules! packets {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
@@ -85,6 +92,11 @@ pub(crate) struct RaftService {
     machine: SharedMachine,
     node: DatacakeHandle,
     bootstrapping: Arc<AtomicBool>,
+    /// The snapshot being received; held across openraft's handling of each chunk, so chunks
+    /// are checked and handed on one at a time.
+    receipt: Mutex<SnapshotReceipt>,
+    max_snapshot_size: u64,
+    warnings: WarnLimiter,
 }
 
 impl RaftService {
@@ -93,13 +105,46 @@ impl RaftService {
         machine: SharedMachine,
         node: DatacakeHandle,
         bootstrapping: Arc<AtomicBool>,
+        max_snapshot_size: u64,
     ) -> Self {
         Self {
             raft,
             machine,
             node,
             bootstrapping,
+            receipt: Mutex::new(SnapshotReceipt::default()),
+            max_snapshot_size,
+            warnings: WarnLimiter::default(),
         }
+    }
+
+    /// Logs `refusal` of a `kind` message from `peer` (at most once per peer per interval).
+    fn warn_refused(&self, peer: IpAddr, claimed: RaftNodeId, kind: &str, refusal: &Refusal) {
+        if let Some(suppressed) = self.warnings.admit(peer) {
+            warn!(
+                node_id = self.node.me().node_id,
+                %peer,
+                claimed_node = claimed,
+                kind,
+                suppressed,
+                error = %refusal,
+                "raft message refused"
+            );
+        }
+    }
+
+    /// Refuses a `kind` message from `peer` whose vote has an implausible `term`.
+    fn check_term(&self, peer: IpAddr, vote: &Vote, kind: &str) -> Result<(), Status> {
+        let current = self.raft.metrics().borrow().current_term;
+        guard::check_term(vote.leader_id().term, current).map_err(|refusal| {
+            self.warn_refused(
+                peer,
+                vote.leader_id().voted_for().unwrap_or_default(),
+                kind,
+                &refusal,
+            );
+            Status::from(refusal)
+        })
     }
 }
 
@@ -141,6 +186,7 @@ impl Handler<AppendPacket> for RaftService {
 
     async fn on_message(&self, request: Request<AppendPacket>) -> Result<ReplyPacket, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.payload)?;
+        self.check_term(request.remote_addr().ip(), &rpc.vote, "append")?;
         reply(&self.raft.append_entries(rpc).await)
     }
 }
@@ -155,6 +201,7 @@ impl Handler<VotePacket> for RaftService {
 
     async fn on_message(&self, request: Request<VotePacket>) -> Result<ReplyPacket, Status> {
         let rpc: VoteRequest<RaftNodeId> = decode(&request.payload)?;
+        self.check_term(request.remote_addr().ip(), &rpc.vote, "vote")?;
         reply(&self.raft.vote(rpc).await)
     }
 }
@@ -169,7 +216,48 @@ impl Handler<SnapshotPacket> for RaftService {
 
     async fn on_message(&self, request: Request<SnapshotPacket>) -> Result<ReplyPacket, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(&request.payload)?;
-        reply(&self.raft.install_snapshot(rpc).await)
+        let peer = request.remote_addr().ip();
+        self.check_term(peer, &rpc.vote, "snapshot")?;
+
+        let mut receipt = self.receipt.lock().await;
+        let id = rpc.meta.snapshot_id.clone();
+        let end = match receipt.admit(&id, rpc.offset, rpc.data.len(), self.max_snapshot_size) {
+            Ok(end) => end,
+            Err(refusal) => {
+                let claimed = rpc.vote.leader_id().voted_for().unwrap_or_default();
+                self.warn_refused(peer, claimed, "snapshot", &refusal);
+                return match refusal {
+                    // openraft's own answer to a chunk out of place: the leader starts over.
+                    Refusal::SnapshotOffset {
+                        snapshot_id,
+                        expected,
+                        got,
+                    } => {
+                        let mismatch = SnapshotMismatch {
+                            expect: SnapshotSegmentId {
+                                id: snapshot_id.clone(),
+                                offset: expected,
+                            },
+                            got: SnapshotSegmentId {
+                                id: snapshot_id,
+                                offset: got,
+                            },
+                        };
+                        let error = OpenraftError::<RaftNodeId, _>::APIError(
+                            InstallSnapshotError::SnapshotMismatch(mismatch),
+                        );
+                        reply(&Err::<InstallSnapshotResponse<RaftNodeId>, _>(error))
+                    }
+                    refusal => Err(refusal.into()),
+                };
+            }
+        };
+        let (vote, done) = (rpc.vote, rpc.done);
+        let result = self.raft.install_snapshot(rpc).await;
+        // openraft writes the chunk unless its own vote is newer (it answers with that vote).
+        let accepted = matches!(&result, Ok(resp) if vote >= resp.vote);
+        receipt.record(&id, end, accepted, done);
+        reply(&result)
     }
 }
 
@@ -265,14 +353,36 @@ pub(crate) fn resolve(
     gossiped.or_else(|| fallback.and_then(|addr| addr.parse().ok()))
 }
 
+/// The first wait after a peer was found unreachable: openraft's own constant backoff.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The waits between replication attempts to a peer that stays unreachable: from
+/// [`FIRST_BACKOFF`], doubling, up to `max` (never below [`FIRST_BACKOFF`]).
+fn unreachable_backoff(max: Duration) -> impl Iterator<Item = Duration> + Send + 'static {
+    let max = max.max(FIRST_BACKOFF);
+    std::iter::successors(Some(FIRST_BACKOFF), move |wait| Some((*wait * 2).min(max)))
+}
+
 /// openraft's network: a [`PeerClient`] per target node.
 pub(crate) struct Network {
     node: DatacakeHandle,
+    backoff_max: Duration,
 }
 
 impl Network {
-    pub(crate) fn new(node: DatacakeHandle) -> Self {
-        Self { node }
+    /// The network of a node whose shortest election timeout is `election_timeout_min`.
+    ///
+    /// openraft logs every failed replication attempt at error level (`RPCError`, target
+    /// `openraft::replication`) and retries an unreachable peer after each wait of
+    /// [`RaftNetwork::backoff`]; its default waits 500 ms, so a dead peer costs two error
+    /// lines a second for as long as it is down. Our backoff doubles up to 3/4 of the shortest
+    /// election timeout: a peer that comes back must hear from the leader before its own
+    /// election timer fires, or its election will unseat the leader.
+    pub(crate) fn new(node: DatacakeHandle, election_timeout_min: Duration) -> Self {
+        Self {
+            node,
+            backoff_max: election_timeout_min * 3 / 4,
+        }
     }
 }
 
@@ -284,6 +394,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             recorded_addr: node.addr.clone(),
             node: self.node.clone(),
+            backoff_max: self.backoff_max,
         }
     }
 }
@@ -294,6 +405,34 @@ pub(crate) struct PeerClient {
     /// The address in the Raft membership; gossip's current one is preferred.
     recorded_addr: String,
     node: DatacakeHandle,
+    backoff_max: Duration,
+}
+
+/// A response that carries the responder's vote, whose term openraft may adopt.
+trait CarriesVote {
+    /// The term of the carried vote, if any.
+    fn term(&self) -> Option<u64>;
+}
+
+impl CarriesVote for VoteResponse<RaftNodeId> {
+    fn term(&self) -> Option<u64> {
+        Some(self.vote.leader_id().term)
+    }
+}
+
+impl CarriesVote for AppendEntriesResponse<RaftNodeId> {
+    fn term(&self) -> Option<u64> {
+        match self {
+            AppendEntriesResponse::HigherVote(vote) => Some(vote.leader_id().term),
+            _ => None,
+        }
+    }
+}
+
+impl CarriesVote for InstallSnapshotResponse<RaftNodeId> {
+    fn term(&self) -> Option<u64> {
+        Some(self.vote.leader_id().term)
+    }
 }
 
 type RpcResult<T, E> = Result<T, RPCError<RaftNodeId, BasicNode, OpenraftError<RaftNodeId, E>>>;
@@ -304,7 +443,7 @@ impl PeerClient {
         P: Packet,
         RaftService: Handler<P, Reply = ReplyPacket>,
         Req: Serialize,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + CarriesVote,
         E: std::error::Error + DeserializeOwned,
     {
         let Some(addr) = resolve(&self.node, self.target, Some(&self.recorded_addr)) else {
@@ -314,7 +453,13 @@ impl PeerClient {
         let result: Result<Result<Resp, OpenraftError<RaftNodeId, E>>, Status> =
             call::<P, _, _>(self.node.network(), addr, message, option.hard_ttl()).await;
         match result {
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => match resp.term().map(guard::check_response_term) {
+                Some(Err(refusal)) => {
+                    warn!(target_node = self.target, %addr, error = %refusal, "raft response refused");
+                    Err(RPCError::Network(NetworkError::new(&refusal)))
+                }
+                _ => Ok(resp),
+            },
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
             Err(status) if status.code == ErrorCode::Connection => {
                 Err(RPCError::Unreachable(Unreachable::new(&status)))
@@ -325,6 +470,10 @@ impl PeerClient {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    fn backoff(&self) -> Backoff {
+        Backoff::new(unreachable_backoff(self.backoff_max))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -349,3 +498,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         self.send::<VotePacket, _, _, _>(&rpc, &option).await
     }
 }
+
+#[cfg(test)]
+#[path = "network_tests.rs"]
+mod tests;

@@ -2,6 +2,9 @@
 //! [`StateMachine`](crate::StateMachine), builds and installs snapshots, and (with a durable
 //! store) keeps the latest snapshot on disk so a restarted node can rebuild its state after
 //! the log before it was purged.
+//!
+//! Snapshot work that can take long — the user's `snapshot` and `restore`, writing and
+//! fsyncing the snapshot file — runs on tokio's blocking threads, never on the async runtime.
 
 // openraft's own error types (`StorageError`, `ConfigError`) are large; they are what its
 // traits return, so helpers return them unboxed too (as openraft itself does).
@@ -17,6 +20,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use crate::machine::SharedMachine;
 use crate::types::{
@@ -49,6 +53,8 @@ pub(crate) struct StateMachineStore {
     applied: Arc<Mutex<Applied>>,
     dir: Option<PathBuf>,
     snapshot_seq: Arc<AtomicU64>,
+    /// The largest snapshot peers accept; a larger one is built, but with a warning.
+    size_limit: u64,
 }
 
 impl StateMachineStore {
@@ -70,7 +76,59 @@ impl StateMachineStore {
             applied: Arc::new(Mutex::new(applied)),
             dir,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            size_limit: u64::MAX,
         })
+    }
+
+    /// Warn when a built snapshot is larger than `limit` bytes (what peers accept).
+    pub(crate) fn with_size_limit(mut self, limit: u64) -> Self {
+        self.size_limit = limit;
+        self
+    }
+
+    /// Builds a snapshot of the current state and persists it (blocking).
+    fn build_blocking(&self) -> StorageResult<StoredSnapshot> {
+        let snapshot = {
+            let mut applied = self.applied.lock();
+            let data = self.machine.read().snapshot();
+            let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+            let snapshot_id = match applied.last_applied {
+                Some(log_id) => format!("{}-{}-{seq}", log_id.leader_id, log_id.index),
+                None => format!("none-{seq}"),
+            };
+            let snapshot = StoredSnapshot {
+                meta: SnapshotMeta {
+                    last_log_id: applied.last_applied,
+                    last_membership: applied.last_membership.clone(),
+                    snapshot_id,
+                },
+                data,
+            };
+            applied.snapshot = Some(snapshot.clone());
+            snapshot
+        };
+        let size = u64::try_from(snapshot.data.len()).unwrap_or(u64::MAX);
+        if size > self.size_limit {
+            warn!(
+                size,
+                limit = self.size_limit,
+                snapshot_id = %snapshot.meta.snapshot_id,
+                "snapshot larger than max_snapshot_size: peers will refuse it"
+            );
+        }
+        self.persist(&snapshot)?;
+        Ok(snapshot)
+    }
+
+    /// Persists a received snapshot and restores the state from it (blocking).
+    fn install_blocking(&self, snapshot: StoredSnapshot) -> StorageResult<()> {
+        self.persist(&snapshot)?;
+        let mut applied = self.applied.lock();
+        self.machine.write().restore(&snapshot.data);
+        applied.last_applied = snapshot.meta.last_log_id;
+        applied.last_membership = snapshot.meta.last_membership.clone();
+        applied.snapshot = Some(snapshot);
+        Ok(())
     }
 
     fn persist(&self, snapshot: &StoredSnapshot) -> StorageResult<()> {
@@ -81,6 +139,22 @@ impl StateMachineStore {
                 &e,
             ))
         })
+    }
+}
+
+/// Runs `work` on a blocking thread. A panic in it (the user's `snapshot` or `restore`)
+/// resumes here, as if it had run inline.
+async fn blocking<T: Send + 'static>(
+    verb: &'static str,
+    work: impl FnOnce() -> StorageResult<T> + Send + 'static,
+) -> StorageResult<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(StorageError::from(StorageIOError::write_snapshot(
+            None,
+            &std::io::Error::other(format!("{verb} a snapshot was cancelled: {e}")),
+        ))),
     }
 }
 
@@ -120,26 +194,8 @@ fn read_snapshot(path: &Path) -> std::io::Result<Option<StoredSnapshot>> {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let snapshot = {
-            let mut applied = self.applied.lock();
-            let data = self.machine.read().snapshot();
-            let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-            let snapshot_id = match applied.last_applied {
-                Some(log_id) => format!("{}-{}-{seq}", log_id.leader_id, log_id.index),
-                None => format!("none-{seq}"),
-            };
-            let snapshot = StoredSnapshot {
-                meta: SnapshotMeta {
-                    last_log_id: applied.last_applied,
-                    last_membership: applied.last_membership.clone(),
-                    snapshot_id,
-                },
-                data,
-            };
-            applied.snapshot = Some(snapshot.clone());
-            snapshot
-        };
-        self.persist(&snapshot)?;
+        let store = self.clone();
+        let snapshot = blocking("building", move || store.build_blocking()).await?;
         Ok(Snapshot {
             meta: snapshot.meta,
             snapshot: Box::new(Cursor::new(snapshot.data)),
@@ -195,13 +251,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data: snapshot.into_inner(),
         };
-        self.persist(&snapshot)?;
-        let mut applied = self.applied.lock();
-        self.machine.write().restore(&snapshot.data);
-        applied.last_applied = meta.last_log_id;
-        applied.last_membership = meta.last_membership.clone();
-        applied.snapshot = Some(snapshot);
-        Ok(())
+        let store = self.clone();
+        blocking("installing", move || store.install_blocking(snapshot)).await
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
@@ -210,5 +261,88 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: s.meta.clone(),
             snapshot: Box::new(Cursor::new(s.data.clone())),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::io::{Cursor, Read};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use openraft::storage::RaftStateMachine;
+    use openraft::RaftSnapshotBuilder;
+
+    use super::{StateMachineStore, SNAPSHOT_FILE};
+    use crate::conformance::Nothing;
+    use crate::machine::share;
+    use crate::types::{SnapshotMeta, StoredMembership};
+
+    /// Runs `op` on a single-threaded runtime while the snapshot's temporary file is a FIFO
+    /// that nobody reads yet, so opening it for writing blocks. Beside `op` runs a task that
+    /// only reports that it ran: it can only run if `op` keeps the file I/O off the runtime's
+    /// thread. Panics if it did not run within a few seconds.
+    fn assert_runtime_stays_free<F, Fut>(name: &str, op: F)
+    where
+        F: FnOnce(StateMachineStore) -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let dir = test_helper::TempDir::new(name);
+        let store = StateMachineStore::open(share(Nothing), Some(dir.path().to_path_buf()))
+            .expect("store opens");
+        let fifo = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success(), "mkfifo {}", fifo.display());
+
+        let (ran_tx, ran_rx) = mpsc::channel();
+        let runtime = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime builds");
+            runtime.block_on(async move {
+                // `join` polls `op` first: if it blocks in the file I/O, the second never runs
+                // until someone opens the FIFO for reading.
+                futures::join!(op(store), async move {
+                    let _ = ran_tx.send(());
+                });
+            });
+        });
+        let ran = ran_rx.recv_timeout(Duration::from_secs(5));
+        // Read the FIFO so the write finishes (fsync on a FIFO fails; that is fine here).
+        let mut written = Vec::new();
+        std::fs::File::open(&fifo)
+            .and_then(|mut f| f.read_to_end(&mut written))
+            .expect("fifo read");
+        runtime.join().expect("runtime thread finishes");
+        assert!(
+            ran.is_ok(),
+            "{name}: another task could not run while the snapshot file was written"
+        );
+    }
+
+    #[test]
+    fn building_a_snapshot_does_its_file_io_off_the_runtime() {
+        assert_runtime_stays_free("build-off-runtime", |mut store| async move {
+            let _ = store.build_snapshot().await;
+        });
+    }
+
+    #[test]
+    fn installing_a_snapshot_does_its_file_io_off_the_runtime() {
+        assert_runtime_stays_free("install-off-runtime", |mut store| async move {
+            let meta = SnapshotMeta {
+                last_log_id: None,
+                last_membership: StoredMembership::default(),
+                snapshot_id: "received".to_string(),
+            };
+            let _ = store
+                .install_snapshot(&meta, Box::new(Cursor::new(Vec::new())))
+                .await;
+        });
     }
 }
