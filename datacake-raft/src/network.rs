@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use datacake_node::{DatacakeHandle, NodeId, RpcNetwork};
 use datacake_rpc::{
-    ErrorCode, Handler, Message, Request, RpcClient, RpcService, ServiceRegistry, Status,
+    ErrorCode, Handler, Message, PeerIdentity, Request, RpcClient, RpcService, ServiceRegistry,
+    Status,
 };
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError as OpenraftError, RemoteError,
@@ -133,6 +134,22 @@ impl RaftService {
         }
     }
 
+    /// Refuses a message whose vote names another sender (the candidate of a vote request,
+    /// the leader of an append or a snapshot chunk) than the caller's certificate: with TLS
+    /// on, only node N may speak as node N. Without TLS nothing can be proven and the claim
+    /// is believed, as before.
+    fn check_caller(&self, peer: Option<&PeerIdentity>, vote: &Vote) -> Result<(), Status> {
+        match vote.leader_id().voted_for().map(NodeId::try_from) {
+            Some(Ok(claimed)) => self.node.verify_caller(peer, claimed),
+            // An id no datacake node can have: nothing a certificate could prove.
+            _ if peer.is_some() => Err(Status::permission_denied(format!(
+                "the message claims sender {:?}, which is no node id",
+                vote.leader_id().voted_for()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses a `kind` message from `peer` whose vote has an implausible `term`.
     fn check_term(&self, peer: IpAddr, vote: &Vote, kind: &str) -> Result<(), Status> {
         let current = self.raft.metrics().borrow().current_term;
@@ -186,6 +203,7 @@ impl Handler<AppendPacket> for RaftService {
 
     async fn on_message(&self, request: Request<AppendPacket>) -> Result<ReplyPacket, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.payload)?;
+        self.check_caller(request.peer(), &rpc.vote)?;
         self.check_term(request.remote_addr().ip(), &rpc.vote, "append")?;
         reply(&self.raft.append_entries(rpc).await)
     }
@@ -201,6 +219,7 @@ impl Handler<VotePacket> for RaftService {
 
     async fn on_message(&self, request: Request<VotePacket>) -> Result<ReplyPacket, Status> {
         let rpc: VoteRequest<RaftNodeId> = decode(&request.payload)?;
+        self.check_caller(request.peer(), &rpc.vote)?;
         self.check_term(request.remote_addr().ip(), &rpc.vote, "vote")?;
         reply(&self.raft.vote(rpc).await)
     }
@@ -216,6 +235,7 @@ impl Handler<SnapshotPacket> for RaftService {
 
     async fn on_message(&self, request: Request<SnapshotPacket>) -> Result<ReplyPacket, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(&request.payload)?;
+        self.check_caller(request.peer(), &rpc.vote)?;
         let peer = request.remote_addr().ip();
         self.check_term(peer, &rpc.vote, "snapshot")?;
 

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder, NodeId};
-use datacake_rpc::{ErrorCode, Status};
+use datacake_node::certs::ClusterCa;
+use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder, NodeId, RpcNetwork};
+use datacake_rpc::{ErrorCode, Status, TlsConfig};
 use openraft::error::{InstallSnapshotError, RaftError as OpenraftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -76,18 +77,27 @@ async fn start_node(
     machine: Sum,
     config: RaftConfig,
 ) -> TestNode {
+    start_node_with(id, seed, machine, config, |b| b).await
+}
+
+/// [`start_node`], with the node builder changed by `node` first.
+async fn start_node_with(
+    id: NodeId,
+    seed: Option<&TestNode>,
+    machine: Sum,
+    config: RaftConfig,
+    node: impl FnOnce(DatacakeNodeBuilder) -> DatacakeNodeBuilder,
+) -> TestNode {
     let local = "127.0.0.1:0".parse().unwrap();
     let seeds: Vec<String> = seed
         .map(|n| n.node.me().public_addr.to_string())
         .into_iter()
         .collect();
-    let node = DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
+    let builder = DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
         .with_gossip_interval(Duration::from_millis(50))
         .with_phi_threshold(50.0)
-        .with_min_failure_timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .expect("node starts");
+        .with_min_failure_timeout(Duration::from_secs(2));
+    let node = node(builder).connect().await.expect("node starts");
     let raft = node
         .add_extension(RaftExtension::new(machine, config))
         .await
@@ -349,4 +359,81 @@ async fn a_snapshot_of_several_chunks_still_reaches_a_new_learner() {
     let snapshot = fourth.raft.raft().get_snapshot().await.expect("raft runs");
     let size = snapshot.expect("a snapshot").snapshot.into_inner().len();
     assert_eq!(size, 8 + padding, "the whole snapshot arrived");
+}
+
+/// TLS settings for node `id`, signed by `ca`.
+fn tls(ca: &ClusterCa, id: NodeId) -> TlsConfig {
+    let cert = ca.issue_node(id, &[]).unwrap();
+    TlsConfig::mutual_from_pem(
+        ca.cert_pem().as_bytes(),
+        cert.cert_pem().as_bytes(),
+        cert.key_pem().as_bytes(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_member_cannot_vote_or_lead_as_another_node() {
+    let ca = ClusterCa::generate("raft-tls").unwrap();
+    let mut nodes: Vec<TestNode> = Vec::new();
+    for id in 1..=3 {
+        let node_tls = tls(&ca, id);
+        let node = start_node_with(id, nodes.first(), Sum::default(), config(), |b| {
+            b.with_cluster_id("raft-tls").with_tls(node_tls)
+        })
+        .await;
+        nodes.push(node);
+    }
+    // Votes and appends between the real nodes pass the caller check: a leader is elected
+    // and a write commits.
+    let leader = wait_for_leader(&nodes).await;
+    wait_for_commit(by_id(&nodes, leader), &nodes).await;
+
+    // Node 3's certificate, in the hands of a member that claims to be node 1 (the leader,
+    // or a candidate) towards node 2.
+    let rogue =
+        RpcNetwork::new().with_tls(tls(&ca, 3).require_peer_uri_prefix("datacake://raft-tls/"));
+    let target = by_id(&nodes, 2).node.me().public_addr;
+    let term = vote_of(by_id(&nodes, 2)).leader_id().term;
+    let denied = |status: Status, what: &str| {
+        assert_eq!(status.code, ErrorCode::PermissionDenied, "{what}: {status}");
+        assert!(
+            status.message.contains("datacake://raft-tls/3"),
+            "{what}: {status}"
+        );
+    };
+    let vote = VoteRequest {
+        vote: Vote::new(term + 1, 1),
+        last_log_id: None,
+    };
+    let result = call::<VotePacket, _, Result<VoteResponse<u64>, OpenraftError<u64>>>(
+        &rogue, target, &vote, CALL,
+    )
+    .await;
+    denied(result.expect_err("a vote as node 1"), "vote");
+    let heartbeat = AppendEntriesRequest::<crate::types::TypeConfig> {
+        vote: Vote::new_committed(term + 1, 1),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    };
+    let result = call::<AppendPacket, _, Result<AppendEntriesResponse<u64>, OpenraftError<u64>>>(
+        &rogue, target, &heartbeat, CALL,
+    )
+    .await;
+    denied(result.expect_err("a heartbeat as node 1"), "append entries");
+    // The same certificate speaking as its own node is heard (openraft answers).
+    let own = VoteRequest {
+        vote: Vote::new(term, 3),
+        last_log_id: None,
+    };
+    let _openraft_answers = call::<VotePacket, _, Result<VoteResponse<u64>, OpenraftError<u64>>>(
+        &rogue, target, &own, CALL,
+    )
+    .await
+    .expect("node 3 may speak as node 3");
+    wait_for_commit(by_id(&nodes, wait_for_leader(&nodes).await), &nodes).await;
+    for node in nodes {
+        node.node.shutdown().await;
+    }
 }
