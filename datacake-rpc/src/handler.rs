@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
+use crate::payload::ReadLimits;
 use crate::{Body, Headers, Payload, Request, Status};
 
 /// A named group of handlers, added to a [`Server`](crate::Server) at runtime.
@@ -47,7 +48,7 @@ pub(crate) struct Call {
     pub(crate) body: Body,
     pub(crate) headers: Headers,
     pub(crate) remote_addr: SocketAddr,
-    pub(crate) max_body_size: usize,
+    pub(crate) limits: ReadLimits,
     pub(crate) reply_headers: Arc<Mutex<Headers>>,
 }
 
@@ -79,7 +80,7 @@ impl<Svc: RpcService> ServiceRegistry<Svc> {
         let handler: ErasedHandler = Arc::new(move |call: Call| {
             let service = service.clone();
             Box::pin(async move {
-                let view = Msg::from_body(call.body, call.max_body_size).await?;
+                let view = Msg::from_body(call.body, call.limits).await?;
                 let request =
                     Request::<Msg>::new(view, call.remote_addr, call.headers, call.reply_headers);
                 let reply = service.on_message(request).await?;

@@ -79,11 +79,13 @@ mod channel;
 mod client;
 mod handler;
 mod headers;
+mod limits;
 mod net;
 mod payload;
 mod request;
 mod server;
 mod status;
+mod validate;
 mod view;
 
 pub use body::Body;
@@ -91,9 +93,15 @@ pub use channel::{Channel, ChannelBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP
 pub use client::{Response, RpcClient, DEFAULT_MAX_REPLY_SIZE};
 pub use handler::{Handler, RpcService, ServiceRegistry};
 pub use headers::Headers;
-pub use payload::{Message, Payload};
+pub use limits::ServerStatistics;
+pub use payload::{Message, Payload, DEFAULT_MAX_DEPTH};
 pub use request::{Request, RequestContext};
-pub use server::{Server, ServerBuilder, DEFAULT_MAX_BODY_SIZE, DEFAULT_SHUTDOWN_GRACE};
+pub use server::{
+    Server, ServerBuilder, SettingsError, DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTION_BUFFER, DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_SERVER_BUFFER,
+    DEFAULT_SHUTDOWN_GRACE,
+};
 pub use status::{ErrorCode, Status};
 pub use view::DataView;
 

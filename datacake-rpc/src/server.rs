@@ -16,15 +16,37 @@ use tracing::{debug, warn};
 
 use crate::channel::{describe, keep_alive};
 use crate::handler::{Call, ErasedHandler};
+use crate::limits::{Budget, Counters, Held};
 use crate::net::{Io, Listener, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
-use crate::{Body, Headers, RpcService, ServiceRegistry, Status};
+use crate::payload::ReadLimits;
+use crate::{
+    Body, Headers, RpcService, ServerStatistics, ServiceRegistry, Status, DEFAULT_MAX_DEPTH,
+};
 
 /// The default largest request body a server accepts: 64 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 64 << 20;
 /// The default time in-flight calls get to finish on shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The default most connections a server keeps open at once: 1,024.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
+/// The default most streams (calls) a connection may have open at once: 1,024.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1_024;
+/// The default largest header list (decoded names and values of one request) accepted:
+/// 16 KiB.
+pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 16 << 10;
+/// The default time a connection may stay without an open stream before it is closed:
+/// 5 minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The default time a request body has to arrive completely after its headers: 30 s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default most bytes of request bodies one connection may have buffered: 64 MiB.
+pub const DEFAULT_MAX_CONNECTION_BUFFER: usize = 64 << 20;
+/// The default most bytes of request bodies the whole server may have buffered: 512 MiB.
+pub const DEFAULT_MAX_SERVER_BUFFER: usize = 512 << 20;
 
-const MAX_CONCURRENT_STREAMS: u32 = 16_384;
+/// Whole replies larger than this leave in pieces of this size, each once the peer's
+/// flow-control window has room (see [`send_whole`]); smaller ones are handed to h2 at once.
+const REPLY_PIECE: usize = 256 << 10;
 /// How often the server pings an idle client, and how long an answer may take.
 const KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// The replies to a burst of requests leave in parts: the first after this many replies,
@@ -60,7 +82,10 @@ struct Route {
 
 struct Shared {
     routes: RwLock<HashMap<String, Route>>,
-    max_body_size: usize,
+    settings: ServerBuilder,
+    /// Request bodies buffered in the whole server; each connection's budget is inside it.
+    buffered: Arc<Budget>,
+    counters: Arc<Counters>,
     /// Set once the grace period is over: handlers still running are abandoned.
     hard_stop: watch::Sender<bool>,
 }
@@ -85,6 +110,21 @@ impl Server {
     /// The address the server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// What the server has refused or closed because of its limits so far, and what it
+    /// holds now (see [`ServerBuilder`] for the limits).
+    ///
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// let server = datacake_rpc::Server::listen("127.0.0.1:0".parse().unwrap()).await?;
+    /// let stats = server.statistics();
+    /// println!("{} connections open, {} refused", stats.connections_open, stats.connections_refused);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn statistics(&self) -> ServerStatistics {
+        ServerStatistics::read(&self.shared.counters, &self.shared.buffered)
     }
 
     /// Adds a service; its handlers are reachable at once. A service of the same name is
@@ -138,12 +178,36 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Settings of a [`Server`].
+/// Settings of a [`Server`], including a limit on everything it takes from the network.
+///
+/// Every limit has a default (the `DEFAULT_*` constants) and is counted when it refuses or
+/// closes something (see [`Server::statistics`]):
+///
+/// - [`max_connections`](Self::max_connections): connections past it are closed at once.
+/// - [`max_concurrent_streams`](Self::max_concurrent_streams) and
+///   [`max_header_list_size`](Self::max_header_list_size): advertised in the HTTP/2 settings
+///   and enforced by h2 (streams past the limit are refused with `REFUSED_STREAM`).
+/// - [`idle_timeout`](Self::idle_timeout): a connection without an open stream that long is
+///   closed gracefully (GOAWAY), even if it answers pings; a whole reply whose reader keeps
+///   its flow-control window shut that long is dropped.
+/// - [`body_timeout`](Self::body_timeout): a request body must arrive completely within it.
+/// - [`max_body_size`](Self::max_body_size), [`max_connection_buffer`](Self::max_connection_buffer)
+///   and [`max_server_buffer`](Self::max_server_buffer): bytes of request bodies collected.
+/// - [`max_depth`](Self::max_depth): how deeply a request archive may nest.
+/// - Calls are `POST`; any other method gets `405 Method Not Allowed`.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ServerBuilder {
     max_body_size: usize,
     shutdown_grace: Duration,
+    max_connections: usize,
+    max_concurrent_streams: u32,
+    max_header_list_size: u32,
+    idle_timeout: Duration,
+    body_timeout: Duration,
+    max_connection_buffer: usize,
+    max_server_buffer: usize,
+    max_depth: usize,
 }
 
 impl Default for ServerBuilder {
@@ -151,13 +215,62 @@ impl Default for ServerBuilder {
         Self {
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connection_buffer: DEFAULT_MAX_CONNECTION_BUFFER,
+            max_server_buffer: DEFAULT_MAX_SERVER_BUFFER,
+            max_depth: DEFAULT_MAX_DEPTH,
         }
     }
 }
 
+/// Server settings that contradict each other; returned by [`ServerBuilder::listen`] as the
+/// inner error of an [`io::ErrorKind::InvalidInput`] error.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use datacake_rpc::{Server, SettingsError};
+///
+/// let err = Server::builder()
+///     .max_body_size(1 << 20)
+///     .max_connection_buffer(1 << 10)
+///     .listen("127.0.0.1:0".parse().unwrap())
+///     .await
+///     .unwrap_err();
+/// let settings = err.get_ref().and_then(|e| e.downcast_ref::<SettingsError>());
+/// assert!(matches!(settings, Some(SettingsError::ConnectionBufferBelowBodySize { .. })));
+/// # });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A connection's buffer could never hold one largest body.
+    #[error("max_connection_buffer ({buffer} bytes) is below max_body_size ({body} bytes)")]
+    ConnectionBufferBelowBodySize {
+        /// The connection's buffer budget.
+        buffer: usize,
+        /// The largest body.
+        body: usize,
+    },
+    /// The server's buffer could never hold one connection's.
+    #[error(
+        "max_server_buffer ({server} bytes) is below max_connection_buffer ({connection} bytes)"
+    )]
+    ServerBufferBelowConnectionBuffer {
+        /// The server's buffer budget.
+        server: usize,
+        /// A connection's buffer budget.
+        connection: usize,
+    },
+}
+
 impl ServerBuilder {
     /// The largest request body accepted; larger ones get
-    /// [`PayloadTooLarge`](crate::ErrorCode::PayloadTooLarge).
+    /// [`PayloadTooLarge`](crate::ErrorCode::PayloadTooLarge), those that announce it
+    /// (Content-Length) before a byte is read. At most
+    /// [`max_connection_buffer`](Self::max_connection_buffer).
     ///
     /// ```
     /// let builder = datacake_rpc::Server::builder().max_body_size(1 << 20);
@@ -178,8 +291,138 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds `addr` on the real network and starts serving.
+    /// The most connections open at once ([`DEFAULT_MAX_CONNECTIONS`]); a connection
+    /// arriving past it is closed at once (counted in
+    /// [`ServerStatistics::connections_refused`]), the open ones are unaffected.
+    ///
+    /// ```
+    /// let builder = datacake_rpc::Server::builder().max_connections(64);
+    /// ```
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// The most streams (calls in flight) one connection may have open
+    /// ([`DEFAULT_MAX_CONCURRENT_STREAMS`]), advertised as HTTP/2's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`: a [`Channel`](crate::Channel) queues calls past it,
+    /// a client ignoring it has the extra streams refused (`REFUSED_STREAM`).
+    ///
+    /// ```
+    /// let builder = datacake_rpc::Server::builder().max_concurrent_streams(256);
+    /// ```
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.max_concurrent_streams = streams;
+        self
+    }
+
+    /// The largest header list of a request ([`DEFAULT_MAX_HEADER_LIST_SIZE`]), advertised as
+    /// HTTP/2's `SETTINGS_MAX_HEADER_LIST_SIZE`; larger requests are refused by h2 (`431`).
+    ///
+    /// ```
+    /// let builder = datacake_rpc::Server::builder().max_header_list_size(8 << 10);
+    /// ```
+    pub fn max_header_list_size(mut self, bytes: u32) -> Self {
+        self.max_header_list_size = bytes;
+        self
+    }
+
+    /// How long a connection may stay without an open stream ([`DEFAULT_IDLE_TIMEOUT`])
+    /// before the server closes it gracefully (GOAWAY), answered pings or not (counted in
+    /// [`ServerStatistics::connections_closed_idle`]); checked every eighth of it, so the
+    /// close comes within `1⅛ × timeout`. A [`Channel`](crate::Channel) opens a new
+    /// connection on its next call.
+    ///
+    /// It also bounds how long a whole reply waits on a peer that keeps its flow-control
+    /// window shut: a reply that could send nothing for this long is dropped and its stream
+    /// reset (counted in [`ServerStatistics::replies_stalled`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = datacake_rpc::Server::builder().idle_timeout(Duration::from_secs(60));
+    /// ```
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// How long a request body may take to arrive completely, counted from its headers
+    /// ([`DEFAULT_BODY_TIMEOUT`]). A message body that is late fails the call with
+    /// [`Timeout`](crate::ErrorCode::Timeout) (counted in
+    /// [`ServerStatistics::bodies_timed_out`]), its stream is reset and its bytes freed.
+    /// Streamed [`Body`] requests are read at their handler's pace and are not bound by it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = datacake_rpc::Server::builder().body_timeout(Duration::from_secs(5));
+    /// ```
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// The most bytes of request bodies one connection may have buffered at once
+    /// ([`DEFAULT_MAX_CONNECTION_BUFFER`]): bodies being collected, and message bodies
+    /// while their handler runs. A body that would go past it fails with
+    /// [`ResourceExhausted`](crate::ErrorCode::ResourceExhausted) (counted in
+    /// [`ServerStatistics::bodies_over_budget`]) while other calls go on. At least
+    /// [`max_body_size`](Self::max_body_size).
+    ///
+    /// ```
+    /// let builder = datacake_rpc::Server::builder().max_connection_buffer(128 << 20);
+    /// ```
+    pub fn max_connection_buffer(mut self, bytes: usize) -> Self {
+        self.max_connection_buffer = bytes;
+        self
+    }
+
+    /// The most bytes of request bodies the whole server may have buffered at once
+    /// ([`DEFAULT_MAX_SERVER_BUFFER`]); as
+    /// [`max_connection_buffer`](Self::max_connection_buffer), summed over connections. At
+    /// least `max_connection_buffer`.
+    ///
+    /// ```
+    /// let builder = datacake_rpc::Server::builder().max_server_buffer(1 << 30);
+    /// ```
+    pub fn max_server_buffer(mut self, bytes: usize) -> Self {
+        self.max_server_buffer = bytes;
+        self
+    }
+
+    /// How deeply a request archive may nest, in subtrees (each pointer validation follows:
+    /// `Box`, `Vec`, `String`, ...; the root counts as one) ([`DEFAULT_MAX_DEPTH`]). Deeper
+    /// archives are refused with [`InvalidPayload`](crate::ErrorCode::InvalidPayload)
+    /// (counted in [`ServerStatistics::payloads_too_deep`]) instead of recursing until the
+    /// stack overflows.
+    ///
+    /// ```
+    /// let builder = datacake_rpc::Server::builder().max_depth(64);
+    /// ```
+    pub fn max_depth(mut self, depth: usize) -> Self {
+        self.max_depth = depth;
+        self
+    }
+
+    fn check(&self) -> Result<(), SettingsError> {
+        if self.max_connection_buffer < self.max_body_size {
+            return Err(SettingsError::ConnectionBufferBelowBodySize {
+                buffer: self.max_connection_buffer,
+                body: self.max_body_size,
+            });
+        }
+        if self.max_server_buffer < self.max_connection_buffer {
+            return Err(SettingsError::ServerBufferBelowConnectionBuffer {
+                server: self.max_server_buffer,
+                connection: self.max_connection_buffer,
+            });
+        }
+        Ok(())
+    }
+
+    /// Binds `addr` on the real network and starts serving. Contradictory settings fail with
+    /// [`io::ErrorKind::InvalidInput`] carrying a [`SettingsError`].
     pub async fn listen(self, addr: SocketAddr) -> io::Result<Server> {
+        self.check().map_err(invalid)?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         Ok(self.start(listener, local_addr))
@@ -188,6 +431,7 @@ impl ServerBuilder {
     /// Binds `addr` on turmoil's simulated network and starts serving.
     #[cfg(feature = "simulation")]
     pub async fn listen_simulated(self, addr: SocketAddr) -> io::Result<Server> {
+        self.check().map_err(invalid)?;
         let listener = turmoil::net::TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         Ok(self.start(listener, local_addr))
@@ -195,17 +439,15 @@ impl ServerBuilder {
 
     fn start<L: Listener>(self, listener: L, local_addr: SocketAddr) -> Server {
         let (stop, stop_rx) = watch::channel(false);
+        let grace = self.shutdown_grace;
         let shared = Arc::new(Shared {
             routes: RwLock::new(HashMap::new()),
-            max_body_size: self.max_body_size,
+            buffered: Arc::new(Budget::new(self.max_server_buffer, "the server", None)),
+            counters: Arc::default(),
+            settings: self,
             hard_stop: watch::channel(false).0,
         });
-        let task = tokio::spawn(accept_loop(
-            listener,
-            shared.clone(),
-            stop_rx,
-            self.shutdown_grace,
-        ));
+        let task = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx, grace));
         Server {
             local_addr,
             shared,
@@ -213,6 +455,10 @@ impl ServerBuilder {
             task: Mutex::new(Some(task)),
         }
     }
+}
+
+fn invalid(e: SettingsError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e)
 }
 
 async fn accept_loop<L: Listener>(
@@ -227,7 +473,17 @@ async fn accept_loop<L: Listener>(
             _ = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((io, remote_addr)) => {
-                    connections.spawn(serve_connection(io, remote_addr, shared.clone(), stop.clone()));
+                    // Connections that ended but were not reaped yet do not count.
+                    while connections.len() >= shared.settings.max_connections
+                        && connections.try_join_next().is_some()
+                    {}
+                    if connections.len() >= shared.settings.max_connections {
+                        Counters::bump(&shared.counters.connections_refused);
+                        debug!(peer = %remote_addr, "connection limit reached, closing the new connection");
+                        drop(io);
+                    } else {
+                        connections.spawn(serve_connection(io, remote_addr, shared.clone(), stop.clone()));
+                    }
                 },
                 Err(e) => {
                     warn!(error = %e, "accept failed");
@@ -256,19 +512,23 @@ async fn accept_loop<L: Listener>(
     shared.hard_stop.send_replace(true);
 }
 
-/// Serves one HTTP/2 connection until the peer leaves, the server stops (graceful: no new
-/// calls, in-flight ones finish) or keep-alive pings go unanswered.
+/// Serves one HTTP/2 connection until the peer leaves, the server stops or the connection
+/// idles out (both graceful: no new calls, in-flight ones finish) or keep-alive pings go
+/// unanswered.
 async fn serve_connection<I: Io>(
     io: I,
     remote_addr: SocketAddr,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let _open = Held::new(shared.counters.clone(), |c| &c.connections_open, 1);
+    let settings = &shared.settings;
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .max_header_list_size(settings.max_header_list_size)
         .max_send_buffer_size(1 << 20)
         .handshake::<_, Bytes>(io);
     // A peer that never sends the HTTP/2 preface does not get to hold a task forever.
@@ -289,6 +549,17 @@ async fn serve_connection<I: Io>(
     // waker registration each time the connection wakes.
     let stop_requested = stopped(&mut stop);
     tokio::pin!(stop_requested);
+    let budget = Arc::new(Budget::new(
+        settings.max_connection_buffer,
+        "this connection",
+        Some(shared.buffered.clone()),
+    ));
+    // Idleness is checked every eighth of the timeout: the connection is busy at a check if
+    // a request arrived since the last one or a stream is open now.
+    let idle_tick = (settings.idle_timeout / 8).max(Duration::from_millis(1));
+    let idle_check = tokio::time::sleep(idle_tick);
+    tokio::pin!(idle_check);
+    let (mut busy_at, mut arrived) = (tokio::time::Instant::now(), false);
     let (mut stopping, mut shutdown_sent) = (false, false);
     loop {
         tokio::select! {
@@ -300,7 +571,8 @@ async fn serve_connection<I: Io>(
                     while let Some(Some(Ok(next))) = connection.accept().now_or_never() {
                         burst.push(next);
                     }
-                    answer_burst(&mut connection, &shared, remote_addr, burst);
+                    arrived = true;
+                    answer_burst(&mut connection, &shared, remote_addr, &budget, burst);
                 },
                 Some(Err(e)) => {
                     debug!(peer = %remote_addr, error = %describe(&e), "connection closed with an error");
@@ -309,6 +581,19 @@ async fn serve_connection<I: Io>(
                 None => break,
             },
             () = &mut stop_requested, if !stopping => stopping = true,
+            () = &mut idle_check, if !stopping => {
+                let now = tokio::time::Instant::now();
+                if std::mem::take(&mut arrived) || connection.has_streams() {
+                    busy_at = now;
+                }
+                if now.duration_since(busy_at) >= settings.idle_timeout {
+                    debug!(peer = %remote_addr, "connection idle, closing it");
+                    Counters::bump(&shared.counters.connections_closed_idle);
+                    stopping = true;
+                } else {
+                    idle_check.as_mut().reset(now + idle_tick);
+                }
+            },
             () = &mut silent_peer => {
                 debug!(peer = %remote_addr, "keep-alive ping unanswered, closing the connection");
                 break;
@@ -342,6 +627,7 @@ fn answer_burst<I: Io>(
     connection: &mut h2::server::Connection<I, Bytes>,
     shared: &Arc<Shared>,
     remote_addr: SocketAddr,
+    budget: &Arc<Budget>,
     burst: Vec<(
         http::Request<h2::RecvStream>,
         h2::server::SendResponse<Bytes>,
@@ -350,7 +636,7 @@ fn answer_burst<I: Io>(
     let n = burst.len();
     let mut flush_at = FIRST_PART;
     for (i, (request, respond)) in burst.into_iter().enumerate() {
-        dispatch(shared, remote_addr, request, respond);
+        dispatch(shared, remote_addr, budget, request, respond);
         let answered = i + 1;
         if answered == flush_at && answered < n {
             // Drives the connection once, which writes the replies buffered so far. Any
@@ -368,10 +654,16 @@ fn answer_burst<I: Io>(
 fn dispatch(
     shared: &Arc<Shared>,
     remote_addr: SocketAddr,
+    budget: &Arc<Budget>,
     request: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
 ) {
     let (parts, body) = request.into_parts();
+    if parts.method != http::Method::POST {
+        Counters::bump(&shared.counters.methods_refused);
+        refuse_method(respond, &parts.method);
+        return;
+    }
     let handler = shared
         .routes
         .read()
@@ -380,15 +672,21 @@ fn dispatch(
     let Some(handler) = handler else {
         let status =
             Status::unavailable(format!("unknown service or handler: {}", parts.uri.path()));
-        reply(respond, Err(status), http::HeaderMap::new());
+        reply(shared, respond, Err(status), http::HeaderMap::new());
         return;
     };
     let reply_headers = Arc::new(Mutex::new(Headers::new()));
+    let settings = &shared.settings;
     let call = Call {
-        body: Body::h2(body, content_length(&parts.headers)),
+        body: Body::h2(body, content_length(&parts.headers)).charged_to(budget.clone()),
         headers: Headers::from_map(parts.headers),
         remote_addr,
-        max_body_size: shared.max_body_size,
+        limits: ReadLimits {
+            max_size: settings.max_body_size,
+            max_depth: settings.max_depth,
+            deadline: Some(tokio::time::Instant::now() + settings.body_timeout),
+            counters: Some(shared.counters.clone()),
+        },
         reply_headers: reply_headers.clone(),
     };
     let path = parts.uri;
@@ -415,10 +713,11 @@ fn dispatch(
         });
     let take_headers = move || std::mem::take(&mut *reply_headers.lock()).into_map();
     if let Some(result) = (&mut outcome).now_or_never() {
-        reply(respond, result, take_headers());
+        reply(shared, respond, result, take_headers());
         return;
     }
     let mut hard_stop = shared.hard_stop.subscribe();
+    let shared = shared.clone();
     tokio::spawn(async move {
         let result = tokio::select! {
             result = &mut outcome => result,
@@ -426,13 +725,37 @@ fn dispatch(
             _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
             _ = stopped(&mut hard_stop) => return,
         };
-        reply(respond, result, take_headers());
+        reply(&shared, respond, result, take_headers());
     });
+}
+
+/// Answers a request that is not a `POST`: `405` naming the allowed method, with an
+/// archived [`Status`] except for `HEAD` (whose reply has no body).
+fn refuse_method(mut respond: h2::server::SendResponse<Bytes>, method: &http::Method) {
+    let mut response = http::Response::new(());
+    *response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+    let body = (method != http::Method::HEAD).then(|| {
+        Status::invalid_payload(format!("method {method} not allowed: calls are POST")).to_wire()
+    });
+    if let Some(bytes) = &body {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, bytes.len().into());
+    }
+    if let Ok(mut stream) = respond.send_response(response, body.is_none()) {
+        if let Some(bytes) = body {
+            let _ = stream.send_data(bytes, true);
+        }
+    }
 }
 
 /// Sends a handler's outcome: `200` and the reply body, or an error code and the archived
 /// `Status`.
 fn reply(
+    shared: &Arc<Shared>,
     mut respond: h2::server::SendResponse<Bytes>,
     result: Result<Body, Status>,
     headers: http::HeaderMap,
@@ -460,12 +783,65 @@ fn reply(
     };
     match full {
         Some(bytes) if bytes.is_empty() => {}
-        Some(bytes) => {
+        Some(bytes) if bytes.len() <= REPLY_PIECE => {
             let _ = stream.send_data(bytes, true);
+        }
+        Some(bytes) => {
+            tokio::spawn(send_whole(
+                bytes,
+                stream,
+                shared.settings.idle_timeout,
+                shared.counters.clone(),
+            ));
         }
         None => {
             tokio::spawn(crate::channel::pipe(body, stream));
         }
+    }
+}
+
+/// Sends a large whole reply in pieces of [`REPLY_PIECE`] bytes, each once the peer's
+/// flow-control window has room for some of it (through [`pipe`](crate::channel::pipe)), so
+/// h2 never queues more than a piece beyond what the peer accepts. The pieces are slices of
+/// `bytes`: a reader that keeps its window shut pins the reply once, not more, and only for
+/// `stall` after the last piece left; then the reply is dropped and its stream reset. It is
+/// dropped too when the peer resets the stream or the connection closes.
+async fn send_whole(
+    bytes: Bytes,
+    stream: h2::SendStream<Bytes>,
+    stall: Duration,
+    counters: Arc<Counters>,
+) {
+    let _queued = Held::new(
+        counters.clone(),
+        |c| &c.replies_queued_bytes,
+        bytes.len() as u64,
+    );
+    let start = tokio::time::Instant::now();
+    // Milliseconds after `start` at which `pipe` last took a piece.
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let took = progress.clone();
+    let pieces = (0..bytes.len()).step_by(REPLY_PIECE).map(move |at| {
+        let millis = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        took.store(millis, std::sync::atomic::Ordering::Relaxed);
+        Ok(bytes.slice(at..(at + REPLY_PIECE).min(bytes.len())))
+    });
+    let stalled = async {
+        loop {
+            let last = progress.load(std::sync::atomic::Ordering::Relaxed);
+            let due = start + Duration::from_millis(last) + stall;
+            if tokio::time::Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    };
+    tokio::select! {
+        () = crate::channel::pipe(Body::from_stream(futures::stream::iter(pieces)), stream) => {},
+        () = stalled => {
+            Counters::bump(&counters.replies_stalled);
+            debug!(?stall, "reply stalled on a shut flow-control window, resetting its stream");
+        },
     }
 }
 

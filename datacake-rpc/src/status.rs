@@ -24,6 +24,10 @@ pub enum ErrorCode {
     Timeout,
     /// An error of the handler's own, with a code the application chooses.
     Custom(u16),
+    /// The server is holding as much as its limits allow (e.g. request bodies buffered on
+    /// the connection or in the whole server); the same call may succeed later. Declared
+    /// last so the wire form of the older codes is unchanged.
+    ResourceExhausted,
 }
 
 impl fmt::Display for ErrorCode {
@@ -36,6 +40,7 @@ impl fmt::Display for ErrorCode {
             Self::Connection => f.write_str("connection"),
             Self::Timeout => f.write_str("timeout"),
             Self::Custom(code) => write!(f, "custom({code})"),
+            Self::ResourceExhausted => f.write_str("resource exhausted"),
         }
     }
 }
@@ -117,6 +122,11 @@ impl Status {
         Self::new(ErrorCode::Timeout, message)
     }
 
+    /// [`ErrorCode::ResourceExhausted`]: a server limit is reached for now.
+    pub fn resource_exhausted(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ResourceExhausted, message)
+    }
+
     /// [`ErrorCode::Custom`]: an application error with its own code.
     pub fn custom(code: u16, message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Custom(code), message)
@@ -149,6 +159,7 @@ impl Status {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Timeout => 504,
             ErrorCode::Connection => 502,
+            ErrorCode::ResourceExhausted => 503,
             ErrorCode::Internal | ErrorCode::Custom(_) => 500,
         }
     }
@@ -164,6 +175,7 @@ mod tests {
             Status::unavailable("/a/b"),
             Status::custom(u16::MAX, "x"),
             Status::payload_too_large(10, 5),
+            Status::resource_exhausted("full"),
         ] {
             let bytes = status.to_wire();
             let mut aligned = rkyv::util::AlignedVec::<16>::new();
