@@ -4,4 +4,5 @@ mod bad_input;
 mod calls;
 mod connection;
 mod fixtures;
+mod limits;
 mod routing;
