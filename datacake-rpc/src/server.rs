@@ -366,7 +366,9 @@ impl ServerBuilder {
     /// while their handler runs. A body that would go past it fails with
     /// [`ResourceExhausted`](crate::ErrorCode::ResourceExhausted) (counted in
     /// [`ServerStatistics::bodies_over_budget`]) while other calls go on. At least
-    /// [`max_body_size`](Self::max_body_size).
+    /// [`max_body_size`](Self::max_body_size). A streamed [`Body`] request is not charged:
+    /// its handler reads it chunk by chunk, and what it keeps is its own business (h2 holds
+    /// at most the flow-control window of it unread).
     ///
     /// ```
     /// let builder = datacake_rpc::Server::builder().max_connection_buffer(128 << 20);
