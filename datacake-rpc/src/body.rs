@@ -2,12 +2,14 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use rkyv::util::AlignedVec;
 
+use crate::limits::{Budget, Charge};
 use crate::Status;
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
@@ -18,6 +20,11 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
 /// check is worth (encoding and parsing it, and the header map it needs, took about a tenth
 /// of a 64-byte echo's instructions, counted with callgrind).
 const ANNOUNCE_LENGTH_ABOVE: usize = 64 << 10;
+
+/// The most a body's announced length (Content-Length) reserves before its bytes arrive:
+/// a header costs the peer nothing, memory costs the receiver, so beyond this the buffer
+/// grows only as bytes come in.
+const PREALLOCATE_AT_MOST: usize = 64 << 10;
 
 /// Sets Content-Length for a whole body of `len` bytes if it is large enough to announce.
 pub(crate) fn announce_length(headers: &mut http::HeaderMap, len: usize) {
@@ -48,10 +55,12 @@ pub struct Body {
 enum Inner {
     Full(Option<Bytes>),
     Stream(ChunkStream),
-    /// A body arriving from the peer; `len` is its announced Content-Length.
+    /// A body arriving from the peer; `len` is its announced Content-Length. Collecting it
+    /// charges `budget` (on a server: the connection's, inside the server's).
     Received {
         stream: h2::RecvStream,
         len: Option<u64>,
+        budget: Option<Arc<Budget>>,
     },
 }
 
@@ -88,8 +97,21 @@ impl Body {
 
     pub(crate) fn h2(stream: h2::RecvStream, len: Option<u64>) -> Self {
         Self {
-            inner: Inner::Received { stream, len },
+            inner: Inner::Received {
+                stream,
+                len,
+                budget: None,
+            },
         }
+    }
+
+    /// Charges the bytes of this received body to `budget` while it is collected (and, for
+    /// a message, while its view lives).
+    pub(crate) fn charged_to(mut self, budget: Arc<Budget>) -> Self {
+        if let Inner::Received { budget: slot, .. } = &mut self.inner {
+            *slot = Some(budget);
+        }
+        self
     }
 
     /// The whole body, if it is already in memory.
@@ -117,7 +139,8 @@ impl Body {
                 Ok(bytes)
             };
         }
-        let mut buf = BytesMut::with_capacity(self.expected_len(limit)?);
+        // Only `Received` bodies get here (whole ones returned above): reserve little up front.
+        let mut buf = BytesMut::with_capacity(self.expected_len(limit)?.min(PREALLOCATE_AT_MOST));
         while let Some(chunk) = self.next().await {
             let chunk = chunk?;
             if buf.len() + chunk.len() > limit {
@@ -130,16 +153,44 @@ impl Body {
 
     /// Reads the whole body into an aligned buffer (rkyv needs alignment), checking the
     /// announced length up front and counting while collecting.
-    pub(crate) async fn collect_aligned(mut self, limit: usize) -> Result<AlignedVec, Status> {
-        let mut buf = AlignedVec::<16>::with_capacity(self.expected_len(limit)?);
+    ///
+    /// A received body charged to a budget charges the buffer's capacity before it grows,
+    /// and fails with [`ResourceExhausted`](crate::ErrorCode::ResourceExhausted) (giving
+    /// back what it held) if the budget cannot hold it; the returned charge holds the bytes
+    /// until it is dropped.
+    pub(crate) async fn collect_aligned(
+        mut self,
+        limit: usize,
+    ) -> Result<(AlignedVec, Option<Charge>), Status> {
+        let announced = self.expected_len(limit)?;
+        let mut charge = match &self.inner {
+            Inner::Received {
+                budget: Some(budget),
+                ..
+            } => Some(Charge::new(budget.clone())),
+            _ => None,
+        };
+        let preallocate = match &self.inner {
+            // A length read off the wire only reserves so much before bytes back it.
+            Inner::Received { .. } => announced.min(PREALLOCATE_AT_MOST),
+            _ => announced,
+        };
+        let mut buf = AlignedVec::<16>::new();
+        grow(&mut buf, &mut charge, preallocate)?;
         while let Some(chunk) = self.next().await {
             let chunk = chunk?;
-            if buf.len() + chunk.len() > limit {
-                return Err(Status::payload_too_large(buf.len() + chunk.len(), limit));
+            let needed = buf.len() + chunk.len();
+            if needed > limit {
+                return Err(Status::payload_too_large(needed, limit));
+            }
+            if needed > buf.capacity() {
+                // Doubling keeps copies amortised; never past the limit.
+                let capacity = needed.max(buf.capacity() * 2).min(limit);
+                grow(&mut buf, &mut charge, capacity)?;
             }
             buf.extend_from_slice(&chunk);
         }
-        Ok(buf)
+        Ok((buf, charge))
     }
 
     /// The announced size (e.g. Content-Length), refused if it exceeds `limit`.
@@ -174,6 +225,22 @@ impl Body {
             },
         }
     }
+}
+
+/// Grows `buf` to hold `capacity` bytes, charging them first.
+fn grow(buf: &mut AlignedVec, charge: &mut Option<Charge>, capacity: usize) -> Result<(), Status> {
+    if capacity <= buf.capacity() {
+        return Ok(());
+    }
+    if let Some(charge) = charge {
+        charge.grow_to(capacity)?;
+    }
+    buf.reserve_exact(capacity - buf.len());
+    if let Some(charge) = charge {
+        // The allocator may round up; what is held is what counts.
+        charge.force_to(buf.capacity());
+    }
+    Ok(())
 }
 
 impl Default for Body {
@@ -241,6 +308,6 @@ mod tests {
         let err = body.collect(99).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::PayloadTooLarge);
         let body = Body::from(vec![0u8; 100]);
-        assert_eq!(body.collect_aligned(100).await.unwrap().len(), 100);
+        assert_eq!(body.collect_aligned(100).await.unwrap().0.len(), 100);
     }
 }

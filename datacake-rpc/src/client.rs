@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
+use crate::payload::ReadLimits;
 use crate::{
     Body, Channel, Handler, Headers, Message, Payload, RequestContext, RpcService, Status,
 };
@@ -160,14 +161,17 @@ impl<Svc: RpcService> RpcClient<Svc> {
             let response = self.channel.call(&path, headers, body).await?;
             let (parts, body) = response.into_parts();
             if parts.status == http::StatusCode::OK {
-                let view =
-                    <Svc as Handler<Msg>>::Reply::from_body(body, self.max_reply_size).await?;
+                let view = <Svc as Handler<Msg>>::Reply::from_body(
+                    body,
+                    ReadLimits::new(self.max_reply_size),
+                )
+                .await?;
                 Ok(Response {
                     inner: view,
                     headers: Headers::from_map(parts.headers),
                 })
             } else {
-                let bytes = body.collect_aligned(self.max_reply_size).await?;
+                let (bytes, _) = body.collect_aligned(self.max_reply_size).await?;
                 Err(Status::from_wire(&bytes).unwrap_or_else(|e| {
                     Status::invalid_payload(format!(
                         "error reply (http {}) is not a status: {}",

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
+use crate::payload::ReadLimits;
 use crate::{Body, Headers, Payload, PeerIdentity, Request, Status};
 
 /// A named group of handlers, added to a [`Server`](crate::Server) at runtime.
@@ -49,7 +50,7 @@ pub(crate) struct Call {
     pub(crate) remote_addr: SocketAddr,
     /// The caller's verified certificate, on a TLS connection.
     pub(crate) peer: Option<Arc<PeerIdentity>>,
-    pub(crate) max_body_size: usize,
+    pub(crate) limits: ReadLimits,
     pub(crate) reply_headers: Arc<Mutex<Headers>>,
 }
 
@@ -81,7 +82,7 @@ impl<Svc: RpcService> ServiceRegistry<Svc> {
         let handler: ErasedHandler = Arc::new(move |call: Call| {
             let service = service.clone();
             Box::pin(async move {
-                let view = Msg::from_body(call.body, call.max_body_size).await?;
+                let view = Msg::from_body(call.body, call.limits).await?;
                 let request = Request::<Msg>::new(
                     view,
                     call.remote_addr,

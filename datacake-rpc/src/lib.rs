@@ -11,10 +11,26 @@
 //! - A [`Channel`] is a lazily opened, shared HTTP/2 connection to one server (TCP_NODELAY,
 //!   keep-alive, reconnects after failures); an [`RpcClient<Svc>`] makes typed calls over it.
 //! - Every failure is a [`Status`]: a handler's own error reaches the client unchanged; bad
-//!   input gives [`ErrorCode::InvalidPayload`] or [`ErrorCode::PayloadTooLarge`]; an unknown
+//!   input gives [`ErrorCode::InvalidPayload`] or [`ErrorCode::PayloadTooLarge`] (or
+//!   [`ErrorCode::ResourceExhausted`] when the server's buffers are full); an unknown
 //!   path [`ErrorCode::Unavailable`]; a panicking handler [`ErrorCode::Internal`]; network
 //!   trouble [`ErrorCode::Connection`] or [`ErrorCode::Timeout`].
 //! - [`Body`] skips rkyv for streamed requests or replies.
+//! - A server **limits** everything it takes from the network, each limit a
+//!   [`ServerBuilder`] setting with a `DEFAULT_*` constant, and counts what it refuses
+//!   ([`Server::statistics`]): connections ([`DEFAULT_MAX_CONNECTIONS`], more are closed at
+//!   once), streams per connection ([`DEFAULT_MAX_CONCURRENT_STREAMS`]) and header list size
+//!   ([`DEFAULT_MAX_HEADER_LIST_SIZE`]), both advertised in the HTTP/2 settings; idle
+//!   connections are closed with a GOAWAY ([`DEFAULT_IDLE_TIMEOUT`], a [`Channel`] reconnects
+//!   on its next call); a message body must arrive within [`DEFAULT_BODY_TIMEOUT`]
+//!   ([`ErrorCode::Timeout`]); bodies are at most [`DEFAULT_MAX_BODY_SIZE`] and the bytes
+//!   buffered per connection and per server have budgets ([`DEFAULT_MAX_CONNECTION_BUFFER`],
+//!   [`DEFAULT_MAX_SERVER_BUFFER`], [`ErrorCode::ResourceExhausted`] past them), a
+//!   Content-Length reserves at most 64 KiB before bytes arrive; archives nest at most
+//!   [`DEFAULT_MAX_DEPTH`] subtrees (on the client too; [`ErrorCode::InvalidPayload`]
+//!   rather than a stack overflow); large replies leave as the peer's flow-control window
+//!   allows, and are dropped if it stays shut for the idle timeout; a method other than
+//!   `POST` gets `405`.
 //! - On the wire: HTTP/2 with prior knowledge (h2c), or over TLS. A call is a `POST /{service}/{path}`
 //!   whose body is the request archive; the reply is `200` with the reply archive, or an
 //!   error status with an archived [`Status`]. Headers travel both ways
@@ -84,12 +100,14 @@ mod channel;
 mod client;
 mod handler;
 mod headers;
+mod limits;
 mod net;
 mod payload;
 mod request;
 mod server;
 mod status;
 mod tls;
+mod validate;
 mod view;
 
 pub use body::Body;
@@ -97,9 +115,15 @@ pub use channel::{Channel, ChannelBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP
 pub use client::{Response, RpcClient, DEFAULT_MAX_REPLY_SIZE};
 pub use handler::{Handler, RpcService, ServiceRegistry};
 pub use headers::Headers;
-pub use payload::{Message, Payload};
+pub use limits::ServerStatistics;
+pub use payload::{Message, Payload, DEFAULT_MAX_DEPTH};
 pub use request::{Request, RequestContext};
-pub use server::{Server, ServerBuilder, DEFAULT_MAX_BODY_SIZE, DEFAULT_SHUTDOWN_GRACE};
+pub use server::{
+    Server, ServerBuilder, SettingsError, DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTION_BUFFER, DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_SERVER_BUFFER,
+    DEFAULT_SHUTDOWN_GRACE,
+};
 pub use status::{ErrorCode, Status};
 pub use tls::{PeerIdentity, TlsConfig, TlsError};
 pub use view::DataView;

@@ -1,15 +1,53 @@
 //! What may travel in a request or reply: rkyv [`Message`]s and raw [`Body`]s.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
+use rkyv::api::high::{HighDeserializer, HighSerializer};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::limits::Counters;
+use crate::validate::{self, Validator};
 use crate::{Body, DataView, Status};
+
+/// The default deepest nesting of an archive accepted, counted in subtrees (each pointer a
+/// message follows: a `Box`, a `Vec`, a `String`, ...): 256. Deeper archives are refused as
+/// [`InvalidPayload`](crate::ErrorCode::InvalidPayload) before validation recurses that far,
+/// so a hostile message cannot overflow the stack.
+pub const DEFAULT_MAX_DEPTH: usize = 256;
+
+/// How a received body is read: its largest size, its deepest nesting, when it must be
+/// complete, and where refusals are counted. Built by the crate only.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct ReadLimits {
+    pub(crate) max_size: usize,
+    pub(crate) max_depth: usize,
+    pub(crate) deadline: Option<tokio::time::Instant>,
+    pub(crate) counters: Option<Arc<Counters>>,
+}
+
+impl ReadLimits {
+    /// At most `max_size` bytes, [`DEFAULT_MAX_DEPTH`], no deadline, not counted.
+    pub(crate) fn new(max_size: usize) -> Self {
+        Self {
+            max_size,
+            max_depth: DEFAULT_MAX_DEPTH,
+            deadline: None,
+            counters: None,
+        }
+    }
+
+    fn count(&self, counter: impl Fn(&Counters) -> &std::sync::atomic::AtomicU64) {
+        if let Some(counters) = &self.counters {
+            Counters::bump(counter(counters));
+        }
+    }
+}
 
 /// A type sent as a validated rkyv archive.
 ///
@@ -21,9 +59,10 @@ pub trait Message: Archive + Send + Sync + Sized + 'static {
     #[doc(hidden)]
     fn to_archive(&self) -> Result<AlignedVec, Status>;
 
-    /// Validates `bytes` as an archived `Self` with bytecheck.
+    /// Validates `bytes` as an archived `Self` with bytecheck, nested at most `max_depth`
+    /// subtrees deep.
     #[doc(hidden)]
-    fn check_archive(bytes: &[u8]) -> Result<(), Status>;
+    fn check_archive(bytes: &[u8], max_depth: usize) -> Result<(), Status>;
 
     /// Deserialises an archived `Self`.
     #[doc(hidden)]
@@ -37,18 +76,16 @@ where
         + Send
         + Sync
         + 'static,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
-        + Deserialize<T, HighDeserializer<rancor::Error>>,
+    T::Archived:
+        for<'a> CheckBytes<Validator<'a>> + Deserialize<T, HighDeserializer<rancor::Error>>,
 {
     fn to_archive(&self) -> Result<AlignedVec, Status> {
         rkyv::to_bytes::<rancor::Error>(self)
             .map_err(|e| Status::internal(format!("cannot archive message: {e}")))
     }
 
-    fn check_archive(bytes: &[u8]) -> Result<(), Status> {
-        rkyv::access::<T::Archived, rancor::Error>(bytes)
-            .map(|_| ())
-            .map_err(|e| Status::invalid_payload(format!("invalid archive: {e}")))
+    fn check_archive(bytes: &[u8], max_depth: usize) -> Result<(), Status> {
+        validate::check::<T::Archived>(bytes, max_depth)
     }
 
     fn from_archived(archived: &Self::Archived) -> Result<Self, Status> {
@@ -67,11 +104,11 @@ pub trait Payload: Send + Sized + 'static {
     #[doc(hidden)]
     fn into_body(self) -> Result<Body, Status>;
 
-    /// Reads a received body, enforcing `limit` and validating archives.
+    /// Reads a received body, enforcing `limits` and validating archives.
     #[doc(hidden)]
     fn from_body(
         body: Body,
-        limit: usize,
+        limits: ReadLimits,
     ) -> impl Future<Output = Result<Self::View, Status>> + Send;
 }
 
@@ -82,8 +119,29 @@ impl<T: Message> Payload for T {
         Ok(Body::from(self.to_archive()?))
     }
 
-    async fn from_body(body: Body, limit: usize) -> Result<DataView<T>, Status> {
-        DataView::from_aligned(body.collect_aligned(limit).await?)
+    async fn from_body(body: Body, limits: ReadLimits) -> Result<DataView<T>, Status> {
+        let collect = body.collect_aligned(limits.max_size);
+        let collected = match limits.deadline {
+            None => collect.await,
+            Some(deadline) => tokio::time::timeout_at(deadline, collect)
+                .await
+                .unwrap_or_else(|_| {
+                    limits.count(|c| &c.bodies_timed_out);
+                    Err(Status::timeout(
+                        "the request body did not arrive completely within the server's body timeout",
+                    ))
+                }),
+        };
+        let (bytes, charge) = collected.inspect_err(|status| {
+            if status.code == crate::ErrorCode::ResourceExhausted {
+                limits.count(|c| &c.bodies_over_budget);
+            }
+        })?;
+        DataView::checked(bytes, charge, limits.max_depth).inspect_err(|status| {
+            if validate::is_too_deep(status) {
+                limits.count(|c| &c.payloads_too_deep);
+            }
+        })
     }
 }
 
@@ -94,7 +152,7 @@ impl Payload for Body {
         Ok(self)
     }
 
-    async fn from_body(body: Body, _limit: usize) -> Result<Body, Status> {
+    async fn from_body(body: Body, _limits: ReadLimits) -> Result<Body, Status> {
         Ok(body)
     }
 }

@@ -22,11 +22,15 @@ pub enum ErrorCode {
     Connection,
     /// The call's deadline passed before the reply arrived.
     Timeout,
+    /// An error of the handler's own, with a code the application chooses.
+    Custom(u16),
     /// The caller is not allowed to make this call: e.g. its verified certificate names
     /// another node than the one its message claims to come from.
     PermissionDenied,
-    /// An error of the handler's own, with a code the application chooses.
-    Custom(u16),
+    /// The server is holding as much as its limits allow (e.g. request bodies buffered on
+    /// the connection or in the whole server); the same call may succeed later. Declared
+    /// last so the wire form of the older codes is unchanged.
+    ResourceExhausted,
 }
 
 impl fmt::Display for ErrorCode {
@@ -40,6 +44,7 @@ impl fmt::Display for ErrorCode {
             Self::Timeout => f.write_str("timeout"),
             Self::PermissionDenied => f.write_str("permission denied"),
             Self::Custom(code) => write!(f, "custom({code})"),
+            Self::ResourceExhausted => f.write_str("resource exhausted"),
         }
     }
 }
@@ -126,6 +131,11 @@ impl Status {
         Self::new(ErrorCode::PermissionDenied, message)
     }
 
+    /// [`ErrorCode::ResourceExhausted`]: a server limit is reached for now.
+    pub fn resource_exhausted(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ResourceExhausted, message)
+    }
+
     /// [`ErrorCode::Custom`]: an application error with its own code.
     pub fn custom(code: u16, message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Custom(code), message)
@@ -159,6 +169,7 @@ impl Status {
             ErrorCode::Timeout => 504,
             ErrorCode::PermissionDenied => 403,
             ErrorCode::Connection => 502,
+            ErrorCode::ResourceExhausted => 503,
             ErrorCode::Internal | ErrorCode::Custom(_) => 500,
         }
     }
@@ -175,6 +186,7 @@ mod tests {
             Status::custom(u16::MAX, "x"),
             Status::payload_too_large(10, 5),
             Status::permission_denied("node 3 is not node 7"),
+            Status::resource_exhausted("full"),
         ] {
             let bytes = status.to_wire();
             let mut aligned = rkyv::util::AlignedVec::<16>::new();

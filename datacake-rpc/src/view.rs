@@ -7,7 +7,8 @@ use std::ops::Deref;
 use rkyv::util::AlignedVec;
 use rkyv::Archived;
 
-use crate::{Message, Status};
+use crate::limits::Charge;
+use crate::{Message, Status, DEFAULT_MAX_DEPTH};
 
 /// An archived `T`, validated once when the view was built and read in place afterwards.
 ///
@@ -28,16 +29,29 @@ use crate::{Message, Status};
 /// ```
 pub struct DataView<T> {
     bytes: AlignedVec,
+    /// The bytes counted against a server's buffer budget, given back with the view.
+    _charge: Option<Charge>,
     _message: PhantomData<fn() -> T>,
 }
 
 impl<T: Message> DataView<T> {
-    /// Validates `bytes` as an archived `T` (bytecheck); the only way a view is built from
-    /// outside data.
+    /// Validates `bytes` as an archived `T` (bytecheck), nested at most
+    /// [`DEFAULT_MAX_DEPTH`] subtrees deep; the only way a view is built from outside data.
     pub fn from_aligned(bytes: AlignedVec) -> Result<Self, Status> {
-        T::check_archive(&bytes)?;
+        Self::checked(bytes, None, DEFAULT_MAX_DEPTH)
+    }
+
+    /// Validates `bytes`, nested at most `max_depth` subtrees deep; `charge` (the bytes'
+    /// place in a buffer budget) is held as long as the view.
+    pub(crate) fn checked(
+        bytes: AlignedVec,
+        charge: Option<Charge>,
+        max_depth: usize,
+    ) -> Result<Self, Status> {
+        T::check_archive(&bytes, max_depth)?;
         Ok(Self {
             bytes,
+            _charge: charge,
             _message: PhantomData,
         })
     }
@@ -64,7 +78,8 @@ impl<T: Message> DataView<T> {
         &self.bytes
     }
 
-    /// The aligned archived bytes, e.g. to forward them without re-archiving.
+    /// The aligned archived bytes, e.g. to forward them without re-archiving. (On a server,
+    /// the bytes stop counting against its buffer budget.)
     pub fn into_bytes(self) -> AlignedVec {
         self.bytes
     }

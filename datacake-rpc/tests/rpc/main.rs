@@ -6,5 +6,6 @@ mod calls;
 mod certs;
 mod connection;
 mod fixtures;
+mod limits;
 mod routing;
 mod tls;

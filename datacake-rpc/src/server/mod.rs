@@ -16,15 +16,23 @@ use tracing::{debug, warn};
 
 use crate::channel::{describe, keep_alive};
 use crate::handler::{Call, ErasedHandler};
+use crate::limits::{Budget, Counters, Held};
 use crate::net::{Io, Listener, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
-use crate::{Body, Headers, PeerIdentity, RpcService, ServiceRegistry, Status, TlsConfig};
+use crate::payload::ReadLimits;
+use crate::{Body, Headers, PeerIdentity, RpcService, ServerStatistics, ServiceRegistry, Status};
 
-/// The default largest request body a server accepts: 64 MiB.
-pub const DEFAULT_MAX_BODY_SIZE: usize = 64 << 20;
-/// The default time in-flight calls get to finish on shutdown.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+mod builder;
 
-const MAX_CONCURRENT_STREAMS: u32 = 16_384;
+pub use builder::{
+    ServerBuilder, SettingsError, DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTION_BUFFER, DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_SERVER_BUFFER,
+    DEFAULT_SHUTDOWN_GRACE,
+};
+
+/// Whole replies larger than this leave in pieces of this size, each once the peer's
+/// flow-control window has room (see [`send_whole`]); smaller ones are handed to h2 at once.
+const REPLY_PIECE: usize = 256 << 10;
 /// How often the server pings an idle client, and how long an answer may take.
 const KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// The replies to a burst of requests leave in parts: the first after this many replies,
@@ -60,9 +68,10 @@ struct Route {
 
 struct Shared {
     routes: RwLock<HashMap<String, Route>>,
-    max_body_size: usize,
-    /// TLS for every connection, or plaintext.
-    tls: Option<TlsConfig>,
+    settings: ServerBuilder,
+    /// Request bodies buffered in the whole server; each connection's budget is inside it.
+    buffered: Arc<Budget>,
+    counters: Arc<Counters>,
     /// Set once the grace period is over: handlers still running are abandoned.
     hard_stop: watch::Sender<bool>,
 }
@@ -87,6 +96,21 @@ impl Server {
     /// The address the server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// What the server has refused or closed because of its limits so far, and what it
+    /// holds now (see [`ServerBuilder`] for the limits).
+    ///
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// let server = datacake_rpc::Server::listen("127.0.0.1:0".parse().unwrap()).await?;
+    /// let stats = server.statistics();
+    /// println!("{} connections open, {} refused", stats.connections_open, stats.connections_refused);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn statistics(&self) -> ServerStatistics {
+        ServerStatistics::read(&self.shared.counters, &self.shared.buffered)
     }
 
     /// Adds a service; its handlers are reachable at once. A service of the same name is
@@ -140,101 +164,6 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Settings of a [`Server`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct ServerBuilder {
-    max_body_size: usize,
-    shutdown_grace: Duration,
-    tls: Option<TlsConfig>,
-}
-
-impl Default for ServerBuilder {
-    fn default() -> Self {
-        Self {
-            max_body_size: DEFAULT_MAX_BODY_SIZE,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            tls: None,
-        }
-    }
-}
-
-impl ServerBuilder {
-    /// The largest request body accepted; larger ones get
-    /// [`PayloadTooLarge`](crate::ErrorCode::PayloadTooLarge).
-    ///
-    /// ```
-    /// let builder = datacake_rpc::Server::builder().max_body_size(1 << 20);
-    /// ```
-    pub fn max_body_size(mut self, bytes: usize) -> Self {
-        self.max_body_size = bytes;
-        self
-    }
-
-    /// How long in-flight calls may run after [`Server::shutdown`] before they are abandoned.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let builder = datacake_rpc::Server::builder().shutdown_grace(Duration::from_secs(1));
-    /// ```
-    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
-        self.shutdown_grace = grace;
-        self
-    }
-
-    /// Serves TLS only (mutual: every client shows a certificate from the cluster CA);
-    /// handlers see the caller's certificate through [`Request::peer`](crate::Request::peer).
-    /// Without it the server speaks plaintext HTTP/2, for tests and trusted networks only.
-    /// A connection whose handshake fails or whose certificate is refused is closed before
-    /// any call is read from it.
-    ///
-    /// ```no_run
-    /// # fn tls() -> datacake_rpc::TlsConfig { unimplemented!() }
-    /// let builder = datacake_rpc::Server::builder().tls(tls());
-    /// ```
-    pub fn tls(mut self, tls: TlsConfig) -> Self {
-        self.tls = Some(tls);
-        self
-    }
-
-    /// Binds `addr` on the real network and starts serving.
-    pub async fn listen(self, addr: SocketAddr) -> io::Result<Server> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        Ok(self.start(listener, local_addr))
-    }
-
-    /// Binds `addr` on turmoil's simulated network and starts serving.
-    #[cfg(feature = "simulation")]
-    pub async fn listen_simulated(self, addr: SocketAddr) -> io::Result<Server> {
-        let listener = turmoil::net::TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        Ok(self.start(listener, local_addr))
-    }
-
-    fn start<L: Listener>(self, listener: L, local_addr: SocketAddr) -> Server {
-        let (stop, stop_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            routes: RwLock::new(HashMap::new()),
-            max_body_size: self.max_body_size,
-            tls: self.tls,
-            hard_stop: watch::channel(false).0,
-        });
-        let task = tokio::spawn(accept_loop(
-            listener,
-            shared.clone(),
-            stop_rx,
-            self.shutdown_grace,
-        ));
-        Server {
-            local_addr,
-            shared,
-            stop,
-            task: Mutex::new(Some(task)),
-        }
-    }
-}
-
 async fn accept_loop<L: Listener>(
     listener: L,
     shared: Arc<Shared>,
@@ -247,7 +176,17 @@ async fn accept_loop<L: Listener>(
             _ = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((io, remote_addr)) => {
-                    connections.spawn(serve_connection(io, remote_addr, shared.clone(), stop.clone()));
+                    // Connections that ended but were not reaped yet do not count.
+                    while connections.len() >= shared.settings.max_connections
+                        && connections.try_join_next().is_some()
+                    {}
+                    if connections.len() >= shared.settings.max_connections {
+                        Counters::bump(&shared.counters.connections_refused);
+                        debug!(peer = %remote_addr, "connection limit reached, closing the new connection");
+                        drop(io);
+                    } else {
+                        connections.spawn(serve_connection(io, remote_addr, shared.clone(), stop.clone()));
+                    }
                 },
                 Err(e) => {
                     warn!(error = %e, "accept failed");
@@ -276,6 +215,15 @@ async fn accept_loop<L: Listener>(
     shared.hard_stop.send_replace(true);
 }
 
+/// The peer of one connection, as every call on it sees it.
+struct Caller {
+    addr: SocketAddr,
+    /// Its verified certificate, on a TLS connection.
+    identity: Option<Arc<PeerIdentity>>,
+    /// The request bytes this connection may buffer.
+    budget: Arc<Budget>,
+}
+
 /// Serves one connection: over TLS if the server has it (the handshake and the peer check
 /// first, within [`HANDSHAKE_TIMEOUT`]), plaintext otherwise.
 async fn serve_connection<I: Io>(
@@ -284,7 +232,8 @@ async fn serve_connection<I: Io>(
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) {
-    let Some(tls) = &shared.tls else {
+    let _open = Held::new(shared.counters.clone(), |c| &c.connections_open, 1);
+    let Some(tls) = &shared.settings.tls else {
         return serve_http2(io, remote_addr, None, shared, stop).await;
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(io, remote_addr)).await {
@@ -296,20 +245,23 @@ async fn serve_connection<I: Io>(
     }
 }
 
-/// Serves one HTTP/2 connection until the peer leaves, the server stops (graceful: no new
-/// calls, in-flight ones finish) or keep-alive pings go unanswered.
+/// Serves one HTTP/2 connection until the peer leaves, the server stops or the connection
+/// idles out (both graceful: no new calls, in-flight ones finish) or keep-alive pings go
+/// unanswered.
 async fn serve_http2<I: Io>(
     io: I,
     remote_addr: SocketAddr,
-    peer: Option<Arc<PeerIdentity>>,
+    identity: Option<Arc<PeerIdentity>>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let settings = &shared.settings;
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .max_header_list_size(settings.max_header_list_size)
         .max_send_buffer_size(1 << 20)
         .handshake::<_, Bytes>(io);
     // A peer that never sends the HTTP/2 preface does not get to hold a task forever.
@@ -330,6 +282,21 @@ async fn serve_http2<I: Io>(
     // waker registration each time the connection wakes.
     let stop_requested = stopped(&mut stop);
     tokio::pin!(stop_requested);
+    let caller = Caller {
+        addr: remote_addr,
+        identity,
+        budget: Arc::new(Budget::new(
+            settings.max_connection_buffer,
+            "this connection",
+            Some(shared.buffered.clone()),
+        )),
+    };
+    // Idleness is checked every eighth of the timeout: the connection is busy at a check if
+    // a request arrived since the last one or a stream is open now.
+    let idle_tick = (settings.idle_timeout / 8).max(Duration::from_millis(1));
+    let idle_check = tokio::time::sleep(idle_tick);
+    tokio::pin!(idle_check);
+    let (mut busy_at, mut arrived) = (tokio::time::Instant::now(), false);
     let (mut stopping, mut shutdown_sent) = (false, false);
     loop {
         tokio::select! {
@@ -341,7 +308,8 @@ async fn serve_http2<I: Io>(
                     while let Some(Some(Ok(next))) = connection.accept().now_or_never() {
                         burst.push(next);
                     }
-                    answer_burst(&mut connection, &shared, remote_addr, &peer, burst);
+                    arrived = true;
+                    answer_burst(&mut connection, &shared, &caller, burst);
                 },
                 Some(Err(e)) => {
                     debug!(peer = %remote_addr, error = %describe(&e), "connection closed with an error");
@@ -350,6 +318,19 @@ async fn serve_http2<I: Io>(
                 None => break,
             },
             () = &mut stop_requested, if !stopping => stopping = true,
+            () = &mut idle_check, if !stopping => {
+                let now = tokio::time::Instant::now();
+                if std::mem::take(&mut arrived) || connection.has_streams() {
+                    busy_at = now;
+                }
+                if now.duration_since(busy_at) >= settings.idle_timeout {
+                    debug!(peer = %remote_addr, "connection idle, closing it");
+                    Counters::bump(&shared.counters.connections_closed_idle);
+                    stopping = true;
+                } else {
+                    idle_check.as_mut().reset(now + idle_tick);
+                }
+            },
             () = &mut silent_peer => {
                 debug!(peer = %remote_addr, "keep-alive ping unanswered, closing the connection");
                 break;
@@ -382,8 +363,7 @@ async fn serve_http2<I: Io>(
 fn answer_burst<I: Io>(
     connection: &mut h2::server::Connection<I, Bytes>,
     shared: &Arc<Shared>,
-    remote_addr: SocketAddr,
-    peer: &Option<Arc<PeerIdentity>>,
+    caller: &Caller,
     burst: Vec<(
         http::Request<h2::RecvStream>,
         h2::server::SendResponse<Bytes>,
@@ -392,7 +372,7 @@ fn answer_burst<I: Io>(
     let n = burst.len();
     let mut flush_at = FIRST_PART;
     for (i, (request, respond)) in burst.into_iter().enumerate() {
-        dispatch(shared, remote_addr, peer, request, respond);
+        dispatch(shared, caller, request, respond);
         let answered = i + 1;
         if answered == flush_at && answered < n {
             // Drives the connection once, which writes the replies buffered so far. Any
@@ -409,12 +389,16 @@ fn answer_burst<I: Io>(
 /// their own.
 fn dispatch(
     shared: &Arc<Shared>,
-    remote_addr: SocketAddr,
-    peer: &Option<Arc<PeerIdentity>>,
+    caller: &Caller,
     request: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
 ) {
     let (parts, body) = request.into_parts();
+    if parts.method != http::Method::POST {
+        Counters::bump(&shared.counters.methods_refused);
+        refuse_method(respond, &parts.method);
+        return;
+    }
     let handler = shared
         .routes
         .read()
@@ -423,16 +407,22 @@ fn dispatch(
     let Some(handler) = handler else {
         let status =
             Status::unavailable(format!("unknown service or handler: {}", parts.uri.path()));
-        reply(respond, Err(status), http::HeaderMap::new());
+        reply(shared, respond, Err(status), http::HeaderMap::new());
         return;
     };
     let reply_headers = Arc::new(Mutex::new(Headers::new()));
+    let settings = &shared.settings;
     let call = Call {
-        body: Body::h2(body, content_length(&parts.headers)),
+        body: Body::h2(body, content_length(&parts.headers)).charged_to(caller.budget.clone()),
         headers: Headers::from_map(parts.headers),
-        remote_addr,
-        peer: peer.clone(),
-        max_body_size: shared.max_body_size,
+        remote_addr: caller.addr,
+        peer: caller.identity.clone(),
+        limits: ReadLimits {
+            max_size: settings.max_body_size,
+            max_depth: settings.max_depth,
+            deadline: Some(tokio::time::Instant::now() + settings.body_timeout),
+            counters: Some(shared.counters.clone()),
+        },
         reply_headers: reply_headers.clone(),
     };
     let path = parts.uri;
@@ -459,10 +449,11 @@ fn dispatch(
         });
     let take_headers = move || std::mem::take(&mut *reply_headers.lock()).into_map();
     if let Some(result) = (&mut outcome).now_or_never() {
-        reply(respond, result, take_headers());
+        reply(shared, respond, result, take_headers());
         return;
     }
     let mut hard_stop = shared.hard_stop.subscribe();
+    let shared = shared.clone();
     tokio::spawn(async move {
         let result = tokio::select! {
             result = &mut outcome => result,
@@ -470,13 +461,37 @@ fn dispatch(
             _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
             _ = stopped(&mut hard_stop) => return,
         };
-        reply(respond, result, take_headers());
+        reply(&shared, respond, result, take_headers());
     });
+}
+
+/// Answers a request that is not a `POST`: `405` naming the allowed method, with an
+/// archived [`Status`] except for `HEAD` (whose reply has no body).
+fn refuse_method(mut respond: h2::server::SendResponse<Bytes>, method: &http::Method) {
+    let mut response = http::Response::new(());
+    *response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+    let body = (method != http::Method::HEAD).then(|| {
+        Status::invalid_payload(format!("method {method} not allowed: calls are POST")).to_wire()
+    });
+    if let Some(bytes) = &body {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, bytes.len().into());
+    }
+    if let Ok(mut stream) = respond.send_response(response, body.is_none()) {
+        if let Some(bytes) = body {
+            let _ = stream.send_data(bytes, true);
+        }
+    }
 }
 
 /// Sends a handler's outcome: `200` and the reply body, or an error code and the archived
 /// `Status`.
 fn reply(
+    shared: &Arc<Shared>,
     mut respond: h2::server::SendResponse<Bytes>,
     result: Result<Body, Status>,
     headers: http::HeaderMap,
@@ -504,12 +519,65 @@ fn reply(
     };
     match full {
         Some(bytes) if bytes.is_empty() => {}
-        Some(bytes) => {
+        Some(bytes) if bytes.len() <= REPLY_PIECE => {
             let _ = stream.send_data(bytes, true);
+        }
+        Some(bytes) => {
+            tokio::spawn(send_whole(
+                bytes,
+                stream,
+                shared.settings.idle_timeout,
+                shared.counters.clone(),
+            ));
         }
         None => {
             tokio::spawn(crate::channel::pipe(body, stream));
         }
+    }
+}
+
+/// Sends a large whole reply in pieces of [`REPLY_PIECE`] bytes, each once the peer's
+/// flow-control window has room for some of it (through [`pipe`](crate::channel::pipe)), so
+/// h2 never queues more than a piece beyond what the peer accepts. The pieces are slices of
+/// `bytes`: a reader that keeps its window shut pins the reply once, not more, and only for
+/// `stall` after the last piece left; then the reply is dropped and its stream reset. It is
+/// dropped too when the peer resets the stream or the connection closes.
+async fn send_whole(
+    bytes: Bytes,
+    stream: h2::SendStream<Bytes>,
+    stall: Duration,
+    counters: Arc<Counters>,
+) {
+    let _queued = Held::new(
+        counters.clone(),
+        |c| &c.replies_queued_bytes,
+        bytes.len() as u64,
+    );
+    let start = tokio::time::Instant::now();
+    // Milliseconds after `start` at which `pipe` last took a piece.
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let took = progress.clone();
+    let pieces = (0..bytes.len()).step_by(REPLY_PIECE).map(move |at| {
+        let millis = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        took.store(millis, std::sync::atomic::Ordering::Relaxed);
+        Ok(bytes.slice(at..(at + REPLY_PIECE).min(bytes.len())))
+    });
+    let stalled = async {
+        loop {
+            let last = progress.load(std::sync::atomic::Ordering::Relaxed);
+            let due = start + Duration::from_millis(last) + stall;
+            if tokio::time::Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    };
+    tokio::select! {
+        () = crate::channel::pipe(Body::from_stream(futures::stream::iter(pieces)), stream) => {},
+        () = stalled => {
+            Counters::bump(&counters.replies_stalled);
+            debug!(?stall, "reply stalled on a shut flow-control window, resetting its stream");
+        },
     }
 }
 
