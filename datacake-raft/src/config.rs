@@ -49,6 +49,7 @@ pub struct RaftConfig {
     pub(crate) heartbeat_interval: Duration,
     pub(crate) forward_to_leader: bool,
     pub(crate) rpc_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     pub(crate) snapshot_after_logs: u64,
     pub(crate) logs_kept_after_snapshot: u64,
     pub(crate) bootstrap_interval: Duration,
@@ -56,6 +57,9 @@ pub struct RaftConfig {
     pub(crate) auto_membership: Option<(usize, Duration)>,
     pub(crate) max_snapshot_size: u64,
 }
+
+/// The default of [`RaftConfig::with_request_timeout`]: 10 s.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default of [`RaftConfig::with_max_snapshot_size`]: 1 GiB.
 pub const DEFAULT_MAX_SNAPSHOT_SIZE: u64 = 1 << 30;
@@ -72,6 +76,7 @@ impl RaftConfig {
             heartbeat_interval: Duration::from_millis(500),
             forward_to_leader: true,
             rpc_timeout: Duration::from_secs(5),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             snapshot_after_logs: 5000,
             logs_kept_after_snapshot: 1000,
             bootstrap_interval: Duration::from_millis(100),
@@ -137,6 +142,24 @@ impl RaftConfig {
     #[must_use]
     pub fn with_rpc_timeout(mut self, timeout: Duration) -> Self {
         self.rpc_timeout = timeout;
+        self
+    }
+
+    /// How long [`RaftHandle::write`](crate::RaftHandle::write) and
+    /// [`read`](crate::RaftHandle::read) wait at most ([`DEFAULT_REQUEST_TIMEOUT`]), forwarding
+    /// included; [`write_within`](crate::RaftHandle::write_within) and
+    /// [`read_within`](crate::RaftHandle::read_within) set it per call. Past it the call fails
+    /// with [`RaftError::QuorumUnavailable`](crate::RaftError::QuorumUnavailable) if this node
+    /// leads without a quorum, else [`RaftError::Timeout`](crate::RaftError::Timeout).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = datacake_raft::RaftConfig::new(3).with_request_timeout(Duration::from_secs(2));
+    /// # let _ = config;
+    /// ```
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
         self
     }
 
@@ -213,6 +236,9 @@ impl RaftConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
         if self.max_snapshot_size == 0 {
             return Err("max_snapshot_size must be at least 1 byte".to_string());
+        }
+        if self.request_timeout.is_zero() {
+            return Err("request_timeout must be longer than zero".to_string());
         }
         Ok(())
     }

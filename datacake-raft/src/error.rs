@@ -13,9 +13,20 @@ pub enum RaftError {
         /// The current leader as far as this node knows.
         leader: Option<NodeId>,
     },
-    /// The leader could not confirm its leadership with a quorum (a linearizable read).
+    /// The leader could not confirm its leadership with a quorum: a linearizable read that
+    /// failed to, or a write or read whose deadline passed on a leader no quorum had
+    /// acknowledged within the lease (see [`RaftHandle::has_quorum`](crate::RaftHandle::has_quorum)).
+    /// A write that fails so may still be committed later, if the leader regains its quorum.
     #[error("leadership could not be confirmed by a quorum")]
     QuorumUnavailable,
+    /// The call's deadline passed (see
+    /// [`RaftConfig::with_request_timeout`](crate::RaftConfig::with_request_timeout)). The
+    /// outcome of a write is unknown: it may still be committed.
+    #[error("no answer within {after:?}")]
+    Timeout {
+        /// The deadline the call had.
+        after: std::time::Duration,
+    },
     /// A membership change was refused (e.g. another one is in progress).
     #[error("membership change refused: {reason}")]
     Membership {

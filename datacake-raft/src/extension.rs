@@ -145,6 +145,8 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             node: node.handle(),
             forward: config.forward_to_leader,
             rpc_timeout: config.rpc_timeout,
+            request_timeout: config.request_timeout,
+            lease: config.election_timeout.0,
         }))
     }
 }

@@ -35,6 +35,11 @@ pub(crate) struct HandleInner {
     pub(crate) node: DatacakeHandle,
     pub(crate) forward: bool,
     pub(crate) rpc_timeout: Duration,
+    /// The deadline of a write or read without one of its own.
+    pub(crate) request_timeout: Duration,
+    /// How recently a quorum must have acknowledged a leader for it to hold one (the
+    /// shortest election timeout: past it, followers may have elected another leader).
+    pub(crate) lease: Duration,
 }
 
 /// A node's handle on its Raft group, typed by the state machine `S`. Cheap to clone.
@@ -100,8 +105,68 @@ impl<S: StateMachine> RaftHandle<S> {
 
     /// Replicates `command` and returns the state machine's response once it is committed
     /// and applied on the leader. On a follower it is forwarded to the leader, or fails with
-    /// [`RaftError::NotLeader`] if forwarding is off.
+    /// [`RaftError::NotLeader`] if forwarding is off. Waits at most the configured request
+    /// timeout ([`RaftConfig::with_request_timeout`](crate::RaftConfig::with_request_timeout));
+    /// see [`write_within`](Self::write_within).
     pub async fn write(&self, command: S::Command) -> Result<S::Response, RaftError> {
+        self.write_within(command, self.inner.request_timeout).await
+    }
+
+    /// [`write`](Self::write) with a deadline of its own. Past it the write fails with
+    /// [`RaftError::QuorumUnavailable`] if this node leads without a quorum (see
+    /// [`has_quorum`](Self::has_quorum)), else [`RaftError::Timeout`]; either way it may
+    /// still be committed later (a retry must tolerate that, e.g. a command that is
+    /// idempotent or carries its own id).
+    pub async fn write_within(
+        &self,
+        command: S::Command,
+        timeout: Duration,
+    ) -> Result<S::Response, RaftError> {
+        self.within(timeout, self.write_once(command)).await
+    }
+
+    /// [`read`](Self::read) with a deadline of its own; past it the read fails like a late
+    /// [`write_within`](Self::write_within).
+    pub async fn read_within(
+        &self,
+        query: S::Query,
+        consistency: ReadConsistency,
+        timeout: Duration,
+    ) -> Result<S::Answer, RaftError> {
+        self.within(timeout, self.read_once(query, consistency))
+            .await
+    }
+
+    /// Runs `call` for at most `timeout`, naming why it took too long.
+    async fn within<T>(
+        &self,
+        timeout: Duration,
+        call: impl std::future::Future<Output = Result<T, RaftError>>,
+    ) -> Result<T, RaftError> {
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) if self.is_leader() && !self.has_quorum() => Err(RaftError::QuorumUnavailable),
+            Err(_) => Err(RaftError::Timeout { after: timeout }),
+        }
+    }
+
+    /// `true` if this node is the leader and a quorum of voters acknowledged it within the
+    /// lease (the shortest election timeout). A leader cut off from its quorum stays in the
+    /// [`Role::Leader`] role (openraft 0.9 has no step-down), but stops holding a quorum one
+    /// lease after the last acknowledgement: route writes by this, not by
+    /// [`is_leader`](Self::is_leader). Right after an election it is `false` until the first
+    /// heartbeat round is acknowledged.
+    pub fn has_quorum(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let lease = u64::try_from(self.inner.lease.as_millis()).unwrap_or(u64::MAX);
+        metrics.state == openraft::ServerState::Leader
+            && metrics
+                .millis_since_quorum_ack
+                .is_some_and(|millis| millis < lease)
+    }
+
+    async fn write_once(&self, command: S::Command) -> Result<S::Response, RaftError> {
         let json = serde_json::to_string(&command).map_err(RaftError::codec)?;
         let outcome = replica::write_local(&self.inner.raft, Command(json.clone())).await;
         let outcome = match leader_addr(&self.inner.node, &outcome) {
@@ -119,8 +184,18 @@ impl<S: StateMachine> RaftHandle<S> {
         serde_json::from_str(&outcome.into_result()?).map_err(RaftError::codec)
     }
 
-    /// Answers `query` from the state machine with the given consistency.
+    /// Answers `query` from the state machine with the given consistency, waiting at most
+    /// the configured request timeout (see [`read_within`](Self::read_within)).
     pub async fn read(
+        &self,
+        query: S::Query,
+        consistency: ReadConsistency,
+    ) -> Result<S::Answer, RaftError> {
+        self.read_within(query, consistency, self.inner.request_timeout)
+            .await
+    }
+
+    async fn read_once(
         &self,
         query: S::Query,
         consistency: ReadConsistency,
@@ -184,7 +259,8 @@ impl<S: StateMachine> RaftHandle<S> {
     }
 
     /// `true` if this node is in the [`Role::Leader`] role. That is not proof of leadership: a
-    /// leader cut off from its quorum stays in the role (openraft 0.9 has no step-down); a
+    /// leader cut off from its quorum stays in the role (openraft 0.9 has no step-down);
+    /// [`has_quorum`](Self::has_quorum) says whether it still holds one, and a
     /// [`Linearizable`](ReadConsistency::Linearizable) read confirms it.
     pub fn is_leader(&self) -> bool {
         self.role() == Role::Leader

@@ -23,7 +23,11 @@
 //!   term near `u64::MAX` would otherwise stop Raft at the next election). Anyone who reaches
 //!   the port can still force elections: keep it on a trusted network.
 //! - A leader cut off from its quorum keeps reporting [`Role::Leader`] (openraft 0.9 has no
-//!   step-down); a [`ReadConsistency::Linearizable`] read confirms leadership.
+//!   step-down); [`RaftHandle::has_quorum`] turns `false` a lease after the last quorum
+//!   acknowledgement, and a [`ReadConsistency::Linearizable`] read confirms leadership.
+//! - Every write and read ends by its deadline ([`RaftConfig::with_request_timeout`],
+//!   [`RaftHandle::write_within`]) with [`RaftError::QuorumUnavailable`] or
+//!   [`RaftError::Timeout`] if it cannot finish.
 //! - [`Storage::InMemory`] for tests; [`Storage::Durable`] keeps the log and vote in SQLite,
 //!   fsynced before Raft is told they are saved, and the latest snapshot in a file.
 //!
@@ -102,7 +106,7 @@ mod sqlite_log;
 mod state_machine;
 mod types;
 
-pub use config::{RaftConfig, Storage, DEFAULT_MAX_SNAPSHOT_SIZE};
+pub use config::{RaftConfig, Storage, DEFAULT_MAX_SNAPSHOT_SIZE, DEFAULT_REQUEST_TIMEOUT};
 pub use error::RaftError;
 pub use events::{RaftEvent, RaftEvents, RaftStatus, Role};
 pub use extension::RaftExtension;

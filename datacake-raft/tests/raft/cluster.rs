@@ -193,3 +193,50 @@ async fn killing_the_leader_elects_another_and_loses_no_committed_write() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_quorum_says_so_and_its_writes_end_at_their_deadline() {
+    let mut nodes = start_cluster(3, |_| config(3)).await;
+    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let leader_raft = by_id(&nodes, leader).raft.clone();
+    test_helper::wait_for("the leader holds a quorum", CONVERGE, || async {
+        leader_raft.has_quorum()
+    })
+    .await;
+    for follower in nodes.iter().filter(|n| n.id() != leader) {
+        assert!(!follower.raft.has_quorum(), "a follower holds no quorum");
+    }
+    leader_raft
+        .write_within(Set("a".into(), 1), CONVERGE)
+        .await
+        .expect("a write with a quorum");
+
+    // Both followers go: the leader keeps its role, loses its quorum within a lease, and a
+    // write ends at its deadline with a typed error instead of hanging.
+    let (followers, rest): (Vec<_>, Vec<_>) = nodes.drain(..).partition(|n| n.id() != leader);
+    for follower in followers {
+        follower.node.shutdown().await;
+    }
+    test_helper::wait_for(
+        "the leader notices it lost its quorum",
+        CONVERGE,
+        || async { !leader_raft.has_quorum() },
+    )
+    .await;
+    assert!(leader_raft.is_leader(), "openraft 0.9 keeps the role");
+    let deadline = Duration::from_millis(300);
+    match leader_raft.write_within(Set("b".into(), 2), deadline).await {
+        Err(RaftError::QuorumUnavailable) => {}
+        other => panic!("expected QuorumUnavailable, got {other:?}"),
+    }
+    match leader_raft
+        .read_within(Get::All, ReadConsistency::Linearizable, deadline)
+        .await
+    {
+        Err(RaftError::QuorumUnavailable) => {}
+        other => panic!("expected QuorumUnavailable, got {other:?}"),
+    }
+    for node in rest {
+        node.node.shutdown().await;
+    }
+}
