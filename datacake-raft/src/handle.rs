@@ -133,8 +133,15 @@ impl<S: StateMachine> RaftHandle<S> {
         consistency: ReadConsistency,
         timeout: Duration,
     ) -> Result<S::Answer, RaftError> {
-        self.within(timeout, self.read_once(query, consistency))
-            .await
+        match consistency {
+            // Reads this node's state machine at once: nothing to wait for, so no timer
+            // (it also works outside a runtime, e.g. polled once with `now_or_never`).
+            ReadConsistency::Local => self.read_once(query, consistency).await,
+            ReadConsistency::Linearizable => {
+                self.within(timeout, self.read_once(query, consistency))
+                    .await
+            }
+        }
     }
 
     /// Runs `call` for at most `timeout`, naming why it took too long.
