@@ -318,7 +318,7 @@ impl Inner {
         let (io, _server) = tls
             .connect(io, self.addr)
             .await
-            .map_err(|e| Status::connection(crate::tls::chain(&e)))?;
+            .map_err(|e| Status::connection(crate::channel::describe(&e)))?;
         handshake(io, self.keep_alive).await
     }
 }

@@ -432,15 +432,3 @@ impl ServerCertVerifier for ClusterServerVerifier {
         self.algorithms.supported_schemes()
     }
 }
-
-/// An error and its sources, for a log line: `a: b: c`.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

@@ -239,7 +239,7 @@ async fn serve_connection<I: Io>(
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(io, remote_addr)).await {
         Ok(Ok((io, peer))) => serve_http2(io, remote_addr, Some(peer), shared, stop).await,
         Ok(Err(e)) => {
-            debug!(peer = %remote_addr, error = %crate::tls::chain(&e), "tls connection refused");
+            debug!(peer = %remote_addr, error = %describe(&e), "tls connection refused");
         }
         Err(_) => debug!(peer = %remote_addr, "tls handshake timed out"),
     }

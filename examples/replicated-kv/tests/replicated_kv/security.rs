@@ -9,39 +9,36 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::fixtures::{free_ports, metric, run_binary, Client, KvNode, TempDir};
+use crate::fixtures::{free_ports, metric, run_binary, Client, KvNode, Run, TempDir};
 
 const TOKEN: &str = "s3cret-Token.42";
+
+/// `certs init --cluster <cluster> --out <ca>`, which must succeed.
+async fn certs_init(ca: &Path, cluster: &str) -> Run {
+    let ca = ca.to_str().unwrap();
+    let run = run_binary(&["certs", "init", "--cluster", cluster, "--out", ca]).await;
+    assert!(run.status.success(), "certs init: {}", run.stderr);
+    run
+}
+
+/// `certs node --id <id> --host <host>... --ca <ca> --out <out>`, which must succeed.
+async fn certs_node(ca: &Path, out: &Path, id: u32, hosts: &[&str]) -> Run {
+    let id = id.to_string();
+    let mut args = vec!["certs", "node", "--id", &id];
+    for host in hosts {
+        args.extend(["--host", host]);
+    }
+    args.extend(["--ca", ca.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let run = run_binary(&args).await;
+    assert!(run.status.success(), "certs node: {}", run.stderr);
+    run
+}
 
 /// `certs init` then `certs node` for node `id` on 127.0.0.1 and localhost, into `dir`.
 async fn make_certs(dir: &Path, cluster: &str, id: u32) {
     let ca = dir.join("ca");
-    let run = run_binary(&[
-        "certs",
-        "init",
-        "--cluster",
-        cluster,
-        "--out",
-        ca.to_str().unwrap(),
-    ])
-    .await;
-    assert!(run.status.success(), "certs init: {}", run.stderr);
-    let run = run_binary(&[
-        "certs",
-        "node",
-        "--id",
-        &id.to_string(),
-        "--host",
-        "127.0.0.1",
-        "--host",
-        "localhost",
-        "--ca",
-        ca.to_str().unwrap(),
-        "--out",
-        dir.join("node").to_str().unwrap(),
-    ])
-    .await;
-    assert!(run.status.success(), "certs node: {}", run.stderr);
+    certs_init(&ca, cluster).await;
+    certs_node(&ca, &dir.join("node"), id, &["127.0.0.1", "localhost"]).await;
 }
 
 #[cfg(unix)]
@@ -55,32 +52,8 @@ async fn certs_commands_write_files_that_load_and_chain() {
     let dir = TempDir::new("certs");
     let ca = dir.0.join("ca");
     let out = dir.0.join("node");
-    let run = run_binary(&[
-        "certs",
-        "init",
-        "--cluster",
-        "kv-test",
-        "--out",
-        ca.to_str().unwrap(),
-    ])
-    .await;
-    assert!(run.status.success(), "{}", run.stderr);
-    let run = run_binary(&[
-        "certs",
-        "node",
-        "--id",
-        "7",
-        "--host",
-        "10.0.0.7",
-        "--host",
-        "kv-7.example",
-        "--ca",
-        ca.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .await;
-    assert!(run.status.success(), "{}", run.stderr);
+    certs_init(&ca, "kv-test").await;
+    let run = certs_node(&ca, &out, 7, &["10.0.0.7", "kv-7.example"]).await;
     assert!(run.stdout.contains("node-7.pem"), "{}", run.stdout);
     #[cfg(unix)]
     for (file, expected) in [
@@ -183,16 +156,7 @@ async fn certs_commands_write_files_that_load_and_chain() {
         run.stderr
     );
     let other = dir.0.join("other");
-    let run = run_binary(&[
-        "certs",
-        "init",
-        "--cluster",
-        "kv-test",
-        "--out",
-        other.to_str().unwrap(),
-    ])
-    .await;
-    assert!(run.status.success());
+    certs_init(&other, "kv-test").await;
     let mixed = dir.0.join("mixed");
     std::fs::create_dir_all(&mixed).unwrap();
     std::fs::copy(ca.join("ca.pem"), mixed.join("ca.pem")).unwrap();
@@ -413,20 +377,7 @@ async fn bad_security_flags_stop_the_server_at_startup() {
 /// the `--tls-*` arguments of that node.
 async fn cluster_tls_args(ca: &Path, dir: &Path, id: u32) -> Vec<String> {
     let out = dir.join(format!("node-{id}-certs"));
-    let run = run_binary(&[
-        "certs",
-        "node",
-        "--id",
-        &id.to_string(),
-        "--host",
-        "127.0.0.1",
-        "--ca",
-        ca.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .await;
-    assert!(run.status.success(), "certs node: {}", run.stderr);
+    certs_node(ca, &out, id, &["127.0.0.1"]).await;
     let path = |name: String| out.join(name).to_str().unwrap().to_owned();
     vec![
         "--cluster-id".into(),
@@ -444,16 +395,7 @@ async fn cluster_tls_args(ca: &Path, dir: &Path, id: u32) -> Vec<String> {
 async fn nodes_replicate_over_mutual_tls_and_a_plaintext_node_stays_out() {
     let dir = TempDir::new("cluster-tls");
     let ca = dir.0.join("ca");
-    let run = run_binary(&[
-        "certs",
-        "init",
-        "--cluster",
-        "kv-tls",
-        "--out",
-        ca.to_str().unwrap(),
-    ])
-    .await;
-    assert!(run.status.success(), "certs init: {}", run.stderr);
+    certs_init(&ca, "kv-tls").await;
     let ports = free_ports(8);
     let mut nodes = Vec::new();
     for (i, id) in [1u32, 2].into_iter().enumerate() {
