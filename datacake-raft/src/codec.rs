@@ -200,8 +200,8 @@ mod tests {
         ));
     }
 
-    /// The point of the byte string: a command is its own bytes plus a length, not one
-    /// number per byte.
+    /// A command in an entry costs its own bytes plus a few (as JSON, 100 bytes were over
+    /// 300: one number per byte, then the entry around them).
     #[test]
     fn a_command_costs_its_bytes_and_a_few_more() {
         let encoded = encode(&entry(3, 1000, vec![0xAB; 100])).unwrap();

@@ -14,9 +14,12 @@ use openraft::raft::{
 };
 use openraft::{CommittedLeaderId, LogId, SnapshotMeta, StoredMembership, Vote};
 
-use super::{call, unreachable_backoff, Answer, AppendPacket, Failure, SnapshotPacket, VotePacket};
+use super::{
+    ask, call, unreachable_backoff, Answer, AppendPacket, Failure, ForwardWritePacket,
+    SnapshotPacket, VotePacket,
+};
 use crate::guard::Refusal;
-use crate::{RaftConfig, RaftExtension, RaftHandle, Role, StateMachine};
+use crate::{RaftConfig, RaftError, RaftExtension, RaftHandle, Role, StateMachine};
 
 /// Bound for an election or for a write to commit on a loaded machine.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -236,6 +239,33 @@ async fn a_term_of_u64_max_is_refused_and_the_cluster_keeps_electing() {
         "term {term_before} -> {term_after}"
     );
     wait_for_commit(by_id(&nodes, new_leader), &nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_command_that_does_not_check_is_a_codec_error() {
+    let nodes = start_cluster(config).await;
+    let leader = wait_for_leader(&nodes).await;
+    let network = nodes[0].node.handle().network().clone();
+    let addr = by_id(&nodes, leader).node.me().public_addr;
+
+    // Three bytes are no archived u64 (the machine's command): bytecheck refuses them where
+    // the command is applied, on every node, and the writer hears why.
+    let garbage = ForwardWritePacket {
+        command: vec![0xFF; 3],
+    };
+    let outcome = ask(&network, addr, &garbage, CALL)
+        .await
+        .expect("the call succeeds");
+    match outcome.into_result() {
+        Err(RaftError::Codec { reason }) => assert!(!reason.is_empty()),
+        other => panic!("expected a codec error, got {other:?}"),
+    }
+
+    // No node panicked: the cluster still commits.
+    wait_for_commit(by_id(&nodes, leader), &nodes).await;
+    for node in nodes {
+        node.node.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
