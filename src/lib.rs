@@ -11,7 +11,7 @@
 //! | [`node`] | `datacake-node` | gossip membership, cluster clock, node selection, extensions |
 //! | [`eventual_consistency`] | `datacake-eventual-consistency` | a leaderless replicated document store over any `Storage` |
 //! | [`sqlite`] | `datacake-sqlite` | `SqliteStorage`, the durable default `Storage` |
-//! | [`raft`] | `datacake-raft` | a strongly consistent replicated state machine on openraft |
+//! | [`raft`] | `datacake-raft` | a strongly consistent replicated state machine on openraft (commands are rkyv archives: `datacake::raft::rkyv`) |
 
 #[cfg(feature = "crdt")]
 #[doc(inline)]

@@ -15,7 +15,7 @@ use datacake_node::{ClusterMember, DatacakeHandle, NodeId};
 use openraft::BasicNode;
 use tracing::{debug, info, warn};
 
-use crate::network::{call, ProbePacket, ProbeReply};
+use crate::network::{ask, ProbePacket, ProbeReply};
 use crate::types::{Raft, RaftNodeId};
 
 /// The members this node should initialise the cluster with, if the rule says it is the one
@@ -106,8 +106,10 @@ async fn peers_agree(
     let me = node.me().node_id;
     let chosen: Vec<NodeId> = members.iter().map(|m| m.node_id).collect();
     for member in members.iter().filter(|m| m.node_id != me) {
-        let reply: Result<ProbeReply, _> =
-            call::<ProbePacket, _, _>(node.network(), member.public_addr, &expect, timeout).await;
+        let probe = ProbePacket {
+            expect: u64::try_from(expect).unwrap_or(u64::MAX),
+        };
+        let reply = ask(node.network(), member.public_addr, &probe, timeout).await;
         match reply {
             Ok(reply) if agrees(&chosen, &reply) => {}
             Ok(reply) => {

@@ -1,5 +1,7 @@
 //! [`RaftError`]: why a Raft operation failed.
 
+use std::path::PathBuf;
+
 use datacake_node::NodeId;
 
 /// Why a Raft operation failed.
@@ -50,6 +52,24 @@ pub enum RaftError {
     Storage {
         /// What failed.
         reason: String,
+    },
+    /// A durable log or snapshot file was written in another storage format than this build
+    /// reads (e.g. the unversioned JSON of releases before format 1): the node refuses to
+    /// start rather than misread it. Open the directory with the release that wrote it, or
+    /// move it aside and let the node catch up from its peers.
+    #[error(
+        "{} is in storage format {}, but this build reads format {expected}",
+        .path.display(),
+        .found.map_or_else(|| "0 (unversioned JSON)".to_string(), |v| v.to_string())
+    )]
+    IncompatibleFormat {
+        /// The file refused.
+        path: PathBuf,
+        /// The format version it carries; `None` for a file without one (JSON, before
+        /// format 1).
+        found: Option<u32>,
+        /// The format version this build reads and writes.
+        expected: u32,
     },
     /// The [`RaftConfig`](crate::RaftConfig) was rejected.
     #[error("invalid raft configuration: {reason}")]

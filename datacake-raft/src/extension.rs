@@ -10,6 +10,7 @@ use tracing::info;
 use crate::bootstrap;
 use crate::config::{RaftConfig, Storage};
 use crate::error::RaftError;
+use crate::format;
 use crate::handle::{HandleInner, RaftHandle};
 use crate::log_store::MemLogStore;
 use crate::machine::{self, StateMachine};
@@ -78,8 +79,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
         let storage_error = |e: &dyn std::fmt::Display| RaftError::Storage {
             reason: e.to_string(),
         };
-        let state_machine = StateMachineStore::open(machine.clone(), dir.clone())
-            .map_err(|e| storage_error(&e))?
+        let state_machine = StateMachineStore::open(machine.clone(), dir.clone())?
             .with_size_limit(config.max_snapshot_size);
         let network = Network::new(node.handle(), config.election_timeout.0);
         let raft_config = Arc::new(raft_config);
@@ -95,8 +95,10 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
                 .await
             }
             Some(dir) => {
-                let log =
-                    SqliteLogStore::open(&dir.join(LOG_FILE)).map_err(|e| storage_error(&e))?;
+                let path = dir.join(LOG_FILE);
+                // A log of another format version is refused before it is read.
+                format::check_log(&path)?;
+                let log = SqliteLogStore::open(&path).map_err(|e| storage_error(&e))?;
                 Raft::new(id, raft_config, network, log, state_machine).await
             }
         }

@@ -11,12 +11,13 @@ use datacake_node::{DatacakeHandle, NodeId};
 use openraft::error::{ClientWriteError, RaftError as OpenraftError};
 use openraft::{BasicNode, ChangeMembers};
 
+use crate::codec::{archive, unarchive};
 use crate::error::RaftError;
 use crate::events::{RaftEvents, RaftStatus, Role};
 use crate::machine::{SharedMachine, StateMachine};
-use crate::network::{call, resolve, ForwardReadPacket, ForwardWritePacket};
+use crate::network::{ask, resolve, ForwardReadPacket, ForwardWritePacket};
 use crate::replica::{self, Outcome};
-use crate::types::{Command, Raft, RaftNodeId};
+use crate::types::{Raft, RaftNodeId};
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,21 +175,26 @@ impl<S: StateMachine> RaftHandle<S> {
     }
 
     async fn write_once(&self, command: S::Command) -> Result<S::Response, RaftError> {
-        let json = serde_json::to_string(&command).map_err(RaftError::codec)?;
-        let outcome = replica::write_local(&self.inner.raft, Command(json.clone())).await;
-        let outcome = match leader_addr(&self.inner.node, &outcome) {
-            Some(addr) if self.inner.forward => {
-                call::<ForwardWritePacket, _, Outcome>(
+        let command = archive(&command).map_err(RaftError::codec)?;
+        // Kept for forwarding only when this node turns out not to be the leader.
+        let forward = self.inner.forward.then(|| command.clone());
+        let outcome = replica::write_local(&self.inner.raft, command).await;
+        let outcome = match (leader_addr(&self.inner.node, &outcome), forward) {
+            (Some(addr), Some(command)) => {
+                let packet = ForwardWritePacket {
+                    command: command.as_bytes().to_vec(),
+                };
+                ask(
                     self.inner.node.network(),
                     addr,
-                    &Command(json),
+                    &packet,
                     self.inner.rpc_timeout,
                 )
                 .await?
             }
             _ => outcome,
         };
-        serde_json::from_str(&outcome.into_result()?).map_err(RaftError::codec)
+        unarchive(outcome.into_result()?).map_err(RaftError::codec)
     }
 
     /// Answers `query` from the state machine with the given consistency, waiting at most
@@ -207,24 +213,28 @@ impl<S: StateMachine> RaftHandle<S> {
         query: S::Query,
         consistency: ReadConsistency,
     ) -> Result<S::Answer, RaftError> {
-        let json = serde_json::to_string(&query).map_err(RaftError::codec)?;
+        let query = archive(&query).map_err(RaftError::codec)?;
         let answer = match consistency {
             ReadConsistency::Local => self
                 .inner
                 .machine
                 .read()
-                .read_json(&json)
-                .map_err(|reason| RaftError::Codec { reason })?,
+                .read(query)
+                .map_err(RaftError::codec)?,
             ReadConsistency::Linearizable => {
+                let forward = self.inner.forward.then(|| query.clone());
                 let outcome =
-                    replica::read_linearizable_local(&self.inner.raft, &self.inner.machine, &json)
+                    replica::read_linearizable_local(&self.inner.raft, &self.inner.machine, query)
                         .await;
-                let outcome = match leader_addr(&self.inner.node, &outcome) {
-                    Some(addr) if self.inner.forward => {
-                        call::<ForwardReadPacket, _, Outcome>(
+                let outcome = match (leader_addr(&self.inner.node, &outcome), forward) {
+                    (Some(addr), Some(query)) => {
+                        let packet = ForwardReadPacket {
+                            query: query.as_bytes().to_vec(),
+                        };
+                        ask(
                             self.inner.node.network(),
                             addr,
-                            &json,
+                            &packet,
                             self.inner.rpc_timeout,
                         )
                         .await?
@@ -234,7 +244,7 @@ impl<S: StateMachine> RaftHandle<S> {
                 outcome.into_result()?
             }
         };
-        serde_json::from_str(&answer).map_err(RaftError::codec)
+        unarchive(answer).map_err(RaftError::codec)
     }
 
     /// The openraft instance, for the crate's own tests.

@@ -28,8 +28,14 @@
 //! - Every write and read ends by its deadline ([`RaftConfig::with_request_timeout`],
 //!   [`RaftHandle::write_within`]) with [`RaftError::QuorumUnavailable`] or
 //!   [`RaftError::Timeout`] if it cannot finish.
+//! - Commands, responses, queries and answers are rkyv archives: the [`StateMachine`]'s types
+//!   derive `rkyv::Archive`, `rkyv::Serialize` and `rkyv::Deserialize` (rkyv is re-exported
+//!   as [`rkyv`]). A command is archived once by the writer and checked (bytecheck) where it
+//!   is applied. openraft's own messages and log entries are encoded with postcard.
 //! - [`Storage::InMemory`] for tests; [`Storage::Durable`] keeps the log and vote in SQLite,
-//!   fsynced before Raft is told they are saved, and the latest snapshot in a file.
+//!   fsynced before Raft is told they are saved, and the latest snapshot in a file. Both
+//!   files carry a storage format version; a file of another version (such as the JSON of
+//!   earlier releases) is refused at start with [`RaftError::IncompatibleFormat`].
 //!
 //! openraft's types never appear in this crate's API.
 //!
@@ -89,12 +95,14 @@
 //! ```
 
 mod bootstrap;
+mod codec;
 mod config;
 #[cfg(test)]
 mod conformance;
 mod error;
 mod events;
 mod extension;
+mod format;
 mod guard;
 mod handle;
 mod log_store;
@@ -112,3 +120,7 @@ pub use events::{RaftEvent, RaftEvents, RaftStatus, Role};
 pub use extension::RaftExtension;
 pub use handle::{RaftHandle, ReadConsistency};
 pub use machine::StateMachine;
+/// rkyv 0.8, which the [`StateMachine`]'s types derive `Archive`, `Serialize` and
+/// `Deserialize` from (with `#[rkyv(crate = datacake_raft::rkyv)]` when rkyv is not a direct
+/// dependency).
+pub use rkyv;

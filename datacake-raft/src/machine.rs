@@ -2,17 +2,37 @@
 
 use std::sync::Arc;
 
+use datacake_rpc::Message;
 use parking_lot::RwLock;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
+use crate::codec::{archive, unarchive, Encoded};
 use crate::types::Reply;
 
 /// A deterministic state machine replicated by Raft: every node applies the same committed
 /// commands in the same order and so holds the same state.
 ///
-/// Commands, responses, queries and answers are the application's own serde types; they are
-/// encoded as JSON on the log and on the wire.
+/// Commands, responses, queries and answers are the application's own types, encoded once as
+/// rkyv 0.8 archives: a command is archived by the writer and travels, is stored in the log
+/// and is checked (bytecheck) and deserialised only where it is applied. Each of the four
+/// types must be a [`datacake_rpc::Message`], which needs exactly
+/// `#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]` (Rust's primitives,
+/// `String`, `Vec`, `Option`, tuples and the std maps are already). datacake builds rkyv with
+/// its `bytecheck` feature, so the archived types can be checked; a payload that does not
+/// check comes back as [`RaftError::Codec`](crate::RaftError::Codec), never a panic.
+/// Without a direct rkyv dependency, derive through the re-export and name it:
+///
+/// ```
+/// use datacake_raft::rkyv;
+///
+/// #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+/// #[rkyv(crate = datacake_raft::rkyv)]
+/// enum Command {
+///     Set { key: String, value: u64 },
+///     Delete { key: String },
+/// }
+/// ```
+///
+/// A counter needs no derive at all:
 ///
 /// ```
 /// use datacake_raft::StateMachine;
@@ -47,13 +67,13 @@ use crate::types::Reply;
 /// ```
 pub trait StateMachine: Send + Sync + 'static {
     /// A mutation, written through Raft.
-    type Command: Serialize + DeserializeOwned + Send + 'static;
+    type Command: Message;
     /// What applying a command returns to the writer.
-    type Response: Serialize + DeserializeOwned + Send + 'static;
+    type Response: Message;
     /// A read-only question about the state.
-    type Query: Serialize + DeserializeOwned + Send + 'static;
+    type Query: Message;
     /// The answer to a query.
-    type Answer: Serialize + DeserializeOwned + Send + 'static;
+    type Answer: Message;
 
     /// Applies a committed command. Must be deterministic.
     fn apply(&mut self, command: Self::Command) -> Self::Response;
@@ -68,10 +88,13 @@ pub trait StateMachine: Send + Sync + 'static {
     fn restore(&mut self, snapshot: &[u8]);
 }
 
-/// A state machine with its types erased to JSON, so the Raft plumbing is not generic.
+/// A state machine with its types erased to their archives, so the Raft plumbing is not
+/// generic.
 pub(crate) trait DynMachine: Send + Sync {
-    fn apply_json(&mut self, command: &str) -> Reply;
-    fn read_json(&self, query: &str) -> Result<String, String>;
+    /// Applies an archived command; its archived response, or why the command did not check.
+    fn apply(&mut self, command: Encoded) -> Reply;
+    /// Answers an archived query; the archived answer, or why the query did not check.
+    fn read(&self, query: Encoded) -> Result<Encoded, String>;
     fn snapshot(&self) -> Vec<u8>;
     fn restore(&mut self, snapshot: &[u8]);
 }
@@ -83,14 +106,14 @@ pub(crate) type SharedMachine = Arc<RwLock<Box<dyn DynMachine>>>;
 pub(crate) struct Erased<S>(pub(crate) S);
 
 impl<S: StateMachine> DynMachine for Erased<S> {
-    fn apply_json(&mut self, command: &str) -> Reply {
-        let command: S::Command = serde_json::from_str(command).map_err(|e| e.to_string())?;
-        serde_json::to_string(&self.0.apply(command)).map_err(|e| e.to_string())
+    fn apply(&mut self, command: Encoded) -> Reply {
+        let command: S::Command = unarchive(command)?;
+        archive(&self.0.apply(command))
     }
 
-    fn read_json(&self, query: &str) -> Result<String, String> {
-        let query: S::Query = serde_json::from_str(query).map_err(|e| e.to_string())?;
-        serde_json::to_string(&self.0.read(query)).map_err(|e| e.to_string())
+    fn read(&self, query: Encoded) -> Result<Encoded, String> {
+        let query: S::Query = unarchive(query)?;
+        archive(&self.0.read(query))
     }
 
     fn snapshot(&self) -> Vec<u8> {

@@ -2,7 +2,10 @@
 //! vote and snapshot messages, forwarded writes and reads, and the bootstrap probe; the
 //! openraft network ([`Network`]) calls it on peers through the node's channel pool.
 //!
-//! openraft's messages are serde types: they travel as JSON inside small rkyv envelopes.
+//! openraft's messages are serde types: they travel encoded with postcard
+//! ([`codec`](crate::codec)) inside small rkyv envelopes. Forwarded writes and reads carry
+//! the user's archived command or query as it is, and come back as an rkyv [`Outcome`]; the
+//! bootstrap probe is rkyv too.
 //!
 //! Before a vote, append or snapshot message reaches openraft, the service refuses implausible
 //! terms and snapshot chunks that do not continue the snapshot being received (see
@@ -34,17 +37,18 @@ use tokio::sync::Mutex;
 use tracing::warn;
 
 use crate::bootstrap;
+use crate::codec::{self, Encoded};
 use crate::guard::{self, Refusal, SnapshotReceipt, WarnLimiter};
 use crate::machine::SharedMachine;
 use crate::replica::{self, Outcome};
-use crate::types::{Command, Raft, RaftNodeId, TypeConfig, Vote};
+use crate::types::{Raft, RaftNodeId, TypeConfig, Vote};
 
 macro_rules! packets {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
         $(#[$doc])*
         #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
         pub(crate) struct $name {
-            /// The JSON-encoded message.
+            /// The postcard-encoded message.
             pub(crate) payload: Vec<u8>,
         }
 
@@ -56,7 +60,7 @@ macro_rules! packets {
     )*};
 }
 
-/// An rkyv envelope around one JSON-encoded message.
+/// An rkyv envelope around one postcard-encoded message.
 pub(crate) trait Packet: Message {
     fn new(payload: Vec<u8>) -> Self;
 }
@@ -68,18 +72,34 @@ packets!(
     VotePacket,
     /// openraft's `InstallSnapshotRequest` (one chunk).
     SnapshotPacket,
-    /// A user command forwarded by a follower to the leader.
-    ForwardWritePacket,
-    /// A user query forwarded by a follower to the leader for a linearizable read.
-    ForwardReadPacket,
-    /// The bootstrap question: is this node part of a cluster already?
-    ProbePacket,
-    /// Every reply.
+    /// The reply to the three above: an [`Answer`].
     ReplyPacket,
 );
 
-/// The reply to a [`ProbePacket`] (whose payload is the prober's `bootstrap_expect`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A user command forwarded by a follower to the leader; the reply is an [`Outcome`].
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct ForwardWritePacket {
+    /// The archived command, as the writer archived it.
+    pub(crate) command: Vec<u8>,
+}
+
+/// A user query forwarded by a follower to the leader for a linearizable read; the reply is
+/// an [`Outcome`].
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct ForwardReadPacket {
+    /// The archived query.
+    pub(crate) query: Vec<u8>,
+}
+
+/// The bootstrap question: is this node part of a cluster already?
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct ProbePacket {
+    /// The prober's `bootstrap_expect`.
+    pub(crate) expect: u64,
+}
+
+/// The reply to a [`ProbePacket`].
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) struct ProbeReply {
     /// In a cluster already, or about to initialise one.
     pub(crate) initialized: bool,
@@ -183,12 +203,39 @@ impl RpcService for RaftService {
     }
 }
 
+/// Why a Raft RPC failed on the node that handled it, as it travels.
+///
+/// openraft's own `RaftError` would carry a `Fatal` error's `AnyError`, which nests a cause in
+/// a cause without bound: decoding one nested a few hundred thousand levels deep would
+/// overflow the stack. Text cannot nest.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Failure<E> {
+    /// openraft refused the request (e.g. a snapshot chunk out of place).
+    Api(E),
+    /// Raft has stopped on that node, or its storage failed.
+    Fatal(String),
+}
+
+/// The reply to an append, vote or snapshot message.
+pub(crate) type Answer<T, E> = Result<T, Failure<E>>;
+
+/// openraft's result as an [`Answer`].
+fn answer<T, E>(result: Result<T, OpenraftError<RaftNodeId, E>>) -> Answer<T, E>
+where
+    E: std::error::Error,
+{
+    result.map_err(|e| match e {
+        OpenraftError::APIError(e) => Failure::Api(e),
+        OpenraftError::Fatal(fatal) => Failure::Fatal(fatal.to_string()),
+    })
+}
+
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
-    serde_json::from_slice(payload).map_err(|e| Status::invalid_payload(e.to_string()))
+    codec::decode(payload).map_err(|e| Status::invalid_payload(e.to_string()))
 }
 
 fn reply<T: Serialize>(value: &T) -> Result<ReplyPacket, Status> {
-    serde_json::to_vec(value)
+    codec::encode(value)
         .map(ReplyPacket::new)
         .map_err(|e| Status::internal(e.to_string()))
 }
@@ -205,7 +252,7 @@ impl Handler<AppendPacket> for RaftService {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.payload)?;
         self.check_caller(request.peer(), &rpc.vote)?;
         self.check_term(request.remote_addr().ip(), &rpc.vote, "append")?;
-        reply(&self.raft.append_entries(rpc).await)
+        reply(&answer(self.raft.append_entries(rpc).await))
     }
 }
 
@@ -221,7 +268,7 @@ impl Handler<VotePacket> for RaftService {
         let rpc: VoteRequest<RaftNodeId> = decode(&request.payload)?;
         self.check_caller(request.peer(), &rpc.vote)?;
         self.check_term(request.remote_addr().ip(), &rpc.vote, "vote")?;
-        reply(&self.raft.vote(rpc).await)
+        reply(&answer(self.raft.vote(rpc).await))
     }
 }
 
@@ -263,9 +310,7 @@ impl Handler<SnapshotPacket> for RaftService {
                                 offset: got,
                             },
                         };
-                        let error = OpenraftError::<RaftNodeId, _>::APIError(
-                            InstallSnapshotError::SnapshotMismatch(mismatch),
-                        );
+                        let error = Failure::Api(InstallSnapshotError::SnapshotMismatch(mismatch));
                         reply(&Err::<InstallSnapshotResponse<RaftNodeId>, _>(error))
                     }
                     refusal => Err(refusal.into()),
@@ -277,66 +322,79 @@ impl Handler<SnapshotPacket> for RaftService {
         // openraft writes the chunk unless its own vote is newer (it answers with that vote).
         let accepted = matches!(&result, Ok(resp) if vote >= resp.vote);
         receipt.record(&id, end, accepted, done);
-        reply(&result)
+        reply(&answer(result))
     }
 }
 
 #[datacake_rpc::async_trait]
 impl Handler<ForwardWritePacket> for RaftService {
-    type Reply = ReplyPacket;
+    type Reply = Outcome;
 
     fn path() -> &'static str {
         "forward-write"
     }
 
-    async fn on_message(
-        &self,
-        request: Request<ForwardWritePacket>,
-    ) -> Result<ReplyPacket, Status> {
-        let command: Command = decode(&request.payload)?;
-        reply(&replica::write_local(&self.raft, command).await)
+    async fn on_message(&self, request: Request<ForwardWritePacket>) -> Result<Outcome, Status> {
+        let command = Encoded::copy_from(&request.command);
+        Ok(replica::write_local(&self.raft, command).await)
     }
 }
 
 #[datacake_rpc::async_trait]
 impl Handler<ForwardReadPacket> for RaftService {
-    type Reply = ReplyPacket;
+    type Reply = Outcome;
 
     fn path() -> &'static str {
         "forward-read"
     }
 
-    async fn on_message(&self, request: Request<ForwardReadPacket>) -> Result<ReplyPacket, Status> {
-        let query: String = decode(&request.payload)?;
-        let outcome: Outcome =
-            replica::read_linearizable_local(&self.raft, &self.machine, &query).await;
-        reply(&outcome)
+    async fn on_message(&self, request: Request<ForwardReadPacket>) -> Result<Outcome, Status> {
+        let query = Encoded::copy_from(&request.query);
+        Ok(replica::read_linearizable_local(&self.raft, &self.machine, query).await)
     }
 }
 
 #[datacake_rpc::async_trait]
 impl Handler<ProbePacket> for RaftService {
-    type Reply = ReplyPacket;
+    type Reply = ProbeReply;
 
     fn path() -> &'static str {
         "probe"
     }
 
-    async fn on_message(&self, request: Request<ProbePacket>) -> Result<ReplyPacket, Status> {
-        let expect: usize = decode(&request.payload)?;
+    async fn on_message(&self, request: Request<ProbePacket>) -> Result<ProbeReply, Status> {
+        let expect = usize::try_from(request.expect.to_native()).unwrap_or(usize::MAX);
         // A stopped Raft answers "initialized": the cautious answer never starts a cluster.
         let initialized = self.bootstrapping.load(Ordering::SeqCst)
             || self.raft.is_initialized().await.unwrap_or(true);
         let initial = bootstrap::lowest(expect, &self.node.live_members()).unwrap_or_default();
-        reply(&ProbeReply {
+        Ok(ProbeReply {
             initialized,
             initial,
         })
     }
 }
 
-/// Calls the handler of `P` on the node at `addr` with `message` (JSON) and decodes the JSON
+/// Sends `message` to the handler of `P` on the node at `addr` and deserialises the rkyv
 /// reply.
+pub(crate) async fn ask<P, R>(
+    network: &RpcNetwork,
+    addr: SocketAddr,
+    message: &P,
+    timeout: Duration,
+) -> Result<R, Status>
+where
+    P: Message,
+    R: Message,
+    RaftService: Handler<P, Reply = R>,
+{
+    let mut client = RpcClient::<RaftService>::new(network.get_or_connect(addr));
+    client.set_timeout(timeout);
+    client.send(message).await?.deserialize_view()
+}
+
+/// Calls the handler of `P` on the node at `addr` with `message` (postcard) and decodes the
+/// postcard reply.
 pub(crate) async fn call<P, Req, Resp>(
     network: &RpcNetwork,
     addr: SocketAddr,
@@ -349,8 +407,7 @@ where
     Req: Serialize,
     Resp: DeserializeOwned,
 {
-    let payload =
-        serde_json::to_vec(message).map_err(|e| Status::invalid_payload(e.to_string()))?;
+    let payload = codec::encode(message).map_err(|e| Status::invalid_payload(e.to_string()))?;
     let mut client = RpcClient::<RaftService>::new(network.get_or_connect(addr));
     client.set_timeout(timeout);
     let response = client.send(&P::new(payload)).await?;
@@ -457,6 +514,14 @@ impl CarriesVote for InstallSnapshotResponse<RaftNodeId> {
 
 type RpcResult<T, E> = Result<T, RPCError<RaftNodeId, BasicNode, OpenraftError<RaftNodeId, E>>>;
 
+/// A fatal error on the node that handled an RPC, as a network error here.
+#[derive(Debug, thiserror::Error)]
+#[error("raft failed on node {node}: {reason}")]
+struct RemoteFatal {
+    node: RaftNodeId,
+    reason: String,
+}
+
 impl PeerClient {
     async fn send<P, Req, Resp, E>(&self, message: &Req, option: &RPCOption) -> RpcResult<Resp, E>
     where
@@ -470,7 +535,7 @@ impl PeerClient {
             let status = Status::unavailable(format!("no address for node {}", self.target));
             return Err(RPCError::Unreachable(Unreachable::new(&status)));
         };
-        let result: Result<Result<Resp, OpenraftError<RaftNodeId, E>>, Status> =
+        let result: Result<Answer<Resp, E>, Status> =
             call::<P, _, _>(self.node.network(), addr, message, option.hard_ttl()).await;
         match result {
             Ok(Ok(resp)) => match resp.term().map(guard::check_response_term) {
@@ -480,7 +545,17 @@ impl PeerClient {
                 }
                 _ => Ok(resp),
             },
-            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
+            Ok(Err(Failure::Api(refused))) => Err(RPCError::RemoteError(RemoteError::new(
+                self.target,
+                OpenraftError::APIError(refused),
+            ))),
+            // openraft treats a remote error and a network error alike: no retry at once.
+            Ok(Err(Failure::Fatal(reason))) => {
+                Err(RPCError::Network(NetworkError::new(&RemoteFatal {
+                    node: self.target,
+                    reason,
+                })))
+            }
             Err(status) if status.code == ErrorCode::Connection => {
                 Err(RPCError::Unreachable(Unreachable::new(&status)))
             }

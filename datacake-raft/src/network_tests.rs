@@ -7,16 +7,19 @@ use std::time::Duration;
 use datacake_node::certs::ClusterCa;
 use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder, NodeId, RpcNetwork};
 use datacake_rpc::{ErrorCode, Status, TlsConfig};
-use openraft::error::{InstallSnapshotError, RaftError as OpenraftError};
+use openraft::error::{Infallible, InstallSnapshotError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
 use openraft::{CommittedLeaderId, LogId, SnapshotMeta, StoredMembership, Vote};
 
-use super::{call, unreachable_backoff, AppendPacket, SnapshotPacket, VotePacket};
+use super::{
+    ask, call, unreachable_backoff, Answer, AppendPacket, Failure, ForwardWritePacket,
+    SnapshotPacket, VotePacket,
+};
 use crate::guard::Refusal;
-use crate::{RaftConfig, RaftExtension, RaftHandle, Role, StateMachine};
+use crate::{RaftConfig, RaftError, RaftExtension, RaftHandle, Role, StateMachine};
 
 /// Bound for an election or for a write to commit on a loaded machine.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -195,7 +198,7 @@ async fn a_term_of_u64_max_is_refused_and_the_cluster_keeps_electing() {
     };
     for node in &nodes {
         let addr = node.node.me().public_addr;
-        let result = call::<VotePacket, _, Result<VoteResponse<u64>, OpenraftError<u64>>>(
+        let result = call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(
             &network, addr, &vote, CALL,
         )
         .await;
@@ -212,11 +215,10 @@ async fn a_term_of_u64_max_is_refused_and_the_cluster_keeps_electing() {
     };
     for node in nodes.iter().filter(|n| n.raft.node_id() != leader) {
         let addr = node.node.me().public_addr;
-        let result =
-            call::<AppendPacket, _, Result<AppendEntriesResponse<u64>, OpenraftError<u64>>>(
-                &network, addr, &heartbeat, CALL,
-            )
-            .await;
+        let result = call::<AppendPacket, _, Answer<AppendEntriesResponse<u64>, Infallible>>(
+            &network, addr, &heartbeat, CALL,
+        )
+        .await;
         let status = result.expect_err("a heartbeat with term u64::MAX is refused");
         assert_refused(&status, "append entries");
     }
@@ -237,6 +239,33 @@ async fn a_term_of_u64_max_is_refused_and_the_cluster_keeps_electing() {
         "term {term_before} -> {term_after}"
     );
     wait_for_commit(by_id(&nodes, new_leader), &nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_command_that_does_not_check_is_a_codec_error() {
+    let nodes = start_cluster(config).await;
+    let leader = wait_for_leader(&nodes).await;
+    let network = nodes[0].node.handle().network().clone();
+    let addr = by_id(&nodes, leader).node.me().public_addr;
+
+    // Three bytes are no archived u64 (the machine's command): bytecheck refuses them where
+    // the command is applied, on every node, and the writer hears why.
+    let garbage = ForwardWritePacket {
+        command: vec![0xFF; 3],
+    };
+    let outcome = ask(&network, addr, &garbage, CALL)
+        .await
+        .expect("the call succeeds");
+    match outcome.into_result() {
+        Err(RaftError::Codec { reason }) => assert!(!reason.is_empty()),
+        other => panic!("expected a codec error, got {other:?}"),
+    }
+
+    // No node panicked: the cluster still commits.
+    wait_for_commit(by_id(&nodes, leader), &nodes).await;
+    for node in nodes {
+        node.node.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,8 +291,7 @@ async fn a_snapshot_chunk_at_a_huge_offset_is_refused_without_allocating() {
         data,
         done: false,
     };
-    type SnapshotReply =
-        Result<InstallSnapshotResponse<u64>, OpenraftError<u64, InstallSnapshotError>>;
+    type SnapshotReply = Answer<InstallSnapshotResponse<u64>, InstallSnapshotError>;
     let first =
         call::<SnapshotPacket, _, SnapshotReply>(&network, addr, &chunk(0, vec![1; 5]), CALL)
             .await
@@ -275,7 +303,7 @@ async fn a_snapshot_chunk_at_a_huge_offset_is_refused_without_allocating() {
             .await
             .expect("the call succeeds");
     match huge {
-        Err(OpenraftError::APIError(InstallSnapshotError::SnapshotMismatch(mismatch))) => {
+        Err(Failure::Api(InstallSnapshotError::SnapshotMismatch(mismatch))) => {
             assert_eq!(mismatch.expect.offset, 5, "{mismatch}");
             assert_eq!(mismatch.got.offset, 1 << 40, "{mismatch}");
         }
@@ -402,14 +430,15 @@ async fn over_tls_a_member_cannot_vote_or_lead_as_another_node() {
             "{what}: {status}"
         );
     };
-    let vote = VoteRequest {
+    // The node ids are typed: an untyped literal would be an i32, which postcard encodes
+    // differently (zigzag) from the u64 the nodes read.
+    let vote = VoteRequest::<u64> {
         vote: Vote::new(term + 1, 1),
         last_log_id: None,
     };
-    let result = call::<VotePacket, _, Result<VoteResponse<u64>, OpenraftError<u64>>>(
-        &rogue, target, &vote, CALL,
-    )
-    .await;
+    let result =
+        call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(&rogue, target, &vote, CALL)
+            .await;
     denied(result.expect_err("a vote as node 1"), "vote");
     let heartbeat = AppendEntriesRequest::<crate::types::TypeConfig> {
         vote: Vote::new_committed(term + 1, 1),
@@ -417,21 +446,20 @@ async fn over_tls_a_member_cannot_vote_or_lead_as_another_node() {
         entries: Vec::new(),
         leader_commit: None,
     };
-    let result = call::<AppendPacket, _, Result<AppendEntriesResponse<u64>, OpenraftError<u64>>>(
+    let result = call::<AppendPacket, _, Answer<AppendEntriesResponse<u64>, Infallible>>(
         &rogue, target, &heartbeat, CALL,
     )
     .await;
     denied(result.expect_err("a heartbeat as node 1"), "append entries");
     // The same certificate speaking as its own node is heard (openraft answers).
-    let own = VoteRequest {
+    let own = VoteRequest::<u64> {
         vote: Vote::new(term, 3),
         last_log_id: None,
     };
-    let _openraft_answers = call::<VotePacket, _, Result<VoteResponse<u64>, OpenraftError<u64>>>(
-        &rogue, target, &own, CALL,
-    )
-    .await
-    .expect("node 3 may speak as node 3");
+    let _openraft_answers =
+        call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(&rogue, target, &own, CALL)
+            .await
+            .expect("node 3 may speak as node 3");
     wait_for_commit(by_id(&nodes, wait_for_leader(&nodes).await), &nodes).await;
     for node in nodes {
         node.node.shutdown().await;

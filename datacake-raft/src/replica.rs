@@ -2,17 +2,18 @@
 //! that serves forwarded calls. Both yield an [`Outcome`], which also travels on the wire.
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError as OpenraftError};
-use serde::{Deserialize, Serialize};
 
+use crate::codec::Encoded;
 use crate::error::RaftError;
 use crate::machine::SharedMachine;
 use crate::types::{Command, Raft, RaftNodeId};
 
-/// How a write or a linearizable read went on the node that ran it.
-#[derive(Debug, Serialize, Deserialize)]
+/// How a write or a linearizable read went on the node that ran it (an rkyv message: the
+/// reply to a forwarded call).
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) enum Outcome {
-    /// The JSON response (write) or answer (read).
-    Done(String),
+    /// The archived response (write) or answer (read).
+    Done(Vec<u8>),
     /// This node is not the leader; the leader it knows of, with its address.
     NotLeader {
         leader: Option<RaftNodeId>,
@@ -28,9 +29,9 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// The outcome as the handle reports it (`NotLeader` handled by the caller first).
-    pub(crate) fn into_result(self) -> Result<String, RaftError> {
+    pub(crate) fn into_result(self) -> Result<Encoded, RaftError> {
         match self {
-            Outcome::Done(json) => Ok(json),
+            Outcome::Done(bytes) => Ok(Encoded::copy_from(&bytes)),
             Outcome::NotLeader { leader, .. } => Err(RaftError::NotLeader {
                 leader: leader.and_then(|id| u32::try_from(id).ok()),
             }),
@@ -45,7 +46,7 @@ impl Outcome {
 pub(crate) async fn write_local(raft: &Raft, command: Command) -> Outcome {
     match raft.client_write(command).await {
         Ok(response) => match response.data {
-            Ok(json) => Outcome::Done(json),
+            Ok(response) => Outcome::Done(response.as_bytes().to_vec()),
             Err(reason) => Outcome::Codec(reason),
         },
         Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
@@ -66,11 +67,11 @@ pub(crate) async fn write_local(raft: &Raft, command: Command) -> Outcome {
 pub(crate) async fn read_linearizable_local(
     raft: &Raft,
     machine: &SharedMachine,
-    query: &str,
+    query: Encoded,
 ) -> Outcome {
     match raft.ensure_linearizable().await {
-        Ok(_) => match machine.read().read_json(query) {
-            Ok(json) => Outcome::Done(json),
+        Ok(_) => match machine.read().read(query) {
+            Ok(answer) => Outcome::Done(answer.as_bytes().to_vec()),
             Err(reason) => Outcome::Codec(reason),
         },
         Err(OpenraftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {

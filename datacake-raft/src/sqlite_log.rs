@@ -17,6 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::codec;
 use crate::types::{Entry, LogId, StorageError, StorageResult, TypeConfig, Vote};
 
 const KEY_VOTE: &str = "vote";
@@ -41,6 +42,16 @@ fn io_err(e: impl std::error::Error + 'static) -> StorageError {
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageError::from(StorageIOError::read(AnyError::new(&e)))
+}
+
+/// Encodes a row's value (an entry, the vote, a log id) in the storage format.
+fn encode<T: Serialize + ?Sized>(value: &T) -> StorageResult<Vec<u8>> {
+    codec::encode(value).map_err(io_err)
+}
+
+/// Decodes a row's value.
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StorageResult<T> {
+    codec::decode(bytes).map_err(read_err)
 }
 
 /// `idx` as SQLite's signed integer (log indexes stay far below `i64::MAX`).
@@ -86,15 +97,13 @@ impl SqliteLogStore {
                 })
                 .optional()
                 .map_err(read_err)?;
-            value
-                .map(|v| serde_json::from_slice(&v).map_err(read_err))
-                .transpose()
+            value.map(|v| decode(&v)).transpose()
         })
         .await
     }
 
     async fn put_meta<T: Serialize>(&self, key: &'static str, value: &T) -> StorageResult<()> {
-        let bytes = serde_json::to_vec(value).map_err(io_err)?;
+        let bytes = encode(value)?;
         self.run(move |conn| {
             conn.execute(
                 "INSERT OR REPLACE INTO raft_meta (key, value) VALUES (?1, ?2)",
@@ -133,7 +142,7 @@ impl RaftLogReader<TypeConfig> for SqliteLogStore {
                 .map_err(read_err)?;
             rows.map(|row| {
                 let bytes = row.map_err(read_err)?;
-                serde_json::from_slice(&bytes).map_err(read_err)
+                decode(&bytes)
             })
             .collect()
         })
@@ -156,9 +165,7 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
                     )
                     .optional()
                     .map_err(read_err)?;
-                bytes
-                    .map(|b| serde_json::from_slice(&b).map_err(read_err))
-                    .transpose()
+                bytes.map(|b| decode(&b)).transpose()
             })
             .await?;
         Ok(LogState {
@@ -197,12 +204,7 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
     {
         let rows = entries
             .into_iter()
-            .map(|e| {
-                Ok((
-                    sql_index(e.log_id.index),
-                    serde_json::to_vec(&e).map_err(io_err)?,
-                ))
-            })
+            .map(|e| Ok((sql_index(e.log_id.index), encode(&e)?)))
             .collect::<StorageResult<Vec<(i64, Vec<u8>)>>>()?;
         let result = self
             .run(move |conn| {
@@ -240,7 +242,7 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
 
     async fn purge(&mut self, log_id: LogId) -> StorageResult<()> {
         let upto = sql_index(log_id.index);
-        let purged = serde_json::to_vec(&log_id).map_err(io_err)?;
+        let purged = encode(&log_id)?;
         self.run(move |conn| {
             let tx = conn.transaction().map_err(io_err)?;
             tx.execute(

@@ -19,9 +19,11 @@ use std::sync::Arc;
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::codec::{self, Encoded};
+use crate::error::RaftError;
+use crate::format;
 use crate::machine::SharedMachine;
 use crate::types::{
     Entry, LogId, Reply, SnapshotMeta, StorageError, StorageResult, StoredMembership, TypeConfig,
@@ -31,7 +33,7 @@ use crate::types::{
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// A snapshot as kept in memory (and on disk): its metadata and the user's bytes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct StoredSnapshot {
     meta: SnapshotMeta,
     data: Vec<u8>,
@@ -59,11 +61,13 @@ pub(crate) struct StateMachineStore {
 
 impl StateMachineStore {
     /// An adaptor over `machine`; with `dir`, snapshots are persisted there and the latest one
-    /// is restored now.
-    pub(crate) fn open(machine: SharedMachine, dir: Option<PathBuf>) -> std::io::Result<Self> {
+    /// is restored now. A snapshot file of another format version is refused.
+    pub(crate) fn open(machine: SharedMachine, dir: Option<PathBuf>) -> Result<Self, RaftError> {
         let mut applied = Applied::default();
         if let Some(dir) = &dir {
-            fs::create_dir_all(dir)?;
+            fs::create_dir_all(dir).map_err(|e| RaftError::Storage {
+                reason: format!("{}: {e}", dir.display()),
+            })?;
             if let Some(snapshot) = read_snapshot(&dir.join(SNAPSHOT_FILE))? {
                 machine.write().restore(&snapshot.data);
                 applied.last_applied = snapshot.meta.last_log_id;
@@ -158,11 +162,14 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Writes the snapshot to a temporary file, fsyncs it and renames it into place.
+/// Writes the snapshot to a temporary file, fsyncs it and renames it into place. The file: the
+/// format header, the meta's length (`u64`, little endian), the meta (postcard), the user's
+/// bytes.
 fn write_snapshot(dir: &Path, snapshot: &StoredSnapshot) -> std::io::Result<()> {
-    let meta = serde_json::to_vec(&snapshot.meta)?;
+    let meta = codec::encode(&snapshot.meta).map_err(std::io::Error::other)?;
     let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
     let mut file = fs::File::create(&tmp)?;
+    file.write_all(&format::snapshot_header())?;
     file.write_all(&(meta.len() as u64).to_le_bytes())?;
     file.write_all(&meta)?;
     file.write_all(&snapshot.data)?;
@@ -171,24 +178,25 @@ fn write_snapshot(dir: &Path, snapshot: &StoredSnapshot) -> std::io::Result<()> 
     fs::File::open(dir)?.sync_all()
 }
 
-fn read_snapshot(path: &Path) -> std::io::Result<Option<StoredSnapshot>> {
+/// Reads the snapshot file at `path`, if there is one.
+fn read_snapshot(path: &Path) -> Result<Option<StoredSnapshot>, RaftError> {
+    let failed = |reason: String| RaftError::Storage {
+        reason: format!("{}: {reason}", path.display()),
+    };
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) => return Err(failed(e.to_string())),
     };
-    let corrupt = || std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt snapshot file");
-    let len_bytes: [u8; 8] = bytes
-        .get(..8)
-        .ok_or_else(corrupt)?
-        .try_into()
-        .map_err(|_| corrupt())?;
-    let meta_len = usize::try_from(u64::from_le_bytes(len_bytes)).map_err(|_| corrupt())?;
-    let meta_end = 8usize.checked_add(meta_len).ok_or_else(corrupt)?;
-    let meta = serde_json::from_slice(bytes.get(8..meta_end).ok_or_else(corrupt)?)?;
+    let corrupt = || failed("corrupt snapshot file".to_string());
+    let body = format::strip_snapshot_header(path, &bytes)?;
+    let (len_bytes, rest) = body.split_first_chunk::<8>().ok_or_else(corrupt)?;
+    let meta_len = usize::try_from(u64::from_le_bytes(*len_bytes)).map_err(|_| corrupt())?;
+    let meta = rest.get(..meta_len).ok_or_else(corrupt)?;
+    let meta = codec::decode(meta).map_err(|e| failed(format!("corrupt snapshot meta: {e}")))?;
     Ok(Some(StoredSnapshot {
         meta,
-        data: bytes[meta_end..].to_vec(),
+        data: rest[meta_len..].to_vec(),
     }))
 }
 
@@ -222,11 +230,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
-                EntryPayload::Blank => Ok(String::new()),
-                EntryPayload::Normal(command) => machine.apply_json(&command.0),
+                EntryPayload::Blank => Ok(Encoded::default()),
+                EntryPayload::Normal(command) => machine.apply(command),
                 EntryPayload::Membership(membership) => {
                     applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Ok(String::new())
+                    Ok(Encoded::default())
                 }
             };
             replies.push(reply);

@@ -3,15 +3,14 @@
 
 use std::io::Cursor;
 
-use serde::{Deserialize, Serialize};
+use crate::codec::Encoded;
 
-/// A user command, already encoded as JSON by the typed [`RaftHandle`](crate::RaftHandle).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Command(pub(crate) String);
+/// A user command, archived once by the typed [`RaftHandle`](crate::RaftHandle).
+pub(crate) type Command = Encoded;
 
-/// What applying one log entry produced: the user's response as JSON, or why it could not be
-/// decoded. Blank and membership entries reply with an empty string.
-pub(crate) type Reply = Result<String, String>;
+/// What applying one log entry produced: the user's archived response, or why the command
+/// could not be decoded. Blank and membership entries reply with no bytes.
+pub(crate) type Reply = Result<Encoded, String>;
 
 openraft::declare_raft_types!(
     /// The type configuration of every Raft group in this crate.

@@ -17,7 +17,6 @@ use datacake_raft::{
     RaftConfig, RaftError, RaftExtension, RaftHandle, ReadConsistency, Role, StateMachine,
 };
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 const SEED: u64 = 0xDA7A_CA4E;
@@ -33,7 +32,7 @@ struct Kv {
 }
 
 /// Sets a key; the response is the previous value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Set(String, u64);
 
 impl StateMachine for Kv {

@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use datacake_node::{DatacakeNode, NodeId};
 use datacake_raft::{
-    RaftConfig, RaftExtension, RaftHandle, ReadConsistency, Role, StateMachine, Storage,
+    rkyv, RaftConfig, RaftExtension, RaftHandle, ReadConsistency, Role, StateMachine, Storage,
 };
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -90,8 +90,23 @@ const CONVERGE: Duration = Duration::from_secs(30);
 /// Bound (simulated) of the whole run.
 const LIMIT: Duration = Duration::from_secs(300);
 
-/// The replicated state: one register and one counter, both starting at 0.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The replicated state: one register and one counter, both starting at 0. (rkyv as the
+/// answer to a query; serde for the snapshot.)
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[rkyv(crate = datacake_raft::rkyv)]
 pub struct Cells {
     /// The register's value.
     pub register: u64,
@@ -100,7 +115,8 @@ pub struct Cells {
 }
 
 /// A mutation of [`Cells`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(crate = datacake_raft::rkyv)]
 pub enum Command {
     /// Sets the register; responds with the value set.
     SetRegister(u64),

@@ -1,11 +1,13 @@
-//! The durable store: a restarted node keeps its log, vote and membership.
+//! The durable store: a restarted node keeps its log, vote and membership; a store of
+//! another format version is refused.
 
 use std::collections::BTreeMap;
 
-use datacake_raft::{ReadConsistency, Role};
+use datacake_raft::{RaftError, RaftExtension, ReadConsistency, Role};
 
 use crate::fixtures::{
-    by_id, config, start, start_cluster, wait_for_leader, Get, Set, TempDir, CONVERGE,
+    by_id, config, start, start_cluster, start_node, wait_for_leader, Get, KvMachine, Set, TempDir,
+    CONVERGE,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,4 +114,102 @@ async fn a_node_restarted_on_its_durable_store_rejoins_with_its_log() {
         .read(Get::All, ReadConsistency::Linearizable)
         .await;
     assert_eq!(seen.expect("linearizable read"), expected);
+}
+
+/// The SQLite log and the snapshot file inside a durable directory.
+const LOG_FILE: &str = "raft-log.sqlite";
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// Runs node 1 alone on `dir` until it has written, taken a snapshot and stopped.
+async fn write_durable_state(dir: &TempDir) {
+    let node = start(1, &[], config(1).with_storage(dir.storage())).await;
+    let all = [&node];
+    wait_for_leader(&all).await;
+    node.raft
+        .write(Set("k".to_string(), 1))
+        .await
+        .expect("write commits");
+    node.raft.trigger_snapshot().await.expect("snapshot asked");
+    test_helper::wait_for("the snapshot to be taken", CONVERGE, || async {
+        node.raft.metrics().snapshot_index.is_some() && dir.0.join(SNAPSHOT_FILE).exists()
+    })
+    .await;
+    drop(node.raft);
+    node.node.shutdown().await;
+}
+
+/// Starts node 1 on `dir` and returns the format version of the refused file.
+async fn refused_format(dir: &TempDir) -> (std::path::PathBuf, Option<u32>) {
+    let node = start_node(1, &[]).await;
+    let result = node
+        .add_extension(RaftExtension::new(
+            KvMachine::default(),
+            config(1).with_storage(dir.storage()),
+        ))
+        .await;
+    node.shutdown().await;
+    match result {
+        Err(RaftError::IncompatibleFormat { path, found, .. }) => (path, found),
+        Err(other) => panic!("expected IncompatibleFormat, got {other}"),
+        Ok(_) => panic!("expected IncompatibleFormat, raft started"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_of_another_format_version_is_refused_at_start() {
+    let dir = TempDir::new("log-format");
+    write_durable_state(&dir).await;
+    // The same directory restarts fine (the check passes its own format).
+    let again = start(1, &[], config(1).with_storage(dir.storage())).await;
+    test_helper::wait_for("the restarted node to read its state", CONVERGE, || async {
+        again.raft.read(Get::All, ReadConsistency::Local).await.ok()
+            == Some(BTreeMap::from([("k".to_string(), 1)]))
+    })
+    .await;
+    drop(again.raft);
+    again.node.shutdown().await;
+
+    let log = dir.0.join(LOG_FILE);
+    let version: u32 = {
+        let conn = rusqlite::Connection::open(&log).unwrap();
+        let version = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "user_version", version + 1)
+            .unwrap();
+        version
+    };
+    assert_eq!(refused_format(&dir).await, (log, Some(version + 1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_log_of_an_earlier_release_is_refused_at_start() {
+    let dir = TempDir::new("log-json");
+    let log = dir.0.join(LOG_FILE);
+    // The layout and encoding of the log before format versions: JSON rows, no user_version.
+    let conn = rusqlite::Connection::open(&log).unwrap();
+    conn.execute_batch(
+        r#"CREATE TABLE raft_log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
+           CREATE TABLE raft_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+           INSERT INTO raft_meta (key, value) VALUES
+               ('vote', CAST('{"leader_id":{"term":1,"node_id":1},"committed":true}' AS BLOB));
+           INSERT INTO raft_log (idx, entry) VALUES
+               (1, CAST('{"log_id":{"leader_id":{"term":1,"node_id":1},"index":1},"payload":"Blank"}' AS BLOB));"#,
+    )
+    .unwrap();
+    drop(conn);
+    assert_eq!(refused_format(&dir).await, (log, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_another_format_version_is_refused_at_start() {
+    let dir = TempDir::new("snapshot-format");
+    write_durable_state(&dir).await;
+    let snapshot = dir.0.join(SNAPSHOT_FILE);
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    // The header: 8 magic bytes, then the version (u32, little endian).
+    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    bytes[8..12].copy_from_slice(&(version + 1).to_le_bytes());
+    std::fs::write(&snapshot, &bytes).unwrap();
+    assert_eq!(refused_format(&dir).await, (snapshot, Some(version + 1)));
 }

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder, NodeId};
-use datacake_raft::{RaftConfig, RaftExtension, RaftHandle, Role, StateMachine, Storage};
-use serde::{Deserialize, Serialize};
+use datacake_raft::{rkyv, RaftConfig, RaftExtension, RaftHandle, Role, StateMachine, Storage};
 
 /// Gossip interval of test nodes.
 pub(crate) const GOSSIP: Duration = Duration::from_millis(50);
@@ -21,12 +20,15 @@ pub(crate) struct KvMachine {
     map: BTreeMap<String, u64>,
 }
 
-/// Sets a key; the response is the previous value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Sets a key; the response is the previous value. (Derived through datacake-raft's rkyv
+/// re-export, as an application without its own rkyv dependency would.)
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(crate = datacake_raft::rkyv)]
 pub(crate) struct Set(pub(crate) String, pub(crate) u64);
 
 /// Reads a key, or every key with `All`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(crate = datacake_raft::rkyv)]
 pub(crate) enum Get {
     Key(String),
     All,
