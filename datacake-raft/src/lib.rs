@@ -94,6 +94,7 @@ mod extension;
 mod guard;
 mod handle;
 mod log_store;
+mod log_writer;
 mod machine;
 mod network;
 mod policy;
