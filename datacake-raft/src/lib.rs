@@ -100,6 +100,8 @@ mod network;
 mod policy;
 mod replica;
 mod sqlite_log;
+#[cfg(test)]
+mod sqlite_log_tests;
 mod state_machine;
 mod types;
 

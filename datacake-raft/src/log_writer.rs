@@ -124,18 +124,17 @@ where
     let mut seq = 0u64;
     let mut failed: Option<Arc<rusqlite::Error>> = None;
     while let Ok(first) = jobs.recv() {
-        // Everything queued while the previous commit ran joins this one.
-        let mut rows = first.0.rows();
-        let mut group = vec![first];
-        while rows < MAX_GROUP_ROWS {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    rows += job.0.rows();
+        let mut group = Vec::new();
+        let outcome = match &failed {
+            Some(error) => {
+                group.push(first);
+                while let Ok(job) = jobs.try_recv() {
                     group.push(job);
                 }
-                Err(_) => break,
+                Err(error.clone())
             }
-        }
+            None => write_group(&mut conn, jobs, first, &mut group).map_err(Arc::new),
+        };
         seq += group.len() as u64;
         let summary = Group {
             last_seq: seq,
@@ -151,10 +150,6 @@ where
                 })
                 .sum(),
             ops: group.len(),
-        };
-        let outcome = match &failed {
-            Some(error) => Err(error.clone()),
-            None => write_group(&mut conn, &group).map_err(Arc::new),
         };
         if let Err(error) = &outcome {
             if failed.is_none() {
@@ -172,11 +167,26 @@ where
     }
 }
 
-/// Applies `group` in one transaction and commits it (one fsync).
-fn write_group(conn: &mut Connection, group: &[(Op, Done)]) -> rusqlite::Result<()> {
+/// Writes `first` and every op queued behind it (also those queued while the transaction
+/// waited for the database lock) in one transaction and commits it: one fsync. The ops end
+/// up in `group`, whatever the outcome (on error the transaction is rolled back, and the ops
+/// still queued fail with the next group).
+fn write_group(
+    conn: &mut Connection,
+    jobs: &mpsc::Receiver<(Op, Done)>,
+    first: (Op, Done),
+    group: &mut Vec<(Op, Done)>,
+) -> rusqlite::Result<()> {
+    let mut rows = first.0.rows();
+    group.push(first);
+    let first = &group[0];
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for (op, _) in group {
-        op.apply(&tx)?;
+    first.0.apply(&tx)?;
+    while rows < MAX_GROUP_ROWS {
+        let Ok(job) = jobs.try_recv() else { break };
+        rows += job.0.rows();
+        group.push(job);
+        group[group.len() - 1].0.apply(&tx)?;
     }
     // With `synchronous = FULL` the commit returns once the WAL is fsynced.
     tx.commit()

@@ -388,10 +388,11 @@ impl RaftLogReader<TypeConfig> for SqliteLogStore {
             state.check()?;
             // Purged rows may still be on disk while the purge is queued.
             let start = start.max(state.last_purged.map_or(0, |id| id.index + 1));
-            let from_tail: Vec<Entry> = if start < end {
+            let from = start.max(state.floor);
+            let from_tail: Vec<Entry> = if from < end {
                 state
                     .tail
-                    .range(start.max(state.floor)..end)
+                    .range(from..end)
                     .map(|(_, e)| e.clone())
                     .collect()
             } else {
