@@ -106,11 +106,14 @@ mod format;
 mod guard;
 mod handle;
 mod log_store;
+mod log_writer;
 mod machine;
 mod network;
 mod policy;
 mod replica;
 mod sqlite_log;
+#[cfg(test)]
+mod sqlite_log_tests;
 mod state_machine;
 mod types;
 

@@ -1,13 +1,38 @@
-//! The durable Raft log and vote store: SQLite (WAL, `synchronous = FULL`), so a write is on
-//! disk (fsynced) before openraft is told it is saved.
+//! The durable Raft log and vote store: SQLite (WAL, `synchronous = FULL`), written by one
+//! thread with group commit ([`log_writer`](crate::log_writer)).
+//!
+//! **What is durable when.**
+//! - `append` returns as soon as the entries are queued for the writer and visible to
+//!   readers; its `LogFlushed` callback runs once the transaction holding them has committed
+//!   (the WAL fsynced). Appends queued while a commit runs share the next one.
+//! - `save_vote` returns only once the vote is durable (openraft requires it), and with it
+//!   everything queued before it.
+//! - `truncate`, `purge` and `save_committed` return once queued: they go through the same
+//!   queue, so they become durable in order with the appends around them, at the latest with
+//!   the next append or vote. (Losing one in a crash is harmless: the appends queued after it
+//!   were not acknowledged either, and openraft treats the committed id as a hint.)
+//!
+//! **Reads see what was queued, not only what is durable.** openraft reads entries it has
+//! appended before they are flushed (a leader's replication streams read the entries it is
+//! still fsyncing), so the store keeps the *logical* state in memory: the vote, the committed
+//! and purged ids, the last log id, and a tail of the log that holds every entry from
+//! `floor` on. Entries below `floor` are read from SQLite with a second connection; the tail
+//! only gives up entries (raising `floor`) when nothing is queued, i.e. when SQLite holds
+//! exactly the logical log, so those rows are right and stay right until an op below `floor`
+//! (a truncate, which lowers `floor` first) is queued. Reads never wait for an fsync.
+//!
+//! After a failed commit the store refuses every further call: openraft has seen entries that
+//! are not on disk, so writing anything after them could leave a hole.
 
 // openraft's own error types (`StorageError`, `ConfigError`) are large; they are what its
 // traits return, so helpers return them unboxed too (as openraft itself does).
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -18,22 +43,30 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec;
+use crate::log_writer::{Done, Group, Op, Writer};
 use crate::types::{Entry, LogId, StorageError, StorageResult, TypeConfig, Vote};
 
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "purged";
 
-/// The log and the vote in one SQLite database. Clones share the connection.
-#[derive(Clone)]
-pub(crate) struct SqliteLogStore {
-    conn: Arc<Mutex<Connection>>,
+/// Durable entries the in-memory tail keeps for readers (replication, apply) once nothing is
+/// queued; older ones are read from SQLite.
+const TAIL_KEEP: usize = 4096;
+
+/// The tracing target of the per-commit `trace` event (`appends`, `entries` and `ops` fields),
+/// which the benchmark counts to report entries per fsync.
+const COMMIT_TARGET: &str = "datacake_raft::log";
+
+/// Encodes a log entry, vote or log id for a row. With [`decode`], the only (de)serialization
+/// of this store.
+fn encode<T: Serialize + ?Sized>(value: &T) -> StorageResult<Vec<u8>> {
+    codec::encode(value).map_err(io_err)
 }
 
-impl Debug for SqliteLogStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteLogStore").finish_non_exhaustive()
-    }
+/// Decodes what [`encode`] wrote.
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StorageResult<T> {
+    codec::decode(bytes).map_err(read_err)
 }
 
 fn io_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -44,14 +77,13 @@ fn read_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageError::from(StorageIOError::read(AnyError::new(&e)))
 }
 
-/// Encodes a row's value (an entry, the vote, a log id) in the storage format.
-fn encode<T: Serialize + ?Sized>(value: &T) -> StorageResult<Vec<u8>> {
-    codec::encode(value).map_err(io_err)
+/// The error every call returns once a commit has failed.
+fn failed_err(e: &rusqlite::Error) -> StorageError {
+    StorageError::from(StorageIOError::write(AnyError::new(e)))
 }
 
-/// Decodes a row's value.
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StorageResult<T> {
-    codec::decode(bytes).map_err(read_err)
+fn stopped_err() -> StorageError {
+    io_err(std::io::Error::other("the raft log writer has stopped"))
 }
 
 /// `idx` as SQLite's signed integer (log indexes stay far below `i64::MAX`).
@@ -59,61 +91,282 @@ fn sql_index(index: u64) -> i64 {
     i64::try_from(index).unwrap_or(i64::MAX)
 }
 
+/// The logical state: everything queued, whether or not it is durable yet.
+#[derive(Debug, Default)]
+struct Logical {
+    /// Every entry of the log from `floor` on.
+    tail: BTreeMap<u64, Entry>,
+    /// Entries below it are read from SQLite (and are durable).
+    floor: u64,
+    last_log_id: Option<LogId>,
+    last_purged: Option<LogId>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    /// Ops handed to the writer so far.
+    queued: u64,
+    /// Ops the writer has settled (committed or failed).
+    settled: u64,
+    /// Why the writer failed, once it has.
+    failed: Option<Arc<rusqlite::Error>>,
+}
+
+impl Logical {
+    fn check(&self) -> StorageResult<()> {
+        match &self.failed {
+            Some(error) => Err(failed_err(error)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How much the writer has written: group commits (one fsync each), and the appends and
+/// entries they held.
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    appends: AtomicU64,
+    entries: AtomicU64,
+}
+
+struct Shared {
+    state: Arc<Mutex<Logical>>,
+    writer: Writer,
+    /// Reads the rows below the tail's floor.
+    reader: Mutex<Connection>,
+    #[cfg(test)]
+    counters: Arc<Counters>,
+}
+
+/// The log and the vote in one SQLite database. Clones share the store.
+#[derive(Clone)]
+pub(crate) struct SqliteLogStore {
+    shared: Arc<Shared>,
+}
+
+impl Debug for SqliteLogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteLogStore").finish_non_exhaustive()
+    }
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS raft_log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS raft_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
+    )?;
+    Ok(conn)
+}
+
+fn read_meta<T: DeserializeOwned>(conn: &Connection, key: &str) -> StorageResult<Option<T>> {
+    let value: Option<Vec<u8>> = conn
+        .query_row("SELECT value FROM raft_meta WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(read_err)?;
+    value.map(|v| decode(&v)).transpose()
+}
+
+/// The durable entries with `start <= index < end`.
+fn read_rows(conn: &Connection, start: u64, end: u64) -> StorageResult<Vec<Entry>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT entry FROM raft_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")
+        .map_err(read_err)?;
+    let rows = stmt
+        .query_map(params![sql_index(start), sql_index(end)], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })
+        .map_err(read_err)?;
+    rows.map(|row| decode(&row.map_err(read_err)?)).collect()
+}
+
+/// The durable entry with the highest index below `end`.
+fn read_last_below(conn: &Connection, end: u64) -> StorageResult<Option<Entry>> {
+    let bytes: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT entry FROM raft_log WHERE idx < ?1 ORDER BY idx DESC LIMIT 1",
+            [sql_index(end)],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(read_err)?;
+    bytes.map(|b| decode(&b)).transpose()
+}
+
 impl SqliteLogStore {
-    /// Opens (or creates) the database at `path`.
-    pub(crate) fn open(path: &Path) -> rusqlite::Result<Self> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS raft_log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
-             CREATE TABLE IF NOT EXISTS raft_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
-        )?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
-    }
-
-    /// Runs `f` on the connection in a blocking task (SQLite fsyncs on commit).
-    async fn run<T, F>(&self, f: F) -> StorageResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> StorageResult<T> + Send + 'static,
-    {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || f(&mut conn.lock()))
-            .await
+    /// Opens (or creates) the database at `path` and starts its writer thread.
+    pub(crate) fn open(path: &Path) -> StorageResult<Self> {
+        let conn = open_connection(path).map_err(read_err)?;
+        let reader = open_connection(path).map_err(read_err)?;
+        let last_purged: Option<LogId> = read_meta(&reader, KEY_PURGED)?;
+        let last_entry = read_last_below(&reader, u64::MAX)?;
+        let last_log_id = last_entry.map(|e| e.log_id).or(last_purged);
+        let state = Arc::new(Mutex::new(Logical {
+            floor: last_log_id.map_or(0, |id| id.index + 1),
+            last_log_id,
+            last_purged,
+            vote: read_meta(&reader, KEY_VOTE)?,
+            committed: read_meta::<Option<LogId>>(&reader, KEY_COMMITTED)?.flatten(),
+            ..Logical::default()
+        }));
+        let counters = Arc::new(Counters::default());
+        let writer = {
+            let state = state.clone();
+            #[cfg(test)]
+            let counters = counters.clone();
+            Writer::spawn(conn, move |group, outcome| {
+                settle(&state, &counters, group, outcome)
+            })
             .map_err(io_err)?
+        };
+        Ok(Self {
+            shared: Arc::new(Shared {
+                state,
+                writer,
+                reader: Mutex::new(reader),
+                #[cfg(test)]
+                counters,
+            }),
+        })
     }
 
-    async fn get_meta<T: DeserializeOwned + Send + 'static>(
+    /// Group commits so far, and the appends and entries they held.
+    #[cfg(test)]
+    pub(crate) fn commits(&self) -> (u64, u64, u64) {
+        let c = &self.shared.counters;
+        (
+            c.commits.load(Ordering::Relaxed),
+            c.appends.load(Ordering::Relaxed),
+            c.entries.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Queues `op` and records it, with the logical state locked (so the queue's order is the
+    /// order of the state's changes).
+    fn queue(&self, state: &mut Logical, op: Op, done: Done) -> StorageResult<()> {
+        self.shared
+            .writer
+            .send(op, done)
+            .map_err(|()| stopped_err())?;
+        state.queued += 1;
+        Ok(())
+    }
+
+    /// Appends `entries` like [`RaftLogStorage::append`]; `flushed` runs on the writer thread
+    /// once they are durable, after the callbacks of everything queued before.
+    pub(crate) fn append_with<I, F>(&self, entries: I, flushed: F) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry>,
+        F: FnOnce(Result<(), Arc<rusqlite::Error>>) + Send + 'static,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let rows = entries
+            .iter()
+            .map(|e| Ok((sql_index(e.log_id.index), encode(e)?)))
+            .collect::<StorageResult<Vec<_>>>()?;
+        let mut state = self.shared.state.lock();
+        state.check()?;
+        if let Some(first) = entries.first().map(|e| e.log_id.index) {
+            if first < state.floor {
+                // Never done by openraft (it appends after its last entry, truncating
+                // first): bring the durable rows from `first` on into the tail, so it again
+                // holds everything from its floor on. Rows below the floor are stable.
+                let below = read_rows(&self.shared.reader.lock(), first, state.floor)?;
+                for entry in below {
+                    state.tail.insert(entry.log_id.index, entry);
+                }
+                state.floor = first;
+            }
+        }
+        for entry in entries {
+            state.tail.insert(entry.log_id.index, entry);
+        }
+        if let Some((_, last)) = state.tail.last_key_value() {
+            state.last_log_id = Some(last.log_id);
+        }
+        self.queue(&mut state, Op::Append { rows }, Box::new(flushed))
+    }
+
+    /// Queues a metadata write; `done` runs once it is durable.
+    fn put_meta(
         &self,
+        state: &mut Logical,
         key: &'static str,
-    ) -> StorageResult<Option<T>> {
-        self.run(move |conn| {
-            let value: Option<Vec<u8>> = conn
-                .query_row("SELECT value FROM raft_meta WHERE key = ?1", [key], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(read_err)?;
-            value.map(|v| decode(&v)).transpose()
-        })
-        .await
+        value: Vec<u8>,
+        done: Done,
+    ) -> StorageResult<()> {
+        self.queue(state, Op::Meta { key, value }, done)
     }
+}
 
-    async fn put_meta<T: Serialize>(&self, key: &'static str, value: &T) -> StorageResult<()> {
-        let bytes = encode(value)?;
-        self.run(move |conn| {
-            conn.execute(
-                "INSERT OR REPLACE INTO raft_meta (key, value) VALUES (?1, ?2)",
-                params![key, bytes],
-            )
-            .map_err(io_err)?;
-            Ok(())
-        })
-        .await
+/// Runs on the writer thread after each group: counts it, records failure, and lets the tail
+/// give up durable entries once nothing is queued.
+fn settle(
+    state: &Mutex<Logical>,
+    counters: &Counters,
+    group: Group,
+    outcome: Result<(), &rusqlite::Error>,
+) {
+    let mut state = state.lock();
+    state.settled = group.last_seq;
+    match outcome {
+        Ok(()) => {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters
+                .appends
+                .fetch_add(group.appends as u64, Ordering::Relaxed);
+            counters
+                .entries
+                .fetch_add(group.entries as u64, Ordering::Relaxed);
+            tracing::trace!(
+                target: COMMIT_TARGET,
+                appends = group.appends,
+                entries = group.entries,
+                ops = group.ops,
+                "log group committed"
+            );
+        }
+        Err(error) => {
+            if state.failed.is_none() {
+                state.failed = Some(Arc::new(clone_error(error)));
+            }
+        }
     }
+    if state.settled == state.queued && state.tail.len() > TAIL_KEEP {
+        // SQLite now holds exactly the logical log: entries below the new floor can be read
+        // from it.
+        let keep_from = *state
+            .tail
+            .keys()
+            .nth(state.tail.len() - TAIL_KEEP)
+            .expect("the tail is longer than TAIL_KEEP");
+        state.tail = state.tail.split_off(&keep_from);
+        state.floor = keep_from;
+    }
+}
+
+/// A copy of `error` for the store's later calls (rusqlite errors are not `Clone`).
+fn clone_error(error: &rusqlite::Error) -> rusqlite::Error {
+    match error {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            rusqlite::Error::SqliteFailure(*code, message.clone())
+        }
+        other => rusqlite::Error::ToSqlConversionFailure(other.to_string().into()),
+    }
+}
+
+/// Sends `Ok` on `tx` once the op is durable, or the error.
+fn reply(tx: tokio::sync::oneshot::Sender<Result<(), Arc<rusqlite::Error>>>) -> Done {
+    Box::new(move |outcome| {
+        let _ = tx.send(outcome);
+    })
+}
+
+fn nothing() -> Done {
+    Box::new(|_| {})
 }
 
 impl RaftLogReader<TypeConfig> for SqliteLogStore {
@@ -122,31 +375,43 @@ impl RaftLogReader<TypeConfig> for SqliteLogStore {
         range: RB,
     ) -> StorageResult<Vec<Entry>> {
         let start = match range.start_bound() {
-            Bound::Included(i) => sql_index(*i),
-            Bound::Excluded(i) => sql_index(*i).saturating_add(1),
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(i) => sql_index(*i).saturating_add(1),
-            Bound::Excluded(i) => sql_index(*i),
-            Bound::Unbounded => i64::MAX,
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
         };
-        self.run(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT entry FROM raft_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
-                )
-                .map_err(read_err)?;
-            let rows = stmt
-                .query_map(params![start, end], |r| r.get::<_, Vec<u8>>(0))
-                .map_err(read_err)?;
-            rows.map(|row| {
-                let bytes = row.map_err(read_err)?;
-                decode(&bytes)
-            })
-            .collect()
-        })
-        .await
+        let (start, floor, from_tail) = {
+            let state = self.shared.state.lock();
+            state.check()?;
+            // Purged rows may still be on disk while the purge is queued.
+            let start = start.max(state.last_purged.map_or(0, |id| id.index + 1));
+            let from = start.max(state.floor);
+            let from_tail: Vec<Entry> = if from < end {
+                state
+                    .tail
+                    .range(from..end)
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (start, state.floor, from_tail)
+        };
+        let below_end = end.min(floor);
+        if start >= below_end {
+            return Ok(from_tail);
+        }
+        let shared = self.shared.clone();
+        let mut entries =
+            tokio::task::spawn_blocking(move || read_rows(&shared.reader.lock(), start, below_end))
+                .await
+                .map_err(read_err)??;
+        entries.extend(from_tail);
+        Ok(entries)
     }
 }
 
@@ -154,23 +419,11 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let purged: Option<LogId> = self.get_meta(KEY_PURGED).await?;
-        let last: Option<Entry> = self
-            .run(|conn| {
-                let bytes: Option<Vec<u8>> = conn
-                    .query_row(
-                        "SELECT entry FROM raft_log ORDER BY idx DESC LIMIT 1",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(read_err)?;
-                bytes.map(|b| decode(&b)).transpose()
-            })
-            .await?;
+        let state = self.shared.state.lock();
+        state.check()?;
         Ok(LogState {
-            last_purged_log_id: purged,
-            last_log_id: last.map(|e| e.log_id).or(purged),
+            last_purged_log_id: state.last_purged,
+            last_log_id: state.last_log_id,
         })
     }
 
@@ -179,22 +432,41 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> StorageResult<()> {
-        self.put_meta(KEY_VOTE, vote).await
+        let value = encode(vote)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut state = self.shared.state.lock();
+            state.check()?;
+            self.put_meta(&mut state, KEY_VOTE, value, reply(tx))?;
+            state.vote = Some(*vote);
+        }
+        // openraft requires the vote on disk before this returns.
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(failed_err(&error)),
+            Err(_) => Err(stopped_err()),
+        }
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote>> {
-        self.get_meta(KEY_VOTE).await
+        let state = self.shared.state.lock();
+        state.check()?;
+        Ok(state.vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> StorageResult<()> {
-        self.put_meta(KEY_COMMITTED, &committed).await
+        let value = encode(&committed)?;
+        let mut state = self.shared.state.lock();
+        state.check()?;
+        self.put_meta(&mut state, KEY_COMMITTED, value, nothing())?;
+        state.committed = committed;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId>> {
-        Ok(self
-            .get_meta::<Option<LogId>>(KEY_COMMITTED)
-            .await?
-            .flatten())
+        let state = self.shared.state.lock();
+        state.check()?;
+        Ok(state.committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
@@ -202,58 +474,54 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let rows = entries
-            .into_iter()
-            .map(|e| Ok((sql_index(e.log_id.index), encode(&e)?)))
-            .collect::<StorageResult<Vec<(i64, Vec<u8>)>>>()?;
-        let result = self
-            .run(move |conn| {
-                let tx = conn.transaction().map_err(io_err)?;
-                {
-                    let mut stmt = tx
-                        .prepare_cached(
-                            "INSERT OR REPLACE INTO raft_log (idx, entry) VALUES (?1, ?2)",
-                        )
-                        .map_err(io_err)?;
-                    for (idx, bytes) in &rows {
-                        stmt.execute(params![idx, bytes]).map_err(io_err)?;
-                    }
-                }
-                // With `synchronous = FULL` the commit returns once the WAL is fsynced.
-                tx.commit().map_err(io_err)
-            })
-            .await;
-        match &result {
-            Ok(()) => callback.log_io_completed(Ok(())),
-            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
-        }
-        result
+        self.append_with(entries, move |outcome| {
+            callback.log_io_completed(outcome.map_err(|e| std::io::Error::other(e.to_string())))
+        })
     }
 
     async fn truncate(&mut self, log_id: LogId) -> StorageResult<()> {
-        let from = sql_index(log_id.index);
-        self.run(move |conn| {
-            conn.execute("DELETE FROM raft_log WHERE idx >= ?1", [from])
-                .map_err(io_err)?;
-            Ok(())
-        })
-        .await
+        let since = log_id.index;
+        let mut state = self.shared.state.lock();
+        state.check()?;
+        state.tail.split_off(&since);
+        let was_last = state.last_log_id;
+        if since < state.floor {
+            state.floor = since;
+        }
+        state.last_log_id = match state.tail.last_key_value() {
+            Some((_, last)) => Some(last.log_id),
+            None if was_last.is_none_or(|id| id.index < since) => was_last,
+            // Everything left is below the floor, where the durable rows are the log.
+            None => read_last_below(&self.shared.reader.lock(), since)?
+                .map(|e| e.log_id)
+                .or(state.last_purged),
+        };
+        self.queue(
+            &mut state,
+            Op::Truncate {
+                from: sql_index(since),
+            },
+            nothing(),
+        )
     }
 
     async fn purge(&mut self, log_id: LogId) -> StorageResult<()> {
-        let upto = sql_index(log_id.index);
-        let purged = encode(&log_id)?;
-        self.run(move |conn| {
-            let tx = conn.transaction().map_err(io_err)?;
-            tx.execute(
-                "INSERT OR REPLACE INTO raft_meta (key, value) VALUES (?1, ?2)",
-                params![KEY_PURGED, purged],
-            )
-            .map_err(io_err)?;
-            tx.execute("DELETE FROM raft_log WHERE idx <= ?1", [upto])
-                .map_err(io_err)?;
-            tx.commit().map_err(io_err)
-        })
-        .await
+        let value = encode(&log_id)?;
+        let mut state = self.shared.state.lock();
+        state.check()?;
+        state.tail = state.tail.split_off(&(log_id.index + 1));
+        state.last_purged = Some(log_id);
+        if state.last_log_id.is_none_or(|id| id.index < log_id.index) {
+            state.last_log_id = Some(log_id);
+        }
+        self.queue(
+            &mut state,
+            Op::Purge {
+                upto: sql_index(log_id.index),
+                key: KEY_PURGED,
+                value,
+            },
+            nothing(),
+        )
     }
 }

@@ -1,8 +1,13 @@
 //! Suite `raft`: the strongly consistent `datacake-raft` extension on an in-process
 //! three-node cluster (Raft over the real datacake-rpc on loopback). Committed writes per
 //! second and their p50/p99 latency with 1, 64 and 256 concurrent clients writing through the
-//! leader, with the in-memory store and with the durable SQLite store (fsync per append).
+//! leader, with the in-memory store and with the durable SQLite store (group commit: one
+//! fsync per transaction, entries per fsync reported). Two baselines of the same run come
+//! first: a tiny write + fsync in the directory the durable logs live in, and one raw
+//! datacake-rpc round trip on loopback.
 
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +15,7 @@ use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder};
 use datacake_raft::{RaftConfig, RaftExtension, RaftHandle, Role, StateMachine, Storage};
 
 use crate::config::RunConfig;
+use crate::echo::{rpc_call, RpcEcho};
 use crate::report::{Latency, Measurement, SuiteReport};
 
 /// Give up waiting for a leader after this long.
@@ -176,11 +182,113 @@ async fn measure(
     ))
 }
 
+/// Group commits of the durable log, and the entries they held, counted from its trace event
+/// (target `datacake_raft::log`, message `log group committed`).
+static COMMITS: AtomicU64 = AtomicU64::new(0);
+static COMMITTED_ENTRIES: AtomicU64 = AtomicU64::new(0);
+
+/// A tracing layer that counts the durable log's group commits (see [`COMMITS`]); the binary
+/// installs it beside its log output.
+pub(crate) fn commit_counter<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    use tracing_subscriber::Layer;
+    CommitCounter.with_filter(
+        tracing_subscriber::filter::Targets::new()
+            .with_target("datacake_raft::log", tracing::Level::TRACE),
+    )
+}
+
+struct CommitCounter;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CommitCounter {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Entries(u64);
+        impl tracing_subscriber::field::Visit for Entries {
+            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                if field.name() == "entries" {
+                    self.0 = value;
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut entries = Entries(0);
+        event.record(&mut entries);
+        COMMITS.fetch_add(1, Ordering::Relaxed);
+        COMMITTED_ENTRIES.fetch_add(entries.0, Ordering::Relaxed);
+    }
+}
+
+/// The durable logs' group commits and entries so far (all nodes of the cluster).
+fn commits() -> (u64, u64) {
+    (
+        COMMITS.load(Ordering::Relaxed),
+        COMMITTED_ENTRIES.load(Ordering::Relaxed),
+    )
+}
+
+/// Baseline: a 64-byte write and fsync of a file in the directory the durable logs use.
+fn fsync_baseline(samples: usize) -> anyhow::Result<Measurement> {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("datacake-bench-fsync-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0)?;
+    let mut file = std::fs::File::create(dir.0.join("probe"))?;
+    let mut times = Vec::with_capacity(samples);
+    let start = Instant::now();
+    for _ in 0..samples {
+        let began = Instant::now();
+        file.write_all(&[7; 64])?;
+        file.sync_all()?;
+        times.push(began.elapsed());
+    }
+    let ops = samples as f64 / start.elapsed().as_secs_f64();
+    Ok(Measurement::new("baseline: write 64 B + fsync", "fsync")
+        .with_ops_per_sec(ops)
+        .with_latency(Latency::from_samples(&mut times)))
+}
+
+/// Baseline: one datacake-rpc echo round trip on loopback, one call at a time.
+async fn rpc_baseline(calls: usize) -> anyhow::Result<Measurement> {
+    let echo = RpcEcho::start().await?;
+    let mut client = echo.client.clone();
+    for _ in 0..100 {
+        client = rpc_call(client).await?;
+    }
+    let mut times = Vec::with_capacity(calls);
+    let start = Instant::now();
+    for _ in 0..calls {
+        let began = Instant::now();
+        client = rpc_call(client).await?;
+        times.push(began.elapsed());
+    }
+    let ops = calls as f64 / start.elapsed().as_secs_f64();
+    echo.server.shutdown().await;
+    Ok(
+        Measurement::new("baseline: rpc round trip, 64 B", "datacake-rpc")
+            .with_ops_per_sec(ops)
+            .with_latency(Latency::from_samples(&mut times)),
+    )
+}
+
+/// The target a durable row is held to: a share of the in-memory rate at the same clients.
+fn durable_target(clients: usize) -> Option<f64> {
+    match clients {
+        64 => Some(0.30),
+        256 => Some(0.50),
+        _ => None,
+    }
+}
+
 /// Runs the suite.
 pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
     let writes: u64 = cfg.pick(256, 5_000, 20_000);
     let concurrency = cfg.concurrency_or(&[1, 64, 256]);
     let mut measurements = Vec::new();
+    cfg.progress.scenario("baselines: fsync and rpc round trip");
+    measurements.push(fsync_baseline(cfg.pick(200, 2_000, 5_000))?);
+    measurements.push(rpc_baseline(cfg.pick(500, 5_000, 20_000)).await?);
+    let mut memory_rate = std::collections::HashMap::new();
     for backend in [Backend::Memory, Backend::Sqlite] {
         cfg.progress.scenario(format!(
             "starting a 3-node raft cluster ({})",
@@ -198,16 +306,38 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
             };
             cfg.progress
                 .scenario(format!("{writes} writes, {who} ({})", backend.name()));
+            let before = commits();
             let (ops, latency) = measure(&leader, clients, writes).await?;
-            measurements.push(
-                Measurement::new(
-                    format!("3 nodes, {who}, write"),
-                    format!("raft-{}", backend.name()),
-                )
-                .with_ops_per_sec(ops)
-                .with_latency(latency)
-                .with_point(backend.name(), "concurrent clients", clients as f64),
-            );
+            let after = commits();
+            let mut row = Measurement::new(
+                format!("3 nodes, {who}, write"),
+                format!("raft-{}", backend.name()),
+            )
+            .with_ops_per_sec(ops)
+            .with_latency(latency)
+            .with_point(backend.name(), "concurrent clients", clients as f64);
+            match backend {
+                Backend::Memory => {
+                    memory_rate.insert(clients, ops);
+                }
+                Backend::Sqlite => {
+                    // Over the three nodes' logs: entries written per group commit (fsync).
+                    let fsyncs = after.0 - before.0;
+                    if fsyncs > 0 {
+                        row = row.with_value(
+                            (after.1 - before.1) as f64 / fsyncs as f64,
+                            "entries/fsync",
+                        );
+                    }
+                    if let Some(memory) = memory_rate.get(&clients) {
+                        row = row.with_ratio(ops / memory);
+                    }
+                    if let Some(share) = durable_target(clients) {
+                        row = row.with_target(format!(">= {share:.2}x memory"));
+                    }
+                }
+            }
+            measurements.push(row);
         }
         drop(leader);
         drop(cluster.handles);
