@@ -21,8 +21,10 @@ use serde::de::{DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The version of the encodings above, as stored in durable files. Format 1: postcard for
-/// openraft's types, rkyv for the user's. (Releases before it wrote JSON, unversioned.)
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// openraft's types, rkyv for the user's, one command per log entry. Format 2: a log entry
+/// holds a batch of commands ([`Batch`](crate::proposer::Batch)). (Releases before format 1
+/// wrote JSON, unversioned.)
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// Why a value of openraft's types could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +140,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::{archive, decode, encode, unarchive, CodecError, Encoded};
+    use crate::proposer::Batch;
     use crate::types::Entry;
 
     #[derive(Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -149,7 +152,7 @@ mod tests {
     fn entry(term: u64, index: u64, command: Vec<u8>) -> Entry {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-            payload: EntryPayload::Normal(Encoded::copy_from(&command)),
+            payload: EntryPayload::Normal(Batch(vec![Encoded::copy_from(&command)])),
         }
     }
 

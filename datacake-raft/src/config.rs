@@ -256,6 +256,9 @@ impl RaftConfig {
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
             // Receivers refuse larger chunks (`guard::SNAPSHOT_CHUNK`).
             snapshot_max_chunk_size: crate::guard::SNAPSHOT_CHUNK,
+            // With the size bound on a command, keeps an append-entries message below the
+            // RPC body limit.
+            max_payload_entries: crate::proposer::MAX_PAYLOAD_ENTRIES,
             ..Default::default()
         }
         .validate()

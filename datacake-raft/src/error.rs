@@ -47,6 +47,15 @@ pub enum RaftError {
         /// The codec's message.
         reason: String,
     },
+    /// The archived command is larger than a node proposes (1 MiB): it would make the
+    /// append-entries messages that carry it too large for the peers to take.
+    #[error("the command is {size} bytes archived, above the limit of {limit}")]
+    CommandTooLarge {
+        /// The archived command's size in bytes.
+        size: u64,
+        /// The most bytes a command may take.
+        limit: u64,
+    },
     /// The log, vote or snapshot storage failed.
     #[error("raft storage failed: {reason}")]
     Storage {

@@ -16,6 +16,7 @@ use crate::log_store::MemLogStore;
 use crate::machine::{self, StateMachine};
 use crate::network::{Network, RaftService};
 use crate::policy;
+use crate::proposer::Proposer;
 use crate::sqlite_log::SqliteLogStore;
 use crate::state_machine::StateMachineStore;
 use crate::types::{Raft, RaftNodeId};
@@ -104,8 +105,10 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
         }
         .map_err(|e| storage_error(&e))?;
         let bootstrapping = Arc::new(AtomicBool::new(false));
+        let proposer = Proposer::start(raft.clone());
         node.add_rpc_service(RaftService::new(
             raft.clone(),
+            proposer.clone(),
             machine.clone(),
             node.handle(),
             bootstrapping.clone(),
@@ -143,6 +146,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
         );
         Ok(RaftHandle::new(HandleInner {
             raft,
+            proposer,
             machine,
             node: node.handle(),
             forward: config.forward_to_leader,

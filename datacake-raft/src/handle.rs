@@ -16,6 +16,7 @@ use crate::error::RaftError;
 use crate::events::{RaftEvents, RaftStatus, Role};
 use crate::machine::{SharedMachine, StateMachine};
 use crate::network::{ask, resolve, ForwardReadPacket, ForwardWritePacket};
+use crate::proposer::Proposer;
 use crate::replica::{self, Outcome};
 use crate::types::{Raft, RaftNodeId};
 
@@ -32,6 +33,8 @@ pub enum ReadConsistency {
 
 pub(crate) struct HandleInner {
     pub(crate) raft: Raft,
+    /// Proposes this node's writes, many to a log entry.
+    pub(crate) proposer: Proposer,
     pub(crate) machine: SharedMachine,
     pub(crate) node: DatacakeHandle,
     pub(crate) forward: bool,
@@ -178,7 +181,7 @@ impl<S: StateMachine> RaftHandle<S> {
         let command = archive(&command).map_err(RaftError::codec)?;
         // Kept for forwarding only when this node turns out not to be the leader.
         let forward = self.inner.forward.then(|| command.clone());
-        let outcome = replica::write_local(&self.inner.raft, command).await;
+        let outcome = self.inner.proposer.write(command).await;
         let outcome = match (leader_addr(&self.inner.node, &outcome), forward) {
             (Some(addr), Some(command)) => {
                 let packet = ForwardWritePacket {

@@ -110,6 +110,7 @@ mod log_writer;
 mod machine;
 mod network;
 mod policy;
+mod proposer;
 mod replica;
 mod sqlite_log;
 #[cfg(test)]

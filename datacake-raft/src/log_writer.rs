@@ -13,12 +13,17 @@
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
 /// A group takes no more ops once it holds this many rows, so one commit never waits on an
 /// unbounded amount of work.
 const MAX_GROUP_ROWS: usize = 4096;
+
+/// How long a group of only [`Op::Deferred`] ops waits for another op before it commits
+/// alone, by default.
+pub(crate) const DEFER: Duration = Duration::from_millis(100);
 
 /// Runs once the op's transaction is settled: `Ok` once it is durable, or why it is not.
 pub(crate) type Done = Box<dyn FnOnce(Result<(), Arc<rusqlite::Error>>) + Send>;
@@ -35,8 +40,12 @@ pub(crate) enum Op {
         key: &'static str,
         value: Vec<u8>,
     },
-    /// Set a metadata key (the vote, the committed log id).
+    /// Set a metadata key (the vote).
     Meta { key: &'static str, value: Vec<u8> },
+    /// Set a metadata key whose loss in a crash is harmless (the committed log id: without
+    /// it, openraft re-applies from the last snapshot). It does not cost an fsync of its own
+    /// while others follow: it waits a while ([`DEFER`] by default) for another op to commit with.
+    Deferred { key: &'static str, value: Vec<u8> },
 }
 
 impl Op {
@@ -64,7 +73,7 @@ impl Op {
                 put_meta(tx, key, value)?;
                 tx.execute("DELETE FROM raft_log WHERE idx <= ?1", [upto])?;
             }
-            Op::Meta { key, value } => put_meta(tx, key, value)?,
+            Op::Meta { key, value } | Op::Deferred { key, value } => put_meta(tx, key, value)?,
         }
         Ok(())
     }
@@ -99,15 +108,16 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`. `committed` runs on that thread after each group
-    /// is settled and before the group's completions (with `Err` if the group failed).
-    pub(crate) fn spawn<F>(conn: Connection, committed: F) -> std::io::Result<Self>
+    /// is settled and before the group's completions (with `Err` if the group failed). A
+    /// group of only [`Op::Deferred`] ops waits up to `defer` for another op.
+    pub(crate) fn spawn<F>(conn: Connection, defer: Duration, committed: F) -> std::io::Result<Self>
     where
         F: FnMut(Group, Result<(), &rusqlite::Error>) + Send + 'static,
     {
         let (queue, jobs) = mpsc::channel();
         thread::Builder::new()
             .name("datacake-raft-log".into())
-            .spawn(move || serve(conn, &jobs, committed))?;
+            .spawn(move || serve(conn, &jobs, defer, committed))?;
         Ok(Self { queue })
     }
 
@@ -117,23 +127,36 @@ impl Writer {
     }
 }
 
-fn serve<F>(mut conn: Connection, jobs: &mpsc::Receiver<(Op, Done)>, mut committed: F)
-where
+fn serve<F>(
+    mut conn: Connection,
+    jobs: &mpsc::Receiver<(Op, Done)>,
+    defer: Duration,
+    mut committed: F,
+) where
     F: FnMut(Group, Result<(), &rusqlite::Error>),
 {
     let mut seq = 0u64;
     let mut failed: Option<Arc<rusqlite::Error>> = None;
     while let Ok(first) = jobs.recv() {
-        let mut group = Vec::new();
+        let mut group = vec![first];
+        // Deferred ops alone wait for company (or for the queue to close).
+        while group
+            .iter()
+            .all(|(op, _)| matches!(op, Op::Deferred { .. }))
+        {
+            match jobs.recv_timeout(defer) {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
         let outcome = match &failed {
             Some(error) => {
-                group.push(first);
                 while let Ok(job) = jobs.try_recv() {
                     group.push(job);
                 }
                 Err(error.clone())
             }
-            None => write_group(&mut conn, jobs, first, &mut group).map_err(Arc::new),
+            None => write_group(&mut conn, jobs, &mut group).map_err(Arc::new),
         };
         seq += group.len() as u64;
         let summary = Group {
@@ -167,21 +190,21 @@ where
     }
 }
 
-/// Writes `first` and every op queued behind it (also those queued while the transaction
-/// waited for the database lock) in one transaction and commits it: one fsync. The ops end
-/// up in `group`, whatever the outcome (on error the transaction is rolled back, and the ops
-/// still queued fail with the next group).
+/// Writes the ops in `group` and every op queued behind them (also those queued while the
+/// transaction waited for the database lock) in one transaction and commits it: one fsync.
+/// The ops end up in `group`, whatever the outcome (on error the transaction is rolled back,
+/// and the ops still queued fail with the next group).
 fn write_group(
     conn: &mut Connection,
     jobs: &mpsc::Receiver<(Op, Done)>,
-    first: (Op, Done),
     group: &mut Vec<(Op, Done)>,
 ) -> rusqlite::Result<()> {
-    let mut rows = first.0.rows();
-    group.push(first);
-    let first = &group[0];
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    first.0.apply(&tx)?;
+    let mut rows = 0;
+    for (op, _) in group.iter() {
+        rows += op.rows();
+        op.apply(&tx)?;
+    }
     while rows < MAX_GROUP_ROWS {
         let Ok(job) = jobs.try_recv() else { break };
         rows += job.0.rows();

@@ -40,6 +40,7 @@ use crate::bootstrap;
 use crate::codec::{self, Encoded};
 use crate::guard::{self, Refusal, SnapshotReceipt, WarnLimiter};
 use crate::machine::SharedMachine;
+use crate::proposer::Proposer;
 use crate::replica::{self, Outcome};
 use crate::types::{Raft, RaftNodeId, TypeConfig, Vote};
 
@@ -110,6 +111,8 @@ pub(crate) struct ProbeReply {
 /// The Raft RPC service on a node.
 pub(crate) struct RaftService {
     raft: Raft,
+    /// Proposes the writes forwarded to this node.
+    proposer: Proposer,
     machine: SharedMachine,
     node: DatacakeHandle,
     bootstrapping: Arc<AtomicBool>,
@@ -123,6 +126,7 @@ pub(crate) struct RaftService {
 impl RaftService {
     pub(crate) fn new(
         raft: Raft,
+        proposer: Proposer,
         machine: SharedMachine,
         node: DatacakeHandle,
         bootstrapping: Arc<AtomicBool>,
@@ -130,6 +134,7 @@ impl RaftService {
     ) -> Self {
         Self {
             raft,
+            proposer,
             machine,
             node,
             bootstrapping,
@@ -336,7 +341,7 @@ impl Handler<ForwardWritePacket> for RaftService {
 
     async fn on_message(&self, request: Request<ForwardWritePacket>) -> Result<Outcome, Status> {
         let command = Encoded::copy_from(&request.command);
-        Ok(replica::write_local(&self.raft, command).await)
+        Ok(self.proposer.write(command).await)
     }
 }
 

@@ -1,12 +1,13 @@
-//! The local write and linearizable-read paths, shared by the handle and by the RPC service
-//! that serves forwarded calls. Both yield an [`Outcome`], which also travels on the wire.
+//! The local linearizable-read path, shared by the handle and by the RPC service that serves
+//! forwarded calls, and the [`Outcome`] of a write or read, which also travels on the wire.
+//! (Writes go through the [`Proposer`](crate::proposer::Proposer).)
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError as OpenraftError};
+use openraft::error::{CheckIsLeaderError, RaftError as OpenraftError};
 
 use crate::codec::Encoded;
 use crate::error::RaftError;
 use crate::machine::SharedMachine;
-use crate::types::{Command, Raft, RaftNodeId};
+use crate::types::{Raft, RaftNodeId};
 
 /// How a write or a linearizable read went on the node that ran it (an rkyv message: the
 /// reply to a forwarded call).
@@ -23,6 +24,8 @@ pub(crate) enum Outcome {
     QuorumUnavailable,
     /// A value could not be decoded.
     Codec(String),
+    /// The archived command is larger than a node proposes.
+    TooLarge { size: u64, limit: u64 },
     /// Raft has stopped on that node.
     Stopped,
 }
@@ -37,28 +40,9 @@ impl Outcome {
             }),
             Outcome::QuorumUnavailable => Err(RaftError::QuorumUnavailable),
             Outcome::Codec(reason) => Err(RaftError::Codec { reason }),
+            Outcome::TooLarge { size, limit } => Err(RaftError::CommandTooLarge { size, limit }),
             Outcome::Stopped => Err(RaftError::Stopped),
         }
-    }
-}
-
-/// Proposes `command` on this node's Raft and waits until it is committed and applied.
-pub(crate) async fn write_local(raft: &Raft, command: Command) -> Outcome {
-    match raft.client_write(command).await {
-        Ok(response) => match response.data {
-            Ok(response) => Outcome::Done(response.as_bytes().to_vec()),
-            Err(reason) => Outcome::Codec(reason),
-        },
-        Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-            Outcome::NotLeader {
-                leader: forward.leader_id,
-                addr: forward.leader_node.map(|n| n.addr),
-            }
-        }
-        Err(OpenraftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-            Outcome::Codec(e.to_string())
-        }
-        Err(OpenraftError::Fatal(_)) => Outcome::Stopped,
     }
 }
 

@@ -34,6 +34,7 @@ use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
@@ -43,7 +44,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec;
-use crate::log_writer::{Done, Group, Op, Writer};
+use crate::log_writer::{Done, Group, Op, Writer, DEFER};
 use crate::types::{Entry, LogId, StorageError, StorageResult, TypeConfig, Vote};
 
 const KEY_VOTE: &str = "vote";
@@ -199,6 +200,12 @@ fn read_last_below(conn: &Connection, end: u64) -> StorageResult<Option<Entry>> 
 impl SqliteLogStore {
     /// Opens (or creates) the database at `path` and starts its writer thread.
     pub(crate) fn open(path: &Path) -> StorageResult<Self> {
+        Self::open_deferring(path, DEFER)
+    }
+
+    /// [`open`](Self::open), with a committed id waiting up to `defer` for company (see
+    /// [`Op::Deferred`]).
+    pub(crate) fn open_deferring(path: &Path, defer: Duration) -> StorageResult<Self> {
         let conn = open_connection(path).map_err(read_err)?;
         let reader = open_connection(path).map_err(read_err)?;
         let last_purged: Option<LogId> = read_meta(&reader, KEY_PURGED)?;
@@ -217,7 +224,7 @@ impl SqliteLogStore {
             let state = state.clone();
             #[cfg(test)]
             let counters = counters.clone();
-            Writer::spawn(conn, move |group, outcome| {
+            Writer::spawn(conn, defer, move |group, outcome| {
                 settle(&state, &counters, group, outcome)
             })
             .map_err(io_err)?
@@ -458,7 +465,12 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
         let value = encode(&committed)?;
         let mut state = self.shared.state.lock();
         state.check()?;
-        self.put_meta(&mut state, KEY_COMMITTED, value, nothing())?;
+        // Deferred: losing it in a crash only makes openraft re-apply from the last snapshot.
+        let op = Op::Deferred {
+            key: KEY_COMMITTED,
+            value,
+        };
+        self.queue(&mut state, op, nothing())?;
         state.committed = committed;
         Ok(())
     }

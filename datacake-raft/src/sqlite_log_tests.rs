@@ -128,6 +128,58 @@ async fn appends_are_readable_before_the_flush_and_share_one_commit() {
     );
 }
 
+/// A committed id costs no commit of its own when an append follows it: they share one.
+#[tokio::test]
+async fn a_committed_id_shares_the_next_appends_commit() {
+    let dir = TempDir::new("deferred");
+    // A deferral far longer than the test, so the two ops always meet.
+    let mut store = SqliteLogStore::open_deferring(&dir.db(), DEADLINE).expect("open");
+    store
+        .save_committed(Some(log_id(1, 1)))
+        .await
+        .expect("committed");
+    let (flushed, flushes) = mpsc::channel();
+    store
+        .append_with([entry(1, 2)], move |outcome| {
+            let _ = flushed.send(outcome.is_ok());
+        })
+        .expect("append");
+    assert_eq!(recv_n(&flushes, 1), vec![true]);
+    assert_eq!(store.commits(), (1, 1, 1), "(commits, appends, entries)");
+    drop(store);
+    let mut reopened = SqliteLogStore::open(&dir.db()).expect("reopen");
+    assert_eq!(
+        reopened.read_committed().await.expect("committed"),
+        Some(log_id(1, 1))
+    );
+}
+
+/// A committed id with nothing after it is still written, once the deferral is over.
+#[tokio::test]
+async fn a_lone_committed_id_is_written_after_the_deferral() {
+    let dir = TempDir::new("lone");
+    let mut store =
+        SqliteLogStore::open_deferring(&dir.db(), Duration::from_millis(10)).expect("open");
+    store
+        .save_committed(Some(log_id(3, 7)))
+        .await
+        .expect("committed");
+    let until = Instant::now() + DEADLINE;
+    while store.commits().0 == 0 {
+        assert!(Instant::now() < until, "the committed id was never written");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let reader = Connection::open(dir.db()).expect("second connection");
+    let rows: i64 = reader
+        .query_row(
+            "SELECT COUNT(*) FROM raft_meta WHERE key = 'committed'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(rows, 1);
+}
+
 /// Truncate, purge, committed and vote queued behind appends apply in queue order, both to
 /// what readers see before the flush and to what a reopened store finds.
 #[tokio::test]

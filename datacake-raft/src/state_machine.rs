@@ -21,7 +21,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 use parking_lot::Mutex;
 use tracing::warn;
 
-use crate::codec::{self, Encoded};
+use crate::codec;
 use crate::error::RaftError;
 use crate::format;
 use crate::machine::SharedMachine;
@@ -219,7 +219,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((applied.last_applied, applied.last_membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Reply>>
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Vec<Reply>>>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -230,11 +230,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
-                EntryPayload::Blank => Ok(Encoded::default()),
-                EntryPayload::Normal(command) => machine.apply(command),
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(batch) => batch
+                    .0
+                    .into_iter()
+                    .map(|command| machine.apply(command))
+                    .collect(),
                 EntryPayload::Membership(membership) => {
                     applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Ok(Encoded::default())
+                    Vec::new()
                 }
             };
             replies.push(reply);

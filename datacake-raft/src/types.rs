@@ -4,19 +4,19 @@
 use std::io::Cursor;
 
 use crate::codec::Encoded;
+use crate::proposer::Batch;
 
-/// A user command, archived once by the typed [`RaftHandle`](crate::RaftHandle).
-pub(crate) type Command = Encoded;
-
-/// What applying one log entry produced: the user's archived response, or why the command
-/// could not be decoded. Blank and membership entries reply with no bytes.
+/// What applying one user command produced: the user's archived response, or why the
+/// command could not be decoded.
 pub(crate) type Reply = Result<Encoded, String>;
 
 openraft::declare_raft_types!(
     /// The type configuration of every Raft group in this crate.
     pub(crate) TypeConfig:
-        D = Command,
-        R = Reply,
+        // One entry holds a batch of commands and replies with one `Reply` for each (blank
+        // and membership entries with none).
+        D = Batch,
+        R = Vec<Reply>,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
