@@ -3,10 +3,10 @@
 //! openraft 0.9 appends each `client_write` as a log entry of its own and waits for the
 //! leader's log to report it flushed before it handles the next message, so with a durable
 //! log every entry costs the leader one fsync whatever the log store does. The [`Proposer`]
-//! therefore puts many commands into one entry: it keeps at most [`MAX_IN_FLIGHT`] entries
-//! proposed at a time, and every command that arrives while they are replicated, fsynced and
+//! therefore puts many commands into one entry: it keeps at most [`MAX_IN_FLIGHT`] entry
+//! proposed at a time, and every command that arrives while it is replicated, fsynced and
 //! applied goes into the next entry ([`Batch`]), up to [`MAX_BATCH_COMMANDS`] commands and
-//! [`MAX_BATCH_BYTES`]. One client waits only for its own entry; 256 clients share a handful.
+//! [`MAX_BATCH_BYTES`]. One client waits only for its own entry; 256 clients share a few.
 //!
 //! Commands in an entry are applied in order and each gets its own response, so batching is
 //! invisible to the state machine and to callers.
@@ -21,9 +21,11 @@ use crate::codec::Encoded;
 use crate::replica::Outcome;
 use crate::types::Raft;
 
-/// The most entries proposed and not yet applied at a time. One keeps the leader's log idle
-/// while an entry is replicated; a few let the next entry be appended meanwhile.
-pub(crate) const MAX_IN_FLIGHT: usize = 2;
+/// The most entries proposed and not yet applied at a time. Measured on the `raft` suite
+/// (1, 2, 3 and 4 tried): with one, every command that arrives while an entry is replicated
+/// joins the next, and the batches are the largest; more in flight split the same writers
+/// over more entries (and fsyncs) without raising throughput on the durable log.
+pub(crate) const MAX_IN_FLIGHT: usize = 1;
 
 /// The most commands in one entry.
 pub(crate) const MAX_BATCH_COMMANDS: usize = 1024;
@@ -112,6 +114,9 @@ async fn run(raft: Raft, mut commands: mpsc::Receiver<Proposal>) {
                 None => return,
             },
         };
+        // Writers woken by the entry that just finished are about to queue their next
+        // commands: let them, so they share this entry instead of each taking the next.
+        tokio::task::yield_now().await;
         let mut batch = vec![first];
         let mut bytes = batch[0].command.as_bytes().len();
         while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {

@@ -97,6 +97,47 @@ async fn a_fourth_node_catches_up_through_a_snapshot_and_is_promoted() {
     }
 }
 
+/// A learner far behind on large entries catches up through the log: the leader never puts
+/// more into one append-entries message than a peer's RPC server takes (80 entries of 900 KB
+/// would be 72 MB in one message, above the 64 MiB body limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_behind_on_large_entries_catches_up_through_the_log() {
+    const ENTRIES: u64 = 80;
+    // No snapshot: the learner must be sent the entries themselves.
+    let cfg = || config(3).with_snapshot_policy(100_000, 100_000);
+    let nodes = start_cluster(3, |_| cfg()).await;
+    let all: Vec<_> = nodes.iter().collect();
+    let leader = by_id(&nodes, wait_for_leader(&all).await);
+    for i in 0..ENTRIES {
+        let key = format!("{i:04}{}", "x".repeat(900_000));
+        leader.raft.write(Set(key, i)).await.expect("write commits");
+    }
+    let last = leader.raft.metrics().last_log_index;
+
+    let fourth = start(4, &[leader.seed()], cfg()).await;
+    test_helper::wait_for("the leader to see node 4 in gossip", CONVERGE, || async {
+        leader.node.live_members().iter().any(|m| m.node_id == 4)
+    })
+    .await;
+    leader.raft.add_learner(4).await.expect("learner added");
+    test_helper::wait_for("node 4 to apply every entry", CONVERGE, || async {
+        fourth.raft.metrics().applied_index >= last
+    })
+    .await;
+    assert_eq!(
+        fourth.raft.metrics().snapshot_index,
+        None,
+        "caught up by snapshot"
+    );
+    let count = fourth
+        .raft
+        .read(Get::All, ReadConsistency::Local)
+        .await
+        .expect("local read")
+        .len();
+    assert_eq!(count as u64, ENTRIES);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_policy_adds_gossip_members_and_replaces_a_voter_gone_past_the_grace_period() {
     let grace = Duration::from_secs(3);
