@@ -241,10 +241,7 @@ impl Config {
             .cluster_addr
             .or(file.cluster_addr)
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7001)));
-        let public_addr = cli
-            .public_addr
-            .or(file.public_addr)
-            .unwrap_or(cluster_addr);
+        let public_addr = cli.public_addr.or(file.public_addr).unwrap_or(cluster_addr);
         let seeds = if cli.seeds.is_empty() {
             file.seeds.unwrap_or_default()
         } else {
@@ -296,19 +293,13 @@ impl Config {
                     .unwrap_or(10_000),
             },
             limits: Limits {
-                max_body_bytes: cli
-                    .max_body_bytes
-                    .or(l.max_body_bytes)
-                    .unwrap_or(1 << 20),
+                max_body_bytes: cli.max_body_bytes.or(l.max_body_bytes).unwrap_or(1 << 20),
                 max_key_bytes: cli.max_key_bytes.or(l.max_key_bytes).unwrap_or(256),
                 header_read_timeout_ms: cli
                     .header_read_timeout_ms
                     .or(l.header_read_timeout_ms)
                     .unwrap_or(10_000),
-                max_connections: cli
-                    .max_connections
-                    .or(l.max_connections)
-                    .unwrap_or(1024),
+                max_connections: cli.max_connections.or(l.max_connections).unwrap_or(1024),
             },
         };
         config.check()?;
@@ -411,7 +402,14 @@ mod tests {
         )
         .unwrap();
         let config = Config::merge(
-            cli(&["--node-id", "7", "--seed", "b:2", "--heartbeat-interval-ms", "50"]),
+            cli(&[
+                "--node-id",
+                "7",
+                "--seed",
+                "b:2",
+                "--heartbeat-interval-ms",
+                "50",
+            ]),
             file,
         )
         .unwrap();
@@ -426,9 +424,23 @@ mod tests {
     fn bad_values_are_refused_by_key() {
         let base = ["--node-id", "1", "--bootstrap-expect", "1"];
         for (extra, key) in [
-            (&["--election-timeout-min-ms", "500", "--election-timeout-max-ms", "500"][..], "election_timeout_max_ms"),
-            (&["--election-timeout-min-ms", "0"][..], "election_timeout_min_ms"),
-            (&["--heartbeat-interval-ms", "1500"][..], "heartbeat_interval_ms"),
+            (
+                &[
+                    "--election-timeout-min-ms",
+                    "500",
+                    "--election-timeout-max-ms",
+                    "500",
+                ][..],
+                "election_timeout_max_ms",
+            ),
+            (
+                &["--election-timeout-min-ms", "0"][..],
+                "election_timeout_min_ms",
+            ),
+            (
+                &["--heartbeat-interval-ms", "1500"][..],
+                "heartbeat_interval_ms",
+            ),
             (&["--request-timeout-ms", "0"][..], "request_timeout_ms"),
             (&["--max-key-bytes", "0"][..], "max_key_bytes"),
             (&["--max-key-bytes", "5000"][..], "max_key_bytes"),
@@ -443,7 +455,10 @@ mod tests {
             }
         }
         assert!(matches!(
-            Config::merge(cli(&["--node-id", "1", "--bootstrap-expect", "0"]), FileConfig::default()),
+            Config::merge(
+                cli(&["--node-id", "1", "--bootstrap-expect", "0"]),
+                FileConfig::default()
+            ),
             Err(ConfigError::Invalid {
                 key: "bootstrap_expect",
                 ..

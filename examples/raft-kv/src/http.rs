@@ -14,8 +14,7 @@ use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use server_common::{
-    error_chain, json, query_pairs, read_body, response, ApiError, ConnectionStats,
-    PROMETHEUS_TEXT,
+    error_chain, json, query_pairs, read_body, response, ApiError, ConnectionStats, PROMETHEUS_TEXT,
 };
 
 use crate::config::Limits;
@@ -162,13 +161,7 @@ impl App {
                     key: &'a str,
                     version: u64,
                 }
-                Ok(json(
-                    StatusCode::OK,
-                    &Written {
-                        key: &key,
-                        version,
-                    },
-                ))
+                Ok(json(StatusCode::OK, &Written { key: &key, version }))
             }
             Applied::VersionMismatch { current } => Err(version_mismatch(&key, current)),
             other => Err(unexpected(&other)),
@@ -212,7 +205,11 @@ impl App {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "bad_by",
-                    format!("by must be an integer from {} to {}, got {by:?}", i64::MIN, i64::MAX),
+                    format!(
+                        "by must be an integer from {} to {}, got {by:?}",
+                        i64::MIN,
+                        i64::MAX
+                    ),
                 )
             })?,
         };
@@ -237,7 +234,10 @@ impl App {
         let name = self.key(raw)?;
         let params = Params::parse(query, &["read"])?;
         let read = params.read()?;
-        match self.read(Query::Counter { name: name.clone() }, read).await? {
+        match self
+            .read(Query::Counter { name: name.clone() }, read)
+            .await?
+        {
             Answer::Counter(value) => Ok(counter_json(&name, value)),
             other => Err(unexpected(&other)),
         }
@@ -264,10 +264,12 @@ impl App {
         let status = self.raft.metrics();
         let me = self.raft.node_id();
         let unhealthy = |reason: &'static str, message: &str| {
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unhealthy", message)
-                .with_field("reason", reason)
-                .with_field("node_id", me)
-                .with_field("role", metrics::role_name(status.role)))
+            Err(
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unhealthy", message)
+                    .with_field("reason", reason)
+                    .with_field("node_id", me)
+                    .with_field("role", metrics::role_name(status.role)),
+            )
         };
         match status.role {
             Role::Inactive => {
@@ -428,7 +430,10 @@ impl<'a> Params<'a> {
                     ApiError::new(
                         StatusCode::BAD_REQUEST,
                         "bad_version",
-                        format!("if_version must be a version (0 to {}), got {v:?}", u64::MAX),
+                        format!(
+                            "if_version must be a version (0 to {}), got {v:?}",
+                            u64::MAX
+                        ),
                     )
                 })
             })
@@ -483,10 +488,10 @@ fn raft_error(error: RaftError) -> ApiError {
     let message = error_chain(&error);
     let maybe_applied = "; a write may still be applied";
     match &error {
-        RaftError::NotLeader { leader: Some(leader) } => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", message)
-                .with_field("leader", *leader)
-        }
+        RaftError::NotLeader {
+            leader: Some(leader),
+        } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", message)
+            .with_field("leader", *leader),
         RaftError::NotLeader { leader: None } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_leader",
@@ -497,12 +502,16 @@ fn raft_error(error: RaftError) -> ApiError {
             "quorum_unavailable",
             message + maybe_applied,
         ),
-        RaftError::Timeout { .. } => {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message + maybe_applied)
-        }
-        RaftError::Rpc(status) if status.code == ErrorCode::Timeout => {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message + maybe_applied)
-        }
+        RaftError::Timeout { .. } => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            message + maybe_applied,
+        ),
+        RaftError::Rpc(status) if status.code == ErrorCode::Timeout => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            message + maybe_applied,
+        ),
         RaftError::Rpc(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "leader_unreachable",

@@ -90,7 +90,10 @@ mod tests {
         assert_eq!(decode("ab%2", 256), Err(KeyError::BadEscape(2)));
         assert_eq!(decode("", 256), Err(KeyError::Empty));
         assert!(matches!(decode("health", 256), Err(KeyError::Reserved(_))));
-        assert!(matches!(decode("%63luster", 256), Err(KeyError::Reserved(_))));
+        assert!(matches!(
+            decode("%63luster", 256),
+            Err(KeyError::Reserved(_))
+        ));
     }
 
     #[test]

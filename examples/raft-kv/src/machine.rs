@@ -34,7 +34,10 @@ pub(crate) enum Command {
         if_version: Option<u64>,
     },
     /// Removes `key`; with `if_version`, only if the key's version is that.
-    Delete { key: String, if_version: Option<u64> },
+    Delete {
+        key: String,
+        if_version: Option<u64>,
+    },
     /// Adds `by` to the counter `name` (absent counters are 0), unless that overflows an i64.
     Incr { name: String, by: i64 },
 }
@@ -77,7 +80,9 @@ pub(crate) enum Answer {
 }
 
 /// The whole state, as snapshots hold it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 #[rkyv(crate = datacake_raft::rkyv)]
 struct State {
     /// Successful writes so far; the version of the next put is `revision + 1`.
@@ -220,9 +225,18 @@ mod tests {
     #[test]
     fn puts_and_deletes_version_the_keys() {
         let mut m = KvMachine::default();
-        assert_eq!(m.apply(put("a", b"1", None)), Response::Written { version: 1 });
-        assert_eq!(m.apply(put("b", b"2", None)), Response::Written { version: 2 });
-        assert_eq!(m.apply(put("a", b"3", None)), Response::Written { version: 3 });
+        assert_eq!(
+            m.apply(put("a", b"1", None)),
+            Response::Written { version: 1 }
+        );
+        assert_eq!(
+            m.apply(put("b", b"2", None)),
+            Response::Written { version: 2 }
+        );
+        assert_eq!(
+            m.apply(put("a", b"3", None)),
+            Response::Written { version: 3 }
+        );
         assert_eq!(
             get(&m, "a"),
             Some(Stored {
@@ -238,18 +252,30 @@ mod tests {
             m.apply(delete("a", Some(1))),
             Response::VersionMismatch { current: 3 }
         );
-        assert_eq!(m.apply(delete("a", Some(3))), Response::Deleted { existed: true });
-        assert_eq!(m.apply(delete("a", None)), Response::Deleted { existed: false });
+        assert_eq!(
+            m.apply(delete("a", Some(3))),
+            Response::Deleted { existed: true }
+        );
+        assert_eq!(
+            m.apply(delete("a", None)),
+            Response::Deleted { existed: false }
+        );
         assert_eq!(get(&m, "a"), None);
         // Re-created, the key does not reuse an old version.
-        assert_eq!(m.apply(put("a", b"4", None)), Response::Written { version: 5 });
+        assert_eq!(
+            m.apply(put("a", b"4", None)),
+            Response::Written { version: 5 }
+        );
     }
 
     #[test]
     fn compare_and_set_checks_the_version() {
         let mut m = KvMachine::default();
         // 0: only if absent.
-        assert_eq!(m.apply(put("k", b"x", Some(0))), Response::Written { version: 1 });
+        assert_eq!(
+            m.apply(put("k", b"x", Some(0))),
+            Response::Written { version: 1 }
+        );
         assert_eq!(
             m.apply(put("k", b"y", Some(0))),
             Response::VersionMismatch { current: 1 }
@@ -258,7 +284,10 @@ mod tests {
             m.apply(put("k", b"y", Some(7))),
             Response::VersionMismatch { current: 1 }
         );
-        assert_eq!(m.apply(put("k", b"y", Some(1))), Response::Written { version: 2 });
+        assert_eq!(
+            m.apply(put("k", b"y", Some(1))),
+            Response::Written { version: 2 }
+        );
         assert_eq!(get(&m, "k").unwrap().value, b"y");
         assert_eq!(
             m.apply(put("absent", b"z", Some(2))),

@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use datacake_raft::{RaftStatus, Role};
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use server_common::ConnectionCounts;
 
@@ -72,10 +74,7 @@ pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
         "raftkv_raft_has_quorum",
         "1 if this node leads and a quorum acknowledged it within the lease."
     );
-    describe_gauge!(
-        "raftkv_http_connections_open",
-        "HTTP connections open now."
-    );
+    describe_gauge!("raftkv_http_connections_open", "HTTP connections open now.");
     describe_counter!(
         "raftkv_http_connections_refused_total",
         "Connections closed at once for being over max_connections."

@@ -38,41 +38,41 @@ pub(crate) struct App {
 /// The answer to a failed store operation.
 fn store_error(error: StoreError<SqliteStorageError>) -> ApiError {
     let message = error_chain(&error);
-        match &error {
-            StoreError::Consistency(ConsistencyError::NotEnoughNodes { .. }) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_enough_nodes", message)
-            }
-            StoreError::Consistency(ConsistencyError::ConsistencyFailure { .. }) => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "consistency_timeout", message)
-            }
-            StoreError::ReplicaFailed { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "replica_failed", message)
-            }
-            StoreError::Transport { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "peer_unreachable", message)
-            }
-            StoreError::ReservedKeyspace { .. } | StoreError::InvalidKeyspaceName { .. } => {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_keyspace", message)
-            }
-            StoreError::TooManyKeyspaces { .. } => ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "too_many_keyspaces",
-                message,
-            ),
-            StoreError::MemberIsLive { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "member_is_live", message)
-            }
-            StoreError::UnknownMember { .. } => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_member", message)
-            }
-            StoreError::DocumentTooLarge { .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "document_too_large", message)
-            }
-            _ => {
-                tracing::error!(error = %message, "storage failure");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
-            }
+    match &error {
+        StoreError::Consistency(ConsistencyError::NotEnoughNodes { .. }) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_enough_nodes", message)
         }
+        StoreError::Consistency(ConsistencyError::ConsistencyFailure { .. }) => {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "consistency_timeout", message)
+        }
+        StoreError::ReplicaFailed { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "replica_failed", message)
+        }
+        StoreError::Transport { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "peer_unreachable", message)
+        }
+        StoreError::ReservedKeyspace { .. } | StoreError::InvalidKeyspaceName { .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_keyspace", message)
+        }
+        StoreError::TooManyKeyspaces { .. } => ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "too_many_keyspaces",
+            message,
+        ),
+        StoreError::MemberIsLive { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "member_is_live", message)
+        }
+        StoreError::UnknownMember { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_member", message)
+        }
+        StoreError::DocumentTooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "document_too_large", message)
+        }
+        _ => {
+            tracing::error!(error = %message, "storage failure");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
+        }
+    }
 }
 
 impl App {
@@ -100,7 +100,10 @@ impl App {
     }
 
     /// Answers one request (errors become JSON responses).
-    pub(crate) async fn serve(self: Arc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub(crate) async fn serve(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let response = match self.access.check(&path, request.headers()) {
@@ -235,7 +238,10 @@ impl App {
                 format!("{id:?} is not a node id"),
             )
         })?;
-        self.store.remove_member(node_id).await.map_err(store_error)?;
+        self.store
+            .remove_member(node_id)
+            .await
+            .map_err(store_error)?;
         Ok(empty(StatusCode::NO_CONTENT))
     }
 

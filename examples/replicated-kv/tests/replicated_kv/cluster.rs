@@ -3,7 +3,7 @@
 
 use test_helper::wait_for;
 
-use crate::fixtures::{free_ports, KvNode, temp_dir, DEADLINE};
+use crate::fixtures::{free_ports, temp_dir, KvNode, DEADLINE};
 
 const KEYS_WHILE_DOWN: usize = 20;
 
@@ -19,7 +19,7 @@ async fn three_nodes_replicate_survive_sigkill_and_catch_up() {
                 i as u32 + 1,
                 (ports[2 * i], ports[2 * i + 1]),
                 seeds,
-                &dir.path(),
+                dir.path(),
             )
         })
         .collect();

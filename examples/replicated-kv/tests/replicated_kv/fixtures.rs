@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use test_helper::http::{exchange, head};
 pub(crate) use test_helper::http::{
     keep_alive_request, read_until_closed, request, request_chunked, Reply,
 };
-use test_helper::http::{exchange, head};
-use test_helper::process::{ChildProcess, LogFile};
 pub(crate) use test_helper::process::{free_ports, Run};
+use test_helper::process::{ChildProcess, LogFile};
 pub(crate) use test_helper::{wait_for, wait_for_value, TempDir};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;

@@ -8,8 +8,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::fixtures::{
-    free_ports, keep_alive_request, metric, read_until_closed, wait_for_metrics, wait_for_value,
-    temp_dir, KvNode, DEADLINE,
+    free_ports, keep_alive_request, metric, read_until_closed, temp_dir, wait_for_metrics,
+    wait_for_value, KvNode, DEADLINE,
 };
 
 /// A client that sends half a request line, or nothing, is cut off after the header-read
@@ -18,7 +18,7 @@ use crate::fixtures::{
 async fn slow_headers_are_cut_off() {
     let dir = temp_dir("slow-headers");
     let ports = free_ports(2);
-    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.path())
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path())
         .with_args(&["--header-read-timeout-ms", "500"]);
     node.start();
     node.wait_for_members(1).await;
@@ -59,7 +59,7 @@ async fn slow_headers_are_cut_off() {
 async fn connections_over_the_limit_are_closed_at_once() {
     let dir = temp_dir("max-connections");
     let ports = free_ports(2);
-    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.path()).with_args(&[
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path()).with_args(&[
         "--max-connections",
         "2",
         "--header-read-timeout-ms",
@@ -126,7 +126,7 @@ async fn accept_backs_off_when_out_of_file_descriptors() {
     let dir = temp_dir("emfile");
     let ports = free_ports(2);
     let limit = 64;
-    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.path())
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path())
         .with_args(&["--header-read-timeout-ms", "120000"])
         .with_fd_limit(limit);
     node.start();
@@ -168,7 +168,7 @@ async fn accept_backs_off_when_out_of_file_descriptors() {
 async fn reserved_keyspaces_are_bad_requests() {
     let dir = temp_dir("reserved");
     let ports = free_ports(2);
-    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.path());
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path());
     node.start();
     node.wait_for_members(1).await;
     for keyspace in [

@@ -9,7 +9,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::fixtures::{free_ports, metric, run_binary, Client, KvNode, Run, temp_dir};
+use crate::fixtures::{free_ports, metric, run_binary, temp_dir, Client, KvNode, Run};
 
 const TOKEN: &str = "s3cret-Token.42";
 
@@ -182,12 +182,12 @@ async fn certs_commands_write_files_that_load_and_chain() {
 #[tokio::test]
 async fn https_with_a_token_lets_only_the_token_in() {
     let dir = temp_dir("https");
-    make_certs(&dir.path(), "kv-test", 1).await;
+    make_certs(dir.path(), "kv-test", 1).await;
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("  {TOKEN}\n")).unwrap();
     let ports = free_ports(2);
     let https = Client::https(&dir.path().join("ca").join("ca.pem"));
-    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.path())
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path())
         .with_args(&[
             "--cluster-id",
             "kv-test",
@@ -273,7 +273,7 @@ async fn https_with_a_token_lets_only_the_token_in() {
             .is_err()
     );
     let other = temp_dir("https-other");
-    make_certs(&other.path(), "kv-test", 1).await;
+    make_certs(other.path(), "kv-test", 1).await;
     let stranger = Client::https(&other.path().join("ca").join("ca.pem")).with_token(TOKEN);
     let error = stranger
         .request(node.http_port, "GET", "/health", b"")
@@ -291,7 +291,7 @@ async fn open_health_lets_probes_in_without_the_token() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN).unwrap();
     let ports = free_ports(2);
-    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.path()).with_args(&[
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path()).with_args(&[
         "--auth-token-file",
         token_file.to_str().unwrap(),
         "--open-health",
@@ -399,11 +399,11 @@ async fn nodes_replicate_over_mutual_tls_and_a_plaintext_node_stays_out() {
     let ports = free_ports(8);
     let mut nodes = Vec::new();
     for (i, id) in [1u32, 2].into_iter().enumerate() {
-        let args = cluster_tls_args(&ca, &dir.path(), id).await;
+        let args = cluster_tls_args(&ca, dir.path(), id).await;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let seeds = if id == 1 { vec![] } else { vec![ports[0]] };
         let mut node =
-            KvNode::new(id, (ports[2 * i], ports[2 * i + 1]), seeds, &dir.path()).with_args(&args);
+            KvNode::new(id, (ports[2 * i], ports[2 * i + 1]), seeds, dir.path()).with_args(&args);
         node.start();
         nodes.push(node);
     }
@@ -417,13 +417,14 @@ async fn nodes_replicate_over_mutual_tls_and_a_plaintext_node_stays_out() {
 
     // A plaintext node of the same cluster id gossips at node 1 and never gets in; a TLS
     // node started after it does.
-    let mut plaintext = KvNode::new(3, (ports[4], ports[5]), vec![ports[0]], &dir.path())
+    let mut plaintext = KvNode::new(3, (ports[4], ports[5]), vec![ports[0]], dir.path())
         .with_args(&["--cluster-id", "kv-tls"]);
     plaintext.start();
     plaintext.wait_for_members(1).await;
-    let args = cluster_tls_args(&ca, &dir.path(), 4).await;
+    let args = cluster_tls_args(&ca, dir.path(), 4).await;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut late = KvNode::new(4, (ports[6], ports[7]), vec![ports[0]], &dir.path()).with_args(&args);
+    let mut late =
+        KvNode::new(4, (ports[6], ports[7]), vec![ports[0]], dir.path()).with_args(&args);
     late.start();
     nodes.push(late);
     for node in &nodes {
