@@ -59,7 +59,6 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
             eprintln!("raft-kv: {error:#}");
             ExitCode::FAILURE
         }
