@@ -15,6 +15,15 @@ use serde::{Deserialize, Serialize};
 /// The longest key or counter name accepted at most, whatever `max_key_bytes` says.
 pub(crate) const KEY_BYTES_CEILING: usize = 4096;
 
+/// The largest `max_body_bytes` accepted: 192 KiB. datacake-raft (openraft 0.9) sends a
+/// lagging follower up to 300 log entries in one message, and a message over datacake-rpc's
+/// 64 MiB body limit is refused and retried unchanged, so the follower would never catch up.
+/// 300 entries of 192 KiB values with 4 KiB keys stay under 61 MB.
+pub(crate) const BODY_BYTES_CEILING: usize = 192 << 10;
+
+/// The default `max_body_bytes`: 64 KiB.
+const DEFAULT_MAX_BODY_BYTES: usize = 64 << 10;
+
 /// A Raft-replicated HTTP key-value server (one Datacake node with datacake-raft).
 ///
 /// `GET|PUT|DELETE /:key`, `POST /counter/:name/incr`, `GET /counter/:name`, `GET /cluster`,
@@ -70,7 +79,7 @@ pub(crate) struct Cli {
     /// milliseconds [default: 10000].
     #[arg(long, value_name = "MS")]
     request_timeout_ms: Option<u64>,
-    /// Largest accepted request body (a value), in bytes [default: 1048576].
+    /// Largest accepted request body (a value), in bytes [default: 65536, at most 196608].
     #[arg(long, value_name = "BYTES")]
     max_body_bytes: Option<usize>,
     /// Longest key or counter name, in bytes after percent-decoding [default: 256, at most
@@ -293,7 +302,10 @@ impl Config {
                     .unwrap_or(10_000),
             },
             limits: Limits {
-                max_body_bytes: cli.max_body_bytes.or(l.max_body_bytes).unwrap_or(1 << 20),
+                max_body_bytes: cli
+                    .max_body_bytes
+                    .or(l.max_body_bytes)
+                    .unwrap_or(DEFAULT_MAX_BODY_BYTES),
                 max_key_bytes: cli.max_key_bytes.or(l.max_key_bytes).unwrap_or(256),
                 header_read_timeout_ms: cli
                     .header_read_timeout_ms
@@ -319,6 +331,12 @@ impl Config {
                      binds every interface",
                     self.public_addr
                 ),
+            ));
+        }
+        if let Some(seed) = self.seeds.iter().find(|seed| !is_host_port(seed)) {
+            return Err(invalid(
+                "seeds",
+                format!("{seed:?} is not host:port (e.g. 10.0.0.2:7001 or kv-2.internal:7001)"),
             ));
         }
         if self.cluster_id.is_empty() {
@@ -350,8 +368,15 @@ impl Config {
             return Err(invalid("request_timeout_ms", "must be at least 1"));
         }
         let l = &self.limits;
-        if l.max_body_bytes == 0 {
-            return Err(invalid("max_body_bytes", "must be at least 1"));
+        if !(1..=BODY_BYTES_CEILING).contains(&l.max_body_bytes) {
+            return Err(invalid(
+                "max_body_bytes",
+                format!(
+                    "must be between 1 and {BODY_BYTES_CEILING}: a lagging follower is sent up \
+                     to 300 log entries in one message, which must stay under the 64 MiB RPC \
+                     body limit"
+                ),
+            ));
         }
         if !(1..=KEY_BYTES_CEILING).contains(&l.max_key_bytes) {
             return Err(invalid(
@@ -367,6 +392,14 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether `seed` is `host:port` (a host name or IP address, and a port).
+fn is_host_port(seed: &str) -> bool {
+    seed.parse::<SocketAddr>().is_ok()
+        || seed.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok()
+        })
 }
 
 #[cfg(test)]
@@ -385,6 +418,16 @@ mod tests {
         assert_eq!(config.node_id, 1);
         assert_eq!(config.bootstrap_expect, 3);
         assert_eq!(config.seeds.len(), 3);
+    }
+
+    #[test]
+    fn seeds_are_host_and_port() {
+        for seed in ["10.0.0.2:7001", "[::1]:7001", "kv-2.internal:7001"] {
+            assert!(is_host_port(seed), "{seed}");
+        }
+        for seed in ["10.0.0.2", ":7001", "kv:70000", "::1:7001", ""] {
+            assert!(!is_host_port(seed), "{seed}");
+        }
     }
 
     #[test]
@@ -445,8 +488,11 @@ mod tests {
             (&["--max-key-bytes", "0"][..], "max_key_bytes"),
             (&["--max-key-bytes", "5000"][..], "max_key_bytes"),
             (&["--max-body-bytes", "0"][..], "max_body_bytes"),
+            (&["--max-body-bytes", "196609"][..], "max_body_bytes"),
             (&["--max-connections", "0"][..], "max_connections"),
             (&["--cluster-addr", "0.0.0.0:7001"][..], "public_addr"),
+            (&["--seed", "10.0.0.2"][..], "seeds"),
+            (&["--seed", "host:port"][..], "seeds"),
         ] {
             let args: Vec<&str> = base.iter().chain(extra).copied().collect();
             match Config::merge(cli(&args), FileConfig::default()) {

@@ -36,7 +36,7 @@ async fn the_example_file_is_valid() {
     assert_eq!(config["data_dir"], "data/1");
     assert_eq!(config["seeds"].as_array().unwrap().len(), 3);
     assert_eq!(config["timings"]["election_timeout_min_ms"], 1500);
-    assert_eq!(config["limits"]["max_body_bytes"], 1 << 20);
+    assert_eq!(config["limits"]["max_body_bytes"], 64 << 10);
 }
 
 #[tokio::test]
@@ -129,6 +129,7 @@ async fn unknown_keys_and_bad_values_are_refused_with_status_2() {
         ),
         (&["--request-timeout-ms", "0"][..], "request_timeout_ms"),
         (&["--max-connections", "0"][..], "max_connections"),
+        (&["--max-body-bytes", "1048576"][..], "max_body_bytes"),
         (&["--cluster-addr", "0.0.0.0:7001"][..], "public_addr"),
     ] {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
