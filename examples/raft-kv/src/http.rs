@@ -263,32 +263,16 @@ impl App {
         Params::parse(query, &[])?;
         let status = self.raft.metrics();
         let me = self.raft.node_id();
-        let unhealthy = |reason: &'static str, message: &str| {
-            Err(
+        let role = metrics::role_name(status.role);
+        if let Some((reason, message)) =
+            health_problem(status.role, status.leader, me, self.raft.has_quorum())
+        {
+            return Err(
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unhealthy", message)
                     .with_field("reason", reason)
                     .with_field("node_id", me)
-                    .with_field("role", metrics::role_name(status.role)),
-            )
-        };
-        match status.role {
-            Role::Inactive => {
-                return unhealthy(
-                    "inactive",
-                    "this node is in no cluster yet: waiting for bootstrap_expect nodes, or to be added",
-                )
-            }
-            Role::Leader if !self.raft.has_quorum() => {
-                return unhealthy(
-                    "no_quorum",
-                    "this node leads, but no quorum of voters has acknowledged it lately",
-                )
-            }
-            Role::Leader => {}
-            Role::Follower | Role::Learner if status.leader.is_some_and(|l| l != me) => {}
-            Role::Follower | Role::Learner | Role::Candidate => {
-                return unhealthy("no_leader", "this node knows of no leader (an election is due or under way)")
-            }
+                    .with_field("role", role),
+            );
         }
         #[derive(Serialize)]
         struct Health {
@@ -302,7 +286,7 @@ impl App {
             &Health {
                 status: "ok",
                 node_id: me,
-                role: metrics::role_name(status.role),
+                role,
                 leader: status.leader,
             },
         ))
@@ -369,6 +353,33 @@ impl App {
             self.connections.counts(),
         );
         Ok(response(StatusCode::OK, PROMETHEUS_TEXT, Bytes::from(text)))
+    }
+}
+
+/// Why node `me` in `role`, knowing of `leader`, is not healthy (a reason code and a
+/// message), or `None` if it is: it is in a cluster and either leads with a quorum or follows
+/// a leader it knows.
+fn health_problem(
+    role: Role,
+    leader: Option<u32>,
+    me: u32,
+    has_quorum: bool,
+) -> Option<(&'static str, &'static str)> {
+    match role {
+        Role::Inactive => Some((
+            "inactive",
+            "this node is in no cluster yet: waiting for bootstrap_expect nodes, or to be added",
+        )),
+        Role::Leader if has_quorum => None,
+        Role::Leader => Some((
+            "no_quorum",
+            "this node leads, but no quorum of voters has acknowledged it lately",
+        )),
+        Role::Follower | Role::Learner if leader.is_some_and(|l| l != me) => None,
+        Role::Follower | Role::Learner | Role::Candidate => Some((
+            "no_leader",
+            "this node knows of no leader (an election is due or under way)",
+        )),
     }
 }
 
@@ -525,6 +536,90 @@ fn raft_error(error: RaftError) -> ApiError {
         _ => {
             tracing::error!(error = %message, "raft failure");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_needs_a_cluster_and_a_leader_with_a_quorum() {
+        let reason = |role, leader, quorum| health_problem(role, leader, 2, quorum).map(|p| p.0);
+        assert_eq!(reason(Role::Leader, Some(2), true), None);
+        assert_eq!(reason(Role::Leader, Some(2), false), Some("no_quorum"));
+        assert_eq!(reason(Role::Follower, Some(1), false), None);
+        assert_eq!(reason(Role::Learner, Some(1), false), None);
+        assert_eq!(reason(Role::Follower, None, false), Some("no_leader"));
+        assert_eq!(reason(Role::Candidate, Some(1), false), Some("no_leader"));
+        assert_eq!(reason(Role::Inactive, Some(1), false), Some("inactive"));
+    }
+
+    #[test]
+    fn query_parameters_are_checked_by_route() {
+        let params = Params::parse(Some("read=local"), &["read"]).unwrap();
+        assert_eq!(params.read().unwrap(), ReadConsistency::Local);
+        assert_eq!(
+            Params::parse(None, &["read"]).unwrap().read().unwrap(),
+            ReadConsistency::Linearizable
+        );
+        let code =
+            |query, allowed: &[&str]| Params::parse(Some(query), allowed).unwrap_err().code();
+        assert_eq!(code("by=1", &["read"]), "unknown_parameter");
+        assert_eq!(
+            code("read=local&read=local", &["read"]),
+            "duplicate_parameter"
+        );
+        let version = |query| {
+            Params::parse(Some(query), &["if_version"])
+                .unwrap()
+                .if_version()
+        };
+        assert_eq!(version("if_version=0").unwrap(), Some(0));
+        assert_eq!(version("if_version=x").unwrap_err().code(), "bad_version");
+    }
+
+    #[test]
+    fn raft_errors_map_to_statuses_and_codes() {
+        let cases = [
+            (RaftError::NotLeader { leader: None }, 503, "no_leader"),
+            (RaftError::NotLeader { leader: Some(3) }, 503, "not_leader"),
+            (RaftError::QuorumUnavailable, 503, "quorum_unavailable"),
+            (
+                RaftError::Timeout {
+                    after: std::time::Duration::from_secs(1),
+                },
+                504,
+                "timeout",
+            ),
+            (
+                RaftError::Rpc(datacake_rpc::Status::timeout("late")),
+                504,
+                "timeout",
+            ),
+            (
+                RaftError::Rpc(datacake_rpc::Status::connection("refused")),
+                503,
+                "leader_unreachable",
+            ),
+            (RaftError::Stopped, 503, "stopped"),
+            (
+                RaftError::Storage {
+                    reason: "disk".into(),
+                },
+                500,
+                "internal",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let what = error.to_string();
+            let error = raft_error(error);
+            assert_eq!(
+                (error.status().as_u16(), error.code()),
+                (status, code),
+                "{what}"
+            );
         }
     }
 }
