@@ -128,12 +128,6 @@ impl ChildProcess {
         assert!(status.success(), "kill -{signal} failed");
         wait_exit(child, &format!("exit after SIG{signal}"), deadline).await
     }
-
-    /// Waits up to `deadline` for it to exit by itself.
-    pub async fn wait_exit(mut self, deadline: Duration) -> ExitStatus {
-        let child = self.child.take().expect("running");
-        wait_exit(child, "the process to exit", deadline).await
-    }
 }
 
 /// Polls `child` until it exits, panicking with `what` after `deadline`.
