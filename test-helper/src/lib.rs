@@ -3,12 +3,20 @@
 //! Tests wait on observable state with a deadline; they never sleep and then assert.
 //! [`linearizability`] checks recorded histories of concurrent calls against a sequential
 //! model.
+//!
+//! With the `server` feature, fixtures for the tests of server binaries (the examples):
+//! [`process`] starts, signals and kills processes and finds free ports; [`http`] is a raw
+//! HTTP/1.1 client that also sends malformed or partial requests.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "server")]
+pub mod http;
 pub mod linearizability;
+#[cfg(feature = "server")]
+pub mod process;
 
 /// How often [`wait_for`] re-checks its condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -34,10 +42,30 @@ where
     }
 }
 
+/// Polls `probe` until it yields a value (like [`wait_for`], panicking with `what` if
+/// `timeout` passes first), and returns it.
+pub async fn wait_for_value<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if start.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
 /// A fresh directory under the system temp dir, removed (with its contents) when dropped.
 #[derive(Debug)]
 pub struct TempDir {
     path: PathBuf,
+    keep_on_failure: bool,
 }
 
 impl TempDir {
@@ -51,7 +79,18 @@ impl TempDir {
         let path =
             std::env::temp_dir().join(format!("datacake-{name}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path).expect("create temp dir");
-        Self { path }
+        Self {
+            path,
+            keep_on_failure: false,
+        }
+    }
+
+    /// Keeps the directory (and says where it is) when dropped during a panic, i.e. when the
+    /// test fails, so its logs and data can be read.
+    #[must_use]
+    pub fn keep_on_failure(mut self) -> Self {
+        self.keep_on_failure = true;
+        self
     }
 
     /// The directory.
@@ -67,7 +106,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        if self.keep_on_failure && std::thread::panicking() {
+            eprintln!("test files kept in {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 
@@ -97,6 +140,18 @@ mod tests {
         assert_ne!(other.path(), path);
         drop(dir);
         assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn returns_the_first_value_found() {
+        let mut calls = 0;
+        let value = wait_for_value("third call", Duration::from_secs(5), || {
+            calls += 1;
+            let found = (calls == 3).then_some(calls);
+            async move { found }
+        })
+        .await;
+        assert_eq!(value, 3);
     }
 
     #[tokio::test]

@@ -1,6 +1,5 @@
 //! The HTTP API: routing, handlers and JSON errors.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,11 +8,14 @@ use datacake_eventual_consistency::{
 };
 use datacake_node::{DatacakeHandle, ParseConsistencyError};
 use datacake_sqlite::{SqliteStorage, SqliteStorageError};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::WWW_AUTHENTICATE;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Serialize;
+use server_common::{
+    empty, error_chain, json, query_param, read_body, response, ApiError, PROMETHEUS_TEXT,
+};
 
 use crate::auth::{Access, Refusal};
 use crate::keys::{self, MAX_KEYSPACE_LEN, MAX_KEY_LEN};
@@ -33,110 +35,44 @@ pub(crate) struct App {
     access: Access,
 }
 
-/// A 4xx or 5xx answer, sent as `{"error": code, "message": ...}`.
-#[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
+/// The answer to a failed store operation.
+fn store_error(error: StoreError<SqliteStorageError>) -> ApiError {
+    let message = error_chain(&error);
+    match &error {
+        StoreError::Consistency(ConsistencyError::NotEnoughNodes { .. }) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_enough_nodes", message)
+        }
+        StoreError::Consistency(ConsistencyError::ConsistencyFailure { .. }) => {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "consistency_timeout", message)
+        }
+        StoreError::ReplicaFailed { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "replica_failed", message)
+        }
+        StoreError::Transport { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "peer_unreachable", message)
+        }
+        StoreError::ReservedKeyspace { .. } | StoreError::InvalidKeyspaceName { .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_keyspace", message)
+        }
+        StoreError::TooManyKeyspaces { .. } => ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "too_many_keyspaces",
+            message,
+        ),
+        StoreError::MemberIsLive { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "member_is_live", message)
+        }
+        StoreError::UnknownMember { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_member", message)
+        }
+        StoreError::DocumentTooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "document_too_large", message)
+        }
+        _ => {
+            tracing::error!(error = %message, "storage failure");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
         }
     }
-
-    fn into_response(self) -> Response<Full<Bytes>> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: &'a str,
-            message: &'a str,
-        }
-        json(
-            self.status,
-            &Body {
-                error: self.code,
-                message: &self.message,
-            },
-        )
-    }
-}
-
-impl From<StoreError<SqliteStorageError>> for ApiError {
-    fn from(error: StoreError<SqliteStorageError>) -> Self {
-        let message = error_chain(&error);
-        match &error {
-            StoreError::Consistency(ConsistencyError::NotEnoughNodes { .. }) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_enough_nodes", message)
-            }
-            StoreError::Consistency(ConsistencyError::ConsistencyFailure { .. }) => {
-                Self::new(StatusCode::GATEWAY_TIMEOUT, "consistency_timeout", message)
-            }
-            StoreError::ReplicaFailed { .. } => {
-                Self::new(StatusCode::BAD_GATEWAY, "replica_failed", message)
-            }
-            StoreError::Transport { .. } => {
-                Self::new(StatusCode::BAD_GATEWAY, "peer_unreachable", message)
-            }
-            StoreError::ReservedKeyspace { .. } | StoreError::InvalidKeyspaceName { .. } => {
-                Self::new(StatusCode::BAD_REQUEST, "bad_keyspace", message)
-            }
-            StoreError::TooManyKeyspaces { .. } => Self::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "too_many_keyspaces",
-                message,
-            ),
-            StoreError::MemberIsLive { .. } => {
-                Self::new(StatusCode::CONFLICT, "member_is_live", message)
-            }
-            StoreError::UnknownMember { .. } => {
-                Self::new(StatusCode::NOT_FOUND, "unknown_member", message)
-            }
-            StoreError::DocumentTooLarge { .. } => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "document_too_large", message)
-            }
-            _ => {
-                tracing::error!(error = %message, "storage failure");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
-            }
-        }
-    }
-}
-
-/// `error` and its sources, joined with `: `.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
-
-fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
-    let bytes = serde_json::to_vec(body).expect("plain structs serialise");
-    response(status, "application/json", Bytes::from(bytes))
-}
-
-fn response(status: StatusCode, content_type: &str, body: Bytes) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, content_type)
-        .body(Full::new(body))
-        .expect("static headers are valid")
-}
-
-fn empty(status: StatusCode) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .body(Full::new(Bytes::new()))
-        .expect("no headers")
 }
 
 impl App {
@@ -163,11 +99,11 @@ impl App {
         &self.metrics
     }
 
-    /// Answers one request (never fails: errors become JSON responses).
+    /// Answers one request (errors become JSON responses).
     pub(crate) async fn serve(
         self: Arc<Self>,
         request: Request<Incoming>,
-    ) -> Result<Response<Full<Bytes>>, Infallible> {
+    ) -> Response<Full<Bytes>> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let response = match self.access.check(&path, request.headers()) {
@@ -182,7 +118,7 @@ impl App {
         };
         self.metrics.record(&method, response.status());
         tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
-        Ok(response)
+        response
     }
 
     async fn route(&self, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
@@ -200,7 +136,7 @@ impl App {
                 match *method {
                     Method::GET => self.get(keyspace, key, consistency).await,
                     Method::PUT => {
-                        let body = self.body(request).await?;
+                        let body = read_body(request, self.max_body_bytes).await?;
                         self.put(keyspace, key, &body, consistency).await
                     }
                     Method::DELETE => self.delete(keyspace, key, consistency).await,
@@ -270,11 +206,7 @@ impl App {
         let text = self
             .metrics
             .render(&self.store.statistics(), &self.node.statistics());
-        response(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            Bytes::from(text),
-        )
+        response(StatusCode::OK, PROMETHEUS_TEXT, Bytes::from(text))
     }
 
     async fn get(
@@ -286,7 +218,8 @@ impl App {
         let document = self
             .handle
             .get(keyspace, keys::key_id(key), consistency)
-            .await?;
+            .await
+            .map_err(store_error)?;
         match document.and_then(|doc| keys::decode(key, &doc.data)) {
             Some(value) => Ok(response(StatusCode::OK, "application/octet-stream", value)),
             None => Err(ApiError::new(
@@ -305,7 +238,10 @@ impl App {
                 format!("{id:?} is not a node id"),
             )
         })?;
-        self.store.remove_member(node_id).await?;
+        self.store
+            .remove_member(node_id)
+            .await
+            .map_err(store_error)?;
         Ok(empty(StatusCode::NO_CONTENT))
     }
 
@@ -323,7 +259,8 @@ impl App {
                 keys::encode(key, value),
                 consistency,
             )
-            .await?;
+            .await
+            .map_err(store_error)?;
         Ok(empty(StatusCode::NO_CONTENT))
     }
 
@@ -335,39 +272,9 @@ impl App {
     ) -> Result<Response<Full<Bytes>>, ApiError> {
         self.handle
             .del(keyspace, keys::key_id(key), consistency)
-            .await?;
-        Ok(empty(StatusCode::NO_CONTENT))
-    }
-
-    /// The request body, refused with 413 past the limit.
-    async fn body(&self, request: Request<Incoming>) -> Result<Bytes, ApiError> {
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the body exceeds {} bytes", self.max_body_bytes),
-            )
-        };
-        let declared = request
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.max_body_bytes as u64) {
-            return Err(too_large());
-        }
-        match Limited::new(request.into_body(), self.max_body_bytes)
-            .collect()
             .await
-        {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(error) if error.is::<LengthLimitError>() => Err(too_large()),
-            Err(error) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                format!("cannot read the body: {error}"),
-            )),
-        }
+            .map_err(store_error)?;
+        Ok(empty(StatusCode::NO_CONTENT))
     }
 }
 
@@ -424,13 +331,7 @@ fn check_names<'a>(keyspace: &'a str, key: &'a str) -> Result<(&'a str, &'a str)
 
 /// The `consistency` query parameter, or the default.
 fn consistency(query: Option<&str>) -> Result<Consistency, ApiError> {
-    let value = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .find(|(name, _)| *name == "consistency")
-        .map(|(_, value)| value);
-    match value {
+    match query_param(query, "consistency") {
         None => Ok(DEFAULT_CONSISTENCY),
         Some(value) => value.parse().map_err(|error: ParseConsistencyError| {
             ApiError::new(

@@ -7,8 +7,6 @@ mod certs;
 mod http;
 mod keys;
 mod metrics;
-mod server;
-mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,13 +20,13 @@ use datacake_node::{
     ConnectionConfig, DatacakeNodeBuilder, DEFAULT_CLUSTER_ID, DEFAULT_DATA_CENTER,
 };
 use datacake_sqlite::{SqliteStorage, SqliteStorageOptions, Synchronous};
+use server_common::{shutdown_signal, ServerOptions};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::auth::{Access, BearerToken};
 use crate::certs::CertsCommand;
 use crate::http::App;
-use crate::server::ServerOptions;
 
 /// An HTTP key-value server replicated across a Datacake cluster.
 ///
@@ -184,7 +182,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map(BearerToken::from_file)
         .transpose()?;
     let tls = match (&args.http_tls_cert, &args.http_tls_key) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(server_common::server_config(cert, key)?),
         (None, None) => None,
         _ => anyhow::bail!("--http-tls-cert and --http-tls-key go together"),
     };
@@ -250,35 +248,18 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let access = Access::new(token, args.open_health);
     let app = Arc::new(App::new(store, node.handle(), args.max_body_bytes, access));
-    server::serve(listener, app, server_options, shutdown_signal()).await;
+    let connections = app.http_metrics().connections();
+    server_common::serve(
+        listener,
+        move |request| app.clone().serve(request),
+        connections,
+        server_options,
+        shutdown_signal(),
+    )
+    .await;
 
     tracing::info!("leaving the cluster");
     node.shutdown().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Resolves with the name of the first SIGINT or SIGTERM received.
-async fn shutdown_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                let _ = tokio::signal::ctrl_c().await;
-                return "SIGINT";
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
-    }
 }

@@ -2,34 +2,25 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use datacake_eventual_consistency::StoreStatistics;
 use datacake_node::ClusterStatistics;
 use http::{Method, StatusCode};
+use server_common::ConnectionStats;
 
 /// Methods counted separately; anything else is `other`.
 const METHODS: [&str; 4] = ["GET", "PUT", "DELETE", "other"];
 
-/// HTTP counters, updated once per response, connection or failed accept.
+/// HTTP counters, updated once per response; the server counts connections and failed
+/// accepts in [`connections`](Self::connections).
 #[derive(Debug, Default)]
 pub(crate) struct HttpMetrics {
     requests: [AtomicU64; 4],
     client_errors: AtomicU64,
     server_errors: AtomicU64,
     unauthorized: AtomicU64,
-    open_connections: AtomicU64,
-    connections_refused: AtomicU64,
-    accept_errors: AtomicU64,
-}
-
-/// Counts a connection as open until dropped.
-#[derive(Debug)]
-pub(crate) struct OpenConnection<'a>(&'a AtomicU64);
-
-impl Drop for OpenConnection<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+    connections: Arc<ConnectionStats>,
 }
 
 impl HttpMetrics {
@@ -38,20 +29,9 @@ impl HttpMetrics {
         self.unauthorized.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a connection as open while the guard lives.
-    pub(crate) fn connection_opened(&self) -> OpenConnection<'_> {
-        self.open_connections.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(&self.open_connections)
-    }
-
-    /// Counts a connection closed at once for being over `--max-connections`.
-    pub(crate) fn connection_refused(&self) {
-        self.connections_refused.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts a failed `accept`.
-    pub(crate) fn accept_failed(&self) {
-        self.accept_errors.fetch_add(1, Ordering::Relaxed);
+    /// The connection counters, for the server to keep.
+    pub(crate) fn connections(&self) -> Arc<ConnectionStats> {
+        self.connections.clone()
     }
 
     /// Counts one request answered with `status`.
@@ -96,36 +76,37 @@ impl HttpMetrics {
             "kv_http_errors_total{{class=\"5xx\"}} {}",
             self.server_errors.load(Ordering::Relaxed)
         );
+        let connections = self.connections.counts();
         let http = [
             (
                 "kv_http_unauthorized_total",
                 "counter",
                 "Requests refused with 401 for a missing or wrong bearer token.",
-                &self.unauthorized,
+                self.unauthorized.load(Ordering::Relaxed),
             ),
             (
                 "kv_http_connections_open",
                 "gauge",
                 "HTTP connections open now.",
-                &self.open_connections,
+                connections.open,
             ),
             (
                 "kv_http_connections_refused_total",
                 "counter",
                 "Connections closed at once for being over --max-connections.",
-                &self.connections_refused,
+                connections.refused,
             ),
             (
                 "kv_http_accept_errors_total",
                 "counter",
                 "Failed accepts of HTTP connections (e.g. out of file descriptors).",
-                &self.accept_errors,
+                connections.accept_errors,
             ),
         ];
         for (name, kind, help, value) in http {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+            let _ = writeln!(out, "{name} {value}");
         }
         let counters = [
             (

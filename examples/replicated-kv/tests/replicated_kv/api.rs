@@ -1,13 +1,13 @@
 //! The HTTP API of one node: round trips, errors, metrics, graceful shutdown (SIGTERM and
 //! SIGINT), restart.
 
-use crate::fixtures::{free_ports, request, request_chunked, KvNode, TempDir};
+use crate::fixtures::{free_ports, request, request_chunked, temp_dir, KvNode};
 
 #[tokio::test]
 async fn one_node_serves_the_api_and_shuts_down_gracefully() {
-    let dir = TempDir::new("api");
+    let dir = temp_dir("api");
     let ports = free_ports(2);
-    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.0).with_args(&[
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path()).with_args(&[
         "--max-body-bytes",
         "1024",
         "--data-center",

@@ -3,13 +3,13 @@
 
 use test_helper::wait_for;
 
-use crate::fixtures::{free_ports, KvNode, TempDir, DEADLINE};
+use crate::fixtures::{free_ports, temp_dir, KvNode, DEADLINE};
 
 const KEYS_WHILE_DOWN: usize = 20;
 
 #[tokio::test]
 async fn three_nodes_replicate_survive_sigkill_and_catch_up() {
-    let dir = TempDir::new("cluster");
+    let dir = temp_dir("cluster");
     let ports = free_ports(6);
     let seed = ports[0];
     let mut nodes: Vec<KvNode> = (0..3)
@@ -19,7 +19,7 @@ async fn three_nodes_replicate_survive_sigkill_and_catch_up() {
                 i as u32 + 1,
                 (ports[2 * i], ports[2 * i + 1]),
                 seeds,
-                &dir.0,
+                dir.path(),
             )
         })
         .collect();

@@ -8,17 +8,17 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::fixtures::{
-    free_ports, keep_alive_request, metric, read_until_closed, wait_for_metrics, wait_for_value,
-    KvNode, TempDir, DEADLINE,
+    free_ports, keep_alive_request, metric, read_until_closed, temp_dir, wait_for_metrics,
+    wait_for_value, KvNode, DEADLINE,
 };
 
 /// A client that sends half a request line, or nothing, is cut off after the header-read
 /// timeout; a prompt client is unaffected.
 #[tokio::test]
 async fn slow_headers_are_cut_off() {
-    let dir = TempDir::new("slow-headers");
+    let dir = temp_dir("slow-headers");
     let ports = free_ports(2);
-    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.0)
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path())
         .with_args(&["--header-read-timeout-ms", "500"]);
     node.start();
     node.wait_for_members(1).await;
@@ -57,9 +57,9 @@ async fn slow_headers_are_cut_off() {
 /// a new one is served.
 #[tokio::test]
 async fn connections_over_the_limit_are_closed_at_once() {
-    let dir = TempDir::new("max-connections");
+    let dir = temp_dir("max-connections");
     let ports = free_ports(2);
-    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.0).with_args(&[
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path()).with_args(&[
         "--max-connections",
         "2",
         "--header-read-timeout-ms",
@@ -123,10 +123,10 @@ async fn connections_over_the_limit_are_closed_at_once() {
 #[cfg(unix)]
 #[tokio::test]
 async fn accept_backs_off_when_out_of_file_descriptors() {
-    let dir = TempDir::new("emfile");
+    let dir = temp_dir("emfile");
     let ports = free_ports(2);
     let limit = 64;
-    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.0)
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path())
         .with_args(&["--header-read-timeout-ms", "120000"])
         .with_fd_limit(limit);
     node.start();
@@ -166,9 +166,9 @@ async fn accept_backs_off_when_out_of_file_descriptors() {
 /// Reserved keyspaces are a client error for every method, never a 500.
 #[tokio::test]
 async fn reserved_keyspaces_are_bad_requests() {
-    let dir = TempDir::new("reserved");
+    let dir = temp_dir("reserved");
     let ports = free_ports(2);
-    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.0);
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path());
     node.start();
     node.wait_for_members(1).await;
     for keyspace in [

@@ -9,7 +9,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::fixtures::{free_ports, metric, run_binary, Client, KvNode, Run, TempDir};
+use crate::fixtures::{free_ports, metric, run_binary, temp_dir, Client, KvNode, Run};
 
 const TOKEN: &str = "s3cret-Token.42";
 
@@ -49,9 +49,9 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn certs_commands_write_files_that_load_and_chain() {
-    let dir = TempDir::new("certs");
-    let ca = dir.0.join("ca");
-    let out = dir.0.join("node");
+    let dir = temp_dir("certs");
+    let ca = dir.path().join("ca");
+    let out = dir.path().join("node");
     certs_init(&ca, "kv-test").await;
     let run = certs_node(&ca, &out, 7, &["10.0.0.7", "kv-7.example"]).await;
     assert!(run.stdout.contains("node-7.pem"), "{}", run.stdout);
@@ -155,9 +155,9 @@ async fn certs_commands_write_files_that_load_and_chain() {
         "{}",
         run.stderr
     );
-    let other = dir.0.join("other");
+    let other = dir.path().join("other");
     certs_init(&other, "kv-test").await;
-    let mixed = dir.0.join("mixed");
+    let mixed = dir.path().join("mixed");
     std::fs::create_dir_all(&mixed).unwrap();
     std::fs::copy(ca.join("ca.pem"), mixed.join("ca.pem")).unwrap();
     std::fs::copy(other.join("ca-key.pem"), mixed.join("ca-key.pem")).unwrap();
@@ -181,20 +181,20 @@ async fn certs_commands_write_files_that_load_and_chain() {
 
 #[tokio::test]
 async fn https_with_a_token_lets_only_the_token_in() {
-    let dir = TempDir::new("https");
-    make_certs(&dir.0, "kv-test", 1).await;
-    let token_file = dir.0.join("token");
+    let dir = temp_dir("https");
+    make_certs(dir.path(), "kv-test", 1).await;
+    let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("  {TOKEN}\n")).unwrap();
     let ports = free_ports(2);
-    let https = Client::https(&dir.0.join("ca").join("ca.pem"));
-    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.0)
+    let https = Client::https(&dir.path().join("ca").join("ca.pem"));
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path())
         .with_args(&[
             "--cluster-id",
             "kv-test",
             "--http-tls-cert",
-            dir.0.join("node/node-1.pem").to_str().unwrap(),
+            dir.path().join("node/node-1.pem").to_str().unwrap(),
             "--http-tls-key",
-            dir.0.join("node/node-1-key.pem").to_str().unwrap(),
+            dir.path().join("node/node-1-key.pem").to_str().unwrap(),
             "--auth-token-file",
             token_file.to_str().unwrap(),
         ])
@@ -272,9 +272,9 @@ async fn https_with_a_token_lets_only_the_token_in() {
             .await
             .is_err()
     );
-    let other = TempDir::new("https-other");
-    make_certs(&other.0, "kv-test", 1).await;
-    let stranger = Client::https(&other.0.join("ca").join("ca.pem")).with_token(TOKEN);
+    let other = temp_dir("https-other");
+    make_certs(other.path(), "kv-test", 1).await;
+    let stranger = Client::https(&other.path().join("ca").join("ca.pem")).with_token(TOKEN);
     let error = stranger
         .request(node.http_port, "GET", "/health", b"")
         .await
@@ -287,11 +287,11 @@ async fn https_with_a_token_lets_only_the_token_in() {
 
 #[tokio::test]
 async fn open_health_lets_probes_in_without_the_token() {
-    let dir = TempDir::new("open-health");
-    let token_file = dir.0.join("token");
+    let dir = temp_dir("open-health");
+    let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN).unwrap();
     let ports = free_ports(2);
-    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), &dir.0).with_args(&[
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path()).with_args(&[
         "--auth-token-file",
         token_file.to_str().unwrap(),
         "--open-health",
@@ -327,7 +327,7 @@ async fn open_health_lets_probes_in_without_the_token() {
 
 #[tokio::test]
 async fn bad_security_flags_stop_the_server_at_startup() {
-    let dir = TempDir::new("bad-flags");
+    let dir = temp_dir("bad-flags");
     let ports = free_ports(2);
     let common = |extra: &[&str]| -> Vec<String> {
         let mut args: Vec<String> = [
@@ -338,7 +338,7 @@ async fn bad_security_flags_stop_the_server_at_startup() {
             "--http-addr",
             &format!("127.0.0.1:{}", ports[1]),
             "--data-dir",
-            dir.0.join("data").to_str().unwrap(),
+            dir.path().join("data").to_str().unwrap(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -346,9 +346,9 @@ async fn bad_security_flags_stop_the_server_at_startup() {
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     };
-    let empty = dir.0.join("empty-token");
+    let empty = dir.path().join("empty-token");
     std::fs::write(&empty, " \n").unwrap();
-    let garbage = dir.0.join("garbage.pem");
+    let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a certificate").unwrap();
     let cases: [(&[&str], &str); 4] = [
         (&["--http-tls-cert", "cert.pem"], "--http-tls-key"),
@@ -393,17 +393,17 @@ async fn cluster_tls_args(ca: &Path, dir: &Path, id: u32) -> Vec<String> {
 
 #[tokio::test]
 async fn nodes_replicate_over_mutual_tls_and_a_plaintext_node_stays_out() {
-    let dir = TempDir::new("cluster-tls");
-    let ca = dir.0.join("ca");
+    let dir = temp_dir("cluster-tls");
+    let ca = dir.path().join("ca");
     certs_init(&ca, "kv-tls").await;
     let ports = free_ports(8);
     let mut nodes = Vec::new();
     for (i, id) in [1u32, 2].into_iter().enumerate() {
-        let args = cluster_tls_args(&ca, &dir.0, id).await;
+        let args = cluster_tls_args(&ca, dir.path(), id).await;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let seeds = if id == 1 { vec![] } else { vec![ports[0]] };
         let mut node =
-            KvNode::new(id, (ports[2 * i], ports[2 * i + 1]), seeds, &dir.0).with_args(&args);
+            KvNode::new(id, (ports[2 * i], ports[2 * i + 1]), seeds, dir.path()).with_args(&args);
         node.start();
         nodes.push(node);
     }
@@ -417,13 +417,14 @@ async fn nodes_replicate_over_mutual_tls_and_a_plaintext_node_stays_out() {
 
     // A plaintext node of the same cluster id gossips at node 1 and never gets in; a TLS
     // node started after it does.
-    let mut plaintext = KvNode::new(3, (ports[4], ports[5]), vec![ports[0]], &dir.0)
+    let mut plaintext = KvNode::new(3, (ports[4], ports[5]), vec![ports[0]], dir.path())
         .with_args(&["--cluster-id", "kv-tls"]);
     plaintext.start();
     plaintext.wait_for_members(1).await;
-    let args = cluster_tls_args(&ca, &dir.0, 4).await;
+    let args = cluster_tls_args(&ca, dir.path(), 4).await;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut late = KvNode::new(4, (ports[6], ports[7]), vec![ports[0]], &dir.0).with_args(&args);
+    let mut late =
+        KvNode::new(4, (ports[6], ports[7]), vec![ports[0]], dir.path()).with_args(&args);
     late.start();
     nodes.push(late);
     for node in &nodes {

@@ -1,5 +1,5 @@
-//! HTTPS for the HTTP API (`--http-tls-cert`, `--http-tls-key`): rustls on the ring provider,
-//! HTTP/1.1 only.
+//! HTTPS for an HTTP API: a rustls server configuration (ring provider, HTTP/1.1 only) from
+//! a PEM certificate chain and key.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,18 +10,22 @@ use rustls::ServerConfig;
 
 /// Why the certificate and key cannot serve HTTPS.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TlsError {
+pub enum TlsError {
     /// The certificate file cannot be read or holds no PEM certificate.
     #[error("cannot load a certificate chain from {path}")]
     Certificate {
+        /// The certificate file.
         path: PathBuf,
+        /// What went wrong reading it.
         #[source]
         source: rustls::pki_types::pem::Error,
     },
     /// The key file cannot be read or holds no PEM private key.
     #[error("cannot load a private key from {path}")]
     Key {
+        /// The key file.
         path: PathBuf,
+        /// What went wrong reading it.
         #[source]
         source: rustls::pki_types::pem::Error,
     },
@@ -32,7 +36,7 @@ pub(crate) enum TlsError {
 
 /// A server configuration presenting the chain in `cert` (leaf first) with the key in `key`,
 /// offering ALPN `http/1.1`.
-pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let certificate = |source| TlsError::Certificate {
         path: cert.to_owned(),
         source,

@@ -1,7 +1,8 @@
-//! The HTTP server around [`App`]: the accept loop, HTTPS, limits and graceful shutdown.
+//! The HTTP server around a request handler: the accept loop, HTTPS, limits and graceful
+//! shutdown.
 //!
 //! - At most `max_connections` connections at a time; one over the limit is closed at once
-//!   (counted in `kv_http_connections_refused_total`).
+//!   (counted in [`ConnectionStats`]).
 //! - A connection must finish a request's headers (the first one, and every next one on a
 //!   keep-alive connection) within `header_read_timeout`, else it is closed: a client sending
 //!   half a request line, or an idle keep-alive connection, does not hold a slot forever. With
@@ -9,11 +10,17 @@
 //! - A failing `accept` (e.g. `EMFILE`: out of file descriptors) is retried after a pause
 //!   doubling from 50 ms to 1 s, not at once, which would spin a core while the error lasts.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -22,8 +29,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-
-use crate::http::App;
 
 /// How long shutdown waits for in-flight HTTP requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,15 +39,60 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// How the server treats connections.
-#[derive(Debug)]
-pub(crate) struct ServerOptions {
-    /// HTTPS when set.
-    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// HTTPS when set (see [`server_config`](crate::server_config)).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The time a client has to send a request's headers (and, with HTTPS, to finish the
     /// handshake).
-    pub(crate) header_read_timeout: Duration,
+    pub header_read_timeout: Duration,
     /// The most connections served at once.
-    pub(crate) max_connections: usize,
+    pub max_connections: usize,
+}
+
+/// Connection counters the server keeps up to date; the application exports them.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    open: AtomicU64,
+    refused: AtomicU64,
+    accept_errors: AtomicU64,
+}
+
+/// A reading of [`ConnectionStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionCounts {
+    /// Connections open now.
+    pub open: u64,
+    /// Connections closed at once for being over the connection limit, since start.
+    pub refused: u64,
+    /// Failed `accept`s (e.g. out of file descriptors), since start.
+    pub accept_errors: u64,
+}
+
+/// Counts a connection as open until dropped.
+#[derive(Debug)]
+struct OpenConnection(Arc<ConnectionStats>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ConnectionStats {
+    /// The counters now.
+    pub fn counts(&self) -> ConnectionCounts {
+        ConnectionCounts {
+            open: self.open.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            accept_errors: self.accept_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    fn opened(self: &Arc<Self>) -> OpenConnection {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
 }
 
 /// The pause before the next `accept` after failures in a row: 50 ms, doubling to 1 s.
@@ -66,14 +116,21 @@ impl Backoff {
     }
 }
 
-/// Serves HTTP(S) until `shutdown` resolves (with the name of the signal), then drains
-/// in-flight requests.
-pub(crate) async fn serve(
+/// Serves HTTP/1.1 (HTTPS with [`ServerOptions::tls`]) on `listener`, answering each request
+/// with `handler`, until `shutdown` resolves (with the name of the signal, for the log); then
+/// stops accepting and waits up to 10 s for in-flight requests to finish.
+///
+/// `stats` counts open, refused and failed connections.
+pub async fn serve<H, Fut>(
     listener: TcpListener,
-    app: Arc<App>,
+    handler: H,
+    stats: Arc<ConnectionStats>,
     options: ServerOptions,
     shutdown: impl Future<Output = &'static str>,
-) {
+) where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
@@ -94,7 +151,7 @@ pub(crate) async fn serve(
                 accepted
             }
             Err(error) => {
-                app.http_metrics().accept_failed();
+                stats.accept_errors.fetch_add(1, Ordering::Relaxed);
                 let delay = backoff.next_delay();
                 tracing::warn!(%error, ?delay, "accept failed, pausing before the next");
                 tokio::select! {
@@ -107,23 +164,24 @@ pub(crate) async fn serve(
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            app.http_metrics().connection_refused();
+            stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, limit = options.max_connections, "connection limit reached, closing");
             drop(stream);
             continue;
         };
-        let (app, options, watcher) = (app.clone(), options.clone(), graceful.watcher());
+        let (handler, options, watcher) = (handler.clone(), options.clone(), graceful.watcher());
         let acceptor = acceptor.clone();
+        let open = stats.opened();
         tokio::spawn(async move {
             let _slot = slot;
-            let _open = app.http_metrics().connection_opened();
+            let _open = open;
             match acceptor {
-                None => serve_connection(stream, peer, app.clone(), &options, watcher).await,
+                None => serve_connection(stream, peer, handler, &options, watcher).await,
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
                     match tokio::time::timeout(options.header_read_timeout, handshake).await {
                         Ok(Ok(stream)) => {
-                            serve_connection(stream, peer, app.clone(), &options, watcher).await;
+                            serve_connection(stream, peer, handler, &options, watcher).await;
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "tls handshake failed");
@@ -144,16 +202,21 @@ pub(crate) async fn serve(
 }
 
 /// Serves HTTP/1.1 on one connection until it closes.
-async fn serve_connection<S>(
+async fn serve_connection<S, H, Fut>(
     stream: S,
     peer: SocketAddr,
-    app: Arc<App>,
+    handler: H,
     options: &ServerOptions,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let service = service_fn(move |request| app.clone().serve(request));
+    let service = service_fn(move |request| {
+        let response = handler(request);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)

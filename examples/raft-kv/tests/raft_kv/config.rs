@@ -1,0 +1,145 @@
+//! Configuration: the shipped example file, unknown keys, flags over the file, bad values.
+//! `--check-config` prints the settings in force as JSON.
+
+use serde_json::Value;
+
+use crate::fixtures::{run_binary, temp_dir};
+
+/// The example file shipped beside the crate.
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/raft-kv.toml");
+
+/// The settings `args` resolve to, which must be valid.
+async fn check(args: &[&str]) -> Value {
+    let args: Vec<&str> = args.iter().copied().chain(["--check-config"]).collect();
+    let run = run_binary(&args).await;
+    assert!(run.status.success(), "{args:?}: {run:?}");
+    serde_json::from_str(&run.stdout).expect("JSON settings")
+}
+
+/// Runs with `args`, which must be refused as a configuration error (exit status 2, no
+/// panic), and returns stderr.
+async fn refused(args: &[&str]) -> String {
+    let run = run_binary(args).await;
+    assert_eq!(run.status.code(), Some(2), "{args:?}: {run:?}");
+    assert!(!run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
+    run.stderr
+}
+
+#[tokio::test]
+async fn the_example_file_is_valid() {
+    let config = check(&["--config", EXAMPLE]).await;
+    assert_eq!(config["node_id"], 1);
+    assert_eq!(config["bootstrap_expect"], 3);
+    assert_eq!(config["cluster_addr"], "127.0.0.1:7001");
+    assert_eq!(config["public_addr"], "127.0.0.1:7001");
+    assert_eq!(config["http_addr"], "127.0.0.1:8001");
+    assert_eq!(config["data_dir"], "data/1");
+    assert_eq!(config["seeds"].as_array().unwrap().len(), 3);
+    assert_eq!(config["timings"]["election_timeout_min_ms"], 1500);
+    assert_eq!(config["limits"]["max_body_bytes"], 64 << 10);
+}
+
+#[tokio::test]
+async fn flags_override_the_file() {
+    let config = check(&[
+        "--config",
+        EXAMPLE,
+        "--node-id",
+        "2",
+        "--cluster-addr",
+        "127.0.0.1:7102",
+        "--http-addr",
+        "127.0.0.1:8102",
+        "--seed",
+        "127.0.0.1:7101",
+        "--heartbeat-interval-ms",
+        "100",
+        "--max-key-bytes",
+        "32",
+    ])
+    .await;
+    assert_eq!(config["node_id"], 2);
+    assert_eq!(config["cluster_addr"], "127.0.0.1:7102");
+    // Not overridden: still the file's.
+    assert_eq!(config["public_addr"], "127.0.0.1:7001");
+    assert_eq!(config["bootstrap_expect"], 3);
+    assert_eq!(config["seeds"], serde_json::json!(["127.0.0.1:7101"]));
+    assert_eq!(config["timings"]["heartbeat_interval_ms"], 100);
+    assert_eq!(config["timings"]["election_timeout_max_ms"], 3000);
+    assert_eq!(config["limits"]["max_key_bytes"], 32);
+    // Without a file: the defaults.
+    let config = check(&["--node-id", "9", "--bootstrap-expect", "1"]).await;
+    assert_eq!(config["public_addr"], "127.0.0.1:7001");
+    assert_eq!(config["data_dir"], "./data");
+    assert_eq!(config["timings"]["request_timeout_ms"], 10_000);
+}
+
+#[tokio::test]
+async fn unknown_keys_and_bad_values_are_refused_with_status_2() {
+    let dir = temp_dir("config");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let typo = write("typo.toml", "node_id = 1\nbootstrap_expct = 3\n");
+    let stderr = refused(&["--config", &typo]).await;
+    assert!(
+        stderr.contains("unknown field `bootstrap_expct`"),
+        "{stderr}"
+    );
+    let nested = write(
+        "nested.toml",
+        "node_id = 1\nbootstrap_expect = 1\n[timings]\nelection_timeout_ms = 5\n",
+    );
+    let stderr = refused(&["--config", &nested]).await;
+    assert!(stderr.contains("election_timeout_ms"), "{stderr}");
+    let swapped = write(
+        "swapped.toml",
+        "node_id = 1\nbootstrap_expect = 3\n[timings]\nelection_timeout_min_ms = 900\nelection_timeout_max_ms = 300\n",
+    );
+    let stderr = refused(&["--config", &swapped]).await;
+    assert!(stderr.contains("election_timeout_max_ms"), "{stderr}");
+    let bad_type = write("type.toml", "node_id = \"one\"\n");
+    let stderr = refused(&["--config", &bad_type]).await;
+    assert!(stderr.contains("node_id"), "{stderr}");
+    let missing = dir.path().join("missing.toml").display().to_string();
+    let stderr = refused(&["--config", &missing]).await;
+    assert!(stderr.contains("cannot read the config file"), "{stderr}");
+
+    // Bad values by flag: refused before anything starts (no --check-config needed).
+    let base = ["--node-id", "1", "--bootstrap-expect", "1"];
+    for (extra, key) in [
+        (
+            &[
+                "--election-timeout-min-ms",
+                "500",
+                "--election-timeout-max-ms",
+                "500",
+            ][..],
+            "election_timeout_max_ms",
+        ),
+        (
+            &["--election-timeout-min-ms", "0"][..],
+            "election_timeout_min_ms",
+        ),
+        (
+            &["--heartbeat-interval-ms", "2000"][..],
+            "heartbeat_interval_ms",
+        ),
+        (&["--request-timeout-ms", "0"][..], "request_timeout_ms"),
+        (&["--max-connections", "0"][..], "max_connections"),
+        (&["--max-body-bytes", "1048576"][..], "max_body_bytes"),
+        (&["--cluster-addr", "0.0.0.0:7001"][..], "public_addr"),
+    ] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let stderr = refused(&args).await;
+        assert!(stderr.contains(key), "{extra:?}: {stderr}");
+    }
+    let stderr = refused(&["--node-id", "1", "--bootstrap-expect", "0"]).await;
+    assert!(stderr.contains("bootstrap_expect"), "{stderr}");
+    let stderr = refused(&["--bootstrap-expect", "1"]).await;
+    assert!(stderr.contains("node_id is required"), "{stderr}");
+    let stderr = refused(&["--node-id", "1", "--bootstrap-expect=-1"]).await;
+    assert!(stderr.contains("--bootstrap-expect"), "{stderr}");
+}
