@@ -28,6 +28,10 @@
 //! - Every write and read ends by its deadline ([`RaftConfig::with_request_timeout`],
 //!   [`RaftHandle::write_within`]) with [`RaftError::QuorumUnavailable`] or
 //!   [`RaftError::Timeout`] if it cannot finish.
+//! - Writes that arrive while a log entry is being replicated share the next entry (one
+//!   fsync and one replication round for all of them); each is still applied on its own, in
+//!   order, with its own response. A command over 1 MiB archived is refused with
+//!   [`RaftError::CommandTooLarge`].
 //! - Commands, responses, queries and answers are rkyv archives: the [`StateMachine`]'s types
 //!   derive `rkyv::Archive`, `rkyv::Serialize` and `rkyv::Deserialize` (rkyv is re-exported
 //!   as [`rkyv`]). A command is archived once by the writer and checked (bytecheck) where it
