@@ -62,6 +62,7 @@ pub struct DatacakeNodeBuilder<S: NodeSelector = DCAwareSelector> {
     simulated: bool,
     clock_offset_millis: i64,
     tls: Option<TlsConfig>,
+    max_message_size: usize,
 }
 
 impl DatacakeNodeBuilder<DCAwareSelector> {
@@ -89,6 +90,7 @@ impl DatacakeNodeBuilder<DCAwareSelector> {
             simulated: false,
             clock_offset_millis: 0,
             tls: None,
+            max_message_size: datacake_rpc::DEFAULT_MAX_BODY_SIZE,
         }
     }
 }
@@ -113,6 +115,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             simulated: self.simulated,
             clock_offset_millis: self.clock_offset_millis,
             tls: self.tls,
+            max_message_size: self.max_message_size,
         }
     }
 
@@ -313,6 +316,22 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
         self
     }
 
+    /// The largest request body the node's RPC server takes, for gossip and every
+    /// extension's service ([`datacake_rpc::DEFAULT_MAX_BODY_SIZE`], 64 MiB, by default); a
+    /// larger one is refused with [`PayloadTooLarge`](datacake_rpc::ErrorCode::PayloadTooLarge).
+    /// Above the server's per-connection buffer budget
+    /// ([`datacake_rpc::DEFAULT_MAX_CONNECTION_BUFFER`]) [`connect`](Self::connect) fails.
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config).with_max_message_size(8 << 20);
+    /// ```
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
     /// Runs the node on turmoil's simulated network instead of the real one: its RPC server
     /// (which carries gossip and every extension's services) listens with
     /// [`Server::listen_simulated`] and its [`RpcNetwork`] opens channels with
@@ -359,6 +378,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             simulated,
             clock_offset_millis,
             tls,
+            max_message_size,
         } = self;
         timings.validate()?;
         if config.public_addr.ip().is_unspecified() {
@@ -377,7 +397,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
                  or keep the network private"
             );
         }
-        let server = listen(config.listen_addr, simulated, tls.clone())
+        let server = listen(config.listen_addr, simulated, tls.clone(), max_message_size)
             .await
             .map_err(|source| NodeError::Bind {
                 addr: config.listen_addr,
@@ -494,8 +514,9 @@ async fn listen(
     addr: SocketAddr,
     simulated: bool,
     tls: Option<TlsConfig>,
+    max_message_size: usize,
 ) -> std::io::Result<Server> {
-    let mut builder = Server::builder();
+    let mut builder = Server::builder().max_body_size(max_message_size);
     if let Some(tls) = tls {
         builder = builder.tls(tls);
     }

@@ -22,8 +22,8 @@ use datacake_rpc::{
     Status,
 };
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError as OpenraftError, RemoteError,
-    SnapshotMismatch, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError as OpenraftError,
+    RemoteError, SnapshotMismatch, Unreachable,
 };
 use openraft::network::{Backoff, RPCOption};
 use openraft::raft::{
@@ -528,7 +528,15 @@ struct RemoteFatal {
 }
 
 impl PeerClient {
-    async fn send<P, Req, Resp, E>(&self, message: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    /// Sends `message` to the peer. `shrink` is what to tell openraft if the peer refuses the
+    /// message as too large (append-entries: send fewer entries); without it, a refusal is a
+    /// network error.
+    async fn send<P, Req, Resp, E>(
+        &self,
+        message: &Req,
+        option: &RPCOption,
+        shrink: Option<PayloadTooLarge>,
+    ) -> RpcResult<Resp, E>
     where
         P: Packet,
         RaftService: Handler<P, Reply = ReplyPacket>,
@@ -564,7 +572,13 @@ impl PeerClient {
             Err(status) if status.code == ErrorCode::Connection => {
                 Err(RPCError::Unreachable(Unreachable::new(&status)))
             }
-            Err(status) => Err(RPCError::Network(NetworkError::new(&status))),
+            Err(status) => match shrink {
+                Some(shrink) if status.code == ErrorCode::PayloadTooLarge => {
+                    warn!(target_node = self.target, %addr, error = %status, "raft message too large: sending less");
+                    Err(RPCError::PayloadTooLarge(shrink))
+                }
+                _ => Err(RPCError::Network(NetworkError::new(&status))),
+            },
         }
     }
 }
@@ -579,7 +593,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<RaftNodeId>, openraft::error::Infallible> {
-        self.send::<AppendPacket, _, _, _>(&rpc, &option).await
+        // A peer whose RPC server takes less than the entries' bytes (see
+        // `proposer::MAX_PAYLOAD_ENTRIES`) is sent half as many next time, down to one.
+        let half = (rpc.entries.len() as u64 / 2).max(1);
+        let shrink = PayloadTooLarge::new_entries_hint(half);
+        self.send::<AppendPacket, _, _, _>(&rpc, &option, Some(shrink))
+            .await
     }
 
     async fn install_snapshot(
@@ -587,7 +606,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<RaftNodeId>, InstallSnapshotError> {
-        self.send::<SnapshotPacket, _, _, _>(&rpc, &option).await
+        self.send::<SnapshotPacket, _, _, _>(&rpc, &option, None)
+            .await
     }
 
     async fn vote(
@@ -595,7 +615,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<RaftNodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<RaftNodeId>, openraft::error::Infallible> {
-        self.send::<VotePacket, _, _, _>(&rpc, &option).await
+        self.send::<VotePacket, _, _, _>(&rpc, &option, None).await
     }
 }
 

@@ -38,7 +38,8 @@ pub(crate) const MAX_BATCH_BYTES: usize = 256 << 10;
 /// append-entries message below the RPC server's default body limit (64 MiB).
 pub(crate) const MAX_COMMAND_BYTES: usize = 1 << 20;
 
-/// The most entries openraft sends in one append-entries message.
+/// The most entries openraft sends in one append-entries message. (A peer that refuses a
+/// message as too large is sent fewer: see the network's `append_entries`.)
 pub(crate) const MAX_PAYLOAD_ENTRIES: u64 = 32;
 
 /// Commands waiting to be batched; a writer past this waits for room.

@@ -93,8 +93,18 @@ impl RaftNode {
 
 /// Starts the Datacake node `id` on loopback, seeded from `seeds`, with the tests' timings.
 pub(crate) async fn start_node(id: NodeId, seeds: &[String]) -> DatacakeNode {
+    start_node_with(id, seeds, |builder| builder).await
+}
+
+/// [`start_node`], with `customize` applied to the builder first.
+pub(crate) async fn start_node_with(
+    id: NodeId,
+    seeds: &[String],
+    customize: impl FnOnce(DatacakeNodeBuilder) -> DatacakeNodeBuilder,
+) -> DatacakeNode {
     let local = "127.0.0.1:0".parse().unwrap();
-    DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds.to_vec()))
+    let builder = DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds.to_vec()));
+    customize(builder)
         .with_gossip_interval(GOSSIP)
         .with_phi_threshold(50.0)
         .with_min_failure_timeout(Duration::from_secs(2))
@@ -106,7 +116,17 @@ pub(crate) async fn start_node(id: NodeId, seeds: &[String]) -> DatacakeNode {
 
 /// Starts node `id`, seeded from `seeds`, with Raft configured by `config`.
 pub(crate) async fn start(id: NodeId, seeds: &[String], config: RaftConfig) -> RaftNode {
-    let node = start_node(id, seeds).await;
+    start_with(id, seeds, config, |builder| builder).await
+}
+
+/// [`start`], with `customize` applied to the node's builder first.
+pub(crate) async fn start_with(
+    id: NodeId,
+    seeds: &[String],
+    config: RaftConfig,
+    customize: impl FnOnce(DatacakeNodeBuilder) -> DatacakeNodeBuilder,
+) -> RaftNode {
+    let node = start_node_with(id, seeds, customize).await;
     let raft = node
         .add_extension(RaftExtension::new(KvMachine::default(), config))
         .await
