@@ -61,12 +61,15 @@ struct Connection {
 /// A request to ping a connection now, because a call on it timed out: a connection whose
 /// byte stream stalled (a peer that vanished without closing it, a firewall that dropped its
 /// state) answers nothing, not even pings, and is replaced within `bound` instead of after
-/// the keep-alive interval. A peer that is merely slow still answers pings and keeps its
-/// connection.
+/// the keep-alive interval. A peer that is merely slow keeps its connection: it answers the
+/// ping late, and while it does, replies still arrive on the connection (its pong may wait
+/// behind megabytes of requests in the byte stream), which counts as alive too.
 #[derive(Debug, Default)]
 pub(crate) struct Probe {
     wake: tokio::sync::Notify,
     bound_millis: AtomicU64,
+    /// Replies received on the connection so far.
+    replies: AtomicU64,
 }
 
 impl Probe {
@@ -81,6 +84,14 @@ impl Probe {
 
     fn bound(&self) -> Duration {
         Duration::from_millis(self.bound_millis.load(Ordering::Acquire))
+    }
+
+    fn replied(&self) {
+        self.replies.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn replies(&self) -> u64 {
+        self.replies.load(Ordering::Relaxed)
     }
 }
 
@@ -158,14 +169,14 @@ impl Channel {
 
         let slot = self.inner.pick();
         let mut retried = false;
-        let (response, mut send_stream) = loop {
+        let (connection, response, mut send_stream) = loop {
             let connection = self.inner.connection(slot).await?;
             let opened = match connection.send.clone().ready().await {
                 Ok(mut send) => send.send_request(build(), end_of_stream),
                 Err(e) => Err(e),
             };
             match opened {
-                Ok(opened) => break opened,
+                Ok((response, send_stream)) => break (connection, response, send_stream),
                 // h2 refused the request itself (e.g. a connection-specific header such as
                 // `connection` or `transfer-encoding`); the connection is fine.
                 Err(e) if e.reason().is_none() && !e.is_io() => {
@@ -204,6 +215,7 @@ impl Channel {
             let cause = sent.as_ref().err().unwrap_or(&e);
             self.inner.failed(&describe(cause))
         })?;
+        connection.probe.replied();
         let (parts, stream) = response.into_parts();
         let len = parts
             .headers
@@ -362,7 +374,8 @@ async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Sta
 }
 
 /// Pings every `interval`, and at once when `probe` asks; resolves once a ping is not
-/// answered within `interval` (a probe's: within its bound, if shorter).
+/// answered within `interval` (a probe's: within its bound, if shorter) and, with a probe, no
+/// reply arrived on the connection in that time either.
 pub(crate) async fn keep_alive(
     pings: Option<h2::PingPong>,
     interval: Duration,
@@ -387,9 +400,16 @@ pub(crate) async fn keep_alive(
             return;
         }
         let pong = std::future::poll_fn(|cx| pings.poll_pong(cx));
-        match tokio::time::timeout(wait, pong).await {
-            Ok(Ok(_)) => {}
-            _ => return,
+        tokio::pin!(pong);
+        loop {
+            let replies = probe.as_ref().map(|p| p.replies());
+            match tokio::time::timeout(wait, &mut pong).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(_)) => return,
+                // Replies arrived while the pong was late: slow, not gone. Wait on.
+                Err(_) if probe.as_ref().map(|p| p.replies()) != replies => {}
+                Err(_) => return,
+            }
         }
     }
 }

@@ -50,8 +50,22 @@ impl Handler<Ping> for PingService {
 
 /// A simulation with one server host serving `PingService`.
 fn simulation<'a>() -> turmoil::Sim<'a> {
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(SEED)
+    serving(turmoil::Builder::new().rng_seed(SEED))
+}
+
+/// [`simulation`], with every message taking `latency` (turmoil's default: up to 100 ms).
+fn simulation_with_latency<'a>(latency: Duration) -> turmoil::Sim<'a> {
+    serving(
+        turmoil::Builder::new()
+            .rng_seed(SEED)
+            .min_message_latency(latency)
+            .max_message_latency(latency),
+    )
+}
+
+/// Builds `builder` into a simulation with the server host.
+fn serving<'a>(builder: &mut turmoil::Builder) -> turmoil::Sim<'a> {
+    let mut sim = builder
         .simulation_duration(Duration::from_secs(120))
         .build();
     sim.host("server", || async {
@@ -182,6 +196,46 @@ fn a_call_timing_out_on_a_stalled_connection_gets_it_replaced_long_before_the_ke
                     start.elapsed()
                 ),
             }
+        }
+        Ok(())
+    });
+    sim.run()
+}
+
+/// A slow link is not a dead one: a call timing out makes the channel probe its connection,
+/// and when the ping's answer is late (here a 1.4 s round trip against the probe's 1 s) but
+/// replies to other calls keep arriving, the connection and the calls on it live on.
+#[test]
+fn a_late_probe_answer_on_a_connection_still_replying_keeps_it() -> turmoil::Result {
+    let mut sim = simulation_with_latency(Duration::from_millis(700));
+    sim.client("client", async {
+        let addr = SocketAddr::new(turmoil::lookup("server"), PORT);
+        let channel = Channel::builder()
+            .keep_alive(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .connect_simulated(addr);
+        let mut patient = RpcClient::<PingService>::new(channel.clone());
+        patient.set_timeout(Duration::from_secs(30));
+        assert_eq!(patient.send(&Ping { n: 1 }).await?.to_native(), 2);
+
+        // A steady stream of patient calls, one started every 100 ms.
+        let mut calls = Vec::new();
+        for n in 0..60u64 {
+            let client = patient.clone();
+            calls.push(tokio::spawn(async move {
+                client.send(&Ping { n }).await.map(|r| r.to_native())
+            }));
+            if n == 20 {
+                // An impatient call times out and sets off the probe.
+                let mut impatient = RpcClient::<PingService>::new(channel.clone());
+                impatient.set_timeout(Duration::from_millis(500));
+                let err = impatient.send(&Ping { n: 99 }).await.unwrap_err();
+                assert_eq!(err.code, ErrorCode::Timeout, "{err}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for (n, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await?, Ok(n as u64 + 1), "call {n}");
         }
         Ok(())
     });
