@@ -66,6 +66,7 @@ pub mod certs;
 mod clock;
 mod config;
 mod consistency;
+mod discovery;
 mod error;
 mod extension;
 mod identity;
@@ -83,6 +84,11 @@ pub use consistency::{
     AckProgress, AckTally, Consistency, ConsistencyError, ParseConsistencyError, Requirement,
 };
 pub use datacake_crdt::{HLCTimestamp, TimestampError};
+pub use discovery::{
+    Discovery, DiscoveryError, DnsDiscovery, DnsResolver, FileDiscovery, StaticDiscovery,
+    SystemResolver, DEFAULT_DISCOVERY_INTERVAL, DEFAULT_DISCOVERY_TIMEOUT, MAX_CONTACTS_PER_POLL,
+    MAX_DISCOVERED_ADDRS,
+};
 pub use error::NodeError;
 pub use extension::ClusterExtension;
 pub use identity::{
