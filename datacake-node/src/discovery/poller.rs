@@ -102,7 +102,7 @@ impl Poller {
 
     /// Up to [`MAX_CONTACTS_PER_POLL`] addresses of `discovered` that are not in `live`,
     /// taking the next window of them at each call so that every one gets its turn.
-    pub(crate) fn to_contact(
+    pub(crate) fn next_contacts(
         &mut self,
         discovered: &BTreeSet<SocketAddr>,
         live: &BTreeSet<SocketAddr>,
@@ -203,7 +203,7 @@ impl DiscoveryTarget {
             .values()
             .map(|e| e.member.public_addr)
             .collect();
-        let contact = poller.to_contact(discovered, &live);
+        let contact = poller.next_contacts(discovered, &live);
         if let Some(chitchat) = self.chitchat.lock().as_ref() {
             for addr in &contact {
                 // Fails only once chitchat has stopped: the node is shutting down.
@@ -330,11 +330,14 @@ mod tests {
     fn contacts_rotate_over_the_addresses_not_live() {
         let mut poller = poller(vec![Some(Ok(vec![]))], Duration::from_secs(1));
         let few = set(&[2, 3, 4]);
-        assert_eq!(poller.to_contact(&few, &set(&[3])), vec![addr(2), addr(4)]);
+        assert_eq!(
+            poller.next_contacts(&few, &set(&[3])),
+            vec![addr(2), addr(4)]
+        );
         let many: BTreeSet<SocketAddr> = (2..102).map(addr).collect();
         let mut seen = BTreeSet::new();
         for _ in 0..4 {
-            let batch = poller.to_contact(&many, &BTreeSet::new());
+            let batch = poller.next_contacts(&many, &BTreeSet::new());
             assert_eq!(batch.len(), MAX_CONTACTS_PER_POLL);
             seen.extend(batch);
         }
