@@ -39,7 +39,8 @@
 //! - A source that fails or times out is logged (with its [`name`](Discovery::name)) and its
 //!   last good set stays in use; an error never stops the node. The same error repeated at
 //!   consecutive polls is logged at warn level once, then at debug level.
-//! - The node's own public address is dropped from what a source returns.
+//! - The node's own public address, addresses with an unspecified IP (`0.0.0.0`, `::`) and
+//!   port 0 are dropped from what a source returns.
 
 mod dns;
 mod file;
@@ -114,8 +115,9 @@ pub trait Discovery: Send + Sync + 'static {
     /// A short name for logs, e.g. `"dns db.prod.svc.cluster.local:7000"`.
     fn name(&self) -> &str;
 
-    /// The addresses of (some of) the cluster's nodes. Order does not matter; duplicates and
-    /// the node's own address are dropped; at most [`MAX_DISCOVERED_ADDRS`] are taken.
+    /// The addresses of (some of) the cluster's nodes. Order does not matter; duplicates,
+    /// the node's own address and unreachable ones (`0.0.0.0`, port 0) are dropped; at most
+    /// [`MAX_DISCOVERED_ADDRS`] are taken.
     async fn discover(&self) -> Result<Vec<SocketAddr>, DiscoveryError>;
 }
 

@@ -142,7 +142,9 @@ impl SourceState {
                         );
                         break;
                     }
-                    if addr != me {
+                    // Our own address, and addresses nobody can be reached at (`0.0.0.0`
+                    // would reach this host, port 0 nothing), are not contacted.
+                    if addr != me && !addr.ip().is_unspecified() && addr.port() != 0 {
                         set.insert(addr);
                     }
                 }
@@ -286,14 +288,21 @@ mod tests {
     async fn errors_and_timeouts_keep_the_last_good_set() {
         let mut poller = poller(
             vec![
-                Some(Ok(vec![addr(2), addr(3), addr(1), addr(2)])),
+                Some(Ok(vec![
+                    addr(2),
+                    addr(3),
+                    addr(1),
+                    addr(2),
+                    addr(0),
+                    SocketAddr::from(([0, 0, 0, 0], 5)),
+                ])),
                 Some(Err("resolver down")),
                 None,
                 Some(Ok(vec![addr(4)])),
             ],
             Duration::from_millis(50),
         );
-        // Duplicates and the node's own address are dropped.
+        // Duplicates, the node's own address, port 0 and 0.0.0.0 are dropped.
         assert_eq!(poller.poll().await, set(&[2, 3]));
         assert_eq!(poller.poll().await, set(&[2, 3]), "an error keeps the set");
         assert_eq!(poller.poll().await, set(&[2, 3]), "a timeout keeps the set");
