@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::auth::PeerAuth;
 use crate::clock::{Clock, WallClock};
 use crate::config::{self, ConnectionConfig, Timings};
+use crate::discovery::{Discovery, DiscoveryConfig, Poller};
 use crate::error::NodeError;
 use crate::identity::{NodeIdentity, IDENTITY_SCHEME};
 use crate::membership::{ClusterMember, NodeId, KEY_LEAVING};
@@ -63,6 +64,7 @@ pub struct DatacakeNodeBuilder<S: NodeSelector = DCAwareSelector> {
     clock_offset_millis: i64,
     tls: Option<TlsConfig>,
     max_message_size: usize,
+    discovery: DiscoveryConfig,
 }
 
 impl DatacakeNodeBuilder<DCAwareSelector> {
@@ -91,6 +93,7 @@ impl DatacakeNodeBuilder<DCAwareSelector> {
             clock_offset_millis: 0,
             tls: None,
             max_message_size: datacake_rpc::DEFAULT_MAX_BODY_SIZE,
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -116,6 +119,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             clock_offset_millis: self.clock_offset_millis,
             tls: self.tls,
             max_message_size: self.max_message_size,
+            discovery: self.discovery,
         }
     }
 
@@ -332,6 +336,62 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
         self
     }
 
+    /// Adds a source of seed addresses, polled in [`connect`](Self::connect) and then every
+    /// discovery interval ([`with_discovery_interval`](Self::with_discovery_interval)); the
+    /// node sends a gossip round to discovered addresses that are not live members yet, so
+    /// nodes started in any order, or at new addresses, find each other. Call it again to add
+    /// more sources (their addresses are combined). [`ConnectionConfig::seeds`] keep working
+    /// alongside. See [`Discovery`] and the crate docs' "Discovery" section.
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder, DnsDiscovery, FileDiscovery};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config)
+    ///     .with_discovery(DnsDiscovery::new("datacake.prod.svc.cluster.local", 7000))
+    ///     .with_discovery(FileDiscovery::new("/etc/datacake/extra-peers"));
+    /// ```
+    pub fn with_discovery(mut self, source: impl Discovery) -> Self {
+        self.discovery.sources.push(Arc::new(source));
+        self
+    }
+
+    /// How often the discovery sources are polled after the first poll in
+    /// [`connect`](Self::connect). Default
+    /// [`DEFAULT_DISCOVERY_INTERVAL`](crate::DEFAULT_DISCOVERY_INTERVAL) (10 s).
+    ///
+    /// From 10 ms to one day, else [`connect`](Self::connect) fails with
+    /// [`NodeError::InvalidConfig`] (setting `"discovery_interval"`).
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config)
+    ///     .with_discovery_interval(std::time::Duration::from_secs(30));
+    /// ```
+    pub fn with_discovery_interval(mut self, interval: Duration) -> Self {
+        self.discovery.interval = interval;
+        self
+    }
+
+    /// How long one poll of one discovery source may take; a source that takes longer is
+    /// logged and its last good addresses stay in use. Default
+    /// [`DEFAULT_DISCOVERY_TIMEOUT`](crate::DEFAULT_DISCOVERY_TIMEOUT) (5 s).
+    ///
+    /// Above zero and at most one day, else [`connect`](Self::connect) fails with
+    /// [`NodeError::InvalidConfig`] (setting `"discovery_timeout"`). The first poll, in
+    /// [`connect`](Self::connect), waits for it too.
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
+    /// # let config = ConnectionConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), Vec::<String>::new());
+    /// let builder = DatacakeNodeBuilder::new(1, config)
+    ///     .with_discovery_timeout(std::time::Duration::from_secs(2));
+    /// ```
+    pub fn with_discovery_timeout(mut self, timeout: Duration) -> Self {
+        self.discovery.timeout = timeout;
+        self
+    }
+
     /// Runs the node on turmoil's simulated network instead of the real one: its RPC server
     /// (which carries gossip and every extension's services) listens with
     /// [`Server::listen_simulated`] and its [`RpcNetwork`] opens channels with
@@ -361,10 +421,13 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
     /// First checks every timing against the bounds documented on its setter and returns
     /// [`NodeError::InvalidConfig`], naming the setting, before anything is bound or started.
     ///
-    /// If seeds other than this node are configured, waits (at most the join timeout) for a
-    /// first exchange with the cluster, then watches a few gossip rounds: if a live member
-    /// already holds this node id, the node leaves again and this returns
-    /// [`NodeError::DuplicateNodeId`].
+    /// With discovery sources ([`with_discovery`](Self::with_discovery)), polls them once
+    /// (each within the discovery timeout) and sends a gossip round to what they found.
+    ///
+    /// If seeds other than this node are configured, or discovery found other addresses,
+    /// waits (at most the join timeout) for a first exchange with the cluster, then watches a
+    /// few gossip rounds: if a live member already holds this node id, the node leaves again
+    /// and this returns [`NodeError::DuplicateNodeId`].
     #[tracing::instrument(skip_all, fields(node_id = self.node_id))]
     pub async fn connect(self) -> Result<DatacakeNode, NodeError> {
         let Self {
@@ -379,8 +442,10 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             clock_offset_millis,
             tls,
             max_message_size,
+            discovery,
         } = self;
         timings.validate()?;
+        discovery.validate()?;
         if config.public_addr.ip().is_unspecified() {
             return Err(NodeError::InvalidPublicAddr {
                 addr: config.public_addr,
@@ -474,11 +539,17 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
         })
         .await;
 
+        let mut poller = Poller::new(discovery, public_addr);
+        let mut discovered_others = false;
+        if let Some(poller) = poller.as_mut() {
+            let discovered = poller.poll().await;
+            discovered_others = node.discovery_target().feed(poller, &discovered) > 0;
+        }
         let has_other_seeds = config
             .seeds
             .iter()
             .any(|seed| seed.parse::<SocketAddr>().ok() != Some(public_addr));
-        if has_other_seeds {
+        if has_other_seeds || discovered_others {
             if let Some(existing_addr) = join_check(&node, &timings).await {
                 warn!(node_id, existing=%existing_addr, "node id already live: leaving again");
                 node.shutdown().await;
@@ -487,6 +558,9 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
                     existing_addr,
                 });
             }
+        }
+        if let Some(poller) = poller {
+            node.spawn_task(node.discovery_target().run(poller));
         }
         Ok(node)
     }

@@ -23,6 +23,57 @@
 //! - [`ClusterExtension`]s attach to a running node with [`DatacakeNode::add_extension`]; they
 //!   add RPC services, use the [`RpcNetwork`] channel pool and stop with the node.
 //!
+//! # Discovery
+//! Seeds in [`ConnectionConfig::seeds`] are fixed at start (chitchat re-resolves host-name
+//! seeds every 60 s). For nodes that start in any order or change addresses, give the builder
+//! one or more [`Discovery`] sources with [`DatacakeNodeBuilder::with_discovery`]: they are
+//! polled in [`connect`](DatacakeNodeBuilder::connect) and then every discovery interval
+//! ([`DatacakeNodeBuilder::with_discovery_interval`], default 10 s), and the node sends a gossip
+//! round (a chitchat SYN) to discovered addresses that are not live members yet, at most
+//! [`MAX_CONTACTS_PER_POLL`] per poll, in turn. chitchat's seed list cannot change after it
+//! starts, so this is how new addresses reach it without a fork; once a node answers, the two
+//! gossip as members.
+//! - [`StaticDiscovery`]: a fixed list of addresses.
+//! - [`DnsDiscovery`]: the A/AAAA records of a name with a port, resolved again at every poll
+//!   (resolver injectable through [`DnsResolver`]; the default [`SystemResolver`] uses
+//!   `tokio::net::lookup_host`).
+//! - [`FileDiscovery`]: a file of `host:port` lines (`#` comments and blank lines allowed,
+//!   IPv6 as `[::1]:7000`), re-read when it changes; a bad line is logged with its number and
+//!   skipped.
+//!
+//! A source that fails, or takes longer than the discovery timeout
+//! ([`DatacakeNodeBuilder::with_discovery_timeout`], default 5 s), is logged with its name and
+//! its last good addresses stay in use; it never stops the node. At most
+//! [`MAX_DISCOVERED_ADDRS`] addresses are taken per poll; the node's own public address is
+//! ignored. [`DatacakeNode::discovered_addrs`] shows what discovery found.
+//!
+//! **Kubernetes.** Put the pods behind a headless Service (`clusterIP: None`) and use
+//! `DnsDiscovery::new("<service>.<namespace>.svc.cluster.local", <port>)`: the name resolves to
+//! the IPs of the Service's ready pods, or of all its pods with
+//! `publishNotReadyAddresses: true` (so that pods can find each other before they report
+//! ready). Each pod advertises its own IP as its public address (e.g. from the downward API's
+//! `status.podIP`).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use datacake_node::{ConnectionConfig, DatacakeNodeBuilder, DnsDiscovery};
+//!
+//! # async fn run(pod_ip: std::net::IpAddr) -> Result<(), datacake_node::NodeError> {
+//! let config = ConnectionConfig::new(
+//!     "0.0.0.0:7000".parse().unwrap(),
+//!     (pod_ip, 7000).into(),
+//!     Vec::<String>::new(),
+//! );
+//! let node = DatacakeNodeBuilder::new(1, config)
+//!     .with_discovery(DnsDiscovery::new("datacake.prod.svc.cluster.local", 7000))
+//!     .with_discovery_interval(Duration::from_secs(5))
+//!     .connect()
+//!     .await?;
+//! # node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Features
 //! - `certs`: the `certs` module makes a cluster CA and node certificates naming each node's
 //!   [`NodeIdentity`] (rcgen, no OpenSSL), for tools and tests.
@@ -66,6 +117,7 @@ pub mod certs;
 mod clock;
 mod config;
 mod consistency;
+mod discovery;
 mod error;
 mod extension;
 mod identity;
@@ -83,6 +135,11 @@ pub use consistency::{
     AckProgress, AckTally, Consistency, ConsistencyError, ParseConsistencyError, Requirement,
 };
 pub use datacake_crdt::{HLCTimestamp, TimestampError};
+pub use discovery::{
+    Discovery, DiscoveryError, DnsDiscovery, DnsResolver, FileDiscovery, StaticDiscovery,
+    SystemResolver, DEFAULT_DISCOVERY_INTERVAL, DEFAULT_DISCOVERY_TIMEOUT, MAX_CONTACTS_PER_POLL,
+    MAX_DISCOVERED_ADDRS,
+};
 pub use error::NodeError;
 pub use extension::ClusterExtension;
 pub use identity::{

@@ -18,6 +18,7 @@ use crate::auth::PeerAuth;
 use crate::clock::Clock;
 use crate::config::Timings;
 use crate::consistency::{Consistency, ConsistencyError};
+use crate::discovery::DiscoveryTarget;
 use crate::error::NodeError;
 use crate::extension::ClusterExtension;
 use crate::membership::{
@@ -42,6 +43,8 @@ struct NodeShared {
     /// The node's RPC server, owned by [`DatacakeNode`]: handles do not keep it alive.
     server: std::sync::Weak<Server>,
     auth: Arc<PeerAuth>,
+    /// What discovery last found (empty without discovery sources).
+    discovered: Arc<watch::Sender<Arc<[SocketAddr]>>>,
 }
 
 /// A cheap, cloneable handle to a running node: the same read accessors as
@@ -169,6 +172,15 @@ impl DatacakeHandle {
         MembershipChanges::new(self.inner.view.clone())
     }
 
+    /// The addresses the node's [`Discovery`](crate::Discovery) sources returned at their
+    /// last successful polls, in order: the union over the sources, without duplicates or
+    /// this node's own address, at most [`MAX_DISCOVERED_ADDRS`](crate::MAX_DISCOVERED_ADDRS).
+    /// Empty without discovery sources; [`ConnectionConfig::seeds`](crate::ConnectionConfig)
+    /// are not listed.
+    pub fn discovered_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.discovered.borrow().to_vec()
+    }
+
     /// The peers to contact for `consistency`, chosen by the node's [`NodeSelector`].
     pub async fn select_nodes(
         &self,
@@ -271,7 +283,8 @@ impl DatacakeHandle {
 pub struct DatacakeNode {
     handle: DatacakeHandle,
     server: Arc<Server>,
-    chitchat: Option<ChitchatHandle>,
+    /// chitchat until shutdown; shared with the discovery task, which gossips through it.
+    chitchat: Arc<parking_lot::Mutex<Option<ChitchatHandle>>>,
     gossip: Arc<GossipShared>,
     timings: Timings,
 }
@@ -356,13 +369,14 @@ impl DatacakeNode {
             tasks: parking_lot::Mutex::new(vec![membership_task]),
             server: Arc::downgrade(&server),
             auth: parts.auth,
+            discovered: Arc::new(watch::channel(Arc::from([])).0),
         };
         Self {
             handle: DatacakeHandle {
                 inner: Arc::new(shared),
             },
             server,
-            chitchat: Some(parts.chitchat),
+            chitchat: Arc::new(parking_lot::Mutex::new(Some(parts.chitchat))),
             gossip: parts.gossip,
             timings: parts.timings,
         }
@@ -454,6 +468,20 @@ impl DatacakeNode {
         self.handle.remove_rpc_service(name);
     }
 
+    /// The addresses discovery last found (see [`DatacakeHandle::discovered_addrs`]).
+    pub fn discovered_addrs(&self) -> Vec<SocketAddr> {
+        self.handle.discovered_addrs()
+    }
+
+    /// What the discovery task feeds: the discovered set, the live view and chitchat.
+    pub(crate) fn discovery_target(&self) -> DiscoveryTarget {
+        DiscoveryTarget {
+            discovered: self.handle.inner.discovered.clone(),
+            view: self.handle.inner.view.clone(),
+            chitchat: self.chitchat.clone(),
+        }
+    }
+
     /// Starts `extension` on this node (see [`ClusterExtension`]).
     pub async fn add_extension<E: ClusterExtension>(
         &self,
@@ -466,10 +494,9 @@ impl DatacakeNode {
     /// many other nodes gossip has told us of, and every other node claiming our id (not
     /// leaving) with its heartbeat and whether the failure detector holds it live.
     pub(crate) async fn join_snapshot(&self) -> JoinSnapshot {
-        let Some(handle) = self.chitchat.as_ref() else {
+        let Some(chitchat) = self.chitchat.lock().as_ref().map(ChitchatHandle::chitchat) else {
             return JoinSnapshot::default();
         };
-        let chitchat = handle.chitchat();
         let guard = chitchat.lock().await;
         let me = guard.self_chitchat_id().clone();
         let live: HashSet<&ChitchatId> = guard.live_nodes().collect();
@@ -508,10 +535,11 @@ impl DatacakeNode {
     ///    [`shutdown_signal`](Self::shutdown_signal).
     /// 3. Stops gossip and the RPC server.
     #[tracing::instrument(skip_all, fields(node_id = self.me().node_id))]
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         let me = self.me().clone();
         let deadline = Instant::now() + self.timings.leave_timeout;
-        if let Some(chitchat) = self.chitchat.take() {
+        let chitchat = self.chitchat.lock().take();
+        if let Some(chitchat) = chitchat {
             let peers = announce_leave(&chitchat).await;
             self.gossip.begin_leave(peers.clone());
             for peer in &peers {
@@ -551,7 +579,7 @@ impl Drop for DatacakeNode {
     fn drop(&mut self) {
         // A drop without `shutdown` is an abrupt stop: no leave is announced.
         self.handle.inner.shutdown.send_replace(true);
-        if let Some(chitchat) = self.chitchat.take() {
+        if let Some(chitchat) = self.chitchat.lock().take() {
             chitchat.abort();
         }
         for task in self.handle.inner.tasks.lock().drain(..) {

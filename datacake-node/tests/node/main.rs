@@ -2,6 +2,7 @@
 
 mod clock;
 mod config;
+mod discovery;
 mod extension;
 mod fixtures;
 mod membership;
