@@ -199,6 +199,19 @@ mod tests {
     }
 
     #[test]
+    fn kv_runs_only_when_asked_for_and_takes_its_binary() {
+        let cfg = parse(&[]).unwrap().to_config().unwrap();
+        assert!(!cfg.suites.contains(&SuiteName::Kv));
+        assert_eq!(cfg.kv_bin, None);
+        let cfg = parse(&["--suite", "kv", "--kv-bin", "/opt/replicated-kv"])
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert_eq!(cfg.suites, [SuiteName::Kv]);
+        assert_eq!(cfg.kv_bin, Some(PathBuf::from("/opt/replicated-kv")));
+    }
+
+    #[test]
     fn bad_arguments_are_rejected() {
         let err = parse(&["--suite", "bogus"]).unwrap_err().to_string();
         assert!(err.contains("crdt") && err.contains("gossip"), "{err}");
