@@ -86,6 +86,8 @@ pub(crate) struct LoadResult {
     pub(crate) latency: Option<Latency>,
     /// Failed requests by kind (`"connect: refused"`, `"http 503 not_enough_nodes"`, ...).
     pub(crate) errors: BTreeMap<String, u64>,
+    /// When the last failed request failed.
+    pub(crate) last_failure: Option<Instant>,
 }
 
 impl LoadResult {
@@ -115,11 +117,13 @@ pub(crate) struct Load {
 struct Worker {
     samples: Vec<Duration>,
     errors: BTreeMap<String, u64>,
+    last_failure: Option<Instant>,
 }
 
 impl Worker {
     fn fail(&mut self, kind: String) {
         *self.errors.entry(kind).or_default() += 1;
+        self.last_failure = Some(Instant::now());
     }
 }
 
@@ -213,9 +217,11 @@ impl Load {
         self.stop();
         let mut samples = Vec::new();
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        let mut last_failure = None;
         for worker in self.workers {
             let tally = worker.await?;
             samples.extend(tally.samples);
+            last_failure = last_failure.max(tally.last_failure);
             for (kind, n) in tally.errors {
                 *errors.entry(kind).or_default() += n;
             }
@@ -226,6 +232,7 @@ impl Load {
             elapsed,
             latency: Latency::from_samples(&mut samples),
             errors,
+            last_failure,
         })
     }
 }

@@ -10,7 +10,8 @@
 //!    and the highest concurrency, SIGKILL the last node (never node 1, the seed), wait until
 //!    the survivors see it gone, restart it on its data directory, and time how long until it
 //!    answers, is a live member on every node, serves a put and a get at each level, and has a
-//!    key written while it was down (through repair). Failed requests are counted by kind.
+//!    key written while it was down (through repair). Failed requests are counted by kind, and
+//!    the time of the last one is reported against the restart.
 
 mod cluster;
 mod http;
@@ -330,6 +331,21 @@ async fn fault(
         if let Some(time) = time {
             out.push(Measurement::new(what, "replicated-kv").with_value(ms(time), "ms"));
         }
+    }
+    if let Some(last) = result.last_failure {
+        // Negative: the load saw its last failure before the restart.
+        let after = if last >= restarted {
+            ms(last - restarted)
+        } else {
+            -ms(restarted - last)
+        };
+        out.push(
+            Measurement::new(
+                format!("{since} the load's last failed request"),
+                "replicated-kv",
+            )
+            .with_value(after, "ms"),
+        );
     }
     for (level, time) in serves {
         out.push(
