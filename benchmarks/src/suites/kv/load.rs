@@ -4,6 +4,7 @@
 //! or a stop signal.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -157,7 +158,8 @@ impl Load {
                     let method = spec.mix.pick(&mut rng);
                     let key = rng.random_range(0..spec.keys);
                     path.clear();
-                    path.push_str(&format!("/{KEYSPACE}/k{key}{query}"));
+                    // Writing into a String cannot fail.
+                    let _ = write!(path, "/{KEYSPACE}/k{key}{query}");
                     let body: &[u8] = if method == "PUT" { &value } else { b"" };
                     let began = Instant::now();
                     let connected = match conn.take() {
