@@ -17,21 +17,22 @@ use crate::config::{
 #[command(name = "benchmarks", version, about, long_about)]
 #[command(group(ArgGroup::new("size").args(["smoke", "quick", "full"])))]
 pub(crate) struct Cli {
-    /// Suite to run; repeat the flag for several (default: every suite).
+    /// Suite to run; repeat the flag for several (default: every suite but kv, which needs
+    /// the replicated-kv binary).
     #[arg(long = "suite", value_enum, value_name = "SUITE")]
     pub(crate) suites: Vec<SuiteName>,
 
-    /// Cluster sizes, comma-separated (ec: cluster sizes; gossip: sizes for the
+    /// Cluster sizes, comma-separated (ec, kv: cluster sizes; gossip: sizes for the
     /// full-membership scenario). Default: each suite's own for the chosen size.
     #[arg(long, value_delimiter = ',', value_name = "N,..", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) nodes: Option<Vec<u32>>,
 
-    /// Consistency levels, comma-separated (ec only).
+    /// Consistency levels, comma-separated (ec, kv).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "LEVEL,..")]
     pub(crate) consistency: Option<Vec<ConsistencyLevel>>,
 
     /// Concurrency levels, comma-separated (ec: concurrent tasks per cell; rpc: calls in
-    /// flight), e.g. 10,125,512,2048.
+    /// flight; kv: HTTP connections), e.g. 10,125,512,2048.
     #[arg(long, value_delimiter = ',', value_name = "N,..", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) concurrency: Option<Vec<u64>>,
 
@@ -47,6 +48,11 @@ pub(crate) struct Cli {
     /// Seed of every random choice (keys, timestamps), so a run can be replayed.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     pub(crate) seed: u64,
+
+    /// The replicated-kv binary the kv suite starts (default: the one next to this harness,
+    /// built by `cargo build --release -p replicated-kv`).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) kv_bin: Option<PathBuf>,
 
     /// The smallest configuration that still exercises every code path (seconds; for CI).
     #[arg(long)]
@@ -88,7 +94,7 @@ impl Cli {
         let mut suites = if suites_explicit {
             self.suites.clone()
         } else {
-            SuiteName::ALL.to_vec()
+            SuiteName::DEFAULT.to_vec()
         };
         let mut seen = Vec::new();
         suites.retain(|s| {
@@ -130,6 +136,7 @@ impl Cli {
             docs: self.docs,
             storage: self.storage,
             seed: self.seed,
+            kv_bin: self.kv_bin.clone(),
             progress: Progress::hidden(),
         })
     }
@@ -153,7 +160,7 @@ mod tests {
     fn no_arguments_is_a_quick_run_of_every_suite() {
         let cfg = parse(&[]).unwrap().to_config().unwrap();
         assert_eq!(cfg.profile, Profile::Quick);
-        assert_eq!(cfg.suites, SuiteName::ALL.to_vec());
+        assert_eq!(cfg.suites, SuiteName::DEFAULT.to_vec());
         assert!(!cfg.suites_explicit);
         assert_eq!(cfg.seed, DEFAULT_SEED);
     }
@@ -189,6 +196,19 @@ mod tests {
         );
         assert_eq!(cfg.concurrency, Some(vec![10, 125]));
         assert_eq!(cfg.profile, Profile::Full);
+    }
+
+    #[test]
+    fn kv_runs_only_when_asked_for_and_takes_its_binary() {
+        let cfg = parse(&[]).unwrap().to_config().unwrap();
+        assert!(!cfg.suites.contains(&SuiteName::Kv));
+        assert_eq!(cfg.kv_bin, None);
+        let cfg = parse(&["--suite", "kv", "--kv-bin", "/opt/replicated-kv"])
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert_eq!(cfg.suites, [SuiteName::Kv]);
+        assert_eq!(cfg.kv_bin, Some(PathBuf::from("/opt/replicated-kv")));
     }
 
     #[test]

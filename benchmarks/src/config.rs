@@ -26,11 +26,14 @@ pub(crate) enum SuiteName {
     Sqlite,
     /// The Raft extension on a three-node cluster.
     Raft,
+    /// `replicated-kv` processes over HTTP, with a SIGKILL and restart (opt-in).
+    Kv,
 }
 
 impl SuiteName {
-    /// Every suite, in the order a default run executes them.
-    pub(crate) const ALL: [SuiteName; 6] = [
+    /// The suites a run without `--suite` executes, in order. `kv` is not among them: it
+    /// needs the separately built `replicated-kv` binary, so it runs only when asked for.
+    pub(crate) const DEFAULT: [SuiteName; 6] = [
         Self::Crdt,
         Self::Rpc,
         Self::Gossip,
@@ -48,16 +51,17 @@ impl SuiteName {
             Self::Ec => "ec",
             Self::Sqlite => "sqlite",
             Self::Raft => "raft",
+            Self::Kv => "kv",
         }
     }
 
     /// Whether the suite can honour `--storage storage`. Suites that store nothing honour
     /// only the default, since any other choice would be silently ignored; the ec suite runs
     /// on either storage, the sqlite suite measures SQLite and the raft suite both of its log
-    /// stores, whatever the flag says.
+    /// stores, whatever the flag says, and the kv suite's processes always store in SQLite.
     pub(crate) fn supports_storage(self, storage: Storage) -> bool {
         match self {
-            Self::Ec | Self::Sqlite | Self::Raft => true,
+            Self::Ec | Self::Sqlite | Self::Raft | Self::Kv => true,
             Self::Crdt | Self::Rpc | Self::Gossip => storage == Storage::Memory,
         }
     }
@@ -100,6 +104,18 @@ impl SuiteName {
                 "Committed Raft writes per second and their latency on a three-node cluster over \
                  the real RPC, with 1, 64 and 256 concurrent clients, for the in-memory and the \
                  durable SQLite log store."
+            }
+            Self::Kv => {
+                "Real replicated-kv processes on loopback (SQLite in a temp dir), driven over \
+                 kept-alive HTTP/1.1 by a closed-loop load generator: 50% PUT (128 B), 40% GET, \
+                 10% DELETE on 10k keys (seeded). Baseline of the same run: one process at \
+                 level none. Then each cluster size (--nodes, default 3), level (--consistency, \
+                 default one,quorum) and number of connections (--concurrency), with the ratio \
+                 against the baseline at the same connections. Last, under load at the last \
+                 level, node N is SIGKILLed and restarted on its data: failed requests by kind \
+                 and the time until it answers, is a member everywhere, serves each level and \
+                 has caught up through repair. Needs the replicated-kv binary (--kv-bin, or \
+                 next to the harness: cargo build --release -p replicated-kv)."
             }
         }
     }
@@ -203,6 +219,8 @@ pub(crate) struct RunConfig {
     pub(crate) storage: Storage,
     /// Seed of everything random.
     pub(crate) seed: u64,
+    /// The `replicated-kv` binary for the kv suite (`--kv-bin`; default: next to the harness).
+    pub(crate) kv_bin: Option<std::path::PathBuf>,
     /// Where the current suite reports what it is doing.
     #[serde(skip)]
     pub(crate) progress: Progress,
@@ -213,7 +231,7 @@ impl RunConfig {
     #[cfg(test)]
     pub(crate) fn for_profile(profile: Profile) -> Self {
         Self {
-            suites: SuiteName::ALL.to_vec(),
+            suites: SuiteName::DEFAULT.to_vec(),
             suites_explicit: false,
             profile,
             nodes: None,
@@ -222,6 +240,7 @@ impl RunConfig {
             docs: None,
             storage: Storage::Memory,
             seed: DEFAULT_SEED,
+            kv_bin: None,
             progress: Progress::hidden(),
         }
     }
@@ -302,6 +321,11 @@ impl Progress {
     /// The suite has moved on to `scenario`.
     pub(crate) fn scenario(&self, scenario: impl Into<String>) {
         self.bar.set_message(scenario.into());
+    }
+
+    /// Prints `line` (indented) on stdout above the spinner.
+    pub(crate) fn note(&self, line: impl AsRef<str>) {
+        self.bar.suspend(|| println!("   {}", line.as_ref()));
     }
 
     /// Stops the spinner and clears it.

@@ -20,6 +20,7 @@ async fn run_suite(suite: SuiteName, cfg: &RunConfig) -> anyhow::Result<SuiteRep
         SuiteName::Ec => suites::ec::run(cfg).await,
         SuiteName::Sqlite => suites::sqlite::run(cfg).await,
         SuiteName::Raft => suites::raft::run(cfg).await,
+        SuiteName::Kv => suites::kv::run(cfg).await,
     }
 }
 

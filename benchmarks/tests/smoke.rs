@@ -131,3 +131,75 @@ fn a_sqlite_run_runs_the_suites_that_store() {
     assert_eq!(record["parameters"]["storage"], "sqlite", "{json}");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The `replicated-kv` binary beside the harness binary (both in `target/<profile>/`).
+fn kv_binary() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_benchmarks"))
+        .with_file_name(format!("replicated-kv{}", std::env::consts::EXE_SUFFIX))
+}
+
+#[test]
+fn the_kv_suite_drives_real_processes_through_a_sigkill() {
+    let bin = kv_binary();
+    if !bin.is_file() {
+        // `cargo test --workspace` (CI, the README's test command) builds it; `cargo test -p
+        // benchmarks` alone does not.
+        eprintln!(
+            "SKIPPED: no {}; run `cargo build -p replicated-kv` (or `cargo test --workspace`)",
+            bin.display()
+        );
+        return;
+    }
+    let out = out_dir("kv");
+    let (stdout, record, json) = smoke_run(&out, &["--suite", "kv"]);
+    let suite = record["suites"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["suite"] == "kv"))
+        .unwrap_or_else(|| panic!("suite kv missing from {json}"));
+    let figures = suite["figures"].as_array().expect("a figures array");
+    let scenarios: Vec<&str> = figures
+        .iter()
+        .filter_map(|f| f["scenario"].as_str())
+        .collect();
+    for expected in [
+        "1 node, none, 4 conns",
+        "3 nodes, one, 4 conns",
+        "3 nodes, quorum, 4 conns",
+        "3 nodes, quorum, 4 conns, node 3 killed",
+        "fault: restart -> live member on every node",
+        "fault: restart -> put+get at quorum via it",
+        "fault: restart -> caught up (marker key, repair)",
+    ] {
+        assert!(scenarios.contains(&expected), "no {expected:?} in {json}");
+    }
+    assert!(
+        scenarios
+            .iter()
+            .any(|s| s.starts_with("fault: failed requests")),
+        "{json}"
+    );
+    assert!(out.join("kv.svg").exists(), "no chart for kv");
+    assert!(stdout.contains("== suite kv"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn the_kv_suite_names_the_build_command_when_its_binary_is_missing() {
+    let out = out_dir("kv-missing");
+    let output = harness(&[
+        "--suite",
+        "kv",
+        "--smoke",
+        "--kv-bin",
+        "/nonexistent/replicated-kv",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cargo build --release -p replicated-kv"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}

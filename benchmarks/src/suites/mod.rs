@@ -4,6 +4,7 @@
 pub(crate) mod crdt;
 pub(crate) mod ec;
 pub(crate) mod gossip;
+pub(crate) mod kv;
 pub(crate) mod raft;
 pub(crate) mod rpc;
 pub(crate) mod sqlite;
