@@ -98,7 +98,7 @@ impl<S: Storage> Repairer<S> {
                     }
                     Err(error) => {
                         Counters::add(&self.replica.counters.failures, 1);
-                        debug!(peer = %peer.public_addr, node_id = peer.node_id, error = %crate::error::chain(&error), "repair round failed");
+                        debug!(peer = %peer.public_addr, node_id = peer.node_id, error = %datacake_rpc::error_chain(&error), "repair round failed");
                     }
                 }
             }

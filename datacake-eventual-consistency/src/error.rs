@@ -173,14 +173,3 @@ where
     }
 }
 
-/// `error` and its sources, joined with `: ` (for logs, which print one line).
-pub(crate) fn chain(error: &dyn Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}

@@ -182,13 +182,13 @@ impl Channel {
                 Err(e) if e.reason().is_none() && !e.is_io() => {
                     return Err(Status::invalid_payload(format!(
                         "request refused: {}",
-                        describe(&e)
+                        error_chain(&e)
                     )));
                 }
                 // Nothing was sent: replace the broken connection and try once more.
                 Err(e) => {
                     connection.close();
-                    let error = describe(&e);
+                    let error = error_chain(&e);
                     if retried {
                         return Err(self.inner.failed(&error));
                     }
@@ -213,7 +213,7 @@ impl Channel {
         // answer comes.
         let response = response.await.map_err(|e| {
             let cause = sent.as_ref().err().unwrap_or(&e);
-            self.inner.failed(&describe(cause))
+            self.inner.failed(&error_chain(cause))
         })?;
         connection.probe.replied();
         let (parts, stream) = response.into_parts();
@@ -330,7 +330,7 @@ impl Inner {
         let (io, _server) = tls
             .connect(io, self.addr)
             .await
-            .map_err(|e| Status::connection(crate::channel::describe(&e)))?;
+            .map_err(|e| Status::connection(crate::channel::error_chain(&e)))?;
         handshake(io, self.keep_alive).await
     }
 }
@@ -348,7 +348,7 @@ async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Sta
         .max_send_buffer_size(1 << 20)
         .handshake::<_, Bytes>(io)
         .await
-        .map_err(|e| Status::connection(format!("http/2 handshake failed: {}", describe(&e))))?;
+        .map_err(|e| Status::connection(format!("http/2 handshake failed: {}", error_chain(&e))))?;
     let closed = Arc::new(AtomicBool::new(false));
     let probe = Arc::new(Probe::default());
     let silent_peer = self::keep_alive(driver.ping_pong(), keep_alive, Some(probe.clone()));
@@ -357,7 +357,7 @@ async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Sta
         tokio::select! {
             result = &mut driver => {
                 if let Err(e) = result {
-                    debug!(error = %describe(&e), "connection closed with an error");
+                    debug!(error = %error_chain(&e), "connection closed with an error");
                 }
             },
             () = silent_peer => debug!("keep-alive ping unanswered, closing the connection"),
@@ -414,8 +414,13 @@ pub(crate) async fn keep_alive(
     }
 }
 
-/// An error with its chain of causes, for messages.
-pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+/// `error` and its sources, joined with `: `: one line for a log or a [`Status`] message.
+///
+/// ```
+/// let io = std::io::Error::other("disk full");
+/// assert_eq!(datacake_rpc::error_chain(&io), "disk full");
+/// ```
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

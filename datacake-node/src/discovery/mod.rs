@@ -278,17 +278,7 @@ impl DiscoveryConfig {
     }
 }
 
-/// `error` and its sources, joined with ": " (for logs).
-pub(crate) fn error_chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use datacake_rpc::error_chain;
 
 #[cfg(test)]
 mod tests {

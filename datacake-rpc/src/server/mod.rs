@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
-use crate::channel::{describe, keep_alive};
+use crate::channel::{error_chain, keep_alive};
 use crate::handler::{Call, ErasedHandler};
 use crate::limits::{Budget, Counters, Held};
 use crate::net::{Io, Listener, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
@@ -239,7 +239,7 @@ async fn serve_connection<I: Io>(
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(io, remote_addr)).await {
         Ok(Ok((io, peer))) => serve_http2(io, remote_addr, Some(peer), shared, stop).await,
         Ok(Err(e)) => {
-            debug!(peer = %remote_addr, error = %describe(&e), "tls connection refused");
+            debug!(peer = %remote_addr, error = %error_chain(&e), "tls connection refused");
         }
         Err(_) => debug!(peer = %remote_addr, "tls handshake timed out"),
     }
@@ -268,7 +268,7 @@ async fn serve_http2<I: Io>(
     let mut connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(connection)) => connection,
         Ok(Err(e)) => {
-            debug!(peer = %remote_addr, error = %describe(&e), "http/2 handshake failed");
+            debug!(peer = %remote_addr, error = %error_chain(&e), "http/2 handshake failed");
             return;
         }
         Err(_) => {
@@ -312,7 +312,7 @@ async fn serve_http2<I: Io>(
                     answer_burst(&mut connection, &shared, &caller, burst);
                 },
                 Some(Err(e)) => {
-                    debug!(peer = %remote_addr, error = %describe(&e), "connection closed with an error");
+                    debug!(peer = %remote_addr, error = %error_chain(&e), "connection closed with an error");
                     break;
                 },
                 None => break,
