@@ -165,9 +165,20 @@ pub struct Run {
 /// Runs `bin args...` with `RUST_LOG=info` and no stdin, killing it if it has not exited
 /// within `deadline` (and then panicking).
 pub async fn run_binary(bin: &str, args: &[&str], deadline: Duration) -> Run {
+    run_binary_with_env(bin, args, &[], deadline).await
+}
+
+/// Like [`run_binary`], with the environment variables `env` (name, value) set as well.
+pub async fn run_binary_with_env(
+    bin: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    deadline: Duration,
+) -> Run {
     let mut child = tokio::process::Command::new(bin)
         .args(args)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

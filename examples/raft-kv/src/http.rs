@@ -1,5 +1,6 @@
 //! The HTTP API: routing, handlers, and the mapping of Raft's errors to statuses and codes.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,6 +14,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
+use server_common::lifecycle::{PhaseCell, Service};
+use server_common::metrics::HttpMetrics;
 use server_common::{
     error_chain, json, query_pairs, read_body, response, ApiError, ConnectionStats, PROMETHEUS_TEXT,
 };
@@ -35,6 +38,14 @@ pub(crate) struct App {
     limits: Limits,
     prometheus: PrometheusHandle,
     connections: Arc<ConnectionStats>,
+    http: HttpMetrics,
+    phase: PhaseCell,
+}
+
+impl Service for App {
+    fn call(self: Arc<Self>, request: Request<Incoming>) -> impl Future<Output = HttpResponse> {
+        self.serve(request)
+    }
 }
 
 impl App {
@@ -44,6 +55,7 @@ impl App {
         limits: Limits,
         prometheus: PrometheusHandle,
         connections: Arc<ConnectionStats>,
+        phase: PhaseCell,
     ) -> Self {
         Self {
             raft,
@@ -51,16 +63,20 @@ impl App {
             limits,
             prometheus,
             connections,
+            http: HttpMetrics::new(metrics::PREFIX),
+            phase,
         }
     }
 
-    /// Answers one request (errors become JSON responses) and counts it.
+    /// Answers one request (errors become JSON responses), counts and times it.
     pub(crate) async fn serve(self: Arc<Self>, request: Request<Incoming>) -> HttpResponse {
+        let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let (route, result) = self.route(request).await;
         let response = result.unwrap_or_else(ApiError::into_response);
-        metrics::request(route, &method, response.status());
+        self.http
+            .record(route, &method, response.status(), started.elapsed());
         tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
         response
     }
@@ -259,8 +275,13 @@ impl App {
         self.raft.read(query, read).await.map_err(raft_error)
     }
 
+    /// 200 only while serving and healthy by Raft's rule ([`health_problem`]); 503 with
+    /// `status` `starting` or `leaving` otherwise, or `serving` with the Raft `reason`.
     fn health(&self, query: Option<&str>) -> Result<HttpResponse, ApiError> {
         Params::parse(query, &[])?;
+        if let Some(response) = self.phase.not_serving() {
+            return Ok(response);
+        }
         let status = self.raft.metrics();
         let me = self.raft.node_id();
         let role = metrics::role_name(status.role);
@@ -269,6 +290,7 @@ impl App {
         {
             return Err(
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unhealthy", message)
+                    .with_field("status", "serving")
                     .with_field("reason", reason)
                     .with_field("node_id", me)
                     .with_field("role", role),
@@ -284,7 +306,7 @@ impl App {
         Ok(json(
             StatusCode::OK,
             &Health {
-                status: "ok",
+                status: "serving",
                 node_id: me,
                 role,
                 leader: status.leader,
@@ -346,12 +368,9 @@ impl App {
 
     fn metrics_page(&self, query: Option<&str>) -> Result<HttpResponse, ApiError> {
         Params::parse(query, &[])?;
-        let text = metrics::render(
-            &self.prometheus,
-            &self.raft.metrics(),
-            self.raft.has_quorum(),
-            self.connections.counts(),
-        );
+        metrics::raft(&self.raft.metrics(), self.raft.has_quorum());
+        self.http.connections(self.connections.counts());
+        let text = self.prometheus.render();
         Ok(response(StatusCode::OK, PROMETHEUS_TEXT, Bytes::from(text)))
     }
 }

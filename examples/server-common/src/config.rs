@@ -119,7 +119,10 @@ impl ConfigError {
 /// );
 /// ```
 pub fn env_name(path: &str) -> String {
-    format!("{ENV_PREFIX}{}", path.replace('.', "_").to_ascii_uppercase())
+    format!(
+        "{ENV_PREFIX}{}",
+        path.replace('.', "_").to_ascii_uppercase()
+    )
 }
 
 /// The flag of the key at `path`, without its `--`.
@@ -165,7 +168,10 @@ pub fn with_env<S: Settings>(command: Command) -> Command {
     let apply = |mut command: Command| {
         for path in &keys {
             let id = leaf(path).to_owned();
-            if command.get_arguments().any(|arg| arg.get_id() == id.as_str()) {
+            if command
+                .get_arguments()
+                .any(|arg| arg.get_id() == id.as_str())
+            {
                 command = command.mut_arg(id, |arg| arg.env(env_name(path)));
             }
         }
@@ -201,7 +207,10 @@ pub fn unmatched<P: CommandFactory, S: Settings>() -> Vec<String> {
     let mut problems = Vec::new();
     for arg in &args {
         if !NOT_SETTINGS.contains(&arg.as_str()) && !keys.iter().any(|k| leaf(k) == arg) {
-            problems.push(format!("--{} is no key of the settings", arg.replace('_', "-")));
+            problems.push(format!(
+                "--{} is no key of the settings",
+                arg.replace('_', "-")
+            ));
         }
     }
     for (i, key) in keys.iter().enumerate() {
@@ -226,6 +235,12 @@ pub fn load<S: Settings>(
         Some(path) => read_file::<S>(path)?,
         None => S::default(),
     };
+    merge(base, overrides)
+}
+
+/// `base` (the defaults, or a file's settings) with `overrides` laid over it as in [`load`],
+/// finished and checked.
+pub fn merge<S: Settings>(base: S, overrides: &impl Serialize) -> Result<S, ConfigError> {
     let mut settings = overlay(base, overrides)?;
     settings.finish()?;
     Ok(settings)
@@ -323,7 +338,10 @@ mod tests {
                 return Err(ConfigError::Missing { key: "node_id" });
             }
             if self.timings.tick_ms == 0 {
-                return Err(ConfigError::invalid("timings.tick_ms", "must be at least 1"));
+                return Err(ConfigError::invalid(
+                    "timings.tick_ms",
+                    "must be at least 1",
+                ));
             }
             Ok(())
         }

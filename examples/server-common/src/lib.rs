@@ -1,7 +1,8 @@
 //! What the example servers (`replicated-kv`, `raft-kv`) share, written once.
 //!
 //! - [`config`]: settings from defaults, a TOML file, `DATACAKE_*` environment variables and
-//!   flags, with one naming rule; `--print-config`.
+//!   flags, with one naming rule; `--print-config`. [`node_settings`]: the settings every
+//!   server has, their flags and checks.
 //! - [`lifecycle`]: a server's `main`, its phases (`starting`, `serving`, `leaving`, as
 //!   `/health` reports them), SIGTERM and SIGINT, the bounded graceful shutdown.
 //! - [`serve`]: the accept loop around a request handler, HTTP/1.1 (HTTPS with a rustls
@@ -18,6 +19,7 @@ pub mod config;
 mod http;
 pub mod lifecycle;
 pub mod metrics;
+pub mod node_settings;
 mod server;
 mod tls;
 

@@ -117,7 +117,8 @@ pub struct Http {
 pub struct Started<S, Stop> {
     /// The request handler.
     pub service: Arc<S>,
-    /// Run once the HTTP server has drained; the handler is dropped after it.
+    /// Awaited once the HTTP server has drained (a future does nothing until then); the
+    /// handler is dropped after it.
     pub stop: Stop,
 }
 
@@ -260,7 +261,7 @@ pub fn signals() -> mpsc::UnboundedReceiver<&'static str> {
 /// `starting` until `start` has started the application; then serves it until the first
 /// signal; then shuts down within `shutdown_timeout`. `phase` is the cell the application's
 /// `/health` reads.
-pub async fn run<S, Stop, StopFut>(
+pub async fn run<S, Stop>(
     http: Http,
     phase: PhaseCell,
     shutdown_timeout: Duration,
@@ -268,14 +269,13 @@ pub async fn run<S, Stop, StopFut>(
 ) -> Outcome
 where
     S: Service,
-    Stop: FnOnce() -> StopFut,
-    StopFut: Future<Output = ()>,
+    Stop: Future<Output = ()>,
 {
     let mut signals = signals();
     run_with(http, phase, shutdown_timeout, &mut signals, start).await
 }
 
-async fn run_with<S, Stop, StopFut>(
+async fn run_with<S, Stop>(
     http: Http,
     phase: PhaseCell,
     shutdown_timeout: Duration,
@@ -284,8 +284,7 @@ async fn run_with<S, Stop, StopFut>(
 ) -> Outcome
 where
     S: Service,
-    Stop: FnOnce() -> StopFut,
-    StopFut: Future<Output = ()>,
+    Stop: Future<Output = ()>,
 {
     let slot: Arc<OnceLock<Arc<S>>> = Arc::default();
     let handler = {
@@ -348,7 +347,7 @@ where
     let stopping = async move {
         stop_server().await;
         tracing::info!("http server stopped; leaving the cluster");
-        stop().await;
+        stop.await;
         drop(slot);
     };
     shutdown_within(stopping, signals, shutdown_timeout).await
@@ -459,15 +458,13 @@ mod tests {
                 ready_rx.await?;
                 Ok(Started {
                     service: Arc::new(Hello),
-                    stop: move || async move { stopped.store(true, Ordering::SeqCst) },
+                    stop: async move { stopped.store(true, Ordering::SeqCst) },
                 })
             }
         };
         let life = tokio::spawn({
             let phase = phase.clone();
-            async move {
-                run_with(http, phase, Duration::from_secs(10), &mut signals, start).await
-            }
+            async move { run_with(http, phase, Duration::from_secs(10), &mut signals, start).await }
         });
 
         let (status, body) = get(port, "/health").await.unwrap();

@@ -151,8 +151,18 @@ mod tests {
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
             let http = HttpMetrics::new("test");
-            http.record("kv", &Method::PUT, StatusCode::NO_CONTENT, Duration::from_millis(3));
-            http.record("kv", &Method::GET, StatusCode::NOT_FOUND, Duration::from_millis(1));
+            http.record(
+                "kv",
+                &Method::PUT,
+                StatusCode::NO_CONTENT,
+                Duration::from_millis(3),
+            );
+            http.record(
+                "kv",
+                &Method::GET,
+                StatusCode::NOT_FOUND,
+                Duration::from_millis(1),
+            );
             http.connections(ConnectionCounts {
                 open: 2,
                 refused: 1,

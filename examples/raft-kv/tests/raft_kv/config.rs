@@ -1,17 +1,23 @@
-//! Configuration: the shipped example file, unknown keys, flags over the file, bad values.
-//! `--check-config` prints the settings in force as JSON.
+//! Configuration: the shipped example file, unknown keys, environment variables over the
+//! file and flags over both, bad values. `--print-config` prints the settings in force as
+//! JSON.
 
 use serde_json::Value;
 
-use crate::fixtures::{run_binary, temp_dir};
+use crate::fixtures::{run_binary, run_binary_with_env, temp_dir};
 
 /// The example file shipped beside the crate.
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/raft-kv.toml");
 
 /// The settings `args` resolve to, which must be valid.
 async fn check(args: &[&str]) -> Value {
-    let args: Vec<&str> = args.iter().copied().chain(["--check-config"]).collect();
-    let run = run_binary(&args).await;
+    check_with_env(args, &[]).await
+}
+
+/// The settings `args` and the environment variables `env` resolve to, which must be valid.
+async fn check_with_env(args: &[&str], env: &[(&str, &str)]) -> Value {
+    let args: Vec<&str> = args.iter().copied().chain(["--print-config"]).collect();
+    let run = run_binary_with_env(&args, env).await;
     assert!(run.status.success(), "{args:?}: {run:?}");
     serde_json::from_str(&run.stdout).expect("JSON settings")
 }
@@ -37,6 +43,67 @@ async fn the_example_file_is_valid() {
     assert_eq!(config["seeds"].as_array().unwrap().len(), 3);
     assert_eq!(config["timings"]["election_timeout_min_ms"], 1500);
     assert_eq!(config["limits"]["max_body_bytes"], 64 << 10);
+    assert_eq!(config["shutdown_timeout_ms"], 10_000);
+    // The old name of --print-config still works.
+    let run = run_binary(&["--config", EXAMPLE, "--check-config"]).await;
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(serde_json::from_str::<Value>(&run.stdout).unwrap(), config);
+}
+
+#[tokio::test]
+async fn environment_variables_override_the_file_and_flags_override_both() {
+    let config = check_with_env(
+        &["--node-id", "6"],
+        &[
+            ("DATACAKE_CONFIG", EXAMPLE),
+            ("DATACAKE_NODE_ID", "5"),
+            ("DATACAKE_HTTP_ADDR", "127.0.0.1:8105"),
+            ("DATACAKE_SEEDS", "127.0.0.1:7101,127.0.0.1:7102"),
+            ("DATACAKE_SHUTDOWN_TIMEOUT_MS", "2500"),
+            ("DATACAKE_TIMINGS_HEARTBEAT_INTERVAL_MS", "200"),
+            ("DATACAKE_LIMITS_MAX_KEY_BYTES", "100"),
+        ],
+    )
+    .await;
+    assert_eq!(config["node_id"], 6, "the flag wins");
+    assert_eq!(config["http_addr"], "127.0.0.1:8105");
+    assert_eq!(
+        config["seeds"],
+        serde_json::json!(["127.0.0.1:7101", "127.0.0.1:7102"])
+    );
+    assert_eq!(config["shutdown_timeout_ms"], 2500);
+    assert_eq!(config["timings"]["heartbeat_interval_ms"], 200);
+    assert_eq!(config["limits"]["max_key_bytes"], 100);
+    // Not overridden: the file's.
+    assert_eq!(config["bootstrap_expect"], 3);
+    assert_eq!(config["timings"]["election_timeout_min_ms"], 1500);
+
+    // A bad value in a variable: status 2, naming the setting.
+    let run = run_binary_with_env(
+        &["--print-config"],
+        &[
+            ("DATACAKE_NODE_ID", "one"),
+            ("DATACAKE_BOOTSTRAP_EXPECT", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(2), "{run:?}");
+    assert!(run.stderr.contains("node-id"), "{}", run.stderr);
+    let run = run_binary_with_env(
+        &["--print-config"],
+        &[
+            ("DATACAKE_NODE_ID", "1"),
+            ("DATACAKE_BOOTSTRAP_EXPECT", "1"),
+            ("DATACAKE_TIMINGS_HEARTBEAT_INTERVAL_MS", "5000"),
+        ],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains("timings.heartbeat_interval_ms"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test]
@@ -107,7 +174,7 @@ async fn unknown_keys_and_bad_values_are_refused_with_status_2() {
     let stderr = refused(&["--config", &missing]).await;
     assert!(stderr.contains("cannot read the config file"), "{stderr}");
 
-    // Bad values by flag: refused before anything starts (no --check-config needed).
+    // Bad values by flag: refused before anything starts (no --print-config needed).
     let base = ["--node-id", "1", "--bootstrap-expect", "1"];
     for (extra, key) in [
         (
