@@ -87,6 +87,18 @@ pub enum ConfigError {
         /// The key (a dotted path for a key of a table).
         key: &'static str,
     },
+    /// A setting is required by another that is set.
+    #[error(
+        "{key} is required with {by}: set --{}, {} or `{key}` in the config file",
+        flag_name(key),
+        env_name(key)
+    )]
+    RequiredBy {
+        /// The key that is missing.
+        key: &'static str,
+        /// The key that is set and needs it.
+        by: &'static str,
+    },
     /// A setting has a value that cannot work.
     #[error("invalid {key}: {reason}")]
     Invalid {
