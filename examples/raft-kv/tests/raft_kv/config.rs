@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::fixtures::{run_binary, run_binary_with_env, temp_dir};
+use crate::fixtures::{run_binary, temp_dir, BIN, DEADLINE};
 
 /// The example file shipped beside the crate.
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/raft-kv.toml");
@@ -16,19 +16,18 @@ async fn check(args: &[&str]) -> Value {
 
 /// The settings `args` and the environment variables `env` resolve to, which must be valid.
 async fn check_with_env(args: &[&str], env: &[(&str, &str)]) -> Value {
-    let args: Vec<&str> = args.iter().copied().chain(["--print-config"]).collect();
-    let run = run_binary_with_env(&args, env).await;
-    assert!(run.status.success(), "{args:?}: {run:?}");
-    serde_json::from_str(&run.stdout).expect("JSON settings")
+    test_helper::process::print_config(BIN, args, env, DEADLINE).await
 }
 
 /// Runs with `args`, which must be refused as a configuration error (exit status 2, no
 /// panic), and returns stderr.
 async fn refused(args: &[&str]) -> String {
-    let run = run_binary(args).await;
-    assert_eq!(run.status.code(), Some(2), "{args:?}: {run:?}");
-    assert!(!run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
-    run.stderr
+    refused_with_env(args, &[]).await
+}
+
+/// Like [`refused`], with the environment variables `env`.
+async fn refused_with_env(args: &[&str], env: &[(&str, &str)]) -> String {
+    test_helper::process::refused_config(BIN, args, env, DEADLINE).await
 }
 
 #[tokio::test]
@@ -79,31 +78,19 @@ async fn environment_variables_override_the_file_and_flags_override_both() {
     assert_eq!(config["timings"]["election_timeout_min_ms"], 1500);
 
     // A bad value in a variable: status 2, naming the setting.
-    let run = run_binary_with_env(
-        &["--print-config"],
-        &[
-            ("DATACAKE_NODE_ID", "one"),
-            ("DATACAKE_BOOTSTRAP_EXPECT", "1"),
-        ],
-    )
-    .await;
-    assert_eq!(run.status.code(), Some(2), "{run:?}");
-    assert!(run.stderr.contains("node-id"), "{}", run.stderr);
-    let run = run_binary_with_env(
-        &["--print-config"],
-        &[
-            ("DATACAKE_NODE_ID", "1"),
-            ("DATACAKE_BOOTSTRAP_EXPECT", "1"),
-            ("DATACAKE_TIMINGS_HEARTBEAT_INTERVAL_MS", "5000"),
-        ],
-    )
-    .await;
-    assert_eq!(run.status.code(), Some(2), "{run:?}");
-    assert!(
-        run.stderr.contains("timings.heartbeat_interval_ms"),
-        "{}",
-        run.stderr
-    );
+    let env = [
+        ("DATACAKE_NODE_ID", "one"),
+        ("DATACAKE_BOOTSTRAP_EXPECT", "1"),
+    ];
+    let stderr = refused_with_env(&["--print-config"], &env).await;
+    assert!(stderr.contains("--node-id"), "{stderr}");
+    let env = [
+        ("DATACAKE_NODE_ID", "1"),
+        ("DATACAKE_BOOTSTRAP_EXPECT", "1"),
+        ("DATACAKE_TIMINGS_HEARTBEAT_INTERVAL_MS", "5000"),
+    ];
+    let stderr = refused_with_env(&["--print-config"], &env).await;
+    assert!(stderr.contains("timings.heartbeat_interval_ms"), "{stderr}");
 }
 
 #[tokio::test]

@@ -42,11 +42,6 @@ pub(crate) async fn run_binary(args: &[&str]) -> Run {
     test_helper::process::run_binary(BIN, args, DEADLINE).await
 }
 
-/// Runs `raft-kv args...` with the environment variables `env` to its end.
-pub(crate) async fn run_binary_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
-    test_helper::process::run_binary_with_env(BIN, args, env, DEADLINE).await
-}
-
 /// One `raft-kv` process, restartable on the same ports and data directory.
 pub(crate) struct Node {
     pub(crate) id: u32,
