@@ -122,7 +122,8 @@ async fn start(
     );
     Ok(Started {
         service: Arc::new(app),
-        // Leaving stops Raft too (it stops with the node), which syncs its log.
+        // Raft stops with the node (datacake-raft stops it on the node's shutdown signal);
+        // every acknowledged write was already fsynced in its log.
         stop: node.shutdown(),
     })
 }
