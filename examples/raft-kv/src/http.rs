@@ -1,6 +1,5 @@
 //! The HTTP API: routing, handlers, and the mapping of Raft's errors to statuses and codes.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,10 +13,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
-use server_common::lifecycle::{PhaseCell, Service};
-use server_common::metrics::HttpMetrics;
+use server_common::lifecycle::{ServerContext, Service};
 use server_common::{
-    error_chain, json, query_pairs, read_body, response, ApiError, ConnectionStats, PROMETHEUS_TEXT,
+    error_chain, json, query_pairs, read_body, response, ApiError, PROMETHEUS_TEXT,
 };
 
 use crate::config::Limits;
@@ -37,48 +35,33 @@ pub(crate) struct App {
     node: DatacakeHandle,
     limits: Limits,
     prometheus: PrometheusHandle,
-    connections: Arc<ConnectionStats>,
-    http: HttpMetrics,
-    phase: PhaseCell,
+    context: ServerContext,
 }
 
 impl Service for App {
-    fn call(self: Arc<Self>, request: Request<Incoming>) -> impl Future<Output = HttpResponse> {
-        self.serve(request)
+    async fn call(self: Arc<Self>, request: Request<Incoming>) -> (&'static str, HttpResponse) {
+        let (route, result) = self.route(request).await;
+        (route, result.unwrap_or_else(ApiError::into_response))
     }
 }
 
 impl App {
+    /// The app over a running Raft on `node`; `/metrics` renders `prometheus`, `/health`
+    /// reads the `context`'s phase.
     pub(crate) fn new(
         raft: RaftHandle<KvMachine>,
         node: DatacakeHandle,
         limits: Limits,
         prometheus: PrometheusHandle,
-        connections: Arc<ConnectionStats>,
-        phase: PhaseCell,
+        context: ServerContext,
     ) -> Self {
         Self {
             raft,
             node,
             limits,
             prometheus,
-            connections,
-            http: HttpMetrics::new(metrics::PREFIX),
-            phase,
+            context,
         }
-    }
-
-    /// Answers one request (errors become JSON responses), counts and times it.
-    pub(crate) async fn serve(self: Arc<Self>, request: Request<Incoming>) -> HttpResponse {
-        let started = Instant::now();
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let (route, result) = self.route(request).await;
-        let response = result.unwrap_or_else(ApiError::into_response);
-        self.http
-            .record(route, &method, response.status(), started.elapsed());
-        tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
-        response
     }
 
     /// The route's name (a metrics label) and its answer.
@@ -279,7 +262,7 @@ impl App {
     /// `status` `starting` or `leaving` otherwise, or `serving` with the Raft `reason`.
     fn health(&self, query: Option<&str>) -> Result<HttpResponse, ApiError> {
         Params::parse(query, &[])?;
-        if let Some(response) = self.phase.not_serving() {
+        if let Some(response) = self.context.phase.not_serving() {
             return Ok(response);
         }
         let status = self.raft.metrics();
@@ -369,7 +352,8 @@ impl App {
     fn metrics_page(&self, query: Option<&str>) -> Result<HttpResponse, ApiError> {
         Params::parse(query, &[])?;
         metrics::raft(&self.raft.metrics(), self.raft.has_quorum());
-        self.http.connections(self.connections.counts());
+        let context = &self.context;
+        context.metrics.connections(context.connections.counts());
         let text = self.prometheus.render();
         Ok(response(StatusCode::OK, PROMETHEUS_TEXT, Bytes::from(text)))
     }

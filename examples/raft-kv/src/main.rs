@@ -21,9 +21,10 @@ use anyhow::Context;
 use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
 use datacake_raft::{RaftConfig, RaftExtension, Storage};
 use metrics_exporter_prometheus::PrometheusHandle;
-use server_common::lifecycle::{self, Http, Outcome, PhaseCell, Started};
+use server_common::lifecycle::{self, Outcome, ServerContext, Started};
+use server_common::metrics::HttpMetrics;
 use server_common::node_settings::millis;
-use server_common::{ConnectionStats, ServerOptions};
+use server_common::ServerOptions;
 use tokio::net::TcpListener;
 
 use crate::config::{Cli, Config};
@@ -40,20 +41,17 @@ async fn run(config: Config) -> Outcome {
         Ok(prepared) => prepared,
         Err(error) => return Outcome::StartFailed(error),
     };
-    let stats = Arc::new(ConnectionStats::default());
-    let http = Http {
-        listener,
-        options: ServerOptions {
-            tls: None,
-            header_read_timeout: millis(config.limits.header_read_timeout_ms),
-            max_connections: config.limits.max_connections,
-        },
-        stats: stats.clone(),
+    let options = ServerOptions {
+        tls: None,
+        header_read_timeout: millis(config.limits.header_read_timeout_ms),
+        max_connections: config.limits.max_connections,
     };
-    let phase = PhaseCell::default();
+    let metrics = HttpMetrics::new(metrics::PREFIX);
     let timeout = millis(config.shutdown_timeout_ms);
-    let start = start(config, prometheus, stats, phase.clone());
-    lifecycle::run(http, phase, timeout, start).await
+    lifecycle::run(listener, options, metrics, timeout, |context| {
+        start(config, prometheus, context)
+    })
+    .await
 }
 
 /// What comes before serving: the metrics recorder, the data directory, the HTTP port.
@@ -71,8 +69,7 @@ async fn prepare(config: &Config) -> anyhow::Result<(PrometheusHandle, TcpListen
 async fn start(
     config: Config,
     prometheus: PrometheusHandle,
-    connections: Arc<ConnectionStats>,
-    phase: PhaseCell,
+    context: ServerContext,
 ) -> anyhow::Result<Started<App, impl std::future::Future<Output = ()>>> {
     let node = DatacakeNodeBuilder::new(
         config.node_id(),
@@ -117,8 +114,7 @@ async fn start(
         node.handle(),
         config.limits.clone(),
         prometheus,
-        connections,
-        phase,
+        context,
     );
     Ok(Started {
         service: Arc::new(app),

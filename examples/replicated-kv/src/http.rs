@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use datacake_eventual_consistency::{
@@ -16,11 +15,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
-use server_common::lifecycle::{PhaseCell, Service};
-use server_common::metrics::HttpMetrics;
+use server_common::lifecycle::{ServerContext, Service};
 use server_common::{
-    empty, error_chain, json, query_param, read_body, response, ApiError, ConnectionStats,
-    PROMETHEUS_TEXT,
+    empty, error_chain, json, query_param, read_body, response, ApiError, PROMETHEUS_TEXT,
 };
 
 use crate::auth::{Access, Refusal};
@@ -39,9 +36,7 @@ pub(crate) struct App {
     max_body_bytes: usize,
     access: Access,
     prometheus: PrometheusHandle,
-    connections: Arc<ConnectionStats>,
-    http: HttpMetrics,
-    phase: PhaseCell,
+    context: ServerContext,
 }
 
 /// The answer to a failed store operation.
@@ -88,23 +83,22 @@ impl Service for App {
     fn call(
         self: Arc<Self>,
         request: Request<Incoming>,
-    ) -> impl Future<Output = Response<Full<Bytes>>> {
+    ) -> impl Future<Output = (&'static str, Response<Full<Bytes>>)> {
         self.serve(request)
     }
 }
 
 impl App {
     /// The app over a running store on `node`, refusing bodies over `max_body_bytes` and
-    /// requests `access` does not let in; `/metrics` renders `prometheus` with the
-    /// `connections` counters, `/health` reads `phase`.
+    /// requests `access` does not let in; `/metrics` renders `prometheus`, `/health` reads
+    /// the `context`'s phase.
     pub(crate) fn new(
         store: EventuallyConsistentStore<SqliteStorage>,
         node: DatacakeHandle,
         max_body_bytes: usize,
         access: Access,
         prometheus: PrometheusHandle,
-        connections: Arc<ConnectionStats>,
-        phase: PhaseCell,
+        context: ServerContext,
     ) -> Self {
         Self {
             handle: store.handle(),
@@ -113,19 +107,15 @@ impl App {
             max_body_bytes,
             access,
             prometheus,
-            connections,
-            http: HttpMetrics::new(metrics::PREFIX),
-            phase,
+            context,
         }
     }
 
-    /// Answers one request (errors become JSON responses), counts and times it.
-    pub(crate) async fn serve(
+    /// Answers one request (errors become JSON responses), with its route.
+    async fn serve(
         self: Arc<Self>,
         request: Request<Incoming>,
-    ) -> Response<Full<Bytes>> {
-        let started = Instant::now();
-        let method = request.method().clone();
+    ) -> (&'static str, Response<Full<Bytes>>) {
         let path = request.uri().path().to_owned();
         let route = route_name(&path);
         let response = match self.access.check(&path, request.headers()) {
@@ -138,10 +128,7 @@ impl App {
                 unauthorized(refusal)
             }
         };
-        self.http
-            .record(route, &method, response.status(), started.elapsed());
-        tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
-        response
+        (route, response)
     }
 
     async fn route(&self, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
@@ -176,7 +163,7 @@ impl App {
 
     /// 200 `serving` with the live members, or 503 `starting` or `leaving`.
     fn health(&self) -> Response<Full<Bytes>> {
-        if let Some(response) = self.phase.not_serving() {
+        if let Some(response) = self.context.phase.not_serving() {
             return response;
         }
         #[derive(Serialize)]
@@ -231,7 +218,8 @@ impl App {
 
     fn metrics_page(&self) -> Response<Full<Bytes>> {
         metrics::statistics(&self.store.statistics(), &self.node.statistics());
-        self.http.connections(self.connections.counts());
+        let context = &self.context;
+        context.metrics.connections(context.connections.counts());
         let text = self.prometheus.render();
         response(StatusCode::OK, PROMETHEUS_TEXT, Bytes::from(text))
     }

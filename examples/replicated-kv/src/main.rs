@@ -23,9 +23,10 @@ use datacake_eventual_consistency::EventuallyConsistentStoreExtension;
 use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
 use datacake_sqlite::{SqliteStorage, SqliteStorageOptions};
 use metrics_exporter_prometheus::PrometheusHandle;
-use server_common::lifecycle::{self, Http, Outcome, PhaseCell, Started};
+use server_common::lifecycle::{self, Outcome, ServerContext, Started};
+use server_common::metrics::HttpMetrics;
 use server_common::node_settings::millis;
-use server_common::{ConnectionStats, ServerOptions};
+use server_common::ServerOptions;
 use tokio::net::TcpListener;
 
 use crate::auth::{Access, BearerToken};
@@ -56,20 +57,17 @@ async fn run(config: Config) -> Outcome {
         Ok(prepared) => prepared,
         Err(error) => return Outcome::StartFailed(error),
     };
-    let stats = Arc::new(ConnectionStats::default());
-    let http = Http {
-        listener,
-        options: ServerOptions {
-            tls: prepared.https.clone(),
-            header_read_timeout: millis(config.header_read_timeout_ms),
-            max_connections: config.max_connections,
-        },
-        stats: stats.clone(),
+    let options = ServerOptions {
+        tls: prepared.https.clone(),
+        header_read_timeout: millis(config.header_read_timeout_ms),
+        max_connections: config.max_connections,
     };
-    let phase = PhaseCell::default();
+    let metrics = HttpMetrics::new(metrics::PREFIX);
     let timeout = millis(config.shutdown_timeout_ms);
-    let start = start(config, prepared, stats, phase.clone());
-    lifecycle::run(http, phase, timeout, start).await
+    lifecycle::run(listener, options, metrics, timeout, |context| {
+        start(config, prepared, context)
+    })
+    .await
 }
 
 /// What is read and set up before serving.
@@ -110,8 +108,7 @@ async fn prepare(config: &Config) -> anyhow::Result<(Prepared, TcpListener)> {
 async fn start(
     config: Config,
     prepared: Prepared,
-    connections: Arc<ConnectionStats>,
-    phase: PhaseCell,
+    context: ServerContext,
 ) -> anyhow::Result<Started<App, impl std::future::Future<Output = ()>>> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
@@ -178,8 +175,7 @@ async fn start(
         config.max_body_bytes,
         access,
         prepared.prometheus,
-        connections,
-        phase,
+        context,
     );
     Ok(Started {
         service: Arc::new(app),

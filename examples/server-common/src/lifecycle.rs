@@ -13,7 +13,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -26,6 +26,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{load, ConfigArgs, Settings, EXIT_CONFIG};
 use crate::http::{json, ApiError};
+use crate::metrics::HttpMetrics;
 use crate::server::{serve, ConnectionStats, ServerOptions};
 
 /// Where a server is in its life, as `/health` reports it.
@@ -94,22 +95,23 @@ fn health(status: StatusCode, phase: Phase) -> Response<Full<Bytes>> {
 
 /// An application's request handler.
 pub trait Service: Send + Sync + 'static {
-    /// Answers one request.
+    /// Answers one request, with the name of its route (the `route` label of the HTTP
+    /// metrics, which [`run`] records).
     fn call(
         self: Arc<Self>,
         request: Request<Incoming>,
-    ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
+    ) -> impl Future<Output = (&'static str, Response<Full<Bytes>>)> + Send;
 }
 
-/// The HTTP side of a server: where it listens and how it treats connections.
-#[derive(Debug)]
-pub struct Http {
-    /// The bound listener.
-    pub listener: TcpListener,
-    /// Limits and TLS.
-    pub options: ServerOptions,
-    /// The connection counters, for `/metrics`.
-    pub stats: Arc<ConnectionStats>,
+/// What [`run`] gives the application to start with.
+#[derive(Debug, Clone)]
+pub struct ServerContext {
+    /// The phase, for `/health` (see [`PhaseCell::not_serving`]).
+    pub phase: PhaseCell,
+    /// The HTTP server's connection counters, for `/metrics`.
+    pub connections: Arc<ConnectionStats>,
+    /// The HTTP metrics, for `/metrics` ([`HttpMetrics::connections`]).
+    pub metrics: HttpMetrics,
 }
 
 /// A started application: its handler, and what stops it (the node leaving the cluster).
@@ -257,54 +259,83 @@ pub fn signals() -> mpsc::UnboundedReceiver<&'static str> {
     rx
 }
 
-/// Runs a server's life (see the module docs): serves `http` at once, answering 503
-/// `starting` until `start` has started the application; then serves it until the first
-/// signal; then shuts down within `shutdown_timeout`. `phase` is the cell the application's
-/// `/health` reads.
-pub async fn run<S, Stop>(
-    http: Http,
-    phase: PhaseCell,
+/// Runs a server's life (see the module docs): serves HTTP on `listener` at once,
+/// answering 503 `starting` until `start` has started the application; then serves it,
+/// recording every request in `metrics`, until the first signal; then shuts down within
+/// `shutdown_timeout`.
+pub async fn run<S, Stop, Start, StartFut>(
+    listener: TcpListener,
+    options: ServerOptions,
+    metrics: HttpMetrics,
     shutdown_timeout: Duration,
-    start: impl Future<Output = anyhow::Result<Started<S, Stop>>>,
+    start: Start,
 ) -> Outcome
 where
     S: Service,
     Stop: Future<Output = ()>,
+    Start: FnOnce(ServerContext) -> StartFut,
+    StartFut: Future<Output = anyhow::Result<Started<S, Stop>>>,
 {
     let mut signals = signals();
-    run_with(http, phase, shutdown_timeout, &mut signals, start).await
+    let context = ServerContext {
+        phase: PhaseCell::default(),
+        connections: Arc::default(),
+        metrics,
+    };
+    run_with(
+        listener,
+        options,
+        context,
+        shutdown_timeout,
+        &mut signals,
+        start,
+    )
+    .await
 }
 
-async fn run_with<S, Stop>(
-    http: Http,
-    phase: PhaseCell,
+async fn run_with<S, Stop, Start, StartFut>(
+    listener: TcpListener,
+    options: ServerOptions,
+    context: ServerContext,
     shutdown_timeout: Duration,
     signals: &mut mpsc::UnboundedReceiver<&'static str>,
-    start: impl Future<Output = anyhow::Result<Started<S, Stop>>>,
+    start: Start,
 ) -> Outcome
 where
     S: Service,
     Stop: Future<Output = ()>,
+    Start: FnOnce(ServerContext) -> StartFut,
+    StartFut: Future<Output = anyhow::Result<Started<S, Stop>>>,
 {
+    let phase = context.phase.clone();
     let slot: Arc<OnceLock<Arc<S>>> = Arc::default();
     let handler = {
         let slot = slot.clone();
+        let metrics = context.metrics.clone();
         move |request: Request<Incoming>| {
             let service = slot.get().cloned();
+            let metrics = metrics.clone();
             async move {
-                match service {
+                let started = Instant::now();
+                let method = request.method().clone();
+                let path = request.uri().path().to_owned();
+                let (route, response) = match service {
                     Some(service) => service.call(request).await,
-                    None => starting(&request),
-                }
+                    None => ("starting", starting(&path)),
+                };
+                let status = response.status();
+                metrics.record(route, &method, status, started.elapsed());
+                tracing::debug!(%method, %path, status = status.as_u16(), "request");
+                response
             }
         }
     };
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(
-        http.listener,
+        listener,
         handler,
-        http.stats,
-        http.options,
+        context.connections.clone(),
+        options,
         async move {
             let _ = http_stopped.await;
         },
@@ -315,7 +346,7 @@ where
     };
 
     let started = tokio::select! {
-        started = start => started,
+        started = start(context) => started,
         Some(signal) = signals.recv() => {
             tracing::info!(signal, "signal before the node was ready: not starting");
             phase.set(Phase::Leaving);
@@ -369,8 +400,8 @@ async fn shutdown_within(
 }
 
 /// The answer to any request while starting: 503, `/health` with `{"status": "starting"}`.
-fn starting<B>(request: &Request<B>) -> Response<Full<Bytes>> {
-    if request.uri().path() == "/health" {
+fn starting(path: &str) -> Response<Full<Bytes>> {
+    if path == "/health" {
         health(StatusCode::SERVICE_UNAVAILABLE, Phase::Starting)
     } else {
         ApiError::new(
@@ -416,8 +447,11 @@ mod tests {
     struct Hello;
 
     impl Service for Hello {
-        async fn call(self: Arc<Self>, _request: Request<Incoming>) -> Response<Full<Bytes>> {
-            crate::http::empty(StatusCode::NO_CONTENT)
+        async fn call(
+            self: Arc<Self>,
+            _request: Request<Incoming>,
+        ) -> (&'static str, Response<Full<Bytes>>) {
+            ("hello", crate::http::empty(StatusCode::NO_CONTENT))
         }
     }
 
@@ -439,22 +473,24 @@ mod tests {
     async fn phases_go_from_starting_to_serving_to_leaving() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let http = Http {
-            listener,
-            options: ServerOptions {
-                tls: None,
-                header_read_timeout: Duration::from_secs(5),
-                max_connections: 8,
-            },
-            stats: Arc::default(),
+        let options = ServerOptions {
+            tls: None,
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 8,
         };
         let phase = PhaseCell::default();
+        let context = ServerContext {
+            phase: phase.clone(),
+            connections: Arc::default(),
+            metrics: HttpMetrics::new("test"),
+        };
         let (signal_tx, mut signals) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel::<()>();
         let stopped = Arc::new(AtomicBool::new(false));
         let start = {
             let stopped = stopped.clone();
-            async move {
+            move |context: ServerContext| async move {
+                assert_eq!(context.phase.get(), Phase::Starting);
                 ready_rx.await?;
                 Ok(Started {
                     service: Arc::new(Hello),
@@ -462,9 +498,9 @@ mod tests {
                 })
             }
         };
-        let life = tokio::spawn({
-            let phase = phase.clone();
-            async move { run_with(http, phase, Duration::from_secs(10), &mut signals, start).await }
+        let life = tokio::spawn(async move {
+            let timeout = Duration::from_secs(10);
+            run_with(listener, options, context, timeout, &mut signals, start).await
         });
 
         let (status, body) = get(port, "/health").await.unwrap();
