@@ -151,10 +151,7 @@ impl Outcome {
     fn log(&self, program: &str) {
         match self {
             Outcome::Stopped => tracing::info!("stopped"),
-            Outcome::StartFailed(error) => {
-                tracing::error!(error = format!("{error:#}"), "cannot start");
-                eprintln!("{program}: {error:#}");
-            }
+            Outcome::StartFailed(error) => eprintln!("{program}: {error:#}"),
             Outcome::TimedOut(timeout) => tracing::error!(
                 ?timeout,
                 "shutdown did not finish within shutdown_timeout_ms; exiting"

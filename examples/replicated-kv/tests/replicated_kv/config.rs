@@ -70,11 +70,7 @@ async fn environment_variables_override_the_file_and_flags_override_both() {
 #[tokio::test]
 async fn unknown_keys_and_bad_values_are_refused_with_status_2() {
     let dir = temp_dir("config");
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
+    let write = |name: &str, text: &str| dir.write(name, text);
     let typo = write("typo.toml", "node_id = 1\nrepair_interval = 3\n");
     let stderr = refused(&["--config", &typo], &[]).await;
     assert!(

@@ -3,7 +3,8 @@
 //! signal exits at once.
 
 use test_helper::http::{health_status, request_in_flight};
-use test_helper::wait_for;
+use test_helper::{wait_for, TempDir};
+use tokio::net::TcpStream;
 
 use crate::fixtures::{free_ports, metric, temp_dir, wait_for_metrics, KvNode, DEADLINE};
 
@@ -54,14 +55,7 @@ async fn a_stuck_shutdown_exits_1_at_its_timeout_and_a_second_signal_at_once() {
     let ports = free_ports(4);
 
     // A request that never finishes holds the shutdown past its timeout: status 1.
-    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path())
-        .with_args(&["--shutdown-timeout-ms", "500"]);
-    node.start();
-    node.wait_for_members(1).await;
-    let in_flight = request_in_flight(node.http_port, "/ks/slow", 10)
-        .await
-        .expect("a request in flight");
-    node.signal("TERM");
+    let (mut node, in_flight) = leaving_with_a_request_in_flight(1, &ports[..2], &dir, 500).await;
     let status = node.wait_exit().await;
     assert_eq!(status.code(), Some(1), "{status:?}");
     assert!(
@@ -73,14 +67,8 @@ async fn a_stuck_shutdown_exits_1_at_its_timeout_and_a_second_signal_at_once() {
     drop(in_flight);
 
     // With a long timeout, a second signal ends the wait at once: 128 + SIGINT.
-    let mut node = KvNode::new(2, (ports[2], ports[3]), Vec::new(), dir.path())
-        .with_args(&["--shutdown-timeout-ms", "600000"]);
-    node.start();
-    node.wait_for_members(1).await;
-    let in_flight = request_in_flight(node.http_port, "/ks/slow", 10)
-        .await
-        .expect("a request in flight");
-    node.signal("TERM");
+    let (mut node, in_flight) =
+        leaving_with_a_request_in_flight(2, &ports[2..], &dir, 600_000).await;
     wait_for("node 2 to start leaving", DEADLINE, || async {
         node.log().contains("leaving: finishing http requests")
     })
@@ -98,4 +86,24 @@ async fn a_stuck_shutdown_exits_1_at_its_timeout_and_a_second_signal_at_once() {
         node.log()
     );
     drop(in_flight);
+}
+
+/// Node `id` (on `ports`) with `--shutdown-timeout-ms timeout_ms`, sent SIGTERM while a
+/// request it serves waits for a body that never comes (the stream, returned, holds it).
+async fn leaving_with_a_request_in_flight(
+    id: u32,
+    ports: &[u16],
+    dir: &TempDir,
+    timeout_ms: u64,
+) -> (KvNode, TcpStream) {
+    let timeout = timeout_ms.to_string();
+    let mut node = KvNode::new(id, (ports[0], ports[1]), Vec::new(), dir.path())
+        .with_args(&["--shutdown-timeout-ms", &timeout]);
+    node.start();
+    node.wait_for_members(1).await;
+    let in_flight = request_in_flight(node.http_port, "/ks/slow", 10)
+        .await
+        .expect("a request in flight");
+    node.signal("TERM");
+    (node, in_flight)
 }
