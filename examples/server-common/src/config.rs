@@ -35,7 +35,7 @@ pub const CONFIG_ENV: &str = "DATACAKE_CONFIG";
 pub const EXIT_CONFIG: u8 = 2;
 
 /// Flags and environment variables that are not settings of their own.
-const NOT_SETTINGS: [&str; 5] = ["config", "print_config", "help", "version", "command"];
+const NOT_SETTINGS: [&str; 4] = ["config", "print_config", "help", "version"];
 
 /// A server's settings: every key with its default (from `Default`), readable from a TOML
 /// file (unknown keys refused), printable as JSON.
