@@ -160,6 +160,39 @@ pub async fn read_until_closed(stream: &mut TcpStream, deadline: Duration) -> Op
     Some(received)
 }
 
+/// Opens a request that stays in flight: a `PUT path` declaring a body of `len` bytes with
+/// `Expect: 100-continue`, returned once the server has answered `100 Continue` (its handler
+/// is reading the body, which never comes until the stream is written to or dropped).
+pub async fn request_in_flight(port: u16, path: &str, len: usize) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len}\r\nExpect: 100-continue\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 256];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let reply = String::from_utf8_lossy(&raw);
+    if !reply.starts_with("HTTP/1.1 100") {
+        return Err(std::io::Error::other(format!("no 100 Continue: {reply:?}")));
+    }
+    Ok(stream)
+}
+
+/// Where a server is, by its `/health`: `Some(status)` (the JSON `status`, e.g. `serving`,
+/// `leaving`; empty if there is none) if it answers, `None` if it does not (port closed).
+pub async fn health_status(port: u16) -> Option<String> {
+    let reply = request(port, "GET", "/health", b"").await.ok()?;
+    let body = serde_json::from_slice::<serde_json::Value>(&reply.body).unwrap_or_default();
+    Some(body["status"].as_str().unwrap_or_default().to_owned())
+}
+
 /// The value of the sample `name` (without labels) in a Prometheus text page; panics if
 /// there is none.
 pub fn metric(text: &str, name: &str) -> f64 {

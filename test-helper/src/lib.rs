@@ -102,6 +102,14 @@ impl TempDir {
     pub fn join(&self, file: impl AsRef<Path>) -> PathBuf {
         self.path.join(file)
     }
+
+    /// Writes `text` to the file `name` in the directory and returns its path as a string
+    /// (for a command-line argument).
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let path = self.path.join(name);
+        std::fs::write(&path, text).expect("write a test file");
+        path.display().to_string()
+    }
 }
 
 impl Drop for TempDir {

@@ -119,14 +119,25 @@ impl ChildProcess {
 
     /// Sends `signal` (`TERM`, `INT`, ...) and waits up to `deadline` for it to exit.
     pub async fn stop_with(mut self, signal: &str, deadline: Duration) -> ExitStatus {
+        self.signal(signal);
         let child = self.child.take().expect("running");
+        wait_exit(child, &format!("exit after SIG{signal}"), deadline).await
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, ...) without waiting for anything.
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
-            .arg(child.id().to_string())
+            .arg(self.pid().to_string())
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{signal} failed");
-        wait_exit(child, &format!("exit after SIG{signal}"), deadline).await
+    }
+
+    /// Waits up to `deadline` for it to exit (panicking with `what` after it).
+    pub async fn wait_exit(mut self, what: &str, deadline: Duration) -> ExitStatus {
+        let child = self.child.take().expect("running");
+        wait_exit(child, what, deadline).await
     }
 }
 
@@ -165,9 +176,20 @@ pub struct Run {
 /// Runs `bin args...` with `RUST_LOG=info` and no stdin, killing it if it has not exited
 /// within `deadline` (and then panicking).
 pub async fn run_binary(bin: &str, args: &[&str], deadline: Duration) -> Run {
+    run_binary_with_env(bin, args, &[], deadline).await
+}
+
+/// Like [`run_binary`], with the environment variables `env` (name, value) set as well.
+pub async fn run_binary_with_env(
+    bin: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    deadline: Duration,
+) -> Run {
     let mut child = tokio::process::Command::new(bin)
         .args(args)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -195,4 +217,32 @@ pub async fn run_binary(bin: &str, args: &[&str], deadline: Duration) -> Run {
         },
         Err(_) => panic!("{bin} {args:?} did not exit within {deadline:?}"),
     }
+}
+
+/// The settings a server binary resolves `args` and `env` to, from `--print-config` (JSON
+/// on stdout); panics unless it exits with status 0.
+pub async fn print_config(
+    bin: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    deadline: Duration,
+) -> serde_json::Value {
+    let args: Vec<&str> = args.iter().copied().chain(["--print-config"]).collect();
+    let run = run_binary_with_env(bin, &args, env, deadline).await;
+    assert!(run.status.success(), "{args:?} {env:?}: {run:?}");
+    serde_json::from_str(&run.stdout).expect("JSON settings")
+}
+
+/// Runs a server binary with `args` and `env`, which it must refuse as a configuration error
+/// (exit status 2, no panic); returns its stderr.
+pub async fn refused_config(
+    bin: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    deadline: Duration,
+) -> String {
+    let run = run_binary_with_env(bin, args, env, deadline).await;
+    assert_eq!(run.status.code(), Some(2), "{args:?} {env:?}: {run:?}");
+    assert!(!run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
+    run.stderr
 }

@@ -13,8 +13,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
+use server_common::lifecycle::{ServerContext, Service};
 use server_common::{
-    error_chain, json, query_pairs, read_body, response, ApiError, ConnectionStats, PROMETHEUS_TEXT,
+    error_chain, json, query_pairs, read_body, response, ApiError, PROMETHEUS_TEXT,
 };
 
 use crate::config::Limits;
@@ -34,35 +35,33 @@ pub(crate) struct App {
     node: DatacakeHandle,
     limits: Limits,
     prometheus: PrometheusHandle,
-    connections: Arc<ConnectionStats>,
+    context: ServerContext,
+}
+
+impl Service for App {
+    async fn call(self: Arc<Self>, request: Request<Incoming>) -> (&'static str, HttpResponse) {
+        let (route, result) = self.route(request).await;
+        (route, result.unwrap_or_else(ApiError::into_response))
+    }
 }
 
 impl App {
+    /// The app over a running Raft on `node`; `/metrics` renders `prometheus`, `/health`
+    /// reads the `context`'s phase.
     pub(crate) fn new(
         raft: RaftHandle<KvMachine>,
         node: DatacakeHandle,
         limits: Limits,
         prometheus: PrometheusHandle,
-        connections: Arc<ConnectionStats>,
+        context: ServerContext,
     ) -> Self {
         Self {
             raft,
             node,
             limits,
             prometheus,
-            connections,
+            context,
         }
-    }
-
-    /// Answers one request (errors become JSON responses) and counts it.
-    pub(crate) async fn serve(self: Arc<Self>, request: Request<Incoming>) -> HttpResponse {
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let (route, result) = self.route(request).await;
-        let response = result.unwrap_or_else(ApiError::into_response);
-        metrics::request(route, &method, response.status());
-        tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
-        response
     }
 
     /// The route's name (a metrics label) and its answer.
@@ -259,8 +258,13 @@ impl App {
         self.raft.read(query, read).await.map_err(raft_error)
     }
 
+    /// 200 only while serving and healthy by Raft's rule ([`health_problem`]); 503 with
+    /// `status` `starting` or `leaving` otherwise, or `serving` with the Raft `reason`.
     fn health(&self, query: Option<&str>) -> Result<HttpResponse, ApiError> {
         Params::parse(query, &[])?;
+        if let Some(response) = self.context.phase.not_serving() {
+            return Ok(response);
+        }
         let status = self.raft.metrics();
         let me = self.raft.node_id();
         let role = metrics::role_name(status.role);
@@ -269,6 +273,7 @@ impl App {
         {
             return Err(
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unhealthy", message)
+                    .with_field("status", "serving")
                     .with_field("reason", reason)
                     .with_field("node_id", me)
                     .with_field("role", role),
@@ -284,7 +289,7 @@ impl App {
         Ok(json(
             StatusCode::OK,
             &Health {
-                status: "ok",
+                status: "serving",
                 node_id: me,
                 role,
                 leader: status.leader,
@@ -346,12 +351,10 @@ impl App {
 
     fn metrics_page(&self, query: Option<&str>) -> Result<HttpResponse, ApiError> {
         Params::parse(query, &[])?;
-        let text = metrics::render(
-            &self.prometheus,
-            &self.raft.metrics(),
-            self.raft.has_quorum(),
-            self.connections.counts(),
-        );
+        metrics::raft(&self.raft.metrics(), self.raft.has_quorum());
+        let context = &self.context;
+        context.metrics.connections(context.connections.counts());
+        let text = self.prometheus.render();
         Ok(response(StatusCode::OK, PROMETHEUS_TEXT, Bytes::from(text)))
     }
 }

@@ -1,28 +1,25 @@
-//! Metrics through the `metrics` facade, exported as Prometheus text on `/metrics` by
-//! `metrics-exporter-prometheus`.
+//! Metrics through the `metrics` facade, exported as Prometheus text on `/metrics` (the
+//! exporter and the HTTP metrics are `server_common::metrics`'s).
 //!
-//! - `raftkv_http_requests_total{route, method, status}`: requests answered.
+//! - `raftkv_http_requests_total{route, method, status}`: requests answered;
+//!   `raftkv_http_request_duration_seconds{route, method, status}`: their latency;
+//!   `raftkv_http_errors_total{class}`; `raftkv_http_connections_*` and
+//!   `raftkv_http_accept_errors_total`, from the server.
 //! - `raftkv_write_duration_seconds{op, outcome}`: histogram of Raft writes (put, delete,
 //!   incr), from the handler's call to the committed and applied answer (forwarding to the
 //!   leader included); `outcome` is `ok` or the error code.
 //! - `raftkv_raft_*` gauges (role, term, indexes, quorum), read from Raft at each scrape.
-//! - `raftkv_http_connections_*` and `raftkv_http_accept_errors_total`, from the server.
 
 use std::time::Duration;
 
 use datacake_raft::{RaftStatus, Role};
-use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
-};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use server_common::ConnectionCounts;
+use metrics::{describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// The prefix of every metric's name.
+pub(crate) const PREFIX: &str = "raftkv";
 
 const WRITE_DURATION: &str = "raftkv_write_duration_seconds";
-
-/// Upper bounds of the write latency buckets, in seconds.
-const WRITE_BUCKETS: [f64; 14] = [
-    0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
-];
 
 /// The roles, as the `role` label of `raftkv_raft_role`.
 const ROLES: [(Role, &str); 5] = [
@@ -41,17 +38,10 @@ pub(crate) fn role_name(role: Role) -> &'static str {
         .map_or("inactive", |(_, name)| name)
 }
 
-/// Installs the process-wide Prometheus recorder (once, at start) and describes the metrics.
+/// Installs the process-wide Prometheus recorder (once, at start) and describes the Raft
+/// metrics.
 pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(WRITE_DURATION.to_owned()), &WRITE_BUCKETS)?
-        .build_recorder();
-    let handle = recorder.handle();
-    metrics::set_global_recorder(recorder)?;
-    describe_counter!(
-        "raftkv_http_requests_total",
-        "HTTP requests answered, by route, method and status."
-    );
+    let handle = server_common::metrics::install()?;
     describe_histogram!(
         WRITE_DURATION,
         Unit::Seconds,
@@ -74,43 +64,7 @@ pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
         "raftkv_raft_has_quorum",
         "1 if this node leads and a quorum acknowledged it within the lease."
     );
-    describe_gauge!("raftkv_http_connections_open", "HTTP connections open now.");
-    describe_counter!(
-        "raftkv_http_connections_refused_total",
-        "Connections closed at once for being over max_connections."
-    );
-    describe_counter!(
-        "raftkv_http_accept_errors_total",
-        "Failed accepts of HTTP connections (e.g. out of file descriptors)."
-    );
     Ok(handle)
-}
-
-/// Keeps the recorder's histograms drained (the exporter needs it every so often).
-pub(crate) async fn upkeep(handle: PrometheusHandle) {
-    let mut every = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        every.tick().await;
-        handle.run_upkeep();
-    }
-}
-
-/// Counts one answered request.
-pub(crate) fn request(route: &'static str, method: &http::Method, status: http::StatusCode) {
-    let method = match *method {
-        http::Method::GET => "GET",
-        http::Method::PUT => "PUT",
-        http::Method::POST => "POST",
-        http::Method::DELETE => "DELETE",
-        _ => "other",
-    };
-    counter!(
-        "raftkv_http_requests_total",
-        "route" => route,
-        "method" => method,
-        "status" => status.as_u16().to_string()
-    )
-    .increment(1);
 }
 
 /// Records one Raft write of kind `op` that took `elapsed` and ended with `outcome`.
@@ -118,13 +72,8 @@ pub(crate) fn write(op: &'static str, outcome: &'static str, elapsed: Duration) 
     histogram!(WRITE_DURATION, "op" => op, "outcome" => outcome).record(elapsed.as_secs_f64());
 }
 
-/// The Prometheus page, with the Raft gauges and connection counters as they are now.
-pub(crate) fn render(
-    handle: &PrometheusHandle,
-    status: &RaftStatus,
-    has_quorum: bool,
-    connections: ConnectionCounts,
-) -> String {
+/// Sets the Raft gauges to `status` (call it before rendering the page).
+pub(crate) fn raft(status: &RaftStatus, has_quorum: bool) {
     for (role, name) in ROLES {
         gauge!("raftkv_raft_role", "role" => name).set(f64::from(u8::from(status.role == role)));
     }
@@ -133,8 +82,4 @@ pub(crate) fn render(
     gauge!("raftkv_raft_applied_index").set(status.applied_index.unwrap_or(0) as f64);
     gauge!("raftkv_raft_last_log_index").set(status.last_log_index.unwrap_or(0) as f64);
     gauge!("raftkv_raft_has_quorum").set(f64::from(u8::from(has_quorum)));
-    gauge!("raftkv_http_connections_open").set(connections.open as f64);
-    counter!("raftkv_http_connections_refused_total").absolute(connections.refused);
-    counter!("raftkv_http_accept_errors_total").absolute(connections.accept_errors);
-    handle.render()
 }

@@ -1,5 +1,6 @@
 //! The HTTP API: routing, handlers and JSON errors.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,14 +13,16 @@ use http::header::WWW_AUTHENTICATE;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
+use server_common::lifecycle::{ServerContext, Service};
 use server_common::{
     empty, error_chain, json, query_param, read_body, response, ApiError, PROMETHEUS_TEXT,
 };
 
 use crate::auth::{Access, Refusal};
 use crate::keys::{self, MAX_KEYSPACE_LEN, MAX_KEY_LEN};
-use crate::metrics::HttpMetrics;
+use crate::metrics;
 
 /// The consistency of reads and writes without `?consistency=`.
 const DEFAULT_CONSISTENCY: Consistency = Consistency::Quorum;
@@ -30,9 +33,10 @@ pub(crate) struct App {
     store: EventuallyConsistentStore<SqliteStorage>,
     handle: ReplicatedStoreHandle<SqliteStorage>,
     node: DatacakeHandle,
-    metrics: HttpMetrics,
     max_body_bytes: usize,
     access: Access,
+    prometheus: PrometheusHandle,
+    context: ServerContext,
 }
 
 /// The answer to a failed store operation.
@@ -75,50 +79,56 @@ fn store_error(error: StoreError<SqliteStorageError>) -> ApiError {
     }
 }
 
+impl Service for App {
+    fn call(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = (&'static str, Response<Full<Bytes>>)> {
+        self.serve(request)
+    }
+}
+
 impl App {
     /// The app over a running store on `node`, refusing bodies over `max_body_bytes` and
-    /// requests `access` does not let in.
+    /// requests `access` does not let in; `/metrics` renders `prometheus`, `/health` reads
+    /// the `context`'s phase.
     pub(crate) fn new(
         store: EventuallyConsistentStore<SqliteStorage>,
         node: DatacakeHandle,
         max_body_bytes: usize,
         access: Access,
+        prometheus: PrometheusHandle,
+        context: ServerContext,
     ) -> Self {
         Self {
             handle: store.handle(),
             store,
             node,
-            metrics: HttpMetrics::default(),
             max_body_bytes,
             access,
+            prometheus,
+            context,
         }
     }
 
-    /// The HTTP counters (the server counts connections in them).
-    pub(crate) fn http_metrics(&self) -> &HttpMetrics {
-        &self.metrics
-    }
-
-    /// Answers one request (errors become JSON responses).
-    pub(crate) async fn serve(
+    /// Answers one request (errors become JSON responses), with its route.
+    async fn serve(
         self: Arc<Self>,
         request: Request<Incoming>,
-    ) -> Response<Full<Bytes>> {
-        let method = request.method().clone();
+    ) -> (&'static str, Response<Full<Bytes>>) {
         let path = request.uri().path().to_owned();
+        let route = route_name(&path);
         let response = match self.access.check(&path, request.headers()) {
             Ok(()) => match self.route(request).await {
                 Ok(response) => response,
                 Err(error) => error.into_response(),
             },
             Err(refusal) => {
-                self.metrics.unauthorized();
+                metrics::unauthorized();
                 unauthorized(refusal)
             }
         };
-        self.metrics.record(&method, response.status());
-        tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
-        response
+        (route, response)
     }
 
     async fn route(&self, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
@@ -151,7 +161,11 @@ impl App {
         }
     }
 
+    /// 200 `serving` with the live members, or 503 `starting` or `leaving`.
     fn health(&self) -> Response<Full<Bytes>> {
+        if let Some(response) = self.context.phase.not_serving() {
+            return response;
+        }
         #[derive(Serialize)]
         struct Health {
             status: &'static str,
@@ -161,7 +175,7 @@ impl App {
         json(
             StatusCode::OK,
             &Health {
-                status: "ok",
+                status: "serving",
                 node_id: self.node.me().node_id,
                 live_members: self.node.statistics().live_members,
             },
@@ -203,9 +217,10 @@ impl App {
     }
 
     fn metrics_page(&self) -> Response<Full<Bytes>> {
-        let text = self
-            .metrics
-            .render(&self.store.statistics(), &self.node.statistics());
+        metrics::statistics(&self.store.statistics(), &self.node.statistics());
+        let context = &self.context;
+        context.metrics.connections(context.connections.counts());
+        let text = self.prometheus.render();
         response(StatusCode::OK, PROMETHEUS_TEXT, Bytes::from(text))
     }
 
@@ -275,6 +290,19 @@ impl App {
             .await
             .map_err(store_error)?;
         Ok(empty(StatusCode::NO_CONTENT))
+    }
+}
+
+/// The route of `path`, as the `route` label of the HTTP metrics.
+fn route_name(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["health"] => "health",
+        ["cluster"] => "cluster",
+        ["metrics"] => "metrics",
+        ["cluster", "members", _] => "member",
+        [_, _] => "kv",
+        _ => "other",
     }
 }
 

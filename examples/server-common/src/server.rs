@@ -30,9 +30,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-/// How long shutdown waits for in-flight HTTP requests.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The first pause after a failed `accept`.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// The longest pause after failed `accept`s in a row.
@@ -117,8 +114,9 @@ impl Backoff {
 }
 
 /// Serves HTTP/1.1 (HTTPS with [`ServerOptions::tls`]) on `listener`, answering each request
-/// with `handler`, until `shutdown` resolves (with the name of the signal, for the log); then
-/// stops accepting and waits up to 10 s for in-flight requests to finish.
+/// with `handler`, until `shutdown` resolves; then closes the listener and idle connections
+/// and waits for in-flight requests to finish (the caller bounds that wait: see
+/// [`lifecycle::run`](crate::lifecycle::run)).
 ///
 /// `stats` counts open, refused and failed connections.
 pub async fn serve<H, Fut>(
@@ -126,7 +124,7 @@ pub async fn serve<H, Fut>(
     handler: H,
     stats: Arc<ConnectionStats>,
     options: ServerOptions,
-    shutdown: impl Future<Output = &'static str>,
+    shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -140,10 +138,7 @@ pub async fn serve<H, Fut>(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            signal = &mut shutdown => {
-                tracing::info!(signal, "shutting down");
-                break;
-            }
+            () = &mut shutdown => break,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => {
@@ -156,10 +151,7 @@ pub async fn serve<H, Fut>(
                 tracing::warn!(%error, ?delay, "accept failed, pausing before the next");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => continue,
-                    signal = &mut shutdown => {
-                        tracing::info!(signal, "shutting down");
-                        break;
-                    }
+                    () = &mut shutdown => break,
                 }
             }
         };
@@ -193,12 +185,7 @@ pub async fn serve<H, Fut>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(timeout = ?DRAIN_TIMEOUT, "in-flight requests did not finish in time");
-    }
+    graceful.shutdown().await;
 }
 
 /// Serves HTTP/1.1 on one connection until it closes.

@@ -224,7 +224,7 @@ async fn one_node_serves_the_api() {
     );
     let health = node.get("/health").await;
     assert_eq!(health.status, 200);
-    assert_eq!(health.json()["status"], "ok");
+    assert_eq!(health.json()["status"], "serving");
     assert_eq!(health.json()["role"], "leader");
 
     // Metrics.
@@ -246,6 +246,10 @@ async fn one_node_serves_the_api() {
         "raftkv_raft_role{role=\"leader\"} 1",
         "raftkv_raft_role{role=\"follower\"} 0",
         "raftkv_raft_has_quorum 1",
+        "# TYPE raftkv_http_request_duration_seconds histogram",
+        "raftkv_http_request_duration_seconds_bucket{route=\"kv\",method=\"PUT\",status=\"200\",le=\"10\"}",
+        "raftkv_http_request_duration_seconds_count{route=\"health\",method=\"GET\",status=\"200\"}",
+        "raftkv_http_errors_total{class=\"4xx\"}",
     ] {
         assert!(text.contains(line), "metrics lack {line:?}:\n{text}");
     }
@@ -280,11 +284,13 @@ async fn a_node_without_its_cluster_is_unavailable() {
     let ports = free_ports(2);
     let mut node = Node::with_flags(4, (ports[0], ports[1]), dir.path(), 2, &[], &[]);
     node.start();
-    let reply = wait_for_value("the node to answer", DEADLINE, || async {
-        node.request("GET", "/health", b"").await.ok()
+    let reply = wait_for_value("the node to start", DEADLINE, || async {
+        let reply = node.request("GET", "/health", b"").await.ok()?;
+        (reply.json()["status"] != "starting").then_some(reply)
     })
     .await;
     assert_eq!(error(&reply), (503, "unhealthy".to_owned()));
+    assert_eq!(reply.json()["status"], "serving");
     assert_eq!(reply.json()["reason"], "inactive");
     let cluster = node.cluster().await.unwrap();
     assert_eq!(

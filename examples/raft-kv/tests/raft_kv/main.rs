@@ -4,3 +4,4 @@ mod api;
 mod config;
 mod fault;
 mod fixtures;
+mod lifecycle;

@@ -136,7 +136,11 @@ async fn one_node_serves_the_api_and_shuts_down_gracefully() {
     let text = String::from_utf8(metrics.body).unwrap();
     for line in [
         "# TYPE kv_http_requests_total counter",
-        "kv_http_requests_total{method=\"PUT\"}",
+        "kv_http_requests_total{route=\"kv\",method=\"PUT\",status=\"204\"}",
+        "kv_http_requests_total{route=\"kv\",method=\"PUT\",status=\"413\"}",
+        "# TYPE kv_http_request_duration_seconds histogram",
+        "kv_http_request_duration_seconds_bucket{route=\"kv\",method=\"GET\",status=\"200\",le=\"10\"}",
+        "kv_http_request_duration_seconds_count{route=\"cluster\",method=\"GET\",status=\"200\"}",
         "kv_http_errors_total{class=\"4xx\"}",
         "kv_store_writes_total 4",
         "kv_cluster_live_members 1",

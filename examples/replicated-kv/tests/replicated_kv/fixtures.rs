@@ -98,7 +98,7 @@ impl KvNode {
     /// Starts the process (stderr appended to the node's log).
     pub(crate) fn start(&mut self) {
         assert!(self.process.is_none(), "node {} already running", self.id);
-        let bin = env!("CARGO_BIN_EXE_replicated-kv");
+        let bin = BIN;
         let mut cmd = match self.fd_limit {
             None => Command::new(bin),
             Some(limit) => {
@@ -141,6 +141,18 @@ impl KvNode {
     pub(crate) async fn stop_with(&mut self, signal: &str) -> ExitStatus {
         let process = self.process.take().expect("node running");
         process.stop_with(signal, DEADLINE).await
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) without waiting.
+    pub(crate) fn signal(&self, signal: &str) {
+        self.process.as_ref().expect("node running").signal(signal);
+    }
+
+    /// Waits (with a deadline) for the process to exit.
+    pub(crate) async fn wait_exit(&mut self) -> ExitStatus {
+        let process = self.process.take().expect("node running");
+        let what = format!("node {} to exit", self.id);
+        process.wait_exit(&what, DEADLINE).await
     }
 
     /// Waits until this node's `/health` reports `n` live members.
@@ -269,9 +281,12 @@ pub(crate) fn metric(text: &str, name: &str) -> u64 {
     test_helper::http::metric(text, name) as u64
 }
 
+/// The binary under test.
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_replicated-kv");
+
 /// Runs `replicated-kv args...`, killing it if it has not exited within [`DEADLINE`].
 pub(crate) async fn run_binary(args: &[&str]) -> Run {
-    test_helper::process::run_binary(env!("CARGO_BIN_EXE_replicated-kv"), args, DEADLINE).await
+    test_helper::process::run_binary(BIN, args, DEADLINE).await
 }
 
 /// `/metrics` of the node at `port`, once a plain request gets an answer.

@@ -2,6 +2,8 @@
 
 mod api;
 mod cluster;
+mod config;
 mod fixtures;
+mod lifecycle;
 mod limits;
 mod security;
