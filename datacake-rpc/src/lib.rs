@@ -111,7 +111,9 @@ mod validate;
 mod view;
 
 pub use body::Body;
-pub use channel::{error_chain, Channel, ChannelBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE};
+pub use channel::{
+    error_chain, Channel, ChannelBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE,
+};
 pub use client::{Response, RpcClient, DEFAULT_MAX_REPLY_SIZE};
 pub use handler::{Handler, RpcService, ServiceRegistry};
 pub use headers::Headers;
