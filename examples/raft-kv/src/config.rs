@@ -80,6 +80,8 @@ pub(crate) struct Config {
     public_addr: Option<SocketAddr>,
     pub(crate) http_addr: SocketAddr,
     pub(crate) seeds: Vec<String>,
+    pub(crate) discover_dns: Vec<String>,
+    pub(crate) discover_file: Option<PathBuf>,
     pub(crate) data_dir: PathBuf,
     bootstrap_expect: Option<usize>,
     pub(crate) cluster_id: String,
@@ -116,6 +118,8 @@ impl Default for Config {
             public_addr: None,
             http_addr: node::DEFAULT_HTTP_ADDR,
             seeds: Vec::new(),
+            discover_dns: Vec::new(),
+            discover_file: None,
             data_dir: PathBuf::from(node::DEFAULT_DATA_DIR),
             bootstrap_expect: None,
             cluster_id: DEFAULT_CLUSTER_ID.to_owned(),
@@ -196,6 +200,7 @@ impl Settings for Config {
         }
         self.public_addr = Some(node::public_addr(self.cluster_addr, self.public_addr)?);
         node::check_cluster(&self.seeds, &self.cluster_id)?;
+        node::check_discovery(&self.discover_dns)?;
         node::at_least_one("shutdown_timeout_ms", self.shutdown_timeout_ms)?;
         let t = &self.timings;
         node::at_least_one("timings.election_timeout_min_ms", t.election_timeout_min_ms)?;

@@ -71,7 +71,7 @@ async fn start(
     prometheus: PrometheusHandle,
     context: ServerContext,
 ) -> anyhow::Result<Started<App, impl std::future::Future<Output = ()>>> {
-    let node = DatacakeNodeBuilder::new(
+    let builder = DatacakeNodeBuilder::new(
         config.node_id(),
         ConnectionConfig::new(
             config.cluster_addr,
@@ -79,7 +79,12 @@ async fn start(
             config.seeds.clone(),
         ),
     )
-    .with_cluster_id(config.cluster_id.clone())
+    .with_cluster_id(config.cluster_id.clone());
+    let node = server_common::node_settings::with_discovery(
+        builder,
+        &config.discover_dns,
+        config.discover_file.as_deref(),
+    )
     .connect()
     .await
     .context("cannot join the cluster")?;

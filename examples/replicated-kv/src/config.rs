@@ -134,6 +134,8 @@ pub(crate) struct Config {
     public_addr: Option<SocketAddr>,
     pub(crate) http_addr: SocketAddr,
     pub(crate) seeds: Vec<String>,
+    pub(crate) discover_dns: Vec<String>,
+    pub(crate) discover_file: Option<PathBuf>,
     pub(crate) data_center: String,
     pub(crate) data_dir: PathBuf,
     pub(crate) cluster_id: String,
@@ -160,6 +162,8 @@ impl Default for Config {
             public_addr: None,
             http_addr: node::DEFAULT_HTTP_ADDR,
             seeds: Vec::new(),
+            discover_dns: Vec::new(),
+            discover_file: None,
             data_center: DEFAULT_DATA_CENTER.to_owned(),
             data_dir: PathBuf::from(node::DEFAULT_DATA_DIR),
             cluster_id: DEFAULT_CLUSTER_ID.to_owned(),
@@ -206,6 +210,7 @@ impl Settings for Config {
         node::require_node_id(self.node_id)?;
         self.public_addr = Some(node::public_addr(self.cluster_addr, self.public_addr)?);
         node::check_cluster(&self.seeds, &self.cluster_id)?;
+        node::check_discovery(&self.discover_dns)?;
         if self.data_center.is_empty() {
             return Err(ConfigError::invalid("data_center", "must not be empty"));
         }

@@ -119,7 +119,7 @@ async fn start(
         .with_context(|| format!("cannot open {}", db.display()))?;
 
     let node_id = config.node_id();
-    let mut builder = DatacakeNodeBuilder::new(
+    let builder = DatacakeNodeBuilder::new(
         node_id,
         ConnectionConfig::new(
             config.cluster_addr,
@@ -129,6 +129,11 @@ async fn start(
     )
     .with_cluster_id(config.cluster_id.clone())
     .with_data_center(config.data_center.clone());
+    let mut builder = server_common::node_settings::with_discovery(
+        builder,
+        &config.discover_dns,
+        config.discover_file.as_deref(),
+    );
     let cluster_tls = match (&config.tls_ca, &config.tls_cert, &config.tls_key) {
         (Some(ca), Some(cert), Some(key)) => Some(
             datacake_rpc::TlsConfig::mutual_from_files(ca, cert, key)

@@ -47,6 +47,14 @@ pub struct NodeArgs {
     /// separate them with commas (replaces the file's `seeds`).
     #[arg(long = "seed", value_name = "HOST:PORT", value_delimiter = ',')]
     pub seeds: Vec<String>,
+    /// A DNS name (`host:port`) whose A/AAAA records are peers' cluster addresses, resolved
+    /// again every 10 s (e.g. a Kubernetes headless Service); repeat for several.
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+    pub discover_dns: Vec<String>,
+    /// A file of peers' cluster addresses (`host:port` lines, `#` comments), read again when
+    /// it changes.
+    #[arg(long, value_name = "FILE")]
+    pub discover_file: Option<PathBuf>,
     /// Directory of the node's data; created if missing [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -104,6 +112,43 @@ pub fn check_cluster(seeds: &[String], cluster_id: &str) -> Result<(), ConfigErr
     Ok(())
 }
 
+/// Checks that every `discover_dns` entry is `host:port`.
+pub fn check_discovery(discover_dns: &[String]) -> Result<(), ConfigError> {
+    match discover_dns
+        .iter()
+        .find(|name| split_host_port(name).is_none())
+    {
+        Some(name) => Err(ConfigError::invalid(
+            "discover_dns",
+            format!("{name:?} is not host:port (e.g. kv.default.svc.cluster.local:7001)"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `builder` with a discovery source for each `discover_dns` name and for `discover_file`
+/// (entries checked by [`check_discovery`]).
+pub fn with_discovery<S: datacake_node::NodeSelector>(
+    mut builder: datacake_node::DatacakeNodeBuilder<S>,
+    discover_dns: &[String],
+    discover_file: Option<&std::path::Path>,
+) -> datacake_node::DatacakeNodeBuilder<S> {
+    for (host, port) in discover_dns.iter().filter_map(|name| split_host_port(name)) {
+        builder = builder.with_discovery(datacake_node::DnsDiscovery::new(host, port));
+    }
+    if let Some(path) = discover_file {
+        builder = builder.with_discovery(datacake_node::FileDiscovery::new(path));
+    }
+    builder
+}
+
+/// `name` as a host name and a port, if it is `host:port`.
+fn split_host_port(name: &str) -> Option<(&str, u16)> {
+    let (host, port) = name.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    (!host.is_empty() && !host.contains(':')).then_some((host, port))
+}
+
 /// Checks that `value` of `key` is at least 1.
 pub fn at_least_one(key: &'static str, value: u64) -> Result<(), ConfigError> {
     if value == 0 {
@@ -128,6 +173,14 @@ fn is_host_port(seed: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discovery_names_are_host_and_port() {
+        assert!(check_discovery(&["kv.default.svc.cluster.local:7001".into()]).is_ok());
+        for name in ["kv.default.svc", "kv:http", ":7001", "kv:70000"] {
+            assert!(check_discovery(&[name.into()]).is_err(), "{name}");
+        }
+    }
 
     #[test]
     fn seeds_are_host_and_port() {

@@ -116,3 +116,37 @@ async fn three_nodes_replicate_survive_sigkill_and_catch_up() {
         assert!(status.success(), "node {} exit status {status:?}", node.id);
     }
 }
+
+/// Nodes that know no seed find each other through a discovery file written after they
+/// started (as an orchestrator would publish the addresses it assigned).
+#[tokio::test]
+async fn nodes_without_seeds_meet_through_a_discovery_file() {
+    let dir = temp_dir("discovery");
+    let ports = free_ports(4);
+    let peers = dir.path().join("peers");
+    let mut nodes: Vec<KvNode> = (0..2)
+        .map(|i| {
+            KvNode::new(
+                i as u32 + 1,
+                (ports[2 * i], ports[2 * i + 1]),
+                Vec::new(),
+                dir.path(),
+            )
+            .with_args(&["--discover-file", peers.to_str().expect("utf-8 path")])
+        })
+        .collect();
+    for node in &mut nodes {
+        node.start();
+    }
+    for node in &nodes {
+        node.wait_for_members(1).await;
+    }
+    let lines: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.cluster_port()))
+        .collect();
+    std::fs::write(&peers, format!("# the cluster\n{}\n", lines.join("\n"))).expect("write peers");
+    for node in &nodes {
+        node.wait_for_members(2).await;
+    }
+}
