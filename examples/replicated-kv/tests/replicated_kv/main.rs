@@ -3,6 +3,7 @@
 mod api;
 mod cluster;
 mod config;
+mod deploy;
 mod fixtures;
 mod lifecycle;
 mod limits;
