@@ -107,6 +107,7 @@
 //!   `None`) and never replicated: the cluster stopped waiting for it.
 //! - Reads ask every live replica the level counts and use the first answers; the others'
 //!   replies are dropped. Each answer carries whole documents (no digest reads).
+#![forbid(unsafe_code)]
 
 mod ack;
 mod anti_entropy;

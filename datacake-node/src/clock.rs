@@ -122,7 +122,8 @@ impl Clock {
     }
 
     /// Issues a new timestamp, greater than any issued or registered before. Never blocks,
-    /// never waits for the wall clock, never panics.
+    /// never waits for the wall clock, never panics. (The name is datacake 0.8's: it does not
+    /// just read the time, it advances the clock, so two calls never return the same stamp.)
     ///
     /// One case cannot be honoured: once the clock holds the last representable stamp,
     /// `(MAX_MILLIS, 65535)` in the year 10889, there is no greater one. The clock then

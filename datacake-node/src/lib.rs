@@ -109,6 +109,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![forbid(unsafe_code)]
 
 mod auth;
 mod builder;

@@ -97,6 +97,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![forbid(unsafe_code)]
 
 mod bootstrap;
 mod codec;

@@ -2,6 +2,7 @@
 //! schedule drawn from a seed, a workload per extension, and checkers that judge the recorded
 //! history. See the crate README for the faults, the checkers and what is (and is not)
 //! deterministic.
+#![forbid(unsafe_code)]
 
 pub mod ec;
 pub mod membership;

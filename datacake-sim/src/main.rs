@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release -p datacake-sim -- --seeds 1000` (every workload), or
 //! `-- --workload ec --seed 17` to replay one seed and print its schedule.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,6 +7,7 @@
 //! With the `server` feature, fixtures for the tests of server binaries (the examples):
 //! [`process`] starts, signals and kills processes and finds free ports; [`http`] is a raw
 //! HTTP/1.1 client that also sends malformed or partial requests.
+#![forbid(unsafe_code)]
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,7 @@
 //! the server cannot start or its shutdown outlasts `shutdown_timeout_ms`, 2 for an invalid
 //! configuration (bad flag, variable, file, key or value), 130 or 143 for a second SIGINT or
 //! SIGTERM during the shutdown.
+#![forbid(unsafe_code)]
 
 mod config;
 mod http;

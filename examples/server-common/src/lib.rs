@@ -14,6 +14,7 @@
 //!   histograms, errors, connections).
 //! - [`ApiError`] and [`json`]: JSON answers and `{"error": code, "message": ...}` errors;
 //!   [`read_body`] reads a body within a byte limit (413 past it); [`query_param`].
+#![forbid(unsafe_code)]
 
 pub mod config;
 mod http;
