@@ -84,7 +84,10 @@ impl<S: Storage> ReplicatedStoreHandle<S> {
         keyspace: &str,
         id: Key,
     ) -> Result<Option<Document>, StoreError<S::Error>> {
-        let docs = self.shared.read_local(keyspace, vec![id]).await?;
+        let docs = self
+            .shared
+            .read(keyspace, vec![id], Consistency::None)
+            .await?;
         Ok(docs.into_iter().next())
     }
 
@@ -96,7 +99,7 @@ impl<S: Storage> ReplicatedStoreHandle<S> {
         ids: impl IntoIterator<Item = Key>,
     ) -> Result<Vec<Document>, StoreError<S::Error>> {
         self.shared
-            .read_local(keyspace, ids.into_iter().collect())
+            .read(keyspace, ids.into_iter().collect(), Consistency::None)
             .await
     }
 

@@ -68,6 +68,12 @@
 //!   stamp near the clock's maximum can make a key immutable.
 //! - **Limits.** Documents larger than fit in one message are refused at `put`
 //!   ([`StoreError::DocumentTooLarge`]); keyspaces are limited in number and name length.
+//! - **Metrics.** Besides [`StoreStatistics`], the store records through the
+//!   [`metrics`](https://docs.rs/metrics) facade (the application picks the exporter): read
+//!   and write latency by consistency `level` (`datacake_store_read_duration_seconds`,
+//!   `datacake_store_write_duration_seconds`), the replication backlog gauge, and a
+//!   `datacake_store_..._total` counter per statistic, bumped by the same helper. The
+//!   README's "Metrics" lists them.
 //!
 //! # Example
 //! ```
@@ -118,6 +124,7 @@ mod handle;
 mod keyspace;
 mod members;
 mod messages;
+mod metrics;
 mod read;
 mod repair;
 mod replica;

@@ -249,7 +249,22 @@ impl<S: Storage> Shared<S> {
     /// from the replicas until the level's acknowledgements are in (the local replica
     /// counts as one, as for writes). Returns the newest live documents; replicas that
     /// answered with older versions (or nothing) are repaired in the background.
+    ///
+    /// Every read goes through here (a local read is one at [`Consistency::None`]); its
+    /// latency, whatever the outcome, is recorded in `datacake_store_read_duration_seconds{level}`.
     pub(crate) async fn read(
+        &self,
+        keyspace: &str,
+        keys: Vec<Key>,
+        level: Consistency,
+    ) -> Result<Vec<Document>, StoreError<S::Error>> {
+        let started = std::time::Instant::now();
+        let result = self.read_untimed(keyspace, keys, level).await;
+        crate::metrics::record_latency(crate::metrics::READ_DURATION, level, started);
+        result
+    }
+
+    async fn read_untimed(
         &self,
         keyspace: &str,
         keys: Vec<Key>,
@@ -293,8 +308,9 @@ impl<S: Storage> Shared<S> {
             .collect())
     }
 
-    /// The documents this node holds (no peer asked).
-    pub(crate) async fn read_local(
+    /// The documents this node holds (no peer asked); [`read`](Self::read) at
+    /// [`Consistency::None`].
+    async fn read_local(
         &self,
         keyspace: &str,
         keys: Vec<Key>,

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -18,6 +17,7 @@ use crate::digest::BucketEntry;
 use crate::error::StoreError;
 use crate::keyspace::{KeyspaceState, Mutation};
 use crate::members::{self, Known, MEMBERS_KEYSPACE};
+use crate::metrics::Counter;
 use crate::repair::{plan_repair, RepairPlan};
 use crate::slot::KeyspaceSlot;
 use crate::storage::{Document, Key, Metadata, Storage};
@@ -48,25 +48,46 @@ impl Change {
     }
 }
 
-/// Counters behind [`StoreStatistics`](crate::StoreStatistics).
-#[derive(Debug, Default)]
+/// Counters behind [`StoreStatistics`](crate::StoreStatistics), each also recorded through
+/// the `metrics` facade (see [`crate::metrics`]).
+#[derive(Debug)]
 pub(crate) struct Counters {
-    pub(crate) writes: AtomicU64,
-    pub(crate) replicated: AtomicU64,
-    pub(crate) repairs_run: AtomicU64,
-    pub(crate) keys_repaired: AtomicU64,
-    pub(crate) repair_bytes: AtomicU64,
-    pub(crate) failures: AtomicU64,
-    pub(crate) consistency_failures: AtomicU64,
-    pub(crate) clock_skew_rejected: AtomicU64,
-    pub(crate) read_repairs: AtomicU64,
-    pub(crate) tombstones_purged: AtomicU64,
-    pub(crate) obsolete_forgotten: AtomicU64,
+    pub(crate) writes: Counter,
+    pub(crate) replicated: Counter,
+    pub(crate) repairs_run: Counter,
+    pub(crate) keys_repaired: Counter,
+    pub(crate) repair_bytes: Counter,
+    pub(crate) failures: Counter,
+    pub(crate) consistency_failures: Counter,
+    pub(crate) clock_skew_rejected: Counter,
+    pub(crate) read_repairs: Counter,
+    pub(crate) tombstones_purged: Counter,
+    pub(crate) obsolete_forgotten: Counter,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        use crate::metrics as m;
+        Self {
+            writes: Counter::new(m::WRITES),
+            replicated: Counter::new(m::REPLICATED),
+            repairs_run: Counter::new(m::REPAIR_ROUNDS),
+            keys_repaired: Counter::new(m::KEYS_REPAIRED),
+            repair_bytes: Counter::new(m::REPAIR_BYTES),
+            failures: Counter::new(m::REPLICATION_FAILURES),
+            consistency_failures: Counter::new(m::CONSISTENCY_FAILURES),
+            clock_skew_rejected: Counter::new(m::CLOCK_SKEW_REJECTIONS),
+            read_repairs: Counter::new(m::READ_REPAIRS),
+            tombstones_purged: Counter::new(m::TOMBSTONES_PURGED),
+            obsolete_forgotten: Counter::new(m::OBSOLETE_FORGOTTEN),
+        }
+    }
 }
 
 impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
+    /// Counts `n` events on `counter` (its statistic and its facade metric).
+    pub(crate) fn add(counter: &Counter, n: usize) {
+        counter.add(n);
     }
 }
 

@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 use crate::ack::AckTracker;
 use crate::config::MUTATION_OVERHEAD;
 use crate::messages::{KeyspaceBatch, Refusal, ReplicateBatch, WireMutation};
+use crate::metrics;
 use crate::replica::{Change, Counters, Replica};
 use crate::service::StoreService;
 use crate::storage::{Key, Storage};
@@ -107,6 +108,7 @@ impl Pending {
         }
         self.bytes += item.wire_size();
         self.items.push(item);
+        metrics::backlog_changed(1, 0);
     }
 
     /// Takes the oldest mutations, up to `max` of them and `budget` bytes (at least one).
@@ -128,6 +130,7 @@ impl Pending {
             bytes += size;
         }
         self.bytes -= bytes;
+        metrics::backlog_changed(0, count);
         if count == self.items.len() {
             return std::mem::take(&mut self.items);
         }
@@ -144,7 +147,15 @@ impl Pending {
     fn clear(&mut self) -> Vec<Outbound> {
         self.unacked.clear();
         self.bytes = 0;
+        metrics::backlog_changed(0, self.items.len());
         std::mem::take(&mut self.items)
+    }
+}
+
+impl Drop for Pending {
+    /// What was still queued leaves the backlog gauge with the queue (the store stopped).
+    fn drop(&mut self) {
+        metrics::backlog_changed(0, self.items.len());
     }
 }
 

@@ -2,7 +2,7 @@
 //! [`EventuallyConsistentStore`], [`StoreStatistics`].
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -437,7 +437,7 @@ impl<S: Storage> Drop for Shared<S> {
 impl<S: Storage> Shared<S> {
     pub(crate) fn statistics(&self) -> StoreStatistics {
         let c = &self.replica.counters;
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let get = |c: &crate::metrics::Counter| c.get();
         StoreStatistics {
             writes: get(&c.writes),
             replicated: get(&c.replicated),

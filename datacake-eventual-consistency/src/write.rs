@@ -1,10 +1,13 @@
 //! The one write path: put, put_many, del and del_many all go through [`Shared::mutate`].
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use datacake_node::{Consistency, ConsistencyError};
 
 use crate::ack::{AckTracker, WriteOutcome};
 use crate::error::StoreError;
+use crate::metrics;
 use crate::replica::{Change, Counters};
 use crate::replication::Outbound;
 use crate::storage::{Key, Storage};
@@ -19,7 +22,22 @@ impl<S: Storage> Shared<S> {
     /// maximum, and a level whose replicas are too few live. Afterwards the local write is
     /// kept whatever happens: the call fails at once when replicas refuse so that the level
     /// can no longer be met, or at the write timeout.
+    ///
+    /// Its latency, whatever the outcome, is recorded in
+    /// `datacake_store_write_duration_seconds{level}`.
     pub(crate) async fn mutate(
+        &self,
+        keyspace: &str,
+        ops: Vec<(Key, Option<Bytes>)>,
+        level: Consistency,
+    ) -> Result<(), StoreError<S::Error>> {
+        let started = Instant::now();
+        let result = self.mutate_untimed(keyspace, ops, level).await;
+        metrics::record_latency(metrics::WRITE_DURATION, level, started);
+        result
+    }
+
+    async fn mutate_untimed(
         &self,
         keyspace: &str,
         ops: Vec<(Key, Option<Bytes>)>,

@@ -36,7 +36,15 @@ pub enum Consistency {
 
 impl fmt::Display for Consistency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Consistency {
+    /// The level's name, as [`Display`](fmt::Display) writes it: `none`, `one`, `two`,
+    /// `three`, `quorum`, `local-quorum`, `each-quorum`, `all` (e.g. a metric's `level`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
             Self::None => "none",
             Self::One => "one",
             Self::Two => "two",
@@ -45,12 +53,9 @@ impl fmt::Display for Consistency {
             Self::LocalQuorum => "local-quorum",
             Self::EachQuorum => "each-quorum",
             Self::All => "all",
-        };
-        f.write_str(name)
+        }
     }
-}
 
-impl Consistency {
     /// Every level, weakest first.
     pub const LEVELS: [Consistency; 8] = [
         Self::None,

@@ -10,6 +10,9 @@
 //!   node's own `datacake-rpc` server, so a node has exactly one address. Each node gossips
 //!   its id, public address, data centre and tags; [`DatacakeNode::live_members`],
 //!   [`DatacakeNode::membership_changes`] and [`DatacakeNode::statistics`] expose the view.
+//!   Through the [`metrics`](https://docs.rs/metrics) facade the node also records the
+//!   gauges `datacake_node_live_members` and `datacake_node_dead_members` and the counter
+//!   `datacake_node_membership_changes_total{change}` (the README's "Metrics" lists them).
 //! - Departures: [`DatacakeNode::shutdown`] announces the leave, so peers drop the node within
 //!   a gossip round or two; a crashed node is held dead by the failure detector (about one to
 //!   two seconds with the default 100 ms gossip interval).
@@ -123,6 +126,7 @@ mod error;
 mod extension;
 mod identity;
 mod membership;
+mod metrics;
 mod network;
 mod node;
 mod selector;

@@ -348,6 +348,8 @@ impl DatacakeNode {
                 &parts.auth,
             )
         };
+        // The first view counts too: its members joined this node's view.
+        crate::metrics::view_published(&initial, &MembershipView::default());
         let (view_tx, view) = watch::channel(Arc::new(initial));
         let membership_task = tokio::spawn(run_membership(
             parts.chitchat.chitchat(),
@@ -679,6 +681,7 @@ async fn run_membership(
             if **current == view {
                 return false;
             }
+            crate::metrics::view_published(&view, current);
             *current = Arc::new(view);
             true
         });

@@ -165,6 +165,20 @@ pub enum RaftEvent {
     },
 }
 
+/// The events that lead from `last` to `now`: role, then leader, then membership. The one
+/// derivation of events, for [`RaftEvents`] and for the metrics task.
+pub(crate) fn changes(last: &RaftStatus, now: &RaftStatus) -> impl Iterator<Item = RaftEvent> {
+    let role = (now.role != last.role).then_some(RaftEvent::RoleChanged(now.role));
+    let leader = (now.leader != last.leader).then_some(RaftEvent::LeaderChanged(now.leader));
+    let membership = (now.voters != last.voters || now.learners != last.learners).then(|| {
+        RaftEvent::MembershipChanged {
+            voters: now.voters.clone(),
+            learners: now.learners.clone(),
+        }
+    });
+    role.into_iter().chain(leader).chain(membership)
+}
+
 /// A stream of [`RaftEvent`]s from the moment it was created
 /// ([`RaftHandle::events`](crate::RaftHandle::events)). Intermediate states between two
 /// polls may be coalesced.
@@ -193,18 +207,7 @@ impl RaftEvents {
             }
             self.rx.changed().await.ok()?;
             let now = RaftStatus::from_metrics(&self.rx.borrow_and_update());
-            if now.role != self.last.role {
-                self.queue.push_back(RaftEvent::RoleChanged(now.role));
-            }
-            if now.leader != self.last.leader {
-                self.queue.push_back(RaftEvent::LeaderChanged(now.leader));
-            }
-            if now.voters != self.last.voters || now.learners != self.last.learners {
-                self.queue.push_back(RaftEvent::MembershipChanged {
-                    voters: now.voters.clone(),
-                    learners: now.learners.clone(),
-                });
-            }
+            self.queue.extend(changes(&self.last, &now));
             self.last = now;
         }
     }

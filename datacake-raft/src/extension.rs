@@ -122,6 +122,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             signal.wait().await;
             let _ = stopping.shutdown().await;
         });
+        node.spawn_task(crate::metrics::report(raft.metrics()));
         node.spawn_task(bootstrap::run(
             raft.clone(),
             node.handle(),

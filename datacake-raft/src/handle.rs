@@ -126,7 +126,10 @@ impl<S: StateMachine> RaftHandle<S> {
         command: S::Command,
         timeout: Duration,
     ) -> Result<S::Response, RaftError> {
-        self.within(timeout, self.write_once(command)).await
+        let started = std::time::Instant::now();
+        let result = self.within(timeout, self.write_once(command)).await;
+        crate::metrics::record_write(started, &result);
+        result
     }
 
     /// [`read`](Self::read) with a deadline of its own; past it the read fails like a late

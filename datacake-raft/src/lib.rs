@@ -40,6 +40,12 @@
 //!   fsynced before Raft is told they are saved, and the latest snapshot in a file. Both
 //!   files carry a storage format version; a file of another version (such as the JSON of
 //!   earlier releases) is refused at start with [`RaftError::IncompatibleFormat`].
+//! - **Metrics** go through the [`metrics`](https://docs.rs/metrics) facade (the
+//!   application picks the exporter): client write latency
+//!   (`datacake_raft_write_duration_seconds{outcome}`), leader changes
+//!   (`datacake_raft_leader_changes_total`, from the same derivation as
+//!   [`RaftEvent::LeaderChanged`]), and the gauges `datacake_raft_term` and
+//!   `datacake_raft_applied_index`. The README's "Metrics" lists them.
 //!
 //! openraft's types never appear in this crate's API.
 //!
@@ -113,6 +119,7 @@ mod handle;
 mod log_store;
 mod log_writer;
 mod machine;
+mod metrics;
 mod network;
 mod policy;
 mod proposer;

@@ -42,6 +42,11 @@
 //!   `h2`, and a handler reads the caller's verified certificate with [`Request::peer`]
 //!   ([`PeerIdentity`]). Without it, HTTP/2 goes in plaintext: for tests and trusted
 //!   networks only.
+//! - **Metrics** go through the [`metrics`](https://docs.rs/metrics) facade, so the
+//!   application picks the exporter: `datacake_rpc_server_calls_total`,
+//!   `datacake_rpc_server_errors_total` and `datacake_rpc_server_call_duration_seconds`,
+//!   labelled by `service` (a registered service's name, or `unknown` for a path no service
+//!   serves) and, for errors, `code`. The README's "Metrics" lists them.
 //! - With the `simulation` feature, [`Server::listen_simulated`] and
 //!   [`Channel::connect_simulated`] run on turmoil's simulated network, next to the real one.
 //!
@@ -101,6 +106,7 @@ mod client;
 mod handler;
 mod headers;
 mod limits;
+mod metrics;
 mod net;
 mod payload;
 mod request;

@@ -7,6 +7,9 @@
 //! With the `server` feature, fixtures for the tests of server binaries (the examples):
 //! [`process`] starts, signals and kills processes and finds free ports; [`http`] is a raw
 //! HTTP/1.1 client that also sends malformed or partial requests.
+//!
+//! With the `metrics` feature, [`metrics::capture`] and [`metrics::capture_async`] record
+//! what code reports through the `metrics` facade, for tests that check it.
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -16,6 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[cfg(feature = "server")]
 pub mod http;
 pub mod linearizability;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "server")]
 pub mod process;
 

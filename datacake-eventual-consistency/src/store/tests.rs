@@ -171,3 +171,70 @@ async fn a_mutation_stamped_far_in_the_future_is_rejected() {
     drop(store);
     a.shutdown().await;
 }
+
+/// The store's metrics are recorded through the facade by the same helpers as its
+/// statistics: latency by level, the counters, the backlog gauge.
+#[test]
+fn operations_are_recorded_through_the_metrics_facade() {
+    let (skewed, m) = test_helper::metrics::capture_async(async {
+        let a = node(1, Vec::new()).await;
+        let b = node(2, vec![a.me().public_addr.to_string()]).await;
+        for n in [&a, &b] {
+            n.wait_for_nodes([1, 2], DEADLINE).await.unwrap();
+        }
+        let store_a = start(&a).await;
+        let store_b = start(&b).await;
+        let h = store_a.handle();
+        h.put("ks", 1, "v", Consistency::All).await.unwrap();
+        assert!(h.get("ks", 1, Consistency::One).await.unwrap().is_some());
+        assert!(h.get_local("ks", 1).await.unwrap().is_some());
+        // A timestamp an hour ahead is refused (and counted once).
+        let now = a.clock().get_time();
+        let batch = crate::messages::ReplicateBatch {
+            clock: now,
+            keyspaces: vec![crate::messages::KeyspaceBatch {
+                keyspace: "ks".into(),
+                mutations: vec![crate::messages::WireMutation {
+                    key: 7,
+                    timestamp: datacake_crdt::HLCTimestamp::new(now.millis() + 3_600_000, 0, 99),
+                    data: Some(b"from the future".to_vec()),
+                }],
+            }],
+        };
+        rogue(&a).send(&batch).await.expect("the batch is answered");
+        test_helper::wait_for("a repair round on a", DEADLINE, || async {
+            store_a.statistics().repairs_run >= 1
+        })
+        .await;
+        let skewed = store_a.statistics().clock_skew_rejected;
+        drop((store_a, store_b));
+        a.shutdown().await;
+        b.shutdown().await;
+        skewed
+    });
+    let (writes, reads) = (
+        "datacake_store_write_duration_seconds",
+        "datacake_store_read_duration_seconds",
+    );
+    assert_eq!(
+        m.histogram(writes, &[("level", "all")]).len(),
+        1,
+        "{:?}",
+        m.names()
+    );
+    assert_eq!(m.histogram(reads, &[("level", "one")]).len(), 1);
+    assert_eq!(m.histogram(reads, &[("level", "none")]).len(), 1);
+    assert_eq!(m.counter("datacake_store_writes_total", &[]), 1);
+    assert_eq!(m.counter("datacake_store_replicated_total", &[]), 1);
+    assert_eq!(skewed, 1);
+    assert_eq!(
+        m.counter("datacake_store_clock_skew_rejections_total", &[]),
+        skewed
+    );
+    assert!(m.counter("datacake_store_repair_rounds_total", &[]) >= 1);
+    // Queued for b, sent, and gone from the backlog.
+    assert_eq!(
+        m.gauge("datacake_store_replication_backlog", &[]),
+        Some(0.0)
+    );
+}

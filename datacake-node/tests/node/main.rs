@@ -6,5 +6,6 @@ mod discovery;
 mod extension;
 mod fixtures;
 mod membership;
+mod metrics;
 #[cfg(feature = "certs")]
 mod tls;

@@ -7,3 +7,4 @@ mod durability;
 mod fixtures;
 mod linearizability;
 mod membership;
+mod metrics;

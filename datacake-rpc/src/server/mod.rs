@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 use crate::channel::{error_chain, keep_alive};
 use crate::handler::{Call, ErasedHandler};
 use crate::limits::{Budget, Counters, Held};
+use crate::metrics::{CallMetrics, UNKNOWN_SERVICE};
 use crate::net::{Io, Listener, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
 use crate::payload::ReadLimits;
 use crate::{Body, Headers, PeerIdentity, RpcService, ServerStatistics, ServiceRegistry, Status};
@@ -399,17 +400,20 @@ fn dispatch(
         refuse_method(respond, &parts.method);
         return;
     }
-    let handler = shared
+    let route = shared
         .routes
         .read()
         .get(parts.uri.path())
-        .map(|r| r.handler.clone());
-    let Some(handler) = handler else {
+        .map(|r| (r.service, r.handler.clone()));
+    let Some((service, handler)) = route else {
         let status =
             Status::unavailable(format!("unknown service or handler: {}", parts.uri.path()));
-        reply(shared, respond, Err(status), http::HeaderMap::new());
+        let result = Err(status);
+        CallMetrics::start(UNKNOWN_SERVICE).finish(&result);
+        reply(shared, respond, result, http::HeaderMap::new());
         return;
     };
+    let call_metrics = CallMetrics::start(service);
     let reply_headers = Arc::new(Mutex::new(Headers::new()));
     let settings = &shared.settings;
     let call = Call {
@@ -449,6 +453,7 @@ fn dispatch(
         });
     let take_headers = move || std::mem::take(&mut *reply_headers.lock()).into_map();
     if let Some(result) = (&mut outcome).now_or_never() {
+        call_metrics.finish(&result);
         reply(shared, respond, result, take_headers());
         return;
     }
@@ -458,9 +463,16 @@ fn dispatch(
         let result = tokio::select! {
             result = &mut outcome => result,
             // The caller gave up (e.g. its deadline passed): stop working for it.
-            _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
-            _ = stopped(&mut hard_stop) => return,
+            _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
+                call_metrics.cancel();
+                return;
+            }
+            _ = stopped(&mut hard_stop) => {
+                call_metrics.cancel();
+                return;
+            }
         };
+        call_metrics.finish(&result);
         reply(&shared, respond, result, take_headers());
     });
 }

@@ -7,5 +7,6 @@ mod certs;
 mod connection;
 mod fixtures;
 mod limits;
+mod metrics;
 mod routing;
 mod tls;

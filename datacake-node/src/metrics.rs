@@ -1,0 +1,26 @@
+//! What the node reports through the [`metrics`] facade (listed in the crate's README,
+//! "Metrics"), recorded where a membership view is published (the first one at start
+//! included). The only label is
+//! `change`, of two fixed values; no member's id or address becomes a label value.
+
+use crate::membership::MembershipView;
+
+/// Live members, this node included.
+pub(crate) const LIVE_MEMBERS: &str = "datacake_node_live_members";
+/// Members the failure detector holds dead.
+pub(crate) const DEAD_MEMBERS: &str = "datacake_node_dead_members";
+/// Members that joined or left, by `change` (`joined`, `left`).
+pub(crate) const MEMBERSHIP_CHANGES: &str = "datacake_node_membership_changes_total";
+
+/// Records the view `new` that replaces `old`.
+pub(crate) fn view_published(new: &MembershipView, old: &MembershipView) {
+    let statistics = new.statistics();
+    metrics::gauge!(LIVE_MEMBERS).set(statistics.live_members as f64);
+    metrics::gauge!(DEAD_MEMBERS).set(statistics.dead_members as f64);
+    let change = new.diff(old);
+    for (label, n) in [("joined", change.joined.len()), ("left", change.left.len())] {
+        if n > 0 {
+            metrics::counter!(MEMBERSHIP_CHANGES, "change" => label).increment(n as u64);
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! What Raft reports through the [`metrics`] facade (listed in the crate's README,
+//! "Metrics"): the latency of client writes, measured in [`RaftHandle`](crate::RaftHandle)'s
+//! write path, and, from a task watching openraft's metrics, leader changes (the same
+//! [`RaftEvent::LeaderChanged`] the crate derives for [`RaftEvents`](crate::RaftEvents)), the
+//! current term and the applied index. No label value comes from a peer.
+
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::events::{changes, RaftEvent, RaftStatus};
+use crate::types::Metrics;
+
+/// A client write (`RaftHandle::write`/`write_within`), from the call to its outcome, by
+/// `outcome` (`ok` or `error`).
+pub(crate) const WRITE_DURATION: &str = "datacake_raft_write_duration_seconds";
+/// A new leader became known to this node.
+pub(crate) const LEADER_CHANGES: &str = "datacake_raft_leader_changes_total";
+/// The current term.
+pub(crate) const TERM: &str = "datacake_raft_term";
+/// The index of the last entry applied to the state machine.
+pub(crate) const APPLIED_INDEX: &str = "datacake_raft_applied_index";
+
+/// Records one client write's latency.
+pub(crate) fn record_write<T, E>(started: Instant, result: &Result<T, E>) {
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::histogram!(WRITE_DURATION, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Records this node's term and applied index, and counts leader changes, until Raft stops
+/// (its metrics channel closes).
+pub(crate) async fn report(mut rx: watch::Receiver<Metrics>) {
+    let mut last = RaftStatus::from_metrics(&rx.borrow_and_update());
+    record_status(&last);
+    while rx.changed().await.is_ok() {
+        let now = RaftStatus::from_metrics(&rx.borrow_and_update());
+        let new_leaders = changes(&last, &now)
+            .filter(|e| matches!(e, RaftEvent::LeaderChanged(Some(_))))
+            .count();
+        if new_leaders > 0 {
+            metrics::counter!(LEADER_CHANGES).increment(new_leaders as u64);
+        }
+        record_status(&now);
+        last = now;
+    }
+}
+
+fn record_status(status: &RaftStatus) {
+    metrics::gauge!(TERM).set(status.term as f64);
+    if let Some(applied) = status.applied_index {
+        metrics::gauge!(APPLIED_INDEX).set(applied as f64);
+    }
+}
