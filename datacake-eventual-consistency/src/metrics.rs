@@ -62,6 +62,11 @@ impl Counter {
         metrics::counter!(self.metric).increment(n as u64);
     }
 
+    /// Records the facade counter at zero (see `Counters::register`).
+    pub(crate) fn register(&self) {
+        metrics::counter!(self.metric).increment(0);
+    }
+
     /// Events counted so far.
     pub(crate) fn get(&self) -> u64 {
         self.value.load(Ordering::Relaxed)
@@ -77,7 +82,10 @@ pub(crate) fn record_latency(histogram: &'static str, level: Consistency, starte
 /// The replication backlog changed by `added` minus `removed` mutations.
 pub(crate) fn backlog_changed(added: usize, removed: usize) {
     let gauge = metrics::gauge!(REPLICATION_BACKLOG);
-    if added > removed {
+    if added == removed {
+        // Nothing changed; recording zero still makes the series exist.
+        gauge.increment(0.0);
+    } else if added > removed {
         gauge.increment((added - removed) as f64);
     } else if removed > added {
         gauge.decrement((removed - added) as f64);

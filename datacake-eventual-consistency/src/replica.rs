@@ -68,7 +68,7 @@ pub(crate) struct Counters {
 impl Default for Counters {
     fn default() -> Self {
         use crate::metrics as m;
-        Self {
+        let counters = Self {
             writes: Counter::new(m::WRITES),
             replicated: Counter::new(m::REPLICATED),
             repairs_run: Counter::new(m::REPAIR_ROUNDS),
@@ -80,11 +80,34 @@ impl Default for Counters {
             read_repairs: Counter::new(m::READ_REPAIRS),
             tombstones_purged: Counter::new(m::TOMBSTONES_PURGED),
             obsolete_forgotten: Counter::new(m::OBSOLETE_FORGOTTEN),
-        }
+        };
+        counters.register();
+        counters
     }
 }
 
 impl Counters {
+    /// Records every counter (and the backlog gauge) at zero, so an exporter shows each series
+    /// from the start rather than from its first event.
+    fn register(&self) {
+        for counter in [
+            &self.writes,
+            &self.replicated,
+            &self.repairs_run,
+            &self.keys_repaired,
+            &self.repair_bytes,
+            &self.failures,
+            &self.consistency_failures,
+            &self.clock_skew_rejected,
+            &self.read_repairs,
+            &self.tombstones_purged,
+            &self.obsolete_forgotten,
+        ] {
+            counter.register();
+        }
+        crate::metrics::backlog_changed(0, 0);
+    }
+
     /// Counts `n` events on `counter` (its statistic and its facade metric).
     pub(crate) fn add(counter: &Counter, n: usize) {
         counter.add(n);

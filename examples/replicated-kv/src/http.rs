@@ -217,7 +217,7 @@ impl App {
     }
 
     fn metrics_page(&self) -> Response<Full<Bytes>> {
-        metrics::statistics(&self.store.statistics(), &self.node.statistics());
+        metrics::statistics(&self.node.statistics());
         let context = &self.context;
         context.metrics.connections(context.connections.counts());
         let text = self.prometheus.render();

@@ -142,8 +142,8 @@ async fn one_node_serves_the_api_and_shuts_down_gracefully() {
         "kv_http_request_duration_seconds_bucket{route=\"kv\",method=\"GET\",status=\"200\",le=\"10\"}",
         "kv_http_request_duration_seconds_count{route=\"cluster\",method=\"GET\",status=\"200\"}",
         "kv_http_errors_total{class=\"4xx\"}",
-        "kv_store_writes_total 4",
-        "kv_cluster_live_members 1",
+        "datacake_store_writes_total 4",
+        "datacake_node_live_members 1",
     ] {
         assert!(text.contains(line), "metrics lack {line:?}:\n{text}");
     }

@@ -106,7 +106,7 @@ async fn three_nodes_replicate_survive_sigkill_and_catch_up() {
     let metrics = String::from_utf8(node3.get("/metrics").await.body).unwrap();
     let repaired: u64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("kv_store_keys_repaired_total "))
+        .find_map(|l| l.strip_prefix("datacake_store_keys_repaired_total "))
         .and_then(|v| v.parse().ok())
         .expect("repair counter");
     assert!(repaired > 0, "node 3 caught up through repair:\n{metrics}");

@@ -264,7 +264,7 @@ async fn the_dashboard_queries_metrics_a_node_exports() {
             let expr = target["expr"].as_str().expect("expr");
             wanted.extend(
                 expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .filter(|word| word.starts_with("kv_"))
+                    .filter(|word| word.starts_with("kv_") || word.starts_with("datacake_"))
                     .map(str::to_owned),
             );
         }

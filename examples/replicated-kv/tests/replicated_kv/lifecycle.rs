@@ -43,7 +43,11 @@ async fn sigterm_leaves_the_cluster_and_exits_0() {
     })
     .await;
     let metrics = wait_for_metrics(first.http_port, "metrics").await;
-    assert_eq!(metric(&metrics, "kv_cluster_dead_members"), 0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "datacake_node_dead_members"),
+        0,
+        "{metrics}"
+    );
 
     let status = first.terminate().await;
     assert!(status.success(), "exit status {status:?}");
