@@ -5,7 +5,6 @@
 //! state (Raft metrics, write and read results) between steps, each wait bounded in simulated
 //! time. The network is replayed exactly by the seed; openraft's election-timeout jitter is
 //! not seeded, so the test asserts only what Raft guarantees whichever node wins an election.
-#![cfg(feature = "simulation")]
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

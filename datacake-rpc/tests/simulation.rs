@@ -1,6 +1,5 @@
 //! The RPC on turmoil's simulated network: partitions, held links and deadlines, with a fixed
 //! seed so every run replays exactly.
-#![cfg(feature = "simulation")]
 
 #[path = "support/certs.rs"]
 mod certs;

@@ -8,7 +8,9 @@
 //! - `raftkv_write_duration_seconds{op, outcome}`: histogram of Raft writes (put, delete,
 //!   incr), from the handler's call to the committed and applied answer (forwarding to the
 //!   leader included); `outcome` is `ok` or the error code.
-//! - `raftkv_raft_*` gauges (role, term, indexes, quorum), read from Raft at each scrape.
+//! - `raftkv_raft_*` gauges (role, last log index, quorum), read from Raft at each scrape;
+//!   datacake-raft's own metrics (`datacake_raft_*`: term, applied index, write latency,
+//!   leader changes) and `datacake_rpc_server_*` beside them.
 
 use std::time::Duration;
 
@@ -51,11 +53,6 @@ pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
         "raftkv_raft_role",
         "1 for this node's Raft role, 0 for the others."
     );
-    describe_gauge!("raftkv_raft_term", "The current Raft term.");
-    describe_gauge!(
-        "raftkv_raft_applied_index",
-        "The last log index applied to the state machine."
-    );
     describe_gauge!(
         "raftkv_raft_last_log_index",
         "The last index in this node's log."
@@ -77,9 +74,8 @@ pub(crate) fn raft(status: &RaftStatus, has_quorum: bool) {
     for (role, name) in ROLES {
         gauge!("raftkv_raft_role", "role" => name).set(f64::from(u8::from(status.role == role)));
     }
-    // Gauges are f64: exact up to 2^53, far beyond any term or index reached.
-    gauge!("raftkv_raft_term").set(status.term as f64);
-    gauge!("raftkv_raft_applied_index").set(status.applied_index.unwrap_or(0) as f64);
+    // Gauges are f64: exact up to 2^53, far beyond any index reached. (The term and the
+    // applied index are datacake-raft's own `datacake_raft_term`, `datacake_raft_applied_index`.)
     gauge!("raftkv_raft_last_log_index").set(status.last_log_index.unwrap_or(0) as f64);
     gauge!("raftkv_raft_has_quorum").set(f64::from(u8::from(has_quorum)));
 }

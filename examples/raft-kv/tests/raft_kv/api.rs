@@ -253,8 +253,8 @@ async fn one_node_serves_the_api() {
     ] {
         assert!(text.contains(line), "metrics lack {line:?}:\n{text}");
     }
-    assert!(metric(text, "raftkv_raft_term") >= 1.0);
-    assert!(metric(text, "raftkv_raft_applied_index") >= applied as f64);
+    assert!(metric(text, "datacake_raft_term") >= 1.0);
+    assert!(metric(text, "datacake_raft_applied_index") >= applied as f64);
     assert!(
         metric(text, "raftkv_http_connections_open") >= 1.0,
         "this one at least"
