@@ -159,8 +159,9 @@ async fn every_compose_node_is_configured_with_settings_the_server_accepts() {
         assert!(seeds.contains(&public), "{name}: {public} not in {seeds:?}");
     }
     assert_eq!(nodes, 3);
-    seen_ids.dedup();
-    assert_eq!(seen_ids.len(), 3, "distinct node ids: {seen_ids:?}");
+    let distinct: std::collections::BTreeSet<String> =
+        seen_ids.iter().map(|id| id.to_string()).collect();
+    assert_eq!(distinct.len(), 3, "distinct node ids: {seen_ids:?}");
 
     // Prometheus scrapes each node's HTTP port.
     let prometheus = &yaml("prometheus.yml")[0];
