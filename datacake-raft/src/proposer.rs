@@ -175,10 +175,9 @@ async fn propose(raft: &Raft, batch: Vec<Proposal>) {
 /// What a refused `client_write` means for each of its writers.
 fn refused(error: &OpenraftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> Outcome {
     match error {
-        OpenraftError::APIError(ClientWriteError::ForwardToLeader(forward)) => Outcome::NotLeader {
-            leader: forward.leader_id,
-            addr: forward.leader_node.as_ref().map(|n| n.addr.clone()),
-        },
+        OpenraftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+            Outcome::not_leader(forward)
+        }
         OpenraftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             Outcome::Codec(e.to_string())
         }

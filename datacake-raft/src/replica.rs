@@ -2,7 +2,8 @@
 //! forwarded calls, and the [`Outcome`] of a write or read, which also travels on the wire.
 //! (Writes go through the [`Proposer`](crate::proposer::Proposer).)
 
-use openraft::error::{CheckIsLeaderError, RaftError as OpenraftError};
+use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError as OpenraftError};
+use openraft::BasicNode;
 
 use crate::codec::Encoded;
 use crate::error::RaftError;
@@ -31,6 +32,14 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// `NotLeader`, naming the leader openraft pointed to.
+    pub(crate) fn not_leader(forward: &ForwardToLeader<RaftNodeId, BasicNode>) -> Self {
+        Outcome::NotLeader {
+            leader: forward.leader_id,
+            addr: forward.leader_node.as_ref().map(|n| n.addr.clone()),
+        }
+    }
+
     /// The outcome as the handle reports it (`NotLeader` handled by the caller first).
     pub(crate) fn into_result(self) -> Result<Encoded, RaftError> {
         match self {
@@ -59,10 +68,7 @@ pub(crate) async fn read_linearizable_local(
             Err(reason) => Outcome::Codec(reason),
         },
         Err(OpenraftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
-            Outcome::NotLeader {
-                leader: forward.leader_id,
-                addr: forward.leader_node.map(|n| n.addr),
-            }
+            Outcome::not_leader(&forward)
         }
         Err(OpenraftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
             Outcome::QuorumUnavailable

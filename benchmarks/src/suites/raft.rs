@@ -154,7 +154,7 @@ async fn measure(
     leader: &RaftHandle<Sink>,
     clients: usize,
     writes: u64,
-) -> anyhow::Result<(f64, Option<Latency>)> {
+) -> anyhow::Result<(f64, u64, Option<Latency>)> {
     let per_client = (writes / clients as u64).max(1);
     let leader = Arc::new(leader.clone());
     let start = Instant::now();
@@ -176,8 +176,10 @@ async fn measure(
         samples.extend(task.await??);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let done = samples.len() as u64;
     Ok((
-        samples.len() as f64 / elapsed,
+        done as f64 / elapsed,
+        done,
         Latency::from_samples(&mut samples),
     ))
 }
@@ -309,7 +311,7 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
             cfg.progress
                 .scenario(format!("{writes} writes, {who} ({})", backend.name()));
             let before = commits();
-            let (ops, latency) = measure(&leader, clients, writes).await?;
+            let (ops, done, latency) = measure(&leader, clients, writes).await?;
             let after = commits();
             let mut row = Measurement::new(
                 format!("3 nodes, {who}, write"),
@@ -332,11 +334,7 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
                     // (fsync), over the three logs.
                     let fsyncs = after.0 - before.0;
                     if fsyncs > 0 {
-                        row = row.with_value(
-                            (3 * clients as u64 * (writes / clients as u64).max(1)) as f64
-                                / fsyncs as f64,
-                            "writes/fsync",
-                        );
+                        row = row.with_value((3 * done) as f64 / fsyncs as f64, "writes/fsync");
                     }
                     if let Some(memory) = memory_rate.get(&clients) {
                         row = row.with_ratio(ops / memory);

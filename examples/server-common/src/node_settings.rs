@@ -164,10 +164,7 @@ pub fn millis(ms: u64) -> Duration {
 
 /// Whether `seed` is `host:port` (a host name or IP address, and a port).
 fn is_host_port(seed: &str) -> bool {
-    seed.parse::<SocketAddr>().is_ok()
-        || seed.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok()
-        })
+    seed.parse::<SocketAddr>().is_ok() || split_host_port(seed).is_some()
 }
 
 #[cfg(test)]
