@@ -32,6 +32,9 @@ pub(crate) const TOMBSTONES_PURGED: &str = "datacake_store_tombstones_purged_tot
 pub(crate) const OBSOLETE_FORGOTTEN: &str = "datacake_store_obsolete_forgotten_total";
 /// Mutations queued for peers and not yet sent (a gauge).
 pub(crate) const REPLICATION_BACKLOG: &str = "datacake_store_replication_backlog";
+/// From a mutation's queueing for a peer to that peer's acknowledgement of its batch: the
+/// batch's oldest mutation, one sample per acknowledged batch.
+pub(crate) const REPLICATION_LAG: &str = "datacake_store_replication_lag_seconds";
 /// A write call's latency, by `level`.
 pub(crate) const WRITE_DURATION: &str = "datacake_store_write_duration_seconds";
 /// A read call's latency, by `level`.
@@ -77,6 +80,12 @@ impl Counter {
 pub(crate) fn record_latency(histogram: &'static str, level: Consistency, started: Instant) {
     metrics::histogram!(histogram, "level" => level.as_str())
         .record(started.elapsed().as_secs_f64());
+}
+
+/// Records how long the oldest mutation of a batch a peer just acknowledged waited since
+/// it was queued for that peer.
+pub(crate) fn record_replication_lag(queued_at: Instant) {
+    metrics::histogram!(REPLICATION_LAG).record(queued_at.elapsed().as_secs_f64());
 }
 
 /// The replication backlog changed by `added` minus `removed` mutations.

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use datacake_crdt::HLCTimestamp;
@@ -45,6 +45,8 @@ pub(crate) struct Outbound {
     pub(crate) data: Option<Bytes>,
     /// Set on every mutation of a write whose level counts this peer's acknowledgement.
     pub(crate) ack: Option<Arc<AckTracker>>,
+    /// When it was queued (kept when a newer write of the key replaces it in the queue).
+    pub(crate) queued_at: Instant,
 }
 
 impl Outbound {
@@ -56,6 +58,7 @@ impl Outbound {
             timestamp: change.mutation.timestamp(),
             data: change.data,
             ack,
+            queued_at: Instant::now(),
         }
     }
 
@@ -337,6 +340,8 @@ impl<S: Storage> Sender<S> {
 
     async fn send(&self, client: &RpcClient<StoreService<S>>, batch: Vec<Outbound>) {
         let count = batch.len();
+        // The queue is in arrival order: the first mutation waited longest.
+        let oldest = batch.first().map(|item| item.queued_at);
         // Grouped by keyspace; `order` lists the batch's items in wire order (keyspace by
         // keyspace), which is how the peer numbers the mutations it refuses.
         let mut groups: Vec<(KeyspaceBatch, Vec<usize>)> = Vec::new();
@@ -390,6 +395,9 @@ impl<S: Storage> Sender<S> {
                 return;
             }
         };
+        if let Some(queued_at) = oldest {
+            metrics::record_replication_lag(queued_at);
+        }
         if self.node.clock().register_ts(reply.clock).is_err() {
             Counters::add(&self.replica.counters.clock_skew_rejected, 1);
         }
@@ -441,6 +449,7 @@ mod tests {
             timestamp: HLCTimestamp::new(millis, 0, 1),
             data: Some(Bytes::from(millis.to_string())),
             ack: ack.cloned(),
+            queued_at: Instant::now(),
         }
     }
 
@@ -513,6 +522,7 @@ mod tests {
             timestamp: HLCTimestamp::new(1, 0, 1),
             data: Some(Bytes::from(vec![0; 1 << 20])),
             ack: None,
+            queued_at: Instant::now(),
         };
         let mut pending = Pending::default();
         for key in 0..10 {

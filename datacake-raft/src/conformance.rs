@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use openraft::testing::{StoreBuilder, Suite};
+use test_helper::TempDir;
 
 use crate::log_store::MemLogStore;
 use crate::machine::{share, StateMachine};
@@ -40,28 +41,14 @@ impl StoreBuilder<TypeConfig, MemLogStore, StateMachineStore> for MemBuilder {
     }
 }
 
-/// A directory removed when the test that built it is done.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 struct SqliteBuilder;
 
 impl StoreBuilder<TypeConfig, SqliteLogStore, StateMachineStore, TempDir> for SqliteBuilder {
     async fn build(&self) -> StorageResult<(TempDir, SqliteLogStore, StateMachineStore)> {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("datacake-raft-suite-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = TempDir::new("raft-suite");
         let log = SqliteLogStore::open(&dir.join("log.sqlite")).expect("sqlite opens");
-        let sm = adaptor(Some(dir.clone()));
-        Ok((TempDir(dir), log, sm))
+        let sm = adaptor(Some(dir.path().to_owned()));
+        Ok((dir, log, sm))
     }
 }
 

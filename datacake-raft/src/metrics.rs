@@ -2,13 +2,13 @@
 //! "Metrics"): the latency of client writes, measured in [`RaftHandle`](crate::RaftHandle)'s
 //! write path, and, from a task watching openraft's metrics, leader changes (the same
 //! [`RaftEvent::LeaderChanged`] the crate derives for [`RaftEvents`](crate::RaftEvents)), the
-//! current term and the applied index. No label value comes from a peer.
+//! current term, the applied index and whether this node leads. No label value comes from a peer.
 
 use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::events::{changes, RaftEvent, RaftStatus};
+use crate::events::{changes, RaftEvent, RaftStatus, Role};
 use crate::types::Metrics;
 
 /// A client write (`RaftHandle::write`/`write_within`), from the call to its outcome, by
@@ -20,6 +20,8 @@ pub(crate) const LEADER_CHANGES: &str = "datacake_raft_leader_changes_total";
 pub(crate) const TERM: &str = "datacake_raft_term";
 /// The index of the last entry applied to the state machine.
 pub(crate) const APPLIED_INDEX: &str = "datacake_raft_applied_index";
+/// 1 while this node is the leader, else 0.
+pub(crate) const IS_LEADER: &str = "datacake_raft_is_leader";
 
 /// Records one client write's latency.
 pub(crate) fn record_write<T, E>(started: Instant, result: &Result<T, E>) {
@@ -48,6 +50,8 @@ pub(crate) async fn report(mut rx: watch::Receiver<Metrics>) {
 
 fn record_status(status: &RaftStatus) {
     metrics::gauge!(TERM).set(status.term as f64);
+    let leading = status.role == Role::Leader;
+    metrics::gauge!(IS_LEADER).set(if leading { 1.0 } else { 0.0 });
     if let Some(applied) = status.applied_index {
         metrics::gauge!(APPLIED_INDEX).set(applied as f64);
     }

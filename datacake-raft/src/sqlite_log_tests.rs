@@ -13,31 +13,14 @@ use rusqlite::Connection;
 
 use crate::sqlite_log::SqliteLogStore;
 use crate::types::{Entry, LogId, Vote};
+use test_helper::TempDir;
 
 /// How long any test waits for something it expects.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A directory removed when the test that made it is done.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("datacake-raft-log-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-
-    fn db(&self) -> PathBuf {
-        self.0.join("log.sqlite")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The log's file in a test's directory.
+fn db(dir: &TempDir) -> PathBuf {
+    dir.join("log.sqlite")
 }
 
 fn log_id(term: u64, index: u64) -> LogId {
@@ -96,8 +79,8 @@ async fn indexes(store: &mut SqliteLogStore, range: std::ops::Range<u64>) -> Vec
 #[tokio::test]
 async fn appends_are_readable_before_the_flush_and_share_one_commit() {
     let dir = TempDir::new("group");
-    let mut store = SqliteLogStore::open(&dir.db()).expect("open");
-    let lock = WriteLock::take(&dir.db());
+    let mut store = SqliteLogStore::open(&db(&dir)).expect("open");
+    let lock = WriteLock::take(&db(&dir));
     let (flushed, flushes) = mpsc::channel();
     for index in 1..=100 {
         let flushed = flushed.clone();
@@ -133,7 +116,7 @@ async fn appends_are_readable_before_the_flush_and_share_one_commit() {
 async fn a_committed_id_shares_the_next_appends_commit() {
     let dir = TempDir::new("deferred");
     // A deferral far longer than the test, so the two ops always meet.
-    let mut store = SqliteLogStore::open_deferring(&dir.db(), DEADLINE).expect("open");
+    let mut store = SqliteLogStore::open_deferring(&db(&dir), DEADLINE).expect("open");
     store
         .save_committed(Some(log_id(1, 1)))
         .await
@@ -147,7 +130,7 @@ async fn a_committed_id_shares_the_next_appends_commit() {
     assert_eq!(recv_n(&flushes, 1), vec![true]);
     assert_eq!(store.commits(), (1, 1, 1), "(commits, appends, entries)");
     drop(store);
-    let mut reopened = SqliteLogStore::open(&dir.db()).expect("reopen");
+    let mut reopened = SqliteLogStore::open(&db(&dir)).expect("reopen");
     assert_eq!(
         reopened.read_committed().await.expect("committed"),
         Some(log_id(1, 1))
@@ -159,7 +142,7 @@ async fn a_committed_id_shares_the_next_appends_commit() {
 async fn a_lone_committed_id_is_written_after_the_deferral() {
     let dir = TempDir::new("lone");
     let mut store =
-        SqliteLogStore::open_deferring(&dir.db(), Duration::from_millis(10)).expect("open");
+        SqliteLogStore::open_deferring(&db(&dir), Duration::from_millis(10)).expect("open");
     store
         .save_committed(Some(log_id(3, 7)))
         .await
@@ -169,7 +152,7 @@ async fn a_lone_committed_id_is_written_after_the_deferral() {
         assert!(Instant::now() < until, "the committed id was never written");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let reader = Connection::open(dir.db()).expect("second connection");
+    let reader = Connection::open(db(&dir)).expect("second connection");
     let rows: i64 = reader
         .query_row(
             "SELECT COUNT(*) FROM raft_meta WHERE key = 'committed'",
@@ -185,8 +168,8 @@ async fn a_lone_committed_id_is_written_after_the_deferral() {
 #[tokio::test]
 async fn queued_ops_keep_their_order() {
     let dir = TempDir::new("order");
-    let mut store = SqliteLogStore::open(&dir.db()).expect("open");
-    let lock = WriteLock::take(&dir.db());
+    let mut store = SqliteLogStore::open(&db(&dir)).expect("open");
+    let lock = WriteLock::take(&db(&dir));
     let (flushed, flushes) = mpsc::channel();
     let done = move |_| {
         let _ = flushed.send(());
@@ -238,7 +221,7 @@ async fn queued_ops_keep_their_order() {
         .expect("vote saved");
     recv_n(&flushes, 2);
     drop(store);
-    let mut reopened = SqliteLogStore::open(&dir.db()).expect("reopen");
+    let mut reopened = SqliteLogStore::open(&db(&dir)).expect("reopen");
     check(reopened.clone()).await;
     assert_eq!(
         reopened.read_vote().await.expect("vote"),
@@ -251,7 +234,7 @@ async fn queued_ops_keep_their_order() {
 #[tokio::test]
 async fn entries_beyond_the_tail_are_read_from_sqlite() {
     let dir = TempDir::new("tail");
-    let mut store = SqliteLogStore::open(&dir.db()).expect("open");
+    let mut store = SqliteLogStore::open(&db(&dir)).expect("open");
     let (flushed, flushes) = mpsc::channel();
     let total = 10_000u64;
     for start in (1..=total).step_by(500) {
@@ -350,7 +333,7 @@ fn durable_log_survives_sigkill() {
             "--quiet",
             "--test-threads=1",
         ])
-        .env(CHILD_ENV, dir.db())
+        .env(CHILD_ENV, db(&dir))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -402,7 +385,7 @@ fn durable_log_survives_sigkill() {
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let mut store = SqliteLogStore::open(&dir.db()).expect("reopen after SIGKILL");
+        let mut store = SqliteLogStore::open(&db(&dir)).expect("reopen after SIGKILL");
         let state = store.get_log_state().await.expect("state");
         let last = state.last_log_id.expect("a log").index;
         let reported = *flushed.last().expect("flushes");

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
+use crate::metrics::{CallMetrics, CLIENT};
 use crate::payload::ReadLimits;
 use crate::{
     Body, Channel, Handler, Headers, Message, Payload, RequestContext, RpcService, Status,
@@ -157,6 +158,7 @@ impl<Svc: RpcService> RpcClient<Svc> {
             None => (http::HeaderMap::new(), self.timeout),
         };
         let path = format!("/{}/{}", Svc::service_name(), <Svc as Handler<Msg>>::path());
+        let metrics = CallMetrics::start(&CLIENT, Svc::service_name());
         let exchange = async {
             let response = self.channel.call(&path, headers, body).await?;
             let (parts, body) = response.into_parts();
@@ -180,7 +182,7 @@ impl<Svc: RpcService> RpcClient<Svc> {
                 }))
             }
         };
-        match timeout {
+        let result = match timeout {
             None => exchange.await,
             Some(limit) => tokio::time::timeout(limit, exchange)
                 .await
@@ -192,7 +194,9 @@ impl<Svc: RpcService> RpcClient<Svc> {
                         "no reply from {path} within {limit:?}"
                     )))
                 }),
-        }
+        };
+        metrics.finish(&result);
+        result
     }
 }
 

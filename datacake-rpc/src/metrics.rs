@@ -1,57 +1,87 @@
-//! What the server reports through the [`metrics`] facade (listed in the crate's README,
-//! "Metrics"). Every series is labelled only with names the code registered: the service
-//! name of an `RpcService`, or [`UNKNOWN_SERVICE`] for a path no service serves, and an
-//! [`ErrorCode`]'s fixed name. Nothing a peer sends becomes a label value.
+//! What servers and clients report through the [`metrics`] facade (listed in the crate's
+//! README, "Metrics"). Every series is labelled only with names the code registered: the
+//! service name of an `RpcService`, or [`UNKNOWN_SERVICE`] for a path no service serves, and
+//! an [`ErrorCode`]'s fixed name. Nothing a peer sends becomes a label value.
 
 use std::time::Instant;
 
-use crate::{Body, ErrorCode, Status};
-
-/// Calls that reached the server, by `service`.
-pub(crate) const CALLS: &str = "datacake_rpc_server_calls_total";
-/// Calls that ended in an error, by `service` and `code`.
-pub(crate) const ERRORS: &str = "datacake_rpc_server_errors_total";
-/// From a call's arrival to its handler's outcome, by `service`.
-pub(crate) const DURATION: &str = "datacake_rpc_server_call_duration_seconds";
+use crate::{ErrorCode, Status};
 
 /// The `service` label of a call to a path no registered service serves: the path itself
 /// comes from the network, so it never becomes a label value.
 pub(crate) const UNKNOWN_SERVICE: &str = "unknown";
-/// The `code` label of a call abandoned before its handler finished: the caller reset its
-/// stream (e.g. its deadline passed) or the server's shutdown grace ran out.
+/// The `code` label of a call abandoned before its outcome: on a server, the caller reset
+/// its stream (e.g. its deadline passed) or the shutdown grace ran out before the handler
+/// finished; on a client, the caller dropped the call's future before its reply.
 pub(crate) const CANCELLED: &str = "cancelled";
 
-/// One call, from its arrival: counted at once, its outcome recorded by [`finish`](Self::finish)
-/// or [`cancel`](Self::cancel).
+/// The names of one side's series.
+#[derive(Debug)]
+pub(crate) struct Side {
+    /// Calls, by `service`.
+    pub(crate) calls: &'static str,
+    /// Calls that ended in an error, by `service` and `code`.
+    pub(crate) errors: &'static str,
+    /// From a call's start to its outcome, by `service` (calls that were not cancelled).
+    pub(crate) duration: &'static str,
+}
+
+/// Calls a server received: timed from their arrival to their handler's outcome.
+pub(crate) const SERVER: Side = Side {
+    calls: "datacake_rpc_server_calls_total",
+    errors: "datacake_rpc_server_errors_total",
+    duration: "datacake_rpc_server_call_duration_seconds",
+};
+
+/// Calls a client made: timed from `send` to the reply (or the error), deadline included.
+pub(crate) const CLIENT: Side = Side {
+    calls: "datacake_rpc_client_calls_total",
+    errors: "datacake_rpc_client_errors_total",
+    duration: "datacake_rpc_client_call_duration_seconds",
+};
+
+/// One call, from its start: counted at once, its outcome recorded by
+/// [`finish`](Self::finish); dropped unfinished, it counts as [`CANCELLED`].
 #[derive(Debug)]
 pub(crate) struct CallMetrics {
+    side: &'static Side,
     service: &'static str,
     started: Instant,
+    finished: bool,
 }
 
 impl CallMetrics {
-    /// Counts a call to `service` arriving now.
-    pub(crate) fn start(service: &'static str) -> Self {
-        metrics::counter!(CALLS, "service" => service).increment(1);
+    /// Counts a call to `service` starting now on `side`.
+    pub(crate) fn start(side: &'static Side, service: &'static str) -> Self {
+        metrics::counter!(side.calls, "service" => service).increment(1);
         Self {
+            side,
             service,
             started: Instant::now(),
+            finished: false,
         }
     }
 
-    /// Records the handler's outcome: its latency, and its error code if it failed.
-    pub(crate) fn finish(self, result: &Result<Body, Status>) {
-        metrics::histogram!(DURATION, "service" => self.service)
+    /// Records the call's outcome: its latency, and its error code if it failed.
+    pub(crate) fn finish<T>(mut self, result: &Result<T, Status>) {
+        self.finished = true;
+        metrics::histogram!(self.side.duration, "service" => self.service)
             .record(self.started.elapsed().as_secs_f64());
         if let Err(status) = result {
-            metrics::counter!(ERRORS, "service" => self.service, "code" => code_label(status.code))
-                .increment(1);
+            self.error(code_label(status.code));
         }
     }
 
-    /// Records a call abandoned before its handler finished.
-    pub(crate) fn cancel(self) {
-        metrics::counter!(ERRORS, "service" => self.service, "code" => CANCELLED).increment(1);
+    fn error(&self, code: &'static str) {
+        metrics::counter!(self.side.errors, "service" => self.service, "code" => code).increment(1);
+    }
+}
+
+impl Drop for CallMetrics {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.error(CANCELLED);
+        }
     }
 }
 

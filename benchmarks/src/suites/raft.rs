@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder};
 use datacake_raft::{RaftConfig, RaftExtension, RaftHandle, Role, StateMachine, Storage};
 
+use test_helper::TempDir;
+
 use crate::config::RunConfig;
 use crate::echo::{rpc_call, RpcEcho};
 use crate::report::{Latency, Measurement, SuiteReport};
@@ -67,15 +69,6 @@ impl Backend {
     }
 }
 
-/// A directory removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 struct Cluster {
     nodes: Vec<DatacakeNode>,
     handles: Vec<RaftHandle<Sink>>,
@@ -100,13 +93,10 @@ async fn start_cluster(backend: Backend, seed: u64) -> anyhow::Result<Cluster> {
         let storage = match backend {
             Backend::Memory => Storage::InMemory,
             Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!(
-                    "datacake-bench-raft-{}-{seed}-{id}",
-                    std::process::id()
-                ));
-                let _ = std::fs::remove_dir_all(&dir);
-                dirs.push(TempDir(dir.clone()));
-                Storage::Durable(dir)
+                let dir = TempDir::new(&format!("bench-raft-{seed}-{id}"));
+                let storage = Storage::Durable(dir.path().to_owned());
+                dirs.push(dir);
+                storage
             }
         };
         let config = RaftConfig::new(3)
@@ -232,10 +222,8 @@ fn commits() -> (u64, u64) {
 
 /// Baseline: a 64-byte write and fsync of a file in the directory the durable logs use.
 fn fsync_baseline(samples: usize) -> anyhow::Result<Measurement> {
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("datacake-bench-fsync-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0)?;
-    let mut file = std::fs::File::create(dir.0.join("probe"))?;
+    let dir = TempDir::new("bench-fsync");
+    let mut file = std::fs::File::create(dir.join("probe"))?;
     let mut times = Vec::with_capacity(samples);
     let start = Instant::now();
     for _ in 0..samples {

@@ -226,6 +226,11 @@ fn operations_are_recorded_through_the_metrics_facade() {
     assert_eq!(m.histogram(reads, &[("level", "none")]).len(), 1);
     assert_eq!(m.counter("datacake_store_writes_total", &[]), 1);
     assert_eq!(m.counter("datacake_store_replicated_total", &[]), 1);
+    assert!(
+        !m.histogram("datacake_store_replication_lag_seconds", &[])
+            .is_empty(),
+        "the All write's batch was acknowledged"
+    );
     assert_eq!(skewed, 1);
     assert_eq!(
         m.counter("datacake_store_clock_skew_rejections_total", &[]),

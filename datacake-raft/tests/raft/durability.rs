@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use datacake_raft::{RaftError, RaftExtension, ReadConsistency, Role};
 
+use test_helper::TempDir;
+
 use crate::fixtures::{
-    by_id, config, start, start_cluster, start_node, wait_for_leader, Get, KvMachine, Set, TempDir,
+    by_id, config, durable, start, start_cluster, start_node, wait_for_leader, Get, KvMachine, Set,
     CONVERGE,
 };
 
@@ -15,7 +17,7 @@ async fn a_node_restarted_on_its_durable_store_rejoins_with_its_log() {
     let dirs: Vec<TempDir> = (1..=3)
         .map(|i| TempDir::new(&format!("restart-{i}")))
         .collect();
-    let storage = |id: u32| dirs[id as usize - 1].storage();
+    let storage = |id: u32| durable(&dirs[id as usize - 1]);
     // Snapshots every few entries with nothing kept, so the restart also needs the snapshot.
     let durable = |id: u32| {
         config(3)
@@ -122,7 +124,7 @@ const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// Runs node 1 alone on `dir` until it has written, taken a snapshot and stopped.
 async fn write_durable_state(dir: &TempDir) {
-    let node = start(1, &[], config(1).with_storage(dir.storage())).await;
+    let node = start(1, &[], config(1).with_storage(durable(dir))).await;
     let all = [&node];
     wait_for_leader(&all).await;
     node.raft
@@ -131,7 +133,7 @@ async fn write_durable_state(dir: &TempDir) {
         .expect("write commits");
     node.raft.trigger_snapshot().await.expect("snapshot asked");
     test_helper::wait_for("the snapshot to be taken", CONVERGE, || async {
-        node.raft.metrics().snapshot_index.is_some() && dir.0.join(SNAPSHOT_FILE).exists()
+        node.raft.metrics().snapshot_index.is_some() && dir.join(SNAPSHOT_FILE).exists()
     })
     .await;
     drop(node.raft);
@@ -144,7 +146,7 @@ async fn refused_format(dir: &TempDir) -> (std::path::PathBuf, Option<u32>) {
     let result = node
         .add_extension(RaftExtension::new(
             KvMachine::default(),
-            config(1).with_storage(dir.storage()),
+            config(1).with_storage(durable(dir)),
         ))
         .await;
     node.shutdown().await;
@@ -160,7 +162,7 @@ async fn a_log_of_another_format_version_is_refused_at_start() {
     let dir = TempDir::new("log-format");
     write_durable_state(&dir).await;
     // The same directory restarts fine (the check passes its own format).
-    let again = start(1, &[], config(1).with_storage(dir.storage())).await;
+    let again = start(1, &[], config(1).with_storage(durable(&dir))).await;
     test_helper::wait_for("the restarted node to read its state", CONVERGE, || async {
         again.raft.read(Get::All, ReadConsistency::Local).await.ok()
             == Some(BTreeMap::from([("k".to_string(), 1)]))
@@ -169,7 +171,7 @@ async fn a_log_of_another_format_version_is_refused_at_start() {
     drop(again.raft);
     again.node.shutdown().await;
 
-    let log = dir.0.join(LOG_FILE);
+    let log = dir.join(LOG_FILE);
     let version: u32 = {
         let conn = rusqlite::Connection::open(&log).unwrap();
         let version = conn
@@ -185,7 +187,7 @@ async fn a_log_of_another_format_version_is_refused_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_log_of_an_earlier_release_is_refused_at_start() {
     let dir = TempDir::new("log-json");
-    let log = dir.0.join(LOG_FILE);
+    let log = dir.join(LOG_FILE);
     // The layout and encoding of the log before format versions: JSON rows, no user_version.
     let conn = rusqlite::Connection::open(&log).unwrap();
     conn.execute_batch(
@@ -205,7 +207,7 @@ async fn a_json_log_of_an_earlier_release_is_refused_at_start() {
 async fn a_snapshot_of_another_format_version_is_refused_at_start() {
     let dir = TempDir::new("snapshot-format");
     write_durable_state(&dir).await;
-    let snapshot = dir.0.join(SNAPSHOT_FILE);
+    let snapshot = dir.join(SNAPSHOT_FILE);
     let mut bytes = std::fs::read(&snapshot).unwrap();
     // The header: 8 magic bytes, then the version (u32, little endian).
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());

@@ -1,11 +1,11 @@
 //! Shared fixtures: a small key/value state machine, nodes with short timings, and waits.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder, NodeId};
 use datacake_raft::{rkyv, RaftConfig, RaftExtension, RaftHandle, Role, StateMachine, Storage};
+use test_helper::TempDir;
 
 /// Gossip interval of test nodes.
 pub(crate) const GOSSIP: Duration = Duration::from_millis(50);
@@ -190,30 +190,7 @@ pub(crate) fn by_id(nodes: &[RaftNode], id: NodeId) -> &RaftNode {
     nodes.iter().find(|n| n.id() == id).expect("node exists")
 }
 
-/// A fresh, empty directory for a durable store (removed on drop).
-pub(crate) struct TempDir(pub(crate) PathBuf);
-
-impl TempDir {
-    pub(crate) fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let path = std::env::temp_dir().join(format!(
-            "datacake-raft-{name}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    pub(crate) fn storage(&self) -> Storage {
-        Storage::Durable(self.0.clone())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A durable store in `dir`.
+pub(crate) fn durable(dir: &TempDir) -> Storage {
+    Storage::Durable(dir.path().to_owned())
 }

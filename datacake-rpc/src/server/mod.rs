@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use crate::channel::{error_chain, keep_alive};
 use crate::handler::{Call, ErasedHandler};
 use crate::limits::{Budget, Counters, Held};
-use crate::metrics::{CallMetrics, UNKNOWN_SERVICE};
+use crate::metrics::{CallMetrics, SERVER, UNKNOWN_SERVICE};
 use crate::net::{Io, Listener, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
 use crate::payload::ReadLimits;
 use crate::{Body, Headers, PeerIdentity, RpcService, ServerStatistics, ServiceRegistry, Status};
@@ -409,11 +409,11 @@ fn dispatch(
         let status =
             Status::unavailable(format!("unknown service or handler: {}", parts.uri.path()));
         let result = Err(status);
-        CallMetrics::start(UNKNOWN_SERVICE).finish(&result);
+        CallMetrics::start(&SERVER, UNKNOWN_SERVICE).finish(&result);
         reply(shared, respond, result, http::HeaderMap::new());
         return;
     };
-    let call_metrics = CallMetrics::start(service);
+    let call_metrics = CallMetrics::start(&SERVER, service);
     let reply_headers = Arc::new(Mutex::new(Headers::new()));
     let settings = &shared.settings;
     let call = Call {
@@ -463,14 +463,9 @@ fn dispatch(
         let result = tokio::select! {
             result = &mut outcome => result,
             // The caller gave up (e.g. its deadline passed): stop working for it.
-            _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
-                call_metrics.cancel();
-                return;
-            }
-            _ = stopped(&mut hard_stop) => {
-                call_metrics.cancel();
-                return;
-            }
+            // (`call_metrics`, dropped unfinished, counts the call as cancelled.)
+            _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
+            _ = stopped(&mut hard_stop) => return,
         };
         call_metrics.finish(&result);
         reply(&shared, respond, result, take_headers());

@@ -1,6 +1,8 @@
-//! What the server records through the `metrics` facade.
+//! What servers and clients record through the `metrics` facade.
 
-use datacake_rpc::ErrorCode;
+use std::time::Duration;
+
+use datacake_rpc::{ErrorCode, RequestContext};
 use test_helper::metrics::capture_async;
 
 use crate::fixtures::*;
@@ -26,6 +28,21 @@ fn calls_errors_and_latency_are_recorded_by_service_and_code() {
         // ServiceA is not on this server: its path comes from the network, not a label.
         let err = fx.client::<ServiceA>().send(&echo).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::Unavailable);
+        // A call past its deadline, and one its caller drops before the reply.
+        let ctx = RequestContext::new().with_timeout(Duration::from_millis(50));
+        let err = misc.send_with_context(&Hang, ctx).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::Timeout);
+        let mut fx = fx;
+        let dropped = {
+            let misc = misc.clone();
+            tokio::spawn(async move { misc.send(&Hang).await })
+        };
+        // Two Hang calls entered the handler: the timed-out one and this one.
+        for _ in 0..2 {
+            fx.entered.recv().await.expect("the handler was entered");
+        }
+        dropped.abort();
+        assert!(dropped.await.unwrap_err().is_cancelled());
         fx.server.shutdown().await;
     });
     let (calls, errors, duration) = (
@@ -41,10 +58,15 @@ fn calls_errors_and_latency_are_recorded_by_service_and_code() {
     );
     assert_eq!(m.counter(errors, &[("service", "echo")]), 0);
     assert_eq!(m.histogram(duration, &[("service", "echo")]).len(), 2);
-    assert_eq!(m.counter(calls, &[("service", "misc")]), 1);
+    assert_eq!(m.counter(calls, &[("service", "misc")]), 3);
     assert_eq!(
         m.counter(errors, &[("service", "misc"), ("code", "custom")]),
         1
+    );
+    assert_eq!(
+        m.counter(errors, &[("service", "misc"), ("code", "cancelled")]),
+        2,
+        "both Hang calls were abandoned by their callers"
     );
     assert_eq!(m.counter(calls, &[("service", "unknown")]), 1);
     assert_eq!(
@@ -54,5 +76,32 @@ fn calls_errors_and_latency_are_recorded_by_service_and_code() {
     assert_eq!(
         m.label_values(calls, "service"),
         ["echo", "misc", "unknown"]
+    );
+
+    // The client side: labelled by the service it called (its own type's name).
+    let (calls, errors, duration) = (
+        "datacake_rpc_client_calls_total",
+        "datacake_rpc_client_errors_total",
+        "datacake_rpc_client_call_duration_seconds",
+    );
+    assert_eq!(m.counter(calls, &[("service", "echo")]), 2);
+    assert_eq!(m.counter(errors, &[("service", "echo")]), 0);
+    assert_eq!(m.histogram(duration, &[("service", "echo")]).len(), 2);
+    assert_eq!(m.counter(calls, &[("service", "misc")]), 3);
+    for code in ["custom", "timeout", "cancelled"] {
+        assert_eq!(
+            m.counter(errors, &[("service", "misc"), ("code", code)]),
+            1,
+            "{code}"
+        );
+    }
+    assert_eq!(
+        m.histogram(duration, &[("service", "misc")]).len(),
+        2,
+        "the cancelled call has no duration"
+    );
+    assert_eq!(
+        m.counter(errors, &[("service", "service-a"), ("code", "unavailable")]),
+        1
     );
 }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use test_helper::TempDir;
+
 use super::http::get_once;
 
 /// The binary's file name.
@@ -70,16 +72,6 @@ fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
         .filter_map(|l| l.local_addr().ok())
         .map(|a| a.port())
         .collect())
-}
-
-/// A directory removed with everything in it when dropped.
-#[derive(Debug)]
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// One `replicated-kv` process, restartable on the same ports and data directory.
@@ -192,14 +184,7 @@ pub(crate) struct KvCluster {
 impl KvCluster {
     /// Starts `n` processes (nothing waits for them yet; see [`KvCluster::wait_formed`]).
     pub(crate) fn start(bin: &Path, n: u32, tag: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "datacake-bench-kv-{}-{tag}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let dir = TempDir(dir);
+        let dir = TempDir::new(&format!("bench-kv-{tag}-{n}"));
         let ports = free_ports(2 * n as usize)?;
         let seed = ports[0];
         let mut cluster = Self {
@@ -209,8 +194,8 @@ impl KvCluster {
                     http: SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
                     cluster_port: ports[2 * i],
                     seed: (i > 0).then_some(seed),
-                    data_dir: dir.0.join(format!("node-{}", i + 1)),
-                    log: dir.0.join(format!("node-{}.log", i + 1)),
+                    data_dir: dir.join(format!("node-{}", i + 1)),
+                    log: dir.join(format!("node-{}.log", i + 1)),
                     child: None,
                 })
                 .collect(),
