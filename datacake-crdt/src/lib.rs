@@ -89,6 +89,7 @@ mod error;
 mod key_map;
 mod orswot;
 mod timestamp;
+mod version;
 mod wall_clock;
 
 pub use error::{SetError, TimestampError};
@@ -98,4 +99,5 @@ pub use timestamp::ArchivedHLCTimestamp;
 pub use timestamp::{
     next_recv, next_recv_now, next_send, next_send_now, HLCTimestamp, DEFAULT_MAX_DRIFT, MAX_MILLIS,
 };
+pub use version::Version;
 pub use wall_clock::wall_clock_millis;

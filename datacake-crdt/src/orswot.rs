@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 use crate::error::SetError;
 use crate::key_map::{KeyHashMap, KeyMap};
 use crate::timestamp::HLCTimestamp;
+use crate::version::Version;
 
 /// `(key, timestamp)` pairs, as returned by [`OrSWotSet::diff`] and
 /// [`OrSWotSet::purge_old_deletes`].
@@ -141,6 +142,18 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
         self.wins(key, ts, false)
     }
 
+    /// Whether a write of `key` ranked `version` (a put or a delete) would apply: it must
+    /// [beat](Version::beats) what the set holds for the key, and a key the set does not hold
+    /// must be stamped above the purge watermark.
+    pub fn would_win(&self, key: u64, version: Version) -> bool {
+        let held = match (self.live.get(key), self.dead.get(&key)) {
+            (Some(ts), _) => Version::put(*ts),
+            (None, Some(ts)) => Version::delete(*ts),
+            (None, None) => return self.purged.is_none_or(|w| version.timestamp > w),
+        };
+        version.beats(held)
+    }
+
     /// Inserts `key` at `ts` through source 0; returns whether it applied.
     pub fn insert(&mut self, key: u64, ts: HLCTimestamp) -> bool {
         self.insert_with_source(0, key, ts).unwrap_or(false)
@@ -192,17 +205,13 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
 
     /// Whether an operation on `key` at `ts` (a delete if `delete`) beats what the set holds.
     fn wins(&self, key: u64, ts: HLCTimestamp, delete: bool) -> bool {
-        if let Some(current) = self.live.get(key) {
-            return if delete {
-                ts >= *current
-            } else {
-                ts > *current
-            };
-        }
-        if let Some(current) = self.dead.get(&key) {
-            return ts > *current;
-        }
-        self.purged.is_none_or(|watermark| ts > watermark)
+        self.would_win(
+            key,
+            Version {
+                timestamp: ts,
+                delete,
+            },
+        )
     }
 
     fn apply(&mut self, key: u64, ts: HLCTimestamp, delete: bool) -> bool {

@@ -14,7 +14,7 @@
 //! `i << d .. (i + 1) << d` at `bits + d`, a digest folds exactly to any coarser resolution,
 //! and two replicas compare at the resolution of either.
 
-use datacake_crdt::HLCTimestamp;
+use datacake_crdt::{HLCTimestamp, Version};
 
 use crate::storage::Key;
 
@@ -44,6 +44,14 @@ pub struct BucketEntry {
 }
 
 impl BucketEntry {
+    /// Its rank under last writer wins.
+    pub fn version(&self) -> Version {
+        Version {
+            timestamp: self.timestamp,
+            delete: self.tombstone,
+        }
+    }
+
     /// A live entry.
     pub fn live(key: Key, timestamp: HLCTimestamp) -> Self {
         Self {

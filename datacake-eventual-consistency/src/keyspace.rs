@@ -1,6 +1,6 @@
 //! The in-memory state of one keyspace: [`KeyspaceState`].
 
-use datacake_crdt::{HLCTimestamp, OrSWotSet};
+use datacake_crdt::{HLCTimestamp, OrSWotSet, Version};
 
 use crate::digest::{bits_for, BucketEntry, KeyspaceDigest};
 use crate::storage::{Key, Metadata};
@@ -50,6 +50,14 @@ impl Mutation {
     /// Whether it is a delete.
     pub fn is_delete(&self) -> bool {
         matches!(self, Self::Delete { .. })
+    }
+
+    /// Its rank under last writer wins.
+    pub fn version(&self) -> Version {
+        Version {
+            timestamp: self.timestamp(),
+            delete: self.is_delete(),
+        }
     }
 
     /// The entry the keyspace holds for the key once the mutation applied.
@@ -142,17 +150,7 @@ impl KeyspaceState {
 
     /// Whether `mutation` would win against what the keyspace holds.
     pub fn will_apply(&self, mutation: &Mutation) -> bool {
-        match mutation {
-            Mutation::Put { key, timestamp } => self.set.will_apply(*key, *timestamp),
-            Mutation::Delete { key, timestamp } => match self.get(*key) {
-                Some(entry) if entry.tombstone => *timestamp > entry.timestamp,
-                Some(entry) => *timestamp >= entry.timestamp,
-                None => self
-                    .set
-                    .purge_watermark()
-                    .is_none_or(|watermark| *timestamp > watermark),
-            },
-        }
+        self.set.would_win(mutation.key(), mutation.version())
     }
 
     /// Applies `mutation` if it wins, updating the set, the tombstones and the digest.

@@ -90,7 +90,7 @@ pub fn plan_repair(
     let below_theirs = |e: &BucketEntry| remote_watermark.is_some_and(|w| e.timestamp <= w);
     for mine in local.bucket_entries(bits, buckets) {
         let held = theirs.get(&mine.key);
-        let newer = held.is_none_or(|other| beats(&mine, other));
+        let newer = held.is_none_or(|other| mine.version().beats(other.version()));
         if newer {
             plan.newer_locally.push(mine.key);
         }
@@ -106,12 +106,6 @@ pub fn plan_repair(
         }
     }
     plan
-}
-
-/// Whether entry `a` wins over entry `b` of the same key (the CRDT's rule: the newer
-/// timestamp wins; at the same timestamp a delete beats a put).
-fn beats(a: &BucketEntry, b: &BucketEntry) -> bool {
-    a.timestamp > b.timestamp || (a.timestamp == b.timestamp && a.tombstone && !b.tombstone)
 }
 
 #[cfg(test)]

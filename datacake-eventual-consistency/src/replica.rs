@@ -41,10 +41,9 @@ impl Change {
         Self { mutation, data }
     }
 
-    /// Whether `self` wins over `other` (same key): newer, or a delete at the same time.
+    /// Whether `self` wins over `other` (same key), by [`Version::beats`](datacake_crdt::Version::beats).
     pub(crate) fn beats(&self, other: &Change) -> bool {
-        let (a, b) = (self.mutation.timestamp(), other.mutation.timestamp());
-        a > b || (a == b && self.mutation.is_delete() && !other.mutation.is_delete())
+        self.mutation.version().beats(other.mutation.version())
     }
 }
 

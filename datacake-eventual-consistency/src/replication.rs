@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use datacake_crdt::HLCTimestamp;
+use datacake_crdt::{HLCTimestamp, Version};
 use datacake_node::{ClusterMember, DatacakeHandle, NodeId};
 use datacake_rpc::{RpcClient, Status};
 use parking_lot::Mutex;
@@ -62,6 +62,14 @@ impl Outbound {
         }
     }
 
+    /// Its rank under last writer wins (no data: a delete).
+    fn version(&self) -> Version {
+        Version {
+            timestamp: self.timestamp,
+            delete: self.data.is_none(),
+        }
+    }
+
     /// What the mutation costs in a batch, in bytes (an upper bound).
     fn wire_size(&self) -> usize {
         MUTATION_OVERHEAD + self.keyspace.len() + self.data.as_ref().map_or(0, Bytes::len)
@@ -71,8 +79,9 @@ impl Outbound {
 /// The mutations waiting for one peer.
 ///
 /// A write nobody waits for (no acknowledgement) replaces a queued, not yet sent write of the
-/// same key that nobody waits for either, if it is newer, and is dropped if it is older: under
-/// last writer wins the peer would apply only the newest anyway. So a hot key costs one
+/// same key that nobody waits for either, if it wins under last writer wins (newer, or a
+/// delete at the same timestamp: [`Version::beats`]), and is dropped otherwise: the peer would
+/// apply only the winner anyway. So a hot key costs one
 /// queued mutation, not one per write, and a burst of overwrites (a `None` workload outrunning
 /// the fan-out) neither fills the queue nor costs the peer work it would throw away. Writes
 /// whose consistency level waits for this peer keep their own entry (their acknowledgement
@@ -96,7 +105,7 @@ impl Pending {
             match self.unacked.entry((item.keyspace.clone(), item.key)) {
                 Entry::Occupied(queued) => {
                     let queued = &mut self.items[*queued.get()];
-                    if item.timestamp > queued.timestamp {
+                    if item.version().beats(queued.version()) {
                         self.bytes -= queued.wire_size();
                         queued.timestamp = item.timestamp;
                         queued.data = item.data;
@@ -473,6 +482,25 @@ mod tests {
             pending.items[0].data.as_deref(),
             Some(&b"12"[..]),
             "the newest document goes"
+        );
+    }
+
+    #[test]
+    fn a_delete_replaces_a_queued_put_of_the_same_timestamp() {
+        let mut pending = Pending::default();
+        pending.push(write(1, 10, None));
+        let mut delete = write(1, 10, None);
+        delete.data = None;
+        pending.push(delete);
+        assert_eq!(queued(&pending), vec![(1, 10, false)]);
+        assert!(
+            pending.items[0].data.is_none(),
+            "the delete wins the tie, as it does on every replica"
+        );
+        pending.push(write(1, 10, None));
+        assert!(
+            pending.items[0].data.is_none(),
+            "a put does not win it back"
         );
     }
 
