@@ -49,12 +49,54 @@ impl ReadLimits {
     }
 }
 
+/// Seals [`Message`] and [`Payload`]: a received message is read in place after
+/// [`Message::check_archive`] validated it (an `unsafe` access relies on that), so only this
+/// crate's implementations, whose validation is bytecheck's, may exist.
+mod sealed {
+    /// Implemented by exactly the types [`Message`](super::Message) and
+    /// [`Payload`](super::Payload) are implemented for.
+    pub trait Sealed {}
+}
+
+impl<T> sealed::Sealed for T
+where
+    T: Archive
+        + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+        + Send
+        + Sync
+        + 'static,
+    T::Archived:
+        for<'a> CheckBytes<Validator<'a>> + Deserialize<T, HighDeserializer<rancor::Error>>,
+{
+}
+
+impl sealed::Sealed for Body {}
+
 /// A type sent as a validated rkyv archive.
 ///
 /// Implemented for every type that derives `rkyv::Archive`, `rkyv::Serialize` and
 /// `rkyv::Deserialize` (with rkyv's `bytecheck` feature, the archived type is checkable);
-/// there is nothing to implement by hand.
-pub trait Message: Archive + Send + Sync + Sized + 'static {
+/// there is nothing to implement by hand, and nothing may be: the trait is sealed, because
+/// a received message is read in place once its validation passed.
+///
+/// ```compile_fail
+/// // A hand-written implementation (which could skip validation) does not compile.
+/// #[derive(rkyv::Archive)]
+/// struct Unchecked(u32);
+///
+/// impl datacake_rpc::Message for Unchecked {
+///     fn to_archive(&self) -> Result<rkyv::util::AlignedVec, datacake_rpc::Status> {
+///         unimplemented!()
+///     }
+///     fn check_archive(_: &[u8], _: usize) -> Result<(), datacake_rpc::Status> {
+///         Ok(())
+///     }
+///     fn from_archived(_: &ArchivedUnchecked) -> Result<Self, datacake_rpc::Status> {
+///         unimplemented!()
+///     }
+/// }
+/// ```
+pub trait Message: sealed::Sealed + Archive + Send + Sync + Sized + 'static {
     /// Archives `self`.
     #[doc(hidden)]
     fn to_archive(&self) -> Result<AlignedVec, Status>;
@@ -95,8 +137,9 @@ where
 }
 
 /// Anything that can be a request or a reply: every [`Message`] (received as a
-/// [`DataView`]) and [`Body`] (received as a `Body`, streamed, bypassing rkyv).
-pub trait Payload: Send + Sized + 'static {
+/// [`DataView`]) and [`Body`] (received as a `Body`, streamed, bypassing rkyv). Sealed, like
+/// [`Message`].
+pub trait Payload: sealed::Sealed + Send + Sized + 'static {
     /// What the receiving side gets: `DataView<Self>` for messages, `Body` for `Body`.
     type View: Send + 'static;
 
