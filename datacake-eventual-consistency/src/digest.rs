@@ -19,33 +19,33 @@ use datacake_crdt::{HLCTimestamp, Version};
 use crate::storage::Key;
 
 /// The finest resolution of a [`KeyspaceDigest`]: `2^12` buckets.
-pub const MAX_DIGEST_BITS: u8 = 12;
+pub(crate) const MAX_DIGEST_BITS: u8 = 12;
 
 /// The most buckets in a [`KeyspaceDigest`] (`2^MAX_DIGEST_BITS`).
 ///
 /// 4,096 buckets make a digest of 32 KiB; with a million keys a bucket holds about 250 ids,
 /// so ten changed keys cost at most ten buckets' `(id, timestamp)` lists on the wire.
-pub const DIGEST_BUCKETS: usize = 1 << MAX_DIGEST_BITS;
+pub(crate) const DIGEST_BUCKETS: usize = 1 << MAX_DIGEST_BITS;
 
 /// The average number of entries per bucket a digest grows its resolution to keep: a
 /// digest costs about one byte per entry (against about 24 for the entry itself), and a
 /// changed key costs its bucket's few entries on the wire.
-pub const ENTRIES_PER_BUCKET: usize = 8;
+pub(crate) const ENTRIES_PER_BUCKET: usize = 8;
 
 /// One `(id, timestamp, is_tombstone)` entry of a keyspace, as exchanged during repair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BucketEntry {
+pub(crate) struct BucketEntry {
     /// The document id.
-    pub key: Key,
+    pub(crate) key: Key,
     /// The timestamp of the latest write of `key`.
-    pub timestamp: HLCTimestamp,
+    pub(crate) timestamp: HLCTimestamp,
     /// Whether that write was a delete.
-    pub tombstone: bool,
+    pub(crate) tombstone: bool,
 }
 
 impl BucketEntry {
     /// Its rank under last writer wins.
-    pub fn version(&self) -> Version {
+    pub(crate) fn version(&self) -> Version {
         Version {
             timestamp: self.timestamp,
             delete: self.tombstone,
@@ -53,7 +53,7 @@ impl BucketEntry {
     }
 
     /// A live entry.
-    pub fn live(key: Key, timestamp: HLCTimestamp) -> Self {
+    pub(crate) fn live(key: Key, timestamp: HLCTimestamp) -> Self {
         Self {
             key,
             timestamp,
@@ -62,7 +62,7 @@ impl BucketEntry {
     }
 
     /// A tombstone.
-    pub fn tombstone(key: Key, timestamp: HLCTimestamp) -> Self {
+    pub(crate) fn tombstone(key: Key, timestamp: HLCTimestamp) -> Self {
         Self {
             key,
             timestamp,
@@ -70,13 +70,8 @@ impl BucketEntry {
         }
     }
 
-    /// The bucket this entry belongs to at the finest resolution.
-    pub fn bucket(&self) -> u32 {
-        bucket_of(self.key)
-    }
-
     /// The bucket this entry belongs to at resolution `bits`.
-    pub fn bucket_at(&self, bits: u8) -> u32 {
+    pub(crate) fn bucket_at(&self, bits: u8) -> u32 {
         bucket_at(self.key, bits)
     }
 }
@@ -88,14 +83,15 @@ fn mix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+#[cfg(test)]
 /// The bucket `key` belongs to at the finest resolution, in `0..DIGEST_BUCKETS`.
-pub fn bucket_of(key: Key) -> u32 {
+pub(crate) fn bucket_of(key: Key) -> u32 {
     bucket_at(key, MAX_DIGEST_BITS)
 }
 
 /// The bucket `key` belongs to at resolution `bits` (at most [`MAX_DIGEST_BITS`]), in
 /// `0..2^bits`: the top `bits` bits of the key's hash.
-pub fn bucket_at(key: Key, bits: u8) -> u32 {
+pub(crate) fn bucket_at(key: Key, bits: u8) -> u32 {
     let bits = bits.min(MAX_DIGEST_BITS);
     if bits == 0 {
         return 0;
@@ -105,7 +101,7 @@ pub fn bucket_at(key: Key, bits: u8) -> u32 {
 
 /// The resolution a keyspace of `entries` entries keeps: the fewest bits that leave at most
 /// [`ENTRIES_PER_BUCKET`] entries per bucket on average, up to [`MAX_DIGEST_BITS`].
-pub fn bits_for(entries: usize) -> u8 {
+pub(crate) fn bits_for(entries: usize) -> u8 {
     let mut bits = 0;
     while bits < MAX_DIGEST_BITS && entries > ENTRIES_PER_BUCKET << bits {
         bits += 1;
@@ -144,7 +140,7 @@ pub(crate) fn differing(bits: u8, a: &[u64], b: &[u64]) -> Vec<u32> {
 
 /// The hash of one entry, as summed into its bucket's digest. Covers the id, every field of the
 /// timestamp and the tombstone flag.
-pub fn entry_hash(entry: &BucketEntry) -> u64 {
+pub(crate) fn entry_hash(entry: &BucketEntry) -> u64 {
     // The constants keep the all-zero entry from hashing to zero (the digest of nothing).
     let ts = entry.timestamp;
     let mut h = mix64(entry.key ^ 0x9E37_79B9_7F4A_7C15);
@@ -155,32 +151,8 @@ pub fn entry_hash(entry: &BucketEntry) -> u64 {
 
 /// The per-bucket digests of one keyspace, at a resolution that follows its size; see the
 /// module docs.
-///
-/// ```
-/// use datacake_crdt::HLCTimestamp;
-/// use datacake_eventual_consistency::{BucketEntry, KeyspaceDigest};
-///
-/// let mut a = KeyspaceDigest::new();
-/// let mut b = KeyspaceDigest::new();
-/// let one = BucketEntry::live(1, HLCTimestamp::new(10, 0, 1));
-/// let two = BucketEntry::live(2, HLCTimestamp::new(11, 0, 1));
-/// a.add(&one);
-/// a.add(&two);
-/// b.add(&two);
-/// b.add(&one);
-/// assert_eq!(a, b, "order does not matter");
-///
-/// let newer = BucketEntry::live(2, HLCTimestamp::new(12, 0, 1));
-/// b.replace(Some(&two), Some(&newer));
-/// assert_ne!(a.total(), b.total());
-///
-/// // Compared at a finer resolution, only the bucket of id 2 differs.
-/// let a8 = KeyspaceDigest::from_entries_at(8, &[one, two]);
-/// let b8 = KeyspaceDigest::from_entries_at(8, &[one, newer]);
-/// assert_eq!(a8.differing_buckets(8, b8.buckets()), vec![two.bucket_at(8)]);
-/// ```
 #[derive(Debug, Clone, Default)]
-pub struct KeyspaceDigest {
+pub(crate) struct KeyspaceDigest {
     bits: u8,
     /// `2^bits` values, or none while the keyspace is empty.
     buckets: Vec<u64>,
@@ -202,19 +174,23 @@ impl PartialEq for KeyspaceDigest {
 impl Eq for KeyspaceDigest {}
 
 impl KeyspaceDigest {
+    #[cfg(test)]
     /// The digest of an empty keyspace (no bucket memory).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
+    #[cfg(test)]
     /// The digest of `entries` at the resolution their number calls for ([`bits_for`]).
-    pub fn from_entries<'a>(entries: impl IntoIterator<Item = &'a BucketEntry> + Clone) -> Self {
+    pub(crate) fn from_entries<'a>(
+        entries: impl IntoIterator<Item = &'a BucketEntry> + Clone,
+    ) -> Self {
         let n = entries.clone().into_iter().count();
         Self::from_entries_at(bits_for(n), entries)
     }
 
     /// The digest of `entries` at resolution `bits` (at most [`MAX_DIGEST_BITS`]).
-    pub fn from_entries_at<'a>(
+    pub(crate) fn from_entries_at<'a>(
         bits: u8,
         entries: impl IntoIterator<Item = &'a BucketEntry>,
     ) -> Self {
@@ -228,9 +204,10 @@ impl KeyspaceDigest {
         digest
     }
 
+    #[cfg(test)]
     /// A peer's digest from its resolution and bucket values; `None` unless `bits` is at
     /// most [`MAX_DIGEST_BITS`] and there are `2^bits` values (or none, for all zero).
-    pub fn from_buckets(bits: u8, buckets: Vec<u64>) -> Option<Self> {
+    pub(crate) fn from_buckets(bits: u8, buckets: Vec<u64>) -> Option<Self> {
         if bits > MAX_DIGEST_BITS || !(buckets.is_empty() || buckets.len() == 1 << bits) {
             return None;
         }
@@ -244,7 +221,7 @@ impl KeyspaceDigest {
     }
 
     /// Adds `entry`'s hash to its bucket.
-    pub fn add(&mut self, entry: &BucketEntry) {
+    pub(crate) fn add(&mut self, entry: &BucketEntry) {
         let h = entry_hash(entry);
         if self.buckets.is_empty() {
             self.buckets = vec![0; 1 << self.bits];
@@ -256,7 +233,7 @@ impl KeyspaceDigest {
     }
 
     /// Removes `entry`'s hash from its bucket (the inverse of [`add`](Self::add)).
-    pub fn remove(&mut self, entry: &BucketEntry) {
+    pub(crate) fn remove(&mut self, entry: &BucketEntry) {
         let h = entry_hash(entry);
         if self.buckets.is_empty() {
             self.buckets = vec![0; 1 << self.bits];
@@ -272,7 +249,7 @@ impl KeyspaceDigest {
     }
 
     /// Replaces `old` with `new` (either may be absent): the O(1) update of one write.
-    pub fn replace(&mut self, old: Option<&BucketEntry>, new: Option<&BucketEntry>) {
+    pub(crate) fn replace(&mut self, old: Option<&BucketEntry>, new: Option<&BucketEntry>) {
         if let Some(old) = old {
             self.remove(old);
         }
@@ -283,7 +260,7 @@ impl KeyspaceDigest {
 
     /// Folds to a coarser resolution if the keyspace shrank to a quarter of what the
     /// current one is sized for; exact, no entries needed.
-    pub fn shrink_to_fit(&mut self) {
+    pub(crate) fn shrink_to_fit(&mut self) {
         let fit = bits_for(self.len);
         if fit < self.bits && self.len <= (ENTRIES_PER_BUCKET << self.bits) / 4 {
             self.buckets = if self.buckets.is_empty() {
@@ -297,47 +274,38 @@ impl KeyspaceDigest {
 
     /// Whether the keyspace grew past what the resolution is sized for (rebuild it from the
     /// entries with [`from_entries`](Self::from_entries)).
-    pub fn wants_finer(&self) -> bool {
+    pub(crate) fn wants_finer(&self) -> bool {
         self.bits < MAX_DIGEST_BITS && self.len > ENTRIES_PER_BUCKET << self.bits
     }
 
     /// The resolution: the digest has `2^bits` buckets.
-    pub fn bits(&self) -> u8 {
+    pub(crate) fn bits(&self) -> u8 {
         self.bits
     }
 
     /// The value of every bucket, indexed by bucket (`2^bits` of them), or none while the
     /// keyspace is empty (every bucket zero).
-    pub fn buckets(&self) -> &[u64] {
+    pub(crate) fn buckets(&self) -> &[u64] {
         &self.buckets
     }
 
     /// The bucket values folded to the coarser resolution `bits`; `None` if `bits` is finer
     /// than this digest's.
-    pub fn buckets_at(&self, bits: u8) -> Option<Vec<u64>> {
+    pub(crate) fn buckets_at(&self, bits: u8) -> Option<Vec<u64>> {
         fold(&self.buckets, self.bits, bits)
-    }
-
-    /// Number of entries (documents and tombstones) summed in.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether no entry is summed in.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// A digest of the whole keyspace: the wrapping sum of the buckets. Equal keyspaces have
     /// equal totals, so a peer can skip a keyspace after comparing one number.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total
     }
 
+    #[cfg(test)]
     /// The buckets whose digests differ from `other`'s (a peer's buckets at resolution
     /// `other_bits`, which must not be finer than this digest's), ascending, at
     /// `other_bits`. Every bucket differs if `other` has the wrong length.
-    pub fn differing_buckets(&self, other_bits: u8, other: &[u64]) -> Vec<u32> {
+    pub(crate) fn differing_buckets(&self, other_bits: u8, other: &[u64]) -> Vec<u32> {
         let bits = other_bits.min(MAX_DIGEST_BITS);
         let all = || (0..1u32 << bits).collect();
         if !(other.is_empty() || other.len() == 1 << bits) {
@@ -495,5 +463,30 @@ mod tests {
             prop_assert!(at_coarse.differing_buckets(fine, at_fine.buckets()).is_empty() || fine > coarse);
             prop_assert!(at_fine.differing_buckets(coarse, at_coarse.buckets()).is_empty());
         }
+    }
+
+    #[test]
+    fn digests_are_order_independent_and_find_the_differing_bucket() {
+        let mut a = KeyspaceDigest::new();
+        let mut b = KeyspaceDigest::new();
+        let one = BucketEntry::live(1, HLCTimestamp::new(10, 0, 1));
+        let two = BucketEntry::live(2, HLCTimestamp::new(11, 0, 1));
+        a.add(&one);
+        a.add(&two);
+        b.add(&two);
+        b.add(&one);
+        assert_eq!(a, b, "order does not matter");
+
+        let newer = BucketEntry::live(2, HLCTimestamp::new(12, 0, 1));
+        b.replace(Some(&two), Some(&newer));
+        assert_ne!(a.total(), b.total());
+
+        // Compared at a finer resolution, only the bucket of id 2 differs.
+        let a8 = KeyspaceDigest::from_entries_at(8, &[one, two]);
+        let b8 = KeyspaceDigest::from_entries_at(8, &[one, newer]);
+        assert_eq!(
+            a8.differing_buckets(8, b8.buckets()),
+            vec![two.bucket_at(8)]
+        );
     }
 }

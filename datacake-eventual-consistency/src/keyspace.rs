@@ -7,7 +7,7 @@ use crate::storage::{Key, Metadata};
 
 /// One write to a keyspace: a put or a delete of `key` at `timestamp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mutation {
+pub(crate) enum Mutation {
     /// The document `key` was written at `timestamp`.
     Put {
         /// The document id.
@@ -26,21 +26,21 @@ pub enum Mutation {
 
 impl Mutation {
     /// The id the mutation writes.
-    pub fn key(&self) -> Key {
+    pub(crate) fn key(&self) -> Key {
         match self {
             Self::Put { key, .. } | Self::Delete { key, .. } => *key,
         }
     }
 
     /// When it was written.
-    pub fn timestamp(&self) -> HLCTimestamp {
+    pub(crate) fn timestamp(&self) -> HLCTimestamp {
         match self {
             Self::Put { timestamp, .. } | Self::Delete { timestamp, .. } => *timestamp,
         }
     }
 
     /// The same mutation at `timestamp`.
-    pub fn at(self, timestamp: HLCTimestamp) -> Self {
+    pub(crate) fn at(self, timestamp: HLCTimestamp) -> Self {
         match self {
             Self::Put { key, .. } => Self::Put { key, timestamp },
             Self::Delete { key, .. } => Self::Delete { key, timestamp },
@@ -48,12 +48,12 @@ impl Mutation {
     }
 
     /// Whether it is a delete.
-    pub fn is_delete(&self) -> bool {
+    pub(crate) fn is_delete(&self) -> bool {
         matches!(self, Self::Delete { .. })
     }
 
     /// Its rank under last writer wins.
-    pub fn version(&self) -> Version {
+    pub(crate) fn version(&self) -> Version {
         Version {
             timestamp: self.timestamp(),
             delete: self.is_delete(),
@@ -61,7 +61,7 @@ impl Mutation {
     }
 
     /// The entry the keyspace holds for the key once the mutation applied.
-    pub fn entry(&self) -> BucketEntry {
+    pub(crate) fn entry(&self) -> BucketEntry {
         BucketEntry {
             key: self.key(),
             timestamp: self.timestamp(),
@@ -88,7 +88,7 @@ impl From<BucketEntry> for Mutation {
 
 /// What [`KeyspaceState::apply`] did with a mutation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The mutation won: the keyspace now holds it (and the storage must be written).
     Applied,
     /// The keyspace already holds a newer write of the key (or the same one); nothing changed.
@@ -101,32 +101,20 @@ pub enum Outcome {
 ///
 /// Only ids and timestamps are held; documents stay in the storage. Tombstones live in the
 /// set too (until purged), so the digest is updated in O(1) per write.
-///
-/// ```
-/// use datacake_crdt::HLCTimestamp;
-/// use datacake_eventual_consistency::{KeyspaceState, Mutation, Outcome};
-///
-/// let mut ks = KeyspaceState::new();
-/// let put = Mutation::Put { key: 1, timestamp: HLCTimestamp::new(10, 0, 1) };
-/// let older_delete = Mutation::Delete { key: 1, timestamp: HLCTimestamp::new(9, 0, 2) };
-/// assert_eq!(ks.apply(put), Outcome::Applied);
-/// assert_eq!(ks.apply(older_delete), Outcome::Stale);
-/// assert_eq!(ks.get(1), Some(put.entry()));
-/// ```
 #[derive(Debug, Clone, Default)]
-pub struct KeyspaceState {
+pub(crate) struct KeyspaceState {
     set: OrSWotSet<1>,
     digest: KeyspaceDigest,
 }
 
 impl KeyspaceState {
     /// An empty keyspace.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The state of a keyspace whose storage lists `metadata` (on start-up).
-    pub fn from_metadata(metadata: impl IntoIterator<Item = Metadata>) -> Self {
+    pub(crate) fn from_metadata(metadata: impl IntoIterator<Item = Metadata>) -> Self {
         let mut state = Self::new();
         for (key, timestamp, tombstone) in metadata {
             state.apply(Mutation::from(BucketEntry {
@@ -139,7 +127,7 @@ impl KeyspaceState {
     }
 
     /// The entry held for `key` (live or tombstone).
-    pub fn get(&self, key: Key) -> Option<BucketEntry> {
+    pub(crate) fn get(&self, key: Key) -> Option<BucketEntry> {
         if let Some(ts) = self.set.get(&key) {
             return Some(BucketEntry::live(key, *ts));
         }
@@ -149,12 +137,12 @@ impl KeyspaceState {
     }
 
     /// Whether `mutation` would win against what the keyspace holds.
-    pub fn will_apply(&self, mutation: &Mutation) -> bool {
+    pub(crate) fn will_apply(&self, mutation: &Mutation) -> bool {
         self.set.would_win(mutation.key(), mutation.version())
     }
 
     /// Applies `mutation` if it wins, updating the set, the tombstones and the digest.
-    pub fn apply(&mut self, mutation: Mutation) -> Outcome {
+    pub(crate) fn apply(&mut self, mutation: Mutation) -> Outcome {
         let old = self.get(mutation.key());
         let applied = match mutation {
             Mutation::Put { key, timestamp } => self.set.insert(key, timestamp),
@@ -182,7 +170,11 @@ impl KeyspaceState {
     /// `watermark` so that older writes of them stay refused; returns the entries forgotten.
     /// For a replica whose copies at or below a peer's purge watermark are obsolete (see
     /// [`plan_repair`](crate::plan_repair)): only keys at or below `watermark` are forgotten.
-    pub fn forget_below(&mut self, watermark: HLCTimestamp, keys: &[Key]) -> Vec<BucketEntry> {
+    pub(crate) fn forget_below(
+        &mut self,
+        watermark: HLCTimestamp,
+        keys: &[Key],
+    ) -> Vec<BucketEntry> {
         self.set.raise_purge_watermark(watermark);
         let mut forgotten = Vec::new();
         for key in keys {
@@ -199,18 +191,8 @@ impl KeyspaceState {
         forgotten
     }
 
-    /// The tombstones older than `cutoff`: what [`purge_tombstones`](Self::purge_tombstones)
-    /// would drop.
-    pub fn tombstones_before(&self, cutoff: HLCTimestamp) -> Vec<BucketEntry> {
-        self.set
-            .tombstones()
-            .filter(|(_, ts)| *ts < cutoff)
-            .map(|(k, ts)| BucketEntry::tombstone(k, ts))
-            .collect()
-    }
-
     /// Whether any tombstone is older than `cutoff` (what a purge would drop).
-    pub fn has_tombstones_before(&self, cutoff: HLCTimestamp) -> bool {
+    pub(crate) fn has_tombstones_before(&self, cutoff: HLCTimestamp) -> bool {
         self.set.tombstones().any(|(_, ts)| ts < cutoff)
     }
 
@@ -218,7 +200,7 @@ impl KeyspaceState {
     /// set keeps refusing any write of an id it does not hold at or below the newest forgotten
     /// tombstone (the [`OrSWotSet`] purge watermark), so a purged delete never lets an older
     /// write resurrect the document. Linear in the number of tombstones, not the keyspace.
-    pub fn purge_tombstones(&mut self, cutoff: HLCTimestamp) -> Vec<BucketEntry> {
+    pub(crate) fn purge_tombstones(&mut self, cutoff: HLCTimestamp) -> Vec<BucketEntry> {
         let purged: Vec<BucketEntry> = self
             .set
             .purge_deletes_before(cutoff)
@@ -234,38 +216,39 @@ impl KeyspaceState {
 
     /// The purge watermark: writes of ids the keyspace does not hold at or below it are
     /// refused (see [`purge_tombstones`](Self::purge_tombstones)).
-    pub fn purge_watermark(&self) -> Option<HLCTimestamp> {
+    pub(crate) fn purge_watermark(&self) -> Option<HLCTimestamp> {
         self.set.purge_watermark()
     }
 
     /// Raises the purge watermark to `watermark` (never lowers it); for restoring a persisted
     /// watermark on start-up.
-    pub fn raise_purge_watermark(&mut self, watermark: HLCTimestamp) {
+    pub(crate) fn raise_purge_watermark(&mut self, watermark: HLCTimestamp) {
         self.set.raise_purge_watermark(watermark);
     }
 
     /// The keyspace's digest.
-    pub fn digest(&self) -> &KeyspaceDigest {
+    pub(crate) fn digest(&self) -> &KeyspaceDigest {
         &self.digest
     }
 
     /// Number of live ids.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.set.len()
     }
 
     /// Whether there are no live ids.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.set.is_empty()
     }
 
+    #[cfg(test)]
     /// Number of tombstones held.
-    pub fn tombstone_count(&self) -> usize {
+    pub(crate) fn tombstone_count(&self) -> usize {
         self.set.tombstone_count()
     }
 
     /// Every entry (live and tombstones), in no particular order.
-    pub fn entries(&self) -> impl Iterator<Item = BucketEntry> + '_ {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = BucketEntry> + '_ {
         let live = self.set.iter().map(|(k, ts)| BucketEntry::live(k, ts));
         let dead = self
             .set
@@ -277,7 +260,7 @@ impl KeyspaceState {
     /// The digest's bucket values at resolution `bits`: folded if the keyspace keeps at
     /// least that resolution, computed from the entries otherwise (a keyspace kept at a
     /// coarse resolution is small). Empty for an empty keyspace.
-    pub fn buckets_at(&self, bits: u8) -> Vec<u64> {
+    pub(crate) fn buckets_at(&self, bits: u8) -> Vec<u64> {
         match self.digest.buckets_at(bits) {
             Some(buckets) if !self.digest.buckets().is_empty() => buckets,
             Some(_) => Vec::new(),
@@ -292,7 +275,7 @@ impl KeyspaceState {
 
     /// The buckets, at resolution `bits`, whose values differ from a peer's `remote` bucket
     /// values at that resolution (ascending; every bucket if `remote` has the wrong length).
-    pub fn differing_buckets(&self, bits: u8, remote: &[u64]) -> Vec<u32> {
+    pub(crate) fn differing_buckets(&self, bits: u8, remote: &[u64]) -> Vec<u32> {
         let bits = bits.min(crate::digest::MAX_DIGEST_BITS);
         if !(remote.is_empty() || remote.len() == 1 << bits) {
             return (0..1u32 << bits).collect();
@@ -302,7 +285,7 @@ impl KeyspaceState {
 
     /// The entries of the given buckets at resolution `bits`, sorted by bucket, then key.
     /// One scan of the keyspace: this is local CPU work; only the result goes on the wire.
-    pub fn bucket_entries(&self, bits: u8, buckets: &[u32]) -> Vec<BucketEntry> {
+    pub(crate) fn bucket_entries(&self, bits: u8, buckets: &[u32]) -> Vec<BucketEntry> {
         let mut entries = self.bucket_entries_unsorted(bits, buckets);
         sort_by_bucket(&mut entries);
         entries.into_iter().map(|(_, e)| e).collect()
@@ -527,5 +510,21 @@ mod tests {
             prop_assert_eq!(&a, &b);
             prop_assert_eq!(forward.digest(), &KeyspaceDigest::from_entries(&a));
         }
+    }
+
+    #[test]
+    fn an_older_delete_is_stale_after_a_put() {
+        let mut ks = KeyspaceState::new();
+        let put = Mutation::Put {
+            key: 1,
+            timestamp: HLCTimestamp::new(10, 0, 1),
+        };
+        let older_delete = Mutation::Delete {
+            key: 1,
+            timestamp: HLCTimestamp::new(9, 0, 2),
+        };
+        assert_eq!(ks.apply(put), Outcome::Applied);
+        assert_eq!(ks.apply(older_delete), Outcome::Stale);
+        assert_eq!(ks.get(1), Some(put.entry()));
     }
 }

@@ -11,7 +11,7 @@
 //!   `test-suite`) against your implementation; `test_utils::MemStore` (feature `test-utils`)
 //!   is an in-memory one.
 //! - **Last writer wins.** Every write is stamped by the node's hybrid logical clock. In memory
-//!   the store keeps only `(id, timestamp)` metadata per keyspace ([`KeyspaceState`]), in an
+//!   the store keeps only `(id, timestamp)` metadata per keyspace (`KeyspaceState` in `keyspace.rs`), in an
 //!   [`OrSWotSet`](datacake_crdt::OrSWotSet) that decides every write: the newest timestamp
 //!   wins, a delete is a write (and wins a tie). Documents stay in the storage. A local write
 //!   is never lost to a stale clock: it is stamped after whatever the keyspace holds for its
@@ -42,11 +42,11 @@
 //!   keyspace-wide write lock). A write that started reaching the storage completes even if
 //!   its caller goes away, so the storage and the in-memory state never disagree.
 //! - **Anti-entropy repair** runs per peer every repair interval and compares compact
-//!   per-keyspace [`KeyspaceDigest`]s: buckets by key hash, each an order-independent sum of
+//!   per-keyspace digests (`digest.rs`): buckets by key hash, each an order-independent sum of
 //!   `hash(key, timestamp)` of its entries, as many buckets as the keyspace's size calls for
 //!   (an empty keyspace has none). Peers exchange one total per keyspace, then bucket digests
 //!   of the keyspaces that differ, then `(key, timestamp)` lists only for the buckets that
-//!   differ, then fetch only the documents they lack ([`plan_repair`]). Every reply is cut by
+//!   differ, then fetch only the documents they lack (`plan_repair` in `repair.rs`). Every reply is cut by
 //!   bytes under the RPC body limit and continued, so any number of keyspaces and documents
 //!   of any accepted size catch up. A node that joins late or was down catches up this way.
 //! - **Tombstones** are purged once every known member, live or down, has *confirmed* them.
@@ -149,15 +149,38 @@ pub use config::{
     DEFAULT_TOMBSTONE_GRACE, DEFAULT_WRITE_TIMEOUT,
 };
 pub use datacake_node::{Consistency, ConsistencyError};
-pub use digest::{
-    bits_for, bucket_at, bucket_of, entry_hash, BucketEntry, KeyspaceDigest, DIGEST_BUCKETS,
-    ENTRIES_PER_BUCKET, MAX_DIGEST_BITS,
-};
 pub use error::{ConfigError, StoreError};
 pub use handle::{ReplicatedKeyspaceHandle, ReplicatedStoreHandle};
-pub use keyspace::{KeyspaceState, Mutation, Outcome};
 pub use members::MEMBERS_KEYSPACE;
-pub use repair::{plan_repair, RepairPlan};
+
+/// Not public API (hidden, no semver promise): what the `benchmarks` crate measures inside
+/// the store.
+#[doc(hidden)]
+pub mod bench_support {
+    use crate::keyspace::KeyspaceState;
+    use crate::Metadata;
+
+    /// A keyspace's in-memory state (ids, timestamps, digest), for its memory per key.
+    #[derive(Debug)]
+    pub struct KeyspaceMemory(KeyspaceState);
+
+    impl KeyspaceMemory {
+        /// The state a keyspace whose storage lists `metadata` holds after start-up.
+        pub fn from_metadata(metadata: impl IntoIterator<Item = Metadata>) -> Self {
+            Self(KeyspaceState::from_metadata(metadata))
+        }
+
+        /// Ids held (documents and tombstones).
+        pub fn len(&self) -> usize {
+            self.0.len()
+        }
+
+        /// Whether no id is held.
+        pub fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+}
 pub use storage::{BulkMutationError, Document, Key, Metadata, Storage};
 pub use store::{EventuallyConsistentStore, EventuallyConsistentStoreExtension, StoreStatistics};
 pub use watermark::{PURGE_WATERMARK_KEYSPACE, RESERVED_KEYSPACE_PREFIX};

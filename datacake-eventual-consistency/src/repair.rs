@@ -27,47 +27,29 @@ use crate::storage::Key;
 
 /// What a repair round should do with one peer's entries for one keyspace.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RepairPlan {
+pub(crate) struct RepairPlan {
     /// Live documents the peer holds newer: fetch them (with their data) and apply.
-    pub fetch: Vec<BucketEntry>,
+    pub(crate) fetch: Vec<BucketEntry>,
     /// Deletes the peer holds newer: apply them as they are, nothing to fetch.
-    pub tombstones: Vec<BucketEntry>,
+    pub(crate) tombstones: Vec<BucketEntry>,
     /// Ids in the compared buckets that the local node holds newer than the peer (or the peer
     /// lacks). The peer takes them in its own repair round.
-    pub newer_locally: Vec<Key>,
+    pub(crate) newer_locally: Vec<Key>,
     /// Local ids the peer lacks at or below its purge watermark: obsolete copies to forget
     /// (after taking what the plan fetches, raising the local watermark to the peer's).
-    pub obsolete: Vec<Key>,
+    pub(crate) obsolete: Vec<Key>,
     /// The oldest local tombstone in the compared buckets that the peer holds neither as it
     /// is nor newer (nor below its purge watermark): the peer has confirmed every local
     /// delete older than it. `None`: it holds them all.
-    pub unconfirmed: Option<HLCTimestamp>,
+    pub(crate) unconfirmed: Option<HLCTimestamp>,
 }
 
-impl RepairPlan {
-    /// Whether there is nothing to take from the peer.
-    pub fn is_empty(&self) -> bool {
-        self.fetch.is_empty() && self.tombstones.is_empty()
-    }
-}
+impl RepairPlan {}
 
 /// Plans the repair of `local` from a peer that sent `remote`: its entries for `buckets`
 /// (the buckets, at resolution `bits`, whose digests differed), with the peer's purge
 /// watermark of the keyspace.
-///
-/// ```
-/// use datacake_crdt::HLCTimestamp;
-/// use datacake_eventual_consistency::{plan_repair, BucketEntry, KeyspaceDigest, KeyspaceState, Mutation};
-///
-/// let mut local = KeyspaceState::new();
-/// local.apply(Mutation::Put { key: 1, timestamp: HLCTimestamp::new(5, 0, 1) });
-/// let remote = [BucketEntry::live(1, HLCTimestamp::new(6, 0, 2))];
-/// let theirs = KeyspaceDigest::from_entries_at(4, &remote);
-/// let buckets = local.differing_buckets(4, theirs.buckets());
-/// let plan = plan_repair(&local, 4, &buckets, &remote, None);
-/// assert_eq!(plan.fetch, remote.to_vec());
-/// ```
-pub fn plan_repair(
+pub(crate) fn plan_repair(
     local: &KeyspaceState,
     bits: u8,
     buckets: &[u32],
@@ -368,5 +350,19 @@ mod tests {
             let bits = right.digest().bits();
             prop_assert!(left.differing_buckets(bits, right.digest().buckets()).is_empty());
         }
+    }
+
+    #[test]
+    fn a_newer_remote_entry_is_fetched() {
+        let mut local = KeyspaceState::new();
+        local.apply(Mutation::Put {
+            key: 1,
+            timestamp: HLCTimestamp::new(5, 0, 1),
+        });
+        let remote = [BucketEntry::live(1, HLCTimestamp::new(6, 0, 2))];
+        let theirs = KeyspaceDigest::from_entries_at(4, &remote);
+        let buckets = local.differing_buckets(4, theirs.buckets());
+        let plan = plan_repair(&local, 4, &buckets, &remote, None);
+        assert_eq!(plan.fetch, remote.to_vec());
     }
 }

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use datacake_crdt::HLCTimestamp;
-use datacake_eventual_consistency::{Consistency, KeyspaceState};
+use datacake_eventual_consistency::bench_support::KeyspaceMemory;
+use datacake_eventual_consistency::Consistency;
 
 use super::cell::DOC;
 use super::cluster::{shutdown, start_cluster, start_node, Backend};
@@ -19,7 +20,7 @@ pub(super) fn memory_per_key(keys: u64) -> Measurement {
         .map(|k| (k, HLCTimestamp::new(1_700_000_000_000 + k, 0, 1), false))
         .collect();
     let before = allocated_bytes();
-    let state = KeyspaceState::from_metadata(metadata.iter().copied());
+    let state = KeyspaceMemory::from_metadata(metadata.iter().copied());
     let after = allocated_bytes();
     drop(metadata);
     let per_key = after.saturating_sub(before) as f64 / keys as f64;
