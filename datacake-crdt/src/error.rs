@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// Why a timestamp could not be issued, merged, built or parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TimestampError {
     /// A remote timestamp is further ahead of our wall clock than the maximum drift allows.
     ///
@@ -68,6 +69,7 @@ pub enum TimestampError {
 
 /// Why an [`OrSWotSet`](crate::OrSWotSet) operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SetError {
     /// A `*_with_source` call named a source the set does not have.
     #[error("source index {index} is out of range: the set has {sources} sources")]

@@ -136,7 +136,7 @@ impl<S: Storage> Repairer<S> {
             Ok(purged) => debug!(purged, "purged tombstones every member confirmed"),
             Err(error) => {
                 Counters::add(&self.replica.counters.failures, 1);
-                warn!(%error, "tombstone purge failed");
+                warn!(error = %datacake_rpc::error_chain(&error), "tombstone purge failed");
             }
         }
     }

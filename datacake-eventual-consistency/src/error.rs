@@ -17,10 +17,10 @@ where
     E: Error + Send + Sync + 'static,
 {
     /// The local storage failed.
-    #[error("storage error")]
+    #[error("the local storage failed")]
     Storage(#[source] E),
     /// A bulk storage call failed part-way (the error names the ids that were applied).
-    #[error("storage error in a bulk call")]
+    #[error("the local storage failed in a bulk call")]
     BulkStorage(#[source] BulkMutationError<E>),
     /// The consistency level could not be met: too few of its replicas are live (nothing was
     /// written), or too few acknowledged before the deadline (the local write is kept and

@@ -503,7 +503,7 @@ impl<S: Storage> Shared<S> {
         let keyspace = keyspace.to_owned();
         self.node.spawn_task(async move {
             if let Err(error) = replica.apply(&keyspace, missing).await {
-                warn!(%keyspace, %error, "read repair of the local replica failed");
+                warn!(%keyspace, error = %datacake_rpc::error_chain(&error), "read repair of the local replica failed");
             }
         });
     }

@@ -118,6 +118,7 @@ impl<S: Storage> Handler<ReplicateBatch> for StoreService<S> {
             match self.replica.apply(&group.keyspace, changes).await {
                 Ok(applied) => Counters::add(&self.replica.counters.replicated, applied.len()),
                 Err(error) => {
+                    let error = datacake_rpc::error_chain(&error);
                     warn!(keyspace = %group.keyspace, %error, "replicated write failed");
                     return Err(Status::internal(format!("storage: {error}")));
                 }

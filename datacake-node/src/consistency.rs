@@ -115,6 +115,7 @@ pub(crate) fn majority(n: usize) -> usize {
 
 /// A consistency level could not be met.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConsistencyError {
     /// Fewer live peers than the level needs.
     #[error("not enough live nodes: {required} required, {live} available")]

@@ -8,6 +8,7 @@ use crate::membership::NodeId;
 
 /// Why a node could not start, join, or answer a request.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeError {
     /// The RPC server could not bind its listen address.
     #[error("cannot bind the rpc server to {addr}")]

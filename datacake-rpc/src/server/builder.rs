@@ -106,6 +106,7 @@ impl Default for ServerBuilder {
 /// # });
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SettingsError {
     /// A connection's buffer could never hold one largest body.
     #[error("max_connection_buffer ({buffer} bytes) is below max_body_size ({body} bytes)")]
