@@ -58,25 +58,14 @@
 //! # Ok::<(), datacake_crdt::TimestampError>(())
 //! ```
 //!
-//! # Measured figures
+//! # Performance
 //!
-//! From `cargo run --release -p benchmarks` (suite `crdt`) on a 2-core AMD EPYC VM shared with
-//! other builds, with baselines from the same run (ranges over four runs):
-//!
-//! | figure | datacake-crdt | baseline |
-//! |---|---|---|
-//! | `send()` on one thread | 58-66 M stamps/s | `SystemTime::now()` loop: 23-29 M reads/s |
-//! | memory per live key, 1,000,000 random keys | 24.5 bytes | `HashMap<u64, HLCTimestamp>`: 52.4 bytes |
-//! | merge of two sets of 1,000,000 random keys | 40-53 ms (one run 114 ms under load) | naive `HashMap` merge: 184-476 ms |
-//!
-//! `send()` beats a bare clock read because the wall clock is re-read at most every 20,000
-//! CPU cycles per thread (see [`wall_clock_millis`]). The 16-bit counter holds 65,536 stamps
-//! per millisecond; a faster burst borrows the next logical milliseconds rather than waiting,
-//! running the clock ahead of the wall clock by one millisecond per 65,536 extra stamps until
-//! the wall clock catches up. Memory stays
-//! low because live keys sit in sorted parallel arrays (24 bytes per key) with a small hash
-//! delta for recent inserts (at most a sixteenth of the keys, so at worst about 27.5 bytes
-//! per key).
+//! Figures with their command and machine are in the crate's `README.md` (not here, where
+//! they would go stale unnoticed). In short: stamping does not read the system clock on
+//! every call (the wall clock is re-read at most every 20,000 CPU cycles per thread, see
+//! [`wall_clock_millis`]); a burst beyond the 16-bit counter's 65,536 stamps per
+//! millisecond borrows the next logical milliseconds rather than waiting; live keys sit in
+//! sorted parallel arrays with a small hash delta for recent inserts.
 //!
 //! # Features
 //!
