@@ -30,6 +30,7 @@ use crate::metrics;
 use crate::replica::{Change, Counters, Replica};
 use crate::service::StoreService;
 use crate::storage::{Key, Storage};
+use crate::store::spawn_until_stopped;
 
 /// Most mutations queued for one peer before its backlog is dropped.
 const MAX_PENDING: usize = 262_144;
@@ -305,13 +306,7 @@ impl<S: Storage> Replicator<S> {
             node: self.node.clone(),
             config: self.config,
         };
-        let mut stop = self.stop.clone();
-        self.node.spawn_task(async move {
-            tokio::select! {
-                _ = stop.changed() => {}
-                _ = sender.run() => {}
-            }
-        });
+        spawn_until_stopped(&self.node, self.stop.clone(), sender.run());
         queue
     }
 }

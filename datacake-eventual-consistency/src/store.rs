@@ -2,6 +2,7 @@
 //! [`EventuallyConsistentStore`], [`StoreStatistics`].
 
 use std::fmt;
+use std::future::Future;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -254,7 +255,6 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
             config,
         };
         repairer.record_members(&handle.live_members()).await;
-        let mut stop = stop_rx.clone();
         let mut changes = node.membership_changes();
         let departures = replicator.clone();
         let watcher = Repairer {
@@ -263,27 +263,15 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
             node: handle.clone(),
             config,
         };
-        node.spawn_task(async move {
-            let watch = async {
-                while let Some(change) = changes.next().await {
-                    for member in change.left {
-                        departures.remove(member.node_id);
-                    }
-                    watcher.record_members(&watcher.node.live_members()).await;
+        spawn_until_stopped(&handle, stop_rx.clone(), async move {
+            while let Some(change) = changes.next().await {
+                for member in change.left {
+                    departures.remove(member.node_id);
                 }
-            };
-            tokio::select! {
-                _ = stop.changed() => {}
-                _ = watch => {}
+                watcher.record_members(&watcher.node.live_members()).await;
             }
         });
-        let mut stop = stop_rx;
-        node.spawn_task(async move {
-            tokio::select! {
-                _ = stop.changed() => {}
-                _ = repairer.run() => {}
-            }
-        });
+        spawn_until_stopped(&handle, stop_rx, repairer.run());
 
         Ok(EventuallyConsistentStore {
             shared: Arc::new(Shared {
@@ -424,6 +412,21 @@ pub(crate) struct Shared<S: Storage> {
     pub(crate) reads: std::sync::atomic::AtomicUsize,
     /// Dropped with the last store or handle: stops the store's tasks.
     _stop: watch::Sender<()>,
+}
+
+/// Runs `task` among the node's tasks until it ends, the node shuts down, or the store stops
+/// (the sender of `stop`, held by the store's shared state, is dropped with the last handle).
+pub(crate) fn spawn_until_stopped(
+    node: &DatacakeHandle,
+    mut stop: watch::Receiver<()>,
+    task: impl Future<Output = ()> + Send + 'static,
+) {
+    node.spawn_task(async move {
+        tokio::select! {
+            _ = stop.changed() => {}
+            () = task => {}
+        }
+    });
 }
 
 impl<S: Storage> Drop for Shared<S> {
