@@ -63,7 +63,8 @@ impl CounterHandle {
     ///
     /// Errors: [`CounterError::Consistency`] if there are too few live peers for the level,
     /// [`CounterError::PeerFailed`] / [`CounterError::PeerTimedOut`] naming the peer that
-    /// did not acknowledge. The increment stays applied on this node either way.
+    /// did not acknowledge. The increment stays applied on this node either way, and still
+    /// spreads to the live peers in the background.
     pub async fn incr(
         &self,
         name: &str,
@@ -88,7 +89,14 @@ impl CounterHandle {
                 })?;
             (delta, counters.value(name))
         };
-        let selected = replica.node.select_nodes(consistency).await?;
+        let selected = match replica.node.select_nodes(consistency).await {
+            Ok(selected) => selected,
+            Err(error) => {
+                // The level cannot be met, but the increment is applied: let it spread.
+                self.spread_to_others(&[], &delta);
+                return Err(error.into());
+            }
+        };
         self.spread_to_others(&selected, &delta);
         let acks = join_all(
             selected

@@ -31,7 +31,9 @@ pub struct CounterStatistics {
     pub catch_ups: u64,
     /// Remote clock stamps refused because they were too far ahead of the wall clock.
     pub clock_rejections: u64,
-    /// Messages from peers refused as malformed or too large.
+    /// Messages from peers refused by the extension's own checks: too many entries, a bad
+    /// counter name, or no room left. (Bytes that are no valid archive never reach the
+    /// extension: `datacake-rpc` refuses them and counts them in its metrics.)
     pub messages_refused: u64,
     /// The extension's background tasks still running on this node.
     pub running_tasks: usize,
@@ -120,18 +122,10 @@ impl Replica {
         }
     }
 
-    /// Merges entries into the state; a refusal becomes the [`Status`] a peer gets.
-    pub(crate) fn merge(&self, entries: Vec<Entry>) -> Result<usize, Status> {
-        self.counters
-            .lock()
-            .merge(entries, self.max_entries)
-            .map_err(|refused| match refused {
-                Refused::Full => Status::resource_exhausted(format!(
-                    "the node holds its maximum of {} counter entries",
-                    self.max_entries
-                )),
-                Refused::Overflow => Status::invalid_payload("a total overflows"),
-            })
+    /// Merges entries into the state. The only refusal is [`Refused::Full`] (a merge takes
+    /// maxima, it never adds).
+    pub(crate) fn merge(&self, entries: Vec<Entry>) -> Result<usize, Refused> {
+        self.counters.lock().merge(entries, self.max_entries)
     }
 
     /// Folds a peer's clock stamp into ours. A stamp further ahead of our wall clock than the
@@ -225,12 +219,9 @@ impl Replica {
             })
             .await?;
         let _ = self.register_clock(clock, peer.public_addr);
-        self.merge(entries)
-            .map_err(|status| CounterError::PeerFailed {
-                node_id: peer.node_id,
-                addr: peer.public_addr,
-                status,
-            })?;
+        self.merge(entries).map_err(|_| CounterError::Full {
+            max: self.max_entries,
+        })?;
         Ok(())
     }
 }

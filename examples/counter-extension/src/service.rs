@@ -59,9 +59,12 @@ impl Handler<Merge> for CounterService {
         self.replica
             .register_clock(request.clock.to_native(), from)?;
         let merge = request.into_inner().deserialize_view()?;
-        self.replica
-            .merge(merge.entries)
-            .map_err(|s| self.refuse(s))?;
+        self.replica.merge(merge.entries).map_err(|_| {
+            self.refuse(Status::resource_exhausted(format!(
+                "the node holds its maximum of {} counter entries",
+                self.replica.max_entries
+            )))
+        })?;
         self.replica.record(Event::MergeReceived);
         Ok(MergeAck {
             clock: self.replica.node.clock().get_time(),

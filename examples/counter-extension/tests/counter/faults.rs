@@ -10,6 +10,8 @@ use counter_extension::{CounterError, CounterExtension, SERVICE_NAME};
 use datacake_node::{Consistency, ConsistencyError, HLCTimestamp};
 use datacake_rpc::{async_trait, ErrorCode, Handler, Request, RpcService, ServiceRegistry, Status};
 
+use test_helper::wait_for;
+
 use crate::fixtures::{cluster, rogue_client, start, start_stand_in, start_with, DEADLINE};
 
 fn entry(name: &str, node: u32, total: u64) -> Entry {
@@ -38,6 +40,14 @@ async fn a_level_with_too_few_live_peers_is_refused() {
         ),
         "{error}"
     );
+    // Refused as a level, but applied here, and it still spreads to the live peers.
+    assert_eq!(nodes[0].counter.get("hits"), 1);
+    for n in &nodes[1..] {
+        wait_for("the increment spreads anyway", DEADLINE, || async {
+            n.counter.get("hits") == 1
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
