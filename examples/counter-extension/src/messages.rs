@@ -3,7 +3,7 @@
 //!
 //! A message from a peer is network input: it may come from a buggy or hostile client. So
 //! every variable-sized part has a bound ([`MAX_ENTRIES_PER_MESSAGE`], [`MAX_NAME_LEN`]),
-//! checked by [`check_entries`] on the archived bytes *before* anything is deserialised or
+//! checked on the archived bytes *before* anything is deserialised or
 //! merged.
 //!
 //! The types are public so that other tools (and this crate's tests, playing a rogue peer)
