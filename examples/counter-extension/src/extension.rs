@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use crate::error::CounterError;
 use crate::handle::CounterHandle;
-use crate::messages::MAX_ENTRIES_PER_MESSAGE;
+use crate::messages::{Entry, MAX_ENTRIES_PER_MESSAGE};
 use crate::replica::{Event, Replica};
 use crate::service::CounterService;
 
@@ -164,23 +164,43 @@ async fn watch_membership(
 
 /// Sends a newcomer this node's whole state, in messages of at most
 /// [`MAX_ENTRIES_PER_MESSAGE`] entries. Returns the newcomer's id.
+///
+/// First an empty merge, retried until the newcomer's service answers; only then the
+/// snapshot. The order closes a gap: an increment applied after the snapshot is pushed by
+/// `incr` to a service that is already there, and one applied before is in the snapshot.
+/// (Snapshot first, and an increment made while the newcomer had no service yet would be
+/// in neither.)
 async fn catch_up(replica: Arc<Replica>, peer: ClusterMember) -> NodeId {
     let _running = replica.task_started();
+    if !push_with_retries(&replica, &peer, Vec::new()).await {
+        return peer.node_id;
+    }
     let entries = replica.counters.lock().all_entries();
     for chunk in entries.chunks(MAX_ENTRIES_PER_MESSAGE) {
-        let mut backoff = Duration::from_millis(50);
-        let mut attempt = 1;
-        while let Err(error) = replica.push(&peer, chunk.to_vec()).await {
-            if attempt == CATCH_UP_ATTEMPTS {
-                warn!(peer = %peer.public_addr, %error, "gave up sending the counters to a newcomer");
-                return peer.node_id;
-            }
-            debug!(peer = %peer.public_addr, %error, attempt, "catch-up push failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
-            attempt += 1;
+        if !push_with_retries(&replica, &peer, chunk.to_vec()).await {
+            return peer.node_id;
         }
     }
     replica.record(Event::CatchUp);
     peer.node_id
+}
+
+/// Pushes `entries` to `peer`, up to [`CATCH_UP_ATTEMPTS`] times with a growing pause;
+/// `false` if every attempt failed.
+async fn push_with_retries(replica: &Replica, peer: &ClusterMember, entries: Vec<Entry>) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    for attempt in 1..=CATCH_UP_ATTEMPTS {
+        match replica.push(peer, entries.clone()).await {
+            Ok(()) => return true,
+            Err(error) if attempt == CATCH_UP_ATTEMPTS => {
+                warn!(peer = %peer.public_addr, %error, "gave up sending the counters to a newcomer");
+            }
+            Err(error) => {
+                debug!(peer = %peer.public_addr, %error, attempt, "catch-up push failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    false
 }

@@ -1,10 +1,11 @@
 //! The counters converge: across nodes, at a level, and on a node that joins late.
 
 use counter_extension::messages::{Entry, Merge};
+use counter_extension::CounterExtension;
 use datacake_node::{Consistency, HLCTimestamp};
 use test_helper::wait_for;
 
-use crate::fixtures::{cluster, rogue_client, start, DEADLINE};
+use crate::fixtures::{cluster, rogue_client, start, start_plain_node, DEADLINE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn increments_on_different_nodes_converge() {
@@ -68,6 +69,36 @@ async fn a_node_that_joins_late_catches_up() {
     // The state came from the members' catch-up pushes (nothing was incremented since).
     let catch_ups: u64 = nodes.iter().map(|n| n.counter.statistics().catch_ups).sum();
     assert!(catch_ups >= 1, "a member pushed its state to the newcomer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_live_before_its_counter_starts_catches_up() {
+    let nodes = cluster(2).await;
+    nodes[0]
+        .counter
+        .incr("visits", 1, Consistency::All)
+        .await
+        .unwrap();
+    // Node 3 joins the cluster without the counter yet...
+    let late = start_plain_node(3, vec![nodes[0].addr().to_string()]).await;
+    nodes[0]
+        .node
+        .wait_for_nodes([1, 2, 3], DEADLINE)
+        .await
+        .unwrap();
+    // ...and misses this increment's push (it has no service to take it).
+    nodes[0]
+        .counter
+        .incr("visits", 2, Consistency::None)
+        .await
+        .unwrap();
+    let counter = late.add_extension(CounterExtension::new()).await.unwrap();
+    wait_for(
+        "the newcomer catches up with both increments",
+        DEADLINE,
+        || async { counter.get("visits") == 3 },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,7 +73,8 @@ async fn an_all_increment_fails_naming_a_peer_whose_counter_stopped() {
     }
     // The increment stays applied here and reached node 2.
     assert_eq!(nodes[0].counter.get("hits"), 1);
-    assert_eq!(nodes[0].counter.statistics().peer_failures, 1);
+    assert_eq!(nodes[1].counter.get("hits"), 1, "node 2 acknowledged it");
+    assert!(nodes[0].counter.statistics().peer_failures >= 1);
     node3.shutdown().await;
 }
 
