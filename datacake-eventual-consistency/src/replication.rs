@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use datacake_crdt::{HLCTimestamp, Version};
-use datacake_node::{ClusterMember, DatacakeHandle, NodeId};
+use datacake_node::{ClusterMember, DatacakeHandle, ExtensionTasks, NodeId};
 use datacake_rpc::{RpcClient, Status};
 use parking_lot::Mutex;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use crate::ack::AckTracker;
@@ -30,7 +30,6 @@ use crate::metrics;
 use crate::replica::{Change, Counters, Replica};
 use crate::service::StoreService;
 use crate::storage::{Key, Storage};
-use crate::store::spawn_until_stopped;
 
 /// Most mutations queued for one peer before its backlog is dropped.
 const MAX_PENDING: usize = 262_144;
@@ -210,7 +209,7 @@ pub(crate) struct Replicator<S> {
     replica: Arc<Replica<S>>,
     node: DatacakeHandle,
     peers: Mutex<HashMap<NodeId, Arc<PeerQueue>>>,
-    stop: watch::Receiver<()>,
+    tasks: ExtensionTasks,
     config: ReplicationConfig,
 }
 
@@ -218,14 +217,14 @@ impl<S: Storage> Replicator<S> {
     pub(crate) fn new(
         replica: Arc<Replica<S>>,
         node: DatacakeHandle,
-        stop: watch::Receiver<()>,
+        tasks: ExtensionTasks,
         config: ReplicationConfig,
     ) -> Self {
         Self {
             replica,
             node,
             peers: Mutex::new(HashMap::new()),
-            stop,
+            tasks,
             config,
         }
     }
@@ -306,7 +305,7 @@ impl<S: Storage> Replicator<S> {
             node: self.node.clone(),
             config: self.config,
         };
-        spawn_until_stopped(&self.node, self.stop.clone(), sender.run());
+        self.tasks.spawn(sender.run());
         queue
     }
 }

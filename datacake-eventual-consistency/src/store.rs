@@ -2,16 +2,14 @@
 //! [`EventuallyConsistentStore`], [`StoreStatistics`].
 
 use std::fmt;
-use std::future::Future;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datacake_node::{ClusterExtension, DatacakeHandle, DatacakeNode, NodeId};
+use datacake_node::{ClusterExtension, DatacakeHandle, DatacakeNode, ExtensionGuard, NodeId};
 use datacake_rpc::RpcClient;
 use futures::StreamExt;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::anti_entropy::Repairer;
@@ -230,7 +228,9 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
             }
         }
         let members = Arc::new(Members::new(handle.me().node_id, known));
-        let (stop_tx, stop_rx) = watch::channel(());
+        // Stops the store (service and tasks) with the last handle, or if starting fails.
+        let guard = ExtensionGuard::new(handle.clone(), SERVICE_NAME);
+        let tasks = guard.tasks();
         node.add_rpc_service(StoreService {
             replica: replica.clone(),
             members: members.clone(),
@@ -240,7 +240,7 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
         let replicator = Arc::new(Replicator::new(
             replica.clone(),
             handle.clone(),
-            stop_rx.clone(),
+            tasks.clone(),
             ReplicationConfig {
                 max_batch: config.max_batch,
                 max_batch_bytes: config.batch_budget(),
@@ -263,7 +263,7 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
             node: handle.clone(),
             config,
         };
-        spawn_until_stopped(&handle, stop_rx.clone(), async move {
+        tasks.spawn(async move {
             while let Some(change) = changes.next().await {
                 for member in change.left {
                     departures.remove(member.node_id);
@@ -271,7 +271,7 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
                 watcher.record_members(&watcher.node.live_members()).await;
             }
         });
-        spawn_until_stopped(&handle, stop_rx, repairer.run());
+        tasks.spawn(repairer.run());
 
         Ok(EventuallyConsistentStore {
             shared: Arc::new(Shared {
@@ -281,7 +281,7 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
                 node: handle,
                 config,
                 reads: std::sync::atomic::AtomicUsize::new(0),
-                _stop: stop_tx,
+                _guard: guard,
             }),
         })
     }
@@ -410,31 +410,9 @@ pub(crate) struct Shared<S: Storage> {
     pub(crate) config: StoreConfig,
     /// Reads so far: rotates which replicas a read asks first.
     pub(crate) reads: std::sync::atomic::AtomicUsize,
-    /// Dropped with the last store or handle: stops the store's tasks.
-    _stop: watch::Sender<()>,
-}
-
-/// Runs `task` among the node's tasks until it ends, the node shuts down, or the store stops
-/// (the sender of `stop`, held by the store's shared state, is dropped with the last handle).
-pub(crate) fn spawn_until_stopped(
-    node: &DatacakeHandle,
-    mut stop: watch::Receiver<()>,
-    task: impl Future<Output = ()> + Send + 'static,
-) {
-    node.spawn_task(async move {
-        tokio::select! {
-            _ = stop.changed() => {}
-            () = task => {}
-        }
-    });
-}
-
-impl<S: Storage> Drop for Shared<S> {
-    /// The last store or handle is gone: take the store's RPC service off the node (peers now
-    /// get `Unavailable`); dropping `_stop` right after ends the store's tasks.
-    fn drop(&mut self) {
-        self.node.remove_rpc_service(SERVICE_NAME);
-    }
+    /// Dropped with the last store or handle: takes the store's RPC service off the node
+    /// (peers now get `Unavailable`) and ends the store's tasks.
+    _guard: ExtensionGuard,
 }
 
 impl<S: Storage> Shared<S> {

@@ -1,8 +1,12 @@
-//! Cluster extensions: functionality attached to a running node.
+//! Cluster extensions: functionality attached to a running node, and the guard that ties
+//! an extension's lifetime to its handles.
+
+use std::future::Future;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
-use crate::node::DatacakeNode;
+use crate::node::{DatacakeHandle, DatacakeNode};
 
 /// Something built on top of a running [`DatacakeNode`]: a replicated store, a Raft group, a
 /// metrics exporter...
@@ -14,6 +18,13 @@ use crate::node::DatacakeNode;
 /// **Background tasks must stop when the node shuts down.** Either spawn them with
 /// [`DatacakeNode::spawn_task`] (the node cancels them on shutdown, and waits for them within
 /// its leave timeout), or watch [`DatacakeNode::shutdown_signal`] yourself.
+///
+/// **The handles own the extension; the node only hosts it.** When the last handle an
+/// extension handed back (its [`Output`](Self::Output)) is dropped, the extension stops on
+/// this node: its RPC service leaves the node's server (peers calling it get
+/// `Unavailable`) and its background tasks end, while the node keeps running. An
+/// [`ExtensionGuard`] kept in the state the handles share does both; the extensions in this
+/// workspace (the eventually consistent store, Raft, the counter example) follow the rule.
 ///
 /// ```
 /// use datacake_node::{ClusterExtension, DatacakeNode};
@@ -47,4 +58,101 @@ pub trait ClusterExtension: Sized + Send {
 
     /// Starts the extension on `node`.
     async fn init_extension(self, node: &DatacakeNode) -> Result<Self::Output, Self::Error>;
+}
+
+/// Stops an extension when dropped: removes its RPC service from the node and ends the tasks
+/// spawned through its [`ExtensionTasks`]. Keep it in the state the extension's handles share
+/// (and nowhere a service or task holds), so the last handle's drop is what stops it; see
+/// [`ClusterExtension`].
+///
+/// ```
+/// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder, ExtensionGuard};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let addr = "127.0.0.1:0".parse()?;
+/// # let node = DatacakeNodeBuilder::new(1, ConnectionConfig::new(addr, addr, Vec::<String>::new()))
+/// #     .connect()
+/// #     .await?;
+/// let guard = ExtensionGuard::new(node.handle(), "my-service");
+/// let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+/// guard.tasks().spawn(async move {
+///     let _alive = tx; // dropped when the task ends
+///     std::future::pending::<()>().await
+/// });
+/// drop(guard); // the extension's last handle went away
+/// assert!(rx.recv().await.is_none(), "the task ended");
+/// # node.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ExtensionGuard {
+    node: DatacakeHandle,
+    service: &'static str,
+    stop: watch::Sender<()>,
+}
+
+impl ExtensionGuard {
+    /// A guard for the extension whose RPC service is called `service` (`""` for an
+    /// extension without one) on `node`.
+    pub fn new(node: DatacakeHandle, service: &'static str) -> Self {
+        Self {
+            node,
+            service,
+            stop: watch::channel(()).0,
+        }
+    }
+
+    /// Spawns the extension's tasks, which end with the guard (or the node).
+    pub fn tasks(&self) -> ExtensionTasks {
+        ExtensionTasks {
+            node: self.node.clone(),
+            stop: self.stop.subscribe(),
+        }
+    }
+}
+
+impl Drop for ExtensionGuard {
+    fn drop(&mut self) {
+        if !self.service.is_empty() {
+            self.node.remove_rpc_service(self.service);
+        }
+        // `stop` is dropped next: every task spawned through `ExtensionTasks` ends.
+    }
+}
+
+/// Spawns an extension's background tasks: each runs until it finishes, the node shuts
+/// down, or the extension's [`ExtensionGuard`] is dropped. Cheap to clone; holding it does
+/// not keep the extension running.
+#[derive(Debug, Clone)]
+pub struct ExtensionTasks {
+    node: DatacakeHandle,
+    stop: watch::Receiver<()>,
+}
+
+impl ExtensionTasks {
+    /// Runs `task` on the node (see [`DatacakeHandle::spawn_task`]) until the extension
+    /// stops.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut stop = self.stop.clone();
+        self.node.spawn_task(async move {
+            tokio::select! {
+                // An error: the guard is gone (a value is never sent).
+                _ = stop.changed() => {}
+                () = task => {}
+            }
+        });
+    }
+
+    /// Whether the extension has stopped (its guard was dropped).
+    pub fn is_stopped(&self) -> bool {
+        self.stop.has_changed().is_err()
+    }
+
+    /// Waits until the extension stops (its guard is dropped), e.g. to release what a task
+    /// spawned with [`spawn`](Self::spawn) could not (it is cancelled, not told).
+    pub async fn stopped(&self) {
+        let mut stop = self.stop.clone();
+        while stop.changed().await.is_ok() {}
+    }
 }

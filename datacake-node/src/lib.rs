@@ -146,7 +146,7 @@ pub use discovery::{
     MAX_DISCOVERED_ADDRS,
 };
 pub use error::NodeError;
-pub use extension::ClusterExtension;
+pub use extension::{ClusterExtension, ExtensionGuard, ExtensionTasks};
 pub use identity::{
     check_cluster_id, IdentityError, NodeIdentity, IDENTITY_SCHEME, MAX_CLUSTER_ID_LEN,
 };

@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datacake_node::{ClusterExtension, DatacakeNode};
+use datacake_node::{ClusterExtension, DatacakeNode, ExtensionGuard};
 use tracing::info;
 
 use crate::bootstrap;
@@ -14,7 +14,7 @@ use crate::format;
 use crate::handle::{HandleInner, RaftHandle};
 use crate::log_store::MemLogStore;
 use crate::machine::{self, StateMachine};
-use crate::network::{Network, RaftService};
+use crate::network::{Network, RaftService, SERVICE_NAME};
 use crate::policy;
 use crate::proposer::Proposer;
 use crate::sqlite_log::SqliteLogStore;
@@ -106,6 +106,9 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
         .map_err(|e| storage_error(&e))?;
         let bootstrapping = Arc::new(AtomicBool::new(false));
         let proposer = Proposer::start(raft.clone());
+        // Stops Raft on this node (service, tasks, openraft) with the last handle.
+        let guard = ExtensionGuard::new(node.handle(), SERVICE_NAME);
+        let tasks = guard.tasks();
         node.add_rpc_service(RaftService::new(
             raft.clone(),
             proposer.clone(),
@@ -115,15 +118,18 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             config.max_snapshot_size,
         ));
 
-        // Raft stops with the node, whether it shuts down or is dropped.
+        // Raft stops with the node (shut down or dropped) or with the last handle.
         let mut signal = node.shutdown_signal();
-        let stopping = raft.clone();
+        let (stopping, stopped) = (raft.clone(), tasks.clone());
         tokio::spawn(async move {
-            signal.wait().await;
+            tokio::select! {
+                () = signal.wait() => {}
+                () = stopped.stopped() => {}
+            }
             let _ = stopping.shutdown().await;
         });
-        node.spawn_task(crate::metrics::report(raft.metrics()));
-        node.spawn_task(bootstrap::run(
+        tasks.spawn(crate::metrics::report(raft.metrics()));
+        tasks.spawn(bootstrap::run(
             raft.clone(),
             node.handle(),
             config.bootstrap_expect,
@@ -132,7 +138,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             bootstrapping,
         ));
         if let Some((max_voters, grace)) = config.auto_membership {
-            node.spawn_task(policy::run(
+            tasks.spawn(policy::run(
                 raft.clone(),
                 node.handle(),
                 max_voters,
@@ -154,6 +160,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             rpc_timeout: config.rpc_timeout,
             request_timeout: config.request_timeout,
             lease: config.election_timeout.0,
+            _guard: guard,
         }))
     }
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datacake_node::{DatacakeHandle, NodeId};
+use datacake_node::{DatacakeHandle, ExtensionGuard, NodeId};
 use openraft::error::{ClientWriteError, RaftError as OpenraftError};
 use openraft::{BasicNode, ChangeMembers};
 
@@ -44,11 +44,17 @@ pub(crate) struct HandleInner {
     /// How recently a quorum must have acknowledged a leader for it to hold one (the
     /// shortest election timeout: past it, followers may have elected another leader).
     pub(crate) lease: Duration,
+    /// Dropped with the last handle: removes the Raft service from the node and stops Raft
+    /// on it (see [`RaftHandle`]).
+    pub(crate) _guard: ExtensionGuard,
 }
 
 /// A node's handle on its Raft group, typed by the state machine `S`. Cheap to clone.
 ///
-/// Made by [`RaftExtension`](crate::RaftExtension); Raft stops when the node shuts down.
+/// Made by [`RaftExtension`](crate::RaftExtension). Raft stops on this node when the node
+/// shuts down, or when the last clone of its handle is dropped (the rule of every extension,
+/// see [`ClusterExtension`](datacake_node::ClusterExtension)): the Raft service leaves the
+/// node's server, so peers count this node as unreachable, and openraft shuts down.
 pub struct RaftHandle<S> {
     inner: Arc<HandleInner>,
     _machine: PhantomData<fn() -> S>,

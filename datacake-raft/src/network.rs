@@ -191,7 +191,7 @@ impl RaftService {
 }
 
 /// The service name all Raft RPCs are under.
-const SERVICE_NAME: &str = "datacake-raft";
+pub(crate) const SERVICE_NAME: &str = "datacake-raft";
 
 impl RpcService for RaftService {
     fn service_name() -> &'static str {

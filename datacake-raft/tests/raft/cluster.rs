@@ -6,7 +6,7 @@ use std::time::Duration;
 use datacake_raft::{RaftError, ReadConsistency, Role};
 
 use crate::fixtures::{
-    by_id, config, start_cluster, wait_for_leader, Get, Set, CONVERGE, ELECTION_MAX,
+    by_id, config, start_cluster, wait_for_leader, Get, RaftNode, Set, CONVERGE, ELECTION_MAX,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,4 +239,28 @@ async fn a_leader_cut_off_from_its_quorum_says_so_and_its_writes_end_at_their_de
     for node in rest {
         node.node.shutdown().await;
     }
+}
+
+/// Dropping the last handle stops Raft on that node (the extension rule): the others stop
+/// hearing from it as leader and elect another, while the node itself keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_leaders_last_handle_stops_raft_there() {
+    let mut nodes = start_cluster(3, |_| config(3)).await;
+    let all: Vec<_> = nodes.iter().collect();
+    let leader = wait_for_leader(&all).await;
+    let at = nodes.iter().position(|n| n.id() == leader).unwrap();
+    let RaftNode { node, raft } = nodes.remove(at);
+    let clone = raft.clone();
+    drop(raft);
+    assert_eq!(clone.role(), Role::Leader, "a clone keeps it running");
+    drop(clone);
+
+    let rest: Vec<_> = nodes.iter().collect();
+    let next = wait_for_leader(&rest).await;
+    assert_ne!(next, leader);
+    assert!(
+        node.live_members().iter().any(|m| m.node_id == next),
+        "the node itself is still a cluster member"
+    );
+    node.shutdown().await;
 }

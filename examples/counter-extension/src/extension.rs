@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datacake_node::{ClusterExtension, ClusterMember, DatacakeNode, MembershipChanges, NodeId};
+use datacake_node::{
+    ClusterExtension, ClusterMember, DatacakeNode, ExtensionGuard, MembershipChanges, NodeId,
+};
 use futures::StreamExt;
-use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, warn};
 
@@ -16,7 +17,7 @@ use crate::error::CounterError;
 use crate::handle::CounterHandle;
 use crate::messages::{Entry, MAX_ENTRIES_PER_MESSAGE};
 use crate::replica::{Event, Replica};
-use crate::service::CounterService;
+use crate::service::{CounterService, SERVICE_NAME};
 
 /// How often a catch-up push to a newcomer is tried before giving up: a node is often a
 /// live member a moment before its extension has registered its service.
@@ -105,36 +106,30 @@ impl ClusterExtension for CounterExtension {
             self.max_entries,
             self.rpc_timeout,
         ));
+        // The guard stops the extension with the last handle: it removes the service and
+        // ends the tasks spawned through `guard.tasks()` (which also end with the node).
+        let guard = ExtensionGuard::new(node.handle(), SERVICE_NAME);
         // Peers reach the service at this node's one address (gossip shares it).
         node.add_rpc_service(CounterService {
             replica: replica.clone(),
         });
-        // The task stops with the node (spawn_task) or with the last handle (`stop`).
-        let (stop, stopped) = watch::channel(());
-        node.spawn_task(watch_membership(
-            replica.clone(),
-            node.membership_changes(),
-            stopped,
-        ));
-        Ok(CounterHandle::new(replica, stop))
+        guard
+            .tasks()
+            .spawn(watch_membership(replica.clone(), node.membership_changes()));
+        Ok(CounterHandle::new(replica, guard))
     }
 }
 
 /// Pushes the whole state to every node that joins, and abandons that push if the node
-/// leaves again. Ends when the node shuts down (the node drops this future, and the
-/// `JoinSet` with it aborts the pushes in flight) or the last handle is dropped.
-async fn watch_membership(
-    replica: Arc<Replica>,
-    mut changes: MembershipChanges,
-    mut stopped: watch::Receiver<()>,
-) {
+/// leaves again. Ends when the node shuts down or the last handle is dropped (either way the
+/// future is dropped, and the `JoinSet` with it aborts the pushes in flight).
+async fn watch_membership(replica: Arc<Replica>, mut changes: MembershipChanges) {
     let _running = replica.task_started();
     let me = replica.node.me().node_id;
     let mut pushes = JoinSet::new();
     let mut in_flight: HashMap<NodeId, AbortHandle> = HashMap::new();
     loop {
         tokio::select! {
-            _ = stopped.changed() => return,
             change = changes.next() => {
                 let Some(change) = change else { return };
                 // Leaving first: a node that restarted is reported as left and joined.

@@ -2,15 +2,13 @@
 
 use std::sync::Arc;
 
-use datacake_node::{ClusterMember, Consistency};
+use datacake_node::{ClusterMember, Consistency, ExtensionGuard};
 use futures::future::join_all;
-use tokio::sync::watch;
 use tracing::debug;
 
 use crate::error::CounterError;
 use crate::messages::{check_name, Entry};
 use crate::replica::{CounterStatistics, Replica};
-use crate::service::SERVICE_NAME;
 use crate::state::Refused;
 
 /// Increments and reads the replicated counters of one node. Cheap to clone.
@@ -26,26 +24,20 @@ pub struct CounterHandle {
 }
 
 /// What the handles share. The RPC service and the tasks hold only the [`Replica`], never
-/// this, so the last handle's drop is what runs [`Drop for Shared`](Shared).
+/// this, so the last handle's drop is what drops the guard.
 #[derive(Debug)]
 struct Shared {
     replica: Arc<Replica>,
-    /// Dropped with the last handle: the membership task sees its channel close and ends.
-    _stop: watch::Sender<()>,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.replica.node.remove_rpc_service(SERVICE_NAME);
-    }
+    /// Dropped with the last handle: removes the service and ends the membership task.
+    _guard: ExtensionGuard,
 }
 
 impl CounterHandle {
-    pub(crate) fn new(replica: Arc<Replica>, stop: watch::Sender<()>) -> Self {
+    pub(crate) fn new(replica: Arc<Replica>, guard: ExtensionGuard) -> Self {
         Self {
             shared: Arc::new(Shared {
                 replica,
-                _stop: stop,
+                _guard: guard,
             }),
         }
     }
