@@ -220,7 +220,7 @@ impl Body {
                 }
                 Some(Err(e)) => Poll::Ready(Some(Err(Status::connection(format!(
                     "body interrupted: {}",
-                    crate::channel::error_chain(&e)
+                    crate::error_chain(&e)
                 ))))),
             },
         }

@@ -2,17 +2,17 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use parking_lot::Mutex;
 use tracing::debug;
 
+use crate::connection::{self, pipe, Probe};
 use crate::net::{self, Io, Transport, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
-use crate::{Body, Status, TlsConfig};
+use crate::{error_chain, Body, Status, TlsConfig};
 
 /// The default time allowed to establish a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,43 +56,6 @@ struct Connection {
     send: h2::client::SendRequest<Bytes>,
     closed: Arc<AtomicBool>,
     probe: Arc<Probe>,
-}
-
-/// A request to ping a connection now, because a call on it timed out: a connection whose
-/// byte stream stalled (a peer that vanished without closing it, a firewall that dropped its
-/// state) answers nothing, not even pings, and is replaced within `bound` instead of after
-/// the keep-alive interval. A peer that is merely slow keeps its connection: it answers the
-/// ping late, and while it does, replies still arrive on the connection (its pong may wait
-/// behind megabytes of requests in the byte stream), which counts as alive too.
-#[derive(Debug, Default)]
-pub(crate) struct Probe {
-    wake: tokio::sync::Notify,
-    bound_millis: AtomicU64,
-    /// Replies received on the connection so far.
-    replies: AtomicU64,
-}
-
-impl Probe {
-    /// The shortest time a probe waits for its answer, whatever the call's timeout.
-    const MIN_BOUND: Duration = Duration::from_secs(1);
-
-    fn request(&self, bound: Duration) {
-        let millis = u64::try_from(bound.max(Self::MIN_BOUND).as_millis()).unwrap_or(u64::MAX);
-        self.bound_millis.store(millis, Ordering::Release);
-        self.wake.notify_one();
-    }
-
-    fn bound(&self) -> Duration {
-        Duration::from_millis(self.bound_millis.load(Ordering::Acquire))
-    }
-
-    fn replied(&self) {
-        self.replies.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn replies(&self) -> u64 {
-        self.replies.load(Ordering::Relaxed)
-    }
 }
 
 impl Connection {
@@ -226,30 +189,6 @@ impl Channel {
     }
 }
 
-/// Streams a request body, waiting for flow-control capacity chunk by chunk.
-pub(crate) async fn pipe(mut body: Body, mut tx: h2::SendStream<Bytes>) {
-    while let Some(chunk) = body.next().await {
-        let Ok(chunk) = chunk else {
-            tx.send_reset(h2::Reason::CANCEL);
-            return;
-        };
-        if chunk.is_empty() {
-            continue;
-        }
-        tx.reserve_capacity(chunk.len());
-        while tx.capacity() == 0 {
-            match std::future::poll_fn(|cx| tx.poll_capacity(cx)).await {
-                Some(Ok(_)) => {}
-                _ => return,
-            }
-        }
-        if tx.send_data(chunk, false).is_err() {
-            return;
-        }
-    }
-    let _ = tx.send_data(Bytes::new(), true);
-}
-
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channel")
@@ -351,7 +290,7 @@ async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Sta
         .map_err(|e| Status::connection(format!("http/2 handshake failed: {}", error_chain(&e))))?;
     let closed = Arc::new(AtomicBool::new(false));
     let probe = Arc::new(Probe::default());
-    let silent_peer = self::keep_alive(driver.ping_pong(), keep_alive, Some(probe.clone()));
+    let silent_peer = connection::keep_alive(driver.ping_pong(), keep_alive, Some(probe.clone()));
     let driver_closed = closed.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -371,64 +310,6 @@ async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Sta
         closed,
         probe,
     })
-}
-
-/// Pings every `interval`, and at once when `probe` asks; resolves once a ping is not
-/// answered within `interval` (a probe's: within its bound, if shorter) and, with a probe, no
-/// reply arrived on the connection in that time either.
-pub(crate) async fn keep_alive(
-    pings: Option<h2::PingPong>,
-    interval: Duration,
-    probe: Option<Arc<Probe>>,
-) {
-    let Some(mut pings) = pings else {
-        // Only the first caller gets the handle; without it, never report silence.
-        return futures::future::pending().await;
-    };
-    loop {
-        let wait = match &probe {
-            Some(probe) => tokio::select! {
-                () = tokio::time::sleep(interval) => interval,
-                () = probe.wake.notified() => probe.bound().min(interval),
-            },
-            None => {
-                tokio::time::sleep(interval).await;
-                interval
-            }
-        };
-        if pings.send_ping(h2::Ping::opaque()).is_err() {
-            return;
-        }
-        let pong = std::future::poll_fn(|cx| pings.poll_pong(cx));
-        tokio::pin!(pong);
-        loop {
-            let replies = probe.as_ref().map(|p| p.replies());
-            match tokio::time::timeout(wait, &mut pong).await {
-                Ok(Ok(_)) => break,
-                Ok(Err(_)) => return,
-                // Replies arrived while the pong was late: slow, not gone. Wait on.
-                Err(_) if probe.as_ref().map(|p| p.replies()) != replies => {}
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-/// `error` and its sources, joined with `: `: one line for a log or a [`Status`] message.
-///
-/// ```
-/// let io = std::io::Error::other("disk full");
-/// assert_eq!(datacake_rpc::error_chain(&io), "disk full");
-/// ```
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Settings of a [`Channel`].

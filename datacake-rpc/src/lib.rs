@@ -103,6 +103,7 @@
 mod body;
 mod channel;
 mod client;
+mod connection;
 mod handler;
 mod headers;
 mod limits;
@@ -117,9 +118,7 @@ mod validate;
 mod view;
 
 pub use body::Body;
-pub use channel::{
-    error_chain, Channel, ChannelBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE,
-};
+pub use channel::{Channel, ChannelBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE};
 pub use client::{Response, RpcClient, DEFAULT_MAX_REPLY_SIZE};
 pub use handler::{Handler, RpcService, ServiceRegistry};
 pub use headers::Headers;
@@ -132,7 +131,7 @@ pub use server::{
     DEFAULT_MAX_CONNECTION_BUFFER, DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_SERVER_BUFFER,
     DEFAULT_SHUTDOWN_GRACE,
 };
-pub use status::{ErrorCode, Status};
+pub use status::{error_chain, ErrorCode, Status};
 pub use tls::{PeerIdentity, TlsConfig, TlsError};
 pub use view::DataView;
 

@@ -175,6 +175,23 @@ impl Status {
     }
 }
 
+/// `error` and its sources, joined with `: `: one line for a log or a [`Status`] message.
+///
+/// ```
+/// let io = std::io::Error::other("disk full");
+/// assert_eq!(datacake_rpc::error_chain(&io), "disk full");
+/// ```
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,12 +14,13 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
-use crate::channel::{error_chain, keep_alive};
+use crate::connection::{keep_alive, pipe};
 use crate::handler::{Call, ErasedHandler};
 use crate::limits::{Budget, Counters, Held};
 use crate::metrics::{CallMetrics, SERVER, UNKNOWN_SERVICE};
 use crate::net::{Io, Listener, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
 use crate::payload::ReadLimits;
+use crate::status::error_chain;
 use crate::{Body, Headers, PeerIdentity, RpcService, ServerStatistics, ServiceRegistry, Status};
 
 mod builder;
@@ -538,7 +539,7 @@ fn reply(
             ));
         }
         None => {
-            tokio::spawn(crate::channel::pipe(body, stream));
+            tokio::spawn(pipe(body, stream));
         }
     }
 }
@@ -580,7 +581,7 @@ async fn send_whole(
         }
     };
     tokio::select! {
-        () = crate::channel::pipe(Body::from_stream(futures::stream::iter(pieces)), stream) => {},
+        () = pipe(Body::from_stream(futures::stream::iter(pieces)), stream) => {},
         () = stalled => {
             Counters::bump(&counters.replies_stalled);
             debug!(?stall, "reply stalled on a shut flow-control window, resetting its stream");
