@@ -17,9 +17,10 @@ use crate::config::{self, ConnectionConfig, Timings};
 use crate::discovery::{Discovery, DiscoveryConfig, Poller};
 use crate::error::NodeError;
 use crate::identity::{NodeIdentity, IDENTITY_SCHEME};
+use crate::join::JoinSnapshot;
 use crate::membership::{ClusterMember, NodeId, KEY_LEAVING};
 use crate::network::RpcNetwork;
-use crate::node::{DatacakeNode, JoinSnapshot, NodeParts};
+use crate::node::{DatacakeNode, NodeParts};
 use crate::selector::{DCAwareSelector, NodeSelector};
 use crate::transport::{GossipService, GossipShared, RpcTransport};
 

@@ -51,7 +51,7 @@ pub enum NodeError {
         /// Where the member that already holds it is reached.
         existing_addr: SocketAddr,
     },
-    /// [`DatacakeNode::wait_for_nodes`](crate::DatacakeNode::wait_for_nodes) timed out.
+    /// [`DatacakeHandle::wait_for_nodes`](crate::DatacakeHandle::wait_for_nodes) timed out.
     #[error("nodes {missing:?} were not live within {timeout:?}")]
     WaitForNodesTimeout {
         /// The ids that were still not live.

@@ -6,7 +6,8 @@ use std::future::Future;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::node::{DatacakeHandle, DatacakeNode};
+use crate::handle::DatacakeHandle;
+use crate::node::DatacakeNode;
 
 /// Something built on top of a running [`DatacakeNode`]: a replicated store, a Raft group, a
 /// metrics exporter...
@@ -16,8 +17,8 @@ use crate::node::{DatacakeHandle, DatacakeNode};
 /// membership, keep a [`DatacakeHandle`](crate::DatacakeHandle), and start background work.
 ///
 /// **Background tasks must stop when the node shuts down.** Either spawn them with
-/// [`DatacakeNode::spawn_task`] (the node cancels them on shutdown, and waits for them within
-/// its leave timeout), or watch [`DatacakeNode::shutdown_signal`] yourself.
+/// [`DatacakeHandle::spawn_task`] (the node cancels them on shutdown, and waits for them within
+/// its leave timeout), or watch [`DatacakeHandle::shutdown_signal`] yourself.
 ///
 /// **The handles own the extension; the node only hosts it.** When the last handle an
 /// extension handed back (its [`Output`](Self::Output)) is dropped, the extension stops on

@@ -8,8 +8,8 @@
 //! - A [`DatacakeNode`] gossips with its peers through [chitchat](https://docs.rs/chitchat)
 //!   (scuttlebutt anti-entropy plus a phi-accrual failure detector). Gossip travels over the
 //!   node's own `datacake-rpc` server, so a node has exactly one address. Each node gossips
-//!   its id, public address, data centre and tags; [`DatacakeNode::live_members`],
-//!   [`DatacakeNode::membership_changes`] and [`DatacakeNode::statistics`] expose the view.
+//!   its id, public address, data centre and tags; [`DatacakeHandle::live_members`],
+//!   [`DatacakeHandle::membership_changes`] and [`DatacakeHandle::statistics`] expose the view.
 //!   Through the [`metrics`](https://docs.rs/metrics) facade the node also records the
 //!   gauges `datacake_node_live_members` and `datacake_node_dead_members` and the counter
 //!   `datacake_node_membership_changes_total{change}` (the README's "Metrics" lists them).
@@ -21,7 +21,7 @@
 //!   another cluster id never becomes a member.
 //! - [`Clock`] is the node's hybrid logical clock (lock-free); fold remote stamps in with
 //!   [`Clock::register_ts`].
-//! - [`DatacakeNode::select_nodes`] asks the [`NodeSelector`] (default [`DCAwareSelector`])
+//! - [`DatacakeHandle::select_nodes`] asks the [`NodeSelector`] (default [`DCAwareSelector`])
 //!   which peers an operation must reach for a [`Consistency`] level.
 //! - [`ClusterExtension`]s attach to a running node with [`DatacakeNode::add_extension`]; they
 //!   add RPC services, use the [`RpcNetwork`] channel pool and stop with the node.
@@ -48,7 +48,7 @@
 //! ([`DatacakeNodeBuilder::with_discovery_timeout`], default 5 s), is logged with its name and
 //! its last good addresses stay in use; it never stops the node. At most
 //! [`MAX_DISCOVERED_ADDRS`] addresses are taken per poll; the node's own public address is
-//! ignored. [`DatacakeNode::discovered_addrs`] shows what discovery found.
+//! ignored. [`DatacakeHandle::discovered_addrs`] shows what discovery found.
 //!
 //! **Kubernetes.** Put the pods behind a headless Service (`clusterIP: None`) and use
 //! `DnsDiscovery::new("<service>.<namespace>.svc.cluster.local", <port>)`: the name resolves to
@@ -124,7 +124,9 @@ mod consistency;
 mod discovery;
 mod error;
 mod extension;
+mod handle;
 mod identity;
+mod join;
 mod membership;
 mod metrics;
 mod network;
@@ -132,6 +134,7 @@ mod node;
 mod selector;
 mod statistics;
 mod transport;
+mod view;
 
 pub use builder::{DatacakeNodeBuilder, DEFAULT_CLUSTER_ID, DEFAULT_DATA_CENTER};
 pub use clock::Clock;
@@ -147,11 +150,12 @@ pub use discovery::{
 };
 pub use error::NodeError;
 pub use extension::{ClusterExtension, ExtensionGuard, ExtensionTasks};
+pub use handle::{DatacakeHandle, ShutdownSignal};
 pub use identity::{
     check_cluster_id, IdentityError, NodeIdentity, IDENTITY_SCHEME, MAX_CLUSTER_ID_LEN,
 };
 pub use membership::{ClusterMember, MembershipChange, MembershipChanges, NodeId};
 pub use network::{RpcNetwork, MAX_CHANNELS};
-pub use node::{DatacakeHandle, DatacakeNode, ShutdownSignal};
+pub use node::DatacakeNode;
 pub use selector::{DCAwareSelector, NodeSelector};
 pub use statistics::ClusterStatistics;

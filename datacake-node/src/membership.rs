@@ -310,7 +310,7 @@ impl MembershipChange {
 /// A stream of [`MembershipChange`]s, from the moment it was created.
 ///
 /// Changes are coalesced: if several happen between two polls, one item reports their net
-/// effect. Obtained from [`DatacakeNode::membership_changes`](crate::DatacakeNode::membership_changes).
+/// effect. Obtained from [`DatacakeHandle::membership_changes`](crate::DatacakeHandle::membership_changes).
 /// It ends when the node shuts down.
 pub struct MembershipChanges {
     inner: Pin<Box<dyn Stream<Item = MembershipChange> + Send>>,
