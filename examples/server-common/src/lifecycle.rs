@@ -2,7 +2,9 @@
 //!
 //! [`run`] serves HTTP from the start. While the node starts (joins the cluster, opens its
 //! storage) every request gets 503 and `/health` says `{"status": "starting"}`. Once started
-//! the application answers, and its `/health` says `serving` (200). The first SIGTERM or
+//! the application's axum [`Router`] answers, and its `/health` says `serving` (200). Every
+//! answer is recorded in the HTTP metrics, under the name of its route (see
+//! [`name_routes`](crate::name_routes)). The first SIGTERM or
 //! SIGINT makes it `leaving` (503): the server stops accepting connections and lets in-flight
 //! requests finish, then the application's `stop` runs (the node leaves the cluster), then the
 //! application is dropped (its storage closed). All of it must end within the shutdown
@@ -15,18 +17,21 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use http::StatusCode;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+use tower::ServiceExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{load, ConfigArgs, Settings, EXIT_CONFIG};
-use crate::http::{json, ApiError};
+use crate::http::ApiError;
 use crate::metrics::HttpMetrics;
+use crate::routing::{RouteName, OTHER};
 use crate::server::{serve, ConnectionStats, ServerOptions};
 
 /// Where a server is in its life, as `/health` reports it.
@@ -77,7 +82,7 @@ impl PhaseCell {
     }
 
     /// `/health`'s answer unless serving: 503 `{"status": "starting"|"leaving"}`.
-    pub fn not_serving(&self) -> Option<Response<Full<Bytes>>> {
+    pub fn not_serving(&self) -> Option<Response> {
         match self.get() {
             Phase::Serving => None,
             phase => Some(health(StatusCode::SERVICE_UNAVAILABLE, phase)),
@@ -85,22 +90,12 @@ impl PhaseCell {
     }
 }
 
-fn health(status: StatusCode, phase: Phase) -> Response<Full<Bytes>> {
+fn health(status: StatusCode, phase: Phase) -> Response {
     #[derive(Serialize)]
     struct Health {
         status: Phase,
     }
-    json(status, &Health { status: phase })
-}
-
-/// An application's request handler.
-pub trait Service: Send + Sync + 'static {
-    /// Answers one request, with the name of its route (the `route` label of the HTTP
-    /// metrics, which [`run`] records).
-    fn call(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-    ) -> impl Future<Output = (&'static str, Response<Full<Bytes>>)> + Send;
+    (status, Json(Health { status: phase })).into_response()
 }
 
 /// What [`run`] gives the application to start with.
@@ -114,13 +109,13 @@ pub struct ServerContext {
     pub metrics: HttpMetrics,
 }
 
-/// A started application: its handler, and what stops it (the node leaving the cluster).
+/// A started application: its routes, and what stops it (the node leaving the cluster).
 #[derive(Debug)]
-pub struct Started<S, Stop> {
-    /// The request handler.
-    pub service: Arc<S>,
+pub struct Started<Stop> {
+    /// The application's routes, with their names (see [`name_routes`](crate::name_routes)).
+    pub router: Router,
     /// Awaited once the HTTP server has drained (a future does nothing until then); the
-    /// handler is dropped after it.
+    /// router (and the state it holds) is dropped after it.
     pub stop: Stop,
 }
 
@@ -260,7 +255,7 @@ pub fn signals() -> mpsc::UnboundedReceiver<&'static str> {
 /// answering 503 `starting` until `start` has started the application; then serves it,
 /// recording every request in `metrics`, until the first signal; then shuts down within
 /// `shutdown_timeout`.
-pub async fn run<S, Stop, Start, StartFut>(
+pub async fn run<Stop, Start, StartFut>(
     listener: TcpListener,
     options: ServerOptions,
     metrics: HttpMetrics,
@@ -268,10 +263,9 @@ pub async fn run<S, Stop, Start, StartFut>(
     start: Start,
 ) -> Outcome
 where
-    S: Service,
     Stop: Future<Output = ()>,
     Start: FnOnce(ServerContext) -> StartFut,
-    StartFut: Future<Output = anyhow::Result<Started<S, Stop>>>,
+    StartFut: Future<Output = anyhow::Result<Started<Stop>>>,
 {
     let mut signals = signals();
     let context = ServerContext {
@@ -290,7 +284,7 @@ where
     .await
 }
 
-async fn run_with<S, Stop, Start, StartFut>(
+async fn run_with<Stop, Start, StartFut>(
     listener: TcpListener,
     options: ServerOptions,
     context: ServerContext,
@@ -299,38 +293,23 @@ async fn run_with<S, Stop, Start, StartFut>(
     start: Start,
 ) -> Outcome
 where
-    S: Service,
     Stop: Future<Output = ()>,
     Start: FnOnce(ServerContext) -> StartFut,
-    StartFut: Future<Output = anyhow::Result<Started<S, Stop>>>,
+    StartFut: Future<Output = anyhow::Result<Started<Stop>>>,
 {
     let phase = context.phase.clone();
-    let slot: Arc<OnceLock<Arc<S>>> = Arc::default();
-    let handler = {
-        let slot = slot.clone();
-        let metrics = context.metrics.clone();
-        move |request: Request<Incoming>| {
-            let service = slot.get().cloned();
-            let metrics = metrics.clone();
-            async move {
-                let started = Instant::now();
-                let method = request.method().clone();
-                let path = request.uri().path().to_owned();
-                let (route, response) = match service {
-                    Some(service) => service.call(request).await,
-                    None => ("starting", starting(&path)),
-                };
-                let status = response.status();
-                metrics.record(route, &method, status, started.elapsed());
-                tracing::debug!(%method, %path, status = status.as_u16(), "request");
-                response
-            }
-        }
-    };
+    let slot: Arc<OnceLock<Router>> = Arc::default();
+    let router = Router::new()
+        .fallback(dispatch)
+        .with_state(slot.clone())
+        .layer(middleware::from_fn_with_state(
+            context.metrics.clone(),
+            record,
+        ));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(
         listener,
-        handler,
+        router,
         context.connections.clone(),
         options,
         async move {
@@ -350,7 +329,7 @@ where
             return shutdown_within(stop_server(), signals, shutdown_timeout).await;
         }
     };
-    let Started { service, stop } = match started {
+    let Started { router, stop } = match started {
         Ok(started) => started,
         Err(error) => {
             phase.set(Phase::Leaving);
@@ -358,7 +337,7 @@ where
             return Outcome::StartFailed(error);
         }
     };
-    let _ = slot.set(service);
+    let _ = slot.set(router);
     phase.set(Phase::Serving);
     tracing::info!("serving");
 
@@ -396,9 +375,37 @@ async fn shutdown_within(
     }
 }
 
-/// The answer to any request while starting: 503, `/health` with `{"status": "starting"}`.
-fn starting(path: &str) -> Response<Full<Bytes>> {
-    if path == "/health" {
+/// Answers with the application's router once started, and as [`starting`] until then.
+async fn dispatch(State(slot): State<Arc<OnceLock<Router>>>, request: Request) -> Response {
+    match slot.get() {
+        Some(router) => match router.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        None => starting(request.uri().path()),
+    }
+}
+
+/// Records the answer to a request in the HTTP metrics, under its route's name.
+async fn record(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let route = response
+        .extensions()
+        .get::<RouteName>()
+        .map_or(OTHER, |r| r.0);
+    let status = response.status();
+    metrics.record(route, &method, status, started.elapsed());
+    tracing::debug!(%method, %path, status = status.as_u16(), "request");
+    response
+}
+
+/// The answer to any request while starting: 503, `/health` with `{"status": "starting"}`;
+/// its route is named `starting`.
+fn starting(path: &str) -> Response {
+    let mut response = if path == "/health" {
         health(StatusCode::SERVICE_UNAVAILABLE, Phase::Starting)
     } else {
         ApiError::new(
@@ -407,7 +414,9 @@ fn starting(path: &str) -> Response<Full<Bytes>> {
             "the node is starting; retry shortly",
         )
         .into_response()
-    }
+    };
+    response.extensions_mut().insert(RouteName("starting"));
+    response
 }
 
 #[cfg(test)]
@@ -441,15 +450,8 @@ mod tests {
         assert_eq!(Outcome::Interrupted("SIGTERM").exit_code(), 143);
     }
 
-    struct Hello;
-
-    impl Service for Hello {
-        async fn call(
-            self: Arc<Self>,
-            _request: Request<Incoming>,
-        ) -> (&'static str, Response<Full<Bytes>>) {
-            ("hello", crate::http::empty(StatusCode::NO_CONTENT))
-        }
+    fn hello() -> Router {
+        Router::new().fallback(|| async { StatusCode::NO_CONTENT })
     }
 
     async fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -490,7 +492,7 @@ mod tests {
                 assert_eq!(context.phase.get(), Phase::Starting);
                 ready_rx.await?;
                 Ok(Started {
-                    service: Arc::new(Hello),
+                    router: hello(),
                     stop: async move { stopped.store(true, Ordering::SeqCst) },
                 })
             }

@@ -1,5 +1,6 @@
-//! The HTTP server around a request handler: the accept loop, HTTPS, limits and graceful
-//! shutdown.
+//! The HTTP server around an axum [`Router`]: the accept loop, HTTPS, limits and graceful
+//! shutdown. (Not `axum::serve`, which has neither a connection limit nor a header-read
+//! timeout nor HTTPS.) Each connection is served by hyper, calling a clone of the router.
 //!
 //! - At most `max_connections` connections at a time; one over the limit is closed at once
 //!   (counted in [`ConnectionStats`]).
@@ -10,16 +11,13 @@
 //! - A failing `accept` (e.g. `EMFILE`: out of file descriptors) is retried after a pause
 //!   doubling from 50 ms to 1 s, not at once, which would spin a core while the error lasts.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
+use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -29,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 /// The first pause after a failed `accept`.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -114,21 +113,18 @@ impl Backoff {
 }
 
 /// Serves HTTP/1.1 (HTTPS with [`ServerOptions::tls`]) on `listener`, answering each request
-/// with `handler`, until `shutdown` resolves; then closes the listener and idle connections
+/// with `router`, until `shutdown` resolves; then closes the listener and idle connections
 /// and waits for in-flight requests to finish (the caller bounds that wait: see
 /// [`lifecycle::run`](crate::lifecycle::run)).
 ///
 /// `stats` counts open, refused and failed connections.
-pub async fn serve<H, Fut>(
+pub async fn serve(
     listener: TcpListener,
-    handler: H,
+    router: Router,
     stats: Arc<ConnectionStats>,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
-) where
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
-{
+) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
@@ -161,19 +157,19 @@ pub async fn serve<H, Fut>(
             drop(stream);
             continue;
         };
-        let (handler, options, watcher) = (handler.clone(), options.clone(), graceful.watcher());
+        let (router, options, watcher) = (router.clone(), options.clone(), graceful.watcher());
         let acceptor = acceptor.clone();
         let open = stats.opened();
         tokio::spawn(async move {
             let _slot = slot;
             let _open = open;
             match acceptor {
-                None => serve_connection(stream, peer, handler, &options, watcher).await,
+                None => serve_connection(stream, peer, router, &options, watcher).await,
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
                     match tokio::time::timeout(options.header_read_timeout, handshake).await {
                         Ok(Ok(stream)) => {
-                            serve_connection(stream, peer, handler, &options, watcher).await;
+                            serve_connection(stream, peer, router, &options, watcher).await;
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "tls handshake failed");
@@ -189,21 +185,18 @@ pub async fn serve<H, Fut>(
 }
 
 /// Serves HTTP/1.1 on one connection until it closes.
-async fn serve_connection<S, H, Fut>(
+async fn serve_connection<S>(
     stream: S,
     peer: SocketAddr,
-    handler: H,
+    router: Router,
     options: &ServerOptions,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let service = service_fn(move |request| {
-        let response = handler(request);
-        async move { Ok::<_, Infallible>(response.await) }
-    });
+    // A router is always ready and never fails (its error type is `Infallible`).
+    let service =
+        service_fn(move |request: http::Request<Incoming>| router.clone().oneshot(request));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
