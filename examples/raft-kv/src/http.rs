@@ -46,9 +46,9 @@ pub(crate) struct App {
     context: ServerContext,
 }
 
-/// The API's routes over `app`, each named for the HTTP metrics.
+/// The API's routes over `app` (named for the HTTP metrics by [`route_name`]).
 pub(crate) fn router(app: App) -> Router {
-    let router = Router::new()
+    Router::new()
         .route(HEALTH, get(health).fallback(only_get))
         .route(CLUSTER, get(cluster).fallback(only_get))
         .route(METRICS, get(metrics_page).fallback(only_get))
@@ -65,12 +65,11 @@ pub(crate) fn router(app: App) -> Router {
                 .fallback(|| async { method_not_allowed("GET, PUT, DELETE") }),
         )
         .fallback(not_found)
-        .with_state(Arc::new(app));
-    server_common::name_routes(router, route_name)
+        .with_state(Arc::new(app))
 }
 
 /// The name of the route with `pattern`, as the `route` label of the HTTP metrics.
-fn route_name(pattern: &str) -> &'static str {
+pub(crate) fn route_name(pattern: &str) -> &'static str {
     match pattern {
         HEALTH => "health",
         CLUSTER => "cluster",

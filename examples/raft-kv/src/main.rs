@@ -123,6 +123,7 @@ async fn start(
     );
     Ok(Started {
         router: http::router(app),
+        route_name: http::route_name,
         // Raft stops with the node (datacake-raft stops it on the node's shutdown signal);
         // every acknowledged write was already fsynced in its log.
         stop: node.shutdown(),

@@ -69,11 +69,11 @@ impl App {
     }
 }
 
-/// The API's routes over `app`, each named for the HTTP metrics; `app`'s access rule is
-/// checked first on every request, known route or not.
+/// The API's routes over `app` (named for the HTTP metrics by [`route_name`]); `app`'s
+/// access rule is checked first on every request, known route or not.
 pub(crate) fn router(app: App) -> Router {
     let app = Arc::new(app);
-    let router = Router::new()
+    Router::new()
         .route(HEALTH, get(health).fallback(method_not_allowed))
         .route(CLUSTER, get(cluster).fallback(method_not_allowed))
         .route(METRICS, get(metrics_page).fallback(method_not_allowed))
@@ -88,12 +88,11 @@ pub(crate) fn router(app: App) -> Router {
         )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
-        .with_state(app);
-    server_common::name_routes(router, route_name)
+        .with_state(app)
 }
 
 /// The name of the route with `pattern`, as the `route` label of the HTTP metrics.
-fn route_name(pattern: &str) -> &'static str {
+pub(crate) fn route_name(pattern: &str) -> &'static str {
     match pattern {
         HEALTH => "health",
         CLUSTER => "cluster",

@@ -185,6 +185,7 @@ async fn start(
     );
     Ok(Started {
         router: http::router(app),
+        route_name: http::route_name,
         // The store is dropped after this, closing the database once its queued writes are
         // done; every acknowledged write was committed before its answer.
         stop: node.shutdown(),

@@ -12,8 +12,9 @@
 //!   did, for the application's `/metrics`.
 //! - [`metrics`]: the Prometheus exporter and the HTTP metrics (requests, latency
 //!   histograms, errors, connections).
-//! - Routing with axum: [`name_routes`] names each route for the metrics (never a path
-//!   from the network); [`EncodedPath`] reads path parameters as sent (percent-encoded).
+//! - Routing with axum: the application gives [`lifecycle::run`] an axum `Router` and the
+//!   names of its routes for the metrics; [`EncodedPath`] reads path parameters as sent
+//!   (percent-encoded).
 //! - [`ApiError`]: `{"error": code, "message": ...}` errors, an axum `IntoResponse`;
 //!   [`read_body`] reads a body within a byte limit (413 `body_too_large` past it, in place
 //!   of axum's plain-text body limit); [`query_param`] and [`query_pairs`] read query
@@ -30,6 +31,6 @@ mod server;
 mod tls;
 
 pub use http::{error_chain, query_pairs, query_param, read_body, ApiError, PROMETHEUS_TEXT};
-pub use routing::{name_routes, EncodedPath};
+pub use routing::EncodedPath;
 pub use server::{serve, ConnectionCounts, ConnectionStats, ServerOptions};
 pub use tls::{server_config, TlsError};

@@ -3,8 +3,8 @@
 //! [`run`] serves HTTP from the start. While the node starts (joins the cluster, opens its
 //! storage) every request gets 503 and `/health` says `{"status": "starting"}`. Once started
 //! the application's axum [`Router`] answers, and its `/health` says `serving` (200). Every
-//! answer is recorded in the HTTP metrics, under the name of its route (see
-//! [`name_routes`](crate::name_routes)). The first SIGTERM or
+//! answer is recorded in the HTTP metrics, under the fixed name of the route that matched
+//! ([`Started::route_name`]), never a path from the network. The first SIGTERM or
 //! SIGINT makes it `leaving` (503): the server stops accepting connections and lets in-flight
 //! requests finish, then the application's `stop` runs (the node leaves the cluster), then the
 //! application is dropped (its storage closed). All of it must end within the shutdown
@@ -17,11 +17,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use http::StatusCode;
+use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -31,7 +32,6 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{load, ConfigArgs, Settings, EXIT_CONFIG};
 use crate::http::ApiError;
 use crate::metrics::HttpMetrics;
-use crate::routing::{RouteName, OTHER};
 use crate::server::{serve, ConnectionStats, ServerOptions};
 
 /// Where a server is in its life, as `/health` reports it.
@@ -112,8 +112,12 @@ pub struct ServerContext {
 /// A started application: its routes, and what stops it (the node leaving the cluster).
 #[derive(Debug)]
 pub struct Started<Stop> {
-    /// The application's routes, with their names (see [`name_routes`](crate::name_routes)).
+    /// The application's routes.
     pub router: Router,
+    /// The name of the route with a pattern (as given to [`Router::route`], e.g. `"/{key}"`),
+    /// as the `route` label of the HTTP metrics; an answer from no route (the router's
+    /// fallback) is named `other`.
+    pub route_name: fn(&str) -> &'static str,
     /// Awaited once the HTTP server has drained (a future does nothing until then); the
     /// router (and the state it holds) is dropped after it.
     pub stop: Stop,
@@ -299,17 +303,27 @@ where
 {
     let phase = context.phase.clone();
     let slot: Arc<OnceLock<Router>> = Arc::default();
-    let router = Router::new()
-        .fallback(dispatch)
-        .with_state(slot.clone())
+    let metrics = context.metrics.clone();
+    let starting = Router::new()
+        .fallback(starting)
         .layer(middleware::from_fn_with_state(
-            context.metrics.clone(),
+            Recorder {
+                metrics: metrics.clone(),
+                route_name: |_| "starting",
+                unmatched: "starting",
+            },
             record,
         ));
+    let service = {
+        let slot = slot.clone();
+        tower::service_fn(move |request: http::Request<Incoming>| {
+            slot.get().unwrap_or(&starting).clone().oneshot(request)
+        })
+    };
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(
         listener,
-        router,
+        service,
         context.connections.clone(),
         options,
         async move {
@@ -329,7 +343,11 @@ where
             return shutdown_within(stop_server(), signals, shutdown_timeout).await;
         }
     };
-    let Started { router, stop } = match started {
+    let Started {
+        router,
+        route_name,
+        stop,
+    } = match started {
         Ok(started) => started,
         Err(error) => {
             phase.set(Phase::Leaving);
@@ -337,7 +355,12 @@ where
             return Outcome::StartFailed(error);
         }
     };
-    let _ = slot.set(router);
+    let recorder = Recorder {
+        metrics,
+        route_name,
+        unmatched: "other",
+    };
+    let _ = slot.set(router.layer(middleware::from_fn_with_state(recorder, record)));
     phase.set(Phase::Serving);
     tracing::info!("serving");
 
@@ -375,37 +398,39 @@ async fn shutdown_within(
     }
 }
 
-/// Answers with the application's router once started, and as [`starting`] until then.
-async fn dispatch(State(slot): State<Arc<OnceLock<Router>>>, request: Request) -> Response {
-    match slot.get() {
-        Some(router) => match router.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        },
-        None => starting(request.uri().path()),
-    }
+/// What [`record`] needs: the metrics, and how to name routes.
+#[derive(Debug, Clone)]
+struct Recorder {
+    metrics: HttpMetrics,
+    route_name: fn(&str) -> &'static str,
+    /// The name of answers from no route.
+    unmatched: &'static str,
 }
 
-/// Records the answer to a request in the HTTP metrics, under its route's name.
-async fn record(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
+/// Records the answer to a request in the HTTP metrics, under its route's name: a layer of
+/// the router, which sees the route that matched.
+async fn record(State(recorder): State<Recorder>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
-    let route = response
+    let route = request
         .extensions()
-        .get::<RouteName>()
-        .map_or(OTHER, |r| r.0);
+        .get::<MatchedPath>()
+        .map_or(recorder.unmatched, |pattern| {
+            (recorder.route_name)(pattern.as_str())
+        });
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let response = next.run(request).await;
     let status = response.status();
-    metrics.record(route, &method, status, started.elapsed());
-    tracing::debug!(%method, %path, status = status.as_u16(), "request");
+    recorder
+        .metrics
+        .record(route, &method, status, started.elapsed());
+    tracing::debug!(%method, path = uri.path(), status = status.as_u16(), "request");
     response
 }
 
-/// The answer to any request while starting: 503, `/health` with `{"status": "starting"}`;
-/// its route is named `starting`.
-fn starting(path: &str) -> Response {
-    let mut response = if path == "/health" {
+/// The answer to any request while starting: 503, `/health` with `{"status": "starting"}`.
+async fn starting(request: Request) -> Response {
+    if request.uri().path() == "/health" {
         health(StatusCode::SERVICE_UNAVAILABLE, Phase::Starting)
     } else {
         ApiError::new(
@@ -414,9 +439,7 @@ fn starting(path: &str) -> Response {
             "the node is starting; retry shortly",
         )
         .into_response()
-    };
-    response.extensions_mut().insert(RouteName("starting"));
-    response
+    }
 }
 
 #[cfg(test)]
@@ -493,6 +516,7 @@ mod tests {
                 ready_rx.await?;
                 Ok(Started {
                     router: hello(),
+                    route_name: |_| "hello",
                     stop: async move { stopped.store(true, Ordering::SeqCst) },
                 })
             }

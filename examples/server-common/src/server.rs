@@ -1,6 +1,7 @@
-//! The HTTP server around an axum [`Router`]: the accept loop, HTTPS, limits and graceful
-//! shutdown. (Not `axum::serve`, which has neither a connection limit nor a header-read
-//! timeout nor HTTPS.) Each connection is served by hyper, calling a clone of the router.
+//! The HTTP server around an axum `Router` (or any tower service like it): the accept loop,
+//! HTTPS, limits and graceful shutdown. (Not `axum::serve`, which has neither a connection
+//! limit nor a header-read timeout nor HTTPS.) Each connection is served by hyper, calling a
+//! clone of the service per request.
 //!
 //! - At most `max_connections` connections at a time; one over the limit is closed at once
 //!   (counted in [`ConnectionStats`]).
@@ -11,13 +12,15 @@
 //! - A failing `accept` (e.g. `EMFILE`: out of file descriptors) is retried after a pause
 //!   doubling from 50 ms to 1 s, not at once, which would spin a core while the error lasts.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::response::Response;
+use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -27,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 /// The first pause after a failed `accept`.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -113,18 +116,23 @@ impl Backoff {
 }
 
 /// Serves HTTP/1.1 (HTTPS with [`ServerOptions::tls`]) on `listener`, answering each request
-/// with `router`, until `shutdown` resolves; then closes the listener and idle connections
+/// with `service` (an axum `Router`, or a tower service like it: always ready, never failing),
+/// until `shutdown` resolves; then closes the listener and idle connections
 /// and waits for in-flight requests to finish (the caller bounds that wait: see
 /// [`lifecycle::run`](crate::lifecycle::run)).
 ///
 /// `stats` counts open, refused and failed connections.
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
-    router: Router,
+    service: S,
     stats: Arc<ConnectionStats>,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
+    S: Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
@@ -157,19 +165,19 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let (router, options, watcher) = (router.clone(), options.clone(), graceful.watcher());
+        let (service, options, watcher) = (service.clone(), options.clone(), graceful.watcher());
         let acceptor = acceptor.clone();
         let open = stats.opened();
         tokio::spawn(async move {
             let _slot = slot;
             let _open = open;
             match acceptor {
-                None => serve_connection(stream, peer, router, &options, watcher).await,
+                None => serve_connection(stream, peer, service, &options, watcher).await,
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
                     match tokio::time::timeout(options.header_read_timeout, handshake).await {
                         Ok(Ok(stream)) => {
-                            serve_connection(stream, peer, router, &options, watcher).await;
+                            serve_connection(stream, peer, service, &options, watcher).await;
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "tls handshake failed");
@@ -185,18 +193,19 @@ pub async fn serve(
 }
 
 /// Serves HTTP/1.1 on one connection until it closes.
-async fn serve_connection<S>(
-    stream: S,
+async fn serve_connection<IO, S>(
+    stream: IO,
     peer: SocketAddr,
-    router: Router,
+    service: S,
     options: &ServerOptions,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
+    S: Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
-    // A router is always ready and never fails (its error type is `Infallible`).
-    let service =
-        service_fn(move |request: http::Request<Incoming>| router.clone().oneshot(request));
+    let service = service_fn(move |request| service.clone().oneshot(request));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
