@@ -73,7 +73,7 @@ impl App {
 /// access rule is checked first on every request, known route or not.
 pub(crate) fn router(app: App) -> Router {
     let app = Arc::new(app);
-    Router::new()
+    let router = Router::new()
         .route(HEALTH, get(health).fallback(method_not_allowed))
         .route(CLUSTER, get(cluster).fallback(method_not_allowed))
         .route(METRICS, get(metrics_page).fallback(method_not_allowed))
@@ -86,9 +86,14 @@ pub(crate) fn router(app: App) -> Router {
                 .delete(delete_key)
                 .fallback(method_not_allowed),
         )
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(app.clone(), authenticate))
-        .with_state(app)
+        .fallback(not_found);
+    // Without a token there is nothing to check: no layer, nothing to pay per request.
+    let router = if app.access.is_open() {
+        router
+    } else {
+        router.layer(middleware::from_fn_with_state(app.clone(), authenticate))
+    };
+    router.with_state(app)
 }
 
 /// The name of the route with `pattern`, as the `route` label of the HTTP metrics.

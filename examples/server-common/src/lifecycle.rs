@@ -307,11 +307,11 @@ where
     let starting = Router::new()
         .fallback(starting)
         .layer(middleware::from_fn_with_state(
-            Recorder {
+            Arc::new(Recorder {
                 metrics: metrics.clone(),
                 route_name: |_| "starting",
                 unmatched: "starting",
-            },
+            }),
             record,
         ));
     let service = {
@@ -355,11 +355,11 @@ where
             return Outcome::StartFailed(error);
         }
     };
-    let recorder = Recorder {
+    let recorder = Arc::new(Recorder {
         metrics,
         route_name,
         unmatched: "other",
-    };
+    });
     let _ = slot.set(router.layer(middleware::from_fn_with_state(recorder, record)));
     phase.set(Phase::Serving);
     tracing::info!("serving");
@@ -399,7 +399,7 @@ async fn shutdown_within(
 }
 
 /// What [`record`] needs: the metrics, and how to name routes.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Recorder {
     metrics: HttpMetrics,
     route_name: fn(&str) -> &'static str,
@@ -409,7 +409,7 @@ struct Recorder {
 
 /// Records the answer to a request in the HTTP metrics, under its route's name: a layer of
 /// the router, which sees the route that matched.
-async fn record(State(recorder): State<Recorder>, request: Request, next: Next) -> Response {
+async fn record(State(recorder): State<Arc<Recorder>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request
         .extensions()
