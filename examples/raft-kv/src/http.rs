@@ -1,22 +1,22 @@
-//! The HTTP API: routing, handlers, and the mapping of Raft's errors to statuses and codes.
+//! The HTTP API: the axum routes, their handlers, and the mapping of Raft's errors to
+//! statuses and codes.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use axum::extract::{RawQuery, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use datacake_node::DatacakeHandle;
 use datacake_raft::{RaftError, RaftHandle, ReadConsistency, Role};
 use datacake_rpc::ErrorCode;
-use http::header::HeaderValue;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{StatusCode, Uri};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
-use server_common::lifecycle::{ServerContext, Service};
-use server_common::{
-    error_chain, json, query_pairs, read_body, response, ApiError, PROMETHEUS_TEXT,
-};
+use server_common::lifecycle::ServerContext;
+use server_common::{error_chain, query_pairs, read_body, ApiError, EncodedPath, PROMETHEUS_TEXT};
 
 use crate::config::Limits;
 use crate::keys;
@@ -26,7 +26,15 @@ use crate::metrics;
 /// The header carrying a key's version on `GET /:key`.
 pub(crate) const VERSION_HEADER: &str = "x-version";
 
-type HttpResponse = Response<Full<Bytes>>;
+/// The routes' patterns.
+const HEALTH: &str = "/health";
+const CLUSTER: &str = "/cluster";
+const METRICS: &str = "/metrics";
+const COUNTER: &str = "/counter/{name}";
+const COUNTER_INCR: &str = "/counter/{name}/incr";
+const KEY: &str = "/{key}";
+
+type Answered = Result<Response, ApiError>;
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -38,11 +46,108 @@ pub(crate) struct App {
     context: ServerContext,
 }
 
-impl Service for App {
-    async fn call(self: Arc<Self>, request: Request<Incoming>) -> (&'static str, HttpResponse) {
-        let (route, result) = self.route(request).await;
-        (route, result.unwrap_or_else(ApiError::into_response))
+/// The API's routes over `app` (named for the HTTP metrics by [`route_name`]).
+pub(crate) fn router(app: App) -> Router {
+    Router::new()
+        .route(HEALTH, get(health).fallback(only_get))
+        .route(CLUSTER, get(cluster).fallback(only_get))
+        .route(METRICS, get(metrics_page).fallback(only_get))
+        .route(COUNTER, get(counter).fallback(only_get))
+        .route(
+            COUNTER_INCR,
+            post(incr).fallback(|| async { method_not_allowed("POST") }),
+        )
+        .route(
+            KEY,
+            get(get_key)
+                .put(put_key)
+                .delete(delete_key)
+                .fallback(|| async { method_not_allowed("GET, PUT, DELETE") }),
+        )
+        .fallback(not_found)
+        .with_state(Arc::new(app))
+}
+
+/// The name of the route with `pattern`, as the `route` label of the HTTP metrics.
+pub(crate) fn route_name(pattern: &str) -> &'static str {
+    match pattern {
+        HEALTH => "health",
+        CLUSTER => "cluster",
+        METRICS => "metrics",
+        COUNTER => "counter",
+        COUNTER_INCR => "counter_incr",
+        KEY => "kv",
+        _ => "other",
     }
+}
+
+async fn health(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Answered {
+    app.health(query.as_deref())
+}
+
+async fn cluster(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Answered {
+    app.cluster(query.as_deref())
+}
+
+async fn metrics_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Answered {
+    app.metrics_page(query.as_deref())
+}
+
+async fn counter(
+    State(app): State<Arc<App>>,
+    path: EncodedPath,
+    RawQuery(query): RawQuery,
+) -> Answered {
+    app.counter(path.param("name"), query.as_deref()).await
+}
+
+async fn incr(
+    State(app): State<Arc<App>>,
+    path: EncodedPath,
+    RawQuery(query): RawQuery,
+) -> Answered {
+    app.incr(path.param("name"), query.as_deref()).await
+}
+
+async fn get_key(
+    State(app): State<Arc<App>>,
+    path: EncodedPath,
+    RawQuery(query): RawQuery,
+) -> Answered {
+    app.get(path.param("key"), query.as_deref()).await
+}
+
+async fn put_key(
+    State(app): State<Arc<App>>,
+    path: EncodedPath,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Answered {
+    app.put(path.param("key"), query.as_deref(), request).await
+}
+
+async fn delete_key(
+    State(app): State<Arc<App>>,
+    path: EncodedPath,
+    RawQuery(query): RawQuery,
+) -> Answered {
+    app.delete(path.param("key"), query.as_deref()).await
+}
+
+async fn only_get() -> ApiError {
+    method_not_allowed("GET")
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no route for {}; use /:key, /counter/:name, /counter/:name/incr, /cluster, \
+             /health or /metrics",
+            uri.path()
+        ),
+    )
 }
 
 impl App {
@@ -64,66 +169,19 @@ impl App {
         }
     }
 
-    /// The route's name (a metrics label) and its answer.
-    async fn route(
-        &self,
-        request: Request<Incoming>,
-    ) -> (&'static str, Result<HttpResponse, ApiError>) {
-        let path = request.uri().path().to_owned();
-        let query = request.uri().query().map(str::to_owned);
-        let query = query.as_deref();
-        let method = request.method().clone();
-        let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(&path).split('/').collect();
-        match (segments.as_slice(), &method) {
-            (["health"], &Method::GET) => ("health", self.health(query)),
-            (["cluster"], &Method::GET) => ("cluster", self.cluster(query)),
-            (["metrics"], &Method::GET) => ("metrics", self.metrics_page(query)),
-            (["health" | "cluster" | "metrics"], _) => ("other", Err(method_not_allowed("GET"))),
-            (["counter", name], &Method::GET) => ("counter", self.counter(name, query).await),
-            (["counter", _], _) => ("counter", Err(method_not_allowed("GET"))),
-            (["counter", name, "incr"], &Method::POST) => {
-                ("counter_incr", self.incr(name, query).await)
-            }
-            (["counter", _, "incr"], _) => ("counter_incr", Err(method_not_allowed("POST"))),
-            ([key], _) if !key.is_empty() => {
-                let result = match method {
-                    Method::GET => self.get(key, query).await,
-                    Method::PUT => self.put(key, query, request).await,
-                    Method::DELETE => self.delete(key, query).await,
-                    _ => Err(method_not_allowed("GET, PUT, DELETE")),
-                };
-                ("kv", result)
-            }
-            _ => (
-                "other",
-                Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    format!(
-                        "no route for {path}; use /:key, /counter/:name, /counter/:name/incr, \
-                         /cluster, /health or /metrics"
-                    ),
-                )),
-            ),
-        }
-    }
-
     fn key(&self, raw: &str) -> Result<String, ApiError> {
         keys::decode(raw, self.limits.max_key_bytes)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_key", e.to_string()))
     }
 
-    async fn get(&self, raw: &str, query: Option<&str>) -> Result<HttpResponse, ApiError> {
+    async fn get(&self, raw: &str, query: Option<&str>) -> Result<Response, ApiError> {
         let key = self.key(raw)?;
         let params = Params::parse(query, &["read"])?;
         let read = params.read()?;
         match self.read(Query::Get { key: key.clone() }, read).await? {
             Answer::Value(Some(stored)) => {
-                let mut response = response(
-                    StatusCode::OK,
-                    "application/octet-stream",
-                    Bytes::from(stored.value),
-                );
+                let mut response =
+                    ([(CONTENT_TYPE, "application/octet-stream")], stored.value).into_response();
                 response
                     .headers_mut()
                     .insert(VERSION_HEADER, HeaderValue::from(stored.version));
@@ -142,8 +200,8 @@ impl App {
         &self,
         raw: &str,
         query: Option<&str>,
-        request: Request<Incoming>,
-    ) -> Result<HttpResponse, ApiError> {
+        request: Request,
+    ) -> Result<Response, ApiError> {
         let key = self.key(raw)?;
         let params = Params::parse(query, &["if_version"])?;
         let if_version = params.if_version()?;
@@ -160,14 +218,14 @@ impl App {
                     key: &'a str,
                     version: u64,
                 }
-                Ok(json(StatusCode::OK, &Written { key: &key, version }))
+                Ok(Json(Written { key: &key, version }).into_response())
             }
             Applied::VersionMismatch { current } => Err(version_mismatch(&key, current)),
             other => Err(unexpected(&other)),
         }
     }
 
-    async fn delete(&self, raw: &str, query: Option<&str>) -> Result<HttpResponse, ApiError> {
+    async fn delete(&self, raw: &str, query: Option<&str>) -> Result<Response, ApiError> {
         let key = self.key(raw)?;
         let params = Params::parse(query, &["if_version"])?;
         let if_version = params.if_version()?;
@@ -182,20 +240,18 @@ impl App {
                     key: &'a str,
                     deleted: bool,
                 }
-                Ok(json(
-                    StatusCode::OK,
-                    &Deleted {
-                        key: &key,
-                        deleted: existed,
-                    },
-                ))
+                Ok(Json(Deleted {
+                    key: &key,
+                    deleted: existed,
+                })
+                .into_response())
             }
             Applied::VersionMismatch { current } => Err(version_mismatch(&key, current)),
             other => Err(unexpected(&other)),
         }
     }
 
-    async fn incr(&self, raw: &str, query: Option<&str>) -> Result<HttpResponse, ApiError> {
+    async fn incr(&self, raw: &str, query: Option<&str>) -> Result<Response, ApiError> {
         let name = self.key(raw)?;
         let params = Params::parse(query, &["by"])?;
         let by = match params.get("by") {
@@ -229,7 +285,7 @@ impl App {
         }
     }
 
-    async fn counter(&self, raw: &str, query: Option<&str>) -> Result<HttpResponse, ApiError> {
+    async fn counter(&self, raw: &str, query: Option<&str>) -> Result<Response, ApiError> {
         let name = self.key(raw)?;
         let params = Params::parse(query, &["read"])?;
         let read = params.read()?;
@@ -260,7 +316,7 @@ impl App {
 
     /// 200 only while serving and healthy by Raft's rule ([`health_problem`]); 503 with
     /// `status` `starting` or `leaving` otherwise, or `serving` with the Raft `reason`.
-    fn health(&self, query: Option<&str>) -> Result<HttpResponse, ApiError> {
+    fn health(&self, query: Option<&str>) -> Result<Response, ApiError> {
         Params::parse(query, &[])?;
         if let Some(response) = self.context.phase.not_serving() {
             return Ok(response);
@@ -286,18 +342,16 @@ impl App {
             role: &'static str,
             leader: Option<u32>,
         }
-        Ok(json(
-            StatusCode::OK,
-            &Health {
-                status: "serving",
-                node_id: me,
-                role,
-                leader: status.leader,
-            },
-        ))
+        Ok(Json(Health {
+            status: "serving",
+            node_id: me,
+            role,
+            leader: status.leader,
+        })
+        .into_response())
     }
 
-    fn cluster(&self, query: Option<&str>) -> Result<HttpResponse, ApiError> {
+    fn cluster(&self, query: Option<&str>) -> Result<Response, ApiError> {
         Params::parse(query, &[])?;
         #[derive(Serialize)]
         struct Member {
@@ -330,32 +384,30 @@ impl App {
             })
             .collect();
         members.sort_unstable_by_key(|m| m.node_id);
-        Ok(json(
-            StatusCode::OK,
-            &Cluster {
-                node_id: self.raft.node_id(),
-                role: metrics::role_name(status.role),
-                is_active: status.role != Role::Inactive,
-                has_quorum: self.raft.has_quorum(),
-                leader: status.leader,
-                term: status.term,
-                voters: status.voters.iter().copied().collect(),
-                learners: status.learners.iter().copied().collect(),
-                commit_index: status.commit_index,
-                applied_index: status.applied_index,
-                last_log_index: status.last_log_index,
-                members,
-            },
-        ))
+        Ok(Json(Cluster {
+            node_id: self.raft.node_id(),
+            role: metrics::role_name(status.role),
+            is_active: status.role != Role::Inactive,
+            has_quorum: self.raft.has_quorum(),
+            leader: status.leader,
+            term: status.term,
+            voters: status.voters.iter().copied().collect(),
+            learners: status.learners.iter().copied().collect(),
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+            last_log_index: status.last_log_index,
+            members,
+        })
+        .into_response())
     }
 
-    fn metrics_page(&self, query: Option<&str>) -> Result<HttpResponse, ApiError> {
+    fn metrics_page(&self, query: Option<&str>) -> Result<Response, ApiError> {
         Params::parse(query, &[])?;
         metrics::raft(&self.raft.metrics(), self.raft.has_quorum());
         let context = &self.context;
         context.metrics.connections(context.connections.counts());
         let text = self.prometheus.render();
-        Ok(response(StatusCode::OK, PROMETHEUS_TEXT, Bytes::from(text)))
+        Ok(([(CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response())
     }
 }
 
@@ -455,13 +507,13 @@ impl<'a> Params<'a> {
     }
 }
 
-fn counter_json(name: &str, value: i64) -> HttpResponse {
+fn counter_json(name: &str, value: i64) -> Response {
     #[derive(Serialize)]
     struct Counter<'a> {
         name: &'a str,
         value: i64,
     }
-    json(StatusCode::OK, &Counter { name, value })
+    Json(Counter { name, value }).into_response()
 }
 
 fn version_mismatch(key: &str, current: u64) -> ApiError {

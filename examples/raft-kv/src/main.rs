@@ -16,7 +16,6 @@ mod machine;
 mod metrics;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
@@ -71,7 +70,7 @@ async fn start(
     config: Config,
     prometheus: PrometheusHandle,
     context: ServerContext,
-) -> anyhow::Result<Started<App, impl std::future::Future<Output = ()>>> {
+) -> anyhow::Result<Started<impl std::future::Future<Output = ()>>> {
     let builder = DatacakeNodeBuilder::new(
         config.node_id(),
         ConnectionConfig::new(
@@ -123,7 +122,8 @@ async fn start(
         context,
     );
     Ok(Started {
-        service: Arc::new(app),
+        router: http::router(app),
+        route_name: http::route_name,
         // Raft stops with the node (datacake-raft stops it on the node's shutdown signal);
         // every acknowledged write was already fsynced in its log.
         stop: node.shutdown(),

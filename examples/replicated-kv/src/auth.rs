@@ -108,6 +108,11 @@ impl Access {
         Self { token, open_health }
     }
 
+    /// Whether every request is let in (no token).
+    pub(crate) fn is_open(&self) -> bool {
+        self.token.is_none()
+    }
+
     /// `Ok` if a request for `path` with `headers` may be served.
     pub(crate) fn check(&self, path: &str, headers: &HeaderMap) -> Result<(), Refusal> {
         let Some(token) = &self.token else {

@@ -110,7 +110,7 @@ async fn start(
     config: Config,
     prepared: Prepared,
     context: ServerContext,
-) -> anyhow::Result<Started<App, impl std::future::Future<Output = ()>>> {
+) -> anyhow::Result<Started<impl std::future::Future<Output = ()>>> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let db = config.data_dir.join("kv.db");
@@ -184,7 +184,8 @@ async fn start(
         context,
     );
     Ok(Started {
-        service: Arc::new(app),
+        router: http::router(app),
+        route_name: http::route_name,
         // The store is dropped after this, closing the database once its queued writes are
         // done; every acknowledged write was committed before its answer.
         stop: node.shutdown(),

@@ -1,10 +1,11 @@
-//! JSON answers and errors, bodies read within a limit, query strings.
+//! JSON errors, bodies read within a limit, query strings.
 
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use serde::Serialize;
+use http::header::CONTENT_LENGTH;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 /// The content type of `/metrics` pages (Prometheus text format 0.0.4).
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -12,6 +13,7 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// A 4xx or 5xx answer, sent as `{"error": code, "message": ..., ...fields}`.
 ///
 /// ```
+/// use axum::response::IntoResponse;
 /// use http::StatusCode;
 /// use server_common::ApiError;
 ///
@@ -58,14 +60,16 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+}
 
-    /// The JSON response.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+/// The JSON response.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
         let mut body = serde_json::Map::new();
         body.insert("error".to_owned(), self.code.into());
         body.insert("message".to_owned(), self.message.into());
         body.extend(self.fields);
-        json(self.status, &body)
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -79,29 +83,6 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     out
-}
-
-/// A JSON response.
-pub fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
-    let bytes = serde_json::to_vec(body).expect("plain structs serialise");
-    response(status, "application/json", Bytes::from(bytes))
-}
-
-/// A response with a body of the given content type.
-pub fn response(status: StatusCode, content_type: &str, body: Bytes) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, content_type)
-        .body(Full::new(body))
-        .expect("static headers are valid")
-}
-
-/// A response without a body.
-pub fn empty(status: StatusCode) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .body(Full::new(Bytes::new()))
-        .expect("no headers")
 }
 
 /// The request's body, refused with 413 `body_too_large` past `max_bytes` (whether declared
@@ -164,6 +145,8 @@ pub fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::Full;
+
     use super::*;
 
     #[tokio::test]
@@ -188,8 +171,8 @@ mod tests {
             .with_field("error", "ignored")
             .into_response();
         assert_eq!(response.status(), StatusCode::CONFLICT);
-        let body = response.into_body();
-        let bytes = collect_body(body);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let bytes = collect_body(response.into_body());
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
             value,
@@ -197,7 +180,7 @@ mod tests {
         );
     }
 
-    fn collect_body(body: Full<Bytes>) -> Bytes {
+    fn collect_body(body: axum::body::Body) -> Bytes {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()

@@ -5,15 +5,20 @@
 //!   server has, their flags and checks.
 //! - [`lifecycle`]: a server's `main`, its phases (`starting`, `serving`, `leaving`, as
 //!   `/health` reports them), SIGTERM and SIGINT, the bounded graceful shutdown.
-//! - [`serve`]: the accept loop around a request handler, HTTP/1.1 (HTTPS with a rustls
+//! - [`serve`]: the accept loop around an axum `Router`, HTTP/1.1 (HTTPS with a rustls
 //!   [`server_config`]), with a connection limit, a header-read timeout (also for idle
 //!   keep-alive connections and TLS handshakes), a backoff when `accept` fails (e.g. out of
 //!   file descriptors), and a graceful drain on shutdown; [`ConnectionStats`] counts what it
 //!   did, for the application's `/metrics`.
 //! - [`metrics`]: the Prometheus exporter and the HTTP metrics (requests, latency
 //!   histograms, errors, connections).
-//! - [`ApiError`] and [`json`]: JSON answers and `{"error": code, "message": ...}` errors;
-//!   [`read_body`] reads a body within a byte limit (413 past it); [`query_param`].
+//! - Routing with axum: the application gives [`lifecycle::run`] an axum `Router` and the
+//!   names of its routes for the metrics; [`EncodedPath`] reads path parameters as sent
+//!   (percent-encoded).
+//! - [`ApiError`]: `{"error": code, "message": ...}` errors, an axum `IntoResponse`;
+//!   [`read_body`] reads a body within a byte limit (413 `body_too_large` past it, in place
+//!   of axum's plain-text body limit); [`query_param`] and [`query_pairs`] read query
+//!   strings as written, so that a bad parameter is a JSON 400.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -21,12 +26,11 @@ mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod node_settings;
+mod routing;
 mod server;
 mod tls;
 
-pub use http::{
-    empty, error_chain, json, query_pairs, query_param, read_body, response, ApiError,
-    PROMETHEUS_TEXT,
-};
+pub use http::{error_chain, query_pairs, query_param, read_body, ApiError, PROMETHEUS_TEXT};
+pub use routing::EncodedPath;
 pub use server::{serve, ConnectionCounts, ConnectionStats, ServerOptions};
 pub use tls::{server_config, TlsError};

@@ -2,7 +2,9 @@
 //!
 //! [`run`] serves HTTP from the start. While the node starts (joins the cluster, opens its
 //! storage) every request gets 503 and `/health` says `{"status": "starting"}`. Once started
-//! the application answers, and its `/health` says `serving` (200). The first SIGTERM or
+//! the application's axum [`Router`] answers, and its `/health` says `serving` (200). Every
+//! answer is recorded in the HTTP metrics, under the fixed name of the route that matched
+//! ([`Started::route_name`]), never a path from the network. The first SIGTERM or
 //! SIGINT makes it `leaving` (503): the server stops accepting connections and lets in-flight
 //! requests finish, then the application's `stop` runs (the node leaves the cluster), then the
 //! application is dropped (its storage closed). All of it must end within the shutdown
@@ -15,17 +17,20 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use http::StatusCode;
 use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+use tower::ServiceExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{load, ConfigArgs, Settings, EXIT_CONFIG};
-use crate::http::{json, ApiError};
+use crate::http::ApiError;
 use crate::metrics::HttpMetrics;
 use crate::server::{serve, ConnectionStats, ServerOptions};
 
@@ -77,7 +82,7 @@ impl PhaseCell {
     }
 
     /// `/health`'s answer unless serving: 503 `{"status": "starting"|"leaving"}`.
-    pub fn not_serving(&self) -> Option<Response<Full<Bytes>>> {
+    pub fn not_serving(&self) -> Option<Response> {
         match self.get() {
             Phase::Serving => None,
             phase => Some(health(StatusCode::SERVICE_UNAVAILABLE, phase)),
@@ -85,22 +90,12 @@ impl PhaseCell {
     }
 }
 
-fn health(status: StatusCode, phase: Phase) -> Response<Full<Bytes>> {
+fn health(status: StatusCode, phase: Phase) -> Response {
     #[derive(Serialize)]
     struct Health {
         status: Phase,
     }
-    json(status, &Health { status: phase })
-}
-
-/// An application's request handler.
-pub trait Service: Send + Sync + 'static {
-    /// Answers one request, with the name of its route (the `route` label of the HTTP
-    /// metrics, which [`run`] records).
-    fn call(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-    ) -> impl Future<Output = (&'static str, Response<Full<Bytes>>)> + Send;
+    (status, Json(Health { status: phase })).into_response()
 }
 
 /// What [`run`] gives the application to start with.
@@ -114,13 +109,17 @@ pub struct ServerContext {
     pub metrics: HttpMetrics,
 }
 
-/// A started application: its handler, and what stops it (the node leaving the cluster).
+/// A started application: its routes, and what stops it (the node leaving the cluster).
 #[derive(Debug)]
-pub struct Started<S, Stop> {
-    /// The request handler.
-    pub service: Arc<S>,
+pub struct Started<Stop> {
+    /// The application's routes.
+    pub router: Router,
+    /// The name of the route with a pattern (as given to [`Router::route`], e.g. `"/{key}"`),
+    /// as the `route` label of the HTTP metrics; an answer from no route (the router's
+    /// fallback) is named `other`.
+    pub route_name: fn(&str) -> &'static str,
     /// Awaited once the HTTP server has drained (a future does nothing until then); the
-    /// handler is dropped after it.
+    /// router (and the state it holds) is dropped after it.
     pub stop: Stop,
 }
 
@@ -260,7 +259,7 @@ pub fn signals() -> mpsc::UnboundedReceiver<&'static str> {
 /// answering 503 `starting` until `start` has started the application; then serves it,
 /// recording every request in `metrics`, until the first signal; then shuts down within
 /// `shutdown_timeout`.
-pub async fn run<S, Stop, Start, StartFut>(
+pub async fn run<Stop, Start, StartFut>(
     listener: TcpListener,
     options: ServerOptions,
     metrics: HttpMetrics,
@@ -268,10 +267,9 @@ pub async fn run<S, Stop, Start, StartFut>(
     start: Start,
 ) -> Outcome
 where
-    S: Service,
     Stop: Future<Output = ()>,
     Start: FnOnce(ServerContext) -> StartFut,
-    StartFut: Future<Output = anyhow::Result<Started<S, Stop>>>,
+    StartFut: Future<Output = anyhow::Result<Started<Stop>>>,
 {
     let mut signals = signals();
     let context = ServerContext {
@@ -290,7 +288,7 @@ where
     .await
 }
 
-async fn run_with<S, Stop, Start, StartFut>(
+async fn run_with<Stop, Start, StartFut>(
     listener: TcpListener,
     options: ServerOptions,
     context: ServerContext,
@@ -299,38 +297,33 @@ async fn run_with<S, Stop, Start, StartFut>(
     start: Start,
 ) -> Outcome
 where
-    S: Service,
     Stop: Future<Output = ()>,
     Start: FnOnce(ServerContext) -> StartFut,
-    StartFut: Future<Output = anyhow::Result<Started<S, Stop>>>,
+    StartFut: Future<Output = anyhow::Result<Started<Stop>>>,
 {
     let phase = context.phase.clone();
-    let slot: Arc<OnceLock<Arc<S>>> = Arc::default();
-    let handler = {
+    let slot: Arc<OnceLock<Router>> = Arc::default();
+    let metrics = context.metrics.clone();
+    let starting = Router::new()
+        .fallback(starting)
+        .layer(middleware::from_fn_with_state(
+            Arc::new(Recorder {
+                metrics: metrics.clone(),
+                route_name: |_| "starting",
+                unmatched: "starting",
+            }),
+            record,
+        ));
+    let service = {
         let slot = slot.clone();
-        let metrics = context.metrics.clone();
-        move |request: Request<Incoming>| {
-            let service = slot.get().cloned();
-            let metrics = metrics.clone();
-            async move {
-                let started = Instant::now();
-                let method = request.method().clone();
-                let path = request.uri().path().to_owned();
-                let (route, response) = match service {
-                    Some(service) => service.call(request).await,
-                    None => ("starting", starting(&path)),
-                };
-                let status = response.status();
-                metrics.record(route, &method, status, started.elapsed());
-                tracing::debug!(%method, %path, status = status.as_u16(), "request");
-                response
-            }
-        }
+        tower::service_fn(move |request: http::Request<Incoming>| {
+            slot.get().unwrap_or(&starting).clone().oneshot(request)
+        })
     };
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(
         listener,
-        handler,
+        service,
         context.connections.clone(),
         options,
         async move {
@@ -350,7 +343,11 @@ where
             return shutdown_within(stop_server(), signals, shutdown_timeout).await;
         }
     };
-    let Started { service, stop } = match started {
+    let Started {
+        router,
+        route_name,
+        stop,
+    } = match started {
         Ok(started) => started,
         Err(error) => {
             phase.set(Phase::Leaving);
@@ -358,7 +355,12 @@ where
             return Outcome::StartFailed(error);
         }
     };
-    let _ = slot.set(service);
+    let recorder = Arc::new(Recorder {
+        metrics,
+        route_name,
+        unmatched: "other",
+    });
+    let _ = slot.set(router.layer(middleware::from_fn_with_state(recorder, record)));
     phase.set(Phase::Serving);
     tracing::info!("serving");
 
@@ -396,9 +398,39 @@ async fn shutdown_within(
     }
 }
 
+/// What [`record`] needs: the metrics, and how to name routes.
+#[derive(Debug)]
+struct Recorder {
+    metrics: HttpMetrics,
+    route_name: fn(&str) -> &'static str,
+    /// The name of answers from no route.
+    unmatched: &'static str,
+}
+
+/// Records the answer to a request in the HTTP metrics, under its route's name: a layer of
+/// the router, which sees the route that matched.
+async fn record(State(recorder): State<Arc<Recorder>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(recorder.unmatched, |pattern| {
+            (recorder.route_name)(pattern.as_str())
+        });
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    recorder
+        .metrics
+        .record(route, &method, status, started.elapsed());
+    tracing::debug!(%method, path = uri.path(), status = status.as_u16(), "request");
+    response
+}
+
 /// The answer to any request while starting: 503, `/health` with `{"status": "starting"}`.
-fn starting(path: &str) -> Response<Full<Bytes>> {
-    if path == "/health" {
+async fn starting(request: Request) -> Response {
+    if request.uri().path() == "/health" {
         health(StatusCode::SERVICE_UNAVAILABLE, Phase::Starting)
     } else {
         ApiError::new(
@@ -441,15 +473,8 @@ mod tests {
         assert_eq!(Outcome::Interrupted("SIGTERM").exit_code(), 143);
     }
 
-    struct Hello;
-
-    impl Service for Hello {
-        async fn call(
-            self: Arc<Self>,
-            _request: Request<Incoming>,
-        ) -> (&'static str, Response<Full<Bytes>>) {
-            ("hello", crate::http::empty(StatusCode::NO_CONTENT))
-        }
+    fn hello() -> Router {
+        Router::new().fallback(|| async { StatusCode::NO_CONTENT })
     }
 
     async fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -490,7 +515,8 @@ mod tests {
                 assert_eq!(context.phase.get(), Phase::Starting);
                 ready_rx.await?;
                 Ok(Started {
-                    service: Arc::new(Hello),
+                    router: hello(),
+                    route_name: |_| "hello",
                     stop: async move { stopped.store(true, Ordering::SeqCst) },
                 })
             }

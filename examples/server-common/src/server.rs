@@ -1,5 +1,7 @@
-//! The HTTP server around a request handler: the accept loop, HTTPS, limits and graceful
-//! shutdown.
+//! The HTTP server around an axum `Router` (or any tower service like it): the accept loop,
+//! HTTPS, limits and graceful shutdown. (Not `axum::serve`, which has neither a connection
+//! limit nor a header-read timeout nor HTTPS.) Each connection is served by hyper, calling a
+//! clone of the service per request.
 //!
 //! - At most `max_connections` connections at a time; one over the limit is closed at once
 //!   (counted in [`ConnectionStats`]).
@@ -17,9 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
+use axum::response::Response;
+use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -29,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tower::{Service, ServiceExt};
 
 /// The first pause after a failed `accept`.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -114,20 +116,22 @@ impl Backoff {
 }
 
 /// Serves HTTP/1.1 (HTTPS with [`ServerOptions::tls`]) on `listener`, answering each request
-/// with `handler`, until `shutdown` resolves; then closes the listener and idle connections
+/// with `service` (an axum `Router`, or a tower service like it: always ready, never failing),
+/// until `shutdown` resolves; then closes the listener and idle connections
 /// and waits for in-flight requests to finish (the caller bounds that wait: see
 /// [`lifecycle::run`](crate::lifecycle::run)).
 ///
 /// `stats` counts open, refused and failed connections.
-pub async fn serve<H, Fut>(
+pub async fn serve<S>(
     listener: TcpListener,
-    handler: H,
+    service: S,
     stats: Arc<ConnectionStats>,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) where
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
+    S: Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(options.max_connections));
@@ -161,19 +165,19 @@ pub async fn serve<H, Fut>(
             drop(stream);
             continue;
         };
-        let (handler, options, watcher) = (handler.clone(), options.clone(), graceful.watcher());
+        let (service, options, watcher) = (service.clone(), options.clone(), graceful.watcher());
         let acceptor = acceptor.clone();
         let open = stats.opened();
         tokio::spawn(async move {
             let _slot = slot;
             let _open = open;
             match acceptor {
-                None => serve_connection(stream, peer, handler, &options, watcher).await,
+                None => serve_connection(stream, peer, service, &options, watcher).await,
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
                     match tokio::time::timeout(options.header_read_timeout, handshake).await {
                         Ok(Ok(stream)) => {
-                            serve_connection(stream, peer, handler, &options, watcher).await;
+                            serve_connection(stream, peer, service, &options, watcher).await;
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "tls handshake failed");
@@ -189,21 +193,19 @@ pub async fn serve<H, Fut>(
 }
 
 /// Serves HTTP/1.1 on one connection until it closes.
-async fn serve_connection<S, H, Fut>(
-    stream: S,
+async fn serve_connection<IO, S>(
+    stream: IO,
     peer: SocketAddr,
-    handler: H,
+    service: S,
     options: &ServerOptions,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
+    S: Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
-    let service = service_fn(move |request| {
-        let response = handler(request);
-        async move { Ok::<_, Infallible>(response.await) }
-    });
+    let service = service_fn(move |request| service.clone().oneshot(request));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
