@@ -194,7 +194,7 @@ pub(crate) mod tests {
                 ..
             } => {
                 assert_eq!((node_id, acknowledged), (3, 1));
-                assert_eq!(status.message, "disk full");
+                assert_eq!(status.message(), "disk full");
             }
             other => panic!("expected a failure, got {other:?}"),
         }

@@ -134,6 +134,6 @@ mod tests {
     fn with_tls_calls_without_a_certificate_are_refused() {
         let auth = PeerAuth::new("c", true, (1, addr(1)));
         let denied = auth.verify(None, 7).unwrap_err();
-        assert_eq!(denied.code, datacake_rpc::ErrorCode::PermissionDenied);
+        assert_eq!(denied.code(), datacake_rpc::ErrorCode::PermissionDenied);
     }
 }

@@ -546,8 +546,8 @@ mod tls_tests {
             payload: Vec::new(),
         };
         let denied = client.send(&packet(3)).await.unwrap_err();
-        assert_eq!(denied.code, ErrorCode::PermissionDenied, "{denied}");
-        assert!(denied.message.contains("datacake://c/7"), "{denied}");
+        assert_eq!(denied.code(), ErrorCode::PermissionDenied, "{denied}");
+        assert!(denied.message().contains("datacake://c/7"), "{denied}");
         client.send(&packet(7)).await.expect("7 speaks for itself");
         node.shutdown().await;
     }

@@ -120,7 +120,10 @@ impl<'de> Deserialize<'de> for Encoded {
 
 /// Archives a user value.
 pub(crate) fn archive<T: Message>(value: &T) -> Result<Encoded, String> {
-    value.to_archive().map(Encoded).map_err(|s| s.message)
+    value
+        .to_archive()
+        .map(Encoded)
+        .map_err(|s| s.message().to_owned())
 }
 
 /// Checks `encoded` as an archived `T` with bytecheck (nested at most
@@ -129,7 +132,7 @@ pub(crate) fn archive<T: Message>(value: &T) -> Result<Encoded, String> {
 pub(crate) fn unarchive<T: Message>(encoded: Encoded) -> Result<T, String> {
     DataView::<T>::from_aligned(encoded.0)
         .and_then(|view| view.deserialize_view())
-        .map_err(|s| s.message)
+        .map_err(|s| s.message().to_owned())
 }
 
 #[cfg(test)]

@@ -569,11 +569,11 @@ impl PeerClient {
                     reason,
                 })))
             }
-            Err(status) if status.code == ErrorCode::Connection => {
+            Err(status) if status.code() == ErrorCode::Connection => {
                 Err(RPCError::Unreachable(Unreachable::new(&status)))
             }
             Err(status) => match shrink {
-                Some(shrink) if status.code == ErrorCode::PayloadTooLarge => {
+                Some(shrink) if status.code() == ErrorCode::PayloadTooLarge => {
                     warn!(target_node = self.target, %addr, error = %status, "raft message too large: sending less");
                     Err(RPCError::PayloadTooLarge(shrink))
                 }

@@ -175,7 +175,7 @@ fn vote_of(node: &TestNode) -> Vote<u64> {
 
 fn assert_refused(status: &Status, what: &str) {
     assert_eq!(
-        status.code,
+        status.code(),
         ErrorCode::Custom(Refusal::IMPLAUSIBLE_TERM),
         "{what}: {status}"
     );
@@ -316,7 +316,7 @@ async fn a_snapshot_chunk_at_a_huge_offset_is_refused_without_allocating() {
             .await
             .expect_err("a snapshot beyond the maximum size is refused");
     assert_eq!(
-        status.code,
+        status.code(),
         ErrorCode::Custom(Refusal::SNAPSHOT_TOO_LARGE),
         "{status}"
     );
@@ -424,9 +424,13 @@ async fn over_tls_a_member_cannot_vote_or_lead_as_another_node() {
     let target = by_id(&nodes, 2).node.me().public_addr;
     let term = vote_of(by_id(&nodes, 2)).leader_id().term;
     let denied = |status: Status, what: &str| {
-        assert_eq!(status.code, ErrorCode::PermissionDenied, "{what}: {status}");
+        assert_eq!(
+            status.code(),
+            ErrorCode::PermissionDenied,
+            "{what}: {status}"
+        );
         assert!(
-            status.message.contains("datacake://raft-tls/3"),
+            status.message().contains("datacake://raft-tls/3"),
             "{what}: {status}"
         );
     };

@@ -299,14 +299,14 @@ mod tests {
         let chunks = (0..10).map(|_| Ok(Bytes::from_static(&[0u8; 100])));
         let body = Body::from_stream(futures::stream::iter(chunks));
         let err = body.collect_aligned(999).await.unwrap_err();
-        assert_eq!(err.code, ErrorCode::PayloadTooLarge);
+        assert_eq!(err.code(), ErrorCode::PayloadTooLarge);
     }
 
     #[tokio::test]
     async fn collect_refuses_announced_oversize_up_front() {
         let body = Body::from(vec![0u8; 100]);
         let err = body.collect(99).await.unwrap_err();
-        assert_eq!(err.code, ErrorCode::PayloadTooLarge);
+        assert_eq!(err.code(), ErrorCode::PayloadTooLarge);
         let body = Body::from(vec![0u8; 100]);
         assert_eq!(body.collect_aligned(100).await.unwrap().0.len(), 100);
     }

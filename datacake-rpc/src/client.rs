@@ -174,10 +174,11 @@ impl<Svc: RpcService> RpcClient<Svc> {
                 })
             } else {
                 let (bytes, _) = body.collect_aligned(self.max_reply_size).await?;
-                Err(Status::from_wire(&bytes).unwrap_or_else(|e| {
+                Err(Status::from_reply_body(&bytes).unwrap_or_else(|e| {
                     Status::invalid_payload(format!(
                         "error reply (http {}) is not a status: {}",
-                        parts.status, e.message
+                        parts.status,
+                        e.message()
                     ))
                 }))
             }

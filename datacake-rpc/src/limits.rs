@@ -214,11 +214,11 @@ mod tests {
         let mut on_a = Charge::new(a.clone());
         on_a.grow_to(60).unwrap();
         let err = on_a.grow_to(61).unwrap_err();
-        assert_eq!(err.code, ErrorCode::ResourceExhausted);
+        assert_eq!(err.code(), ErrorCode::ResourceExhausted);
         let mut on_b = Charge::new(b.clone());
         // b has room, the server does not.
         let err = on_b.grow_to(41).unwrap_err();
-        assert!(err.message.contains("the server"), "{err}");
+        assert!(err.message().contains("the server"), "{err}");
         assert_eq!((a.used(), b.used(), server.used()), (60, 0, 60));
         on_b.grow_to(40).unwrap();
         assert_eq!(server.used(), 100);

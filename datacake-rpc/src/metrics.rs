@@ -68,7 +68,7 @@ impl CallMetrics {
         metrics::histogram!(self.side.duration, "service" => self.service)
             .record(self.started.elapsed().as_secs_f64());
         if let Err(status) = result {
-            self.error(code_label(status.code));
+            self.error(code_label(status.code()));
         }
     }
 

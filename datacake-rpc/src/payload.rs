@@ -176,7 +176,7 @@ impl<T: Message> Payload for T {
                 }),
         };
         let (bytes, charge) = collected.inspect_err(|status| {
-            if status.code == crate::ErrorCode::ResourceExhausted {
+            if status.code() == crate::ErrorCode::ResourceExhausted {
                 limits.count(|c| &c.bodies_over_budget);
             }
         })?;

@@ -1,6 +1,8 @@
 //! The error type of every call: a code and a message, sent over the wire as an rkyv archive.
 
+use std::error::Error;
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rkyv::rancor;
@@ -9,6 +11,7 @@ use rkyv::rancor;
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// The service or handler path is not registered on the server (or the server is going away).
     Unavailable,
@@ -49,35 +52,73 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// The outcome of a failed call: what went wrong ([`ErrorCode`]) and a message for humans.
+/// The outcome of a failed call: what went wrong ([`ErrorCode`]), a message for humans, and
+/// on the side that produced it, the local error that caused it
+/// ([`source`](std::error::Error::source)).
 ///
-/// A handler's own `Status` reaches the client unchanged.
+/// A handler's own `Status` reaches the client with its code and message; a source never
+/// travels (it is this process's error value, and may say more than a peer should learn).
+/// Two statuses are equal when their codes and messages are.
 ///
 /// ```
+/// use std::error::Error;
 /// use datacake_rpc::{ErrorCode, Status};
 ///
 /// let status = Status::custom(7, "no such key");
-/// assert_eq!(status.code, ErrorCode::Custom(7));
+/// assert_eq!(status.code(), ErrorCode::Custom(7));
 /// assert_eq!(status.to_string(), "custom(7): no such key");
+///
+/// let io = std::io::Error::other("disk full");
+/// let status = Status::internal("cannot store the batch").with_source(io);
+/// assert_eq!(status.source().unwrap().to_string(), "disk full");
+/// assert_eq!(datacake_rpc::error_chain(&status), "internal: cannot store the batch: disk full");
 /// ```
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Hash,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-    thiserror::Error,
-)]
-#[error("{code}: {message}")]
+#[derive(Clone)]
 pub struct Status {
-    /// What kind of failure this is.
-    pub code: ErrorCode,
-    /// A description of the failure.
-    pub message: String,
+    code: ErrorCode,
+    message: String,
+    source: Option<Arc<dyn Error + Send + Sync + 'static>>,
 }
+
+/// A status as it travels: its code and message.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct WireStatus {
+    code: ErrorCode,
+    message: String,
+}
+
+impl fmt::Debug for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Status");
+        debug
+            .field("code", &self.code)
+            .field("message", &self.message);
+        if let Some(source) = &self.source {
+            debug.field("source", source);
+        }
+        debug.finish()
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl Error for Status {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}
+
+impl PartialEq for Status {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code && self.message == other.message
+    }
+}
+
+impl Eq for Status {}
 
 impl Status {
     /// A status with the given code and message.
@@ -85,7 +126,25 @@ impl Status {
         Self {
             code,
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// What kind of failure this is.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The description of the failure.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The status with `source` as its cause (kept in this process; see the type docs).
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        self.source = Some(Arc::from(source.into()));
+        self
     }
 
     /// [`ErrorCode::Unavailable`]: unknown service or handler.
@@ -143,7 +202,11 @@ impl Status {
 
     /// The archived form sent in an error reply.
     pub(crate) fn to_wire(&self) -> Bytes {
-        match rkyv::to_bytes::<rancor::Error>(self) {
+        let wire = WireStatus {
+            code: self.code,
+            message: self.message.clone(),
+        };
+        match rkyv::to_bytes::<rancor::Error>(&wire) {
             Ok(bytes) => Bytes::from_owner(bytes),
             // Serialising a plain struct of an enum and a string into memory cannot fail
             // short of allocation failure; send an empty body, which the client reports
@@ -152,12 +215,17 @@ impl Status {
         }
     }
 
-    /// Reads a status from a validated-on-the-spot archive.
-    pub(crate) fn from_wire(bytes: &[u8]) -> Result<Self, Status> {
-        let archived = rkyv::access::<ArchivedStatus, rancor::Error>(bytes)
+    /// Reads the status an error reply's body carries (the wire form: a validated rkyv
+    /// archive of the code and the message), e.g. for a client written without
+    /// [`RpcClient`](crate::RpcClient). `bytes` must be 16-byte aligned (as rkyv's
+    /// `AlignedVec` is); anything else, or anything but a status, is an
+    /// [`InvalidPayload`](ErrorCode::InvalidPayload) error.
+    pub fn from_reply_body(bytes: &[u8]) -> Result<Self, Status> {
+        let archived = rkyv::access::<ArchivedWireStatus, rancor::Error>(bytes)
             .map_err(|e| Status::invalid_payload(format!("malformed error reply: {e}")))?;
-        rkyv::deserialize::<Status, rancor::Error>(archived)
-            .map_err(|e| Status::invalid_payload(format!("malformed error reply: {e}")))
+        let wire = rkyv::deserialize::<WireStatus, rancor::Error>(archived)
+            .map_err(|e| Status::invalid_payload(format!("malformed error reply: {e}")))?;
+        Ok(Self::new(wire.code, wire.message))
     }
 
     /// The HTTP status code an error reply carries.
@@ -181,7 +249,7 @@ impl Status {
 /// let io = std::io::Error::other("disk full");
 /// assert_eq!(datacake_rpc::error_chain(&io), "disk full");
 /// ```
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(error: &(dyn Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -208,13 +276,13 @@ mod tests {
             let bytes = status.to_wire();
             let mut aligned = rkyv::util::AlignedVec::<16>::new();
             aligned.extend_from_slice(&bytes);
-            assert_eq!(Status::from_wire(&aligned).unwrap(), status);
+            assert_eq!(Status::from_reply_body(&aligned).unwrap(), status);
         }
     }
 
     #[test]
     fn garbage_is_an_invalid_payload() {
-        let err = Status::from_wire(&[1, 2, 3]).unwrap_err();
+        let err = Status::from_reply_body(&[1, 2, 3]).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidPayload);
     }
 }

@@ -107,5 +107,5 @@ where
 
 /// Whether `status`, an error of [`check`], is a refusal for depth.
 pub(crate) fn is_too_deep(status: &Status) -> bool {
-    status.message.starts_with(TOO_DEEP)
+    status.message().starts_with(TOO_DEEP)
 }

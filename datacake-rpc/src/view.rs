@@ -139,9 +139,13 @@ mod tests {
         let bytes = DataView::<Pair>::from_message(&pair).unwrap().into_bytes();
         for len in 0..bytes.len() {
             let err = DataView::<Pair>::from_bytes(&bytes[..len]).unwrap_err();
-            assert_eq!(err.code, ErrorCode::InvalidPayload, "prefix of {len} bytes");
+            assert_eq!(
+                err.code(),
+                ErrorCode::InvalidPayload,
+                "prefix of {len} bytes"
+            );
         }
         let err = DataView::<Pair>::from_bytes(&[0xff; 64]).unwrap_err();
-        assert_eq!(err.code, ErrorCode::InvalidPayload);
+        assert_eq!(err.code(), ErrorCode::InvalidPayload);
     }
 }

@@ -109,10 +109,10 @@ fn a_partition_gives_a_connection_error() -> turmoil::Result {
         turmoil::partition("client", "server");
         // An established connection: the keep-alive notices the silence.
         let err = client.send(&Ping { n: 2 }).await.unwrap_err();
-        assert_eq!(err.code, ErrorCode::Connection, "{err}");
+        assert_eq!(err.code(), ErrorCode::Connection, "{err}");
         // A new connection cannot be opened either.
         let err = client.send(&Ping { n: 3 }).await.unwrap_err();
-        assert_eq!(err.code, ErrorCode::Connection, "{err}");
+        assert_eq!(err.code(), ErrorCode::Connection, "{err}");
 
         // Once repaired, the same channel reconnects.
         turmoil::repair("client", "server");
@@ -132,7 +132,7 @@ fn a_link_held_past_the_deadline_gives_a_timeout() -> turmoil::Result {
         client.set_timeout(Duration::from_millis(500));
         turmoil::hold("client", "server");
         let err = client.send(&Ping { n: 2 }).await.unwrap_err();
-        assert_eq!(err.code, ErrorCode::Timeout, "{err}");
+        assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
         Ok(())
     });
     sim.run()
@@ -177,7 +177,7 @@ fn a_call_timing_out_on_a_stalled_connection_gets_it_replaced_long_before_the_ke
         // (as a firewall losing the connection's state would): it stays open and silent.
         turmoil::partition("client", "server");
         let err = client.send(&Ping { n: 2 }).await.unwrap_err();
-        assert_eq!(err.code, ErrorCode::Timeout, "{err}");
+        assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
         turmoil::repair("client", "server");
 
         // The timeout made the channel probe the connection; the probe goes unanswered, the
@@ -229,7 +229,7 @@ fn a_late_probe_answer_on_a_connection_still_replying_keeps_it() -> turmoil::Res
                 let mut impatient = RpcClient::<PingService>::new(channel.clone());
                 impatient.set_timeout(Duration::from_millis(500));
                 let err = impatient.send(&Ping { n: 99 }).await.unwrap_err();
-                assert_eq!(err.code, ErrorCode::Timeout, "{err}");
+                assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -280,13 +280,13 @@ fn mutual_tls_works_on_the_simulated_network() -> turmoil::Result {
         turmoil::partition("client", "server");
         let err = client.send(&Ping { n: 2 }).await.unwrap_err();
         assert!(
-            matches!(err.code, ErrorCode::Connection | ErrorCode::Timeout),
+            matches!(err.code(), ErrorCode::Connection | ErrorCode::Timeout),
             "{err}"
         );
         turmoil::repair("client", "server");
         assert_eq!(client.send(&Ping { n: 3 }).await?.to_native(), 4);
         let err = channel(stranger).send(&Ping { n: 4 }).await.unwrap_err();
-        assert_eq!(err.code, ErrorCode::Connection, "{err}");
+        assert_eq!(err.code(), ErrorCode::Connection, "{err}");
         Ok(())
     });
     sim.run()

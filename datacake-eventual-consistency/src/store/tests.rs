@@ -62,7 +62,7 @@ async fn dropping_the_store_removes_its_service_and_ends_its_tasks() {
 
     drop(store_b);
     let status = ping(&a, &b).await.expect_err("b's service is gone");
-    assert_eq!(status.code, ErrorCode::Unavailable, "{status:?}");
+    assert_eq!(status.code(), ErrorCode::Unavailable, "{status:?}");
     test_helper::wait_for("b's store tasks end", DEADLINE, || async {
         b.handle().running_tasks() <= baseline
     })

@@ -81,7 +81,7 @@ async fn a_refusing_replica_fails_the_write_at_once_naming_the_peer_and_its_erro
             ..
         } => {
             assert_eq!(peer.to_string(), refusing_addr);
-            assert_eq!(source.message, "disk full");
+            assert_eq!(source.message(), "disk full");
         }
         other => panic!("expected node 3's refusal, got {other:?}"),
     }

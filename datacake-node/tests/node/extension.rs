@@ -142,7 +142,7 @@ async fn a_handle_removes_a_service_and_counts_running_tasks() {
     handle.remove_rpc_service(GreeterService::service_name());
     let status = client.send(&greet).await.expect_err("removed");
     assert_eq!(
-        status.code,
+        status.code(),
         datacake_rpc::ErrorCode::Unavailable,
         "{status:?}"
     );

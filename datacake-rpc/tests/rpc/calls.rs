@@ -90,7 +90,7 @@ async fn handler_error_reaches_the_client_unchanged() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code, ErrorCode::Custom(0));
+    assert_eq!(err.code(), ErrorCode::Custom(0));
 }
 
 #[tokio::test]
@@ -192,7 +192,7 @@ async fn a_header_http2_forbids_fails_the_call_not_the_channel() {
         .with_header("connection", "close")
         .unwrap();
     let err = client.send_with_context(&Headered, ctx).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::InvalidPayload, "{err}");
+    assert_eq!(err.code(), ErrorCode::InvalidPayload, "{err}");
     let reply = client.send(&Headered).await.unwrap();
     assert_eq!(reply.headers().get("x-answer"), Some("you asked nothing"));
 }

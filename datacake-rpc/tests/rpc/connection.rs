@@ -14,7 +14,7 @@ async fn connection_refused_is_a_connection_error() {
     drop(listener);
     let client = RpcClient::<EchoService>::new(Channel::connect(addr));
     let err = client.send(&Echo { data: vec![] }).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::Connection, "{err}");
+    assert_eq!(err.code(), ErrorCode::Connection, "{err}");
 }
 
 #[tokio::test]
@@ -23,13 +23,13 @@ async fn deadline_passed_is_a_timeout() {
     let mut client = fx.client::<MiscService>();
     client.set_timeout(Duration::from_millis(200));
     let err = client.send(&Hang).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::Timeout, "{err}");
+    assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
 
     // A per-call deadline overrides the client's.
     let client = fx.client::<MiscService>();
     let ctx = RequestContext::new().with_timeout(Duration::from_millis(50));
     let err = client.send_with_context(&Hang, ctx).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::Timeout, "{err}");
+    assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
 
     // The channel is still usable afterwards.
     let reply = fx
@@ -63,7 +63,7 @@ async fn server_shut_down_mid_call_is_a_connection_error() {
         .unwrap()
         .unwrap()
         .unwrap_err();
-    assert_eq!(err.code, ErrorCode::Connection, "{err}");
+    assert_eq!(err.code(), ErrorCode::Connection, "{err}");
 }
 
 #[tokio::test]
@@ -94,7 +94,7 @@ async fn shutdown_lets_in_flight_calls_finish() {
         .send(&Echo { data: vec![] })
         .await
         .unwrap_err();
-    assert_eq!(err.code, ErrorCode::Connection, "{err}");
+    assert_eq!(err.code(), ErrorCode::Connection, "{err}");
 }
 
 #[tokio::test]
@@ -115,7 +115,7 @@ async fn a_restarted_server_is_reachable_through_the_same_channel() {
     fx.server.shutdown().await;
     drop(fx.server);
     let err = client.send(&Echo { data: vec![2] }).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::Connection, "{err}");
+    assert_eq!(err.code(), ErrorCode::Connection, "{err}");
 
     let restarted = Server::listen(addr).await.unwrap();
     restarted.add_service(EchoService);

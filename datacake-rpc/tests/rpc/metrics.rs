@@ -22,16 +22,16 @@ fn calls_errors_and_latency_are_recorded_by_service_and_code() {
             message: "no".into(),
         };
         assert_eq!(
-            misc.send(&fail).await.unwrap_err().code,
+            misc.send(&fail).await.unwrap_err().code(),
             ErrorCode::Custom(7)
         );
         // ServiceA is not on this server: its path comes from the network, not a label.
         let err = fx.client::<ServiceA>().send(&echo).await.unwrap_err();
-        assert_eq!(err.code, ErrorCode::Unavailable);
+        assert_eq!(err.code(), ErrorCode::Unavailable);
         // A call past its deadline, and one its caller drops before the reply.
         let ctx = RequestContext::new().with_timeout(Duration::from_millis(50));
         let err = misc.send_with_context(&Hang, ctx).await.unwrap_err();
-        assert_eq!(err.code, ErrorCode::Timeout);
+        assert_eq!(err.code(), ErrorCode::Timeout);
         let mut fx = fx;
         let dropped = {
             let misc = misc.clone();

@@ -27,8 +27,8 @@ async fn unknown_service_is_unavailable_naming_the_path() {
         .send(&Echo { data: vec![] })
         .await
         .unwrap_err();
-    assert_eq!(err.code, ErrorCode::Unavailable);
-    assert!(err.message.contains("/service-a/echo"), "{err}");
+    assert_eq!(err.code(), ErrorCode::Unavailable);
+    assert!(err.message().contains("/service-a/echo"), "{err}");
 }
 
 /// Claims to be the echo service, with a handler the real one does not have.
@@ -59,8 +59,8 @@ impl Handler<Get> for EchoWithExtra {
 async fn unknown_handler_is_unavailable_naming_the_path() {
     let fx = Fixture::start().await;
     let err = fx.client::<EchoWithExtra>().send(&Get).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::Unavailable);
-    assert!(err.message.contains("/echo/no-such-handler"), "{err}");
+    assert_eq!(err.code(), ErrorCode::Unavailable);
+    assert!(err.message().contains("/echo/no-such-handler"), "{err}");
 }
 
 #[tokio::test]
@@ -89,7 +89,7 @@ async fn remove_service_removes_only_its_own_handlers() {
             .await
             .unwrap_err(),
     ] {
-        assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
+        assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
     }
     let msg = Echo {
         data: b"still here".to_vec(),

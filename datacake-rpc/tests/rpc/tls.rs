@@ -65,7 +65,7 @@ fn tls_channel(tls: TlsConfig, addr: SocketAddr) -> Channel {
 
 fn assert_refused(result: Result<Vec<u8>, Status>, what: &str) {
     match result {
-        Err(status) => assert_eq!(status.code, ErrorCode::Connection, "{what}: {status}"),
+        Err(status) => assert_eq!(status.code(), ErrorCode::Connection, "{what}: {status}"),
         Ok(_) => panic!("{what}: the call went through"),
     }
 }
@@ -176,8 +176,8 @@ async fn a_required_uri_prefix_keeps_other_clusters_out_on_both_ends() {
         .require_peer_uri_prefix("datacake://billing/");
     match echo(tls_channel(picky, addr)).await {
         Err(status) => {
-            assert_eq!(status.code, ErrorCode::Connection);
-            assert!(status.message.contains("datacake://orders/1"), "{status}");
+            assert_eq!(status.code(), ErrorCode::Connection);
+            assert!(status.message().contains("datacake://orders/1"), "{status}");
         }
         Ok(_) => panic!("a server of another cluster was trusted"),
     }

@@ -573,7 +573,7 @@ fn raft_error(error: RaftError) -> ApiError {
             "timeout",
             message + maybe_applied,
         ),
-        RaftError::Rpc(status) if status.code == ErrorCode::Timeout => ApiError::new(
+        RaftError::Rpc(status) if status.code() == ErrorCode::Timeout => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
             message + maybe_applied,

@@ -67,7 +67,7 @@ async fn an_all_increment_fails_naming_a_peer_whose_counter_stopped() {
             node_id, status, ..
         } => {
             assert_eq!(node_id, 3);
-            assert_eq!(status.code, ErrorCode::Unavailable);
+            assert_eq!(status.code(), ErrorCode::Unavailable);
         }
         other => panic!("expected PeerFailed for node 3, got {other}"),
     }
@@ -171,7 +171,7 @@ async fn oversized_and_malformed_messages_get_typed_errors() {
             .map(|_| ()),
     ];
     for refusal in refusals {
-        assert_eq!(refusal.unwrap_err().code, ErrorCode::InvalidPayload);
+        assert_eq!(refusal.unwrap_err().code(), ErrorCode::InvalidPayload);
     }
     assert_eq!(node.counter.statistics().messages_refused, 4);
 
@@ -183,7 +183,7 @@ async fn oversized_and_malformed_messages_get_typed_errors() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code, ErrorCode::InvalidPayload);
+    assert_eq!(status.code(), ErrorCode::InvalidPayload);
 
     assert_eq!(node.counter.get("hits"), 5, "nothing refused was applied");
     assert_eq!(node.counter.statistics().merges_received, 0);
@@ -234,8 +234,8 @@ async fn a_clock_stamp_too_far_ahead_is_refused_and_counted() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code, ErrorCode::InvalidPayload);
-    assert!(status.message.contains("clock"), "{status}");
+    assert_eq!(status.code(), ErrorCode::InvalidPayload);
+    assert!(status.message().contains("clock"), "{status}");
     assert_eq!(node.counter.statistics().clock_rejections, 1);
     assert_eq!(
         node.counter.get("hits"),

@@ -29,7 +29,7 @@ async fn dropping_the_last_handle_removes_the_service() {
 
     drop(clone);
     let status = client.send(&fetch).await.unwrap_err();
-    assert_eq!(status.code, ErrorCode::Unavailable);
+    assert_eq!(status.code(), ErrorCode::Unavailable);
     wait_for("the membership task ends", DEADLINE, || async {
         node.node.handle().running_tasks() == tasks - 1
     })
