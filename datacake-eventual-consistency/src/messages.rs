@@ -4,14 +4,19 @@
 //! budget ([`StoreConfig::message_budget`](crate::config::StoreConfig::message_budget)) and
 //! says where the caller continues: nothing depends on a reply fitting whole.
 
+use bytes::Bytes;
 use datacake_crdt::HLCTimestamp;
 
 /// One replicated mutation: `data` is the document for a put, `None` for a delete.
+///
+/// `data` shares the writer's buffer (`Bytes` archives exactly as a `Vec<u8>` does), so a
+/// mutation sent to several peers is copied once per peer, into that peer's archive, and not
+/// into a `Vec` first.
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) struct WireMutation {
     pub(crate) key: u64,
     pub(crate) timestamp: HLCTimestamp,
-    pub(crate) data: Option<Vec<u8>>,
+    pub(crate) data: Option<Bytes>,
 }
 
 /// The mutations of one keyspace within a batch.
@@ -154,7 +159,7 @@ impl From<WireMutation> for crate::replica::Change {
         match m.data {
             Some(data) => Self {
                 mutation: Mutation::Put { key, timestamp },
-                data: Some(bytes::Bytes::from(data)),
+                data: Some(data),
             },
             None => Self {
                 mutation: Mutation::Delete { key, timestamp },
@@ -169,7 +174,7 @@ impl From<&crate::replica::Change> for WireMutation {
         Self {
             key: change.mutation.key(),
             timestamp: change.mutation.timestamp(),
-            data: change.data.as_ref().map(|d| d.to_vec()),
+            data: change.data.clone(),
         }
     }
 }

@@ -7,6 +7,14 @@
 //! sender task takes whatever has accumulated, up to a count and a byte budget, and sends it
 //! as one RPC, so many concurrent writers cost a handful of RPCs per peer, not one each, and
 //! no batch exceeds the RPC body limit however large the documents.
+//!
+//! A mutation takes four forms between a handle and a peer's storage, each for a reason:
+//! the handle's arguments become a [`Change`] (stamped, applied locally under last writer
+//! wins), one [`Outbound`] per peer (its queue entry: the keyspace, the acknowledgement the
+//! write waits on, when it was queued), a [`WireMutation`] in the peer's batch (the archived
+//! form) and, on the peer, a `Document` for its `Storage`. The document's bytes are shared
+//! (`Bytes`) from the handle to the archive: each peer costs one copy, into its archive, and
+//! the peer one more, out of the received body into its storage.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -365,7 +373,7 @@ impl<S: Storage> Sender<S> {
             groups[g].0.mutations.push(WireMutation {
                 key: item.key,
                 timestamp: item.timestamp,
-                data: item.data.map(|d| d.to_vec()),
+                data: item.data,
             });
             groups[g].1.push(i);
             acks.push(item.ack);

@@ -151,7 +151,7 @@ async fn a_mutation_stamped_far_in_the_future_is_rejected() {
             mutations: vec![crate::messages::WireMutation {
                 key: 7,
                 timestamp: future,
-                data: Some(b"from the future".to_vec()),
+                data: Some(bytes::Bytes::from_static(b"from the future")),
             }],
         }],
     };
@@ -197,7 +197,7 @@ fn operations_are_recorded_through_the_metrics_facade() {
                 mutations: vec![crate::messages::WireMutation {
                     key: 7,
                     timestamp: datacake_crdt::HLCTimestamp::new(now.millis() + 3_600_000, 0, 99),
-                    data: Some(b"from the future".to_vec()),
+                    data: Some(bytes::Bytes::from_static(b"from the future")),
                 }],
             }],
         };
