@@ -5,7 +5,7 @@
 //! Per peer and round: send the totals of our keyspace digests (in pages); the peer answers
 //! with the digests of the keyspaces that differ (cut by bytes; we continue where it
 //! stopped), each with its purge watermark; for each, ask for the entries of the differing
-//! buckets only (whole buckets, cut by bytes), plan with [`plan_repair`](crate::plan_repair),
+//! buckets only (whole buckets, cut by bytes), plan with [`plan_repair`](crate::repair::plan_repair),
 //! apply tombstones directly and fetch only the documents we lack (in pages); then forget
 //! our copies the peer has purged past.
 //!
@@ -25,7 +25,7 @@
 //! or has been down for longer than the tombstone grace. If it returns after the cluster
 //! purged past what it saw, it does not resurrect anything: pulling from any peer, it finds
 //! its copies the peer lacks at or below the peer's purge watermark and forgets them
-//! ([`RepairPlan::obsolete`](crate::RepairPlan::obsolete)); peers refuse them meanwhile,
+//! ([`RepairPlan::obsolete`](crate::repair::RepairPlan::obsolete)); peers refuse them meanwhile,
 //! being older than their watermark.
 
 use std::collections::HashMap;

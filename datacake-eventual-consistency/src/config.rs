@@ -19,7 +19,8 @@ pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_MAX_BATCH: usize = 4096;
 /// The largest message the store sends or asks for, by default: the RPC server's body limit
 /// ([`datacake_rpc::DEFAULT_MAX_BODY_SIZE`], 64 MiB). Replication batches, repair replies
-/// and read replies are cut below it; see [`max_document_size`](StoreConfig::max_document_size).
+/// and read replies are cut below it, and a document must fit in one with room to spare (else
+/// [`StoreError::DocumentTooLarge`](crate::StoreError::DocumentTooLarge)).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = datacake_rpc::DEFAULT_MAX_BODY_SIZE;
 /// The most keyspaces a store holds, by default.
 pub const DEFAULT_MAX_KEYSPACES: usize = 65_536;

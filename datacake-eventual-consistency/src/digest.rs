@@ -273,7 +273,7 @@ impl KeyspaceDigest {
     }
 
     /// Whether the keyspace grew past what the resolution is sized for (rebuild it from the
-    /// entries with [`from_entries`](Self::from_entries)).
+    /// entries with [`from_entries_at`](Self::from_entries_at) and [`bits_for`]).
     pub(crate) fn wants_finer(&self) -> bool {
         self.bits < MAX_DIGEST_BITS && self.len > ENTRIES_PER_BUCKET << self.bits
     }

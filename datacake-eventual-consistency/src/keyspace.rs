@@ -169,7 +169,7 @@ impl KeyspaceState {
     /// Forgets `keys` altogether (no tombstone left), after raising the purge watermark to
     /// `watermark` so that older writes of them stay refused; returns the entries forgotten.
     /// For a replica whose copies at or below a peer's purge watermark are obsolete (see
-    /// [`plan_repair`](crate::plan_repair)): only keys at or below `watermark` are forgotten.
+    /// [`plan_repair`](crate::repair::plan_repair)): only keys at or below `watermark` are forgotten.
     pub(crate) fn forget_below(
         &mut self,
         watermark: HLCTimestamp,

@@ -1,7 +1,7 @@
 //! Anti-entropy repair planning: what to take from a peer, given its digest and entries.
 //!
 //! Repair is pull-based and runs per peer: a node asks a peer for its keyspace digests,
-//! compares them with its own ([`KeyspaceDigest::differing_buckets`]), asks for the
+//! compares them with its own ([`KeyspaceState::differing_buckets`]), asks for the
 //! `(id, timestamp)` entries of the differing buckets only, and [`plan_repair`] decides what
 //! to fetch. What the local node holds newer, the peer pulls in its own repair round.
 //!
@@ -15,7 +15,7 @@
 //!   its watermark): keeping and offering it would resurrect a deleted document or leave the
 //!   replicas apart forever, so it is forgotten ([`RepairPlan::obsolete`]).
 //!
-//! [`KeyspaceDigest::differing_buckets`]: crate::KeyspaceDigest::differing_buckets
+//! [`KeyspaceState::differing_buckets`]: crate::keyspace::KeyspaceState::differing_buckets
 
 use std::collections::HashMap;
 

@@ -257,7 +257,7 @@ impl<S: Storage> Handler<BucketRequest> for StoreService<S> {
 /// (at least one, so a caller always progresses), and how many buckets that is. `entries`
 /// are sorted by bucket, then id, as [`KeyspaceState::bucket_entries`] returns them.
 ///
-/// [`KeyspaceState::bucket_entries`]: crate::KeyspaceState::bucket_entries
+/// [`KeyspaceState::bucket_entries`]: crate::keyspace::KeyspaceState::bucket_entries
 fn whole_buckets(
     entries: &[BucketEntry],
     bits: u8,
