@@ -73,18 +73,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `error` and its sources, joined with `: `.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
-
 /// The request's body, refused with 413 `body_too_large` past `max_bytes` (whether declared
 /// by `Content-Length` or only found while reading, e.g. chunked), or 400 `bad_body` if it
 /// cannot be read.

@@ -30,7 +30,8 @@ mod routing;
 mod server;
 mod tls;
 
-pub use http::{error_chain, query_pairs, query_param, read_body, ApiError, PROMETHEUS_TEXT};
+pub use datacake_rpc::error_chain;
+pub use http::{query_pairs, query_param, read_body, ApiError, PROMETHEUS_TEXT};
 pub use routing::EncodedPath;
 pub use server::{serve, ConnectionCounts, ConnectionStats, ServerOptions};
 pub use tls::{server_config, TlsError};
