@@ -392,21 +392,13 @@ impl<S: Storage> Repairer<S> {
 mod tests {
     use std::time::Duration;
 
-    use datacake_node::{ConnectionConfig, Consistency, DatacakeNode, DatacakeNodeBuilder};
+    use datacake_node::Consistency;
 
     use super::*;
     use crate::replica::KeyspaceLimits;
     use crate::test_utils::MemStore;
+    use crate::testing::node;
     use crate::EventuallyConsistentStoreExtension;
-
-    async fn node(id: u32, seeds: Vec<String>) -> DatacakeNode {
-        let local = "127.0.0.1:0".parse().unwrap();
-        DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
-            .with_gossip_interval(Duration::from_millis(50))
-            .connect()
-            .await
-            .unwrap()
-    }
 
     /// With 1 MiB messages, one round over 6,000 keyspaces of 250-byte names needs several
     /// pages each way (the requester's totals of 4,000 keyspaces, about 1.1 MB; the

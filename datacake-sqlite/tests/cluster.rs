@@ -8,7 +8,7 @@ use std::time::Duration;
 use datacake_eventual_consistency::{
     Consistency, EventuallyConsistentStore, EventuallyConsistentStoreExtension, Storage,
 };
-use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder};
+use datacake_node::DatacakeNode;
 use datacake_sqlite::SqliteStorage;
 use test_helper::{wait_for, TempDir};
 
@@ -20,9 +20,7 @@ struct Node {
 }
 
 async fn start(id: u32, seeds: &[String], db: &Path) -> Node {
-    let local = "127.0.0.1:0".parse().unwrap();
-    let node = DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds.to_vec()))
-        .with_gossip_interval(Duration::from_millis(50))
+    let node = test_helper::node::builder(id, seeds.to_vec())
         .with_min_failure_timeout(Duration::from_millis(500))
         .connect()
         .await

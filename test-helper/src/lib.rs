@@ -8,6 +8,9 @@
 //! [`process`] starts, signals and kills processes and finds free ports; [`http`] is a raw
 //! HTTP/1.1 client that also sends malformed or partial requests.
 //!
+//! With the `node` feature, [`node::start`] and [`node::builder`]: cluster nodes on loopback
+//! that gossip fast.
+//!
 //! With the `metrics` feature, [`metrics::capture`] and [`metrics::capture_async`] record
 //! what code reports through the `metrics` facade, for tests that check it.
 #![forbid(unsafe_code)]
@@ -21,6 +24,8 @@ pub mod http;
 pub mod linearizability;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "node")]
+pub mod node;
 #[cfg(feature = "server")]
 pub mod process;
 

@@ -9,7 +9,7 @@ use datacake_eventual_consistency::{
     EventuallyConsistentStore, EventuallyConsistentStoreExtension, Metadata, ReplicatedStoreHandle,
     Storage,
 };
-use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder};
+use datacake_node::{DatacakeNode, DatacakeNodeBuilder};
 
 /// How long tests wait for convergence.
 pub(crate) const CONVERGE: Duration = Duration::from_secs(20);
@@ -46,13 +46,6 @@ impl<S: Storage> TestNode<S> {
     }
 }
 
-/// A test node's builder: node `id` on loopback, joining `seeds`, gossiping every 50 ms.
-fn builder(id: u32, seeds: Vec<String>) -> DatacakeNodeBuilder {
-    let local = "127.0.0.1:0".parse().unwrap();
-    DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
-        .with_gossip_interval(Duration::from_millis(50))
-}
-
 /// A node `id`, joining `seeds`, that runs `service` where the store's would be (a peer that
 /// refuses, fails or never answers; see [`stub_store_service`]).
 pub(crate) async fn start_stand_in(
@@ -60,7 +53,10 @@ pub(crate) async fn start_stand_in(
     seeds: Vec<String>,
     service: impl datacake_rpc::RpcService,
 ) -> DatacakeNode {
-    let node = builder(id, seeds).connect().await.expect("node connects");
+    let node = test_helper::node::builder(id, seeds)
+        .connect()
+        .await
+        .expect("node connects");
     node.add_rpc_service(service);
     node
 }
@@ -92,7 +88,7 @@ pub(crate) async fn start_node_full<S: Storage + Clone>(
     node: impl FnOnce(DatacakeNodeBuilder) -> DatacakeNodeBuilder,
     configure: impl FnOnce(Extension<S>) -> Extension<S>,
 ) -> TestNode<S> {
-    let node = node(builder(id, seeds))
+    let node = node(test_helper::node::builder(id, seeds))
         .connect()
         .await
         .expect("node connects");

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use counter_extension::{CounterExtension, CounterHandle, CounterService};
-use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder};
+use datacake_node::DatacakeNode;
 use datacake_rpc::{Channel, RpcClient, RpcService};
 
 /// How long a test waits for something that should happen promptly.
@@ -22,15 +22,8 @@ impl TestNode {
     }
 }
 
-/// A node `id` on loopback joining `seeds`, gossiping every 50 ms.
-pub(crate) async fn start_plain_node(id: u32, seeds: Vec<String>) -> DatacakeNode {
-    let local = "127.0.0.1:0".parse().unwrap();
-    DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
-        .with_gossip_interval(Duration::from_millis(50))
-        .connect()
-        .await
-        .expect("node connects")
-}
+/// A node `id` on loopback joining `seeds`.
+pub(crate) use test_helper::node::start as start_plain_node;
 
 /// A node `id` joining `seeds` that runs `service` where the counter's would be.
 pub(crate) async fn start_stand_in(
