@@ -8,7 +8,7 @@ use datacake_node::{ClusterExtension, DatacakeNode, ExtensionGuard};
 use tracing::info;
 
 use crate::bootstrap;
-use crate::config::{RaftConfig, Storage};
+use crate::config::{LogStorage, RaftConfig};
 use crate::error::RaftError;
 use crate::format;
 use crate::handle::{HandleInner, RaftHandle};
@@ -74,8 +74,8 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
         let id = RaftNodeId::from(node.me().node_id);
         let machine = machine::share(self.machine);
         let dir = match &config.storage {
-            Storage::InMemory => None,
-            Storage::Durable(dir) => Some(dir.clone()),
+            LogStorage::InMemory => None,
+            LogStorage::Durable(dir) => Some(dir.clone()),
         };
         let storage_error = |e: &dyn std::fmt::Display| RaftError::Storage {
             reason: e.to_string(),
