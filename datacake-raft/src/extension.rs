@@ -14,11 +14,11 @@ use crate::format;
 use crate::handle::{HandleInner, RaftHandle};
 use crate::log_store::MemLogStore;
 use crate::machine::{self, StateMachine};
+use crate::machine_store::StateMachineStore;
 use crate::network::{Network, RaftService, SERVICE_NAME};
 use crate::policy;
 use crate::proposer::Proposer;
 use crate::sqlite_log::SqliteLogStore;
-use crate::state_machine::StateMachineStore;
 use crate::types::{Raft, RaftNodeId};
 
 /// The SQLite file inside a durable storage directory.

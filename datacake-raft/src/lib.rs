@@ -119,6 +119,7 @@ mod handle;
 mod log_store;
 mod log_writer;
 mod machine;
+mod machine_store;
 mod metrics;
 mod network;
 mod policy;
@@ -127,7 +128,6 @@ mod replica;
 mod sqlite_log;
 #[cfg(test)]
 mod sqlite_log_tests;
-mod state_machine;
 mod types;
 
 pub use config::{LogStorage, RaftConfig, DEFAULT_MAX_SNAPSHOT_SIZE, DEFAULT_REQUEST_TIMEOUT};

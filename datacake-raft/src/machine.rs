@@ -1,4 +1,9 @@
-//! The user's replicated state machine ([`StateMachine`]) and its type-erased form.
+//! The user's replicated state machine ([`StateMachine`]) and its type-erased form
+//! ([`SharedMachine`]), which the Raft plumbing, the RPC service and the handle share.
+//!
+//! How openraft drives it (applying entries, snapshots, the snapshot file) is in
+//! [`machine_store`](crate::machine_store): this file is what a user implements, that one is
+//! the openraft adaptor around it.
 
 use std::sync::Arc;
 

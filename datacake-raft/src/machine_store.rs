@@ -1,7 +1,11 @@
-//! The openraft state-machine adaptor: applies committed entries to the user's
+//! The state machine's store, as openraft sees it ([`StateMachineStore`], the counterpart of
+//! the log stores beside it): applies committed entries to the user's
 //! [`StateMachine`](crate::StateMachine), builds and installs snapshots, and (with a durable
 //! store) keeps the latest snapshot on disk so a restarted node can rebuild its state after
-//! the log before it was purged.
+//! the log before it was purged. The user-facing trait and its type-erased form are in
+//! [`machine`](crate::machine); this file is openraft's side of it, kept apart because it
+//! deals in openraft's types, snapshot files and blocking threads, none of which a reader of
+//! the trait needs.
 //!
 //! Snapshot work that can take long — the user's `snapshot` and `restore`, writing and
 //! fsyncing the snapshot file — runs on tokio's blocking threads, never on the async runtime.
