@@ -14,10 +14,8 @@ use openraft::raft::{
 };
 use openraft::{CommittedLeaderId, LogId, SnapshotMeta, StoredMembership, Vote};
 
-use super::{
-    ask, call, unreachable_backoff, Answer, AppendPacket, Failure, ForwardWritePacket,
-    SnapshotPacket, VotePacket,
-};
+use super::client::{call, unreachable_backoff};
+use super::{ask, Answer, AppendPacket, Failure, ForwardWritePacket, SnapshotPacket, VotePacket};
 use crate::guard::Refusal;
 use crate::{RaftConfig, RaftError, RaftExtension, RaftHandle, Role, StateMachine};
 
