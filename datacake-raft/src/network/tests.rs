@@ -255,7 +255,7 @@ async fn a_forwarded_command_that_does_not_check_is_a_codec_error() {
         .await
         .expect("the call succeeds");
     match outcome.into_result() {
-        Err(RaftError::Codec { reason }) => assert!(!reason.is_empty()),
+        Err(RaftError::Codec { source }) => assert!(!source.to_string().is_empty()),
         other => panic!("expected a codec error, got {other:?}"),
     }
 

@@ -672,7 +672,8 @@ mod tests {
             ),
             (
                 RaftError::Storage {
-                    reason: "disk".into(),
+                    what: "raft.db".into(),
+                    source: std::io::Error::other("disk").into(),
                 },
                 500,
                 "internal",
