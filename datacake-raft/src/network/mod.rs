@@ -6,13 +6,13 @@
 //!   implausible terms and snapshot chunks that do not continue the snapshot being received
 //!   (see [`guard`](crate::guard)).
 //! - [`client`]: calling that service on a peer through the node's channel pool ([`ask`],
-//!   [`call`]), and openraft's network ([`Network`]), which checks the terms of the
-//!   responses it gets.
+//!   [`call`](client::call)), and openraft's network ([`Network`]), which checks the terms
+//!   of the responses it gets.
 //! - This file: what travels between the two.
 //!
-//! openraft's messages are serde types: they travel encoded with postcard
-//! ([`codec`](crate::codec)) inside small rkyv envelopes ([`Packet`]s). Forwarded writes and
-//! reads carry the user's archived command or query as it is, and come back as an rkyv
+//! openraft's messages are serde types: they travel encoded with postcard ([`codec`]) inside
+//! small rkyv envelopes ([`Packet`]s). Forwarded writes and reads carry the user's archived
+//! command or query as it is, and come back as an rkyv
 //! [`Outcome`](crate::replica::Outcome); the bootstrap probe is rkyv too.
 
 use datacake_node::NodeId;
