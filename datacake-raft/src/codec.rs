@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-use datacake_rpc::{DataView, Message};
+use datacake_rpc::{DataView, Message, Status};
 use rkyv::util::AlignedVec;
 use serde::de::{DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -119,20 +119,21 @@ impl<'de> Deserialize<'de> for Encoded {
 }
 
 /// Archives a user value.
-pub(crate) fn archive<T: Message>(value: &T) -> Result<Encoded, String> {
-    value
-        .to_archive()
-        .map(Encoded)
-        .map_err(|s| s.message().to_owned())
+pub(crate) fn archive<T: Message>(value: &T) -> Result<Encoded, Status> {
+    value.to_archive().map(Encoded)
 }
 
 /// Checks `encoded` as an archived `T` with bytecheck (nested at most
 /// [`datacake_rpc::DEFAULT_MAX_DEPTH`] deep) and deserialises it. A bad archive is an error,
 /// never a panic.
-pub(crate) fn unarchive<T: Message>(encoded: Encoded) -> Result<T, String> {
-    DataView::<T>::from_aligned(encoded.0)
-        .and_then(|view| view.deserialize_view())
-        .map_err(|s| s.message().to_owned())
+pub(crate) fn unarchive<T: Message>(encoded: Encoded) -> Result<T, Status> {
+    DataView::<T>::from_aligned(encoded.0).and_then(|view| view.deserialize_view())
+}
+
+/// Why [`archive`] or [`unarchive`] failed, as text: what a [`Reply`](crate::types::Reply)
+/// carries through openraft and an [`Outcome`](crate::replica::Outcome) across the wire.
+pub(crate) fn failure_text(status: Status) -> String {
+    status.message().to_owned()
 }
 
 #[cfg(test)]
@@ -193,7 +194,7 @@ mod tests {
     fn a_command_of_another_type_is_a_typed_error() {
         let bytes = archive(&7u8).unwrap();
         let error = unarchive::<Op>(bytes).expect_err("one byte is no Op");
-        assert!(!error.is_empty());
+        assert!(!error.to_string().is_empty());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! [`RaftConfig`] and [`Storage`].
+//! [`RaftConfig`] and [`LogStorage`].
 
 // openraft's own error types (`StorageError`, `ConfigError`) are large; they are what its
 // traits return, so helpers return them unboxed too (as openraft itself does).
@@ -10,7 +10,7 @@ use std::time::Duration;
 /// Where a node keeps its Raft log, vote and snapshots.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Storage {
+pub enum LogStorage {
     /// In memory: fast, forgotten on restart. For tests and throwaway clusters only — a node
     /// that restarts with an empty store must not rejoin under its old id.
     #[default]
@@ -28,18 +28,18 @@ pub enum Storage {
 /// if every one of them is in no cluster (nor about to initialise one) and sees the same `n`
 /// lowest ids does it initialise the cluster with exactly those `n` voters. Every other node
 /// waits to be added. A node that finds a member already in a cluster never initialises one.
-/// (A node that restarts with an empty [`Storage::InMemory`] store is a new, pristine node:
+/// (A node that restarts with an empty [`LogStorage::InMemory`] store is a new, pristine node:
 /// do not reuse its id in a running cluster.)
 ///
 /// ```
 /// use std::time::Duration;
-/// use datacake_raft::{RaftConfig, Storage};
+/// use datacake_raft::{LogStorage, RaftConfig};
 ///
 /// let config = RaftConfig::new(3)
 ///     .with_election_timeout(Duration::from_millis(300), Duration::from_millis(600))
 ///     .with_heartbeat_interval(Duration::from_millis(100))
 ///     .with_forward_to_leader(true)
-///     .with_storage(Storage::InMemory);
+///     .with_storage(LogStorage::InMemory);
 /// assert_eq!(config.bootstrap_expect(), 3);
 /// ```
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ pub struct RaftConfig {
     pub(crate) snapshot_after_logs: u64,
     pub(crate) logs_kept_after_snapshot: u64,
     pub(crate) bootstrap_interval: Duration,
-    pub(crate) storage: Storage,
+    pub(crate) storage: LogStorage,
     pub(crate) auto_membership: Option<(usize, Duration)>,
     pub(crate) max_snapshot_size: u64,
 }
@@ -80,7 +80,7 @@ impl RaftConfig {
             snapshot_after_logs: 5000,
             logs_kept_after_snapshot: 1000,
             bootstrap_interval: Duration::from_millis(100),
-            storage: Storage::InMemory,
+            storage: LogStorage::InMemory,
             auto_membership: None,
             max_snapshot_size: DEFAULT_MAX_SNAPSHOT_SIZE,
         }
@@ -180,12 +180,12 @@ impl RaftConfig {
     /// Where the log, the vote and snapshots are kept.
     ///
     /// ```
-    /// use datacake_raft::{RaftConfig, Storage};
-    /// let config = RaftConfig::new(3).with_storage(Storage::Durable("/var/lib/app/raft".into()));
+    /// use datacake_raft::{LogStorage, RaftConfig};
+    /// let config = RaftConfig::new(3).with_storage(LogStorage::Durable("/var/lib/app/raft".into()));
     /// # let _ = config;
     /// ```
     #[must_use]
-    pub fn with_storage(mut self, storage: Storage) -> Self {
+    pub fn with_storage(mut self, storage: LogStorage) -> Self {
         self.storage = storage;
         self
     }

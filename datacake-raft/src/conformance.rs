@@ -8,8 +8,8 @@ use test_helper::TempDir;
 
 use crate::log_store::MemLogStore;
 use crate::machine::{share, StateMachine};
+use crate::machine_store::StateMachineStore;
 use crate::sqlite_log::SqliteLogStore;
-use crate::state_machine::StateMachineStore;
 use crate::types::{StorageResult, TypeConfig};
 
 /// A state machine with nothing in it (the suite only applies blank and membership entries).

@@ -1,5 +1,12 @@
 //! [`RaftError`]: why a Raft operation failed.
+//!
+//! Where a local error caused the failure (an I/O or SQLite error, a codec's, openraft's
+//! refusal of the configuration), it is kept as the variant's
+//! [`source`](std::error::Error::source), boxed so no dependency's type shows in the API, and
+//! the variant's own message does not repeat it: print the chain (e.g. with
+//! [`datacake_rpc::error_chain`]) to see every cause.
 
+use std::error::Error;
 use std::path::PathBuf;
 
 use datacake_node::NodeId;
@@ -42,10 +49,13 @@ pub enum RaftError {
         node_id: NodeId,
     },
     /// A command, response, query or answer could not be encoded or decoded.
-    #[error("could not encode or decode a value: {reason}")]
+    #[error("could not encode or decode a value")]
     Codec {
-        /// The codec's message.
-        reason: String,
+        /// Why: the codec's error where this node encoded or decoded the value; its text
+        /// where the failure happened inside Raft's apply or on the node a call was forwarded
+        /// to (both carry it as text).
+        #[source]
+        source: Box<dyn Error + Send + Sync>,
     },
     /// The archived command is larger than a node proposes (1 MiB): it would make the
     /// append-entries messages that carry it too large for the peers to take.
@@ -57,10 +67,13 @@ pub enum RaftError {
         limit: u64,
     },
     /// The log, vote or snapshot storage failed.
-    #[error("raft storage failed: {reason}")]
+    #[error("raft storage failed: {what}")]
     Storage {
-        /// What failed.
-        reason: String,
+        /// What failed: the file or the step.
+        what: String,
+        /// The underlying error (I/O, SQLite, a corrupt file).
+        #[source]
+        source: Box<dyn Error + Send + Sync>,
     },
     /// A durable log or snapshot file was written in another storage format than this build
     /// reads (e.g. the unversioned JSON of releases before format 1): the node refuses to
@@ -85,6 +98,9 @@ pub enum RaftError {
     Config {
         /// Why.
         reason: String,
+        /// The error of the check that refused it, if it was not this crate's own.
+        #[source]
+        source: Option<Box<dyn Error + Send + Sync>>,
     },
     /// A forwarded call failed on the way (a forwarded write may or may not have been
     /// applied).
@@ -96,9 +112,55 @@ pub enum RaftError {
 }
 
 impl RaftError {
-    pub(crate) fn codec(e: impl std::fmt::Display) -> Self {
+    /// A codec failure caused by `source` (an error, or the text of one).
+    pub(crate) fn codec(source: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
         Self::Codec {
-            reason: e.to_string(),
+            source: source.into(),
         }
+    }
+
+    /// A storage failure of `what`, caused by `source` (an error, or the text of one).
+    pub(crate) fn storage(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn Error + Send + Sync>>,
+    ) -> Self {
+        Self::Storage {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::io;
+
+    use super::RaftError;
+
+    #[test]
+    fn a_storage_failure_keeps_its_cause_as_the_source() {
+        let error = RaftError::storage("raft.db", io::Error::other("disk full"));
+        let source = error.source().expect("a source");
+        let io = source.downcast_ref::<io::Error>().expect("the io::Error");
+        assert_eq!(io.to_string(), "disk full");
+        // The message names what failed; the cause is the source's, not repeated.
+        assert_eq!(error.to_string(), "raft storage failed: raft.db");
+        assert_eq!(
+            datacake_rpc::error_chain(&error),
+            "raft storage failed: raft.db: disk full"
+        );
+    }
+
+    #[test]
+    fn a_codec_failure_keeps_its_cause_as_the_source() {
+        let status = crate::codec::unarchive::<u64>(crate::codec::Encoded::default())
+            .expect_err("no bytes are no u64");
+        let error = RaftError::codec(status.clone());
+        let source = error
+            .source()
+            .and_then(|s| s.downcast_ref::<datacake_rpc::Status>());
+        assert_eq!(source, Some(&status));
+        assert_eq!(error.to_string(), "could not encode or decode a value");
     }
 }

@@ -31,7 +31,7 @@ pub enum Role {
     Leader,
 }
 
-/// Counters of one node's Raft state (see [`RaftHandle::metrics`](crate::RaftHandle::metrics)).
+/// Counters of one node's Raft state (see [`RaftHandle::status`](crate::RaftHandle::status)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RaftStatus {

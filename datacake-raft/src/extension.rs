@@ -8,17 +8,17 @@ use datacake_node::{ClusterExtension, DatacakeNode, ExtensionGuard};
 use tracing::info;
 
 use crate::bootstrap;
-use crate::config::{RaftConfig, Storage};
+use crate::config::{LogStorage, RaftConfig};
 use crate::error::RaftError;
 use crate::format;
 use crate::handle::{HandleInner, RaftHandle};
 use crate::log_store::MemLogStore;
 use crate::machine::{self, StateMachine};
+use crate::machine_store::StateMachineStore;
 use crate::network::{Network, RaftService, SERVICE_NAME};
 use crate::policy;
 use crate::proposer::Proposer;
 use crate::sqlite_log::SqliteLogStore;
-use crate::state_machine::StateMachineStore;
 use crate::types::{Raft, RaftNodeId};
 
 /// The SQLite file inside a durable storage directory.
@@ -65,20 +65,19 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
 
     async fn init_extension(self, node: &DatacakeNode) -> Result<RaftHandle<S>, RaftError> {
         let config = self.config;
-        config
-            .validate()
-            .map_err(|reason| RaftError::Config { reason })?;
+        config.validate().map_err(|reason| RaftError::Config {
+            reason,
+            source: None,
+        })?;
         let raft_config = config.to_openraft().map_err(|e| RaftError::Config {
-            reason: e.to_string(),
+            reason: "openraft refused the timings or limits".to_string(),
+            source: Some(e.into()),
         })?;
         let id = RaftNodeId::from(node.me().node_id);
         let machine = machine::share(self.machine);
         let dir = match &config.storage {
-            Storage::InMemory => None,
-            Storage::Durable(dir) => Some(dir.clone()),
-        };
-        let storage_error = |e: &dyn std::fmt::Display| RaftError::Storage {
-            reason: e.to_string(),
+            LogStorage::InMemory => None,
+            LogStorage::Durable(dir) => Some(dir.clone()),
         };
         let state_machine = StateMachineStore::open(machine.clone(), dir.clone())?
             .with_size_limit(config.max_snapshot_size);
@@ -99,11 +98,13 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
                 let path = dir.join(LOG_FILE);
                 // A log of another format version is refused before it is read.
                 format::check_log(&path)?;
-                let log = SqliteLogStore::open(&path).map_err(|e| storage_error(&e))?;
+                let log = SqliteLogStore::open(&path)
+                    .map_err(|e| RaftError::storage(path.display().to_string(), e))?;
                 Raft::new(id, raft_config, network, log, state_machine).await
             }
         }
-        .map_err(|e| storage_error(&e))?;
+        // openraft reads the log, vote and snapshot as it starts.
+        .map_err(|e| RaftError::storage("starting raft on the stored state", e))?;
         let bootstrapping = Arc::new(AtomicBool::new(false));
         let proposer = Proposer::start(raft.clone());
         // Stops Raft on this node (service, tasks, openraft) with the last handle.

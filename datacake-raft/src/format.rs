@@ -41,9 +41,7 @@ pub(crate) fn strip_snapshot_header<'a>(
 /// Checks the log database at `path` before it is used: a database of this format passes; a
 /// new one (no Raft data yet) is stamped with it; any other is refused.
 pub(crate) fn check_log(path: &Path) -> Result<(), RaftError> {
-    let storage = |e: rusqlite::Error| RaftError::Storage {
-        reason: format!("{}: {e}", path.display()),
-    };
+    let storage = |e: rusqlite::Error| RaftError::storage(path.display().to_string(), e);
     let conn = Connection::open(path).map_err(storage)?;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))

@@ -272,14 +272,14 @@ impl<S: StateMachine> RaftHandle<S> {
 
     /// A snapshot of this node's Raft counters: term, role, leader, log, commit (on the
     /// leader, see [`RaftStatus::commit_index`]) and applied indexes, per-peer lag.
-    pub fn metrics(&self) -> RaftStatus {
+    pub fn status(&self) -> RaftStatus {
         RaftStatus::from_metrics(&self.inner.raft.metrics().borrow())
     }
 
     /// This node's role (a leader that lost its quorum still reports [`Role::Leader`]; see
     /// there).
     pub fn role(&self) -> Role {
-        self.metrics().role
+        self.status().role
     }
 
     /// `true` if this node is a voter or learner of a running cluster.
@@ -297,17 +297,17 @@ impl<S: StateMachine> RaftHandle<S> {
 
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<NodeId> {
-        self.metrics().leader
+        self.status().leader
     }
 
     /// The voters of the current membership.
     pub fn voters(&self) -> BTreeSet<NodeId> {
-        self.metrics().voters
+        self.status().voters
     }
 
     /// The learners of the current membership.
     pub fn learners(&self) -> BTreeSet<NodeId> {
-        self.metrics().learners
+        self.status().learners
     }
 
     /// Role, leader and membership changes from now on.
@@ -384,6 +384,6 @@ impl<S: StateMachine> RaftHandle<S> {
 
     /// The replication lag of each peer, on the leader (empty elsewhere).
     pub fn peer_lag(&self) -> BTreeMap<NodeId, u64> {
-        self.metrics().peer_lag
+        self.status().peer_lag
     }
 }

@@ -36,7 +36,7 @@
 //!   derive `rkyv::Archive`, `rkyv::Serialize` and `rkyv::Deserialize` (rkyv is re-exported
 //!   as [`rkyv`]). A command is archived once by the writer and checked (bytecheck) where it
 //!   is applied. openraft's own messages and log entries are encoded with postcard.
-//! - [`Storage::InMemory`] for tests; [`Storage::Durable`] keeps the log and vote in SQLite,
+//! - [`LogStorage::InMemory`] for tests; [`LogStorage::Durable`] keeps the log and vote in SQLite,
 //!   fsynced before Raft is told they are saved, and the latest snapshot in a file. Both
 //!   files carry a storage format version; a file of another version (such as the JSON of
 //!   earlier releases) is refused at start with [`RaftError::IncompatibleFormat`].
@@ -119,6 +119,7 @@ mod handle;
 mod log_store;
 mod log_writer;
 mod machine;
+mod machine_store;
 mod metrics;
 mod network;
 mod policy;
@@ -127,10 +128,9 @@ mod replica;
 mod sqlite_log;
 #[cfg(test)]
 mod sqlite_log_tests;
-mod state_machine;
 mod types;
 
-pub use config::{RaftConfig, Storage, DEFAULT_MAX_SNAPSHOT_SIZE, DEFAULT_REQUEST_TIMEOUT};
+pub use config::{LogStorage, RaftConfig, DEFAULT_MAX_SNAPSHOT_SIZE, DEFAULT_REQUEST_TIMEOUT};
 pub use error::RaftError;
 pub use events::{RaftEvent, RaftEvents, RaftStatus, Role};
 pub use extension::RaftExtension;

@@ -1,11 +1,16 @@
-//! The user's replicated state machine ([`StateMachine`]) and its type-erased form.
+//! The user's replicated state machine ([`StateMachine`]) and its type-erased form
+//! ([`SharedMachine`]), which the Raft plumbing, the RPC service and the handle share.
+//!
+//! How openraft drives it (applying entries, snapshots, the snapshot file) is in
+//! [`machine_store`](crate::machine_store): this file is what a user implements, that one is
+//! the openraft adaptor around it.
 
 use std::sync::Arc;
 
-use datacake_rpc::Message;
+use datacake_rpc::{Message, Status};
 use parking_lot::RwLock;
 
-use crate::codec::{archive, unarchive, Encoded};
+use crate::codec::{archive, failure_text, unarchive, Encoded};
 use crate::types::Reply;
 
 /// A deterministic state machine replicated by Raft: every node applies the same committed
@@ -94,7 +99,7 @@ pub(crate) trait DynMachine: Send + Sync {
     /// Applies an archived command; its archived response, or why the command did not check.
     fn apply(&mut self, command: Encoded) -> Reply;
     /// Answers an archived query; the archived answer, or why the query did not check.
-    fn read(&self, query: Encoded) -> Result<Encoded, String>;
+    fn read(&self, query: Encoded) -> Result<Encoded, Status>;
     fn snapshot(&self) -> Vec<u8>;
     fn restore(&mut self, snapshot: &[u8]);
 }
@@ -107,11 +112,11 @@ pub(crate) struct Erased<S>(pub(crate) S);
 
 impl<S: StateMachine> DynMachine for Erased<S> {
     fn apply(&mut self, command: Encoded) -> Reply {
-        let command: S::Command = unarchive(command)?;
-        archive(&self.0.apply(command))
+        let command: S::Command = unarchive(command).map_err(failure_text)?;
+        archive(&self.0.apply(command)).map_err(failure_text)
     }
 
-    fn read(&self, query: Encoded) -> Result<Encoded, String> {
+    fn read(&self, query: Encoded) -> Result<Encoded, Status> {
         let query: S::Query = unarchive(query)?;
         archive(&self.0.read(query))
     }

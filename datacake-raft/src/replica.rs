@@ -5,7 +5,7 @@
 use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError as OpenraftError};
 use openraft::BasicNode;
 
-use crate::codec::Encoded;
+use crate::codec::{self, Encoded};
 use crate::error::RaftError;
 use crate::machine::SharedMachine;
 use crate::types::{Raft, RaftNodeId};
@@ -48,7 +48,8 @@ impl Outcome {
                 leader: leader.and_then(|id| u32::try_from(id).ok()),
             }),
             Outcome::QuorumUnavailable => Err(RaftError::QuorumUnavailable),
-            Outcome::Codec(reason) => Err(RaftError::Codec { reason }),
+            // Text: the failure happened inside Raft's apply or on another node.
+            Outcome::Codec(reason) => Err(RaftError::codec(reason)),
             Outcome::TooLarge { size, limit } => Err(RaftError::CommandTooLarge { size, limit }),
             Outcome::Stopped => Err(RaftError::Stopped),
         }
@@ -65,7 +66,7 @@ pub(crate) async fn read_linearizable_local(
     match raft.ensure_linearizable().await {
         Ok(_) => match machine.read().read(query) {
             Ok(answer) => Outcome::Done(answer.as_bytes().to_vec()),
-            Err(reason) => Outcome::Codec(reason),
+            Err(failure) => Outcome::Codec(codec::failure_text(failure)),
         },
         Err(OpenraftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
             Outcome::not_leader(&forward)

@@ -214,7 +214,7 @@ fn a_minority_partition_cannot_commit_the_majority_can_and_all_agree_after_heali
     let mut cluster = Cluster::new();
     let old_leader = cluster.wait_for_leader(&NODES);
     let majority: Vec<NodeId> = NODES.into_iter().filter(|id| *id != old_leader).collect();
-    let old_term = cluster.handle(old_leader).expect("started").metrics().term;
+    let old_term = cluster.handle(old_leader).expect("started").status().term;
 
     let before = cluster.send_write(old_leader, "before", 1);
     let before = cluster.answer("the write before the partition", CONVERGE, before);
@@ -222,7 +222,7 @@ fn a_minority_partition_cannot_commit_the_majority_can_and_all_agree_after_heali
     let committed_before = cluster
         .handle(old_leader)
         .expect("started")
-        .metrics()
+        .status()
         .commit_index
         .expect("the leader reports its commit index");
 
@@ -235,11 +235,11 @@ fn a_minority_partition_cannot_commit_the_majority_can_and_all_agree_after_heali
     // The majority elects a new leader of a higher term and commits.
     let new_leader = cluster.wait_for_leader(&majority);
     let new_leader_handle = cluster.handle(new_leader).expect("started");
-    assert!(new_leader_handle.metrics().term > old_term);
+    assert!(new_leader_handle.status().term > old_term);
     let majority_write = cluster.send_write(new_leader, "majority", 3);
     let majority_write = cluster.answer("the majority's write", CONVERGE, majority_write);
     assert_eq!(majority_write.expect("the majority commits"), None);
-    assert!(new_leader_handle.metrics().commit_index > Some(committed_before));
+    assert!(new_leader_handle.status().commit_index > Some(committed_before));
 
     // Meanwhile the minority committed nothing: its write has not succeeded, and its leader's
     // commit index and state machine did not move past the entry before the partition.
@@ -248,7 +248,7 @@ fn a_minority_partition_cannot_commit_the_majority_can_and_all_agree_after_heali
         Ok(Err(_)) | Err(oneshot::error::TryRecvError::Empty) => {}
         Err(closed) => panic!("the minority's write was dropped: {closed}"),
     }
-    let isolated = cluster.handle(old_leader).expect("started").metrics();
+    let isolated = cluster.handle(old_leader).expect("started").status();
     assert!(
         isolated.commit_index.is_none_or(|c| c <= committed_before),
         "{isolated:?}"
@@ -268,10 +268,10 @@ fn a_minority_partition_cannot_commit_the_majority_can_and_all_agree_after_heali
     cluster.step_until("every node to apply the same log", CONVERGE, |c| {
         let applied: Vec<_> = NODES
             .iter()
-            .map(|id| c.handle(*id).and_then(|h| h.metrics().applied_index))
+            .map(|id| c.handle(*id).and_then(|h| h.status().applied_index))
             .collect();
         applied.iter().all(|a| *a == applied[0])
-            && applied[0] >= new_leader_handle.metrics().commit_index
+            && applied[0] >= new_leader_handle.status().commit_index
     });
     let expected = BTreeMap::from([("before".to_string(), 1), ("majority".to_string(), 3)]);
     for id in NODES {

@@ -3,7 +3,7 @@
 //! checkers that judge what the clients saw.
 //!
 //! # A run
-//! 1. The nodes start with [`Storage::Durable`] storage (one directory per node, under a
+//! 1. The nodes start with [`LogStorage::Durable`] storage (one directory per node, under a
 //!    temporary directory removed at the end), so a crashed node restarts on its log and vote.
 //!    The schedule has no membership changes: the voters stay the nodes of the run. Its
 //!    faults start after [`WARMUP`] and end by [`WARMUP`] + [`FAULT_PHASE`].
@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use datacake_node::{DatacakeNode, NodeId};
 use datacake_raft::{
-    rkyv, RaftConfig, RaftExtension, RaftHandle, ReadConsistency, Role, StateMachine, Storage,
+    rkyv, LogStorage, RaftConfig, RaftExtension, RaftHandle, ReadConsistency, Role, StateMachine,
 };
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -185,7 +185,7 @@ impl RaftApp {
             // Snapshots every few dozen entries, so restarts and lagging followers go
             // through snapshot restore and install, not only log replay.
             .with_snapshot_policy(40, 10)
-            .with_storage(Storage::Durable(self.dir.join(format!("node-{id}"))))
+            .with_storage(LogStorage::Durable(self.dir.join(format!("node-{id}"))))
     }
 }
 
@@ -290,7 +290,7 @@ impl Run<'_> {
         self.world.step()?;
         for id in self.world.up() {
             if let Some((_, raft)) = self.world.handles(id) {
-                let status = raft.metrics();
+                let status = raft.status();
                 if status.role == Role::Leader {
                     self.leaders.entry(status.term).or_default().insert(id);
                 }
@@ -326,7 +326,7 @@ impl Run<'_> {
         let (leader, _) = nodes
             .iter()
             .filter_map(|id| {
-                let status = self.raft(*id)?.metrics();
+                let status = self.raft(*id)?.status();
                 (status.role == Role::Leader).then_some((*id, status.term))
             })
             .max_by_key(|(_, term)| *term)?;
@@ -427,13 +427,13 @@ impl Run<'_> {
     /// The index every node has applied, once all agree and it covers the leader's commit
     /// index.
     fn applied_everywhere(&self) -> Option<u64> {
-        let commit = self.raft(self.agreed_leader()?)?.metrics().commit_index?;
+        let commit = self.raft(self.agreed_leader()?)?.status().commit_index?;
         let nodes = &self.world.schedule().nodes;
         nodes
             .iter()
             .all(|id| {
                 self.raft(*id)
-                    .is_some_and(|r| r.metrics().applied_index == Some(commit))
+                    .is_some_and(|r| r.status().applied_index == Some(commit))
             })
             .then_some(commit)
     }
@@ -442,7 +442,7 @@ impl Run<'_> {
         let nodes = &self.world.schedule().nodes;
         nodes
             .iter()
-            .map(|id| (*id, self.raft(*id).and_then(|r| r.metrics().applied_index)))
+            .map(|id| (*id, self.raft(*id).and_then(|r| r.status().applied_index)))
             .collect()
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder};
-use datacake_raft::{RaftConfig, RaftExtension, RaftHandle, Role, StateMachine, Storage};
+use datacake_raft::{LogStorage, RaftConfig, RaftExtension, RaftHandle, Role, StateMachine};
 
 use test_helper::TempDir;
 
@@ -91,10 +91,10 @@ async fn start_cluster(backend: Backend, seed: u64) -> anyhow::Result<Cluster> {
             .connect()
             .await?;
         let storage = match backend {
-            Backend::Memory => Storage::InMemory,
+            Backend::Memory => LogStorage::InMemory,
             Backend::Sqlite => {
                 let dir = TempDir::new(&format!("bench-raft-{seed}-{id}"));
-                let storage = Storage::Durable(dir.path().to_owned());
+                let storage = LogStorage::Durable(dir.path().to_owned());
                 dirs.push(dir);
                 storage
             }

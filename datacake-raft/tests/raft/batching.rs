@@ -17,7 +17,7 @@ async fn concurrent_writes_share_entries_and_each_gets_its_own_response() {
     let leader_id = wait_for_leader(&all).await;
     let leader = by_id(&nodes, leader_id);
     let follower = nodes.iter().find(|n| n.id() != leader_id).unwrap();
-    let before = leader.raft.metrics().last_log_index.unwrap_or(0);
+    let before = leader.raft.status().last_log_index.unwrap_or(0);
 
     // Two writes per key, one after the other: the second must see the first's value.
     let writes = (0..WRITES).map(|i| {
@@ -43,7 +43,7 @@ async fn concurrent_writes_share_entries_and_each_gets_its_own_response() {
         );
     }
 
-    let entries = leader.raft.metrics().last_log_index.unwrap_or(0) - before;
+    let entries = leader.raft.status().last_log_index.unwrap_or(0) - before;
     assert!(
         entries < 2 * WRITES,
         "{} writes took {entries} log entries",
@@ -65,7 +65,7 @@ async fn an_oversized_command_is_refused_with_a_typed_error() {
     let nodes = start_cluster(3, |_| config(3)).await;
     let all: Vec<_> = nodes.iter().collect();
     let leader_id = wait_for_leader(&all).await;
-    let before = by_id(&nodes, leader_id).raft.metrics().last_log_index;
+    let before = by_id(&nodes, leader_id).raft.status().last_log_index;
     for node in &nodes {
         let huge = "x".repeat(2 << 20);
         match node.raft.write(Set(huge, 1)).await {
@@ -77,7 +77,7 @@ async fn an_oversized_command_is_refused_with_a_typed_error() {
     }
     // Nothing was proposed, and a normal write still goes through.
     assert_eq!(
-        by_id(&nodes, leader_id).raft.metrics().last_log_index,
+        by_id(&nodes, leader_id).raft.status().last_log_index,
         before
     );
     let previous = nodes[0].raft.write(Set("small".into(), 1)).await;

@@ -26,7 +26,7 @@ async fn three_nodes_elect_one_leader() {
         assert_eq!(node.raft.role(), expected, "node {}", node.id());
     }
     // The bootstrap rule: the lowest id initialised, so everyone is in one cluster of three.
-    let term = by_id(&nodes, leader).raft.metrics().term;
+    let term = by_id(&nodes, leader).raft.status().term;
     assert!(term >= 1);
 }
 
@@ -58,11 +58,11 @@ async fn writes_on_the_leader_are_read_linearizably_on_every_node() {
     expected.insert("k0".into(), 100);
 
     // The leader's commit index covers everything it applied; other nodes do not report one.
-    let status = leader.raft.metrics();
+    let status = leader.raft.status();
     assert!(status.applied_index.is_some(), "{status:?}");
     assert!(status.commit_index >= status.applied_index, "{status:?}");
     for node in nodes.iter().filter(|n| n.id() != leader.id()) {
-        assert_eq!(node.raft.metrics().commit_index, None, "node {}", node.id());
+        assert_eq!(node.raft.status().commit_index, None, "node {}", node.id());
     }
 
     for node in &nodes {

@@ -53,12 +53,12 @@ async fn a_node_restarted_on_its_durable_store_rejoins_with_its_log() {
     test_helper::wait_for(
         "the follower to snapshot and purge its log",
         CONVERGE,
-        || async { follower.raft.metrics().purged_index.is_some() },
+        || async { follower.raft.status().purged_index.is_some() },
     )
     .await;
     let before = expected.clone();
-    let log_before = follower.raft.metrics().last_log_index;
-    let term_before = follower.raft.metrics().term;
+    let log_before = follower.raft.status().last_log_index;
+    let term_before = follower.raft.status().term;
     drop(follower.raft);
     follower.node.shutdown().await;
 
@@ -81,12 +81,12 @@ async fn a_node_restarted_on_its_durable_store_rejoins_with_its_log() {
         "the isolated node to load its state from disk",
         CONVERGE,
         || async {
-            let m = alone.raft.metrics();
+            let m = alone.raft.status();
             m.last_log_index >= log_before && m.voters == [1, 2, 3].into()
         },
     )
     .await;
-    assert!(alone.raft.metrics().term >= term_before);
+    assert!(alone.raft.status().term >= term_before);
     assert_ne!(alone.raft.role(), Role::Inactive);
     test_helper::wait_for(
         "the isolated node to rebuild its state machine",
@@ -133,7 +133,7 @@ async fn write_durable_state(dir: &TempDir) {
         .expect("write commits");
     node.raft.trigger_snapshot().await.expect("snapshot asked");
     test_helper::wait_for("the snapshot to be taken", CONVERGE, || async {
-        node.raft.metrics().snapshot_index.is_some() && dir.join(SNAPSHOT_FILE).exists()
+        node.raft.status().snapshot_index.is_some() && dir.join(SNAPSHOT_FILE).exists()
     })
     .await;
     drop(node.raft);

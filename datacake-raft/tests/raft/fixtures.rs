@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder, NodeId};
-use datacake_raft::{rkyv, RaftConfig, RaftExtension, RaftHandle, Role, StateMachine, Storage};
+use datacake_raft::{rkyv, LogStorage, RaftConfig, RaftExtension, RaftHandle, Role, StateMachine};
 use test_helper::TempDir;
 
 /// Gossip interval of test nodes.
@@ -191,6 +191,6 @@ pub(crate) fn by_id(nodes: &[RaftNode], id: NodeId) -> &RaftNode {
 }
 
 /// A durable store in `dir`.
-pub(crate) fn durable(dir: &TempDir) -> Storage {
-    Storage::Durable(dir.path().to_owned())
+pub(crate) fn durable(dir: &TempDir) -> LogStorage {
+    LogStorage::Durable(dir.path().to_owned())
 }

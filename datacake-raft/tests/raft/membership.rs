@@ -31,7 +31,7 @@ async fn a_fourth_node_catches_up_through_a_snapshot_and_is_promoted() {
             .expect("write commits");
         expected.insert(key, i);
     }
-    let last = leader.raft.metrics().last_log_index.expect("log not empty");
+    let last = leader.raft.status().last_log_index.expect("log not empty");
     test_helper::wait_for(
         "the leader to purge its log up to a snapshot",
         CONVERGE,
@@ -43,7 +43,7 @@ async fn a_fourth_node_catches_up_through_a_snapshot_and_is_promoted() {
                 .trigger_snapshot()
                 .await
                 .expect("snapshot triggered");
-            leader.raft.metrics().purged_index >= Some(last)
+            leader.raft.status().purged_index >= Some(last)
         },
     )
     .await;
@@ -69,7 +69,7 @@ async fn a_fourth_node_catches_up_through_a_snapshot_and_is_promoted() {
     })
     .await;
     // The log it needed was purged, so it caught up through the snapshot.
-    assert!(fourth.raft.metrics().snapshot_index.is_some());
+    assert!(fourth.raft.status().snapshot_index.is_some());
     assert_eq!(leader.raft.learners(), [4].into());
 
     leader.raft.promote(4).await.expect("promoted");
@@ -122,7 +122,7 @@ async fn a_learner_behind_on_large_entries_catches_up_through_the_log() {
         let key = format!("{i:04}{}", "x".repeat(100_000));
         leader.raft.write(Set(key, i)).await.expect("write commits");
     }
-    let last = leader.raft.metrics().last_log_index;
+    let last = leader.raft.status().last_log_index;
 
     let fourth = start_with(4, &[leader.seed()], cfg(), small).await;
     test_helper::wait_for("the leader to see node 4 in gossip", CONVERGE, || async {
@@ -131,11 +131,11 @@ async fn a_learner_behind_on_large_entries_catches_up_through_the_log() {
     .await;
     leader.raft.add_learner(4).await.expect("learner added");
     test_helper::wait_for("node 4 to apply every entry", CONVERGE, || async {
-        fourth.raft.metrics().applied_index >= last
+        fourth.raft.status().applied_index >= last
     })
     .await;
     assert_eq!(
-        fourth.raft.metrics().snapshot_index,
+        fourth.raft.status().snapshot_index,
         None,
         "caught up by snapshot"
     );
@@ -212,7 +212,7 @@ async fn late_nodes_with_the_lowest_ids_never_start_a_second_cluster() {
     }
     let all: Vec<_> = nodes.iter().collect();
     let leader_id = wait_for_leader(&all).await;
-    let term = by_id(&nodes, leader_id).raft.metrics().term;
+    let term = by_id(&nodes, leader_id).raft.status().term;
 
     // Nodes 1 and 2 arrive later. By the bootstrap rule node 1 is the lowest of the three
     // lowest it sees ({1, 2, 3}) and node 2 would vote for it — a second cluster. But node 3
@@ -273,5 +273,5 @@ async fn late_nodes_with_the_lowest_ids_never_start_a_second_cluster() {
         assert_eq!(node.raft.voters(), [3, 4, 5].into());
     }
     assert!(leader.raft.is_leader());
-    assert_eq!(leader.raft.metrics().term, term);
+    assert_eq!(leader.raft.status().term, term);
 }

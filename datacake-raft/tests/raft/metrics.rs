@@ -11,7 +11,7 @@ fn writes_leader_changes_term_role_and_applied_index_are_recorded() {
         wait_for_leader(&[&node]).await;
         node.raft.write(Set("a".into(), 1)).await.unwrap();
         node.raft.write(Set("b".into(), 2)).await.unwrap();
-        let applied = node.raft.metrics().applied_index.expect("writes applied");
+        let applied = node.raft.status().applied_index.expect("writes applied");
         node.node.shutdown().await;
         applied
     });

@@ -321,7 +321,7 @@ impl App {
         if let Some(response) = self.context.phase.not_serving() {
             return Ok(response);
         }
-        let status = self.raft.metrics();
+        let status = self.raft.status();
         let me = self.raft.node_id();
         let role = metrics::role_name(status.role);
         if let Some((reason, message)) =
@@ -373,7 +373,7 @@ impl App {
             last_log_index: Option<u64>,
             members: Vec<Member>,
         }
-        let status = self.raft.metrics();
+        let status = self.raft.status();
         let mut members: Vec<Member> = self
             .node
             .live_members()
@@ -403,7 +403,7 @@ impl App {
 
     fn metrics_page(&self, query: Option<&str>) -> Result<Response, ApiError> {
         Params::parse(query, &[])?;
-        metrics::raft(&self.raft.metrics(), self.raft.has_quorum());
+        metrics::raft(&self.raft.status(), self.raft.has_quorum());
         let context = &self.context;
         context.metrics.connections(context.connections.counts());
         let text = self.prometheus.render();
@@ -672,7 +672,8 @@ mod tests {
             ),
             (
                 RaftError::Storage {
-                    reason: "disk".into(),
+                    what: "raft.db".into(),
+                    source: std::io::Error::other("disk").into(),
                 },
                 500,
                 "internal",

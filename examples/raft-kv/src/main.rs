@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};
-use datacake_raft::{RaftConfig, RaftExtension, Storage};
+use datacake_raft::{LogStorage, RaftConfig, RaftExtension};
 use metrics_exporter_prometheus::PrometheusHandle;
 use server_common::lifecycle::{self, Outcome, ServerContext, Started};
 use server_common::metrics::HttpMetrics;
@@ -94,7 +94,7 @@ async fn start(
         .with_heartbeat_interval(config.timings.heartbeat_interval())
         .with_request_timeout(config.timings.request_timeout())
         .with_forward_to_leader(true)
-        .with_storage(Storage::Durable(config.data_dir.clone()));
+        .with_storage(LogStorage::Durable(config.data_dir.clone()));
     let raft = match node
         .add_extension(RaftExtension::new(KvMachine::default(), raft_config))
         .await

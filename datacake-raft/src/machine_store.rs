@@ -1,7 +1,11 @@
-//! The openraft state-machine adaptor: applies committed entries to the user's
+//! The state machine's store, as openraft sees it ([`StateMachineStore`], the counterpart of
+//! the log stores beside it): applies committed entries to the user's
 //! [`StateMachine`](crate::StateMachine), builds and installs snapshots, and (with a durable
 //! store) keeps the latest snapshot on disk so a restarted node can rebuild its state after
-//! the log before it was purged.
+//! the log before it was purged. The user-facing trait and its type-erased form are in
+//! [`machine`](crate::machine); this file is openraft's side of it, kept apart because it
+//! deals in openraft's types, snapshot files and blocking threads, none of which a reader of
+//! the trait needs.
 //!
 //! Snapshot work that can take long — the user's `snapshot` and `restore`, writing and
 //! fsyncing the snapshot file — runs on tokio's blocking threads, never on the async runtime.
@@ -65,9 +69,8 @@ impl StateMachineStore {
     pub(crate) fn open(machine: SharedMachine, dir: Option<PathBuf>) -> Result<Self, RaftError> {
         let mut applied = Applied::default();
         if let Some(dir) = &dir {
-            fs::create_dir_all(dir).map_err(|e| RaftError::Storage {
-                reason: format!("{}: {e}", dir.display()),
-            })?;
+            fs::create_dir_all(dir)
+                .map_err(|e| RaftError::storage(dir.display().to_string(), e))?;
             if let Some(snapshot) = read_snapshot(&dir.join(SNAPSHOT_FILE))? {
                 machine.write().restore(&snapshot.data);
                 applied.last_applied = snapshot.meta.last_log_id;
@@ -180,20 +183,21 @@ fn write_snapshot(dir: &Path, snapshot: &StoredSnapshot) -> std::io::Result<()> 
 
 /// Reads the snapshot file at `path`, if there is one.
 fn read_snapshot(path: &Path) -> Result<Option<StoredSnapshot>, RaftError> {
-    let failed = |reason: String| RaftError::Storage {
-        reason: format!("{}: {reason}", path.display()),
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| {
+        RaftError::storage(path.display().to_string(), source)
     };
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(failed(e.to_string())),
+        Err(e) => return Err(failed(e.into())),
     };
-    let corrupt = || failed("corrupt snapshot file".to_string());
+    let corrupt = || failed("corrupt snapshot file".into());
     let body = format::strip_snapshot_header(path, &bytes)?;
     let (len_bytes, rest) = body.split_first_chunk::<8>().ok_or_else(corrupt)?;
     let meta_len = usize::try_from(u64::from_le_bytes(*len_bytes)).map_err(|_| corrupt())?;
     let meta = rest.get(..meta_len).ok_or_else(corrupt)?;
-    let meta = codec::decode(meta).map_err(|e| failed(format!("corrupt snapshot meta: {e}")))?;
+    let meta = codec::decode(meta)
+        .map_err(|e| RaftError::storage(format!("{}: corrupt snapshot meta", path.display()), e))?;
     Ok(Some(StoredSnapshot {
         meta,
         data: rest[meta_len..].to_vec(),

@@ -14,10 +14,8 @@ use openraft::raft::{
 };
 use openraft::{CommittedLeaderId, LogId, SnapshotMeta, StoredMembership, Vote};
 
-use super::{
-    ask, call, unreachable_backoff, Answer, AppendPacket, Failure, ForwardWritePacket,
-    SnapshotPacket, VotePacket,
-};
+use super::client::{call, unreachable_backoff};
+use super::{ask, Answer, AppendPacket, Failure, ForwardWritePacket, SnapshotPacket, VotePacket};
 use crate::guard::Refusal;
 use crate::{RaftConfig, RaftError, RaftExtension, RaftHandle, Role, StateMachine};
 
@@ -186,7 +184,7 @@ async fn a_term_of_u64_max_is_refused_and_the_cluster_keeps_electing() {
     let mut nodes = start_cluster(config).await;
     let leader = wait_for_leader(&nodes).await;
     let network = nodes[0].node.handle().network().clone();
-    let term_before = by_id(&nodes, leader).raft.metrics().term;
+    let term_before = by_id(&nodes, leader).raft.status().term;
 
     // A vote request with term u64::MAX (and a log that looks newest) to every node.
     let vote = VoteRequest {
@@ -233,7 +231,7 @@ async fn a_term_of_u64_max_is_refused_and_the_cluster_keeps_electing() {
     nodes.remove(index).node.shutdown().await;
     let new_leader = wait_for_leader(&nodes).await;
     assert_ne!(new_leader, leader);
-    let term_after = by_id(&nodes, new_leader).raft.metrics().term;
+    let term_after = by_id(&nodes, new_leader).raft.status().term;
     assert!(
         term_after > term_before && term_after < term_before + 1000,
         "term {term_before} -> {term_after}"
@@ -257,7 +255,7 @@ async fn a_forwarded_command_that_does_not_check_is_a_codec_error() {
         .await
         .expect("the call succeeds");
     match outcome.into_result() {
-        Err(RaftError::Codec { reason }) => assert!(!reason.is_empty()),
+        Err(RaftError::Codec { source }) => assert!(!source.to_string().is_empty()),
         other => panic!("expected a codec error, got {other:?}"),
     }
 
@@ -356,11 +354,11 @@ async fn a_snapshot_of_several_chunks_still_reaches_a_new_learner() {
         .trigger_snapshot()
         .await
         .expect("snapshot triggered");
-    let last = leader.raft.metrics().last_log_index.expect("log not empty");
+    let last = leader.raft.status().last_log_index.expect("log not empty");
     test_helper::wait_for(
         "the leader to purge its log up to a snapshot",
         CONVERGE,
-        || async { leader.raft.metrics().purged_index >= Some(last) },
+        || async { leader.raft.status().purged_index >= Some(last) },
     )
     .await;
 
@@ -380,7 +378,7 @@ async fn a_snapshot_of_several_chunks_still_reaches_a_new_learner() {
                 .await
                 .ok()
                 == Some(5)
-                && fourth.raft.metrics().snapshot_index.is_some()
+                && fourth.raft.status().snapshot_index.is_some()
         },
     )
     .await;
