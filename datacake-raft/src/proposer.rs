@@ -27,6 +27,10 @@ use crate::types::Raft;
 /// the same, three and four lower (in runs with other builds running).
 pub(crate) const MAX_IN_FLIGHT: usize = 1;
 
+/// The most times the batching task yields, while commands keep arriving, before it takes
+/// the queued ones into an entry.
+const MAX_GATHER_YIELDS: usize = 8;
+
 /// The most commands in one entry.
 pub(crate) const MAX_BATCH_COMMANDS: usize = 1024;
 
@@ -117,7 +121,16 @@ async fn run(raft: Raft, mut commands: mpsc::Receiver<Proposal>) {
         };
         // Writers woken by the entry that just finished are about to queue their next
         // commands: let them, so they share this entry instead of each taking the next.
-        tokio::task::yield_now().await;
+        // Yield again while the queue still grows (a lone writer costs one yield).
+        let mut queued = commands.len();
+        for _ in 0..MAX_GATHER_YIELDS {
+            tokio::task::yield_now().await;
+            let now = commands.len();
+            if now == queued {
+                break;
+            }
+            queued = now;
+        }
         let mut batch = vec![first];
         let mut bytes = batch[0].command.as_bytes().len();
         while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
