@@ -64,8 +64,13 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
         rounds: cfg.pick(3, 9, 9),
         setups: cfg.pick(20, 200, 500),
     };
-    let in_flight =
-        cfg.concurrency_or(&cfg.pick(vec![1, 16], vec![1, 64, 256], vec![1, 16, 64, 256, 1_024]));
+    // The low counts (2 to 12) are the concurrency of a store replicating to a few peers or a
+    // Raft leader sending to two followers.
+    let in_flight = cfg.concurrency_or(&cfg.pick(
+        vec![1, 16],
+        vec![1, 4, 16, 64, 256],
+        vec![1, 2, 4, 8, 12, 16, 64, 256, 1_024],
+    ));
     let server_side = Side::start("rpc-bench-server")?;
     let client_side = Side::start("rpc-bench-client")?;
     let mut measurements = Vec::new();
