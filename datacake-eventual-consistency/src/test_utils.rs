@@ -183,6 +183,7 @@ impl Storage for MemStore {
 
 /// The error of a [`FaultyStorage`]: the wrapped storage's, or an injected failure.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FaultyError<E: std::error::Error + 'static> {
     /// The wrapped storage failed.
     #[error(transparent)]
