@@ -15,7 +15,7 @@ use crate::codec::{archive, unarchive};
 use crate::error::RaftError;
 use crate::events::{RaftEvents, RaftStatus, Role};
 use crate::machine::{SharedMachine, StateMachine};
-use crate::network::{ask, resolve, ForwardReadPacket, ForwardWritePacket};
+use crate::network::{ask, resolve, ForwardReadPacket, ForwardWritePacket, RaftService};
 use crate::proposer::Proposer;
 use crate::replica::{self, Outcome};
 use crate::types::{Raft, RaftNodeId};
@@ -186,26 +186,37 @@ impl<S: StateMachine> RaftHandle<S> {
                 .is_some_and(|millis| millis < lease)
     }
 
+    /// `outcome`, or, if it refused the call naming a leader and `forward` is set (forwarding
+    /// is on), the leader's answer to `forward`.
+    async fn or_forwarded<P>(
+        &self,
+        outcome: Outcome,
+        forward: Option<P>,
+    ) -> Result<Outcome, RaftError>
+    where
+        P: datacake_rpc::Message,
+        RaftService: datacake_rpc::Handler<P, Reply = Outcome>,
+    {
+        match (leader_addr(&self.inner.node, &outcome), forward) {
+            (Some(addr), Some(packet)) => Ok(ask(
+                self.inner.node.network(),
+                addr,
+                &packet,
+                self.inner.rpc_timeout,
+            )
+            .await?),
+            _ => Ok(outcome),
+        }
+    }
+
     async fn write_once(&self, command: S::Command) -> Result<S::Response, RaftError> {
         let command = archive(&command).map_err(RaftError::codec)?;
         // Kept for forwarding only when this node turns out not to be the leader.
-        let forward = self.inner.forward.then(|| command.clone());
+        let forward = self.inner.forward.then(|| ForwardWritePacket {
+            command: command.as_bytes().to_vec(),
+        });
         let outcome = self.inner.proposer.write(command).await;
-        let outcome = match (leader_addr(&self.inner.node, &outcome), forward) {
-            (Some(addr), Some(command)) => {
-                let packet = ForwardWritePacket {
-                    command: command.as_bytes().to_vec(),
-                };
-                ask(
-                    self.inner.node.network(),
-                    addr,
-                    &packet,
-                    self.inner.rpc_timeout,
-                )
-                .await?
-            }
-            _ => outcome,
-        };
+        let outcome = self.or_forwarded(outcome, forward).await?;
         unarchive(outcome.into_result()?).map_err(RaftError::codec)
     }
 
@@ -234,26 +245,13 @@ impl<S: StateMachine> RaftHandle<S> {
                 .read(query)
                 .map_err(RaftError::codec)?,
             ReadConsistency::Linearizable => {
-                let forward = self.inner.forward.then(|| query.clone());
+                let forward = self.inner.forward.then(|| ForwardReadPacket {
+                    query: query.as_bytes().to_vec(),
+                });
                 let outcome =
                     replica::read_linearizable_local(&self.inner.raft, &self.inner.machine, query)
                         .await;
-                let outcome = match (leader_addr(&self.inner.node, &outcome), forward) {
-                    (Some(addr), Some(query)) => {
-                        let packet = ForwardReadPacket {
-                            query: query.as_bytes().to_vec(),
-                        };
-                        ask(
-                            self.inner.node.network(),
-                            addr,
-                            &packet,
-                            self.inner.rpc_timeout,
-                        )
-                        .await?
-                    }
-                    _ => outcome,
-                };
-                outcome.into_result()?
+                self.or_forwarded(outcome, forward).await?.into_result()?
             }
         };
         unarchive(answer).map_err(RaftError::codec)
