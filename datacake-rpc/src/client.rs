@@ -252,6 +252,14 @@ where
     }
 }
 
+/// Two replies are equal when their views are (headers are not compared), so a whole call
+/// result compares with an expected one: `assert_eq!(result, Err(Status::internal("..")))`.
+impl<T: PartialEq> PartialEq for Response<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner == other.inner
+    }
+}
+
 impl<T: fmt::Debug> fmt::Debug for Response<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Response")

@@ -121,6 +121,10 @@ impl<T: Message> Deref for DataView<T> {
 /// assert_eq!(DataView::from_message(&hi).unwrap(), hi);
 /// assert_ne!(DataView::from_message(&hi).unwrap(), Greeting { text: "bye".into() });
 /// assert_eq!(DataView::<u64>::from_message(&5).unwrap(), 5);
+/// // Two views compare when the archived type compares with itself (for a message:
+/// // `#[rkyv(derive(PartialEq))]`).
+/// let five = DataView::<u64>::from_message(&5).unwrap();
+/// assert_eq!(five, DataView::<u64>::from_message(&5).unwrap());
 /// ```
 impl<T> PartialEq<T> for DataView<T>
 where
@@ -129,6 +133,17 @@ where
 {
     fn eq(&self, other: &T) -> bool {
         **self == *other
+    }
+}
+
+/// Two views are equal when their archived messages are (compared in place).
+impl<T> PartialEq for DataView<T>
+where
+    T: Message,
+    Archived<T>: PartialEq,
+{
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
     }
 }
 

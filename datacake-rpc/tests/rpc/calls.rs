@@ -44,6 +44,17 @@ async fn a_reply_compares_with_the_value_it_stands_for() {
 
     let counter = fx.client::<CounterService>();
     assert_eq!(counter.send(&Increment { by: 2 }).await.unwrap(), 2);
+
+    // Whole results compare: a reply with a reply, an error with an error.
+    assert_eq!(counter.send(&Get).await, counter.send(&Get).await);
+    let failed = fx
+        .client::<MiscService>()
+        .send(&Fail {
+            code: 7,
+            message: "no".into(),
+        })
+        .await;
+    assert_eq!(failed, Err(Status::custom(7, "no")));
 }
 
 #[tokio::test]
