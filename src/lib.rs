@@ -32,6 +32,11 @@ pub use datacake_rpc as rpc;
 #[doc(inline)]
 pub use datacake_sqlite as sqlite;
 
+/// Porting from datacake 0.8: every API change, why it was made, and the code before and
+/// after (its examples are compiled and run as doctests).
+#[doc = include_str!("../docs/porting-from-0.8.md")]
+pub mod porting_from_0_8 {}
+
 // Compiles and runs the README's examples as doctests, so the quick-start cannot rot.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

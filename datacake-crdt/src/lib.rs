@@ -82,7 +82,7 @@ mod version;
 mod wall_clock;
 
 pub use error::{SetError, TimestampError};
-pub use orswot::{OrSWotSet, StateChanges};
+pub use orswot::{Key, OrSWotSet, StateChanges};
 #[cfg(feature = "rkyv")]
 pub use timestamp::ArchivedHLCTimestamp;
 pub use timestamp::{

@@ -7,6 +7,9 @@ use crate::key_map::{KeyHashMap, KeyMap};
 use crate::timestamp::HLCTimestamp;
 use crate::version::Version;
 
+/// A key of an [`OrSWotSet`]: a plain `u64` (the name datacake 0.x exported).
+pub type Key = u64;
+
 /// `(key, timestamp)` pairs, as returned by [`OrSWotSet::diff`] and
 /// [`OrSWotSet::purge_old_deletes`].
 pub type StateChanges = Vec<(u64, HLCTimestamp)>;

@@ -9,7 +9,7 @@ use datacake_node::Consistency;
 
 use crate::error::StoreError;
 use crate::storage::{Document, Key, Metadata, Storage};
-use crate::store::Shared;
+use crate::store::{Shared, StoreStatistics};
 
 /// Reads and writes every keyspace of a store. Cheap to clone.
 ///
@@ -171,6 +171,13 @@ impl<S: Storage> ReplicatedStoreHandle<S> {
     pub fn metadata_digest(&self, keyspace: &str) -> Option<u64> {
         self.shared.replica.total(keyspace)
     }
+
+    /// The store's counters, as
+    /// [`EventuallyConsistentStore::statistics`](crate::EventuallyConsistentStore::statistics)
+    /// gives them.
+    pub fn statistics(&self) -> StoreStatistics {
+        self.shared.statistics()
+    }
 }
 
 /// Like [`ReplicatedStoreHandle`], bound to one keyspace. Cheap to clone.
@@ -178,6 +185,9 @@ pub struct ReplicatedKeyspaceHandle<S: Storage> {
     inner: ReplicatedStoreHandle<S>,
     keyspace: Arc<str>,
 }
+
+/// The name datacake 0.x gave [`ReplicatedKeyspaceHandle`].
+pub type ReplicatorKeyspaceHandle<S> = ReplicatedKeyspaceHandle<S>;
 
 impl<S: Storage> Clone for ReplicatedKeyspaceHandle<S> {
     fn clone(&self) -> Self {

@@ -150,7 +150,7 @@ pub use config::{
 };
 pub use datacake_node::{Consistency, ConsistencyError};
 pub use error::{ConfigError, StoreError};
-pub use handle::{ReplicatedKeyspaceHandle, ReplicatedStoreHandle};
+pub use handle::{ReplicatedKeyspaceHandle, ReplicatedStoreHandle, ReplicatorKeyspaceHandle};
 pub use members::MEMBERS_KEYSPACE;
 
 /// Not public API (hidden, no semver promise): what the `benchmarks` crate measures inside

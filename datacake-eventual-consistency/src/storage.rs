@@ -43,6 +43,34 @@ impl Document {
             data: data.into(),
         }
     }
+
+    /// The document id (the `id` field; the accessor datacake 0.x had).
+    ///
+    /// ```
+    /// use datacake_crdt::HLCTimestamp;
+    /// use datacake_eventual_consistency::Document;
+    ///
+    /// let stamp = HLCTimestamp::new(1_000, 0, 1);
+    /// let doc = Document::new(7, stamp, "hello");
+    /// assert_eq!(doc.id(), 7);
+    /// assert_eq!(doc.last_updated(), stamp);
+    /// assert_eq!(doc.data(), b"hello");
+    /// ```
+    pub fn id(&self) -> Key {
+        self.id
+    }
+
+    /// The timestamp of the write that produced this version (the
+    /// `last_updated` field).
+    pub fn last_updated(&self) -> HLCTimestamp {
+        self.last_updated
+    }
+
+    /// The document's contents as a slice (the `data` field, a cheaply
+    /// cloned [`Bytes`]).
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
 }
 
 /// A bulk storage call failed part-way: `inner` is the cause, `successful_doc_ids` the ids
@@ -75,6 +103,36 @@ where
     /// A failure before anything was applied.
     pub fn empty(inner: E) -> Self {
         Self::new(inner, Vec::new())
+    }
+
+    /// The same as [`empty`](Self::empty), under the name datacake 0.x used.
+    pub fn empty_with_error(inner: E) -> Self {
+        Self::empty(inner)
+    }
+
+    /// What went wrong (the `inner` field).
+    ///
+    /// ```
+    /// use datacake_eventual_consistency::BulkMutationError;
+    ///
+    /// let err = BulkMutationError::new(std::io::Error::other("disk full"), vec![1, 2]);
+    /// assert_eq!(err.cause().to_string(), "disk full");
+    /// assert_eq!(err.successful_doc_ids(), &[1, 2]);
+    /// assert_eq!(err.into_inner().to_string(), "disk full");
+    /// ```
+    pub fn cause(&self) -> &E {
+        &self.inner
+    }
+
+    /// The ids that were applied (the `successful_doc_ids`
+    /// field).
+    pub fn successful_doc_ids(&self) -> &[Key] {
+        &self.successful_doc_ids
+    }
+
+    /// The cause, dropping the applied ids.
+    pub fn into_inner(self) -> E {
+        self.inner
     }
 }
 

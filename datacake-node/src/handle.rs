@@ -194,12 +194,39 @@ impl DatacakeHandle {
     }
 
     /// Waits until every node of `node_ids` is a live member, or `timeout` passes.
+    ///
+    /// `node_ids` is any collection of ids, owned or borrowed: an array (`[1, 2]`), a slice
+    /// (`&[1, 2]`, as datacake 0.x took), a `Vec` or a reference to one, an iterator.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder, NodeId};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let addr = "127.0.0.1:0".parse()?;
+    /// let node = DatacakeNodeBuilder::new(1, ConnectionConfig::new(addr, addr, Vec::<String>::new()))
+    ///     .connect()
+    ///     .await?;
+    /// let wait = Duration::from_secs(5);
+    /// node.wait_for_nodes([1], wait).await?;
+    /// node.wait_for_nodes(&[1], wait).await?;
+    /// let ids: Vec<NodeId> = vec![1];
+    /// node.wait_for_nodes(&ids, wait).await?;
+    /// node.wait_for_nodes(ids.iter().copied(), wait).await?;
+    /// node.wait_for_nodes(ids, wait).await?;
+    /// node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn wait_for_nodes(
         &self,
-        node_ids: impl IntoIterator<Item = NodeId>,
+        node_ids: impl IntoIterator<Item = impl std::borrow::Borrow<NodeId>>,
         timeout: Duration,
     ) -> Result<(), NodeError> {
-        let ids: Vec<NodeId> = node_ids.into_iter().collect();
+        let ids: Vec<NodeId> = node_ids
+            .into_iter()
+            .map(|id| *std::borrow::Borrow::borrow(&id))
+            .collect();
         let mut rx = self.inner.view.clone();
         let all_live = |v: &Arc<MembershipView>| ids.iter().all(|id| v.members.contains_key(id));
         let waited =

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::metrics::{CallMetrics, CLIENT};
 use crate::payload::ReadLimits;
 use crate::{
-    Body, Channel, Handler, Headers, Message, Payload, RequestContext, RpcService, Status,
+    Body, Channel, DataView, Handler, Headers, Message, Payload, RequestContext, RpcService, Status,
 };
 
 /// The default largest reply body a client accepts: 64 MiB.
@@ -236,6 +236,27 @@ impl<T> Deref for Response<T> {
 impl<T> DerefMut for Response<T> {
     fn deref_mut(&mut self) -> &mut T {
         &mut self.inner
+    }
+}
+
+/// A reply equals a message when its view does (see [`DataView`](crate::DataView)'s
+/// `PartialEq<T>`), so a reply is compared with the value expected without unwrapping it:
+/// `assert_eq!(client.send(&msg).await?, 5)`.
+impl<T> PartialEq<T> for Response<DataView<T>>
+where
+    T: Message,
+    rkyv::Archived<T>: PartialEq<T>,
+{
+    fn eq(&self, other: &T) -> bool {
+        self.inner == *other
+    }
+}
+
+/// Two replies are equal when their views are (headers are not compared), so a whole call
+/// result compares with an expected one: `assert_eq!(result, Err(Status::internal("..")))`.
+impl<T: PartialEq> PartialEq for Response<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner == other.inner
     }
 }
 

@@ -15,6 +15,12 @@ use crate::{Body, Headers, Payload, PeerIdentity, Request, Status};
 /// Each handler is reachable at `/{service_name}/{handler path}`.
 pub trait RpcService: Send + Sync + Sized + 'static {
     /// The service's name, the first segment of its handlers' paths.
+    ///
+    /// Required (datacake 0.x defaulted to `std::any::type_name::<Self>()`): the name is a
+    /// wire identifier that every node of a cluster must agree on, and a type name is not
+    /// one. The standard library does not promise it is stable across compiler versions or
+    /// unique, it changes when the type moves to another module, and a generic type's name
+    /// holds characters (`<`, `>`, spaces) a request path cannot carry.
     fn service_name() -> &'static str;
 
     /// Registers every handler the service offers with
@@ -37,6 +43,9 @@ pub trait Handler<Msg: Payload>: RpcService {
     type Reply: Payload;
 
     /// The handler's path within the service, unique per service (e.g. the message's name).
+    ///
+    /// Required, for the reason given at [`RpcService::service_name`] (datacake 0.x
+    /// defaulted to the message's type name).
     fn path() -> &'static str;
 
     /// Handles one call.

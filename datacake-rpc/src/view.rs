@@ -73,6 +73,12 @@ impl<T: Message> DataView<T> {
         T::from_archived(self)
     }
 
+    /// The same as [`deserialize_view`](Self::deserialize_view), under the name datacake 0.x
+    /// used (it returns a `Status` rather than `InvalidView` on failure).
+    pub fn to_owned(&self) -> Result<T, Status> {
+        self.deserialize_view()
+    }
+
     /// The archived bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
@@ -94,6 +100,50 @@ impl<T: Message> Deref for DataView<T> {
         // afterwards: the field is private and no method hands out `&mut`. The buffer is an
         // `AlignedVec`, so the root has the alignment the validation checked.
         unsafe { rkyv::access_unchecked::<Archived<T>>(&self.bytes) }
+    }
+}
+
+/// A view equals a message when the archived fields equal the message's, compared in place
+/// (no deserialising). The archived type must compare with `T`: rkyv derives that with
+/// `#[rkyv(compare(PartialEq))]` on the message; archived primitives, strings and vectors
+/// compare with their native types already.
+///
+/// ```
+/// use datacake_rpc::DataView;
+///
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+/// #[rkyv(compare(PartialEq))]
+/// struct Greeting {
+///     text: String,
+/// }
+///
+/// let hi = Greeting { text: "hi".into() };
+/// assert_eq!(DataView::from_message(&hi).unwrap(), hi);
+/// assert_ne!(DataView::from_message(&hi).unwrap(), Greeting { text: "bye".into() });
+/// assert_eq!(DataView::<u64>::from_message(&5).unwrap(), 5);
+/// // Two views compare when the archived type compares with itself (for a message:
+/// // `#[rkyv(derive(PartialEq))]`).
+/// let five = DataView::<u64>::from_message(&5).unwrap();
+/// assert_eq!(five, DataView::<u64>::from_message(&5).unwrap());
+/// ```
+impl<T> PartialEq<T> for DataView<T>
+where
+    T: Message,
+    Archived<T>: PartialEq<T>,
+{
+    fn eq(&self, other: &T) -> bool {
+        **self == *other
+    }
+}
+
+/// Two views are equal when their archived messages are (compared in place).
+impl<T> PartialEq for DataView<T>
+where
+    T: Message,
+    Archived<T>: PartialEq,
+{
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
     }
 }
 

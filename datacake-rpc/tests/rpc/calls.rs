@@ -25,6 +25,39 @@ async fn echo_small_payload() {
 }
 
 #[tokio::test]
+async fn a_reply_compares_with_the_value_it_stands_for() {
+    let fx = Fixture::start().await;
+    let echo = Echo {
+        data: b"hi".to_vec(),
+    };
+    let reply = fx.client::<EchoService>().send(&echo).await.unwrap();
+    assert_eq!(reply, echo);
+    assert_ne!(
+        reply,
+        Echo {
+            data: b"ho".to_vec()
+        }
+    );
+    let view = reply.into_inner();
+    assert_eq!(view, echo);
+    assert_eq!(view.to_owned().unwrap(), echo);
+
+    let counter = fx.client::<CounterService>();
+    assert_eq!(counter.send(&Increment { by: 2 }).await.unwrap(), 2);
+
+    // Whole results compare: a reply with a reply, an error with an error.
+    assert_eq!(counter.send(&Get).await, counter.send(&Get).await);
+    let failed = fx
+        .client::<MiscService>()
+        .send(&Fail {
+            code: 7,
+            message: "no".into(),
+        })
+        .await;
+    assert_eq!(failed, Err(Status::custom(7, "no")));
+}
+
+#[tokio::test]
 async fn echo_32_mib_payload() {
     let fx = Fixture::start().await;
     let client = fx.client::<EchoService>();

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+#[rkyv(compare(PartialEq))]
 pub(crate) struct Echo {
     pub(crate) data: Vec<u8>,
 }
