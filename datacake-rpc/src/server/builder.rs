@@ -155,7 +155,7 @@ impl ServerBuilder {
 
     /// The most connections open at once ([`DEFAULT_MAX_CONNECTIONS`]); a connection
     /// arriving past it is closed at once (counted in
-    /// [`ServerStatistics::connections_refused`]), the open ones are unaffected.
+    /// [`ServerStatistics::connections_refused`](crate::ServerStatistics::connections_refused)), the open ones are unaffected.
     ///
     /// ```
     /// let builder = datacake_rpc::Server::builder().max_connections(64);
@@ -191,13 +191,13 @@ impl ServerBuilder {
 
     /// How long a connection may stay without an open stream ([`DEFAULT_IDLE_TIMEOUT`])
     /// before the server closes it gracefully (GOAWAY), answered pings or not (counted in
-    /// [`ServerStatistics::connections_closed_idle`]); checked every eighth of it, so the
+    /// [`ServerStatistics::connections_closed_idle`](crate::ServerStatistics::connections_closed_idle)); checked every eighth of it, so the
     /// close comes within `1⅛ × timeout`. A [`Channel`](crate::Channel) opens a new
     /// connection on its next call.
     ///
     /// It also bounds how long a whole reply waits on a peer that keeps its flow-control
     /// window shut: a reply that could send nothing for this long is dropped and its stream
-    /// reset (counted in [`ServerStatistics::replies_stalled`]).
+    /// reset (counted in [`ServerStatistics::replies_stalled`](crate::ServerStatistics::replies_stalled)).
     ///
     /// ```
     /// use std::time::Duration;
@@ -211,8 +211,8 @@ impl ServerBuilder {
     /// How long a request body may take to arrive completely, counted from its headers
     /// ([`DEFAULT_BODY_TIMEOUT`]). A message body that is late fails the call with
     /// [`Timeout`](crate::ErrorCode::Timeout) (counted in
-    /// [`ServerStatistics::bodies_timed_out`]), its stream is reset and its bytes freed.
-    /// Streamed [`Body`] requests are read at their handler's pace and are not bound by it.
+    /// [`ServerStatistics::bodies_timed_out`](crate::ServerStatistics::bodies_timed_out)), its stream is reset and its bytes freed.
+    /// Streamed [`Body`](crate::Body) requests are read at their handler's pace and are not bound by it.
     ///
     /// ```
     /// use std::time::Duration;
@@ -227,8 +227,8 @@ impl ServerBuilder {
     /// ([`DEFAULT_MAX_CONNECTION_BUFFER`]): bodies being collected, and message bodies
     /// while their handler runs. A body that would go past it fails with
     /// [`ResourceExhausted`](crate::ErrorCode::ResourceExhausted) (counted in
-    /// [`ServerStatistics::bodies_over_budget`]) while other calls go on. At least
-    /// [`max_body_size`](Self::max_body_size). A streamed [`Body`] request is not charged:
+    /// [`ServerStatistics::bodies_over_budget`](crate::ServerStatistics::bodies_over_budget)) while other calls go on. At least
+    /// [`max_body_size`](Self::max_body_size). A streamed [`Body`](crate::Body) request is not charged:
     /// its handler reads it chunk by chunk, and what it keeps is its own business (h2 holds
     /// at most the flow-control window of it unread).
     ///
@@ -256,7 +256,7 @@ impl ServerBuilder {
     /// How deeply a request archive may nest, in subtrees (each pointer validation follows:
     /// `Box`, `Vec`, `String`, ...; the root counts as one) ([`DEFAULT_MAX_DEPTH`]). Deeper
     /// archives are refused with [`InvalidPayload`](crate::ErrorCode::InvalidPayload)
-    /// (counted in [`ServerStatistics::payloads_too_deep`]) instead of recursing until the
+    /// (counted in [`ServerStatistics::payloads_too_deep`](crate::ServerStatistics::payloads_too_deep)) instead of recursing until the
     /// stack overflows.
     ///
     /// ```
