@@ -4,7 +4,7 @@
 //! [`RaftEvent::LeaderChanged`] the crate derives for [`RaftEvents`](crate::RaftEvents)), the
 //! current term, the applied index and whether this node leads. No label value comes from a peer.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -30,8 +30,16 @@ pub(crate) fn record_write<T, E>(started: Instant, result: &Result<T, E>) {
         .record(started.elapsed().as_secs_f64());
 }
 
+/// How often at most the metrics task looks at openraft's metrics. openraft publishes them
+/// on every append and apply: looking at each publication woke the task (on each node) once
+/// per write, which cost a one-client write about 14 µs of its 70 µs on a 2-core machine.
+const REPORT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Records this node's term and applied index, and counts leader changes, until Raft stops
-/// (its metrics channel closes).
+/// (its metrics channel closes). Looks at a change at once, then not again for
+/// [`REPORT_INTERVAL`]: the gauges lag by at most that much, and two leader changes within it
+/// may count as one (the events stream,
+/// [`RaftEvents`](crate::RaftEvents), sees every change).
 pub(crate) async fn report(mut rx: watch::Receiver<Metrics>) {
     let mut last = RaftStatus::from_metrics(&rx.borrow_and_update());
     record_status(&last);
@@ -45,6 +53,8 @@ pub(crate) async fn report(mut rx: watch::Receiver<Metrics>) {
         }
         record_status(&now);
         last = now;
+        // What changes meanwhile is seen, coalesced, on the next look.
+        tokio::time::sleep(REPORT_INTERVAL).await;
     }
 }
 

@@ -8,21 +8,69 @@
 
 use std::future::Future;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_util::registry::{AtomicStorage, Registry};
 use metrics_util::MetricKind;
+
+/// A recorder that keeps every value where a test can read it, as often as it likes: a
+/// counter's total, a gauge's last value, every value of a histogram.
+#[derive(Clone)]
+struct Store(Arc<Registry<Key, AtomicStorage>>);
+
+impl Store {
+    fn new() -> Self {
+        Self(Arc::new(Registry::atomic()))
+    }
+}
+
+impl Recorder for Store {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        self.0
+            .get_or_create_counter(key, |c| Counter::from_arc(c.clone()))
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        self.0
+            .get_or_create_gauge(key, |g| Gauge::from_arc(g.clone()))
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        self.0
+            .get_or_create_histogram(key, |h| Histogram::from_arc(h.clone()))
+    }
+}
 
 /// Runs `f` with a recorder installed for this thread; returns its output and what it
 /// recorded.
 pub fn capture<T>(f: impl FnOnce() -> T) -> (T, Captured) {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let output = metrics::with_local_recorder(&recorder, f);
-    let entries = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _unit, _description, value)| {
-            let (kind, key) = key.into_parts();
+    let store = Store::new();
+    let output = metrics::with_local_recorder(&store, f);
+    (output, Probe(store).now())
+}
+
+/// Reads what has been recorded so far, while the code under test runs (see
+/// [`capture_async_probed`]), so a test can wait on a metric with a deadline. Reading takes
+/// nothing away.
+pub struct Probe(Store);
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Probe")
+    }
+}
+
+impl Probe {
+    /// What has been recorded until now.
+    pub fn now(&self) -> Captured {
+        let registry = &self.0 .0;
+        let entry = |kind, key: &Key, value| {
             let labels = key
                 .labels()
                 .map(|l| (l.key().to_owned(), l.value().to_owned()))
@@ -33,24 +81,56 @@ pub fn capture<T>(f: impl FnOnce() -> T) -> (T, Captured) {
                 labels,
                 value,
             }
-        })
-        .collect();
-    (output, Captured { entries })
+        };
+        let mut entries = Vec::new();
+        for (key, counter) in registry.get_counter_handles() {
+            let value = Value::Counter(counter.load(Ordering::Acquire));
+            entries.push(entry(MetricKind::Counter, &key, value));
+        }
+        for (key, gauge) in registry.get_gauge_handles() {
+            let value = Value::Gauge(f64::from_bits(gauge.load(Ordering::Acquire)));
+            entries.push(entry(MetricKind::Gauge, &key, value));
+        }
+        for (key, histogram) in registry.get_histogram_handles() {
+            let value = Value::Histogram(histogram.data());
+            entries.push(entry(MetricKind::Histogram, &key, value));
+        }
+        Captured { entries }
+    }
+}
+
+/// Like [`capture_async`], handing the future a [`Probe`] to read the metrics while it runs.
+pub fn capture_async_probed<F, Fut>(f: F) -> (Fut::Output, Captured)
+where
+    F: FnOnce(Probe) -> Fut,
+    Fut: Future,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build a current-thread runtime");
+    let store = Store::new();
+    let inner = Probe(store.clone());
+    let output = metrics::with_local_recorder(&store, || {
+        let output = runtime.block_on(f(inner));
+        // Tasks still running record into this recorder until they are dropped here.
+        drop(runtime);
+        output
+    });
+    (output, Probe(store).now())
 }
 
 /// Runs `fut` to completion on a fresh current-thread runtime (time and I/O enabled) with a
 /// recorder installed; returns its output and what it and the tasks it spawned recorded.
 pub fn capture_async<F: Future>(fut: F) -> (F::Output, Captured) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("build a current-thread runtime");
-    capture(|| {
-        let output = runtime.block_on(fut);
-        // Tasks still running record into this recorder until they are dropped here.
-        drop(runtime);
-        output
-    })
+    capture_async_probed(|_| fut)
+}
+
+#[derive(Debug)]
+enum Value {
+    Counter(u64),
+    Gauge(f64),
+    Histogram(Vec<f64>),
 }
 
 #[derive(Debug)]
@@ -58,7 +138,7 @@ struct Entry {
     kind: MetricKind,
     name: String,
     labels: Vec<(String, String)>,
-    value: DebugValue,
+    value: Value,
 }
 
 /// The metrics recorded inside [`capture`] or [`capture_async`].
@@ -90,7 +170,7 @@ impl Captured {
     pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         self.matching(MetricKind::Counter, name, labels)
             .map(|e| match &e.value {
-                DebugValue::Counter(n) => *n,
+                Value::Counter(n) => *n,
                 _ => 0,
             })
             .sum()
@@ -100,7 +180,7 @@ impl Captured {
     pub fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.matching(MetricKind::Gauge, name, labels)
             .find_map(|e| match &e.value {
-                DebugValue::Gauge(v) => Some(v.into_inner()),
+                Value::Gauge(v) => Some(*v),
                 _ => None,
             })
     }
@@ -109,7 +189,7 @@ impl Captured {
     pub fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
         self.matching(MetricKind::Histogram, name, labels)
             .flat_map(|e| match &e.value {
-                DebugValue::Histogram(values) => values.iter().map(|v| v.into_inner()).collect(),
+                Value::Histogram(values) => values.clone(),
                 _ => Vec::new(),
             })
             .collect()
