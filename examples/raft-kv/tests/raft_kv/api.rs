@@ -227,8 +227,22 @@ async fn one_node_serves_the_api() {
     assert_eq!(health.json()["status"], "serving");
     assert_eq!(health.json()["role"], "leader");
 
-    // Metrics.
-    let reply = node.get("/metrics").await;
+    // Metrics. Raft's gauges are recorded at most every 100 ms: wait until they show the
+    // writes above.
+    let reply = wait_for_value("the raft gauges to catch up", DEADLINE, || async {
+        let reply = node.get("/metrics").await;
+        let at_least = |name: &str, min: f64| {
+            reply
+                .text()
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .is_some_and(|v: f64| v >= min)
+        };
+        let caught_up = at_least("datacake_raft_term", 1.0)
+            && at_least("datacake_raft_applied_index", applied as f64);
+        caught_up.then_some(reply)
+    })
+    .await;
     assert_eq!(reply.status, 200);
     assert!(reply
         .header("content-type")
