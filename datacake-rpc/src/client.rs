@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use crate::metrics::{CallMetrics, CLIENT};
+use crate::metrics::ClientSeries;
 use crate::payload::ReadLimits;
 use crate::{
     Body, Channel, DataView, Handler, Headers, Message, Payload, RequestContext, RpcService, Status,
@@ -22,6 +22,7 @@ pub struct RpcClient<Svc> {
     channel: Channel,
     timeout: Option<Duration>,
     max_reply_size: usize,
+    metrics: ClientSeries,
     _service: PhantomData<fn() -> Svc>,
 }
 
@@ -31,6 +32,7 @@ impl<Svc> Clone for RpcClient<Svc> {
             channel: self.channel.clone(),
             timeout: self.timeout,
             max_reply_size: self.max_reply_size,
+            metrics: self.metrics.clone(),
             _service: PhantomData,
         }
     }
@@ -47,12 +49,15 @@ impl<Svc> fmt::Debug for RpcClient<Svc> {
 }
 
 impl<Svc: RpcService> RpcClient<Svc> {
-    /// A client of `Svc` over `channel`, without a deadline.
+    /// A client of `Svc` over `channel`, without a deadline. Its metrics (see the crate's
+    /// README) go to the `metrics` recorder installed when it is made: install the exporter
+    /// before making clients.
     pub fn new(channel: Channel) -> Self {
         Self {
             channel,
             timeout: None,
             max_reply_size: DEFAULT_MAX_REPLY_SIZE,
+            metrics: ClientSeries::new(Svc::service_name()),
             _service: PhantomData,
         }
     }
@@ -83,6 +88,7 @@ impl<Svc: RpcService> RpcClient<Svc> {
             channel: self.channel.clone(),
             timeout: self.timeout,
             max_reply_size: self.max_reply_size,
+            metrics: ClientSeries::new(Other::service_name()),
             _service: PhantomData,
         }
     }
@@ -158,7 +164,7 @@ impl<Svc: RpcService> RpcClient<Svc> {
             None => (http::HeaderMap::new(), self.timeout),
         };
         let path = format!("/{}/{}", Svc::service_name(), <Svc as Handler<Msg>>::path());
-        let metrics = CallMetrics::start(&CLIENT, Svc::service_name());
+        let metrics = self.metrics.start();
         let exchange = async {
             let response = self.channel.call(&path, headers, body).await?;
             let (parts, body) = response.into_parts();

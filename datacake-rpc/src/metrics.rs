@@ -46,6 +46,7 @@ pub(crate) const CLIENT: Side = Side {
 pub(crate) struct CallMetrics {
     side: &'static Side,
     service: &'static str,
+    duration: metrics::Histogram,
     started: Instant,
     finished: bool,
 }
@@ -54,9 +55,15 @@ impl CallMetrics {
     /// Counts a call to `service` starting now on `side`.
     pub(crate) fn start(side: &'static Side, service: &'static str) -> Self {
         metrics::counter!(side.calls, "service" => service).increment(1);
+        let duration = metrics::histogram!(side.duration, "service" => service);
+        Self::started(side, service, duration)
+    }
+
+    fn started(side: &'static Side, service: &'static str, duration: metrics::Histogram) -> Self {
         Self {
             side,
             service,
+            duration,
             started: Instant::now(),
             finished: false,
         }
@@ -65,8 +72,7 @@ impl CallMetrics {
     /// Records the call's outcome: its latency, and its error code if it failed.
     pub(crate) fn finish<T>(mut self, result: &Result<T, Status>) {
         self.finished = true;
-        metrics::histogram!(self.side.duration, "service" => self.service)
-            .record(self.started.elapsed().as_secs_f64());
+        self.duration.record(self.started.elapsed().as_secs_f64());
         if let Err(status) = result {
             self.error(code_label(status.code()));
         }
@@ -74,6 +80,32 @@ impl CallMetrics {
 
     fn error(&self, code: &'static str) {
         metrics::counter!(self.side.errors, "service" => self.service, "code" => code).increment(1);
+    }
+}
+
+/// A client's series for the service it calls, registered once when the client is made (with
+/// the recorder installed then), so a call costs no label lookup; errors, rarer, are
+/// registered when they happen.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientSeries {
+    service: &'static str,
+    calls: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl ClientSeries {
+    pub(crate) fn new(service: &'static str) -> Self {
+        Self {
+            service,
+            calls: metrics::counter!(CLIENT.calls, "service" => service),
+            duration: metrics::histogram!(CLIENT.duration, "service" => service),
+        }
+    }
+
+    /// Counts a call starting now.
+    pub(crate) fn start(&self) -> CallMetrics {
+        self.calls.increment(1);
+        CallMetrics::started(&CLIENT, self.service, self.duration.clone())
     }
 }
 
