@@ -575,9 +575,10 @@ fn repair_peer<S: Storage>(
         return;
     }
     Counters::add(&replica.counters.read_repairs, missing.len());
+    let queued_at = std::time::Instant::now();
     let items = missing
         .into_iter()
-        .map(|c| Outbound::new(slot.name.clone(), c, None))
+        .map(|c| Outbound::new(slot.name.clone(), c, None, queued_at))
         .collect();
     replicator.enqueue(peer, items);
 }

@@ -58,15 +58,21 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    /// `change` of `keyspace`, for a write that waits on `ack` (if any).
-    pub(crate) fn new(keyspace: Arc<str>, change: Change, ack: Option<Arc<AckTracker>>) -> Self {
+    /// `change` of `keyspace`, for a write that waits on `ack` (if any), queued at
+    /// `queued_at` (one clock reading for a whole write).
+    pub(crate) fn new(
+        keyspace: Arc<str>,
+        change: Change,
+        ack: Option<Arc<AckTracker>>,
+        queued_at: Instant,
+    ) -> Self {
         Self {
             keyspace,
             key: change.mutation.key(),
             timestamp: change.mutation.timestamp(),
             data: change.data,
             ack,
-            queued_at: Instant::now(),
+            queued_at,
         }
     }
 

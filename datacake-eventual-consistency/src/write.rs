@@ -81,6 +81,7 @@ impl<S: Storage> Shared<S> {
             Some(AckTracker::new(requirement, &plan.counted, applied.len()))
         });
         let me = self.node.me().node_id;
+        let queued_at = Instant::now();
         for peer in live.iter().filter(|m| m.node_id != me) {
             let counts = tracker.is_some()
                 && plan
@@ -89,7 +90,7 @@ impl<S: Storage> Shared<S> {
             let ack = tracker.as_ref().filter(|_| counts);
             let items: Vec<Outbound> = applied
                 .iter()
-                .map(|c| Outbound::new(slot.name.clone(), c.clone(), ack.cloned()))
+                .map(|c| Outbound::new(slot.name.clone(), c.clone(), ack.cloned(), queued_at))
                 .collect();
             self.replicator.enqueue(peer, items);
         }

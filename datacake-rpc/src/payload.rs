@@ -58,6 +58,9 @@ mod sealed {
     pub trait Sealed {}
 }
 
+// The same bounds as `Message`'s blanket implementation below, spelled out again: the seal
+// must hold for exactly the types that implementation covers (Rust has no trait aliases to
+// name them once).
 impl<T> sealed::Sealed for T
 where
     T: Archive
