@@ -135,25 +135,20 @@ impl ExtensionTasks {
     /// Runs `task` on the node (see [`DatacakeHandle::spawn_task`]) until the extension
     /// stops.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let mut stop = self.stop.clone();
+        let tasks = self.clone();
         self.node.spawn_task(async move {
             tokio::select! {
-                // An error: the guard is gone (a value is never sent).
-                _ = stop.changed() => {}
+                () = tasks.stopped() => {}
                 () = task => {}
             }
         });
-    }
-
-    /// Whether the extension has stopped (its guard was dropped).
-    pub fn is_stopped(&self) -> bool {
-        self.stop.has_changed().is_err()
     }
 
     /// Waits until the extension stops (its guard is dropped), e.g. to release what a task
     /// spawned with [`spawn`](Self::spawn) could not (it is cancelled, not told).
     pub async fn stopped(&self) {
         let mut stop = self.stop.clone();
+        // Nothing is ever sent: `changed` fails once the guard is gone.
         while stop.changed().await.is_ok() {}
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use datacake_node::certs::ClusterCa;
-use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder, NodeId, RpcNetwork};
+use datacake_node::{DatacakeNode, DatacakeNodeBuilder, NodeId, RpcNetwork};
 use datacake_rpc::{ErrorCode, Status, TlsConfig};
 use openraft::error::{Infallible, InstallSnapshotError};
 use openraft::raft::{
@@ -89,13 +89,8 @@ async fn start_node_with(
     config: RaftConfig,
     node: impl FnOnce(DatacakeNodeBuilder) -> DatacakeNodeBuilder,
 ) -> TestNode {
-    let local = "127.0.0.1:0".parse().unwrap();
-    let seeds: Vec<String> = seed
-        .map(|n| n.node.me().public_addr.to_string())
-        .into_iter()
-        .collect();
-    let builder = DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds))
-        .with_gossip_interval(Duration::from_millis(50))
+    let seeds = seed.map(|n| n.node.me().public_addr.to_string());
+    let builder = test_helper::node::builder(id, seeds)
         .with_phi_threshold(50.0)
         .with_min_failure_timeout(Duration::from_secs(2));
     let node = node(builder).connect().await.expect("node starts");

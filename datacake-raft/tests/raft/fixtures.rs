@@ -3,12 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use datacake_node::{ConnectionConfig, DatacakeNode, DatacakeNodeBuilder, NodeId};
+use datacake_node::{DatacakeNode, DatacakeNodeBuilder, NodeId};
 use datacake_raft::{rkyv, LogStorage, RaftConfig, RaftExtension, RaftHandle, Role, StateMachine};
 use test_helper::TempDir;
 
-/// Gossip interval of test nodes.
-pub(crate) const GOSSIP: Duration = Duration::from_millis(50);
 /// The largest election timeout of test nodes.
 pub(crate) const ELECTION_MAX: Duration = Duration::from_millis(1000);
 /// Generous bound for convergence on a loaded machine (tests never assert on timing).
@@ -102,10 +100,7 @@ pub(crate) async fn start_node_with(
     seeds: &[String],
     customize: impl FnOnce(DatacakeNodeBuilder) -> DatacakeNodeBuilder,
 ) -> DatacakeNode {
-    let local = "127.0.0.1:0".parse().unwrap();
-    let builder = DatacakeNodeBuilder::new(id, ConnectionConfig::new(local, local, seeds.to_vec()));
-    customize(builder)
-        .with_gossip_interval(GOSSIP)
+    customize(test_helper::node::builder(id, seeds.to_vec()))
         .with_phi_threshold(50.0)
         .with_min_failure_timeout(Duration::from_secs(2))
         .with_join_timeout(Duration::from_secs(5))
