@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use tracing::debug;
 
 use crate::connection::{self, pipe, Probe};
+use crate::driver::{Driver, EarlyWrite};
 use crate::net::{self, Io, Transport, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
 use crate::{error_chain, Body, Status, TlsConfig};
 
@@ -56,6 +57,7 @@ struct Connection {
     send: h2::client::SendRequest<Bytes>,
     closed: Arc<AtomicBool>,
     probe: Arc<Probe>,
+    writer: Arc<dyn EarlyWrite>,
 }
 
 impl Connection {
@@ -169,6 +171,7 @@ impl Channel {
                 Ok(())
             }
         };
+        connection.writer.queued();
         // A server may answer before it reads the body (rejecting an unknown path, say) and
         // close the stream; if that happens before the body is handed to h2 (the connection
         // task runs on another thread), sending the body fails with "inactive stream". The
@@ -279,7 +282,7 @@ fn live(connection: &Option<Connection>) -> Option<Connection> {
 }
 
 async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Status> {
-    let (send, mut driver) = h2::client::Builder::new()
+    let (send, mut connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
@@ -290,11 +293,14 @@ async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Sta
         .map_err(|e| Status::connection(format!("http/2 handshake failed: {}", error_chain(&e))))?;
     let closed = Arc::new(AtomicBool::new(false));
     let probe = Arc::new(Probe::default());
-    let silent_peer = connection::keep_alive(driver.ping_pong(), keep_alive, Some(probe.clone()));
+    let silent_peer =
+        connection::keep_alive(connection.ping_pong(), keep_alive, Some(probe.clone()));
     let driver_closed = closed.clone();
+    let driver = Driver::new(connection);
+    let writer: Arc<dyn EarlyWrite> = driver.clone();
     tokio::spawn(async move {
         tokio::select! {
-            result = &mut driver => {
+            result = driver.run() => {
                 if let Err(e) = result {
                     debug!(error = %error_chain(&e), "connection closed with an error");
                 }
@@ -302,13 +308,14 @@ async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Sta
             () = silent_peer => debug!("keep-alive ping unanswered, closing the connection"),
         }
         driver_closed.store(true, Ordering::Release);
-        // Dropping the driver fails every call still waiting on this connection.
-        drop(driver);
+        // Dropping the connection fails every call still waiting on it.
+        driver.close();
     });
     Ok(Connection {
         send,
         closed,
         probe,
+        writer,
     })
 }
 

@@ -104,6 +104,7 @@ mod body;
 mod channel;
 mod client;
 mod connection;
+mod driver;
 mod handler;
 mod headers;
 mod limits;

@@ -1,0 +1,116 @@
+//! The client side of one HTTP/2 connection: the task that drives it, and the early write a
+//! caller makes on the driver's behalf.
+//!
+//! h2 writes queued frames only when its connection future is polled, and that future lives
+//! in a task of its own. When a read brings several replies, the driver wakes every caller
+//! they belong to; each caller queues its next request, which wakes the driver again, but
+//! the driver runs only after all of them (a runtime runs woken tasks in order). So the
+//! requests of a clump of replies left in one write, the server answered them as one burst,
+//! the replies came back as one clump, and both sides worked in lock-step: each turn the
+//! other side's thread had gone idle and paid a wake-up. Between 4 and 12 calls in flight
+//! that held throughput to a third of what the same calls over separate TCP connections
+//! reach.
+//!
+//! Now the first caller after each of the driver's turns polls the connection itself (with
+//! the driver's waker, so every registration it makes still wakes the driver): its request
+//! leaves at once and the server starts on it while the client works through the rest of
+//! the clump, which still leaves together in the driver's next write. One extra write per
+//! clump, not per call; see the crate README for the figures.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::net::Io;
+
+/// Writes what callers queued on a connection, from the caller's task.
+pub(crate) trait EarlyWrite: Send + Sync {
+    /// Called after a request was queued: writes it now if it is the first since the
+    /// driver's last turn (and nobody is polling the connection right now).
+    fn queued(&self);
+}
+
+/// One h2 client connection, shared by its driver task and its callers.
+pub(crate) struct Driver<I> {
+    /// `None` once the driver task has ended: dropping the connection fails every call
+    /// still waiting on it.
+    connection: Mutex<Option<h2::client::Connection<I, Bytes>>>,
+    /// The driver task's waker.
+    waker: Mutex<Option<Waker>>,
+    /// The connection's outcome, when a caller's poll saw it end.
+    outcome: Mutex<Option<Result<(), h2::Error>>>,
+    /// Set by each of the driver's turns, taken by the first caller after it.
+    turn_taken: AtomicBool,
+}
+
+impl<I: Io> Driver<I> {
+    pub(crate) fn new(connection: h2::client::Connection<I, Bytes>) -> Arc<Self> {
+        Arc::new(Self {
+            connection: Mutex::new(Some(connection)),
+            waker: Mutex::new(None),
+            outcome: Mutex::new(None),
+            turn_taken: AtomicBool::new(true),
+        })
+    }
+
+    /// Drives the connection until it ends (in the driver task).
+    pub(crate) async fn run(&self) -> Result<(), h2::Error> {
+        std::future::poll_fn(|cx| self.poll(cx)).await
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
+        {
+            let mut waker = self.waker.lock();
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+        }
+        let mut connection = self.connection.lock();
+        // Checked under the connection's lock, which a caller's poll holds while it stores
+        // the outcome: a finished connection is never polled again.
+        if let Some(outcome) = self.outcome.lock().take() {
+            return Poll::Ready(outcome);
+        }
+        let Some(connection) = connection.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        self.turn_taken.store(false, Ordering::Relaxed);
+        Pin::new(connection).poll(cx)
+    }
+
+    /// Drops the connection (when the driver task ends).
+    pub(crate) fn close(&self) {
+        self.connection.lock().take();
+    }
+}
+
+impl<I: Io> EarlyWrite for Driver<I> {
+    fn queued(&self) {
+        if self.turn_taken.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Some(waker) = self.waker.lock().clone() else {
+            return;
+        };
+        // Held by the driver (on another thread): it writes the request itself.
+        let Some(mut connection) = self.connection.try_lock() else {
+            return;
+        };
+        if self.outcome.lock().is_some() {
+            return;
+        }
+        let Some(connection) = connection.as_mut() else {
+            return;
+        };
+        let mut cx = Context::from_waker(&waker);
+        if let Poll::Ready(outcome) = Pin::new(connection).poll(&mut cx) {
+            *self.outcome.lock() = Some(outcome);
+            waker.wake();
+        }
+    }
+}
