@@ -3,8 +3,8 @@
 //! rather than the whole harness.
 //!
 //! ```text
-//! echo_probe <raw|rpc> <calls>            # <calls> sequential round trips
-//! echo_probe <raw|rpc> <millis> <tasks>   # <tasks> closed loops (calls in flight) for <millis>
+//! echo_probe <raw|rpc|grpc> <calls>            # <calls> sequential round trips
+//! echo_probe <raw|rpc|grpc> <millis> <tasks>   # <tasks> closed loops (calls in flight) for <millis>
 //! ```
 //!
 //! Instructions per sequential round trip, both sides (the difference of two runs removes
@@ -24,6 +24,8 @@
 #[path = "../src/echo.rs"]
 #[allow(dead_code)] // the suite uses every item of the file; the probe does not
 mod echo;
+#[path = "../src/echo_grpc.rs"]
+mod echo_grpc;
 
 use std::time::{Duration, Instant};
 
@@ -32,8 +34,10 @@ use echo::{
     closed_loops, raw_call, raw_sequential, rpc_call, rpc_sequential, RawConn, RawEcho, RpcEcho,
     Side,
 };
+use echo_grpc::{grpc_call, grpc_connect, grpc_sequential, GrpcEcho};
 
-const USAGE: &str = "usage: echo_probe <raw|rpc> <calls> | echo_probe <raw|rpc> <millis> <tasks>";
+const USAGE: &str =
+    "usage: echo_probe <raw|rpc|grpc> <calls> | echo_probe <raw|rpc|grpc> <millis> <tasks>";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,7 +46,7 @@ fn main() -> anyhow::Result<()> {
         [system, count, tasks] => (system.as_str(), count, Some(tasks)),
         _ => anyhow::bail!(USAGE),
     };
-    anyhow::ensure!(matches!(system, "raw" | "rpc"), USAGE);
+    anyhow::ensure!(matches!(system, "raw" | "rpc" | "grpc"), USAGE);
     let count: usize = count.parse().context(USAGE)?;
     let tasks: Option<usize> = tasks.map(|t| t.parse()).transpose().context(USAGE)?;
     let raw = system == "raw";
@@ -77,6 +81,25 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             echo.server.abort();
+            measured
+        } else if system == "grpc" {
+            let echo = server.handle.spawn(GrpcEcho::start()).await??;
+            let grpc = client.handle.spawn(grpc_connect(echo.addr)).await??;
+            let measured = match tasks {
+                None => {
+                    let started = Instant::now();
+                    client.handle.spawn(grpc_sequential(grpc, count)).await??;
+                    timed(count, started)
+                }
+                Some(tasks) => {
+                    let window = Duration::from_millis(count as u64);
+                    let callers = (0..tasks).map(|_| grpc.clone()).collect();
+                    let loops = closed_loops(callers, window, grpc_call);
+                    let (rate, _) = client.handle.spawn(loops).await??;
+                    (rate * window.as_secs_f64(), rate)
+                }
+            };
+            server.handle.spawn(echo.shutdown()).await?;
             measured
         } else {
             let echo = server.handle.spawn(RpcEcho::start()).await??;

@@ -76,10 +76,11 @@ impl SuiteName {
             }
             Self::Rpc => {
                 "A 64-byte echo over loopback: datacake-rpc (one multiplexed HTTP/2 channel) \
-                 against raw length-prefixed TCP (one connection per call in flight), and \
-                 datacake-rpc over mutual TLS against itself in plaintext. Client and server each \
-                 run on their own single-threaded runtime. Sequential latency, then closed-loop \
-                 throughput per number of calls in flight, each in rounds (9; 3 with --smoke) \
+                 against raw length-prefixed TCP (one connection per call in flight), \
+                 datacake-rpc over mutual TLS against itself in plaintext, and tonic (gRPC, one \
+                 channel; its ratio is tonic / datacake-rpc). Client and server each run on \
+                 their own single-threaded runtime. Sequential latency, then closed-loop \
+                 throughput per number of calls in flight, each in rounds (8; 4 with --smoke) \
                  that rotate which system goes first; a ratio is the median of the rounds' \
                  ratios. Last, a new channel's first call (TCP, TLS and HTTP/2 handshakes)."
             }

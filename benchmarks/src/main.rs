@@ -11,6 +11,7 @@ mod alloc;
 mod cli;
 mod config;
 mod echo;
+mod echo_grpc;
 mod output;
 mod report;
 mod runner;

@@ -1,12 +1,12 @@
-//! Suite `rpc`: datacake-rpc against a raw tokio TCP baseline on loopback, and datacake-rpc
-//! over mutual TLS against itself in plaintext.
+//! Suite `rpc`: datacake-rpc against a raw tokio TCP baseline on loopback and against tonic
+//! (gRPC), and datacake-rpc over mutual TLS against itself in plaintext.
 //!
-//! Both echo a 64-byte payload ([`crate::echo`] has the two systems). The baseline uses
-//! length-prefixed frames; for N calls in flight it opens N connections with one call
-//! outstanding each (TCP_NODELAY on both ends). datacake-rpc multiplexes every call over one
-//! `Channel`.
+//! All echo a 64-byte payload ([`crate::echo`] has the raw baseline and datacake-rpc,
+//! [`crate::echo_grpc`] tonic). The baseline uses length-prefixed frames; for N calls in
+//! flight it opens N connections with one call outstanding each (TCP_NODELAY on both ends).
+//! datacake-rpc multiplexes every call over one `Channel`, tonic over one of its `Channel`s.
 //!
-//! Topology (the same for both): the server side runs on its own single-threaded tokio
+//! Topology (the same for all): the server side runs on its own single-threaded tokio
 //! runtime (one OS thread), the client side on another, as if they were two processes; the
 //! two meet only through loopback sockets.
 //!
@@ -21,6 +21,7 @@ use crate::echo::{
     closed_loops, raw_call, raw_sequential, rpc_call, rpc_sequential, EchoService, RawConn,
     RawEcho, RpcEcho, Side, PAYLOAD,
 };
+use crate::echo_grpc::{grpc_call, grpc_connect, grpc_sequential, GrpcClient, GrpcEcho};
 use crate::report::{median, paired_ratio, Latency, Measurement, SuiteReport};
 
 /// What the throughput chart's x axis counts.
@@ -35,8 +36,8 @@ struct Sizes {
     latency_calls: usize,
     /// How long each throughput cell runs, over all rounds.
     window: Duration,
-    /// How many interleaved rounds each comparison is split into (a multiple of 3, so each
-    /// system goes first equally often).
+    /// How many interleaved rounds each comparison is split into (a multiple of
+    /// [`SYSTEMS`], so each system goes first equally often).
     rounds: usize,
     /// New connections timed per system.
     setups: usize,
@@ -45,8 +46,8 @@ struct Sizes {
 /// Runs the suite.
 ///
 /// Each comparison (sequential latency, and throughput at each number of calls in flight) runs
-/// in `rounds` interleaved rounds: a round measures the baseline and datacake-rpc back to back,
-/// alternating which goes first, on connections opened once. The ratio printed is the median
+/// in `rounds` interleaved rounds: a round measures every system back to back, rotating which
+/// goes first, on connections opened once. The ratio printed is the median
 /// of the per-round ratios ([`paired_ratio`]), latency percentiles pool every round's samples,
 /// and a throughput figure is the median of its rounds. On the shared 2-core VM the machine
 /// switches between phases of different speed for seconds at a time; run one after the other,
@@ -61,7 +62,7 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
             Duration::from_secs(2),
             Duration::from_secs(3),
         ),
-        rounds: cfg.pick(3, 9, 9),
+        rounds: cfg.pick(4, 8, 8),
         setups: cfg.pick(20, 200, 500),
     };
     // The low counts (2 to 12) are the concurrency of a store replicating to a few peers or a
@@ -77,10 +78,13 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
     let raw = server_side.handle.spawn(RawEcho::start()).await??;
     let rpc = server_side.handle.spawn(RpcEcho::start()).await??;
     let (tls, tls_client) = server_side.handle.spawn(RpcEcho::start_tls()).await??;
+    let grpc = server_side.handle.spawn(GrpcEcho::start()).await??;
+    let grpc_client = client_side.handle.spawn(grpc_connect(grpc.addr)).await??;
     let systems = Systems {
         raw: &raw,
         rpc: &rpc,
         tls: &tls,
+        grpc: &grpc_client,
     };
 
     measurements.extend(sequential(cfg, &client_side, systems, sizes).await?);
@@ -92,6 +96,8 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
     for echo in [rpc, tls] {
         echo.server.shutdown().await;
     }
+    drop(grpc_client);
+    server_side.handle.spawn(grpc.shutdown()).await?;
     raw.server.abort();
     server_side.stop();
     client_side.stop();
@@ -101,22 +107,28 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
     })
 }
 
-/// The three systems every comparison measures: the raw TCP baseline, datacake-rpc in
-/// plaintext, and datacake-rpc over mutual TLS.
+/// The systems every comparison measures: the raw TCP baseline, datacake-rpc in plaintext,
+/// datacake-rpc over mutual TLS, and tonic (a client of its server).
 #[derive(Clone, Copy)]
 struct Systems<'a> {
     raw: &'a RawEcho,
     rpc: &'a RpcEcho,
     tls: &'a RpcEcho,
+    grpc: &'a GrpcClient,
 }
 
 /// Indices of the systems in a round's order (see [`turns`]).
 const RAW: usize = 0;
 const RPC: usize = 1;
 const RPC_TLS: usize = 2;
+const GRPC: usize = 3;
+/// How many systems a round measures.
+const SYSTEMS: usize = 4;
 
 /// The TLS rows' system name.
 const TLS_NAME: &str = "datacake-rpc+tls";
+/// The gRPC rows' system name.
+const GRPC_NAME: &str = "tonic";
 
 /// Sequential round-trip latency of every system, in interleaved rounds.
 async fn sequential(
@@ -124,7 +136,7 @@ async fn sequential(
     client_side: &Side,
     systems: Systems<'_>,
     sizes: Sizes,
-) -> anyhow::Result<[Measurement; 3]> {
+) -> anyhow::Result<[Measurement; SYSTEMS]> {
     cfg.progress.scenario("sequential latency, warm-up");
     let mut conn = client_side
         .handle
@@ -140,10 +152,15 @@ async fn sequential(
             .spawn(rpc_sequential(echo.client.clone(), sizes.warmup_calls))
             .await??;
     }
+    let mut grpc = systems.grpc.clone();
+    (grpc, _) = client_side
+        .handle
+        .spawn(grpc_sequential(grpc, sizes.warmup_calls))
+        .await??;
 
     let per_round = sizes.latency_calls.div_ceil(sizes.rounds);
-    let mut samples: [Vec<Duration>; 3] = Default::default();
-    let mut p50s: [Vec<f64>; 3] = Default::default();
+    let mut samples: [Vec<Duration>; SYSTEMS] = Default::default();
+    let mut p50s: [Vec<f64>; SYSTEMS] = Default::default();
     for round in 0..sizes.rounds {
         cfg.progress.scenario(format!(
             "sequential latency, round {} of {}",
@@ -156,6 +173,13 @@ async fn sequential(
                 (conn, taken) = client_side
                     .handle
                     .spawn(raw_sequential(conn, per_round))
+                    .await??;
+                taken
+            } else if system == GRPC {
+                let taken;
+                (grpc, taken) = client_side
+                    .handle
+                    .spawn(grpc_sequential(grpc, per_round))
                     .await??;
                 taken
             } else {
@@ -174,7 +198,7 @@ async fn sequential(
         }
     }
     let scenario = format!("echo {PAYLOAD} B, sequential");
-    let [mut raw, mut rpc, mut tls] = samples;
+    let [mut raw, mut rpc, mut tls, mut tonic] = samples;
     let latency = |samples: &mut Vec<Duration>| {
         Latency::from_samples(samples).ok_or_else(|| anyhow::anyhow!("no samples"))
     };
@@ -188,6 +212,10 @@ async fn sequential(
             .with_latency(Some(latency(&mut tls)?))
             .with_ratio(paired_ratio(&p50s[RPC_TLS], &p50s[RPC]))
             .with_target("p50 <= 1.3x datacake-rpc (plaintext)"),
+        Measurement::new(&scenario, GRPC_NAME)
+            .with_latency(Some(latency(&mut tonic)?))
+            .with_ratio(paired_ratio(&p50s[GRPC], &p50s[RPC]))
+            .with_target(TONIC_P50_TARGET),
     ])
 }
 
@@ -198,7 +226,7 @@ async fn throughput(
     systems: Systems<'_>,
     n: usize,
     sizes: Sizes,
-) -> anyhow::Result<[Measurement; 3]> {
+) -> anyhow::Result<[Measurement; SYSTEMS]> {
     let window = sizes.window / sizes.rounds as u32;
     let mut conns = client_side
         .handle
@@ -208,7 +236,8 @@ async fn throughput(
         (0..n).map(|_| systems.rpc.client.clone()).collect(),
         (0..n).map(|_| systems.tls.client.clone()).collect(),
     ];
-    let mut rates: [Vec<f64>; 3] = Default::default();
+    let mut grpc_callers: Vec<GrpcClient> = (0..n).map(|_| systems.grpc.clone()).collect();
+    let mut rates: [Vec<f64>; SYSTEMS] = Default::default();
     for round in 0..sizes.rounds {
         cfg.progress.scenario(format!(
             "throughput, {n} in flight, round {} of {}",
@@ -221,6 +250,12 @@ async fn throughput(
                 (rate, conns) = client_side
                     .handle
                     .spawn(closed_loops(conns, window, raw_call))
+                    .await??;
+            } else if system == GRPC {
+                let loops = std::mem::take(&mut grpc_callers);
+                (rate, grpc_callers) = client_side
+                    .handle
+                    .spawn(closed_loops(loops, window, grpc_call))
                     .await??;
             } else {
                 let slot = &mut callers[system - RPC];
@@ -241,11 +276,18 @@ async fn throughput(
     };
     let mut ours = row(RPC, "datacake-rpc").with_ratio(paired_ratio(&rates[RPC], &rates[RAW]));
     let mut tls = row(RPC_TLS, TLS_NAME).with_ratio(paired_ratio(&rates[RPC_TLS], &rates[RPC]));
+    let mut tonic = row(GRPC, GRPC_NAME).with_ratio(paired_ratio(&rates[GRPC], &rates[RPC]));
     if n == 64 {
         ours = ours.with_target(">= 0.75x raw");
         tls = tls.with_target(">= 0.8x datacake-rpc (plaintext)");
     }
-    Ok([row(RAW, "raw-tcp"), ours, tls])
+    if (2..=12).contains(&n) {
+        ours = ours.with_target(">= 0.8x raw");
+    }
+    if n >= 4 {
+        tonic = tonic.with_target(TONIC_RATE_TARGET);
+    }
+    Ok([row(RAW, "raw-tcp"), ours, tls, tonic])
 }
 
 /// The cost of a new connection: a fresh channel's first call, plaintext and over TLS (TCP
@@ -293,9 +335,14 @@ async fn connection_setup(
     ])
 }
 
-/// The order the systems run in `round`: each goes first in every third round.
-fn turns(round: usize) -> [usize; 3] {
-    [round % 3, (round + 1) % 3, (round + 2) % 3]
+/// The tonic rows' targets, as ratios of tonic to datacake-rpc: datacake-rpc answers in at
+/// most 0.7x tonic's sequential p50, and makes at least 2x its calls/s from 4 in flight up.
+const TONIC_P50_TARGET: &str = "p50 >= 1.43x datacake-rpc";
+const TONIC_RATE_TARGET: &str = "<= 0.5x datacake-rpc";
+
+/// The order the systems run in `round`: each goes first in every [`SYSTEMS`]th round.
+fn turns(round: usize) -> [usize; SYSTEMS] {
+    std::array::from_fn(|i| (round + i) % SYSTEMS)
 }
 
 /// The median of `samples`, in seconds.
@@ -308,16 +355,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_system_goes_first_in_every_third_round() {
-        let rounds: Vec<[usize; 3]> = (0..9).map(turns).collect();
-        for system in [RAW, RPC, RPC_TLS] {
-            assert_eq!(rounds.iter().filter(|t| t[0] == system).count(), 3);
+    fn each_system_goes_first_equally_often() {
+        let rounds: Vec<[usize; SYSTEMS]> = (0..2 * SYSTEMS).map(turns).collect();
+        for system in [RAW, RPC, RPC_TLS, GRPC] {
+            assert_eq!(rounds.iter().filter(|t| t[0] == system).count(), 2);
         }
         // Every round measures each system once.
         for t in &rounds {
             let mut sorted = *t;
             sorted.sort_unstable();
-            assert_eq!(sorted, [RAW, RPC, RPC_TLS]);
+            assert_eq!(sorted, [RAW, RPC, RPC_TLS, GRPC]);
         }
     }
 }
