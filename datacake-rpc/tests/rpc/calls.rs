@@ -217,6 +217,42 @@ async fn thousand_concurrent_calls_on_one_channel() {
     );
 }
 
+/// Callers that each wait for their reply before the next call, on two worker threads: the
+/// shape in which a caller often writes its request itself, racing the connection's driver
+/// on the other thread (see `src/driver.rs`). A lost wake-up would leave a call hanging; the
+/// deadline turns that into a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_callers_on_two_threads_all_get_their_replies() {
+    const CALLERS: u32 = 8;
+    const CALLS: u32 = 300;
+    let fx = Fixture::start().await;
+    let client = fx.client::<EchoService>();
+    let loops = (0..CALLERS).map(|caller| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for call in 0..CALLS {
+                let data = [caller.to_le_bytes(), call.to_le_bytes()].concat();
+                let reply = client.send(&Echo { data: data.clone() }).await?;
+                assert_eq!(
+                    reply.data.as_slice(),
+                    data.as_slice(),
+                    "caller {caller}, call {call}"
+                );
+            }
+            Ok::<_, Status>(())
+        })
+    });
+    let results = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        futures::future::join_all(loops),
+    )
+    .await
+    .expect("every caller finishes within a minute (no call hangs)");
+    for result in results {
+        result.unwrap().unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_header_http2_forbids_fails_the_call_not_the_channel() {
     let fx = Fixture::start().await;
