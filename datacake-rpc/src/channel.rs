@@ -299,6 +299,8 @@ async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Sta
     let driver = Driver::new(connection);
     let writer: Arc<dyn EarlyWrite> = driver.clone();
     tokio::spawn(async move {
+        // Ending (or dropping) `run` drops the connection, failing every call still waiting
+        // on it.
         tokio::select! {
             result = driver.run() => {
                 if let Err(e) = result {
@@ -308,8 +310,6 @@ async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Sta
             () = silent_peer => debug!("keep-alive ping unanswered, closing the connection"),
         }
         driver_closed.store(true, Ordering::Release);
-        // Dropping the connection fails every call still waiting on it.
-        driver.close();
     });
     Ok(Connection {
         send,

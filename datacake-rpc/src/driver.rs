@@ -11,7 +11,7 @@
 //! that held throughput to a third of what the same calls over separate TCP connections
 //! reach.
 //!
-//! Now the first caller after each of the driver's turns polls the connection itself (with
+//! So the first caller after each of the driver's turns polls the connection itself (with
 //! the driver's waker, so every registration it makes still wakes the driver): its request
 //! leaves at once and the server starts on it while the client works through the rest of
 //! the clump, which still leaves together in the driver's next write. One extra write per
@@ -37,8 +37,7 @@ pub(crate) trait EarlyWrite: Send + Sync {
 
 /// One h2 client connection, shared by its driver task and its callers.
 pub(crate) struct Driver<I> {
-    /// `None` once the driver task has ended: dropping the connection fails every call
-    /// still waiting on it.
+    /// `None` once [`run`](Self::run) has ended.
     connection: Mutex<Option<h2::client::Connection<I, Bytes>>>,
     /// The driver task's waker.
     waker: Mutex<Option<Waker>>,
@@ -58,8 +57,17 @@ impl<I: Io> Driver<I> {
         })
     }
 
-    /// Drives the connection until it ends (in the driver task).
-    pub(crate) async fn run(&self) -> Result<(), h2::Error> {
+    /// Drives the connection until it ends (in the driver task). Once this future completes
+    /// or is dropped (the keep-alive gave up, the runtime shut down), the connection is
+    /// dropped, failing every call still waiting on it.
+    pub(crate) async fn run(self: Arc<Self>) -> Result<(), h2::Error> {
+        struct CloseOnDrop<'a, I>(&'a Driver<I>);
+        impl<I> Drop for CloseOnDrop<'_, I> {
+            fn drop(&mut self) {
+                self.0.connection.lock().take();
+            }
+        }
+        let _close = CloseOnDrop(&self);
         std::future::poll_fn(|cx| self.poll(cx)).await
     }
 
@@ -81,11 +89,6 @@ impl<I: Io> Driver<I> {
         };
         self.turn_taken.store(false, Ordering::Relaxed);
         Pin::new(connection).poll(cx)
-    }
-
-    /// Drops the connection (when the driver task ends).
-    pub(crate) fn close(&self) {
-        self.connection.lock().take();
     }
 }
 

@@ -129,3 +129,42 @@ async fn a_restarted_server_is_reachable_through_the_same_channel() {
         &[3]
     );
 }
+
+/// A channel's connection lives in a task of the runtime that opened it. When that runtime
+/// shuts down, the connection must go with it, so that a call from another runtime opens a
+/// new one instead of writing to a socket nobody drives any more.
+#[test]
+fn a_channel_outlives_the_runtime_that_opened_its_connection() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let server_side = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = server_side.block_on(async {
+        let server = Server::listen(localhost()).await.unwrap();
+        server.add_service(EchoService);
+        server
+    });
+    let client = RpcClient::<EchoService>::new(Channel::connect(server.local_addr()));
+    let echo = |client: RpcClient<EchoService>, byte: u8| async move {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.send(&Echo { data: vec![byte] }),
+        )
+        .await
+        .expect("the call ends within 10 s")
+        .unwrap();
+        assert_eq!(reply.data.as_slice(), &[byte]);
+    };
+    let first = runtime();
+    first.block_on(echo(client.clone(), 1));
+    drop(first);
+    runtime().block_on(echo(client.clone(), 2));
+    server_side.block_on(server.shutdown());
+}
