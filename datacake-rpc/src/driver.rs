@@ -37,22 +37,28 @@ pub(crate) trait EarlyWrite: Send + Sync {
 
 /// One h2 client connection, shared by its driver task and its callers.
 pub(crate) struct Driver<I> {
-    /// `None` once [`run`](Self::run) has ended.
-    connection: Mutex<Option<h2::client::Connection<I, Bytes>>>,
+    state: Mutex<State<I>>,
     /// The driver task's waker.
     waker: Mutex<Option<Waker>>,
-    /// The connection's outcome, when a caller's poll saw it end.
-    outcome: Mutex<Option<Result<(), h2::Error>>>,
     /// Set by each of the driver's turns, taken by the first caller after it.
     turn_taken: AtomicBool,
+}
+
+// One per connection, inside the `Arc` it lives in for good: the size of the open variant
+// costs nothing, while boxing it would add a pointer chase to every poll.
+#[allow(clippy::large_enum_variant)]
+enum State<I> {
+    Open(h2::client::Connection<I, Bytes>),
+    /// The connection is gone: a caller's poll saw it end (with this outcome, not yet handed
+    /// to the driver), or [`Driver::run`] has ended.
+    Ended(Option<Result<(), h2::Error>>),
 }
 
 impl<I: Io> Driver<I> {
     pub(crate) fn new(connection: h2::client::Connection<I, Bytes>) -> Arc<Self> {
         Arc::new(Self {
-            connection: Mutex::new(Some(connection)),
+            state: Mutex::new(State::Open(connection)),
             waker: Mutex::new(None),
-            outcome: Mutex::new(None),
             turn_taken: AtomicBool::new(true),
         })
     }
@@ -64,7 +70,7 @@ impl<I: Io> Driver<I> {
         struct CloseOnDrop<'a, I>(&'a Driver<I>);
         impl<I> Drop for CloseOnDrop<'_, I> {
             fn drop(&mut self) {
-                self.0.connection.lock().take();
+                *self.0.state.lock() = State::Ended(None);
             }
         }
         let _close = CloseOnDrop(&self);
@@ -78,17 +84,13 @@ impl<I: Io> Driver<I> {
                 *waker = Some(cx.waker().clone());
             }
         }
-        let mut connection = self.connection.lock();
-        // Checked under the connection's lock, which a caller's poll holds while it stores
-        // the outcome: a finished connection is never polled again.
-        if let Some(outcome) = self.outcome.lock().take() {
-            return Poll::Ready(outcome);
+        match &mut *self.state.lock() {
+            State::Open(connection) => {
+                self.turn_taken.store(false, Ordering::Relaxed);
+                Pin::new(connection).poll(cx)
+            }
+            State::Ended(outcome) => Poll::Ready(outcome.take().unwrap_or(Ok(()))),
         }
-        let Some(connection) = connection.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        self.turn_taken.store(false, Ordering::Relaxed);
-        Pin::new(connection).poll(cx)
     }
 }
 
@@ -101,18 +103,16 @@ impl<I: Io> EarlyWrite for Driver<I> {
             return;
         };
         // Held by the driver (on another thread): it writes the request itself.
-        let Some(mut connection) = self.connection.try_lock() else {
+        let Some(mut state) = self.state.try_lock() else {
             return;
         };
-        if self.outcome.lock().is_some() {
-            return;
-        }
-        let Some(connection) = connection.as_mut() else {
+        let State::Open(connection) = &mut *state else {
             return;
         };
         let mut cx = Context::from_waker(&waker);
         if let Poll::Ready(outcome) = Pin::new(connection).poll(&mut cx) {
-            *self.outcome.lock() = Some(outcome);
+            // A finished connection is never polled again; the driver takes the outcome.
+            *state = State::Ended(Some(outcome));
             waker.wake();
         }
     }
