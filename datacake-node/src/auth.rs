@@ -7,12 +7,14 @@
 //! - A member's address is believed only once the member itself has proven it: a gossip
 //!   packet signed by X's certificate and sent from X's address. Until then, what other
 //!   members relay about X at some address stays out of the membership view, so nobody but
-//!   X can register X at a new address.
+//!   X can register X at a new address. A node id may hold a few proven addresses at once
+//!   (an earlier incarnation that comes back after its id was started elsewhere, say): the
+//!   membership view then decides between them as it does on plaintext.
 //!
 //! Without TLS nothing can be proven, and everything is believed: a plaintext node trusts
 //! its network (see the README's Security section).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use datacake_rpc::{PeerIdentity, Status};
@@ -26,14 +28,16 @@ use crate::membership::NodeId;
 /// the cluster CA add entries (one per node id), so this is far beyond any real cluster; it
 /// bounds memory should a CA issue certificates carelessly.
 const MAX_PROVEN: usize = 65_536;
+/// How many addresses one node id keeps as proven (the most recently proven ones).
+const MAX_ADDRS_PER_NODE: usize = 4;
 
 /// The node's rules for believing its peers.
 #[derive(Debug)]
 pub(crate) struct PeerAuth {
     cluster: String,
     tls: bool,
-    /// Each node's address as proven by the node itself (TLS only).
-    proven: Mutex<HashMap<NodeId, SocketAddr>>,
+    /// Each node's addresses as proven by the node itself, the latest last (TLS only).
+    proven: Mutex<HashMap<NodeId, VecDeque<SocketAddr>>>,
 }
 
 impl PeerAuth {
@@ -42,7 +46,7 @@ impl PeerAuth {
         Self {
             cluster: cluster.to_owned(),
             tls,
-            proven: Mutex::new(HashMap::from([me])),
+            proven: Mutex::new(HashMap::from([(me.0, VecDeque::from([me.1]))])),
         }
     }
 
@@ -87,13 +91,24 @@ impl PeerAuth {
             warn!(node_id, %addr, "too many proven node addresses: not recording another");
             return;
         }
-        proven.insert(node_id, addr);
+        let addrs = proven.entry(node_id).or_default();
+        addrs.retain(|known| *known != addr);
+        if addrs.len() == MAX_ADDRS_PER_NODE {
+            addrs.pop_front();
+        }
+        addrs.push_back(addr);
     }
 
     /// Whether the membership view may list `node_id` at `addr`: always on plaintext; with
-    /// TLS, once the node itself has proven that address.
+    /// TLS, once the node itself has proven that address (and while it is one of the node's
+    /// [`MAX_ADDRS_PER_NODE`] latest).
     pub(crate) fn admits(&self, node_id: NodeId, addr: SocketAddr) -> bool {
-        !self.tls || self.proven.lock().get(&node_id) == Some(&addr)
+        !self.tls
+            || self
+                .proven
+                .lock()
+                .get(&node_id)
+                .is_some_and(|addrs| addrs.contains(&addr))
     }
 }
 
@@ -125,8 +140,21 @@ mod tests {
         );
         auth.prove_address(7, addr(8));
         assert!(
-            auth.admits(7, addr(8)) && !auth.admits(7, addr(7)),
-            "7 moved"
+            auth.admits(7, addr(8)) && auth.admits(7, addr(7)),
+            "7 at two addresses (a restart elsewhere and its earlier incarnation): the view picks"
+        );
+        for port in 9..=11 {
+            auth.prove_address(7, addr(port));
+        }
+        assert!(
+            !auth.admits(7, addr(7)) && (8..=11).all(|port| auth.admits(7, addr(port))),
+            "only the latest addresses stay proven"
+        );
+        auth.prove_address(7, addr(8));
+        auth.prove_address(7, addr(12));
+        assert!(
+            auth.admits(7, addr(8)) && !auth.admits(7, addr(9)),
+            "proving an address again keeps it"
         );
     }
 

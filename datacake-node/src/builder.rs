@@ -18,7 +18,7 @@ use crate::discovery::{Discovery, DiscoveryConfig, Poller};
 use crate::error::NodeError;
 use crate::identity::{NodeIdentity, IDENTITY_SCHEME};
 use crate::join::JoinSnapshot;
-use crate::membership::{ClusterMember, NodeId, KEY_LEAVING};
+use crate::membership::{ClusterMember, NodeId, KEY_JOINING, KEY_LEAVING};
 use crate::network::RpcNetwork;
 use crate::node::{DatacakeNode, NodeParts};
 use crate::selector::{DCAwareSelector, NodeSelector};
@@ -515,7 +515,11 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             extra_liveness_predicate: Some(Box::new(|state| state.get(KEY_LEAVING).is_none())),
             protocol_version: ProtocolVersion::V0,
         };
-        let chitchat = spawn_chitchat(chitchat_config, me.to_key_values(), &transport)
+        // Marked as joining until the duplicate-id check below is done (see
+        // `ViewEntry::rank`): a duplicate never displaces the live member meanwhile.
+        let mut key_values = me.to_key_values();
+        key_values.push((KEY_JOINING.to_string(), "true".to_string()));
+        let chitchat = spawn_chitchat(chitchat_config, key_values, &transport)
             .await
             .map_err(|error| NodeError::Gossip {
                 reason: format!("{error:#}"),
@@ -560,6 +564,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
                 });
             }
         }
+        node.finish_joining().await;
         if let Some(poller) = poller {
             node.spawn_task(node.discovery_target().run(poller));
         }

@@ -17,8 +17,10 @@
 //!   a gossip round or two; a crashed node is held dead by the failure detector (about one to
 //!   two seconds with the default 100 ms gossip interval).
 //! - A node id is unique among live members: a second node claiming a live id is refused at
-//!   [`connect`](DatacakeNodeBuilder::connect) with [`NodeError::DuplicateNodeId`]. A node with
-//!   another cluster id never becomes a member.
+//!   [`connect`](DatacakeNodeBuilder::connect) with [`NodeError::DuplicateNodeId`]. Should two
+//!   joined nodes claim one id anyway (a stalled or cut-off node coming back after its id was
+//!   started again elsewhere), every view keeps the newest start, and the other one logs that
+//!   it was replaced. A node with another cluster id never becomes a member.
 //! - [`Clock`] is the node's hybrid logical clock (lock-free); fold remote stamps in with
 //!   [`Clock::register_ts`].
 //! - [`DatacakeHandle::select_nodes`] asks the [`NodeSelector`] (default [`DCAwareSelector`])

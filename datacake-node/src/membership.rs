@@ -27,6 +27,8 @@ pub(crate) const KEY_DATA_CENTER: &str = "datacake.data_center";
 pub(crate) const KEY_TAG_PREFIX: &str = "datacake.tag.";
 /// Gossiped key set when the node leaves gracefully.
 pub(crate) const KEY_LEAVING: &str = "datacake.leaving";
+/// Gossiped key a node holds while `connect` checks that its id is free; deleted once it is.
+pub(crate) const KEY_JOINING: &str = "datacake.joining";
 
 /// A live member of the cluster, as gossiped by that node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -100,6 +102,10 @@ impl GossipedNode<'_> {
         self.key_values.contains_key(KEY_LEAVING)
     }
 
+    fn is_joining(&self) -> bool {
+        self.key_values.contains_key(KEY_JOINING)
+    }
+
     /// Parses the member it describes; `None` if a required key is missing or malformed
     /// (e.g. the node's first key/values have not arrived yet).
     fn parse(&self) -> Option<ClusterMember> {
@@ -127,7 +133,20 @@ impl GossipedNode<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ViewEntry {
     pub(crate) generation: u64,
+    /// Still checking, in `connect`, that its id is free.
+    pub(crate) joining: bool,
     pub(crate) member: ClusterMember,
+}
+
+impl ViewEntry {
+    /// Which of two live claims to one node id the view keeps: the higher rank. A node that
+    /// finished joining outranks one still checking (so a duplicate refused at `connect`
+    /// never displaces the member), then the newer generation (a restarted node outranks an
+    /// earlier incarnation that comes back from a partition or a stall), then the address,
+    /// so every node decides alike.
+    fn rank(&self) -> (bool, u64, SocketAddr) {
+        (!self.joining, self.generation, self.member.public_addr)
+    }
 }
 
 /// A point-in-time view of the cluster.
@@ -149,8 +168,9 @@ impl MembershipView {
     /// Builds the view from chitchat's live and dead nodes.
     ///
     /// Rules: a node that announced its leave is never a member; a node whose key/values do
-    /// not parse is ignored; when two live nodes claim one node id, the older generation (the
-    /// one that was there first) wins and the newcomer is kept out.
+    /// not parse is ignored; when two live nodes claim one node id, the one of higher
+    /// [`ViewEntry::rank`] is the member: a node still joining never displaces one that has
+    /// joined, and otherwise the newest generation (the latest start) wins.
     pub(crate) fn build<'a>(
         live: impl IntoIterator<Item = GossipedNode<'a>>,
         dead: impl IntoIterator<Item = GossipedNode<'a>>,
@@ -166,14 +186,13 @@ impl MembershipView {
             let Some(member) = node.parse() else { continue };
             let candidate = ViewEntry {
                 generation: node.generation,
+                joining: node.is_joining(),
                 member,
             };
             view.members
                 .entry(candidate.member.node_id)
                 .and_modify(|existing| {
-                    let older = (candidate.generation, candidate.member.public_addr)
-                        < (existing.generation, existing.member.public_addr);
-                    if older {
+                    if candidate.rank() > existing.rank() {
                         *existing = candidate.clone();
                     }
                 })
@@ -224,16 +243,20 @@ impl MembershipView {
     /// What changed from `old` to `self`. A member seen under a new generation (a restart)
     /// is reported as having left and joined.
     pub(crate) fn diff(&self, old: &MembershipView) -> MembershipChange {
+        // The same incarnation, whether or not it finished joining in between.
+        let kept = |e: &ViewEntry, other: Option<&ViewEntry>| {
+            other.is_some_and(|o| o.generation == e.generation && o.member == e.member)
+        };
         let joined = self
             .members
             .iter()
-            .filter(|(id, e)| old.members.get(id) != Some(e))
+            .filter(|(id, e)| !kept(e, old.members.get(id)))
             .map(|(_, e)| e.member.clone())
             .collect();
         let left = old
             .members
             .iter()
-            .filter(|(id, e)| self.members.get(id) != Some(e))
+            .filter(|(id, e)| !kept(e, self.members.get(id)))
             .map(|(_, e)| e.member.clone())
             .collect();
         MembershipChange { joined, left }
@@ -408,14 +431,42 @@ mod tests {
         );
     }
 
-    #[test]
-    fn duplicate_id_keeps_the_older_generation() {
-        let live = [node(1, 1, "a", 10), node(1, 2, "a", 20)];
-        let view = MembershipView::build(gossiped(&live), []);
+    fn joining(mut n: Node) -> Node {
+        n.kvs.push((KEY_JOINING.to_string(), "true".to_string()));
+        n
+    }
+
+    /// The member the view keeps for node 1, whatever order chitchat lists the claims in.
+    fn kept_port(claims: [Node; 2]) -> u16 {
+        let view = MembershipView::build(gossiped(&claims), []);
+        let [a, b] = claims;
+        let reversed = MembershipView::build(gossiped(&[b, a]), []);
+        assert_eq!(view, reversed, "the order of the claims does not matter");
         assert_eq!(view.members.len(), 1);
-        assert_eq!(view.members[&1].member.public_addr.port(), 1);
-        let reversed = [node(1, 2, "a", 20), node(1, 1, "a", 10)];
-        assert_eq!(MembershipView::build(gossiped(&reversed), []), view);
+        view.members[&1].member.public_addr.port()
+    }
+
+    #[test]
+    fn duplicate_id_keeps_the_newest_generation() {
+        // A restarted node (generation 20) against its earlier incarnation come back from
+        // a partition or a stall (generation 10): the restart is the member.
+        assert_eq!(kept_port([node(1, 1, "a", 10), node(1, 2, "a", 20)]), 2);
+        // One generation at two addresses: decided by the address, alike on every node.
+        assert_eq!(kept_port([node(1, 1, "a", 10), node(1, 2, "a", 10)]), 2);
+    }
+
+    #[test]
+    fn a_node_still_joining_never_displaces_a_member() {
+        // A second node claiming a live id, while `connect` checks the id: the member stays.
+        assert_eq!(
+            kept_port([node(1, 1, "a", 10), joining(node(1, 2, "a", 20))]),
+            1
+        );
+        // Two nodes joining at once: the newer one, as between members.
+        assert_eq!(
+            kept_port([joining(node(1, 1, "a", 10)), joining(node(1, 2, "a", 20))]),
+            2
+        );
     }
 
     #[test]
@@ -451,6 +502,15 @@ mod tests {
         assert_eq!(change.joined.len(), 1);
         assert_eq!(change.left.len(), 1);
         assert!(restarted.diff(&restarted).is_empty());
+
+        let still_joining = MembershipView::build(
+            gossiped(&[node(1, 1, "a", 1), joining(node(3, 3, "a", 2))]),
+            [],
+        );
+        assert!(
+            restarted.diff(&still_joining).is_empty(),
+            "finishing the join is no membership change"
+        );
     }
 
     #[test]

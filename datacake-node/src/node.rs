@@ -21,7 +21,9 @@ use crate::discovery::DiscoveryTarget;
 use crate::extension::ClusterExtension;
 use crate::handle::{DatacakeHandle, NodeShared};
 use crate::join::JoinSnapshot;
-use crate::membership::{ClusterMember, HeartbeatTracker, MembershipView, KEY_LEAVING};
+use crate::membership::{
+    ClusterMember, HeartbeatTracker, MembershipView, KEY_JOINING, KEY_LEAVING,
+};
 use crate::network::RpcNetwork;
 use crate::selector::NodeSelector;
 use crate::transport::GossipShared;
@@ -154,6 +156,15 @@ impl DatacakeNode {
         };
         let guard = chitchat.lock().await;
         JoinSnapshot::of(&guard)
+    }
+
+    /// Ends the join: deletes the joining marker, so the node counts as a full member (see
+    /// `ViewEntry::rank`).
+    pub(crate) async fn finish_joining(&self) {
+        let Some(chitchat) = self.chitchat.lock().as_ref().map(ChitchatHandle::chitchat) else {
+            return;
+        };
+        chitchat.lock().await.self_node_state().delete(KEY_JOINING);
     }
 
     /// Leaves the cluster gracefully and stops.

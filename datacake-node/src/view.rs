@@ -9,6 +9,7 @@ use std::time::Duration;
 use chitchat::{Chitchat, ChitchatId, NodeState};
 use tokio::sync::{watch, Mutex as AsyncMutex};
 use tokio::time::Instant;
+use tracing::warn;
 
 use crate::auth::PeerAuth;
 use crate::config::Timings;
@@ -71,7 +72,14 @@ pub(crate) async fn run_membership(
     mut shutdown: watch::Receiver<bool>,
     auth: Arc<PeerAuth>,
 ) {
-    let mut live_rx = chitchat.lock().await.live_nodes_watcher();
+    let (mut live_rx, me) = {
+        let chitchat = chitchat.lock().await;
+        (
+            chitchat.live_nodes_watcher(),
+            chitchat.self_chitchat_id().clone(),
+        )
+    };
+    let mut superseded_by = None;
     let mut refresh = tokio::time::interval(timings.gossip_interval / 2);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let min_failure_timeout = timings.min_failure_timeout();
@@ -87,6 +95,7 @@ pub(crate) async fn run_membership(
             min_failure_timeout,
             &auth,
         );
+        warn_if_superseded(&view, &me, &mut superseded_by);
         view_tx.send_if_modified(|current| {
             if **current == view {
                 return false;
@@ -95,5 +104,26 @@ pub(crate) async fn run_membership(
             *current = Arc::new(view);
             true
         });
+    }
+}
+
+/// Logs (once per newcomer) that a newer incarnation of this node's id is live, so the
+/// cluster lists that one and not this process: this process was cut off or stalled while
+/// its id was started again elsewhere, and should be stopped.
+fn warn_if_superseded(view: &MembershipView, me: &ChitchatId, warned: &mut Option<u64>) {
+    let Ok(node_id) = me.node_id.parse() else {
+        return;
+    };
+    let Some(entry) = view.members.get(&node_id) else {
+        return;
+    };
+    if entry.generation > me.generation_id && *warned != Some(entry.generation) {
+        warn!(
+            node_id,
+            newer = %entry.member.public_addr,
+            "a newer incarnation of this node id is live: the cluster lists it instead of this \
+             process, which should be stopped"
+        );
+        *warned = Some(entry.generation);
     }
 }

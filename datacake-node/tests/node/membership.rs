@@ -1,10 +1,11 @@
 //! Joining, leaving, crashing, convergence, foreign clusters and duplicate ids.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use datacake_node::{
-    ClusterStatistics, ConnectionConfig, DatacakeNode, DatacakeNodeBuilder, MembershipChange,
-    NodeError,
+    ClusterStatistics, ConnectionConfig, DCAwareSelector, DatacakeHandle, DatacakeNode,
+    DatacakeNodeBuilder, MembershipChange, NodeError, NodeId,
 };
 use futures::future::join_all;
 
@@ -216,4 +217,72 @@ async fn duplicate_node_id_is_refused() {
     }
     n2.shutdown().await;
     n1.shutdown().await;
+}
+
+/// Where `node` lists node 3.
+fn node_3_at(node: &DatacakeHandle) -> Option<SocketAddr> {
+    node.live_members()
+        .iter()
+        .find(|m| m.node_id == 3)
+        .map(|m| m.public_addr)
+}
+
+/// Node 3 stalls (a long pause, a frozen VM) until the cluster holds it dead, is started again
+/// elsewhere, and then comes back: the cluster keeps the restart, and the stalled process
+/// sees that it was replaced. (The older generation used to win: the zombie took its id back.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_a_stall_does_not_take_its_id_back_from_its_restart() {
+    stalled_node_returns_after_its_restart(builder).await;
+}
+
+/// The scenario of the test above, with nodes made by `make` (seeded from its second
+/// argument).
+pub(crate) async fn stalled_node_returns_after_its_restart(
+    make: impl Fn(NodeId, &[&DatacakeNode]) -> DatacakeNodeBuilder<DCAwareSelector>,
+) {
+    let start = |id, seeds: &[&DatacakeNode]| make(id, seeds).connect();
+    let n1 = start(1, &[]).await.expect("node 1 starts");
+    let n2 = start(2, &[&n1]).await.expect("node 2 starts");
+    let zombie = StallableNode::start(make(3, &[&n1])).await;
+    wait_for_view(&[&n1, &n2], &[1, 2, 3]).await;
+
+    let resume = zombie.stall();
+    wait_for_view(&[&n1, &n2], &[1, 2]).await;
+    let restarted = start(3, &[&n1]).await.expect("node 3 starts again");
+    let new_addr = restarted.me().public_addr;
+    assert_ne!(new_addr, zombie.handle().me().public_addr);
+    // A barrier: node 4, seeded from the restart only, joins after the restart finished
+    // joining. Whoever tells a node of node 4 also tells it of the restart's state from
+    // then (chitchat sends everything newer in one delta), so once nodes 1 and 2 list node 4
+    // they know the restart as a full member, not as a node still checking its id (which
+    // never displaces a member: the returning zombie would be kept for a round).
+    let n4 = start(4, &[&restarted]).await.expect("node 4 starts");
+    wait_for_view(&[&n1, &n2], &[1, 2, 3, 4]).await;
+    let (h1, h2, h3) = (n1.handle(), n2.handle(), restarted.handle());
+    assert_eq!(node_3_at(&h1), Some(new_addr));
+    assert_eq!(node_3_at(&h2), Some(new_addr));
+
+    drop(resume);
+    test_helper::wait_for("the stalled node to list its restart", CONVERGE, || async {
+        node_3_at(zombie.handle()) == Some(new_addr)
+    })
+    .await;
+    // The zombie gossips again, so every node holds it live for at least the minimum failure
+    // timeout: throughout, they all keep listing the restart.
+    let until = Instant::now() + MIN_FAILURE_TIMEOUT;
+    while Instant::now() < until {
+        for node in [&h1, &h2, &h3] {
+            assert_eq!(
+                node_3_at(node),
+                Some(new_addr),
+                "node {} lists node 3 at the stalled incarnation's address",
+                node.me().node_id
+            );
+        }
+        tokio::time::sleep(test_helper::POLL_INTERVAL).await;
+    }
+    zombie.stop().await;
+    for node in [n4, restarted, n2, n1] {
+        node.shutdown().await;
+    }
 }

@@ -107,3 +107,19 @@ async fn a_certificate_for_another_node_is_refused_at_start() {
         Err(NodeError::InvalidConfig { setting: "tls", .. })
     ));
 }
+
+/// With TLS, a node id can hold more than one proven address: the restart of a stalled node
+/// and the stalled process itself, once it is back, both prove theirs with the id's
+/// certificate, and the view decides between them as on plaintext. (A single proven address
+/// per id flipped to whichever gossiped last, so the zombie could win.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_a_stall_does_not_take_its_id_back_from_its_restart_with_tls() {
+    let ca = ClusterCa::generate(CLUSTER).unwrap();
+    crate::membership::stalled_node_returns_after_its_restart(|id, seeds| {
+        let cert = ca.issue_node(id, &["127.0.0.1".to_string()]).unwrap();
+        builder(id, seeds)
+            .with_cluster_id(CLUSTER)
+            .with_tls(tls(&ca, &cert))
+    })
+    .await;
+}
