@@ -490,14 +490,15 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             .gossip_interval
             .saturating_mul(10)
             .max(Duration::from_secs(1));
+        let (inbox_tx, inbox_rx) = RpcTransport::inbox();
         let gossip = Arc::new(GossipShared::new(
             node_id,
             public_addr,
             network.clone(),
             send_timeout,
+            inbox_tx.clone(),
         ));
-        let (inbox_tx, inbox_rx) = RpcTransport::inbox();
-        server.add_service(GossipService::new(inbox_tx, auth.clone()));
+        server.add_service(GossipService::new(inbox_tx, auth.clone(), send_timeout));
         let transport = RpcTransport::new(gossip.clone(), inbox_rx);
 
         let generation = SystemTime::now()

@@ -1,12 +1,18 @@
 //! chitchat's [`Transport`] over datacake-rpc: gossip rides the node's own RPC server, so a
 //! node has one address for everything.
 //!
-//! - Receiving: the [`GossipService`] handler pushes `(sender's public address, bytes)` into a
-//!   bounded queue (dropping when full: gossip is lossy by design, and a flood must not grow
-//!   memory); a decode task turns the bytes into envelopes that [`Socket::recv`] hands to
-//!   chitchat.
+//! - Receiving: the [`GossipService`] handler pushes the packet into a bounded queue
+//!   (dropping when full: gossip is lossy by design, and a flood must not grow memory); a
+//!   decode task turns the bytes into envelopes that [`Socket::recv`] hands to chitchat.
 //! - Sending: [`Socket::send`] encodes the envelope and spawns the RPC call to the peer over
 //!   the pooled channel, fire-and-forget, so a slow or dead peer never blocks the gossip loop.
+//! - Replies travel back on the caller's own call. chitchat answers a SYN with a SYN-ACK (or
+//!   `BadCluster`) addressed to the sender's *claimed* address; the transport instead hands
+//!   it to the call that carried the SYN, whose response takes it back. So a packet that
+//!   claims someone else's address never makes this node call that address (no reflection,
+//!   no amplification: a SYN-ACK is far larger than a SYN), and a SYN-ACK or `BadCluster` is
+//!   only taken as the response to this node's own SYN, never as a call of its own. The ACK
+//!   that completes a round is a new call to the address this node chose to gossip with.
 //!
 //! chitchat 0.13 does not expose its envelope codec (`ChitchatEnvelope::serialize` and
 //! `deserialize` are crate-private), and we do not fork it. Its public `UdpSocket` *does*
@@ -20,7 +26,7 @@
 //! driver (`turmoil::Builder::enable_tokio_io`); loopback delivery is immediate, so the codec
 //! does not depend on simulated time, and partitions act on the RPC between hosts.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,7 +39,7 @@ use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket
 use chitchat::{ChitchatEnvelope, ChitchatMessage, ProtocolVersion};
 use datacake_rpc::{Handler, Request, RpcClient, RpcService, ServiceRegistry, Status};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, warn};
@@ -49,8 +55,29 @@ const CODEC_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest datagram the loopback codec carries (chitchat's own limit is 65,507 bytes).
 const MAX_DATAGRAM: usize = 65_536;
 
-/// A received packet waiting to be decoded: the sender's public address and the bytes.
-type Inbound = (SocketAddr, Vec<u8>);
+/// A received packet waiting to be decoded.
+pub(crate) struct Inbound {
+    /// The sender's public address (as it claims it).
+    from: SocketAddr,
+    bytes: Vec<u8>,
+    /// `Some` for a packet a peer's call carried (the call waits for the [`Answer`]); `None`
+    /// for the reply to this node's own SYN, which came back in the response.
+    answer: Option<oneshot::Sender<Answer>>,
+}
+
+/// What a call carrying a gossip packet gets back.
+#[derive(Debug)]
+enum Answer {
+    /// chitchat's reply (to a SYN).
+    Reply(Vec<u8>),
+    /// Nothing to reply (to an ACK).
+    Nothing,
+    /// The packet is not one a peer may send as a call.
+    Refused(&'static str),
+}
+
+/// How many SYNs may wait for chitchat's reply at once (their calls wait meanwhile).
+const MAX_WAITING_REPLIES: usize = 2 * INBOX_CAPACITY;
 
 /// One gossip message between nodes: chitchat's encoded envelope plus the public address of
 /// the sender (the address chitchat knows it by, and replies to).
@@ -64,19 +91,31 @@ pub(crate) struct GossipPacket {
     pub(crate) payload: Vec<u8>,
 }
 
-/// The (empty) reply to a [`GossipPacket`].
+/// The response to a [`GossipPacket`]: chitchat's encoded reply, empty if there is none.
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub(crate) struct GossipAck {}
+pub(crate) struct GossipAck {
+    pub(crate) reply: Vec<u8>,
+}
 
 /// The RPC service every node runs to receive gossip.
 pub(crate) struct GossipService {
     inbox: mpsc::Sender<Inbound>,
     auth: Arc<PeerAuth>,
+    /// How long a call waits for chitchat's reply before it returns without one.
+    answer_timeout: Duration,
 }
 
 impl GossipService {
-    pub(crate) fn new(inbox: mpsc::Sender<Inbound>, auth: Arc<PeerAuth>) -> Self {
-        Self { inbox, auth }
+    pub(crate) fn new(
+        inbox: mpsc::Sender<Inbound>,
+        auth: Arc<PeerAuth>,
+        answer_timeout: Duration,
+    ) -> Self {
+        Self {
+            inbox,
+            auth,
+            answer_timeout,
+        }
     }
 }
 
@@ -107,11 +146,24 @@ impl Handler<GossipPacket> for GossipService {
         let node_id = request.node_id.to_native();
         self.auth.verify(request.peer(), node_id)?;
         self.auth.prove_address(node_id, from);
-        let payload = request.payload.as_slice().to_vec();
-        if self.inbox.try_send((from, payload)).is_err() {
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let packet = Inbound {
+            from,
+            bytes: request.payload.as_slice().to_vec(),
+            answer: Some(answer_tx),
+        };
+        let no_reply = GossipAck { reply: Vec::new() };
+        if self.inbox.try_send(packet).is_err() {
             debug!(peer=%from, "gossip inbox full or closed: message dropped");
+            return Ok(no_reply);
         }
-        Ok(GossipAck {})
+        match timeout(self.answer_timeout, answer_rx).await {
+            Ok(Ok(Answer::Reply(reply))) => Ok(GossipAck { reply }),
+            Ok(Ok(Answer::Refused(reason))) => Err(Status::invalid_payload(reason)),
+            // An ACK, or chitchat did not answer in time (the round is lost, as a dropped
+            // datagram would be).
+            Ok(Ok(Answer::Nothing)) | Ok(Err(_)) | Err(_) => Ok(no_reply),
+        }
     }
 }
 
@@ -122,6 +174,10 @@ pub(crate) struct GossipShared {
     network: RpcNetwork,
     send_timeout: Duration,
     in_flight: AtomicUsize,
+    /// Where replies to our own SYNs go: the decode loop's queue.
+    inbox: mpsc::Sender<Inbound>,
+    /// Calls waiting for chitchat's reply to the SYN they carried.
+    waiting: Mutex<WaitingReplies>,
     /// Peers that have not yet been sent a reply carrying our leave marker.
     leave_pending: Mutex<Option<HashSet<SocketAddr>>>,
     leaving: AtomicBool,
@@ -133,6 +189,7 @@ impl GossipShared {
         public_addr: SocketAddr,
         network: RpcNetwork,
         send_timeout: Duration,
+        inbox: mpsc::Sender<Inbound>,
     ) -> Self {
         Self {
             node_id,
@@ -140,6 +197,8 @@ impl GossipShared {
             network,
             send_timeout,
             in_flight: AtomicUsize::new(0),
+            inbox,
+            waiting: Mutex::new(WaitingReplies::default()),
             leave_pending: Mutex::new(None),
             leaving: AtomicBool::new(false),
         }
@@ -177,6 +236,16 @@ impl GossipShared {
         }
     }
 
+    /// See [`WaitingReplies::wait`].
+    fn wait_for_reply(&self, from: SocketAddr, answer: oneshot::Sender<Answer>) -> bool {
+        self.waiting.lock().wait(from, answer)
+    }
+
+    /// See [`WaitingReplies::hand`].
+    fn hand_reply(&self, to: SocketAddr, reply: Vec<u8>) -> bool {
+        self.waiting.lock().hand(to, reply)
+    }
+
     /// Sends `payload` to `to` in the background.
     fn spawn_send(self: &Arc<Self>, to: SocketAddr, payload: Vec<u8>, is_reply: bool) {
         let shared = self.clone();
@@ -192,8 +261,21 @@ impl GossipShared {
                 payload,
             };
             match client.send(&packet).await {
-                Ok(_) if counts_for_leave => shared.delivered_reply(to),
-                Ok(_) => {}
+                Ok(ack) => {
+                    if counts_for_leave {
+                        shared.delivered_reply(to);
+                    }
+                    if !ack.reply.is_empty() {
+                        let reply = Inbound {
+                            from: to,
+                            bytes: ack.reply.as_slice().to_vec(),
+                            answer: None,
+                        };
+                        if shared.inbox.try_send(reply).is_err() {
+                            debug!(peer=%to, "gossip inbox full or closed: reply dropped");
+                        }
+                    }
+                }
                 // Gossip to dead or not-yet-started peers fails all the time: not worth more.
                 Err(status) => debug!(peer=%to, error=%status, "gossip send failed"),
             }
@@ -208,6 +290,60 @@ impl fmt::Debug for GossipShared {
             .field("public_addr", &self.public_addr)
             .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
             .finish()
+    }
+}
+
+/// Calls waiting for chitchat's reply to the SYN they carried, per claimed sender address,
+/// oldest first (chitchat answers a sender's SYNs in order).
+#[derive(Default)]
+struct WaitingReplies {
+    by_sender: HashMap<SocketAddr, VecDeque<oneshot::Sender<Answer>>>,
+    /// How many wait in all.
+    count: usize,
+}
+
+impl WaitingReplies {
+    /// Keeps `answer` for chitchat's reply to the SYN `from` sent; `false` (and `answer`
+    /// dropped, so its call returns without a reply) if too many calls wait already.
+    fn wait(&mut self, from: SocketAddr, answer: oneshot::Sender<Answer>) -> bool {
+        if self.count >= MAX_WAITING_REPLIES {
+            // Calls that gave up (their senders are closed) free their places first.
+            self.by_sender.retain(|_, queue| {
+                queue.retain(|answer| !answer.is_closed());
+                !queue.is_empty()
+            });
+            self.count = self.by_sender.values().map(VecDeque::len).sum();
+            if self.count >= MAX_WAITING_REPLIES {
+                return false;
+            }
+        }
+        self.by_sender.entry(from).or_default().push_back(answer);
+        self.count += 1;
+        true
+    }
+
+    /// Hands chitchat's reply to `to` to the oldest call from `to` still waiting for one;
+    /// `false` if none is (the reply is then dropped, never sent to `to` on a call of ours).
+    fn hand(&mut self, to: SocketAddr, reply: Vec<u8>) -> bool {
+        let Some(queue) = self.by_sender.get_mut(&to) else {
+            return false;
+        };
+        let mut reply = Answer::Reply(reply);
+        let handed = loop {
+            let Some(answer) = queue.pop_front() else {
+                break false;
+            };
+            self.count -= 1;
+            match answer.send(reply) {
+                Ok(()) => break true,
+                // That call gave up: the next one from the same sender gets it.
+                Err(back) => reply = back,
+            }
+        };
+        if queue.is_empty() {
+            self.by_sender.remove(&to);
+        }
+        handed
     }
 }
 
@@ -227,7 +363,7 @@ impl RpcTransport {
         }
     }
 
-    /// The queue the gossip service pushes into, with its capacity.
+    /// The queue the gossip service (and replies to our SYNs) push into, with its capacity.
     pub(crate) fn inbox() -> (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>) {
         mpsc::channel(INBOX_CAPACITY)
     }
@@ -250,7 +386,7 @@ impl Transport for RpcTransport {
             .await?;
         let decoder = Decoder::open(sentinel).await?;
         let (out_tx, out_rx) = mpsc::channel(INBOX_CAPACITY);
-        let decode_task = tokio::spawn(decode_loop(inbox, out_tx, decoder));
+        let decode_task = tokio::spawn(decode_loop(inbox, out_tx, decoder, self.shared.clone()));
         Ok(Box::new(RpcSocket {
             shared: self.shared.clone(),
             encoder,
@@ -285,10 +421,12 @@ impl Socket for RpcSocket {
         to: SocketAddr,
         envelope: ChitchatEnvelope,
     ) -> anyhow::Result<SendOutcome> {
-        let is_reply = matches!(
+        // Our answer to a peer's SYN goes back on the peer's call; an ACK is a new call.
+        let answers_syn = matches!(
             envelope.message,
-            ChitchatMessage::SynAck { .. } | ChitchatMessage::Ack { .. }
+            ChitchatMessage::SynAck { .. } | ChitchatMessage::BadCluster
         );
+        let is_ack = matches!(envelope.message, ChitchatMessage::Ack { .. });
         let payload = match self.encoder.encode(envelope).await {
             Ok(payload) => payload,
             Err(error) => {
@@ -298,7 +436,15 @@ impl Socket for RpcSocket {
             }
         };
         let num_bytes_sent = payload.len();
-        self.shared.spawn_send(to, payload, is_reply);
+        if !answers_syn {
+            self.shared.spawn_send(to, payload, is_ack);
+        } else if self.shared.hand_reply(to, payload) {
+            if self.shared.leaving.load(Ordering::Acquire) {
+                self.shared.delivered_reply(to);
+            }
+        } else {
+            debug!(peer=%to, "the call that carried this SYN is gone: reply dropped");
+        }
         Ok(SendOutcome { num_bytes_sent })
     }
 
@@ -311,30 +457,36 @@ impl Socket for RpcSocket {
     }
 }
 
-/// Decodes queued packets until the queue or the socket goes away.
+/// Decodes queued packets until the queue or the socket goes away. A call's packet may be
+/// a SYN (its call then waits for chitchat's reply) or an ACK; a SYN-ACK or `BadCluster` is
+/// taken only as the response to our own SYN.
 async fn decode_loop(
     mut inbox: mpsc::Receiver<Inbound>,
     out: mpsc::Sender<RecvOutcome>,
     mut decoder: Decoder,
+    shared: Arc<GossipShared>,
 ) {
-    while let Some((from_addr, bytes)) = inbox.recv().await {
-        match decoder.decode(&bytes).await {
-            Ok(Some(envelope)) => {
-                if matches!(envelope.message, ChitchatMessage::BadCluster) {
-                    warn!(peer=%from_addr, "a peer refused our gossip: it belongs to another cluster");
-                }
-                let outcome = RecvOutcome {
-                    from_addr,
-                    envelope,
-                    num_bytes_received: bytes.len(),
-                };
-                if out.send(outcome).await.is_err() {
-                    return;
-                }
+    while let Some(Inbound {
+        from,
+        bytes,
+        answer,
+    }) = inbox.recv().await
+    {
+        let refuse = |answer: Option<oneshot::Sender<Answer>>, reason| {
+            if let Some(answer) = answer {
+                let _ = answer.send(Answer::Refused(reason));
             }
-            Ok(None) => warn!(peer=%from_addr, len=bytes.len(), "invalid gossip payload dropped"),
+        };
+        let envelope = match decoder.decode(&bytes).await {
+            Ok(Some(envelope)) => envelope,
+            Ok(None) => {
+                warn!(peer=%from, len=bytes.len(), "invalid gossip payload dropped");
+                refuse(answer, "invalid gossip payload");
+                continue;
+            }
             Err(error) => {
-                warn!(peer=%from_addr, error=%error, "gossip decoder failed: reopening it");
+                warn!(peer=%from, error=%error, "gossip decoder failed: reopening it");
+                refuse(answer, "the gossip decoder failed");
                 match Decoder::open(decoder.sentinel.clone()).await {
                     Ok(fresh) => decoder = fresh,
                     Err(error) => {
@@ -342,7 +494,41 @@ async fn decode_loop(
                         return;
                     }
                 }
+                continue;
             }
+        };
+        match (&envelope.message, answer) {
+            (ChitchatMessage::Syn { .. }, Some(answer)) => {
+                if !shared.wait_for_reply(from, answer) {
+                    debug!(peer=%from, "too many gossip calls wait for a reply: SYN dropped");
+                    continue;
+                }
+            }
+            (ChitchatMessage::Ack { .. }, Some(answer)) => {
+                let _ = answer.send(Answer::Nothing);
+            }
+            (_, Some(answer)) => {
+                let _ = answer.send(Answer::Refused(
+                    "a SYN-ACK or BadCluster is taken only as the response to this node's SYN",
+                ));
+                continue;
+            }
+            (ChitchatMessage::BadCluster, None) => {
+                warn!(peer=%from, "a peer refused our gossip: it belongs to another cluster");
+            }
+            (ChitchatMessage::SynAck { .. }, None) => {}
+            (_, None) => {
+                debug!(peer=%from, "a peer answered our SYN with a SYN or an ACK: dropped");
+                continue;
+            }
+        }
+        let outcome = RecvOutcome {
+            from_addr: from,
+            envelope,
+            num_bytes_received: bytes.len(),
+        };
+        if out.send(outcome).await.is_err() {
+            return;
         }
     }
 }
@@ -504,6 +690,153 @@ mod tests {
         assert!(matches!(decoded.message, ChitchatMessage::Ack { .. }));
         assert!(decoder.decode(&sentinel).await.unwrap().is_some());
     }
+
+    #[test]
+    fn replies_go_to_the_oldest_waiting_call_of_their_sender_and_waiting_is_bounded() {
+        let (a, b) = (
+            SocketAddr::from(([10, 0, 0, 1], 1)),
+            SocketAddr::from(([10, 0, 0, 2], 1)),
+        );
+        let mut waiting = WaitingReplies::default();
+        let (gave_up, gone) = oneshot::channel();
+        let (first, mut first_rx) = oneshot::channel();
+        let (other, mut other_rx) = oneshot::channel();
+        assert!(waiting.wait(a, gave_up) && waiting.wait(a, first) && waiting.wait(b, other));
+        drop(gone);
+        assert!(waiting.hand(a, vec![1]), "the call that gave up is skipped");
+        assert!(matches!(first_rx.try_recv(), Ok(Answer::Reply(r)) if r == [1]));
+        assert!(!waiting.hand(a, vec![2]), "nobody from `a` waits any more");
+        assert!(other_rx.try_recv().is_err(), "`b`'s call still waits");
+        assert_eq!(waiting.count, 1);
+
+        let mut receivers = Vec::new();
+        while waiting.count < MAX_WAITING_REPLIES {
+            let (tx, rx) = oneshot::channel();
+            assert!(waiting.wait(a, tx));
+            receivers.push(rx);
+        }
+        let (tx, _rx) = oneshot::channel();
+        assert!(!waiting.wait(a, tx), "full");
+        receivers.clear();
+        let (tx, _rx) = oneshot::channel();
+        assert!(waiting.wait(a, tx), "calls that gave up free their places");
+        assert_eq!(waiting.count, 2);
+    }
+
+    /// A node of cluster "c" on loopback, a client of its gossip service, an encoder, and a
+    /// listener standing for a third party whose address a packet may claim.
+    async fn node_and_victim() -> (
+        crate::DatacakeNode,
+        RpcClient<GossipService>,
+        Encoder,
+        tokio::net::TcpListener,
+    ) {
+        let local = "127.0.0.1:0".parse().unwrap();
+        let node = crate::DatacakeNodeBuilder::new(
+            1,
+            crate::ConnectionConfig::new(local, local, Vec::<String>::new()),
+        )
+        .with_cluster_id("c")
+        .connect()
+        .await
+        .unwrap();
+        let channel = datacake_rpc::Channel::connect(node.me().public_addr);
+        let victim = tokio::net::TcpListener::bind(local).await.unwrap();
+        let encoder = Encoder::open().await.unwrap();
+        (node, RpcClient::new(channel), encoder, victim)
+    }
+
+    /// Fails if anything connects to `victim` within a few gossip rounds of the node.
+    async fn assert_never_called(victim: &tokio::net::TcpListener) {
+        let called = timeout(Duration::from_millis(500), victim.accept()).await;
+        assert!(
+            called.is_err(),
+            "the node called the address the packet claimed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_syn_is_answered_on_its_own_call_and_never_at_the_claimed_address() {
+        let (node, client, mut encoder, victim) = node_and_victim().await;
+        let syn = encoder
+            .encode(ChitchatEnvelope {
+                version: ProtocolVersion::V0,
+                message: ChitchatMessage::Syn {
+                    cluster_id: "c".to_string(),
+                    digest: Default::default(),
+                },
+            })
+            .await
+            .unwrap();
+        let packet = GossipPacket {
+            node_id: 9,
+            from: victim.local_addr().unwrap().to_string(),
+            payload: syn,
+        };
+        let ack = client.send(&packet).await.expect("a SYN is answered");
+        let sentinel = encoder
+            .encode(ChitchatEnvelope {
+                version: ProtocolVersion::V0,
+                message: ChitchatMessage::BadCluster,
+            })
+            .await
+            .unwrap();
+        let mut decoder = Decoder::open(sentinel).await.unwrap();
+        let reply = decoder.decode(ack.reply.as_slice()).await.unwrap();
+        assert!(
+            matches!(
+                reply,
+                Some(ChitchatEnvelope {
+                    message: ChitchatMessage::SynAck { .. },
+                    ..
+                })
+            ),
+            "the response carries the SYN-ACK: {reply:?}"
+        );
+        assert_never_called(&victim).await;
+        node.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_syn_ack_sent_as_a_call_is_refused_and_never_acknowledged() {
+        let (node, client, mut encoder, victim) = node_and_victim().await;
+        // An unsolicited SYN-ACK with an empty digest would make chitchat ACK with its whole
+        // state, to whatever address the packet claims.
+        let syn_ack = encoder
+            .encode(ChitchatEnvelope {
+                version: ProtocolVersion::V0,
+                message: ChitchatMessage::SynAck {
+                    digest: Default::default(),
+                    delta: Default::default(),
+                },
+            })
+            .await
+            .unwrap();
+        let packet = GossipPacket {
+            node_id: 9,
+            from: victim.local_addr().unwrap().to_string(),
+            payload: syn_ack,
+        };
+        let refused = client.send(&packet).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            datacake_rpc::ErrorCode::InvalidPayload,
+            "{refused}"
+        );
+        // Junk is refused as such, not silently taken.
+        let junk = GossipPacket {
+            payload: b"junk".to_vec(),
+            ..packet
+        };
+        let refused = client.send(&junk).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            datacake_rpc::ErrorCode::InvalidPayload,
+            "{refused}"
+        );
+        assert_never_called(&victim).await;
+        node.shutdown().await;
+    }
 }
 
 /// A member's certificate speaks for that member only.
@@ -540,10 +873,21 @@ mod tls_tests {
             .tls(tls(&ca, &ca.issue_node(7, &[]).unwrap()))
             .connect(node.me().public_addr);
         let client = RpcClient::<GossipService>::new(channel);
+        let ack = Encoder::open()
+            .await
+            .unwrap()
+            .encode(ChitchatEnvelope {
+                version: ProtocolVersion::V0,
+                message: ChitchatMessage::Ack {
+                    delta: Default::default(),
+                },
+            })
+            .await
+            .unwrap();
         let packet = |node_id| GossipPacket {
             node_id,
             from: "127.0.0.1:9".to_string(),
-            payload: Vec::new(),
+            payload: ack.clone(),
         };
         let denied = client.send(&packet(3)).await.unwrap_err();
         assert_eq!(denied.code(), ErrorCode::PermissionDenied, "{denied}");
