@@ -514,7 +514,9 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             marked_for_deletion_grace_period: timings.dead_node_grace_period,
             catchup_callback: None,
             extra_liveness_predicate: Some(Box::new(|state| state.get(KEY_LEAVING).is_none())),
-            protocol_version: ProtocolVersion::V0,
+            // The compressed digest: a SYN lists every member, and must fit one datagram
+            // of the gossip codec (see the README's limits).
+            protocol_version: ProtocolVersion::V1,
         };
         // Marked as joining until the duplicate-id check below is done (see
         // `ViewEntry::rank`): a duplicate never displaces the live member meanwhile.

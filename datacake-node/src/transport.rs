@@ -691,6 +691,72 @@ mod tests {
         assert!(decoder.decode(&sentinel).await.unwrap().is_some());
     }
 
+    /// A SYN of protocol V0 (uncompressed digest) as chitchat encodes it, for a cluster of
+    /// `members` nodes: ids 1.., start times (generations) spread over a day, addresses in
+    /// one /16, heartbeats in the ten thousands and versions in the tens, as a long-running
+    /// cluster gossips them.
+    fn syn_v0(members: u16) -> Vec<u8> {
+        let mut bytes = 45_139u16.to_le_bytes().to_vec(); // chitchat's magic number
+        bytes.extend([0, 0]); // protocol V0, message type SYN
+        bytes.extend(members.to_le_bytes());
+        for i in 0..members {
+            let node_id = (i + 1).to_string();
+            bytes.extend((node_id.len() as u16).to_le_bytes());
+            bytes.extend(node_id.as_bytes());
+            let generation = 1_796_000_000_000_000u64 + u64::from(i) * 86_400_000_000 / 4096;
+            bytes.extend(generation.to_le_bytes());
+            let [hi, lo] = (i + 1).to_be_bytes();
+            bytes.extend([4, 10, 0, hi, lo]); // IPv4 10.0.hi.lo
+            bytes.extend(7000u16.to_le_bytes());
+            bytes.extend((40_000 + u64::from(i) * 7 % 5000).to_le_bytes()); // heartbeat
+            bytes.extend(0u64.to_le_bytes()); // last gc version
+            bytes.extend((20 + u64::from(i) % 13).to_le_bytes()); // max version
+        }
+        bytes.extend(7u16.to_le_bytes());
+        bytes.extend(b"cluster");
+        bytes
+    }
+
+    /// chitchat's digest lists every member (and every node dead for less than half the dead
+    /// node grace period) in each SYN, and a gossip message must fit one datagram of the
+    /// loopback codec. The compressed digest (protocol V1, which nodes gossip with) makes
+    /// the same cluster's SYN several times smaller than V0's, so several times more members
+    /// fit. The figures are printed for the README's limit.
+    #[tokio::test]
+    async fn the_compressed_digest_fits_several_times_more_members() {
+        let mut encoder = Encoder::open().await.unwrap();
+        let sentinel = encoder
+            .encode(ChitchatEnvelope {
+                version: ProtocolVersion::V0,
+                message: ChitchatMessage::BadCluster,
+            })
+            .await
+            .unwrap();
+        let mut decoder = Decoder::open(sentinel).await.unwrap();
+        // The most members whose V0 SYN still fits a datagram.
+        let most_v0 = (1..=u16::MAX)
+            .take_while(|n| syn_v0(*n).len() <= MAX_DATAGRAM - 64)
+            .last()
+            .unwrap();
+        let v0 = syn_v0(most_v0);
+        let mut syn = decoder.decode(&v0).await.unwrap().expect("a valid SYN");
+        assert!(
+            matches!(&syn.message, ChitchatMessage::Syn { cluster_id, .. } if cluster_id == "cluster")
+        );
+        syn.version = ProtocolVersion::V1;
+        let v1 = encoder.encode(syn).await.unwrap();
+        let ratio = v0.len() as f64 / v1.len() as f64;
+        println!(
+            "SYN for {most_v0} members: V0 {} bytes, V1 {} bytes ({ratio:.1}x smaller)",
+            v0.len(),
+            v1.len()
+        );
+        assert!(ratio >= 3.0, "V1 is only {ratio:.1}x smaller");
+        let back = decoder.decode(&v1).await.unwrap().expect("V1 decodes");
+        assert!(matches!(back.message, ChitchatMessage::Syn { .. }));
+        assert_eq!(back.version, ProtocolVersion::V1);
+    }
+
     #[test]
     fn replies_go_to_the_oldest_waiting_call_of_their_sender_and_waiting_is_bounded() {
         let (a, b) = (
