@@ -2,8 +2,10 @@
 //! node has one address for everything.
 //!
 //! - Receiving: the [`GossipService`] handler pushes the packet into a bounded queue
-//!   (dropping when full: gossip is lossy by design, and a flood must not grow memory); a
-//!   decode task turns the bytes into envelopes that [`Socket::recv`] hands to chitchat.
+//!   (dropping when full: gossip is lossy by design, and a flood must not grow memory), at
+//!   most [`PER_SENDER`] packets of one sender at a time ([`FairInbox`]), so one peer's flood
+//!   cannot crowd out the others' heartbeats; a decode task turns the bytes into envelopes
+//!   that [`Socket::recv`] hands to chitchat.
 //! - Sending: [`Socket::send`] encodes the envelope and spawns the RPC call to the peer over
 //!   the pooled channel, fire-and-forget, so a slow or dead peer never blocks the gossip loop.
 //! - Replies travel back on the caller's own call. chitchat answers a SYN with a SYN-ACK (or
@@ -50,6 +52,9 @@ use crate::network::RpcNetwork;
 
 /// How many received gossip messages may wait for the gossip loop before new ones are dropped.
 const INBOX_CAPACITY: usize = 1024;
+/// How many of them may come from one sender (a node id: proven by its certificate with TLS,
+/// claimed on plaintext). A member sends a few per gossip round.
+const PER_SENDER: usize = 64;
 /// How long one loopback encode/decode step may take before the relay is rebuilt.
 const CODEC_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest datagram the loopback codec carries (chitchat's own limit is 65,507 bytes).
@@ -63,6 +68,61 @@ pub(crate) struct Inbound {
     /// `Some` for a packet a peer's call carried (the call waits for the [`Answer`]); `None`
     /// for the reply to this node's own SYN, which came back in the response.
     answer: Option<oneshot::Sender<Answer>>,
+    /// The sender's place in the [`FairInbox`], given back when the packet is dropped.
+    place: Option<InboxPlace>,
+}
+
+/// The gossip service's end of the inbox: at most [`PER_SENDER`] packets of one sender wait
+/// at a time.
+pub(crate) struct FairInbox {
+    queue: mpsc::Sender<Inbound>,
+    waiting: Arc<Mutex<HashMap<NodeId, usize>>>,
+}
+
+impl FairInbox {
+    pub(crate) fn new(queue: mpsc::Sender<Inbound>) -> Self {
+        Self {
+            queue,
+            waiting: Arc::default(),
+        }
+    }
+
+    /// Queues `packet` from `sender`; `false` if the sender has its share waiting already,
+    /// or the queue is full or closed.
+    fn push(&self, sender: NodeId, mut packet: Inbound) -> bool {
+        {
+            let mut waiting = self.waiting.lock();
+            let count = waiting.entry(sender).or_default();
+            if *count >= PER_SENDER {
+                return false;
+            }
+            *count += 1;
+        }
+        packet.place = Some(InboxPlace {
+            waiting: self.waiting.clone(),
+            sender,
+        });
+        // On failure the packet, and with it the place, is dropped.
+        self.queue.try_send(packet).is_ok()
+    }
+}
+
+/// One sender's place in the [`FairInbox`], held by a queued packet.
+struct InboxPlace {
+    waiting: Arc<Mutex<HashMap<NodeId, usize>>>,
+    sender: NodeId,
+}
+
+impl Drop for InboxPlace {
+    fn drop(&mut self) {
+        let mut waiting = self.waiting.lock();
+        if let Some(count) = waiting.get_mut(&self.sender) {
+            *count -= 1;
+            if *count == 0 {
+                waiting.remove(&self.sender);
+            }
+        }
+    }
 }
 
 /// What a call carrying a gossip packet gets back.
@@ -99,7 +159,7 @@ pub(crate) struct GossipAck {
 
 /// The RPC service every node runs to receive gossip.
 pub(crate) struct GossipService {
-    inbox: mpsc::Sender<Inbound>,
+    inbox: FairInbox,
     auth: Arc<PeerAuth>,
     /// How long a call waits for chitchat's reply before it returns without one.
     answer_timeout: Duration,
@@ -112,7 +172,7 @@ impl GossipService {
         answer_timeout: Duration,
     ) -> Self {
         Self {
-            inbox,
+            inbox: FairInbox::new(inbox),
             auth,
             answer_timeout,
         }
@@ -151,10 +211,11 @@ impl Handler<GossipPacket> for GossipService {
             from,
             bytes: request.payload.as_slice().to_vec(),
             answer: Some(answer_tx),
+            place: None,
         };
         let no_reply = GossipAck { reply: Vec::new() };
-        if self.inbox.try_send(packet).is_err() {
-            debug!(peer=%from, "gossip inbox full or closed: message dropped");
+        if !self.inbox.push(node_id, packet) {
+            debug!(peer=%from, node_id, "gossip inbox full (for this sender) or closed: message dropped");
             return Ok(no_reply);
         }
         match timeout(self.answer_timeout, answer_rx).await {
@@ -270,6 +331,7 @@ impl GossipShared {
                             from: to,
                             bytes: ack.reply.as_slice().to_vec(),
                             answer: None,
+                            place: None,
                         };
                         if shared.inbox.try_send(reply).is_err() {
                             debug!(peer=%to, "gossip inbox full or closed: reply dropped");
@@ -470,6 +532,8 @@ async fn decode_loop(
         from,
         bytes,
         answer,
+        // Held until the packet is handed on: the sender's place stays taken meanwhile.
+        place: _place,
     }) = inbox.recv().await
     {
         let refuse = |answer: Option<oneshot::Sender<Answer>>, reason| {
@@ -689,6 +753,34 @@ mod tests {
         let decoded = decoder.decode(&ack).await.unwrap().unwrap();
         assert!(matches!(decoded.message, ChitchatMessage::Ack { .. }));
         assert!(decoder.decode(&sentinel).await.unwrap().is_some());
+    }
+
+    fn packet() -> Inbound {
+        Inbound {
+            from: SocketAddr::from(([10, 0, 0, 1], 1)),
+            bytes: Vec::new(),
+            answer: None,
+            place: None,
+        }
+    }
+
+    #[test]
+    fn one_sender_cannot_fill_the_inbox() {
+        let (tx, mut rx) = RpcTransport::inbox();
+        let inbox = FairInbox::new(tx);
+        let taken = (0..INBOX_CAPACITY)
+            .filter(|_| inbox.push(7, packet()))
+            .count();
+        assert_eq!(taken, PER_SENDER, "a flood from node 7 gets its share only");
+        assert!(inbox.push(2, packet()), "node 2's heartbeat still gets in");
+        // Once the gossip loop took one of node 7's packets, node 7 has a place again.
+        drop(rx.try_recv().unwrap());
+        assert!(inbox.push(7, packet()));
+        assert!(!inbox.push(7, packet()));
+        // Places come back when packets are dropped unread, too.
+        drop(rx);
+        assert!(!inbox.push(3, packet()), "closed");
+        assert!(inbox.waiting.lock().is_empty(), "every place given back");
     }
 
     /// A SYN of protocol V0 (uncompressed digest) as chitchat encodes it, for a cluster of
