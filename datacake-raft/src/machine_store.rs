@@ -9,6 +9,9 @@
 //!
 //! Snapshot work that can take long — the user's `snapshot` and `restore`, writing and
 //! fsyncing the snapshot file — runs on tokio's blocking threads, never on the async runtime.
+//! openraft builds a snapshot in a task of its own, beside `apply`; the snapshot holds the
+//! applied state (so its bytes and its last log id agree) and `apply` waits for it
+//! asynchronously, without holding up the runtime's thread.
 
 // openraft's own error types (`StorageError`, `ConfigError`) are large; they are what its
 // traits return, so helpers return them unboxed too (as openraft itself does).
@@ -22,7 +25,6 @@ use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
-use parking_lot::Mutex;
 use tracing::warn;
 
 use crate::codec;
@@ -56,7 +58,8 @@ struct Applied {
 #[derive(Clone)]
 pub(crate) struct StateMachineStore {
     machine: SharedMachine,
-    applied: Arc<Mutex<Applied>>,
+    /// An async lock: `apply` may wait on it for as long as the user's `snapshot` runs.
+    applied: Arc<tokio::sync::Mutex<Applied>>,
     dir: Option<PathBuf>,
     snapshot_seq: Arc<AtomicU64>,
     /// The largest snapshot peers accept; a larger one is built, but with a warning.
@@ -80,7 +83,7 @@ impl StateMachineStore {
         }
         Ok(Self {
             machine,
-            applied: Arc::new(Mutex::new(applied)),
+            applied: Arc::new(tokio::sync::Mutex::new(applied)),
             dir,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             size_limit: u64::MAX,
@@ -96,7 +99,7 @@ impl StateMachineStore {
     /// Builds a snapshot of the current state and persists it (blocking).
     fn build_blocking(&self) -> StorageResult<StoredSnapshot> {
         let snapshot = {
-            let mut applied = self.applied.lock();
+            let mut applied = self.applied.blocking_lock();
             let data = self.machine.read().snapshot();
             let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
             let snapshot_id = match applied.last_applied {
@@ -130,7 +133,7 @@ impl StateMachineStore {
     /// Persists a received snapshot and restores the state from it (blocking).
     fn install_blocking(&self, snapshot: StoredSnapshot) -> StorageResult<()> {
         self.persist(&snapshot)?;
-        let mut applied = self.applied.lock();
+        let mut applied = self.applied.blocking_lock();
         self.machine.write().restore(&snapshot.data);
         applied.last_applied = snapshot.meta.last_log_id;
         applied.last_membership = snapshot.meta.last_membership.clone();
@@ -219,7 +222,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> StorageResult<(Option<LogId>, StoredMembership)> {
-        let applied = self.applied.lock();
+        let applied = self.applied.lock().await;
         Ok((applied.last_applied, applied.last_membership.clone()))
     }
 
@@ -228,7 +231,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut applied = self.applied.lock();
+        let mut applied = self.applied.lock().await;
         let mut machine = self.machine.write();
         let mut replies = Vec::new();
         for entry in entries {
@@ -272,7 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let applied = self.applied.lock();
+        let applied = self.applied.lock().await;
         Ok(applied.snapshot.as_ref().map(|s| Snapshot {
             meta: s.meta.clone(),
             snapshot: Box::new(Cursor::new(s.data.clone())),
@@ -288,12 +291,14 @@ mod tests {
     use std::time::Duration;
 
     use openraft::storage::RaftStateMachine;
-    use openraft::RaftSnapshotBuilder;
+    use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
+    use parking_lot::Mutex;
 
     use super::{StateMachineStore, SNAPSHOT_FILE};
     use crate::conformance::Nothing;
     use crate::machine::share;
-    use crate::types::{SnapshotMeta, StoredMembership};
+    use crate::types::{Entry, LogId, SnapshotMeta, StoredMembership};
+    use crate::StateMachine;
 
     /// Runs `op` on a single-threaded runtime while the snapshot's temporary file is a FIFO
     /// that nobody reads yet, so opening it for writing blocks. Beside `op` runs a task that
@@ -338,6 +343,76 @@ mod tests {
         assert!(
             ran.is_ok(),
             "{name}: another task could not run while the snapshot file was written"
+        );
+    }
+
+    /// A state machine whose `snapshot` reports that it started, then waits for a release.
+    struct Gate {
+        started: Mutex<mpsc::Sender<()>>,
+        release: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl StateMachine for Gate {
+        type Command = ();
+        type Response = ();
+        type Query = ();
+        type Answer = ();
+
+        fn apply(&mut self, _command: ()) {}
+        fn read(&self, _query: ()) {}
+        fn snapshot(&self) -> Vec<u8> {
+            let _ = self.started.lock().send(());
+            let _ = self.release.lock().recv();
+            Vec::new()
+        }
+        fn restore(&mut self, _snapshot: &[u8]) {}
+    }
+
+    /// openraft builds snapshots beside `apply`: while the user's `snapshot` runs, `apply`
+    /// waits, and another task on a single-threaded runtime still runs meanwhile. (With a
+    /// blocking lock, `apply` held up the runtime's only thread until the snapshot was done.)
+    #[test]
+    fn apply_waits_for_a_snapshot_in_progress_without_holding_up_the_runtime() {
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        let gate = Gate {
+            started: Mutex::new(started_tx),
+            release: Mutex::new(release_rx),
+        };
+        let store = StateMachineStore::open(share(gate), None).expect("store opens");
+        let (ran_tx, ran_rx) = mpsc::channel();
+        let runtime = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime builds");
+            runtime.block_on(async move {
+                let mut builder = store.clone();
+                let building = tokio::spawn(async move { builder.build_snapshot().await });
+                tokio::task::spawn_blocking(move || started_rx.recv())
+                    .await
+                    .expect("waiting task")
+                    .expect("the snapshot starts");
+                let mut applier = store;
+                let entry = Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+                    payload: EntryPayload::Blank,
+                };
+                // `join` polls `apply` first: if it blocks the thread, the second never runs
+                // until the snapshot is released.
+                let (applied, ()) = futures::join!(applier.apply(vec![entry]), async move {
+                    let _ = ran_tx.send(());
+                });
+                applied.expect("applied");
+                building.await.expect("build task").expect("snapshot built");
+            });
+        });
+        let ran = ran_rx.recv_timeout(Duration::from_secs(5));
+        release_tx.send(()).expect("the snapshot waits");
+        runtime.join().expect("runtime thread finishes");
+        assert!(
+            ran.is_ok(),
+            "another task could not run while apply waited for the snapshot"
         );
     }
 
