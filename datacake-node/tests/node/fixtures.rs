@@ -126,7 +126,9 @@ enum StallCommand {
 }
 
 /// Resumes a stalled [`StallableNode`] when dropped.
-pub(crate) struct Resume(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+pub(crate) struct Resume {
+    _stalled_until_dropped: std::sync::mpsc::Sender<()>,
+}
 
 impl StallableNode {
     /// Connects the node `builder` describes on a new thread.
@@ -169,7 +171,9 @@ impl StallableNode {
         self.commands
             .send(StallCommand::Stall(stalled))
             .expect("node thread runs");
-        Resume(resume)
+        Resume {
+            _stalled_until_dropped: resume,
+        }
     }
 
     /// Shuts the node down and waits for its thread.
