@@ -710,30 +710,53 @@ impl Decoder {
     }
 }
 
+/// Test fixtures: the loopback codec and encoded messages.
+#[cfg(test)]
+mod codec_fixtures {
+    use super::*;
+
+    /// An encoder, and a decoder with the encoder's sentinel.
+    pub(super) async fn codec() -> (Encoder, Decoder) {
+        let mut encoder = Encoder::open().await.unwrap();
+        let sentinel = encode(
+            &mut encoder,
+            ProtocolVersion::V0,
+            ChitchatMessage::BadCluster,
+        )
+        .await;
+        (encoder, Decoder::open(sentinel).await.unwrap())
+    }
+
+    /// `message` as chitchat encodes it with protocol `version`.
+    pub(super) async fn encode(
+        encoder: &mut Encoder,
+        version: ProtocolVersion,
+        message: ChitchatMessage,
+    ) -> Vec<u8> {
+        encoder
+            .encode(ChitchatEnvelope { version, message })
+            .await
+            .unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::codec_fixtures::{codec, encode};
     use super::*;
 
     #[tokio::test]
     async fn codec_round_trips_and_rejects_junk() {
-        let mut encoder = Encoder::open().await.unwrap();
-        let sentinel = encoder
-            .encode(ChitchatEnvelope {
-                version: ProtocolVersion::V0,
-                message: ChitchatMessage::BadCluster,
-            })
-            .await
-            .unwrap();
-        let mut decoder = Decoder::open(sentinel.clone()).await.unwrap();
+        let (mut encoder, mut decoder) = codec().await;
+        let sentinel = decoder.sentinel.clone();
 
         // A BadCluster with another protocol version decodes directly.
-        let v1 = encoder
-            .encode(ChitchatEnvelope {
-                version: ProtocolVersion::V1,
-                message: ChitchatMessage::BadCluster,
-            })
-            .await
-            .unwrap();
+        let v1 = encode(
+            &mut encoder,
+            ProtocolVersion::V1,
+            ChitchatMessage::BadCluster,
+        )
+        .await;
         let decoded = decoder.decode(&v1).await.unwrap().unwrap();
         assert_eq!(decoded.version, ProtocolVersion::V1);
 
@@ -741,15 +764,14 @@ mod tests {
         for junk in [&b"junk"[..], &b"xy"[..], &[0u8; 300][..], &sentinel[..3]] {
             assert!(decoder.decode(junk).await.unwrap().is_none(), "{junk:?}");
         }
-        let ack = encoder
-            .encode(ChitchatEnvelope {
-                version: ProtocolVersion::V0,
-                message: ChitchatMessage::Ack {
-                    delta: Default::default(),
-                },
-            })
-            .await
-            .unwrap();
+        let ack = encode(
+            &mut encoder,
+            ProtocolVersion::V0,
+            ChitchatMessage::Ack {
+                delta: Default::default(),
+            },
+        )
+        .await;
         let decoded = decoder.decode(&ack).await.unwrap().unwrap();
         assert!(matches!(decoded.message, ChitchatMessage::Ack { .. }));
         assert!(decoder.decode(&sentinel).await.unwrap().is_some());
@@ -816,15 +838,7 @@ mod tests {
     /// fit. The figures are printed for the README's limit.
     #[tokio::test]
     async fn the_compressed_digest_fits_several_times_more_members() {
-        let mut encoder = Encoder::open().await.unwrap();
-        let sentinel = encoder
-            .encode(ChitchatEnvelope {
-                version: ProtocolVersion::V0,
-                message: ChitchatMessage::BadCluster,
-            })
-            .await
-            .unwrap();
-        let mut decoder = Decoder::open(sentinel).await.unwrap();
+        let (mut encoder, mut decoder) = codec().await;
         // The most members whose V0 SYN still fits a datagram.
         let most_v0 = (1..=u16::MAX)
             .take_while(|n| syn_v0(*n).len() <= MAX_DATAGRAM - 64)
@@ -881,12 +895,11 @@ mod tests {
         assert_eq!(waiting.count, 2);
     }
 
-    /// A node of cluster "c" on loopback, a client of its gossip service, an encoder, and a
-    /// listener standing for a third party whose address a packet may claim.
+    /// A node of cluster "c" on loopback, a client of its gossip service, and a listener
+    /// standing for a third party whose address a packet may claim.
     async fn node_and_victim() -> (
         crate::DatacakeNode,
         RpcClient<GossipService>,
-        Encoder,
         tokio::net::TcpListener,
     ) {
         let local = "127.0.0.1:0".parse().unwrap();
@@ -900,8 +913,7 @@ mod tests {
         .unwrap();
         let channel = datacake_rpc::Channel::connect(node.me().public_addr);
         let victim = tokio::net::TcpListener::bind(local).await.unwrap();
-        let encoder = Encoder::open().await.unwrap();
-        (node, RpcClient::new(channel), encoder, victim)
+        (node, RpcClient::new(channel), victim)
     }
 
     /// Fails if anything connects to `victim` within a few gossip rounds of the node.
@@ -915,31 +927,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_syn_is_answered_on_its_own_call_and_never_at_the_claimed_address() {
-        let (node, client, mut encoder, victim) = node_and_victim().await;
-        let syn = encoder
-            .encode(ChitchatEnvelope {
-                version: ProtocolVersion::V0,
-                message: ChitchatMessage::Syn {
-                    cluster_id: "c".to_string(),
-                    digest: Default::default(),
-                },
-            })
-            .await
-            .unwrap();
+        let (node, client, victim) = node_and_victim().await;
+        let (mut encoder, mut decoder) = codec().await;
+        let syn = encode(
+            &mut encoder,
+            ProtocolVersion::V0,
+            ChitchatMessage::Syn {
+                cluster_id: "c".to_string(),
+                digest: Default::default(),
+            },
+        )
+        .await;
         let packet = GossipPacket {
             node_id: 9,
             from: victim.local_addr().unwrap().to_string(),
             payload: syn,
         };
         let ack = client.send(&packet).await.expect("a SYN is answered");
-        let sentinel = encoder
-            .encode(ChitchatEnvelope {
-                version: ProtocolVersion::V0,
-                message: ChitchatMessage::BadCluster,
-            })
-            .await
-            .unwrap();
-        let mut decoder = Decoder::open(sentinel).await.unwrap();
         let reply = decoder.decode(ack.reply.as_slice()).await.unwrap();
         assert!(
             matches!(
@@ -957,19 +961,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_syn_ack_sent_as_a_call_is_refused_and_never_acknowledged() {
-        let (node, client, mut encoder, victim) = node_and_victim().await;
+        let (node, client, victim) = node_and_victim().await;
+        let (mut encoder, _) = codec().await;
         // An unsolicited SYN-ACK with an empty digest would make chitchat ACK with its whole
         // state, to whatever address the packet claims.
-        let syn_ack = encoder
-            .encode(ChitchatEnvelope {
-                version: ProtocolVersion::V0,
-                message: ChitchatMessage::SynAck {
-                    digest: Default::default(),
-                    delta: Default::default(),
-                },
-            })
-            .await
-            .unwrap();
+        let syn_ack = encode(
+            &mut encoder,
+            ProtocolVersion::V0,
+            ChitchatMessage::SynAck {
+                digest: Default::default(),
+                delta: Default::default(),
+            },
+        )
+        .await;
         let packet = GossipPacket {
             node_id: 9,
             from: victim.local_addr().unwrap().to_string(),
@@ -1031,17 +1035,15 @@ mod tls_tests {
             .tls(tls(&ca, &ca.issue_node(7, &[]).unwrap()))
             .connect(node.me().public_addr);
         let client = RpcClient::<GossipService>::new(channel);
-        let ack = Encoder::open()
-            .await
-            .unwrap()
-            .encode(ChitchatEnvelope {
-                version: ProtocolVersion::V0,
-                message: ChitchatMessage::Ack {
-                    delta: Default::default(),
-                },
-            })
-            .await
-            .unwrap();
+        let (mut encoder, _) = super::codec_fixtures::codec().await;
+        let ack = super::codec_fixtures::encode(
+            &mut encoder,
+            ProtocolVersion::V0,
+            ChitchatMessage::Ack {
+                delta: Default::default(),
+            },
+        )
+        .await;
         let packet = |node_id| GossipPacket {
             node_id,
             from: "127.0.0.1:9".to_string(),

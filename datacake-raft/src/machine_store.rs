@@ -300,10 +300,38 @@ mod tests {
     use crate::types::{Entry, LogId, SnapshotMeta, StoredMembership};
     use crate::StateMachine;
 
-    /// Runs `op` on a single-threaded runtime while the snapshot's temporary file is a FIFO
-    /// that nobody reads yet, so opening it for writing blocks. Beside `op` runs a task that
-    /// only reports that it ran: it can only run if `op` keeps the file I/O off the runtime's
-    /// thread. Panics if it did not run within a few seconds.
+    /// A task that only reports, through the sender, that it ran.
+    type Report = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// Runs `op` on a single-threaded runtime in a thread of its own. `op` gets a [`Report`]
+    /// to join with what it tests (`futures::join!` polls its first future first): the report
+    /// can only run if that does not block the runtime's thread. Waits a few seconds for the
+    /// report, then calls `unblock` (so a blocked `op` can finish) and joins the thread.
+    /// Returns whether the report ran.
+    fn report_runs_beside<F, Fut>(op: F, unblock: impl FnOnce()) -> bool
+    where
+        F: FnOnce(Report) -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let (ran_tx, ran_rx) = mpsc::channel();
+        let runtime = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime builds");
+            runtime.block_on(op(Box::pin(async move {
+                let _ = ran_tx.send(());
+            })));
+        });
+        let ran = ran_rx.recv_timeout(Duration::from_secs(5)).is_ok();
+        unblock();
+        runtime.join().expect("runtime thread finishes");
+        ran
+    }
+
+    /// Runs `op` while the snapshot's temporary file is a FIFO that nobody reads yet, so
+    /// opening it for writing blocks; panics if a task beside `op` could not run meanwhile
+    /// (`op` did its file I/O on the runtime's thread).
     fn assert_runtime_stays_free<F, Fut>(name: &str, op: F)
     where
         F: FnOnce(StateMachineStore) -> Fut + Send + 'static,
@@ -319,29 +347,20 @@ mod tests {
             .expect("mkfifo runs");
         assert!(made.success(), "mkfifo {}", fifo.display());
 
-        let (ran_tx, ran_rx) = mpsc::channel();
-        let runtime = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime builds");
-            runtime.block_on(async move {
-                // `join` polls `op` first: if it blocks in the file I/O, the second never runs
-                // until someone opens the FIFO for reading.
-                futures::join!(op(store), async move {
-                    let _ = ran_tx.send(());
-                });
-            });
-        });
-        let ran = ran_rx.recv_timeout(Duration::from_secs(5));
-        // Read the FIFO so the write finishes (fsync on a FIFO fails; that is fine here).
-        let mut written = Vec::new();
-        std::fs::File::open(&fifo)
-            .and_then(|mut f| f.read_to_end(&mut written))
-            .expect("fifo read");
-        runtime.join().expect("runtime thread finishes");
+        let ran = report_runs_beside(
+            move |report| async move {
+                futures::join!(op(store), report);
+            },
+            // Read the FIFO so the write finishes (fsync on a FIFO fails; that is fine here).
+            || {
+                let mut written = Vec::new();
+                std::fs::File::open(&fifo)
+                    .and_then(|mut f| f.read_to_end(&mut written))
+                    .expect("fifo read");
+            },
+        );
         assert!(
-            ran.is_ok(),
+            ran,
             "{name}: another task could not run while the snapshot file was written"
         );
     }
@@ -380,13 +399,8 @@ mod tests {
             release: Mutex::new(release_rx),
         };
         let store = StateMachineStore::open(share(gate), None).expect("store opens");
-        let (ran_tx, ran_rx) = mpsc::channel();
-        let runtime = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime builds");
-            runtime.block_on(async move {
+        let ran = report_runs_beside(
+            |report| async move {
                 let mut builder = store.clone();
                 let building = tokio::spawn(async move { builder.build_snapshot().await });
                 tokio::task::spawn_blocking(move || started_rx.recv())
@@ -398,20 +412,14 @@ mod tests {
                     log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
                     payload: EntryPayload::Blank,
                 };
-                // `join` polls `apply` first: if it blocks the thread, the second never runs
-                // until the snapshot is released.
-                let (applied, ()) = futures::join!(applier.apply(vec![entry]), async move {
-                    let _ = ran_tx.send(());
-                });
+                let (applied, ()) = futures::join!(applier.apply(vec![entry]), report);
                 applied.expect("applied");
                 building.await.expect("build task").expect("snapshot built");
-            });
-        });
-        let ran = ran_rx.recv_timeout(Duration::from_secs(5));
-        release_tx.send(()).expect("the snapshot waits");
-        runtime.join().expect("runtime thread finishes");
+            },
+            || release_tx.send(()).expect("the snapshot waits"),
+        );
         assert!(
-            ran.is_ok(),
+            ran,
             "another task could not run while apply waited for the snapshot"
         );
     }
