@@ -142,7 +142,11 @@ impl<S: Storage> Repairer<S> {
     }
 
     fn client(&self, peer: &ClusterMember) -> RpcClient<StoreService<S>> {
-        let mut client = RpcClient::new(self.node.network().get_or_connect(peer.public_addr));
+        let mut client = RpcClient::new(
+            self.node
+                .network()
+                .get_or_connect_node(peer.node_id, peer.public_addr),
+        );
         client.set_timeout(self.config.rpc_timeout);
         client
     }

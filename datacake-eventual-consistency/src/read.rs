@@ -330,8 +330,11 @@ impl<S: Storage> Shared<S> {
         keys: &Arc<[Key]>,
         peer: &ClusterMember,
     ) -> impl Future<Output = Answer> + Send + 'static {
-        let mut client =
-            RpcClient::<StoreService<S>>::new(self.node.network().get_or_connect(peer.public_addr));
+        let mut client = RpcClient::<StoreService<S>>::new(
+            self.node
+                .network()
+                .get_or_connect_node(peer.node_id, peer.public_addr),
+        );
         client.set_timeout(self.config.rpc_timeout);
         let (node, replica) = (self.node.clone(), self.replica.clone());
         let (keyspace, keys, peer) = (keyspace.to_owned(), keys.clone(), peer.clone());

@@ -334,8 +334,11 @@ struct Sender<S> {
 
 impl<S: Storage> Sender<S> {
     async fn run(self) {
-        let mut client =
-            RpcClient::<StoreService<S>>::new(self.node.network().get_or_connect(self.queue.addr));
+        let mut client = RpcClient::<StoreService<S>>::new(
+            self.node
+                .network()
+                .get_or_connect_node(self.queue.node_id, self.queue.addr),
+        );
         client.set_timeout(self.config.rpc_timeout);
         loop {
             let batch = {

@@ -382,7 +382,10 @@ impl<S: Storage> EventuallyConsistentStore<S> {
             .filter(|m| m.node_id != shared.node.me().node_id)
         {
             let mut client = RpcClient::<StoreService<S>>::new(
-                shared.node.network().get_or_connect(peer.public_addr),
+                shared
+                    .node
+                    .network()
+                    .get_or_connect_node(peer.node_id, peer.public_addr),
             );
             client.set_timeout(shared.config.rpc_timeout);
             let request = RemoveMember {

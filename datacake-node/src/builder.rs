@@ -480,7 +480,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             tags: Arc::new(tags),
         };
 
-        let network = network(simulated, tls.clone());
+        let network = network(simulated, tls.clone(), &cluster_id);
         let auth = Arc::new(PeerAuth::new(
             &cluster_id,
             tls.is_some(),
@@ -615,7 +615,7 @@ async fn listen(
 }
 
 /// The channel pool on the real network or, with `simulated`, on turmoil's.
-fn network(simulated: bool, tls: Option<TlsConfig>) -> RpcNetwork {
+fn network(simulated: bool, tls: Option<TlsConfig>, cluster_id: &str) -> RpcNetwork {
     #[cfg(feature = "simulation")]
     let network = if simulated {
         RpcNetwork::simulated()
@@ -631,7 +631,7 @@ fn network(simulated: bool, tls: Option<TlsConfig>) -> RpcNetwork {
         RpcNetwork::new()
     };
     match tls {
-        Some(tls) => network.with_tls(tls),
+        Some(tls) => network.with_tls(tls).verifying_node_identities(cluster_id),
         None => network,
     }
 }

@@ -1,4 +1,5 @@
-//! A pool of RPC channels, one per peer address, bounded.
+//! A pool of RPC channels, one per peer address (and, with TLS, per node expected there),
+//! bounded.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,6 +9,9 @@ use std::sync::Arc;
 
 use datacake_rpc::{Channel, TlsConfig};
 use parking_lot::RwLock;
+
+use crate::identity::NodeIdentity;
+use crate::membership::NodeId;
 
 /// The node's pool of RPC [`Channel`]s, one per peer address, shared by gossip and by every
 /// extension.
@@ -20,10 +24,15 @@ use parking_lot::RwLock;
 /// peers claim. Past the bound, the channel used least recently is dropped (calls already
 /// holding a clone of it finish).
 ///
+/// To call a member, use [`get_or_connect_node`](Self::get_or_connect_node): with TLS its
+/// channel accepts only a server whose certificate names that node, so an address gossip
+/// got wrong (or a member lied about) reaches nobody else. [`get_or_connect`](Self::get_or_connect)
+/// is for an address alone (a seed, a discovered address).
+///
 /// ```no_run
 /// # async fn demo(node: &datacake_node::DatacakeNode) {
-/// let peer = node.live_members()[0].public_addr;
-/// let channel = node.network().get_or_connect(peer);
+/// let peer = &node.live_members()[0];
+/// let channel = node.network().get_or_connect_node(peer.node_id, peer.public_addr);
 /// // let client = datacake_rpc::RpcClient::<MyService>::new(channel);
 /// # let _ = channel;
 /// # }
@@ -33,7 +42,13 @@ pub struct RpcNetwork {
     pool: Arc<Pool>,
     simulated: bool,
     tls: Option<TlsConfig>,
+    /// The cluster whose node identities channels to a node require (TLS only).
+    cluster: Option<Arc<str>>,
 }
+
+/// A pooled channel's key: the address, and the node it must reach (`None`: anyone the
+/// TLS settings trust).
+type PoolKey = (SocketAddr, Option<NodeId>);
 
 /// The most channels an [`RpcNetwork`] keeps: far more peers than a cluster has, few enough
 /// that the pool's memory and sockets stay bounded whatever addresses peers name.
@@ -41,7 +56,7 @@ pub const MAX_CHANNELS: usize = 4_096;
 
 #[derive(Default)]
 struct Pool {
-    channels: RwLock<HashMap<SocketAddr, Pooled>>,
+    channels: RwLock<HashMap<PoolKey, Pooled>>,
     /// A counter stamped on a channel each time it is handed out (its recency).
     clock: AtomicU64,
 }
@@ -81,42 +96,72 @@ impl RpcNetwork {
         self
     }
 
+    /// With TLS, channels from [`get_or_connect_node`](Self::get_or_connect_node) require
+    /// the server's certificate to name that node of `cluster_id`
+    /// (`datacake://<cluster_id>/<node_id>`). A node's network does this already.
+    #[must_use]
+    pub fn verifying_node_identities(mut self, cluster_id: impl Into<String>) -> Self {
+        self.cluster = Some(cluster_id.into().into());
+        self
+    }
+
     /// Whether the channels are opened on turmoil's simulated network.
     pub fn is_simulated(&self) -> bool {
         self.simulated
     }
 
-    /// The channel to `addr`, created (lazily connected) on first use.
+    /// The channel to `addr`, created (lazily connected) on first use. With TLS it accepts
+    /// any server the TLS settings trust (a member of the cluster).
     pub fn get_or_connect(&self, addr: SocketAddr) -> Channel {
+        self.pooled((addr, None))
+    }
+
+    /// The channel to node `node_id` at `addr`. With TLS and
+    /// [`verifying_node_identities`](Self::verifying_node_identities), it fails its calls
+    /// with [`Connection`](datacake_rpc::ErrorCode::Connection) unless the server's
+    /// certificate names that node; otherwise it is [`get_or_connect`](Self::get_or_connect)'s
+    /// channel.
+    pub fn get_or_connect_node(&self, node_id: NodeId, addr: SocketAddr) -> Channel {
+        let checked = self.tls.is_some() && self.cluster.is_some();
+        self.pooled((addr, checked.then_some(node_id)))
+    }
+
+    fn pooled(&self, key: PoolKey) -> Channel {
         let now = self.pool.tick();
-        if let Some(pooled) = self.pool.channels.read().get(&addr) {
+        if let Some(pooled) = self.pool.channels.read().get(&key) {
             pooled.last_used.store(now, Ordering::Relaxed);
             return pooled.channel.clone();
         }
         let mut channels = self.pool.channels.write();
-        if !channels.contains_key(&addr) && channels.len() >= MAX_CHANNELS {
+        if !channels.contains_key(&key) && channels.len() >= MAX_CHANNELS {
             let oldest = channels
                 .iter()
                 .min_by_key(|(_, p)| p.last_used.load(Ordering::Relaxed))
-                .map(|(a, _)| *a);
+                .map(|(k, _)| *k);
             if let Some(oldest) = oldest {
                 channels.remove(&oldest);
             }
         }
         channels
-            .entry(addr)
+            .entry(key)
             .or_insert_with(|| Pooled {
-                channel: self.connect(addr),
+                channel: self.connect(key),
                 last_used: AtomicU64::new(now),
             })
             .channel
             .clone()
     }
 
-    fn connect(&self, addr: SocketAddr) -> Channel {
+    fn connect(&self, (addr, node_id): PoolKey) -> Channel {
         let mut builder = Channel::builder();
         if let Some(tls) = &self.tls {
-            builder = builder.tls(tls.clone());
+            let expected = node_id
+                .zip(self.cluster.as_deref())
+                .and_then(|(id, cluster)| NodeIdentity::new(cluster, id).ok());
+            builder = builder.tls(match expected {
+                Some(identity) => tls.clone().require_peer_uri(identity.to_uri()),
+                None => tls.clone(),
+            });
         }
         #[cfg(feature = "simulation")]
         if self.simulated {
@@ -125,13 +170,16 @@ impl RpcNetwork {
         builder.connect(addr)
     }
 
-    /// Drops the pooled channel to `addr` (in-flight calls on clones finish). Returns whether
+    /// Drops the pooled channels to `addr` (in-flight calls on clones finish). Returns whether
     /// there was one.
     pub fn disconnect(&self, addr: SocketAddr) -> bool {
-        self.pool.channels.write().remove(&addr).is_some()
+        let mut channels = self.pool.channels.write();
+        let before = channels.len();
+        channels.retain(|(a, _), _| *a != addr);
+        channels.len() < before
     }
 
-    /// How many addresses have a pooled channel.
+    /// How many channels are pooled.
     pub fn len(&self) -> usize {
         self.pool.channels.read().len()
     }
@@ -148,6 +196,7 @@ impl fmt::Debug for RpcNetwork {
             .field("channels", &self.pool.channels.read().len())
             .field("simulated", &self.simulated)
             .field("tls", &self.tls.is_some())
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -172,7 +221,7 @@ mod tests {
             network.get_or_connect(addr(n));
             assert_eq!(network.len(), MAX_CHANNELS);
         }
-        let pooled = |n| network.pool.channels.read().contains_key(&addr(n));
+        let pooled = |n| network.pool.channels.read().contains_key(&(addr(n), None));
         assert!(pooled(0), "a recently used channel stays");
         assert!(!pooled(1), "the least recently used went first");
         assert!(pooled(MAX_CHANNELS + 9));

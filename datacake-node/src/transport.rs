@@ -1055,4 +1055,50 @@ mod tls_tests {
         client.send(&packet(7)).await.expect("7 speaks for itself");
         node.shutdown().await;
     }
+
+    /// A node calls a member through a channel that accepts only that member's certificate:
+    /// an address that turns out to be another member's (stale gossip, or a member lying
+    /// about its address) reaches nobody.
+    #[tokio::test]
+    async fn a_channel_to_a_member_reaches_that_member_only() {
+        let ca = ClusterCa::generate("c").unwrap();
+        let local = "127.0.0.1:0".parse().unwrap();
+        let start = |id| {
+            DatacakeNodeBuilder::new(
+                id,
+                ConnectionConfig::new(local, local, Vec::<String>::new()),
+            )
+            .with_cluster_id("c")
+            .with_tls(tls(&ca, &ca.issue_node(id, &[]).unwrap()))
+            .connect()
+        };
+        let (one, two) = (start(1).await.unwrap(), start(2).await.unwrap());
+        let (mut encoder, _) = super::codec_fixtures::codec().await;
+        let ack = GossipPacket {
+            node_id: 1,
+            from: one.me().public_addr.to_string(),
+            payload: super::codec_fixtures::encode(
+                &mut encoder,
+                ProtocolVersion::V0,
+                ChitchatMessage::Ack {
+                    delta: Default::default(),
+                },
+            )
+            .await,
+        };
+        let at_two = two.me().public_addr;
+        let to =
+            |id| RpcClient::<GossipService>::new(one.network().get_or_connect_node(id, at_two));
+        to(2).send(&ack).await.expect("node 2 answers as node 2");
+        let refused = to(3).send(&ack).await.unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::Connection, "{refused}");
+        assert!(refused.message().contains("datacake://c/3"), "{refused}");
+        // By address alone, any member of the cluster is accepted.
+        RpcClient::<GossipService>::new(one.network().get_or_connect(at_two))
+            .send(&ack)
+            .await
+            .expect("a member");
+        two.shutdown().await;
+        one.shutdown().await;
+    }
 }

@@ -109,7 +109,10 @@ async fn peers_agree(
         let probe = ProbePacket {
             expect: u64::try_from(expect).unwrap_or(u64::MAX),
         };
-        let reply = ask(node.network(), member.public_addr, &probe, timeout).await;
+        let channel = node
+            .network()
+            .get_or_connect_node(member.node_id, member.public_addr);
+        let reply = ask(channel, &probe, timeout).await;
         match reply {
             Ok(reply) if agrees(&chosen, &reply) => {}
             Ok(reply) => {

@@ -3,11 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use datacake_node::{DatacakeHandle, ExtensionGuard, NodeId};
+use datacake_rpc::Channel;
 use openraft::error::{ClientWriteError, RaftError as OpenraftError};
 use openraft::{BasicNode, ChangeMembers};
 
@@ -15,7 +15,9 @@ use crate::codec::{archive, unarchive};
 use crate::error::RaftError;
 use crate::events::{RaftEvents, RaftStatus, Role};
 use crate::machine::{SharedMachine, StateMachine};
-use crate::network::{ask, resolve, ForwardReadPacket, ForwardWritePacket, RaftService};
+use crate::network::{
+    ask, channel_to, resolve, ForwardReadPacket, ForwardWritePacket, RaftService,
+};
 use crate::proposer::Proposer;
 use crate::replica::{self, Outcome};
 use crate::types::{Raft, RaftNodeId};
@@ -79,12 +81,14 @@ impl<S> fmt::Debug for RaftHandle<S> {
 }
 
 /// Where to forward a call that `outcome` refused: the leader it names.
-fn leader_addr(node: &DatacakeHandle, outcome: &Outcome) -> Option<SocketAddr> {
+/// The channel to the leader an outcome names, if it names one with a known address.
+fn leader_channel(node: &DatacakeHandle, outcome: &Outcome) -> Option<Channel> {
     match outcome {
         Outcome::NotLeader {
             leader: Some(leader),
             addr,
-        } => resolve(node, *leader, addr.as_deref()),
+        } => resolve(node, *leader, addr.as_deref())
+            .map(|addr| channel_to(node.network(), *leader, addr)),
         _ => None,
     }
 }
@@ -197,14 +201,8 @@ impl<S: StateMachine> RaftHandle<S> {
         P: datacake_rpc::Message,
         RaftService: datacake_rpc::Handler<P, Reply = Outcome>,
     {
-        match (leader_addr(&self.inner.node, &outcome), forward) {
-            (Some(addr), Some(packet)) => Ok(ask(
-                self.inner.node.network(),
-                addr,
-                &packet,
-                self.inner.rpc_timeout,
-            )
-            .await?),
+        match (leader_channel(&self.inner.node, &outcome), forward) {
+            (Some(leader), Some(packet)) => Ok(ask(leader, &packet, self.inner.rpc_timeout).await?),
             _ => Ok(outcome),
         }
     }

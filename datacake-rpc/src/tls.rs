@@ -6,7 +6,8 @@
 //! the names in it are read as an identity ([`PeerIdentity`]) rather than matched against a
 //! DNS name. [`TlsConfig::require_peer_uri_prefix`] narrows the trust to certificates naming
 //! a URI under a prefix (e.g. one cluster's `datacake://orders/`), checked on both ends right
-//! after the handshake.
+//! after the handshake; [`TlsConfig::require_peer_uri`] to one exact URI, for a channel to one
+//! known node.
 
 use std::fmt;
 use std::io;
@@ -62,6 +63,7 @@ pub struct TlsConfig {
     /// The names of this end's own certificate.
     identity: Arc<PeerIdentity>,
     peer_uri_prefix: Option<Arc<str>>,
+    peer_uri: Option<Arc<str>>,
 }
 
 /// Why TLS settings could not be built, or a peer was refused.
@@ -114,6 +116,17 @@ pub enum TlsError {
         /// The peer's address.
         peer: SocketAddr,
         /// The required prefix.
+        required: String,
+        /// The URIs the certificate names.
+        names: Vec<String>,
+    },
+    /// The peer's certificate is valid but does not name the URI
+    /// [`TlsConfig::require_peer_uri`] requires.
+    #[error("the certificate of {peer} does not name `{required}` (it names {names:?})")]
+    PeerNotNamed {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// The required URI.
         required: String,
         /// The URIs the certificate names.
         names: Vec<String>,
@@ -177,6 +190,7 @@ impl TlsConfig {
             client: Arc::new(client),
             identity,
             peer_uri_prefix: None,
+            peer_uri: None,
         })
     }
 
@@ -224,6 +238,23 @@ impl TlsConfig {
     #[must_use]
     pub fn require_peer_uri_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.peer_uri_prefix = Some(prefix.into().into());
+        self
+    }
+
+    /// Accepts only a peer whose certificate names exactly `uri` (for example
+    /// `datacake://orders/7`): for a channel meant to reach one known node, so that whoever
+    /// answers at the address it was given must be that node. Checked like
+    /// [`require_peer_uri_prefix`](Self::require_peer_uri_prefix) (and with it, if both are
+    /// set); a channel whose server names something else fails its calls with
+    /// [`Connection`](crate::ErrorCode::Connection).
+    ///
+    /// ```no_run
+    /// # fn tls() -> datacake_rpc::TlsConfig { unimplemented!() }
+    /// let to_node_7 = tls().require_peer_uri("datacake://orders/7");
+    /// ```
+    #[must_use]
+    pub fn require_peer_uri(mut self, uri: impl Into<String>) -> Self {
+        self.peer_uri = Some(uri.into().into());
         self
     }
 
@@ -293,6 +324,15 @@ impl TlsConfig {
                 });
             }
         }
+        if let Some(uri) = &self.peer_uri {
+            if !identity.uris().iter().any(|u| u == &**uri) {
+                return Err(TlsError::PeerNotNamed {
+                    peer,
+                    required: uri.to_string(),
+                    names: identity.uris().to_vec(),
+                });
+            }
+        }
         Ok(Arc::new(identity))
     }
 }
@@ -302,6 +342,7 @@ impl fmt::Debug for TlsConfig {
         f.debug_struct("TlsConfig")
             .field("identity", &self.identity)
             .field("peer_uri_prefix", &self.peer_uri_prefix)
+            .field("peer_uri", &self.peer_uri)
             .finish_non_exhaustive()
     }
 }

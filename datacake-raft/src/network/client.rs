@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use datacake_node::{DatacakeHandle, NodeId, RpcNetwork};
-use datacake_rpc::{ErrorCode, Handler, Message, RpcClient, Status};
+use datacake_rpc::{Channel, ErrorCode, Handler, Message, RpcClient, Status};
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError as OpenraftError,
     RemoteError, Unreachable,
@@ -30,29 +30,22 @@ use crate::codec;
 use crate::guard;
 use crate::types::{RaftNodeId, TypeConfig};
 
-/// Sends `message` to the handler of `P` on the node at `addr` and deserialises the rkyv
-/// reply.
-pub(crate) async fn ask<P, R>(
-    network: &RpcNetwork,
-    addr: SocketAddr,
-    message: &P,
-    timeout: Duration,
-) -> Result<R, Status>
+/// Sends `message` to the handler of `P` over `channel` and deserialises the rkyv reply.
+pub(crate) async fn ask<P, R>(channel: Channel, message: &P, timeout: Duration) -> Result<R, Status>
 where
     P: Message,
     R: Message,
     RaftService: Handler<P, Reply = R>,
 {
-    let mut client = RpcClient::<RaftService>::new(network.get_or_connect(addr));
+    let mut client = RpcClient::<RaftService>::new(channel);
     client.set_timeout(timeout);
     client.send(message).await?.deserialize_view()
 }
 
-/// Calls the handler of `P` on the node at `addr` with `message` (postcard) and decodes the
-/// postcard reply.
+/// Calls the handler of `P` over `channel` with `message` (postcard) and decodes the postcard
+/// reply.
 pub(crate) async fn call<P, Req, Resp>(
-    network: &RpcNetwork,
-    addr: SocketAddr,
+    channel: Channel,
     message: &Req,
     timeout: Duration,
 ) -> Result<Resp, Status>
@@ -63,10 +56,21 @@ where
     Resp: DeserializeOwned,
 {
     let payload = codec::encode(message).map_err(|e| Status::invalid_payload(e.to_string()))?;
-    let mut client = RpcClient::<RaftService>::new(network.get_or_connect(addr));
+    let mut client = RpcClient::<RaftService>::new(channel);
     client.set_timeout(timeout);
     let response = client.send(&P::new(payload)).await?;
     decode(&response.payload)
+}
+
+/// The channel to Raft node `id` at `addr`: with TLS, one that reaches only that node (see
+/// [`RpcNetwork::get_or_connect_node`]).
+pub(crate) fn channel_to(network: &RpcNetwork, id: RaftNodeId, addr: SocketAddr) -> Channel {
+    match NodeId::try_from(id) {
+        Ok(id) => network.get_or_connect_node(id, addr),
+        // Raft ids are datacake node ids: one out of range (a peer's claim) has no
+        // certificate to require, so only the cluster is checked.
+        Err(_) => network.get_or_connect(addr),
+    }
 }
 
 /// Where node `id` is reached: its address in gossip (current even after a restart on a new
@@ -200,8 +204,12 @@ impl PeerClient {
             let status = Status::unavailable(format!("no address for node {}", self.target));
             return Err(RPCError::Unreachable(Unreachable::new(&status)));
         };
-        let result: Result<Answer<Resp, E>, Status> =
-            call::<P, _, _>(self.node.network(), addr, message, option.hard_ttl()).await;
+        let result: Result<Answer<Resp, E>, Status> = call::<P, _, _>(
+            channel_to(self.node.network(), self.target, addr),
+            message,
+            option.hard_ttl(),
+        )
+        .await;
         match result {
             Ok(Ok(resp)) => match resp.term().map(guard::check_response_term) {
                 Some(Err(refusal)) => {

@@ -27,7 +27,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use client::{ask, resolve, Network};
+pub(crate) use client::{ask, channel_to, resolve, Network};
 pub(crate) use server::RaftService;
 
 /// The service name all Raft RPCs are under.

@@ -192,7 +192,9 @@ async fn a_term_of_u64_max_is_refused_and_the_cluster_keeps_electing() {
     for node in &nodes {
         let addr = node.node.me().public_addr;
         let result = call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(
-            &network, addr, &vote, CALL,
+            network.get_or_connect(addr),
+            &vote,
+            CALL,
         )
         .await;
         let status = result.expect_err("a vote with term u64::MAX is refused");
@@ -209,7 +211,9 @@ async fn a_term_of_u64_max_is_refused_and_the_cluster_keeps_electing() {
     for node in nodes.iter().filter(|n| n.raft.node_id() != leader) {
         let addr = node.node.me().public_addr;
         let result = call::<AppendPacket, _, Answer<AppendEntriesResponse<u64>, Infallible>>(
-            &network, addr, &heartbeat, CALL,
+            network.get_or_connect(addr),
+            &heartbeat,
+            CALL,
         )
         .await;
         let status = result.expect_err("a heartbeat with term u64::MAX is refused");
@@ -246,7 +250,7 @@ async fn a_forwarded_command_that_does_not_check_is_a_codec_error() {
     let garbage = ForwardWritePacket {
         command: vec![0xFF; 3],
     };
-    let outcome = ask(&network, addr, &garbage, CALL)
+    let outcome = ask(network.get_or_connect(addr), &garbage, CALL)
         .await
         .expect("the call succeeds");
     match outcome.into_result() {
@@ -285,16 +289,22 @@ async fn a_snapshot_chunk_at_a_huge_offset_is_refused_without_allocating() {
         done: false,
     };
     type SnapshotReply = Answer<InstallSnapshotResponse<u64>, InstallSnapshotError>;
-    let first =
-        call::<SnapshotPacket, _, SnapshotReply>(&network, addr, &chunk(0, vec![1; 5]), CALL)
-            .await
-            .expect("the call succeeds");
+    let first = call::<SnapshotPacket, _, SnapshotReply>(
+        network.get_or_connect(addr),
+        &chunk(0, vec![1; 5]),
+        CALL,
+    )
+    .await
+    .expect("the call succeeds");
     assert!(first.is_ok(), "the first chunk is accepted: {first:?}");
 
-    let huge =
-        call::<SnapshotPacket, _, SnapshotReply>(&network, addr, &chunk(1 << 40, vec![1; 5]), CALL)
-            .await
-            .expect("the call succeeds");
+    let huge = call::<SnapshotPacket, _, SnapshotReply>(
+        network.get_or_connect(addr),
+        &chunk(1 << 40, vec![1; 5]),
+        CALL,
+    )
+    .await
+    .expect("the call succeeds");
     match huge {
         Err(Failure::Api(InstallSnapshotError::SnapshotMismatch(mismatch))) => {
             assert_eq!(mismatch.expect.offset, 5, "{mismatch}");
@@ -304,10 +314,13 @@ async fn a_snapshot_chunk_at_a_huge_offset_is_refused_without_allocating() {
     }
 
     // A chunk in place that would take the snapshot past the node's maximum (1 MiB here).
-    let status =
-        call::<SnapshotPacket, _, SnapshotReply>(&network, addr, &chunk(5, vec![1; 1 << 20]), CALL)
-            .await
-            .expect_err("a snapshot beyond the maximum size is refused");
+    let status = call::<SnapshotPacket, _, SnapshotReply>(
+        network.get_or_connect(addr),
+        &chunk(5, vec![1; 1 << 20]),
+        CALL,
+    )
+    .await
+    .expect_err("a snapshot beyond the maximum size is refused");
     assert_eq!(
         status.code(),
         ErrorCode::Custom(Refusal::SNAPSHOT_TOO_LARGE),
@@ -433,9 +446,12 @@ async fn over_tls_a_member_cannot_vote_or_lead_as_another_node() {
         vote: Vote::new(term + 1, 1),
         last_log_id: None,
     };
-    let result =
-        call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(&rogue, target, &vote, CALL)
-            .await;
+    let result = call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(
+        rogue.get_or_connect(target),
+        &vote,
+        CALL,
+    )
+    .await;
     denied(result.expect_err("a vote as node 1"), "vote");
     let heartbeat = AppendEntriesRequest::<crate::types::TypeConfig> {
         vote: Vote::new_committed(term + 1, 1),
@@ -444,7 +460,9 @@ async fn over_tls_a_member_cannot_vote_or_lead_as_another_node() {
         leader_commit: None,
     };
     let result = call::<AppendPacket, _, Answer<AppendEntriesResponse<u64>, Infallible>>(
-        &rogue, target, &heartbeat, CALL,
+        rogue.get_or_connect(target),
+        &heartbeat,
+        CALL,
     )
     .await;
     denied(result.expect_err("a heartbeat as node 1"), "append entries");
@@ -453,10 +471,13 @@ async fn over_tls_a_member_cannot_vote_or_lead_as_another_node() {
         vote: Vote::new(term, 3),
         last_log_id: None,
     };
-    let _openraft_answers =
-        call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(&rogue, target, &own, CALL)
-            .await
-            .expect("node 3 may speak as node 3");
+    let _openraft_answers = call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(
+        rogue.get_or_connect(target),
+        &own,
+        CALL,
+    )
+    .await
+    .expect("node 3 may speak as node 3");
     wait_for_commit(by_id(&nodes, wait_for_leader(&nodes).await), &nodes).await;
     for node in nodes {
         node.node.shutdown().await;

@@ -184,6 +184,30 @@ async fn a_required_uri_prefix_keeps_other_clusters_out_on_both_ends() {
 }
 
 #[tokio::test]
+async fn a_required_uri_lets_a_channel_reach_only_that_node() {
+    let ca = Ca::new();
+    let server = tls_server(ca.issue("datacake://orders/1", false)).await;
+    let addr = server.local_addr();
+    let to = |uri: &str| ca.issue("datacake://orders/2", false).require_peer_uri(uri);
+    assert!(echo(tls_channel(to("datacake://orders/1"), addr))
+        .await
+        .is_ok());
+    // Node 11's address given, node 1 answers: the channel refuses it (a prefix would not).
+    match echo(tls_channel(to("datacake://orders/11"), addr)).await {
+        Err(status) => {
+            assert_eq!(status.code(), ErrorCode::Connection);
+            assert!(
+                status
+                    .message()
+                    .contains("does not name `datacake://orders/11`"),
+                "{status}"
+            );
+        }
+        Ok(_) => panic!("a channel meant for node 11 reached node 1"),
+    }
+}
+
+#[tokio::test]
 async fn bad_pem_is_a_typed_error() {
     let ca = Ca::new();
     let ca_pem = ca.cert.pem();

@@ -147,7 +147,11 @@ impl Replica {
     }
 
     fn client(&self, peer: &ClusterMember) -> RpcClient<CounterService> {
-        RpcClient::new(self.node.network().get_or_connect(peer.public_addr))
+        RpcClient::new(
+            self.node
+                .network()
+                .get_or_connect_node(peer.node_id, peer.public_addr),
+        )
     }
 
     /// Runs one call to `peer` under the deadline, naming the peer in any failure.
