@@ -10,7 +10,7 @@ use std::sync::Arc;
 use datacake_rpc::{Channel, TlsConfig};
 use parking_lot::RwLock;
 
-use crate::identity::NodeIdentity;
+use crate::identity::{NodeIdentity, IDENTITY_SCHEME};
 use crate::membership::NodeId;
 
 /// The node's pool of RPC [`Channel`]s, one per peer address, shared by gossip and by every
@@ -155,11 +155,16 @@ impl RpcNetwork {
     fn connect(&self, (addr, node_id): PoolKey) -> Channel {
         let mut builder = Channel::builder();
         if let Some(tls) = &self.tls {
-            let expected = node_id
-                .zip(self.cluster.as_deref())
-                .and_then(|(id, cluster)| NodeIdentity::new(cluster, id).ok());
-            builder = builder.tls(match expected {
-                Some(identity) => tls.clone().require_peer_uri(identity.to_uri()),
+            let required = node_id.zip(self.cluster.as_deref()).map(|(id, cluster)| {
+                // A cluster id no certificate can name is required as it is: the channel
+                // then fails closed.
+                NodeIdentity::new(cluster, id).map_or_else(
+                    |_| format!("{IDENTITY_SCHEME}://{cluster}/{id}"),
+                    |identity| identity.to_uri(),
+                )
+            });
+            builder = builder.tls(match required {
+                Some(uri) => tls.clone().require_peer_uri(uri),
                 None => tls.clone(),
             });
         }
@@ -207,6 +212,16 @@ mod tests {
 
     fn addr(n: usize) -> SocketAddr {
         SocketAddr::from(([10, 0, (n >> 8) as u8, n as u8], 7000))
+    }
+
+    #[test]
+    fn without_tls_a_node_channel_is_the_address_channel() {
+        let network = RpcNetwork::new().verifying_node_identities("c");
+        network.get_or_connect(addr(1));
+        network.get_or_connect_node(7, addr(1));
+        assert_eq!(network.len(), 1, "nothing to check without tls: one channel");
+        assert!(network.disconnect(addr(1)));
+        assert!(network.is_empty());
     }
 
     #[test]
