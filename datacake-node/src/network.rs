@@ -219,7 +219,11 @@ mod tests {
         let network = RpcNetwork::new().verifying_node_identities("c");
         network.get_or_connect(addr(1));
         network.get_or_connect_node(7, addr(1));
-        assert_eq!(network.len(), 1, "nothing to check without tls: one channel");
+        assert_eq!(
+            network.len(),
+            1,
+            "nothing to check without tls: one channel"
+        );
         assert!(network.disconnect(addr(1)));
         assert!(network.is_empty());
     }

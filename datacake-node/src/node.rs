@@ -87,6 +87,7 @@ impl DatacakeNode {
         // The first view counts too: its members joined this node's view.
         crate::metrics::view_published(&initial, &MembershipView::default());
         let (view_tx, view) = watch::channel(Arc::new(initial));
+        parts.gossip.know_members(view.clone());
         let membership_task = tokio::spawn(run_membership(
             parts.chitchat.chitchat(),
             tracker,

@@ -8,6 +8,9 @@
 //!   that [`Socket::recv`] hands to chitchat.
 //! - Sending: [`Socket::send`] encodes the envelope and spawns the RPC call to the peer over
 //!   the pooled channel, fire-and-forget, so a slow or dead peer never blocks the gossip loop.
+//!   To a live member's address it uses the member's channel
+//!   ([`RpcNetwork::get_or_connect_node`]: with TLS, only that member is accepted there), so
+//!   gossip and the extensions' calls share one connection per peer.
 //! - Replies travel back on the caller's own call. chitchat answers a SYN with a SYN-ACK (or
 //!   `BadCluster`) addressed to the sender's *claimed* address; the transport instead hands
 //!   it to the call that carried the SYN, whose response takes it back. So a packet that
@@ -41,13 +44,13 @@ use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket
 use chitchat::{ChitchatEnvelope, ChitchatMessage, ProtocolVersion};
 use datacake_rpc::{Handler, Request, RpcClient, RpcService, ServiceRegistry, Status};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, warn};
 
 use crate::auth::PeerAuth;
-use crate::membership::NodeId;
+use crate::membership::{MembershipView, NodeId};
 use crate::network::RpcNetwork;
 
 /// How many received gossip messages may wait for the gossip loop before new ones are dropped.
@@ -239,6 +242,8 @@ pub(crate) struct GossipShared {
     inbox: mpsc::Sender<Inbound>,
     /// Calls waiting for chitchat's reply to the SYN they carried.
     waiting: Mutex<WaitingReplies>,
+    /// The node's membership view, once the node runs (to tell which member an address is).
+    members: std::sync::OnceLock<watch::Receiver<Arc<MembershipView>>>,
     /// Peers that have not yet been sent a reply carrying our leave marker.
     leave_pending: Mutex<Option<HashSet<SocketAddr>>>,
     leaving: AtomicBool,
@@ -260,6 +265,7 @@ impl GossipShared {
             in_flight: AtomicUsize::new(0),
             inbox,
             waiting: Mutex::new(WaitingReplies::default()),
+            members: std::sync::OnceLock::new(),
             leave_pending: Mutex::new(None),
             leaving: AtomicBool::new(false),
         }
@@ -297,6 +303,24 @@ impl GossipShared {
         }
     }
 
+    /// Gossip to a live member's address goes over that member's channel from now on.
+    pub(crate) fn know_members(&self, view: watch::Receiver<Arc<MembershipView>>) {
+        let _ = self.members.set(view);
+    }
+
+    /// The channel to `to`: the member's, if a live member is there; else the address's.
+    fn channel_to(&self, to: SocketAddr) -> datacake_rpc::Channel {
+        let member = self.members.get().and_then(|view| {
+            let view = view.borrow();
+            let member = view.live.iter().find(|m| m.public_addr == to);
+            member.map(|m| m.node_id)
+        });
+        match member {
+            Some(node_id) => self.network.get_or_connect_node(node_id, to),
+            None => self.network.get_or_connect(to),
+        }
+    }
+
     /// See [`WaitingReplies::wait`].
     fn wait_for_reply(&self, from: SocketAddr, answer: oneshot::Sender<Answer>) -> bool {
         self.waiting.lock().wait(from, answer)
@@ -313,7 +337,7 @@ impl GossipShared {
         let counts_for_leave = is_reply && self.leaving.load(Ordering::Acquire);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
-            let channel = shared.network.get_or_connect(to);
+            let channel = shared.channel_to(to);
             let mut client = RpcClient::<GossipService>::new(channel);
             client.set_timeout(shared.send_timeout);
             let packet = GossipPacket {
