@@ -109,6 +109,18 @@ where
         /// The id of the document in [`MEMBERS_KEYSPACE`](crate::MEMBERS_KEYSPACE).
         id: u64,
     },
+    /// The cluster lists a newer incarnation of this node's id (at `newer`) instead of this
+    /// process ([`DatacakeHandle::superseded_by`](datacake_node::DatacakeHandle::superseded_by)):
+    /// its writes would carry the same node id as the newer process's, and two writes with
+    /// one stamp would let replicas disagree. Refused before anything is written; stop this
+    /// process.
+    #[error("node {node_id} was started again at {newer}: this process no longer writes")]
+    Superseded {
+        /// This node's id.
+        node_id: NodeId,
+        /// Where the newer incarnation runs.
+        newer: std::net::SocketAddr,
+    },
     /// `remove_member` was asked to remove a node that is live: a live node is a member.
     #[error("node {node_id} is live; only a member that is down can be removed")]
     MemberIsLive {

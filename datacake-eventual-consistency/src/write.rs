@@ -18,8 +18,9 @@ impl<S: Storage> Shared<S> {
     /// claimed, queues them for every live peer, and waits until the replicas `level` needs
     /// have acknowledged them.
     ///
-    /// Refused before anything is written: a bad keyspace name, a document larger than the
-    /// maximum, and a level whose replicas are too few live. Afterwards the local write is
+    /// Refused before anything is written: a process whose node id was started again
+    /// elsewhere, a bad keyspace name, a document larger than the maximum, and a level whose
+    /// replicas are too few live. Afterwards the local write is
     /// kept whatever happens: the call fails at once when replicas refuse so that the level
     /// can no longer be met, or at the write timeout.
     ///
@@ -43,6 +44,12 @@ impl<S: Storage> Shared<S> {
         ops: Vec<(Key, Option<Bytes>)>,
         level: Consistency,
     ) -> Result<(), StoreError<S::Error>> {
+        if let Some(newer) = self.node.superseded_by() {
+            return Err(StoreError::Superseded {
+                node_id: self.node.me().node_id,
+                newer,
+            });
+        }
         self.replica.check_name(keyspace)?;
         let max = self.config.max_document_size();
         if let Some((id, data)) = ops

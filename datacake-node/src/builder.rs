@@ -531,6 +531,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
 
         let node = DatacakeNode::start(NodeParts {
             me,
+            generation,
             cluster_id,
             clock: Clock::reading(
                 node_id,

@@ -23,6 +23,8 @@ use crate::statistics::ClusterStatistics;
 /// What a node and all its handles share.
 pub(crate) struct NodeShared {
     pub(crate) me: ClusterMember,
+    /// This process's chitchat generation (its start time).
+    pub(crate) generation: u64,
     pub(crate) cluster_id: String,
     pub(crate) clock: Clock,
     pub(crate) network: RpcNetwork,
@@ -127,6 +129,18 @@ impl DatacakeHandle {
     /// The node's pool of RPC channels.
     pub fn network(&self) -> &RpcNetwork {
         &self.inner.network
+    }
+
+    /// The address of a newer incarnation of this node's id, if the cluster lists it instead
+    /// of this process: this process stalled or was cut off long enough to be held dead, and
+    /// its id was started again there. Its writes would then carry the same node id as the
+    /// newer process's, so stores refuse them (the eventually consistent store returns
+    /// `StoreError::Superseded`); stop this process. `None` while this process is the
+    /// member (the usual case).
+    pub fn superseded_by(&self) -> Option<SocketAddr> {
+        let view = self.inner.view.borrow();
+        let entry = view.members.get(&self.inner.me.node_id)?;
+        (entry.generation > self.inner.generation).then_some(entry.member.public_addr)
     }
 
     /// The live members (this node included), in node id order.

@@ -58,6 +58,7 @@ impl fmt::Debug for DatacakeNode {
 /// The parts [`DatacakeNode::start`] assembles a node from.
 pub(crate) struct NodeParts {
     pub(crate) me: ClusterMember,
+    pub(crate) generation: u64,
     pub(crate) cluster_id: String,
     pub(crate) clock: Clock,
     pub(crate) network: RpcNetwork,
@@ -99,6 +100,7 @@ impl DatacakeNode {
         let server = Arc::new(parts.server);
         let shared = NodeShared {
             me: parts.me,
+            generation: parts.generation,
             cluster_id: parts.cluster_id,
             clock: parts.clock,
             network: parts.network,

@@ -1,7 +1,10 @@
 use std::time::Duration;
 
 use datacake_eventual_consistency::test_utils::MemStore;
-use datacake_eventual_consistency::{Consistency, ConsistencyError, StoreError};
+use datacake_eventual_consistency::{
+    Consistency, ConsistencyError, EventuallyConsistentStoreExtension, StoreError,
+};
+use test_helper::node::StallableNode;
 
 use crate::fixtures::{
     cluster, shutdown, start_node, start_node_full, start_stand_in, stub_store_service,
@@ -288,4 +291,61 @@ async fn a_tls_cluster_replicates_and_repairs() {
         b"over tls"
     );
     shutdown(nodes).await;
+}
+
+/// A node that stalled until it was held dead, and whose id was started again elsewhere,
+/// refuses writes once it is back and sees its restart: its stamps would carry the restart's
+/// node id, and two writes with one stamp would let replicas disagree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_node_refuses_writes_once_it_is_back() {
+    let first = start_node(1, Vec::new(), MemStore::new()).await;
+    let seed = first.addr();
+    let (zombie, zombie_store) = StallableNode::start_with(
+        test_helper::node::builder(3, vec![seed.clone()]),
+        Box::new(|node| {
+            Box::pin(async move {
+                node.add_extension(EventuallyConsistentStoreExtension::new(MemStore::new()))
+                    .await
+                    .expect("store starts")
+            })
+        }),
+    )
+    .await;
+    first
+        .node
+        .wait_for_nodes([1, 3], CONVERGE)
+        .await
+        .expect("node 3 joins");
+    let old = zombie_store.handle();
+    old.put("ks", 1, "before", Consistency::None)
+        .await
+        .expect("a member writes");
+
+    let resume = zombie.stall();
+    test_helper::wait_for("node 1 to hold node 3 dead", CONVERGE, || async {
+        !first.node.live_members().iter().any(|m| m.node_id == 3)
+    })
+    .await;
+    let restarted = start_node(3, vec![seed], MemStore::new()).await;
+    let newer = restarted.node.me().public_addr;
+    drop(resume);
+    test_helper::wait_for("the stalled node to see its restart", CONVERGE, || async {
+        zombie.handle().superseded_by() == Some(newer)
+    })
+    .await;
+    match old.put("ks", 2, "after", Consistency::None).await {
+        Err(StoreError::Superseded {
+            node_id: 3,
+            newer: at,
+        }) => assert_eq!(at, newer),
+        other => panic!("the replaced process wrote: {other:?}"),
+    }
+    restarted
+        .handle()
+        .put("ks", 2, "restart", Consistency::None)
+        .await
+        .expect("the restart writes");
+    drop(zombie_store);
+    zombie.stop().await;
+    shutdown(vec![restarted, first]).await;
 }

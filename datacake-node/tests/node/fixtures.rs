@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use datacake_node::{
-    ConnectionConfig, DCAwareSelector, DatacakeHandle, DatacakeNode, DatacakeNodeBuilder,
-    MembershipChange, MembershipChanges, NodeId,
+    ConnectionConfig, DCAwareSelector, DatacakeNode, DatacakeNodeBuilder, MembershipChange,
+    MembershipChanges, NodeId,
 };
 use futures::StreamExt;
 
@@ -108,80 +108,5 @@ pub(crate) async fn wait_until_all_see(nodes: &[&DatacakeNode], expected: &[Node
             );
         }
         panic!("timed out after {CONVERGE:?} waiting for all nodes to see {expected:?}");
-    }
-}
-
-/// A node on a runtime and thread of its own, which a test can stall as a long pause, a
-/// stopped process or a frozen VM would, and resume.
-pub(crate) struct StallableNode {
-    handle: DatacakeHandle,
-    commands: tokio::sync::mpsc::UnboundedSender<StallCommand>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-enum StallCommand {
-    /// Block the node's only runtime thread until the sender of this channel is dropped.
-    Stall(std::sync::mpsc::Receiver<()>),
-    Stop,
-}
-
-/// Resumes a stalled [`StallableNode`] when dropped.
-pub(crate) struct Resume {
-    _stalled_until_dropped: std::sync::mpsc::Sender<()>,
-}
-
-impl StallableNode {
-    /// Connects the node `builder` describes on a new thread.
-    pub(crate) async fn start(builder: DatacakeNodeBuilder<DCAwareSelector>) -> Self {
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-        let (commands, mut command_rx) = tokio::sync::mpsc::unbounded_channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let node = builder.connect().await.expect("node starts");
-                let _ = started_tx.send(node.handle());
-                while let Some(command) = command_rx.recv().await {
-                    match command {
-                        // Every task of the node waits while this blocks.
-                        StallCommand::Stall(resume) => while resume.recv().is_ok() {},
-                        StallCommand::Stop => break,
-                    }
-                }
-                node.shutdown().await;
-            });
-        });
-        let handle = started_rx.await.expect("node starts");
-        Self {
-            handle,
-            commands,
-            thread,
-        }
-    }
-
-    pub(crate) fn handle(&self) -> &DatacakeHandle {
-        &self.handle
-    }
-
-    /// Stalls the node until the returned [`Resume`] is dropped.
-    pub(crate) fn stall(&self) -> Resume {
-        let (resume, stalled) = std::sync::mpsc::channel();
-        self.commands
-            .send(StallCommand::Stall(stalled))
-            .expect("node thread runs");
-        Resume {
-            _stalled_until_dropped: resume,
-        }
-    }
-
-    /// Shuts the node down and waits for its thread.
-    pub(crate) async fn stop(self) {
-        let _ = self.commands.send(StallCommand::Stop);
-        tokio::task::spawn_blocking(move || self.thread.join())
-            .await
-            .expect("join task")
-            .expect("node thread ends cleanly");
     }
 }

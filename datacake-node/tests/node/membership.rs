@@ -9,6 +9,8 @@ use datacake_node::{
 };
 use futures::future::join_all;
 
+use test_helper::node::StallableNode;
+
 use crate::fixtures::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,6 +269,11 @@ pub(crate) async fn stalled_node_returns_after_its_restart(
         node_3_at(zombie.handle()) == Some(new_addr)
     })
     .await;
+    assert_eq!(
+        zombie.handle().superseded_by(),
+        Some(new_addr),
+        "the stalled process knows it was replaced"
+    );
     // The zombie gossips again, so every node holds it live for at least the minimum failure
     // timeout: throughout, they all keep listing the restart.
     let until = Instant::now() + MIN_FAILURE_TIMEOUT;
@@ -278,6 +285,7 @@ pub(crate) async fn stalled_node_returns_after_its_restart(
                 "node {} lists node 3 at the stalled incarnation's address",
                 node.me().node_id
             );
+            assert_eq!(node.superseded_by(), None);
         }
         tokio::time::sleep(test_helper::POLL_INTERVAL).await;
     }

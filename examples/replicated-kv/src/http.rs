@@ -312,6 +312,10 @@ fn store_error(error: StoreError<SqliteStorageError>) -> ApiError {
         StoreError::DocumentTooLarge { .. } => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "document_too_large", message)
         }
+        // This process's node id runs again elsewhere: send writes to the newer process.
+        StoreError::Superseded { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "superseded", message)
+        }
         _ => {
             tracing::error!(error = %message, "storage failure");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
