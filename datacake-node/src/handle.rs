@@ -139,8 +139,8 @@ impl DatacakeHandle {
     /// member (the usual case).
     pub fn superseded_by(&self) -> Option<SocketAddr> {
         let view = self.inner.view.borrow();
-        let entry = view.members.get(&self.inner.me.node_id)?;
-        (entry.generation > self.inner.generation).then_some(entry.member.public_addr)
+        let newer = view.newer_incarnation(self.inner.me.node_id, self.inner.generation)?;
+        Some(newer.member.public_addr)
     }
 
     /// The live members (this node included), in node id order.

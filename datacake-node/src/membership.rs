@@ -216,6 +216,14 @@ impl MembershipView {
         view
     }
 
+    /// The member listed for `node_id` if it is a newer incarnation than `generation`: the
+    /// process of that generation was replaced (see [`ViewEntry::rank`]).
+    pub(crate) fn newer_incarnation(&self, node_id: NodeId, generation: u64) -> Option<&ViewEntry> {
+        self.members
+            .get(&node_id)
+            .filter(|entry| entry.generation > generation)
+    }
+
     /// The members, in node id order.
     pub(crate) fn member_list(&self) -> Vec<ClusterMember> {
         self.live.to_vec()

@@ -114,16 +114,16 @@ fn warn_if_superseded(view: &MembershipView, me: &ChitchatId, warned: &mut Optio
     let Ok(node_id) = me.node_id.parse() else {
         return;
     };
-    let Some(entry) = view.members.get(&node_id) else {
+    let Some(newer) = view.newer_incarnation(node_id, me.generation_id) else {
         return;
     };
-    if entry.generation > me.generation_id && *warned != Some(entry.generation) {
+    if *warned != Some(newer.generation) {
         warn!(
             node_id,
-            newer = %entry.member.public_addr,
+            newer = %newer.member.public_addr,
             "a newer incarnation of this node id is live: the cluster lists it instead of this \
-             process, which should be stopped"
+             process, which should be stopped (DatacakeHandle::superseded_by)"
         );
-        *warned = Some(entry.generation);
+        *warned = Some(newer.generation);
     }
 }
