@@ -107,16 +107,16 @@ impl Channel {
     /// without extra tasks per call.
     pub(crate) async fn call(
         &self,
-        path: &str,
+        path: http::uri::PathAndQuery,
         headers: http::HeaderMap,
         mut body: Body,
     ) -> Result<http::Response<Body>, Status> {
-        let uri = http::Uri::builder()
-            .scheme(http::uri::Scheme::HTTP)
-            .authority(self.inner.authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| Status::internal(format!("invalid path {path:?}: {e}")))?;
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(self.inner.authority.clone());
+        parts.path_and_query = Some(path);
+        let uri = http::Uri::from_parts(parts)
+            .map_err(|e| Status::internal(format!("invalid request uri: {e}")))?;
         let full = body.as_full();
         let end_of_stream = full.as_ref().is_some_and(|b| b.is_empty());
         // Built afresh for each attempt (`send_request` consumes it); cloning `uri` and the
