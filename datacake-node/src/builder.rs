@@ -480,7 +480,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             tags: Arc::new(tags),
         };
 
-        let network = network(simulated, tls.clone(), &cluster_id);
+        let network = network(simulated, tls.clone(), &cluster_id)?;
         let auth = Arc::new(PeerAuth::new(
             &cluster_id,
             tls.is_some(),
@@ -616,7 +616,11 @@ async fn listen(
 }
 
 /// The channel pool on the real network or, with `simulated`, on turmoil's.
-fn network(simulated: bool, tls: Option<TlsConfig>, cluster_id: &str) -> RpcNetwork {
+fn network(
+    simulated: bool,
+    tls: Option<TlsConfig>,
+    cluster_id: &str,
+) -> Result<RpcNetwork, NodeError> {
     #[cfg(feature = "simulation")]
     let network = if simulated {
         RpcNetwork::simulated()
@@ -632,8 +636,15 @@ fn network(simulated: bool, tls: Option<TlsConfig>, cluster_id: &str) -> RpcNetw
         RpcNetwork::new()
     };
     match tls {
-        Some(tls) => network.with_tls(tls).verifying_node_identities(cluster_id),
-        None => network,
+        // `cluster_tls` checked the cluster id already; this keeps the error typed anyway.
+        Some(tls) => network
+            .with_tls(tls)
+            .verifying_node_identities(cluster_id)
+            .map_err(|e| NodeError::InvalidConfig {
+                setting: "cluster_id",
+                reason: e.to_string(),
+            }),
+        None => Ok(network),
     }
 }
 

@@ -79,6 +79,16 @@ impl NodeIdentity {
     pub fn to_uri(&self) -> String {
         self.to_string()
     }
+
+    /// [`to_uri`](Self::to_uri) of node `node_id` of `cluster`, a cluster id that already
+    /// passed [`check_cluster_id`].
+    pub(crate) fn uri_of(cluster: &str, node_id: NodeId) -> String {
+        Self {
+            cluster: cluster.to_owned(),
+            node_id,
+        }
+        .to_uri()
+    }
 }
 
 /// Checks that `cluster` can be named in a node identity.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use datacake_rpc::{Channel, TlsConfig};
 use parking_lot::RwLock;
 
-use crate::identity::{NodeIdentity, IDENTITY_SCHEME};
+use crate::identity::{check_cluster_id, IdentityError, NodeIdentity};
 use crate::membership::NodeId;
 
 /// The node's pool of RPC [`Channel`]s, one per peer address, shared by gossip and by every
@@ -42,7 +42,8 @@ pub struct RpcNetwork {
     pool: Arc<Pool>,
     simulated: bool,
     tls: Option<TlsConfig>,
-    /// The cluster whose node identities channels to a node require (TLS only).
+    /// The cluster whose node identities channels to a node require (TLS only), a valid
+    /// cluster id.
     cluster: Option<Arc<str>>,
 }
 
@@ -98,11 +99,16 @@ impl RpcNetwork {
 
     /// With TLS, channels from [`get_or_connect_node`](Self::get_or_connect_node) require
     /// the server's certificate to name that node of `cluster_id`
-    /// (`datacake://<cluster_id>/<node_id>`). A node's network does this already.
-    #[must_use]
-    pub fn verifying_node_identities(mut self, cluster_id: impl Into<String>) -> Self {
-        self.cluster = Some(cluster_id.into().into());
-        self
+    /// (`datacake://<cluster_id>/<node_id>`). A node's network does this already. Fails for
+    /// a cluster id no certificate can name.
+    pub fn verifying_node_identities(
+        mut self,
+        cluster_id: impl Into<String>,
+    ) -> Result<Self, IdentityError> {
+        let cluster_id = cluster_id.into();
+        check_cluster_id(&cluster_id)?;
+        self.cluster = Some(cluster_id.into());
+        Ok(self)
     }
 
     /// Whether the channels are opened on turmoil's simulated network.
@@ -155,14 +161,9 @@ impl RpcNetwork {
     fn connect(&self, (addr, node_id): PoolKey) -> Channel {
         let mut builder = Channel::builder();
         if let Some(tls) = &self.tls {
-            let required = node_id.zip(self.cluster.as_deref()).map(|(id, cluster)| {
-                // A cluster id no certificate can name is required as it is: the channel
-                // then fails closed.
-                NodeIdentity::new(cluster, id).map_or_else(
-                    |_| format!("{IDENTITY_SCHEME}://{cluster}/{id}"),
-                    |identity| identity.to_uri(),
-                )
-            });
+            let required = node_id
+                .zip(self.cluster.as_deref())
+                .map(|(id, cluster)| NodeIdentity::uri_of(cluster, id));
             builder = builder.tls(match required {
                 Some(uri) => tls.clone().require_peer_uri(uri),
                 None => tls.clone(),
@@ -216,7 +217,10 @@ mod tests {
 
     #[test]
     fn without_tls_a_node_channel_is_the_address_channel() {
-        let network = RpcNetwork::new().verifying_node_identities("c");
+        assert!(RpcNetwork::new()
+            .verifying_node_identities("no spaces")
+            .is_err());
+        let network = RpcNetwork::new().verifying_node_identities("c").unwrap();
         network.get_or_connect(addr(1));
         network.get_or_connect_node(7, addr(1));
         assert_eq!(

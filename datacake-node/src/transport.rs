@@ -326,9 +326,14 @@ impl GossipShared {
         self.waiting.lock().wait(from, answer)
     }
 
-    /// See [`WaitingReplies::hand`].
+    /// See [`WaitingReplies::hand`]. A reply handed over while leaving carries our leave
+    /// marker to `to`.
     fn hand_reply(&self, to: SocketAddr, reply: Vec<u8>) -> bool {
-        self.waiting.lock().hand(to, reply)
+        let handed = self.waiting.lock().hand(to, reply);
+        if handed && self.leaving.load(Ordering::Acquire) {
+            self.delivered_reply(to);
+        }
+        handed
     }
 
     /// Sends `payload` to `to` in the background.
@@ -524,11 +529,7 @@ impl Socket for RpcSocket {
         let num_bytes_sent = payload.len();
         if !answers_syn {
             self.shared.spawn_send(to, payload, is_ack);
-        } else if self.shared.hand_reply(to, payload) {
-            if self.shared.leaving.load(Ordering::Acquire) {
-                self.shared.delivered_reply(to);
-            }
-        } else {
+        } else if !self.shared.hand_reply(to, payload) {
             debug!(peer=%to, "the call that carried this SYN is gone: reply dropped");
         }
         Ok(SendOutcome { num_bytes_sent })
@@ -595,10 +596,11 @@ async fn decode_loop(
             (ChitchatMessage::Ack { .. }, Some(answer)) => {
                 let _ = answer.send(Answer::Nothing);
             }
-            (_, Some(answer)) => {
-                let _ = answer.send(Answer::Refused(
+            (_, answer @ Some(_)) => {
+                refuse(
+                    answer,
                     "a SYN-ACK or BadCluster is taken only as the response to this node's SYN",
-                ));
+                );
                 continue;
             }
             (ChitchatMessage::BadCluster, None) => {
