@@ -79,21 +79,9 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             LogStorage::InMemory => None,
             LogStorage::Durable(dir) => Some(dir.clone()),
         };
-        // Reading the snapshot file and the user's `restore` may take long: off the runtime.
-        let state_machine = {
-            let (machine, dir) = (machine.clone(), dir.clone());
-            match tokio::task::spawn_blocking(move || StateMachineStore::open(machine, dir)).await {
-                Ok(opened) => opened?,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => {
-                    return Err(RaftError::storage(
-                        "opening the state machine",
-                        std::io::Error::other(format!("cancelled: {e}")),
-                    ))
-                }
-            }
-        }
-        .with_size_limit(config.max_snapshot_size);
+        let state_machine = StateMachineStore::open_off_runtime(machine.clone(), dir.clone())
+            .await?
+            .with_size_limit(config.max_snapshot_size);
         let network = Network::new(node.handle(), config.election_timeout.0);
         let raft_config = Arc::new(raft_config);
         let raft: Raft = match &dir {

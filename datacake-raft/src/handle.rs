@@ -80,8 +80,8 @@ impl<S> fmt::Debug for RaftHandle<S> {
     }
 }
 
-/// Where to forward a call that `outcome` refused: the leader it names.
-/// The channel to the leader an outcome names, if it names one with a known address.
+/// Where to forward a call that `outcome` refused: a channel to the leader it names, if it
+/// names one with a known address.
 fn leader_channel(node: &DatacakeHandle, outcome: &Outcome) -> Option<Channel> {
     match outcome {
         Outcome::NotLeader {

@@ -90,6 +90,24 @@ impl StateMachineStore {
         })
     }
 
+    /// [`open`](Self::open) on a blocking thread: reading the snapshot file and the user's
+    /// `restore` may take long.
+    pub(crate) async fn open_off_runtime(
+        machine: SharedMachine,
+        dir: Option<PathBuf>,
+    ) -> Result<Self, RaftError> {
+        off_runtime(
+            move || Self::open(machine, dir),
+            |e| {
+                RaftError::storage(
+                    "opening the state machine",
+                    std::io::Error::other(format!("cancelled: {e}")),
+                )
+            },
+        )
+        .await
+    }
+
     /// Warn when a built snapshot is larger than `limit` bytes (what peers accept).
     pub(crate) fn with_size_limit(mut self, limit: u64) -> Self {
         self.size_limit = limit;
@@ -153,19 +171,31 @@ impl StateMachineStore {
 }
 
 /// Runs `work` on a blocking thread. A panic in it (the user's `snapshot` or `restore`)
-/// resumes here, as if it had run inline.
+/// resumes here, as if it had run inline; if the task is cancelled (the runtime shuts down),
+/// `cancelled` makes the error from the reason.
+async fn off_runtime<T: Send + 'static, E: Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+    cancelled: impl FnOnce(String) -> E,
+) -> Result<T, E> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(cancelled(e.to_string())),
+    }
+}
+
+/// [`off_runtime`] for snapshot work `verb` ("building", "installing").
 async fn blocking<T: Send + 'static>(
     verb: &'static str,
     work: impl FnOnce() -> StorageResult<T> + Send + 'static,
 ) -> StorageResult<T> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(StorageError::from(StorageIOError::write_snapshot(
+    off_runtime(work, |e| {
+        StorageError::from(StorageIOError::write_snapshot(
             None,
             &std::io::Error::other(format!("{verb} a snapshot was cancelled: {e}")),
-        ))),
-    }
+        ))
+    })
+    .await
 }
 
 /// Writes the snapshot to a temporary file, fsyncs it and renames it into place. The file: the
