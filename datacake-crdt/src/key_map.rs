@@ -1,188 +1,247 @@
-//! A compact map from `u64` keys to timestamps: the live entries of an
-//! [`OrSWotSet`](crate::OrSWotSet).
+//! A compact map from `u64` keys to timestamps, ordered by [`key_hash`]: the live entries
+//! and the tombstones of an [`OrSWotSet`](crate::OrSWotSet).
 //!
 //! A hash map of `(u64, HLCTimestamp)` costs 36-50 bytes per key at a million keys (buckets
 //! are a power of two, load at most 7/8, plus control bytes). This map keeps the bulk of the
-//! entries in two sorted parallel vectors of exact capacity (8 + 16 = 24 bytes per key) and
-//! only recent inserts of new keys in a small hash map, the *delta*. When the delta outgrows
-//! a sixteenth of the sorted base, it is sorted and merged into the base in one linear pass,
-//! so an insert costs amortised O(1) moves. Lookups check the delta, then binary-search the
-//! base; updates of existing keys happen in place; removal from the base leaves a vacant slot
-//! that the next compaction drops.
+//! entries in two parallel vectors of exact capacity (8 + 16 = 24 bytes per key), the
+//! *base*, sorted by the keys' hashes, and only recent inserts of new keys in a small
+//! [`Delta`] of hash maps sharded by hash. Both store the hash in place of the key (the hash
+//! is invertible), so the entries of a range of hashes are one run of the base plus the
+//! delta's entries in the shards the range overlaps. When the delta outgrows a sixteenth of
+//! the base, it is merged into the base in one linear pass, so an insert costs amortised
+//! O(1) moves. A lookup binary-searches the base, then probes the delta; updates of existing
+//! keys happen in place; removal from the base leaves a vacant slot that the next
+//! compaction drops.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::RangeInclusive;
 
+use crate::delta::Delta;
+use crate::key_hash::{key_hash, key_of_hash};
 use crate::timestamp::HLCTimestamp;
 
 /// The delta is compacted into the base once it holds more than this many entries and more
-/// than a sixteenth of the base.
+/// than a sixteenth of the base (vacant slots likewise).
 const MIN_DELTA: usize = 1024;
 const DELTA_SHIFT: u32 = 4;
 
-/// A fast hasher for `u64` keys (a multiply-xorshift mix). Not DoS resistant: keys are chosen
-/// by the application, and a collision attack costs lookups, never correctness.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        let mut x = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        x ^= x >> 29;
-        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x ^= x >> 32;
-        self.0 = x;
-    }
-}
-
-/// A `HashMap` keyed by `u64` with [`KeyHasher`].
-pub(crate) type KeyHashMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
-
-/// Sorted base plus hash delta; see the module docs.
+/// Sorted base plus sharded delta; see the module docs.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KeyMap {
-    /// Sorted, unique keys of the base.
-    keys: Vec<u64>,
-    /// `stamps[i]` belongs to `keys[i]`; [`HLCTimestamp::VACANT`] marks a removed entry.
+    /// The [`key_hash`]es of the base's keys, sorted and unique.
+    hashes: Vec<u64>,
+    /// `stamps[i]` belongs to the key of `hashes[i]`; [`HLCTimestamp::VACANT`] marks a
+    /// removed entry.
     stamps: Vec<HLCTimestamp>,
     /// How many base slots are vacant.
     vacant: usize,
-    /// Recently inserted keys that are not in the base.
-    delta: KeyHashMap<HLCTimestamp>,
+    /// Recently inserted keys that are not in the base, by hash.
+    delta: Delta,
 }
 
 impl KeyMap {
-    /// A map of already sorted, unique keys and their stamps (none vacant).
-    pub(crate) fn from_sorted(keys: Vec<u64>, stamps: Vec<HLCTimestamp>) -> Self {
-        debug_assert_eq!(keys.len(), stamps.len());
-        debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    /// A map of keys' hashes, already sorted and unique, and their stamps (none vacant).
+    pub(crate) fn from_sorted_hashes(hashes: Vec<u64>, stamps: Vec<HLCTimestamp>) -> Self {
+        debug_assert_eq!(hashes.len(), stamps.len());
+        debug_assert!(hashes.windows(2).all(|w| w[0] < w[1]));
+        let delta = Delta::for_capacity(MIN_DELTA.max(hashes.len() >> DELTA_SHIFT));
         Self {
-            keys,
+            hashes,
             stamps,
             vacant: 0,
-            delta: KeyHashMap::default(),
+            delta,
         }
+    }
+
+    /// A map of unique keys and their stamps, in any order.
+    pub(crate) fn from_entries(entries: impl IntoIterator<Item = (u64, HLCTimestamp)>) -> Self {
+        let mut entries: Vec<(u64, HLCTimestamp)> = entries
+            .into_iter()
+            .map(|(key, ts)| (key_hash(key), ts))
+            .collect();
+        entries.sort_unstable_by_key(|(hash, _)| *hash);
+        let (hashes, stamps) = entries.into_iter().unzip();
+        Self::from_sorted_hashes(hashes, stamps)
     }
 
     /// Number of entries.
     pub(crate) fn len(&self) -> usize {
-        self.keys.len() - self.vacant + self.delta.len()
+        self.hashes.len() - self.vacant + self.delta.len()
     }
 
-    fn base_index(&self, key: u64) -> Option<usize> {
-        self.keys.binary_search(&key).ok()
+    /// The most entries the delta (or vacant base slots) may hold before a compaction.
+    fn delta_limit(&self) -> usize {
+        MIN_DELTA.max(self.hashes.len() >> DELTA_SHIFT)
+    }
+
+    /// The base slot of the key whose hash is `hash`, vacant or not.
+    fn base_index(&self, hash: u64) -> Option<usize> {
+        self.hashes.binary_search(&hash).ok()
     }
 
     /// The stamp of `key`.
     pub(crate) fn get(&self, key: u64) -> Option<&HLCTimestamp> {
-        if let Some(ts) = self.delta.get(&key) {
-            return Some(ts);
+        let hash = key_hash(key);
+        // A key with a base slot, vacant or not, is never in the delta (`insert` refills
+        // the slot), so one of the two lookups answers.
+        match self.base_index(hash) {
+            Some(i) => self.stamps.get(i).filter(|ts| **ts != HLCTimestamp::VACANT),
+            None => self.delta.get(hash),
         }
-        let stamp = self.stamps.get(self.base_index(key)?)?;
-        (*stamp != HLCTimestamp::VACANT).then_some(stamp)
+    }
+
+    /// Whether `key` is present.
+    pub(crate) fn contains(&self, key: u64) -> bool {
+        self.get(key).is_some()
     }
 
     /// Sets the stamp of `key`, adding the key if it is absent.
     pub(crate) fn insert(&mut self, key: u64, ts: HLCTimestamp) {
-        if let Some(slot) = self.delta.get_mut(&key) {
+        let hash = key_hash(key);
+        if let Some(slot) = self.base_index(hash).and_then(|i| self.stamps.get_mut(i)) {
+            if *slot == HLCTimestamp::VACANT {
+                self.vacant -= 1;
+            }
             *slot = ts;
             return;
         }
-        if let Some(i) = self.base_index(key) {
-            if let Some(slot) = self.stamps.get_mut(i) {
-                if *slot == HLCTimestamp::VACANT {
-                    self.vacant -= 1;
-                }
-                *slot = ts;
-                return;
-            }
-        }
-        self.delta.insert(key, ts);
-        if self.delta.len() > MIN_DELTA.max(self.keys.len() >> DELTA_SHIFT) {
+        if self.delta.insert(hash, ts).is_none() && self.delta.len() > self.delta_limit() {
             self.compact();
         }
     }
 
     /// Removes `key`, returning its stamp.
     pub(crate) fn remove(&mut self, key: u64) -> Option<HLCTimestamp> {
-        if let Some(ts) = self.delta.remove(&key) {
-            return Some(ts);
-        }
-        let i = self.base_index(key)?;
-        let slot = self.stamps.get_mut(i)?;
-        if *slot == HLCTimestamp::VACANT {
-            return None;
-        }
-        let ts = std::mem::replace(slot, HLCTimestamp::VACANT);
-        self.vacant += 1;
-        if self.vacant > MIN_DELTA.max(self.keys.len() >> DELTA_SHIFT) {
+        let hash = key_hash(key);
+        let Some(i) = self.base_index(hash) else {
+            return self.delta.remove(hash);
+        };
+        let ts = self.vacate(i)?;
+        if self.vacant > self.delta_limit() {
             self.compact();
         }
         Some(ts)
     }
 
-    /// Every entry, in no particular order.
+    /// Marks base slot `i` vacant, returning the stamp it held.
+    fn vacate(&mut self, i: usize) -> Option<HLCTimestamp> {
+        let slot = self.stamps.get_mut(i)?;
+        if *slot == HLCTimestamp::VACANT {
+            return None;
+        }
+        self.vacant += 1;
+        Some(std::mem::replace(slot, HLCTimestamp::VACANT))
+    }
+
+    /// Keeps only the entries for which `keep(key, stamp)` holds.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(u64, HLCTimestamp) -> bool) {
+        self.delta.retain(|hash, ts| keep(key_of_hash(hash), ts));
+        for i in 0..self.hashes.len() {
+            let ts = self.stamps[i];
+            if ts != HLCTimestamp::VACANT && !keep(key_of_hash(self.hashes[i]), ts) {
+                self.vacate(i);
+            }
+        }
+        if self.vacant > self.delta_limit() {
+            self.compact();
+        }
+    }
+
+    /// Every entry as `(key, stamp)`, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &HLCTimestamp)> + '_ {
-        self.keys
+        self.hashes
             .iter()
             .zip(&self.stamps)
             .filter(|(_, ts)| **ts != HLCTimestamp::VACANT)
-            .map(|(k, ts)| (*k, ts))
-            .chain(self.delta.iter().map(|(k, ts)| (*k, ts)))
+            .chain(self.delta.iter())
+            .map(|(hash, ts)| (key_of_hash(*hash), ts))
+    }
+
+    /// The entries whose key hash lies in `hashes`, as `(hash, stamp)` in hash order. Lazy:
+    /// a caller that stops early has read the base and the delta's shards only that far.
+    pub(crate) fn range(
+        &self,
+        hashes: RangeInclusive<u64>,
+    ) -> impl Iterator<Item = (u64, HLCTimestamp)> + '_ {
+        self.delta.pieces(hashes).flat_map(move |piece| {
+            let delta = self.delta.sorted_in(&piece);
+            merge_by_hash(self.base_range(&piece), delta.into_iter())
+        })
+    }
+
+    /// The base's entries whose key hash lies in `hashes`, as `(hash, stamp)` in hash order.
+    fn base_range(
+        &self,
+        hashes: &RangeInclusive<u64>,
+    ) -> impl Iterator<Item = (u64, HLCTimestamp)> + '_ {
+        let start = self.hashes.partition_point(|h| h < hashes.start());
+        let end = self
+            .hashes
+            .partition_point(|h| h <= hashes.end())
+            .max(start);
+        self.hashes[start..end]
+            .iter()
+            .zip(&self.stamps[start..end])
+            .filter(|(_, ts)| **ts != HLCTimestamp::VACANT)
+            .map(|(hash, ts)| (*hash, *ts))
     }
 
     /// Moves the delta into the base and drops vacant slots, leaving the base with exactly
-    /// the capacity it needs.
+    /// the capacity it needs and the delta sharded for what it may take before the next
+    /// compaction.
     pub(crate) fn compact(&mut self) {
         if self.delta.is_empty() && self.vacant == 0 {
             return;
         }
         let len = self.len();
-        let mut delta: Vec<(u64, HLCTimestamp)> = self.delta.drain().collect();
-        delta.sort_unstable_by_key(|(k, _)| *k);
-        let mut keys = Vec::with_capacity(len);
+        let mut hashes = Vec::with_capacity(len);
         let mut stamps = Vec::with_capacity(len);
-        let mut base = self
-            .keys
+        let base = self
+            .hashes
             .iter()
             .zip(&self.stamps)
             .filter(|(_, ts)| **ts != HLCTimestamp::VACANT)
-            .peekable();
-        for (k, ts) in delta {
-            while let Some((bk, bts)) = base.next_if(|(bk, _)| **bk < k) {
-                keys.push(*bk);
-                stamps.push(*bts);
-            }
-            keys.push(k);
+            .map(|(hash, ts)| (*hash, *ts));
+        let delta = self.delta.drain_sorted();
+        for (hash, ts) in merge_by_hash(base, delta.into_iter()) {
+            hashes.push(hash);
             stamps.push(ts);
         }
-        for (bk, bts) in base {
-            keys.push(*bk);
-            stamps.push(*bts);
-        }
-        self.keys = keys;
+        self.hashes = hashes;
         self.stamps = stamps;
         self.vacant = 0;
-        if self.delta.capacity() > 4 * MIN_DELTA.max(self.keys.len() >> DELTA_SHIFT) {
-            self.delta = KeyHashMap::default();
-        }
+        self.delta = Delta::for_capacity(self.delta_limit());
     }
 
-    /// The sorted keys and stamps, after [`compact`](Self::compact) (which this calls).
-    pub(crate) fn sorted(&mut self) -> (&[u64], &[HLCTimestamp]) {
+    /// The keys' sorted hashes and their stamps, after [`compact`](Self::compact) (which
+    /// this calls).
+    pub(crate) fn sorted_hashes(&mut self) -> (&[u64], &[HLCTimestamp]) {
         self.compact();
-        (&self.keys, &self.stamps)
+        (&self.hashes, &self.stamps)
     }
+}
+
+impl PartialEq for KeyMap {
+    /// The same entries, however they are split between base and delta.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(key, ts)| other.get(key) == Some(ts))
+    }
+}
+
+impl Eq for KeyMap {}
+
+/// Two streams of `(hash, value)`, each in hash order with no hash in both, as one stream in
+/// hash order.
+pub(crate) fn merge_by_hash<T>(
+    a: impl Iterator<Item = (u64, T)>,
+    b: impl Iterator<Item = (u64, T)>,
+) -> impl Iterator<Item = (u64, T)> {
+    let mut a = a.peekable();
+    let mut b = b.peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some((ha, _)), Some((hb, _))) if hb < ha => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 #[cfg(test)]
@@ -225,21 +284,25 @@ mod tests {
                 model.insert(key, ts(step));
             }
             assert_eq!(map.get(key), model.get(&key));
+            assert_eq!(map.contains(key), model.contains_key(&key));
         }
+        check(&map, &model);
+        map.retain(|key, _| key % 3 != 0);
+        model.retain(|key, _| key % 3 != 0);
         check(&map, &model);
         map.compact();
         assert_eq!(map.vacant, 0);
         assert!(map.delta.is_empty());
-        assert_eq!(map.keys.capacity(), map.keys.len());
+        assert_eq!(map.hashes.capacity(), map.hashes.len());
         check(&map, &model);
-        let (keys, stamps) = map.sorted();
-        assert!(keys.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(keys.len(), stamps.len());
+        let (hashes, stamps) = map.sorted_hashes();
+        assert!(hashes.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(hashes.len(), stamps.len());
     }
 
     #[test]
     fn absent_keys_and_vacant_slots_are_not_found() {
-        let mut map = KeyMap::from_sorted(vec![1, 5, 9], vec![ts(1), ts(5), ts(9)]);
+        let mut map = KeyMap::from_entries([(9, ts(9)), (1, ts(1)), (5, ts(5))]);
         assert_eq!(map.len(), 3);
         assert_eq!(map.get(4), None);
         assert_eq!(map.remove(5), Some(ts(5)));
@@ -256,16 +319,54 @@ mod tests {
     }
 
     #[test]
-    fn hasher_spreads_keys() {
-        let hash = |k: u64| {
-            let mut h = KeyHasher::default();
-            h.write_u64(k);
-            h.finish()
+    fn a_hash_range_is_a_run_of_the_base_and_the_delta_entries_in_it() {
+        // A base of 100,000 keys: the delta is sharded (8 shards for its 6,250 entries).
+        let mut map = KeyMap::from_entries((0..100_000).map(|k| (k, ts(k))));
+        assert_eq!(map.remove(7), Some(ts(7)));
+        for k in 200_000..203_000 {
+            map.insert(k, ts(k));
+        }
+        assert_eq!(map.delta.len(), 3_000);
+        assert_eq!(map.delta.pieces(0..=u64::MAX).count(), 8);
+        let held = |k: &u64| *k != 7;
+        let expect = |range: &RangeInclusive<u64>| {
+            let mut expected: Vec<(u64, HLCTimestamp)> = (0..100_000)
+                .chain(200_000..203_000)
+                .filter(|k| held(k) && range.contains(&key_hash(*k)))
+                .map(|k| (key_hash(k), ts(k)))
+                .collect();
+            expected.sort_unstable();
+            expected
         };
-        assert_ne!(hash(1), hash(2));
-        assert_ne!(hash(1 << 40), hash(2 << 40));
-        let mut h = KeyHasher::default();
-        h.write(&[1, 2]);
-        assert_ne!(h.finish(), 0);
+        let narrow = key_hash(7)..=key_hash(7).saturating_add(u64::MAX / 64);
+        // From inside the first shard to inside the fourth.
+        let wide = u64::MAX / 16..=u64::MAX / 16 * 7;
+        for range in [narrow, wide, 0..=u64::MAX] {
+            let expected = expect(&range);
+            assert!(expected.len() > 1_000, "about a 64th of the keys at least");
+            assert!(
+                expected.iter().any(|(h, _)| map.delta.get(*h).is_some()),
+                "and some of the delta"
+            );
+            assert_eq!(map.range(range).collect::<Vec<_>>(), expected);
+        }
+        #[allow(clippy::reversed_empty_ranges)]
+        let empty = 5..=4;
+        assert_eq!(map.range(empty).count(), 0);
+    }
+
+    #[test]
+    fn maps_with_the_same_entries_are_equal_however_they_are_stored() {
+        let mut a = KeyMap::from_entries((0..3_000).map(|k| (k, ts(k))));
+        let mut b = KeyMap::default();
+        for k in (0..3_000).rev() {
+            b.insert(k, ts(k));
+        }
+        assert_eq!(a, b);
+        b.insert(1, ts(2));
+        assert_ne!(a, b);
+        a.insert(1, ts(2));
+        a.compact();
+        assert_eq!(a, b);
     }
 }

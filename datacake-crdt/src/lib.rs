@@ -64,8 +64,10 @@
 //! they would go stale unnoticed). In short: stamping does not read the system clock on
 //! every call (the wall clock is re-read at most every 20,000 CPU cycles per thread, see
 //! [`wall_clock_millis`]); a burst beyond the 16-bit counter's 65,536 stamps per
-//! millisecond borrows the next logical milliseconds rather than waiting; live keys sit in
-//! sorted parallel arrays with a small hash delta for recent inserts.
+//! millisecond borrows the next logical milliseconds rather than waiting; live keys and
+//! tombstones sit in parallel arrays sorted by [`key_hash`], with a small delta of recent
+//! inserts in hash maps sharded by the same hash, so that
+//! [`OrSWotSet::visit_hash_ranges`] reads a range of hashes without scanning the set.
 //!
 //! # Features
 //!
@@ -74,7 +76,9 @@
 //!   directly with native timestamps. [`OrSWotSet`] gains `to_bytes` / `from_bytes`, which
 //!   validate the bytes before building a set.
 
+mod delta;
 mod error;
+mod key_hash;
 mod key_map;
 mod orswot;
 mod timestamp;
@@ -82,6 +86,7 @@ mod version;
 mod wall_clock;
 
 pub use error::{SetError, TimestampError};
+pub use key_hash::key_hash;
 pub use orswot::{Key, OrSWotSet, StateChanges};
 #[cfg(feature = "rkyv")]
 pub use timestamp::ArchivedHLCTimestamp;

@@ -1,9 +1,11 @@
 //! The observed-remove set with last-writer-wins timestamps, [`OrSWotSet`].
 
 use std::cmp::Ordering;
+use std::ops::{ControlFlow, RangeInclusive};
 
 use crate::error::SetError;
-use crate::key_map::{KeyHashMap, KeyMap};
+use crate::key_hash::key_of_hash;
+use crate::key_map::{merge_by_hash, KeyMap};
 use crate::timestamp::HLCTimestamp;
 use crate::version::Version;
 
@@ -53,8 +55,11 @@ pub type StateChanges = Vec<(u64, HLCTimestamp)>;
 ///
 /// # Memory
 ///
-/// Live entries sit in a sorted struct-of-arrays map (24 bytes per key plus a small delta,
-/// see the crate docs for measured figures); tombstones in a separate hash map.
+/// Live entries and tombstones each sit in a struct-of-arrays map sorted by
+/// [`key_hash`](crate::key_hash) (24 bytes per key plus a small ordered delta of recent
+/// inserts, see the crate docs for measured figures). The hash order lets
+/// [`visit_hash_ranges`](Self::visit_hash_ranges) read a range of key hashes without
+/// scanning the set.
 ///
 /// ```
 /// use datacake_crdt::{HLCTimestamp, OrSWotSet};
@@ -70,7 +75,7 @@ pub type StateChanges = Vec<(u64, HLCTimestamp)>;
 #[derive(Debug, Clone)]
 pub struct OrSWotSet<const SOURCES: usize = 1> {
     live: KeyMap,
-    dead: KeyHashMap<HLCTimestamp>,
+    dead: KeyMap,
     observed: [Option<HLCTimestamp>; SOURCES],
     purged: Option<HLCTimestamp>,
 }
@@ -87,7 +92,7 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
         const { assert!(SOURCES >= 1, "an OrSWotSet needs at least one source") };
         Self {
             live: KeyMap::default(),
-            dead: KeyHashMap::default(),
+            dead: KeyMap::default(),
             observed: [None; SOURCES],
             purged: None,
         }
@@ -120,12 +125,64 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
 
     /// The tombstones (deleted keys and their delete timestamps), in no particular order.
     pub fn tombstones(&self) -> impl Iterator<Item = (u64, HLCTimestamp)> + '_ {
-        self.dead.iter().map(|(k, ts)| (*k, *ts))
+        self.dead.iter().map(|(k, ts)| (k, *ts))
     }
 
     /// The timestamp of the tombstone held for `key` (a deleted key the set still remembers).
     pub fn tombstone(&self, key: &u64) -> Option<&HLCTimestamp> {
-        self.dead.get(key)
+        self.dead.get(*key)
+    }
+
+    /// Visits the live entries and tombstones whose [`key_hash`](crate::key_hash) lies in one
+    /// of `ranges`, in ascending hash order, until `visit` breaks; each as its key and its
+    /// [`Version`] (a tombstone is a delete). Ranges may come in any order and overlap (an
+    /// entry is visited once); an empty range matches nothing.
+    ///
+    /// The cost is a few binary searches per range plus the entries visited, not a scan of
+    /// the set: live keys and tombstones are both kept in hash order. For anti-entropy by
+    /// buckets of key hashes on a keyspace too large to scan while writes wait.
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    ///
+    /// use datacake_crdt::{key_hash, HLCTimestamp, OrSWotSet};
+    ///
+    /// let mut set = OrSWotSet::<1>::new();
+    /// for key in 0..1_000 {
+    ///     set.insert(key, HLCTimestamp::new(key + 1, 0, 0));
+    /// }
+    /// set.delete(3, HLCTimestamp::new(5_000, 0, 0));
+    /// // Bucket 5 of 16: the keys whose hash starts with the four bits 0101.
+    /// let bucket = 5u64 << 60..=(6u64 << 60) - 1;
+    /// let mut seen = Vec::new();
+    /// set.visit_hash_ranges(&[bucket.clone()], |key, version| {
+    ///     seen.push((key, version.delete));
+    ///     ControlFlow::Continue(())
+    /// });
+    /// assert!(seen.iter().all(|(key, _)| bucket.contains(&key_hash(*key))));
+    /// assert!(seen.is_sorted_by_key(|(key, _)| key_hash(*key)));
+    /// assert_eq!(seen.len(), (0..1_000).filter(|k| bucket.contains(&key_hash(*k))).count());
+    /// ```
+    pub fn visit_hash_ranges(
+        &self,
+        ranges: &[RangeInclusive<u64>],
+        mut visit: impl FnMut(u64, Version) -> ControlFlow<()>,
+    ) {
+        for range in disjoint(ranges) {
+            let live = self
+                .live
+                .range(range.clone())
+                .map(|(hash, ts)| (hash, Version::put(ts)));
+            let dead = self
+                .dead
+                .range(range)
+                .map(|(hash, ts)| (hash, Version::delete(ts)));
+            for (hash, version) in merge_by_hash(live, dead) {
+                if visit(key_of_hash(hash), version).is_break() {
+                    return;
+                }
+            }
+        }
     }
 
     /// The largest timestamp observed from `source`; `None` if it has delivered nothing or is
@@ -149,7 +206,7 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
     /// [beat](Version::beats) what the set holds for the key, and a key the set does not hold
     /// must be stamped above the purge watermark.
     pub fn would_win(&self, key: u64, version: Version) -> bool {
-        let held = match (self.live.get(key), self.dead.get(&key)) {
+        let held = match (self.live.get(key), self.dead.get(key)) {
             (Some(ts), _) => Version::put(*ts),
             (None, Some(ts)) => Version::delete(*ts),
             (None, None) => return self.purged.is_none_or(|w| version.timestamp > w),
@@ -225,7 +282,7 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
             self.live.remove(key);
             self.dead.insert(key, ts);
         } else {
-            self.dead.remove(&key);
+            self.dead.remove(key);
             self.live.insert(key, ts);
         }
         true
@@ -297,24 +354,21 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
         if let Some(ts) = self.live.remove(key) {
             return Some((ts, false));
         }
-        self.dead.remove(&key).map(|ts| (ts, true))
+        self.dead.remove(key).map(|ts| (ts, true))
     }
 
     fn purge_tombstones_below(&mut self, cutoff: HLCTimestamp) -> StateChanges {
         let mut purged = Vec::new();
         self.dead.retain(|key, ts| {
-            let old = *ts < cutoff;
+            let old = ts < cutoff;
             if old {
-                purged.push((*key, *ts));
+                purged.push((key, ts));
             }
             !old
         });
         purged.sort_unstable_by_key(|(k, _)| *k);
         if let Some(newest) = purged.iter().map(|(_, ts)| *ts).max() {
             self.purged = self.purged.max(Some(newest));
-        }
-        if self.dead.capacity() > 4 * self.dead.len().max(256) {
-            self.dead.shrink_to_fit();
         }
         purged
     }
@@ -323,16 +377,16 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
     /// both sets.
     pub fn merge(&mut self, mut other: Self) {
         self.merge_tombstones(&other);
-        let (a_keys, a_stamps) = self.live.sorted();
-        let (b_keys, b_stamps) = other.live.sorted();
-        let mut keys = Vec::with_capacity(a_keys.len() + b_keys.len());
-        let mut stamps = Vec::with_capacity(a_keys.len() + b_keys.len());
-        let mut a = a_keys
+        let (a_hashes, a_stamps) = self.live.sorted_hashes();
+        let (b_hashes, b_stamps) = other.live.sorted_hashes();
+        let mut hashes = Vec::with_capacity(a_hashes.len() + b_hashes.len());
+        let mut stamps = Vec::with_capacity(a_hashes.len() + b_hashes.len());
+        let mut a = a_hashes
             .iter()
             .copied()
             .zip(a_stamps.iter().copied())
             .peekable();
-        let mut b = b_keys
+        let mut b = b_hashes
             .iter()
             .copied()
             .zip(b_stamps.iter().copied())
@@ -340,7 +394,7 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
         loop {
             let order = match (a.peek(), b.peek()) {
                 (None, None) => break,
-                (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
+                (Some((ha, _)), Some((hb, _))) => ha.cmp(hb),
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
             };
@@ -348,34 +402,40 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
                 Ordering::Equal => a
                     .next()
                     .zip(b.next())
-                    .map(|((k, wa), (_, wb))| (k, wa.max(wb))),
+                    .map(|((h, wa), (_, wb))| (h, wa.max(wb))),
                 // Only we hold it live: the other side may have deleted or purged it.
-                Ordering::Less => a.next().filter(|&(k, w)| match other.dead.get(&k) {
-                    Some(&d) if d >= w => {
-                        self.dead.insert(k, d);
-                        false
+                Ordering::Less => a.next().filter(|&(h, w)| {
+                    let k = key_of_hash(h);
+                    match other.dead.get(k) {
+                        Some(&d) if d >= w => {
+                            self.dead.insert(k, d);
+                            false
+                        }
+                        Some(_) => true,
+                        None => other.purged.is_none_or(|p| w > p),
                     }
-                    Some(_) => true,
-                    None => other.purged.is_none_or(|p| w > p),
                 }),
                 // Only the other side holds it live: we may have deleted or purged it.
-                Ordering::Greater => b.next().filter(|&(k, w)| match self.dead.get(&k) {
-                    Some(&d) if w <= d => false,
-                    Some(_) => {
-                        self.dead.remove(&k);
-                        true
+                Ordering::Greater => b.next().filter(|&(h, w)| {
+                    let k = key_of_hash(h);
+                    match self.dead.get(k) {
+                        Some(&d) if w <= d => false,
+                        Some(_) => {
+                            self.dead.remove(k);
+                            true
+                        }
+                        None => self.purged.is_none_or(|p| w > p),
                     }
-                    None => self.purged.is_none_or(|p| w > p),
                 }),
             };
-            if let Some((key, ts)) = entry {
-                keys.push(key);
+            if let Some((hash, ts)) = entry {
+                hashes.push(hash);
                 stamps.push(ts);
             }
         }
-        keys.shrink_to_fit();
+        hashes.shrink_to_fit();
         stamps.shrink_to_fit();
-        self.live = KeyMap::from_sorted(keys, stamps);
+        self.live = KeyMap::from_sorted_hashes(hashes, stamps);
         self.purged = self.purged.max(other.purged);
         for (mine, theirs) in self.observed.iter_mut().zip(other.observed) {
             *mine = (*mine).max(theirs);
@@ -388,20 +448,17 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
         // Our tombstones the other side knows nothing of, at or below its purge watermark:
         // it purged them, so do we.
         if let Some(p) = other.purged {
-            self.dead.retain(|key, ts| {
-                *ts > p || other.dead.contains_key(key) || other.live.get(*key).is_some()
-            });
+            self.dead
+                .retain(|key, ts| ts > p || other.dead.contains(key) || other.live.contains(key));
         }
-        for (&key, &d) in &other.dead {
-            if self.live.get(key).is_some() {
+        for (key, &d) in other.dead.iter() {
+            if self.live.contains(key) {
                 continue; // settled with the live entries
             }
-            match self.dead.get_mut(&key) {
-                Some(mine) => *mine = (*mine).max(d),
+            match self.dead.get(key) {
+                Some(&mine) => self.dead.insert(key, mine.max(d)),
                 None if self.purged.is_some_and(|p| d <= p) => {}
-                None => {
-                    self.dead.insert(key, d);
-                }
+                None => self.dead.insert(key, d),
             }
         }
     }
@@ -425,6 +482,23 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
     }
 }
 
+/// `ranges` sorted, with overlapping and adjacent ones joined and empty ones dropped.
+fn disjoint(ranges: &[RangeInclusive<u64>]) -> Vec<RangeInclusive<u64>> {
+    let mut sorted: Vec<RangeInclusive<u64>> =
+        ranges.iter().filter(|r| !r.is_empty()).cloned().collect();
+    sorted.sort_unstable_by_key(|r| *r.start());
+    let mut out: Vec<RangeInclusive<u64>> = Vec::with_capacity(sorted.len());
+    for range in sorted {
+        match out.last_mut() {
+            Some(last) if last.end().saturating_add(1) >= *range.start() => {
+                *last = *last.start()..=*last.end().max(range.end());
+            }
+            _ => out.push(range),
+        }
+    }
+    out
+}
+
 impl<const SOURCES: usize> PartialEq for OrSWotSet<SOURCES> {
     /// Equal live entries, tombstones, observed timestamps and purge watermark.
     fn eq(&self, other: &Self) -> bool {
@@ -445,7 +519,7 @@ mod bytes {
 
     use super::OrSWotSet;
     use crate::error::SetError;
-    use crate::key_map::{KeyHashMap, KeyMap};
+    use crate::key_map::KeyMap;
     use crate::timestamp::HLCTimestamp;
 
     /// The archived form of a set: sorted live entries, sorted tombstones, per-source
@@ -514,16 +588,13 @@ mod bytes {
             let mut set = Self::new();
             set.observed = observed;
             set.purged = s.purged;
-            let mut dead = KeyHashMap::default();
-            dead.reserve(s.dead_keys.len());
-            for (k, ts) in s.dead_keys.into_iter().zip(s.dead_stamps) {
-                if s.live_keys.binary_search(&k).is_ok() {
+            for k in &s.dead_keys {
+                if s.live_keys.binary_search(k).is_ok() {
                     return Err(invalid(format!("key {k} is both live and dead")));
                 }
-                dead.insert(k, ts);
             }
-            set.dead = dead;
-            set.live = KeyMap::from_sorted(s.live_keys, s.live_stamps);
+            set.dead = KeyMap::from_entries(s.dead_keys.into_iter().zip(s.dead_stamps));
+            set.live = KeyMap::from_entries(s.live_keys.into_iter().zip(s.live_stamps));
             Ok(set)
         }
     }

@@ -1,9 +1,10 @@
 //! Property tests: the clock's monotonicity, the set's merge laws, convergence of replicas
-//! under any delivery order, `diff`, purging, and the byte codec.
+//! under any delivery order, `diff`, purging, the byte codec, and visits by key-hash range.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
-use datacake_crdt::{next_recv, next_send, HLCTimestamp, OrSWotSet, StateChanges};
+use datacake_crdt::{key_hash, next_recv, next_send, HLCTimestamp, OrSWotSet, StateChanges};
 use proptest::prelude::*;
 
 const SOURCES: usize = 3;
@@ -438,5 +439,60 @@ proptest! {
                 prop_assert!(ts > *deleted, "key {} came back below its purged delete", key);
             }
         }
+    }
+}
+
+/// Every live entry and tombstone of `set` whose key hash lies in one of `ranges`, sorted by
+/// hash: what `visit_hash_ranges` must visit, computed by scanning the whole set.
+fn in_ranges(set: &Set, ranges: &[std::ops::RangeInclusive<u64>]) -> Vec<(u64, bool)> {
+    let mut out: Vec<(u64, bool)> = set
+        .iter()
+        .map(|(key, _)| (key, false))
+        .chain(set.tombstones().map(|(key, _)| (key, true)))
+        .filter(|(key, _)| ranges.iter().any(|r| r.contains(&key_hash(*key))))
+        .collect();
+    out.sort_unstable_by_key(|(key, _)| key_hash(*key));
+    out
+}
+
+proptest! {
+    #[test]
+    fn visiting_hash_ranges_finds_exactly_the_entries_in_them(
+        keys in prop::collection::vec((any::<u64>(), prop::bool::weighted(0.2)), 0..3_000),
+        merged_at in 0..3_000usize,
+        ranges in prop::collection::vec((any::<u64>(), 0..u64::MAX / 4), 0..5),
+        stop_after in 0..200usize,
+    ) {
+        let mut set = Set::new();
+        for (i, (key, delete)) in keys.iter().enumerate() {
+            if i == merged_at {
+                // A merge rebuilds the sorted base: later inserts go to the delta again.
+                set.merge(Set::new());
+            }
+            let ts = HLCTimestamp::new(i as u64 + 1, 0, 0);
+            if *delete {
+                set.delete(*key, ts);
+            } else {
+                set.insert(*key, ts);
+            }
+        }
+        let ranges: Vec<_> = ranges
+            .iter()
+            .map(|(start, len)| *start..=start.saturating_add(*len))
+            .collect();
+        let expected = in_ranges(&set, &ranges);
+        let mut seen = Vec::new();
+        set.visit_hash_ranges(&ranges, |key, version| {
+            seen.push((key, version.delete));
+            ControlFlow::Continue(())
+        });
+        prop_assert_eq!(&seen, &expected);
+
+        let mut prefix = Vec::new();
+        set.visit_hash_ranges(&ranges, |key, version| {
+            prefix.push((key, version.delete));
+            if prefix.len() > stop_after { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        });
+        prop_assert_eq!(&prefix[..], &expected[..expected.len().min(stop_after + 1)]);
     }
 }

@@ -14,7 +14,9 @@
 //! `i << d .. (i + 1) << d` at `bits + d`, a digest folds exactly to any coarser resolution,
 //! and two replicas compare at the resolution of either.
 
-use datacake_crdt::{HLCTimestamp, Version};
+use std::ops::RangeInclusive;
+
+use datacake_crdt::{key_hash, HLCTimestamp, Version};
 
 use crate::storage::Key;
 
@@ -90,13 +92,29 @@ pub(crate) fn bucket_of(key: Key) -> u32 {
 }
 
 /// The bucket `key` belongs to at resolution `bits` (at most [`MAX_DIGEST_BITS`]), in
-/// `0..2^bits`: the top `bits` bits of the key's hash.
+/// `0..2^bits`: the top `bits` bits of the key's [`key_hash`], the order the keyspace's set
+/// keeps its ids in (so a bucket is one run of it).
 pub(crate) fn bucket_at(key: Key, bits: u8) -> u32 {
     let bits = bits.min(MAX_DIGEST_BITS);
     if bits == 0 {
         return 0;
     }
-    (mix64(key ^ 0x5851_F42D_4C95_7F2D) >> (64 - u32::from(bits))) as u32
+    (key_hash(key) >> (64 - u32::from(bits))) as u32
+}
+
+/// The key hashes of bucket `bucket` at resolution `bits` (at most [`MAX_DIGEST_BITS`]);
+/// `None` for a bucket at or above `2^bits`.
+pub(crate) fn bucket_hashes(bucket: u32, bits: u8) -> Option<RangeInclusive<u64>> {
+    let bits = bits.min(MAX_DIGEST_BITS);
+    if u64::from(bucket) >= 1 << bits {
+        return None;
+    }
+    if bits == 0 {
+        return Some(0..=u64::MAX);
+    }
+    let shift = 64 - u32::from(bits);
+    let start = u64::from(bucket) << shift;
+    Some(start..=start | ((1 << shift) - 1))
 }
 
 /// The resolution a keyspace of `entries` entries keeps: the fewest bits that leave at most
@@ -337,7 +355,14 @@ mod tests {
         for key in 0..10_000u64 {
             assert_eq!(bucket_at(key, 4), bucket_of(key) >> 8);
             assert_eq!(bucket_at(key, 0), 0);
+            for bits in 0..=MAX_DIGEST_BITS {
+                let hashes = bucket_hashes(bucket_at(key, bits), bits).expect("in range");
+                assert!(hashes.contains(&key_hash(key)), "key {key} at {bits} bits");
+            }
         }
+        assert_eq!(bucket_hashes(16, 4), None, "no bucket 16 of 16");
+        assert_eq!(bucket_hashes(1, 0), None);
+        assert_eq!(bucket_hashes(15, 4), Some(15 << 60..=u64::MAX));
     }
 
     #[test]

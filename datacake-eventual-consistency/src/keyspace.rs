@@ -1,5 +1,7 @@
 //! The in-memory state of one keyspace: [`KeyspaceState`].
 
+use std::ops::ControlFlow;
+
 use datacake_crdt::{HLCTimestamp, OrSWotSet, Version};
 
 use crate::digest::{bits_for, BucketEntry, KeyspaceDigest};
@@ -284,35 +286,80 @@ impl KeyspaceState {
     }
 
     /// The entries of the given buckets at resolution `bits`, sorted by bucket, then key.
-    /// One scan of the keyspace: this is local CPU work; only the result goes on the wire.
     pub(crate) fn bucket_entries(&self, bits: u8, buckets: &[u32]) -> Vec<BucketEntry> {
-        let mut entries = self.bucket_entries_unsorted(bits, buckets);
+        let (mut entries, _) = self.bucket_entries_unsorted(bits, buckets, usize::MAX);
         sort_by_bucket(&mut entries);
         entries.into_iter().map(|(_, e)| e).collect()
     }
 
-    /// [`bucket_entries`](Self::bucket_entries) with each entry's bucket, unsorted: for a
-    /// caller that holds a lock for the scan and sorts after releasing it.
+    /// The entries of `buckets` (ascending; any at or above `2^bits` are ignored) at
+    /// resolution `bits`, each with its bucket, in bucket order (ids within a bucket
+    /// unsorted, for a caller that sorts after releasing the keyspace's lock), and how many
+    /// of `buckets`, from the first, they hold whole: all of them, unless more than
+    /// `max_entries` entries were collected, where the scan stops at the next bucket.
+    ///
+    /// The set keeps its ids in the order of the hash that buckets them, so this reads the
+    /// buckets' runs of it, not the whole keyspace: the cost is the entries collected plus
+    /// the recent inserts and the tombstones (see [`OrSWotSet::visit_hash_ranges`]).
     pub(crate) fn bucket_entries_unsorted(
         &self,
         bits: u8,
         buckets: &[u32],
-    ) -> Vec<(u32, BucketEntry)> {
+        max_entries: usize,
+    ) -> (Vec<(u32, BucketEntry)>, usize) {
         let bits = bits.min(crate::digest::MAX_DIGEST_BITS);
-        if buckets.is_empty() {
-            return Vec::new();
-        }
-        let mut wanted = vec![false; 1 << bits];
-        for b in buckets {
-            if let Some(slot) = wanted.get_mut(*b as usize) {
-                *slot = true;
+        let ranges: Vec<_> = buckets
+            .iter()
+            .filter_map(|b| crate::digest::bucket_hashes(*b, bits))
+            .collect();
+        let mut entries: Vec<(u32, BucketEntry)> = Vec::new();
+        let mut whole = buckets.len();
+        self.set.visit_hash_ranges(&ranges, |key, version| {
+            let bucket = crate::digest::bucket_at(key, bits);
+            if entries.len() > max_entries && entries.last().is_some_and(|(b, _)| *b != bucket) {
+                whole = buckets.partition_point(|b| *b < bucket);
+                return ControlFlow::Break(());
             }
-        }
-        self.entries()
-            .map(|e| (e.bucket_at(bits), e))
-            .filter(|(b, _)| wanted[*b as usize])
-            .collect()
+            let entry = BucketEntry {
+                key,
+                timestamp: version.timestamp,
+                tombstone: version.delete,
+            };
+            entries.push((bucket, entry));
+            ControlFlow::Continue(())
+        });
+        (entries, whole)
     }
+}
+
+/// The most entries one step of [`scan_in_steps`] collects (plus one bucket): a bucket
+/// request holds a keyspace's lock for at most about this many entries at a time.
+pub(crate) const SCAN_STEP_ENTRIES: usize = 4_096;
+
+/// [`KeyspaceState::bucket_entries_unsorted`] of `buckets` (ascending) with `max_entries`,
+/// run as `scan` steps of at most `step_entries` entries each (plus one bucket), each
+/// resuming at the first bucket the previous step did not read whole: for a caller that
+/// takes the keyspace's lock once per step, so writes wait for one step, not the whole
+/// request. Each bucket is read whole within one step; the result is what one scan would
+/// give if nothing changed between the steps.
+pub(crate) fn scan_in_steps(
+    buckets: &[u32],
+    max_entries: usize,
+    step_entries: usize,
+    mut scan: impl FnMut(&[u32], usize) -> (Vec<(u32, BucketEntry)>, usize),
+) -> (Vec<(u32, BucketEntry)>, usize) {
+    let mut entries = Vec::new();
+    let mut whole = 0;
+    while whole < buckets.len() && entries.len() <= max_entries {
+        let step = step_entries.min(max_entries - entries.len());
+        let (found, read) = scan(&buckets[whole..], step);
+        entries.extend(found);
+        whole += read;
+        if read == 0 {
+            break; // only for buckets out of order, which callers never pass
+        }
+    }
+    (entries, whole)
 }
 
 /// Sorts `(bucket, entry)` pairs by bucket, then key.

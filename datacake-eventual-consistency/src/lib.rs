@@ -157,7 +157,8 @@ pub use members::MEMBERS_KEYSPACE;
 /// the store.
 #[doc(hidden)]
 pub mod bench_support {
-    use crate::keyspace::KeyspaceState;
+    use crate::config::{StoreConfig, ENTRY_OVERHEAD};
+    use crate::keyspace::{KeyspaceState, SCAN_STEP_ENTRIES};
     use crate::Metadata;
 
     /// A keyspace's in-memory state (ids, timestamps, digest), for its memory per key.
@@ -178,6 +179,30 @@ pub mod bench_support {
         /// Whether no id is held.
         pub fn is_empty(&self) -> bool {
             self.0.is_empty()
+        }
+
+        /// What one bucket request holds the keyspace's lock for at most once: one step of
+        /// the scan of `buckets` (ascending) at resolution `bits`, as a store with the
+        /// default message size runs it. Returns how many entries the step collected.
+        pub fn scan_buckets(&self, bits: u8, buckets: &[u32]) -> usize {
+            let max_entries = StoreConfig::default().message_budget() / ENTRY_OVERHEAD;
+            let step = SCAN_STEP_ENTRIES.min(max_entries);
+            let (entries, _) = self.0.bucket_entries_unsorted(bits, buckets, step);
+            entries.len()
+        }
+
+        /// The baseline for [`scan_buckets`](Self::scan_buckets): every entry of the
+        /// keyspace visited and those of `buckets` kept, as bucket requests were answered
+        /// before the set kept its ids in bucket order. Returns how many entries were kept.
+        pub fn scan_everything(&self, bits: u8, buckets: &[u32]) -> usize {
+            let mut wanted = vec![false; 1 << bits];
+            for b in buckets {
+                wanted[*b as usize] = true;
+            }
+            self.0
+                .entries()
+                .filter(|e| wanted[e.bucket_at(bits) as usize])
+                .count()
         }
     }
 }

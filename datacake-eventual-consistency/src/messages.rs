@@ -112,7 +112,7 @@ pub(crate) struct BucketRequest {
 }
 
 /// One entry of a bucket.
-#[derive(Debug, Clone, Copy, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) struct WireEntry {
     pub(crate) key: u64,
     pub(crate) timestamp: HLCTimestamp,

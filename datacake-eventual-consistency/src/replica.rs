@@ -15,7 +15,7 @@ use parking_lot::RwLock;
 
 use crate::digest::BucketEntry;
 use crate::error::StoreError;
-use crate::keyspace::{KeyspaceState, Mutation};
+use crate::keyspace::{scan_in_steps, KeyspaceState, Mutation, SCAN_STEP_ENTRIES};
 use crate::members::{self, Known, MEMBERS_KEYSPACE};
 use crate::metrics::Counter;
 use crate::repair::{plan_repair, RepairPlan};
@@ -508,19 +508,29 @@ impl<S: Storage> Replica<S> {
             .min()
     }
 
-    /// The entries of `buckets` (at resolution `bits`) of `keyspace`.
+    /// The entries of `buckets` (ascending, at resolution `bits`) of `keyspace`, sorted by
+    /// bucket, then id, and how many of `buckets` they hold whole: all of them, unless more
+    /// than `max_entries` entries were collected (see
+    /// [`KeyspaceState::bucket_entries_unsorted`]). The keyspace's lock is taken once per
+    /// [`scan_in_steps`] step.
     pub(crate) fn bucket_entries(
         &self,
         keyspace: &str,
         bits: u8,
         buckets: &[u32],
-    ) -> Vec<BucketEntry> {
-        // The scan holds the keyspace's lock (writes of it wait); the sort does not.
-        let mut entries = self.slot(keyspace).map_or_else(Vec::new, |slot| {
-            slot.with_state(|s| s.bucket_entries_unsorted(bits, buckets))
-        });
+        max_entries: usize,
+    ) -> (Vec<BucketEntry>, usize) {
+        // Each step of the scan holds the keyspace's lock (writes of it wait); the sort
+        // does not.
+        let Some(slot) = self.slot(keyspace) else {
+            return (Vec::new(), buckets.len());
+        };
+        let (mut entries, whole) =
+            scan_in_steps(buckets, max_entries, SCAN_STEP_ENTRIES, |rest, step| {
+                slot.with_state(|s| s.bucket_entries_unsorted(bits, rest, step))
+            });
         crate::keyspace::sort_by_bucket(&mut entries);
-        entries.into_iter().map(|(_, e)| e).collect()
+        (entries.into_iter().map(|(_, e)| e).collect(), whole)
     }
 
     /// The buckets of `keyspace`, at resolution `bits`, that differ from a peer's.

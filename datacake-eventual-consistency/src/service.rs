@@ -244,18 +244,20 @@ impl<S: Storage> Handler<BucketRequest> for StoreService<S> {
                 complete: buckets.len() as u32,
             });
         }
-        let entries = self
-            .replica
-            .bucket_entries(&request.keyspace, bits, &buckets);
-        let (entries, complete) =
-            whole_buckets(&entries, bits, &buckets, self.config.message_budget());
+        let budget = self.config.message_budget();
+        let (entries, whole) =
+            self.replica
+                .bucket_entries(&request.keyspace, bits, &buckets, budget / ENTRY_OVERHEAD);
+        let (entries, complete) = whole_buckets(&entries, bits, &buckets[..whole], budget);
         Ok(BucketReply { entries, complete })
     }
 }
 
 /// The entries of the first requested buckets that fit in `budget` bytes, whole buckets only
 /// (at least one, so a caller always progresses), and how many buckets that is. `entries`
-/// are sorted by bucket, then id, as [`KeyspaceState::bucket_entries`] returns them.
+/// are sorted by bucket, then id, as [`KeyspaceState::bucket_entries`] returns them; a
+/// scan that stopped early (more than `budget / ENTRY_OVERHEAD` entries) passes only the
+/// buckets it read whole, and the result is the same as from a full scan.
 ///
 /// [`KeyspaceState::bucket_entries`]: crate::keyspace::KeyspaceState::bucket_entries
 fn whole_buckets(
@@ -375,7 +377,69 @@ mod tests {
     use datacake_crdt::HLCTimestamp;
 
     use super::*;
-    use crate::keyspace::{KeyspaceState, Mutation};
+    use crate::keyspace::{scan_in_steps, KeyspaceState, Mutation};
+
+    /// The reply to a bucket request as the handler builds it (the replica's scan, in steps
+    /// of `step` entries, then whole buckets within the budget).
+    fn reply(
+        ks: &KeyspaceState,
+        bits: u8,
+        buckets: &[u32],
+        budget: usize,
+        step: usize,
+    ) -> (Vec<WireEntry>, u32) {
+        let (mut entries, whole) =
+            scan_in_steps(buckets, budget / ENTRY_OVERHEAD, step, |rest, step| {
+                ks.bucket_entries_unsorted(bits, rest, step)
+            });
+        crate::keyspace::sort_by_bucket(&mut entries);
+        let entries: Vec<BucketEntry> = entries.into_iter().map(|(_, e)| e).collect();
+        whole_buckets(&entries, bits, &buckets[..whole], budget)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_scan_in_steps_that_stops_early_gives_the_reply_of_a_full_scan(
+            writes in proptest::collection::vec((0..5_000u64, proptest::bool::weighted(0.2)), 0..4_000),
+            wanted in proptest::collection::btree_set(0..64u32, 0..64),
+            bits in 0..=6u8,
+            entries_budget in 1..3_000usize,
+            step in 0..200usize,
+        ) {
+            let mut ks = KeyspaceState::new();
+            for (i, (key, delete)) in writes.iter().enumerate() {
+                let timestamp = HLCTimestamp::new(i as u64 + 1, 0, 1);
+                ks.apply(if *delete {
+                    Mutation::Delete { key: *key, timestamp }
+                } else {
+                    Mutation::Put { key: *key, timestamp }
+                });
+            }
+            let buckets: Vec<u32> = wanted.into_iter().filter(|b| *b < 1 << bits).collect();
+            // The whole keyspace, filtered: what a bucket scan must find.
+            let mut expected: Vec<BucketEntry> = ks
+                .entries()
+                .filter(|e| buckets.binary_search(&e.bucket_at(bits)).is_ok())
+                .collect();
+            expected.sort_unstable_by_key(|e| (e.bucket_at(bits), e.key));
+            proptest::prop_assert_eq!(&ks.bucket_entries(bits, &buckets), &expected);
+
+            let budget = entries_budget * ENTRY_OVERHEAD;
+            let full = whole_buckets(&expected, bits, &buckets, budget);
+            proptest::prop_assert_eq!(&reply(&ks, bits, &buckets, budget, step), &full);
+            let one_step = reply(&ks, bits, &buckets, budget, usize::MAX);
+            proptest::prop_assert_eq!(&one_step, &full);
+            // The scan stops one bucket after the budget is passed.
+            let (scanned, _) = scan_in_steps(&buckets, entries_budget, step, |rest, step| {
+                ks.bucket_entries_unsorted(bits, rest, step)
+            });
+            let largest = (0..1u32 << bits)
+                .map(|b| expected.iter().filter(|e| e.bucket_at(bits) == b).count())
+                .max()
+                .unwrap_or(0);
+            proptest::prop_assert!(scanned.len() <= entries_budget + 1 + largest);
+        }
+    }
 
     #[test]
     fn a_bucket_reply_takes_whole_buckets_within_the_budget() {

@@ -12,8 +12,10 @@
 //!   echo's; the run fails if any read repairs a replica;
 //! - on 3 nodes, puts of 1 MiB documents at `None` and `All` ([`large`]).
 //!
-//! Also: memory per key held in a keyspace's state, and the time and repair bytes for a
-//! late node to catch up on a keyspace ([`catch_up`](mod@catch_up)).
+//! Also: memory per key held in a keyspace's state, the time a bucket request holds that
+//! keyspace's lock (one bucket, and every bucket up to one reply's budget) against a scan of
+//! the whole keyspace, and the time and repair bytes for a late node to catch up on a
+//! keyspace ([`catch_up`](mod@catch_up)).
 //!
 //! The cells of a row are measured in interleaved rounds (see [`writes::matrix`]), and every
 //! caller is a task on the harness's runtime (see [`cell::cell`]).
@@ -44,7 +46,7 @@ use std::time::Duration;
 use crate::config::{ConsistencyLevel, RunConfig, Storage as StorageChoice};
 use crate::report::{Measurement, SuiteReport};
 
-use catch_up::{catch_up, memory_per_key};
+use catch_up::{catch_up, keyspace_state};
 use cluster::{shutdown, start_cluster, Backend, Memory, Sqlite};
 
 mod catch_up;
@@ -117,8 +119,9 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
             result?
         }
     };
-    cfg.progress.scenario("memory per key");
-    measurements.push(memory_per_key(cfg.pick(10_000, 1_000_000, 1_000_000)));
+    cfg.progress
+        .scenario("keyspace state: memory per key, bucket requests");
+    measurements.extend(keyspace_state(cfg.pick(10_000, 1_000_000, 1_000_000)));
     Ok(SuiteReport {
         suite: "ec",
         measurements,
