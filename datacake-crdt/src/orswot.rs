@@ -56,10 +56,10 @@ pub type StateChanges = Vec<(u64, HLCTimestamp)>;
 /// # Memory
 ///
 /// Live entries and tombstones each sit in a struct-of-arrays map sorted by
-/// [`key_hash`](crate::key_hash) (24 bytes per key plus a small ordered delta of recent
-/// inserts, see the crate docs for measured figures). The hash order lets
-/// [`visit_hash_ranges`](Self::visit_hash_ranges) read a range of key hashes without
-/// scanning the set.
+/// [`key_hash`](crate::key_hash) (24 bytes per key), plus a small delta of recent inserts
+/// in hash maps sharded by the same hash (see the crate docs for measured figures). The hash
+/// order lets [`visit_hash_ranges`](Self::visit_hash_ranges) read a range of key hashes
+/// without scanning the set.
 ///
 /// ```
 /// use datacake_crdt::{HLCTimestamp, OrSWotSet};
@@ -138,9 +138,10 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
     /// [`Version`] (a tombstone is a delete). Ranges may come in any order and overlap (an
     /// entry is visited once); an empty range matches nothing.
     ///
-    /// The cost is a few binary searches per range plus the entries visited, not a scan of
-    /// the set: live keys and tombstones are both kept in hash order. For anti-entropy by
-    /// buckets of key hashes on a keyspace too large to scan while writes wait.
+    /// The cost is a few binary searches per range, the entries visited, and the recent
+    /// inserts in the delta's shards the ranges overlap (a shard holds about 1,024 entries at
+    /// most): not a scan of the set. For anti-entropy by buckets of key hashes on a keyspace
+    /// too large to scan while writes wait.
     ///
     /// ```
     /// use std::ops::ControlFlow;

@@ -299,8 +299,9 @@ impl KeyspaceState {
     /// `max_entries` entries were collected, where the scan stops at the next bucket.
     ///
     /// The set keeps its ids in the order of the hash that buckets them, so this reads the
-    /// buckets' runs of it, not the whole keyspace: the cost is the entries collected plus
-    /// the recent inserts and the tombstones (see [`OrSWotSet::visit_hash_ranges`]).
+    /// buckets' runs of it, not the whole keyspace: the cost is about the entries collected,
+    /// plus the recent inserts that share the buckets' shards of the set's delta (see
+    /// [`OrSWotSet::visit_hash_ranges`]).
     pub(crate) fn bucket_entries_unsorted(
         &self,
         bits: u8,

@@ -46,9 +46,12 @@
 //!   `hash(key, timestamp)` of its entries, as many buckets as the keyspace's size calls for
 //!   (an empty keyspace has none). Peers exchange one total per keyspace, then bucket digests
 //!   of the keyspaces that differ, then `(key, timestamp)` lists only for the buckets that
-//!   differ, then fetch only the documents they lack (`plan_repair` in `repair.rs`). Every reply is cut by
-//!   bytes under the RPC body limit and continued, so any number of keyspaces and documents
-//!   of any accepted size catch up. A node that joins late or was down catches up this way.
+//!   differ, then fetch only the documents they lack (`plan_repair` in `repair.rs`). Every
+//!   reply is cut by bytes under the RPC body limit and continued, so any number of
+//!   keyspaces and documents of any accepted size catch up. A node that joins late or was
+//!   down catches up this way. A peer reads the requested buckets straight from its CRDT,
+//!   which keeps ids in the order of the bucketing hash, taking the keyspace's lock for steps
+//!   of at most 4,096 entries: writes never wait for a scan of the whole keyspace.
 //! - **Tombstones** are purged once every known member, live or down, has *confirmed* them.
 //!   A node learns that a peer holds its deletes from its own repair pull from the peer,
 //!   never from the peer's word. A down member holds purges back until it is removed or has
