@@ -301,6 +301,42 @@ mod tests {
     }
 
     #[test]
+    fn a_large_map_with_a_sharded_delta_behaves_like_a_map() {
+        // 50,000 keys in the base: a delta of up to 3,125 entries in 4 shards, refilled and
+        // resharded by the compactions the walk triggers.
+        let mut map = KeyMap::from_entries((0..50_000).map(|k| (k, ts(k))));
+        let mut model: BTreeMap<u64, HLCTimestamp> = (0..50_000).map(|k| (k, ts(k))).collect();
+        let mut x = 0x9E37_79B9_u64;
+        for step in 0..30_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = x % 70_000;
+            if x.is_multiple_of(3) {
+                assert_eq!(map.remove(key), model.remove(&key));
+            } else {
+                map.insert(key, ts(step));
+                model.insert(key, ts(step));
+            }
+            assert_eq!(map.get(key), model.get(&key));
+            if step % 5_000 == 0 {
+                let range = key_hash(key)..=key_hash(key).saturating_add(u64::MAX / 3);
+                let mut expected: Vec<(u64, HLCTimestamp)> = model
+                    .iter()
+                    .filter(|(k, _)| range.contains(&key_hash(**k)))
+                    .map(|(k, t)| (key_hash(*k), *t))
+                    .collect();
+                expected.sort_unstable();
+                assert_eq!(map.range(range).collect::<Vec<_>>(), expected);
+            }
+        }
+        check(&map, &model);
+        map.retain(|key, _| key % 7 != 0);
+        model.retain(|key, _| key % 7 != 0);
+        check(&map, &model);
+    }
+
+    #[test]
     fn absent_keys_and_vacant_slots_are_not_found() {
         let mut map = KeyMap::from_entries([(9, ts(9)), (1, ts(1)), (5, ts(5))]);
         assert_eq!(map.len(), 3);
