@@ -265,27 +265,53 @@ mod tests {
         }
     }
 
-    #[test]
-    fn behaves_like_a_map_across_compactions() {
-        let mut map = KeyMap::default();
-        let mut model = BTreeMap::new();
-        // A deterministic pseudo-random walk over a key space small enough to hit updates,
-        // removals of base and delta entries, and re-inserts into vacant slots.
-        let mut x = 0x1234_5678_u64;
-        for step in 0..40_000u64 {
+    /// A deterministic pseudo-random walk (xorshift from `seed`) of `steps` inserts and
+    /// removals (one in `remove_one_in`) over keys `0..keys`, applied to `map` and `model`
+    /// alike and checked by `get` after each step; `after` then runs with the step's number
+    /// and key.
+    fn walk(
+        map: &mut KeyMap,
+        model: &mut BTreeMap<u64, HLCTimestamp>,
+        seed: u64,
+        steps: u64,
+        keys: u64,
+        remove_one_in: u64,
+        mut after: impl FnMut(&KeyMap, &BTreeMap<u64, HLCTimestamp>, u64, u64),
+    ) {
+        let mut x = seed;
+        for step in 0..steps {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let key = x % 6_000;
-            if x.is_multiple_of(5) {
+            let key = x % keys;
+            if x.is_multiple_of(remove_one_in) {
                 assert_eq!(map.remove(key), model.remove(&key));
             } else {
                 map.insert(key, ts(step));
                 model.insert(key, ts(step));
             }
             assert_eq!(map.get(key), model.get(&key));
-            assert_eq!(map.contains(key), model.contains_key(&key));
+            after(map, model, step, key);
         }
+    }
+
+    #[test]
+    fn behaves_like_a_map_across_compactions() {
+        let mut map = KeyMap::default();
+        let mut model = BTreeMap::new();
+        // A key space small enough to hit updates, removals of base and delta entries, and
+        // re-inserts into vacant slots.
+        walk(
+            &mut map,
+            &mut model,
+            0x1234_5678,
+            40_000,
+            6_000,
+            5,
+            |map, model, _, key| {
+                assert_eq!(map.contains(key), model.contains_key(&key));
+            },
+        );
         check(&map, &model);
         map.retain(|key, _| key % 3 != 0);
         model.retain(|key, _| key % 3 != 0);
@@ -306,30 +332,26 @@ mod tests {
         // resharded by the compactions the walk triggers.
         let mut map = KeyMap::from_entries((0..50_000).map(|k| (k, ts(k))));
         let mut model: BTreeMap<u64, HLCTimestamp> = (0..50_000).map(|k| (k, ts(k))).collect();
-        let mut x = 0x9E37_79B9_u64;
-        for step in 0..30_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let key = x % 70_000;
-            if x.is_multiple_of(3) {
-                assert_eq!(map.remove(key), model.remove(&key));
-            } else {
-                map.insert(key, ts(step));
-                model.insert(key, ts(step));
-            }
-            assert_eq!(map.get(key), model.get(&key));
-            if step % 5_000 == 0 {
-                let range = key_hash(key)..=key_hash(key).saturating_add(u64::MAX / 3);
-                let mut expected: Vec<(u64, HLCTimestamp)> = model
-                    .iter()
-                    .filter(|(k, _)| range.contains(&key_hash(**k)))
-                    .map(|(k, t)| (key_hash(*k), *t))
-                    .collect();
-                expected.sort_unstable();
-                assert_eq!(map.range(range).collect::<Vec<_>>(), expected);
-            }
-        }
+        walk(
+            &mut map,
+            &mut model,
+            0x9E37_79B9,
+            30_000,
+            70_000,
+            3,
+            |map, model, step, key| {
+                if step % 5_000 == 0 {
+                    let range = key_hash(key)..=key_hash(key).saturating_add(u64::MAX / 3);
+                    let mut expected: Vec<(u64, HLCTimestamp)> = model
+                        .iter()
+                        .filter(|(k, _)| range.contains(&key_hash(**k)))
+                        .map(|(k, t)| (key_hash(*k), *t))
+                        .collect();
+                    expected.sort_unstable();
+                    assert_eq!(map.range(range).collect::<Vec<_>>(), expected);
+                }
+            },
+        );
         check(&map, &model);
         map.retain(|key, _| key % 7 != 0);
         model.retain(|key, _| key % 7 != 0);
