@@ -1,12 +1,13 @@
-//! A compact map from `u64` keys to timestamps, ordered by [`key_hash`]: the live entries
-//! and the tombstones of an [`OrSWotSet`](crate::OrSWotSet).
+//! A compact map from key hashes ([`key_hash`](crate::key_hash)) to timestamps, in hash
+//! order: the live entries and the tombstones of an [`OrSWotSet`](crate::OrSWotSet), which
+//! hashes each key once at its boundary.
 //!
 //! A hash map of `(u64, HLCTimestamp)` costs 36-50 bytes per key at a million keys (buckets
 //! are a power of two, load at most 7/8, plus control bytes). This map keeps the bulk of the
 //! entries in two parallel vectors of exact capacity (8 + 16 = 24 bytes per key), the
 //! *base*, sorted by the keys' hashes, and only recent inserts of new keys in a small
-//! [`Delta`] of hash maps sharded by hash. Both store the hash in place of the key (the hash
-//! is invertible), so the entries of a range of hashes are one run of the base plus the
+//! [`Delta`] of hash maps sharded by hash. Both are keyed by the hash (which is invertible,
+//! so the key is not stored), so the entries of a range of hashes are one run of the base plus the
 //! delta's entries in the shards the range overlaps. When the delta outgrows a sixteenth of
 //! the base, it is merged into the base in one linear pass, so an insert costs amortised
 //! O(1) moves. A lookup binary-searches the base, then probes the delta; updates of existing
@@ -16,7 +17,6 @@
 use std::ops::RangeInclusive;
 
 use crate::delta::Delta;
-use crate::key_hash::{key_hash, key_of_hash};
 use crate::timestamp::HLCTimestamp;
 
 /// The delta is compacted into the base once it holds more than this many entries and more
@@ -27,19 +27,19 @@ const DELTA_SHIFT: u32 = 4;
 /// Sorted base plus sharded delta; see the module docs.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KeyMap {
-    /// The [`key_hash`]es of the base's keys, sorted and unique.
+    /// The base's key hashes, sorted and unique.
     hashes: Vec<u64>,
-    /// `stamps[i]` belongs to the key of `hashes[i]`; [`HLCTimestamp::VACANT`] marks a
+    /// `stamps[i]` belongs to `hashes[i]`; [`HLCTimestamp::VACANT`] marks a
     /// removed entry.
     stamps: Vec<HLCTimestamp>,
     /// How many base slots are vacant.
     vacant: usize,
-    /// Recently inserted keys that are not in the base, by hash.
+    /// Recently inserted hashes that are not in the base.
     delta: Delta,
 }
 
 impl KeyMap {
-    /// A map of keys' hashes, already sorted and unique, and their stamps (none vacant).
+    /// A map of hashes, already sorted and unique, and their stamps (none vacant).
     pub(crate) fn from_sorted_hashes(hashes: Vec<u64>, stamps: Vec<HLCTimestamp>) -> Self {
         debug_assert_eq!(hashes.len(), stamps.len());
         debug_assert!(hashes.windows(2).all(|w| w[0] < w[1]));
@@ -52,12 +52,9 @@ impl KeyMap {
         }
     }
 
-    /// A map of unique keys and their stamps, in any order.
+    /// A map of unique hashes and their stamps, in any order.
     pub(crate) fn from_entries(entries: impl IntoIterator<Item = (u64, HLCTimestamp)>) -> Self {
-        let mut entries: Vec<(u64, HLCTimestamp)> = entries
-            .into_iter()
-            .map(|(key, ts)| (key_hash(key), ts))
-            .collect();
+        let mut entries: Vec<(u64, HLCTimestamp)> = entries.into_iter().collect();
         entries.sort_unstable_by_key(|(hash, _)| *hash);
         let (hashes, stamps) = entries.into_iter().unzip();
         Self::from_sorted_hashes(hashes, stamps)
@@ -73,15 +70,14 @@ impl KeyMap {
         MIN_DELTA.max(self.hashes.len() >> DELTA_SHIFT)
     }
 
-    /// The base slot of the key whose hash is `hash`, vacant or not.
+    /// The base slot of `hash`, vacant or not.
     fn base_index(&self, hash: u64) -> Option<usize> {
         self.hashes.binary_search(&hash).ok()
     }
 
-    /// The stamp of `key`.
-    pub(crate) fn get(&self, key: u64) -> Option<&HLCTimestamp> {
-        let hash = key_hash(key);
-        // A key with a base slot, vacant or not, is never in the delta (`insert` refills
+    /// The stamp of `hash`.
+    pub(crate) fn get(&self, hash: u64) -> Option<&HLCTimestamp> {
+        // A hash with a base slot, vacant or not, is never in the delta (`insert` refills
         // the slot), so one of the two lookups answers.
         match self.base_index(hash) {
             Some(i) => self.stamps.get(i).filter(|ts| **ts != HLCTimestamp::VACANT),
@@ -89,14 +85,13 @@ impl KeyMap {
         }
     }
 
-    /// Whether `key` is present.
-    pub(crate) fn contains(&self, key: u64) -> bool {
-        self.get(key).is_some()
+    /// Whether `hash` is present.
+    pub(crate) fn contains(&self, hash: u64) -> bool {
+        self.get(hash).is_some()
     }
 
-    /// Sets the stamp of `key`, adding the key if it is absent.
-    pub(crate) fn insert(&mut self, key: u64, ts: HLCTimestamp) {
-        let hash = key_hash(key);
+    /// Sets the stamp of `hash`, adding it if it is absent.
+    pub(crate) fn insert(&mut self, hash: u64, ts: HLCTimestamp) {
         if let Some(slot) = self.base_index(hash).and_then(|i| self.stamps.get_mut(i)) {
             if *slot == HLCTimestamp::VACANT {
                 self.vacant -= 1;
@@ -109,9 +104,8 @@ impl KeyMap {
         }
     }
 
-    /// Removes `key`, returning its stamp.
-    pub(crate) fn remove(&mut self, key: u64) -> Option<HLCTimestamp> {
-        let hash = key_hash(key);
+    /// Removes `hash`, returning its stamp.
+    pub(crate) fn remove(&mut self, hash: u64) -> Option<HLCTimestamp> {
         let Some(i) = self.base_index(hash) else {
             return self.delta.remove(hash);
         };
@@ -132,12 +126,12 @@ impl KeyMap {
         Some(std::mem::replace(slot, HLCTimestamp::VACANT))
     }
 
-    /// Keeps only the entries for which `keep(key, stamp)` holds.
+    /// Keeps only the entries for which `keep(hash, stamp)` holds.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(u64, HLCTimestamp) -> bool) {
-        self.delta.retain(|hash, ts| keep(key_of_hash(hash), ts));
+        self.delta.retain(&mut keep);
         for i in 0..self.hashes.len() {
             let ts = self.stamps[i];
-            if ts != HLCTimestamp::VACANT && !keep(key_of_hash(self.hashes[i]), ts) {
+            if ts != HLCTimestamp::VACANT && !keep(self.hashes[i], ts) {
                 self.vacate(i);
             }
         }
@@ -146,14 +140,14 @@ impl KeyMap {
         }
     }
 
-    /// Every entry as `(key, stamp)`, in no particular order.
+    /// Every entry as `(hash, stamp)`, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &HLCTimestamp)> + '_ {
         self.hashes
             .iter()
             .zip(&self.stamps)
             .filter(|(_, ts)| **ts != HLCTimestamp::VACANT)
             .chain(self.delta.iter())
-            .map(|(hash, ts)| (key_of_hash(*hash), ts))
+            .map(|(hash, ts)| (*hash, ts))
     }
 
     /// The entries whose key hash lies in `hashes`, as `(hash, stamp)` in hash order. Lazy:
@@ -195,16 +189,24 @@ impl KeyMap {
         let len = self.len();
         let mut hashes = Vec::with_capacity(len);
         let mut stamps = Vec::with_capacity(len);
-        let base = self
+        let mut base = self
             .hashes
             .iter()
             .zip(&self.stamps)
             .filter(|(_, ts)| **ts != HLCTimestamp::VACANT)
-            .map(|(hash, ts)| (*hash, *ts));
-        let delta = self.delta.drain_sorted();
-        for (hash, ts) in merge_by_hash(base, delta.into_iter()) {
+            .peekable();
+        // The delta is small: each of its entries goes in after the base entries below it.
+        for (hash, ts) in self.delta.drain_sorted() {
+            while let Some((bh, bts)) = base.next_if(|(bh, _)| **bh < hash) {
+                hashes.push(*bh);
+                stamps.push(*bts);
+            }
             hashes.push(hash);
             stamps.push(ts);
+        }
+        for (bh, bts) in base {
+            hashes.push(*bh);
+            stamps.push(*bts);
         }
         self.hashes = hashes;
         self.stamps = stamps;
@@ -212,7 +214,7 @@ impl KeyMap {
         self.delta = Delta::for_capacity(self.delta_limit());
     }
 
-    /// The keys' sorted hashes and their stamps, after [`compact`](Self::compact) (which
+    /// The sorted hashes and their stamps, after [`compact`](Self::compact) (which
     /// this calls).
     pub(crate) fn sorted_hashes(&mut self) -> (&[u64], &[HLCTimestamp]) {
         self.compact();
@@ -249,6 +251,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::key_hash::key_hash;
 
     fn ts(millis: u64) -> HLCTimestamp {
         HLCTimestamp::new(millis, 0, 0)
@@ -266,9 +269,9 @@ mod tests {
     }
 
     /// A deterministic pseudo-random walk (xorshift from `seed`) of `steps` inserts and
-    /// removals (one in `remove_one_in`) over keys `0..keys`, applied to `map` and `model`
-    /// alike and checked by `get` after each step; `after` then runs with the step's number
-    /// and key.
+    /// removals (one in `remove_one_in`) over the hashes of keys `0..keys`, applied to `map`
+    /// and `model` alike and checked by `get` after each step; `after` then runs with the
+    /// step's number and hash.
     fn walk(
         map: &mut KeyMap,
         model: &mut BTreeMap<u64, HLCTimestamp>,
@@ -283,7 +286,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let key = x % keys;
+            let key = key_hash(x % keys);
             if x.is_multiple_of(remove_one_in) {
                 assert_eq!(map.remove(key), model.remove(&key));
             } else {
@@ -330,8 +333,9 @@ mod tests {
     fn a_large_map_with_a_sharded_delta_behaves_like_a_map() {
         // 50,000 keys in the base: a delta of up to 3,125 entries in 4 shards, refilled and
         // resharded by the compactions the walk triggers.
-        let mut map = KeyMap::from_entries((0..50_000).map(|k| (k, ts(k))));
-        let mut model: BTreeMap<u64, HLCTimestamp> = (0..50_000).map(|k| (k, ts(k))).collect();
+        let mut model: BTreeMap<u64, HLCTimestamp> =
+            (0..50_000).map(|k| (key_hash(k), ts(k))).collect();
+        let mut map = KeyMap::from_entries(model.iter().map(|(h, t)| (*h, *t)));
         walk(
             &mut map,
             &mut model,
@@ -341,13 +345,9 @@ mod tests {
             3,
             |map, model, step, key| {
                 if step % 5_000 == 0 {
-                    let range = key_hash(key)..=key_hash(key).saturating_add(u64::MAX / 3);
-                    let mut expected: Vec<(u64, HLCTimestamp)> = model
-                        .iter()
-                        .filter(|(k, _)| range.contains(&key_hash(**k)))
-                        .map(|(k, t)| (key_hash(*k), *t))
-                        .collect();
-                    expected.sort_unstable();
+                    let range = key..=key.saturating_add(u64::MAX / 3);
+                    let expected: Vec<(u64, HLCTimestamp)> =
+                        model.range(range.clone()).map(|(h, t)| (*h, *t)).collect();
                     assert_eq!(map.range(range).collect::<Vec<_>>(), expected);
                 }
             },
@@ -379,10 +379,10 @@ mod tests {
     #[test]
     fn a_hash_range_is_a_run_of_the_base_and_the_delta_entries_in_it() {
         // A base of 100,000 keys: the delta is sharded (8 shards for its 6,250 entries).
-        let mut map = KeyMap::from_entries((0..100_000).map(|k| (k, ts(k))));
-        assert_eq!(map.remove(7), Some(ts(7)));
+        let mut map = KeyMap::from_entries((0..100_000).map(|k| (key_hash(k), ts(k))));
+        assert_eq!(map.remove(key_hash(7)), Some(ts(7)));
         for k in 200_000..203_000 {
-            map.insert(k, ts(k));
+            map.insert(key_hash(k), ts(k));
         }
         assert_eq!(map.delta.len(), 3_000);
         assert_eq!(map.delta.pieces(0..=u64::MAX).count(), 8);

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::ops::{ControlFlow, RangeInclusive};
 
 use crate::error::SetError;
-use crate::key_hash::key_of_hash;
+use crate::key_hash::{key_hash, key_of_hash};
 use crate::key_map::{merge_by_hash, KeyMap};
 use crate::timestamp::HLCTimestamp;
 use crate::version::Version;
@@ -115,22 +115,22 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
 
     /// The timestamp of a live key.
     pub fn get(&self, key: &u64) -> Option<&HLCTimestamp> {
-        self.live.get(*key)
+        self.live.get(key_hash(*key))
     }
 
     /// The live keys and their timestamps, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, HLCTimestamp)> + '_ {
-        self.live.iter().map(|(k, ts)| (k, *ts))
+        self.live.iter().map(|(h, ts)| (key_of_hash(h), *ts))
     }
 
     /// The tombstones (deleted keys and their delete timestamps), in no particular order.
     pub fn tombstones(&self) -> impl Iterator<Item = (u64, HLCTimestamp)> + '_ {
-        self.dead.iter().map(|(k, ts)| (k, *ts))
+        self.dead.iter().map(|(h, ts)| (key_of_hash(h), *ts))
     }
 
     /// The timestamp of the tombstone held for `key` (a deleted key the set still remembers).
     pub fn tombstone(&self, key: &u64) -> Option<&HLCTimestamp> {
-        self.dead.get(*key)
+        self.dead.get(key_hash(*key))
     }
 
     /// Visits the live entries and tombstones whose [`key_hash`](crate::key_hash) lies in one
@@ -200,19 +200,14 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
 
     /// Whether an insert of `key` at `ts` would apply (without observing anything).
     pub fn will_apply(&self, key: u64, ts: HLCTimestamp) -> bool {
-        self.wins(key, ts, false)
+        self.would_win(key, Version::put(ts))
     }
 
     /// Whether a write of `key` ranked `version` (a put or a delete) would apply: it must
     /// [beat](Version::beats) what the set holds for the key, and a key the set does not hold
     /// must be stamped above the purge watermark.
     pub fn would_win(&self, key: u64, version: Version) -> bool {
-        let held = match (self.live.get(key), self.dead.get(key)) {
-            (Some(ts), _) => Version::put(*ts),
-            (None, Some(ts)) => Version::delete(*ts),
-            (None, None) => return self.purged.is_none_or(|w| version.timestamp > w),
-        };
-        version.beats(held)
+        self.wins(key_hash(key), version)
     }
 
     /// Inserts `key` at `ts` through source 0; returns whether it applied.
@@ -264,27 +259,31 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
         Ok(())
     }
 
-    /// Whether an operation on `key` at `ts` (a delete if `delete`) beats what the set holds.
-    fn wins(&self, key: u64, ts: HLCTimestamp, delete: bool) -> bool {
-        self.would_win(
-            key,
-            Version {
-                timestamp: ts,
-                delete,
-            },
-        )
+    /// [`would_win`](Self::would_win) for the key whose [`key_hash`] is `hash`.
+    fn wins(&self, hash: u64, version: Version) -> bool {
+        let held = match (self.live.get(hash), self.dead.get(hash)) {
+            (Some(ts), _) => Version::put(*ts),
+            (None, Some(ts)) => Version::delete(*ts),
+            (None, None) => return self.purged.is_none_or(|w| version.timestamp > w),
+        };
+        version.beats(held)
     }
 
     fn apply(&mut self, key: u64, ts: HLCTimestamp, delete: bool) -> bool {
-        if !self.wins(key, ts, delete) {
+        let hash = key_hash(key);
+        let version = Version {
+            timestamp: ts,
+            delete,
+        };
+        if !self.wins(hash, version) {
             return false;
         }
         if delete {
-            self.live.remove(key);
-            self.dead.insert(key, ts);
+            self.live.remove(hash);
+            self.dead.insert(hash, ts);
         } else {
-            self.dead.remove(key);
-            self.live.insert(key, ts);
+            self.dead.remove(hash);
+            self.live.insert(hash, ts);
         }
         true
     }
@@ -352,18 +351,19 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
     /// assert_eq!(set.forget(1), None);
     /// ```
     pub fn forget(&mut self, key: u64) -> Option<(HLCTimestamp, bool)> {
-        if let Some(ts) = self.live.remove(key) {
+        let hash = key_hash(key);
+        if let Some(ts) = self.live.remove(hash) {
             return Some((ts, false));
         }
-        self.dead.remove(key).map(|ts| (ts, true))
+        self.dead.remove(hash).map(|ts| (ts, true))
     }
 
     fn purge_tombstones_below(&mut self, cutoff: HLCTimestamp) -> StateChanges {
         let mut purged = Vec::new();
-        self.dead.retain(|key, ts| {
+        self.dead.retain(|hash, ts| {
             let old = ts < cutoff;
             if old {
-                purged.push((key, ts));
+                purged.push((key_of_hash(hash), ts));
             }
             !old
         });
@@ -405,28 +405,22 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
                     .zip(b.next())
                     .map(|((h, wa), (_, wb))| (h, wa.max(wb))),
                 // Only we hold it live: the other side may have deleted or purged it.
-                Ordering::Less => a.next().filter(|&(h, w)| {
-                    let k = key_of_hash(h);
-                    match other.dead.get(k) {
-                        Some(&d) if d >= w => {
-                            self.dead.insert(k, d);
-                            false
-                        }
-                        Some(_) => true,
-                        None => other.purged.is_none_or(|p| w > p),
+                Ordering::Less => a.next().filter(|&(h, w)| match other.dead.get(h) {
+                    Some(&d) if d >= w => {
+                        self.dead.insert(h, d);
+                        false
                     }
+                    Some(_) => true,
+                    None => other.purged.is_none_or(|p| w > p),
                 }),
                 // Only the other side holds it live: we may have deleted or purged it.
-                Ordering::Greater => b.next().filter(|&(h, w)| {
-                    let k = key_of_hash(h);
-                    match self.dead.get(k) {
-                        Some(&d) if w <= d => false,
-                        Some(_) => {
-                            self.dead.remove(k);
-                            true
-                        }
-                        None => self.purged.is_none_or(|p| w > p),
+                Ordering::Greater => b.next().filter(|&(h, w)| match self.dead.get(h) {
+                    Some(&d) if w <= d => false,
+                    Some(_) => {
+                        self.dead.remove(h);
+                        true
                     }
+                    None => self.purged.is_none_or(|p| w > p),
                 }),
             };
             if let Some((hash, ts)) = entry {
@@ -449,17 +443,18 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
         // Our tombstones the other side knows nothing of, at or below its purge watermark:
         // it purged them, so do we.
         if let Some(p) = other.purged {
-            self.dead
-                .retain(|key, ts| ts > p || other.dead.contains(key) || other.live.contains(key));
+            self.dead.retain(|hash, ts| {
+                ts > p || other.dead.contains(hash) || other.live.contains(hash)
+            });
         }
-        for (key, &d) in other.dead.iter() {
-            if self.live.contains(key) {
+        for (hash, &d) in other.dead.iter() {
+            if self.live.contains(hash) {
                 continue; // settled with the live entries
             }
-            match self.dead.get(key) {
-                Some(&mine) => self.dead.insert(key, mine.max(d)),
+            match self.dead.get(hash) {
+                Some(&mine) => self.dead.insert(hash, mine.max(d)),
                 None if self.purged.is_some_and(|p| d <= p) => {}
-                None => self.dead.insert(key, d),
+                None => self.dead.insert(hash, d),
             }
         }
     }
@@ -469,14 +464,15 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
     /// [`insert`](Self::insert) and [`delete`](Self::delete) gives this set the entries of
     /// `self.merge(other)` (purge watermarks are not carried).
     pub fn diff(&self, other: &Self) -> (StateChanges, StateChanges) {
-        let mut changed: StateChanges = other
-            .iter()
-            .filter(|(key, ts)| self.wins(*key, *ts, false))
-            .collect();
-        let mut removed: StateChanges = other
-            .tombstones()
-            .filter(|(key, ts)| self.wins(*key, *ts, true))
-            .collect();
+        let newer = |entries: &KeyMap, version: fn(HLCTimestamp) -> Version| -> StateChanges {
+            entries
+                .iter()
+                .filter(|(hash, ts)| self.wins(*hash, version(**ts)))
+                .map(|(hash, ts)| (key_of_hash(hash), *ts))
+                .collect()
+        };
+        let mut changed = newer(&other.live, Version::put);
+        let mut removed = newer(&other.dead, Version::delete);
         changed.sort_unstable_by_key(|(k, _)| *k);
         removed.sort_unstable_by_key(|(k, _)| *k);
         (changed, removed)
@@ -504,10 +500,10 @@ impl<const SOURCES: usize> PartialEq for OrSWotSet<SOURCES> {
     /// Equal live entries, tombstones, observed timestamps and purge watermark.
     fn eq(&self, other: &Self) -> bool {
         self.len() == other.len()
+            && self.live == other.live
             && self.dead == other.dead
             && self.observed == other.observed
             && self.purged == other.purged
-            && self.iter().all(|(key, ts)| other.get(&key) == Some(&ts))
     }
 }
 
@@ -520,6 +516,7 @@ mod bytes {
 
     use super::OrSWotSet;
     use crate::error::SetError;
+    use crate::key_hash::key_hash;
     use crate::key_map::KeyMap;
     use crate::timestamp::HLCTimestamp;
 
@@ -594,8 +591,10 @@ mod bytes {
                     return Err(invalid(format!("key {k} is both live and dead")));
                 }
             }
-            set.dead = KeyMap::from_entries(s.dead_keys.into_iter().zip(s.dead_stamps));
-            set.live = KeyMap::from_entries(s.live_keys.into_iter().zip(s.live_stamps));
+            set.dead =
+                KeyMap::from_entries(s.dead_keys.into_iter().map(key_hash).zip(s.dead_stamps));
+            set.live =
+                KeyMap::from_entries(s.live_keys.into_iter().map(key_hash).zip(s.live_stamps));
             Ok(set)
         }
     }
