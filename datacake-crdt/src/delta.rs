@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::RangeInclusive;
 
+use crate::key_hash::{hash_prefix, hash_prefix_range};
 use crate::timestamp::HLCTimestamp;
 
 /// About the most entries a shard holds once the delta is full: the shard count is chosen
@@ -69,24 +70,19 @@ impl Delta {
         self.len == 0
     }
 
-    /// The shard of `hash`.
-    fn shard_of(&self, hash: u64) -> usize {
-        match self.shards.len() {
-            0 | 1 => 0,
-            n => (hash >> (64 - n.trailing_zeros())) as usize,
-        }
+    /// How many top bits of a hash name its shard.
+    fn bits(&self) -> u8 {
+        self.shards.len().max(1).trailing_zeros() as u8
     }
 
-    /// The hashes shard `i` holds.
+    /// The shard of `hash`.
+    fn shard_of(&self, hash: u64) -> usize {
+        hash_prefix(hash, self.bits()) as usize
+    }
+
+    /// The hashes shard `i` (below the shard count) holds.
     fn span(&self, i: usize) -> RangeInclusive<u64> {
-        match self.shards.len() {
-            0 | 1 => 0..=u64::MAX,
-            n => {
-                let shift = 64 - n.trailing_zeros();
-                let start = (i as u64) << shift;
-                start..=start | ((1u64 << shift) - 1)
-            }
-        }
+        hash_prefix_range(i as u32, self.bits()).expect("a shard index is below the shard count")
     }
 
     /// The stamp held for `hash`.

@@ -5,6 +5,8 @@
 //! ([`key_of_hash`]). Keeping keys in hash order puts every range of hashes, such as all keys
 //! whose hash starts with given bits, in one contiguous run of the set's sorted storage.
 
+use std::ops::RangeInclusive;
+
 /// Xored into the key before mixing.
 const SEED: u64 = 0x5851_F42D_4C95_7F2D;
 const M1: u64 = 0xBF58_476D_1CE4_E5B9;
@@ -30,6 +32,40 @@ pub fn key_hash(key: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(M1);
     x = (x ^ (x >> 27)).wrapping_mul(M2);
     x ^ (x >> 31)
+}
+
+/// The top `bits` bits of `hash` (`bits` at most 32; more count as 32): which of `2^bits`
+/// equal spans of the hash order it falls in, such as an anti-entropy bucket. Every span
+/// is one range of hashes, [`hash_prefix_range`].
+///
+/// ```
+/// use datacake_crdt::{hash_prefix, hash_prefix_range, key_hash};
+///
+/// let bucket = hash_prefix(key_hash(42), 12);
+/// assert!(bucket < 4_096);
+/// assert!(hash_prefix_range(bucket, 12).unwrap().contains(&key_hash(42)));
+/// ```
+pub fn hash_prefix(hash: u64, bits: u8) -> u32 {
+    match bits.min(32) {
+        0 => 0,
+        bits => (hash >> (64 - u32::from(bits))) as u32,
+    }
+}
+
+/// The hashes whose top `bits` bits are `prefix` (`bits` at most 32; more count as 32), for
+/// [`OrSWotSet::visit_hash_ranges`](crate::OrSWotSet::visit_hash_ranges); `None` if
+/// `prefix` is not below `2^bits`.
+pub fn hash_prefix_range(prefix: u32, bits: u8) -> Option<RangeInclusive<u64>> {
+    let bits = bits.min(32);
+    if u64::from(prefix) >= 1 << bits {
+        return None;
+    }
+    if bits == 0 {
+        return Some(0..=u64::MAX);
+    }
+    let shift = 64 - u32::from(bits);
+    let start = u64::from(prefix) << shift;
+    Some(start..=start | ((1 << shift) - 1))
 }
 
 /// The key whose [`key_hash`] is `hash`.
@@ -77,6 +113,25 @@ mod tests {
     }
 
     #[test]
+    fn prefixes_cut_the_hash_order_into_equal_ranges() {
+        assert_eq!(hash_prefix(u64::MAX, 0), 0);
+        assert_eq!(hash_prefix_range(0, 0), Some(0..=u64::MAX));
+        assert_eq!(hash_prefix_range(1, 0), None);
+        assert_eq!(hash_prefix(3 << 62, 2), 3);
+        assert_eq!(hash_prefix_range(3, 2), Some((3 << 62)..=u64::MAX));
+        assert_eq!(hash_prefix_range(4, 2), None);
+        assert_eq!(
+            hash_prefix(u64::MAX, 40),
+            u32::MAX,
+            "bits past 32 count as 32"
+        );
+        assert_eq!(
+            hash_prefix_range(u32::MAX, 40),
+            Some(0xFFFF_FFFF_0000_0000..=u64::MAX)
+        );
+    }
+
+    #[test]
     fn the_hash_is_pinned() {
         // Peers bucket keys by this hash: a change would make every digest of a mixed-version
         // cluster differ. These are the values of the bucket hash the eventually consistent
@@ -93,6 +148,9 @@ mod tests {
             prop_assert_eq!(key_hash(key_of_hash(key)), key);
             let y = key ^ (key >> shift);
             prop_assert_eq!(undo_xor_shift(y, shift), key);
+            let bits = (shift % 33) as u8;
+            let range = hash_prefix_range(hash_prefix(key, bits), bits).expect("a prefix");
+            prop_assert!(range.contains(&key));
         }
     }
 }

@@ -86,7 +86,7 @@ mod version;
 mod wall_clock;
 
 pub use error::{SetError, TimestampError};
-pub use key_hash::key_hash;
+pub use key_hash::{hash_prefix, hash_prefix_range, key_hash};
 pub use orswot::{Key, OrSWotSet, StateChanges};
 #[cfg(feature = "rkyv")]
 pub use timestamp::ArchivedHLCTimestamp;

@@ -16,7 +16,7 @@
 
 use std::ops::RangeInclusive;
 
-use datacake_crdt::{key_hash, HLCTimestamp, Version};
+use datacake_crdt::{hash_prefix, hash_prefix_range, key_hash, HLCTimestamp, Version};
 
 use crate::storage::Key;
 
@@ -95,26 +95,13 @@ pub(crate) fn bucket_of(key: Key) -> u32 {
 /// `0..2^bits`: the top `bits` bits of the key's [`key_hash`], the order the keyspace's set
 /// keeps its ids in (so a bucket is one run of it).
 pub(crate) fn bucket_at(key: Key, bits: u8) -> u32 {
-    let bits = bits.min(MAX_DIGEST_BITS);
-    if bits == 0 {
-        return 0;
-    }
-    (key_hash(key) >> (64 - u32::from(bits))) as u32
+    hash_prefix(key_hash(key), bits.min(MAX_DIGEST_BITS))
 }
 
 /// The key hashes of bucket `bucket` at resolution `bits` (at most [`MAX_DIGEST_BITS`]);
 /// `None` for a bucket at or above `2^bits`.
 pub(crate) fn bucket_hashes(bucket: u32, bits: u8) -> Option<RangeInclusive<u64>> {
-    let bits = bits.min(MAX_DIGEST_BITS);
-    if u64::from(bucket) >= 1 << bits {
-        return None;
-    }
-    if bits == 0 {
-        return Some(0..=u64::MAX);
-    }
-    let shift = 64 - u32::from(bits);
-    let start = u64::from(bucket) << shift;
-    Some(start..=start | ((1 << shift) - 1))
+    hash_prefix_range(bucket, bits.min(MAX_DIGEST_BITS))
 }
 
 /// The resolution a keyspace of `entries` entries keeps: the fewest bits that leave at most
