@@ -22,9 +22,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The version of the encodings above, as stored in durable files. Format 1: postcard for
 /// openraft's types, rkyv for the user's, one command per log entry. Format 2: a log entry
-/// holds a batch of commands ([`Batch`](crate::proposer::Batch)). (Releases before format 1
-/// wrote JSON, unversioned.)
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// holds a batch of commands ([`Batch`](crate::proposer::Batch)). Format 3: standard Raft
+/// leader ids (openraft's `single-term-leader`): a vote names its term and the candidate it
+/// went to, a log id only its term. (Releases before format 1 wrote JSON, unversioned.)
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// Why a value of openraft's types could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]

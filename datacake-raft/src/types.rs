@@ -34,3 +34,23 @@ pub(crate) type StorageResult<T> = Result<T, StorageError>;
 pub(crate) type StoredMembership = openraft::StoredMembership<RaftNodeId, openraft::BasicNode>;
 pub(crate) type SnapshotMeta = openraft::SnapshotMeta<RaftNodeId, openraft::BasicNode>;
 pub(crate) type Metrics = openraft::RaftMetrics<RaftNodeId, openraft::BasicNode>;
+
+#[cfg(test)]
+mod tests {
+    use super::{LogId, Vote};
+
+    /// Standard Raft (openraft's `single-term-leader`): two candidates of one term are not
+    /// ordered, so a voter that granted one refuses the other and a term has one leader at
+    /// most. openraft's default would order them by node id (the higher one could win the
+    /// term a second time).
+    #[test]
+    fn candidates_of_one_term_are_not_ordered() {
+        assert_eq!(Vote::new(4, 1).partial_cmp(&Vote::new(4, 2)), None);
+        assert!(Vote::new(5, 1) > Vote::new(4, 2));
+        // A log id names the term of its leader, not the node.
+        assert_eq!(
+            LogId::new(openraft::CommittedLeaderId::new(4, 1), 7),
+            LogId::new(openraft::CommittedLeaderId::new(4, 2), 7)
+        );
+    }
+}
