@@ -112,8 +112,10 @@
 //!   only of the purged ones. A node raises it only after pulling from every member past it,
 //!   so this refuses only writes no member held then: stale ones, or those of a member that
 //!   was down past the grace (which it then forgets, as above).
-//! - A member down past the grace, or removed, loses the writes it acknowledged alone (at
-//!   `None`) and never replicated: the cluster stopped waiting for it.
+//! - A member down past the grace, removed, or gone for good after a graceful leave loses
+//!   the writes it acknowledged alone (at `None`) and never replicated: the cluster stopped
+//!   waiting for it, and a leave hands nothing off. Write at `One` or above what must outlive
+//!   its node.
 //! - Reads ask every live replica the level counts and use the first answers; the others'
 //!   replies are dropped. Each answer carries whole documents (no digest reads).
 #![forbid(unsafe_code)]

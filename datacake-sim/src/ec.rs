@@ -8,6 +8,10 @@
 //!   is it or a later-stamped write (a later put, or a delete stamped after it).
 //! - **No delete undone:** for each acknowledged delete, the key is absent at the end unless
 //!   a put stamped after the delete wrote it.
+//!
+//! Both excuse only a write that no node but those that left for good ever stored (a `None`
+//! write whose node left before it replicated): the store does not promise to keep what a
+//! departed member alone held.
 //! - **No phantom:** every document at the end, and every document a read returned, is one
 //!   that a put wrote, with the stamp that put got.
 //! - **Quorum read-your-writes:** a `Quorum` (or `All`) read that started after a `Quorum`
@@ -18,7 +22,7 @@
 //! last-writer-wins (clocks differ), so the checkers never assume it, except for the
 //! read-your-writes promise, which the levels make.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,7 +179,7 @@ pub fn run_with(seed: u64, config: &EcConfig) -> Outcome {
         .nodes
         .iter()
         .map(|id| {
-            let storage = SimStorage::new(recorder.clone());
+            let storage = SimStorage::new(*id, recorder.clone());
             let storage = if config.broken_node == Some(*id) {
                 storage.skipping_deletes()
             } else {
@@ -212,10 +216,13 @@ pub fn run_with(seed: u64, config: &EcConfig) -> Outcome {
     }
 
     if outcome.violations.is_empty() {
+        let departed: BTreeSet<NodeId> = world.schedule().departed().into_iter().collect();
         match converge(&mut world, &storages, config.keys) {
-            Ok(final_state) => outcome
-                .violations
-                .extend(check(&entries, &recorder, &final_state)),
+            Ok(final_state) => {
+                outcome
+                    .violations
+                    .extend(check(&entries, &recorder, &final_state, &departed))
+            }
             Err(error) => outcome.violations.push(error.to_string()),
         }
     }
@@ -415,9 +422,19 @@ fn converge(
     agreed(world).ok_or_else(|| anyhow::anyhow!("the nodes stopped agreeing"))
 }
 
-/// The checkers of the module docs, over the history and the final contents.
-fn check(entries: &[Entry], recorder: &Recorder, final_state: &Contents) -> Vec<String> {
+/// The checkers of the module docs, over the history, the final contents and the nodes that
+/// left for good.
+fn check(
+    entries: &[Entry],
+    recorder: &Recorder,
+    final_state: &Contents,
+    departed: &BTreeSet<NodeId>,
+) -> Vec<String> {
     let mut violations = Vec::new();
+    // A write that only nodes which left for good ever stored left with them: the store does
+    // not promise to keep it (a member that leaves, like one removed, takes the writes it
+    // alone acknowledged).
+    let left_with = |holders: BTreeSet<NodeId>| !holders.is_empty() && holders.is_subset(departed);
     let put_stamp = |write_id: u64| recorder.put_stamp(write_id);
     // Puts by write id, for phantom checks.
     let puts: BTreeMap<u64, &Entry> = entries
@@ -455,7 +472,7 @@ fn check(entries: &[Entry], recorder: &Recorder, final_state: &Contents) -> Vec<
                     ));
                     continue;
                 };
-                if !at_least(entry.key, last, stamp) {
+                if !at_least(entry.key, last, stamp) && !left_with(recorder.put_holders(write_id)) {
                     let how = if recorder.forgotten(entry.key, stamp) {
                         " (a replica forgot it as an obsolete copy)"
                     } else {
@@ -476,7 +493,7 @@ fn check(entries: &[Entry], recorder: &Recorder, final_state: &Contents) -> Vec<
                     continue;
                 };
                 if let Some((write_id, seen)) = last {
-                    if seen < stamp {
+                    if seen < stamp && !left_with(recorder.delete_holders(entry.key, stamp)) {
                         violations.push(format!(
                             "delete of key {} ({stamp}, {:?}, node {}) undone: put {write_id} ({seen}) is back",
                             entry.key, entry.level, entry.node
@@ -528,4 +545,91 @@ fn check(entries: &[Entry], recorder: &Recorder, final_state: &Contents) -> Vec<
         }
     }
     violations
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use datacake_eventual_consistency::Document;
+
+    use super::*;
+
+    const KEY: Key = 1;
+
+    fn entry(node: NodeId, action: Action, call: u64, delete_stamp: Option<HLCTimestamp>) -> Entry {
+        Entry {
+            node,
+            key: KEY,
+            action,
+            level: Consistency::None,
+            call,
+            ret: Some(call + 1),
+            ok: true,
+            delete_stamp,
+            read: None,
+        }
+    }
+
+    fn stored_put(recorder: &Recorder, write_id: u64, stamp: HLCTimestamp, holders: &[NodeId]) {
+        let document = Document::new(KEY, stamp, Bytes::from(write_id.to_le_bytes().to_vec()));
+        for node in holders {
+            recorder.saw_put(*node, &document);
+        }
+    }
+
+    fn departed(nodes: &[NodeId]) -> BTreeSet<NodeId> {
+        nodes.iter().copied().collect()
+    }
+
+    /// A put that ends lost is excused only when every node that stored it left for good.
+    #[test]
+    fn a_lost_put_is_excused_only_if_it_left_with_every_node_that_held_it() {
+        let stamp = HLCTimestamp::new(1_000, 0, 3);
+        let history = [entry(3, Action::Put { write_id: 5 }, 0, None)];
+        let absent: Contents = BTreeMap::from([(KEY, None)]);
+
+        let alone = Recorder::default();
+        stored_put(&alone, 5, stamp, &[3]);
+        assert!(check(&history, &alone, &absent, &departed(&[3])).is_empty());
+        let violations = check(&history, &alone, &absent, &departed(&[]));
+        assert!(
+            violations[0].contains("acknowledged put 5"),
+            "{violations:?}"
+        );
+
+        let shared = Recorder::default();
+        stored_put(&shared, 5, stamp, &[3, 1]);
+        let violations = check(&history, &shared, &absent, &departed(&[3]));
+        assert!(
+            violations[0].contains("acknowledged put 5"),
+            "{violations:?}"
+        );
+    }
+
+    /// A delete undone is excused only when every node that stored its tombstone left for
+    /// good.
+    #[test]
+    fn an_undone_delete_is_excused_only_if_it_left_with_every_node_that_held_it() {
+        let put = HLCTimestamp::new(1_000, 0, 1);
+        let delete = HLCTimestamp::new(2_000, 0, 3);
+        let history = [
+            entry(1, Action::Put { write_id: 5 }, 0, None),
+            entry(3, Action::Delete, 2, Some(delete)),
+        ];
+        let back: Contents = BTreeMap::from([(KEY, Some((5, put)))]);
+
+        let alone = Recorder::default();
+        stored_put(&alone, 5, put, &[1, 3]);
+        alone.saw_delete(3, KEY, delete);
+        assert!(check(&history, &alone, &back, &departed(&[3])).is_empty());
+        let violations = check(&history, &alone, &back, &departed(&[]));
+        assert!(violations[0].contains("undone"), "{violations:?}");
+
+        let shared = Recorder::default();
+        stored_put(&shared, 5, put, &[1, 3]);
+        shared.saw_delete(3, KEY, delete);
+        shared.saw_delete(2, KEY, delete);
+        let violations = check(&history, &shared, &back, &departed(&[3]));
+        assert!(violations[0].contains("undone"), "{violations:?}");
+    }
 }

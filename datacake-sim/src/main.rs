@@ -162,14 +162,11 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    // The progress bar printed each failure as it happened, but only on a terminal: the
+    // list repeats each with its violations and replay command.
     println!("failing seeds:");
     for outcome in failed {
-        println!(
-            "  {} seed {}: {}",
-            outcome.workload,
-            outcome.seed,
-            outcome.replay_command()
-        );
+        println!("{outcome}");
     }
     ExitCode::FAILURE
 }

@@ -2,7 +2,7 @@
 //! so it survives a simulated crash and restart, that records the stamps the store gave each
 //! write (for the checkers) and can be broken on purpose (to show the checkers catch it).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,26 +15,45 @@ use parking_lot::Mutex;
 /// The keyspace the workload writes.
 pub const KEYSPACE: &str = "sim";
 
-/// The stamps writes got, as the storages saw them.
+/// The stamps writes got, and the nodes whose storages stored them.
 #[derive(Debug, Default)]
 pub struct Recorder {
-    /// Each put's write id (its 8-byte value) and stamp.
-    puts: Mutex<HashMap<u64, HLCTimestamp>>,
-    /// Every tombstone stamp any replica stored, per key (each is a delete someone issued).
-    deletes: Mutex<HashMap<Key, BTreeSet<HLCTimestamp>>>,
+    /// Each put's write id (its 8-byte value), stamp and holders.
+    puts: Mutex<HashMap<u64, (HLCTimestamp, BTreeSet<NodeId>)>>,
+    /// Every tombstone stamp any replica stored, per key (each is a delete someone issued),
+    /// with its holders.
+    deletes: Mutex<HashMap<Key, BTreeMap<HLCTimestamp, BTreeSet<NodeId>>>>,
 }
 
 impl Recorder {
     /// The stamp of the put that wrote `write_id`, if any replica stored it.
     pub fn put_stamp(&self, write_id: u64) -> Option<HLCTimestamp> {
-        self.puts.lock().get(&write_id).copied()
+        self.puts.lock().get(&write_id).map(|(stamp, _)| *stamp)
+    }
+
+    /// The nodes whose storages ever stored the put that wrote `write_id`.
+    pub fn put_holders(&self, write_id: u64) -> BTreeSet<NodeId> {
+        let puts = self.puts.lock();
+        puts.get(&write_id)
+            .map(|(_, holders)| holders.clone())
+            .unwrap_or_default()
+    }
+
+    /// The nodes whose storages ever stored the tombstone of `key` stamped `stamp`.
+    pub fn delete_holders(&self, key: Key, stamp: HLCTimestamp) -> BTreeSet<NodeId> {
+        let deletes = self.deletes.lock();
+        deletes
+            .get(&key)
+            .and_then(|stamps| stamps.get(&stamp))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The newest tombstone of `key` that `node` stamped (issued), as stored anywhere.
     pub fn own_delete(&self, node: NodeId, key: Key) -> Option<HLCTimestamp> {
         let deletes = self.deletes.lock();
         let stamps = deletes.get(&key)?;
-        stamps.iter().rev().find(|s| s.node() == node).copied()
+        stamps.keys().rev().find(|s| s.node() == node).copied()
     }
 
     /// Whether a replica turned the version of `key` stamped `stamp` into a tombstone of the
@@ -44,7 +63,7 @@ impl Recorder {
         let deletes = self.deletes.lock();
         deletes
             .get(&key)
-            .is_some_and(|stamps| stamps.contains(&stamp))
+            .is_some_and(|stamps| stamps.contains_key(&stamp))
     }
 
     /// Whether some delete of `key` was stamped later than `stamp`.
@@ -52,20 +71,28 @@ impl Recorder {
         let deletes = self.deletes.lock();
         deletes
             .get(&key)
-            .and_then(|stamps| stamps.last())
-            .is_some_and(|newest| *newest > stamp)
+            .and_then(|stamps| stamps.last_key_value())
+            .is_some_and(|(newest, _)| *newest > stamp)
     }
 
-    fn saw_put(&self, document: &Document) {
+    pub(crate) fn saw_put(&self, node: NodeId, document: &Document) {
         if let Ok(bytes) = <[u8; 8]>::try_from(document.data.as_ref()) {
-            self.puts
-                .lock()
-                .insert(u64::from_le_bytes(bytes), document.last_updated);
+            let mut puts = self.puts.lock();
+            let (_, holders) = puts
+                .entry(u64::from_le_bytes(bytes))
+                .or_insert_with(|| (document.last_updated, BTreeSet::new()));
+            holders.insert(node);
         }
     }
 
-    fn saw_delete(&self, key: Key, stamp: HLCTimestamp) {
-        self.deletes.lock().entry(key).or_default().insert(stamp);
+    pub(crate) fn saw_delete(&self, node: NodeId, key: Key, stamp: HLCTimestamp) {
+        let mut deletes = self.deletes.lock();
+        deletes
+            .entry(key)
+            .or_default()
+            .entry(stamp)
+            .or_default()
+            .insert(node);
     }
 }
 
@@ -73,15 +100,18 @@ impl Recorder {
 #[derive(Debug, Clone)]
 pub struct SimStorage {
     inner: MemStore,
+    /// The node this storage belongs to.
+    node: NodeId,
     recorder: Arc<Recorder>,
     skip_deletes: bool,
 }
 
 impl SimStorage {
-    /// A node's storage, reporting to `recorder`.
-    pub fn new(recorder: Arc<Recorder>) -> Self {
+    /// Node `node`'s storage, reporting to `recorder`.
+    pub fn new(node: NodeId, recorder: Arc<Recorder>) -> Self {
         Self {
             inner: MemStore::default(),
+            node,
             recorder,
             skip_deletes: false,
         }
@@ -122,7 +152,7 @@ impl Storage for SimStorage {
 
     async fn put(&self, keyspace: &str, document: Document) -> Result<(), Self::Error> {
         if keyspace == KEYSPACE {
-            self.recorder.saw_put(&document);
+            self.recorder.saw_put(self.node, &document);
         }
         self.inner.put(keyspace, document).await
     }
@@ -133,7 +163,9 @@ impl Storage for SimStorage {
         documents: Vec<Document>,
     ) -> Result<(), BulkMutationError<Self::Error>> {
         if keyspace == KEYSPACE {
-            documents.iter().for_each(|d| self.recorder.saw_put(d));
+            documents
+                .iter()
+                .for_each(|d| self.recorder.saw_put(self.node, d));
         }
         self.inner.multi_put(keyspace, documents).await
     }
@@ -145,7 +177,7 @@ impl Storage for SimStorage {
         timestamp: HLCTimestamp,
     ) -> Result<(), Self::Error> {
         if keyspace == KEYSPACE {
-            self.recorder.saw_delete(key, timestamp);
+            self.recorder.saw_delete(self.node, key, timestamp);
         }
         if self.skips(keyspace) {
             return Ok(());
@@ -160,7 +192,7 @@ impl Storage for SimStorage {
     ) -> Result<(), BulkMutationError<Self::Error>> {
         if keyspace == KEYSPACE {
             for (key, stamp) in &keys {
-                self.recorder.saw_delete(*key, *stamp);
+                self.recorder.saw_delete(self.node, *key, *stamp);
             }
         }
         if self.skips(keyspace) {
