@@ -404,6 +404,72 @@ mod tests {
     use crate::testing::node;
     use crate::EventuallyConsistentStoreExtension;
 
+    /// A keyspace large enough that each bucket request covers more entries than one step
+    /// of the peer's scan (`SCAN_STEP_ENTRIES`) and than one reply holds (1 MiB messages
+    /// carry about 24,500 entries; 250,000 keys over 4,096 buckets put about 31,000 in each
+    /// request of `BUCKETS_PER_REQUEST`): the peer reads each request in steps, stops at the
+    /// reply's budget and replies only with the buckets it read whole, and a single round
+    /// still takes every document and tombstone. (A reply claiming buckets it did not read
+    /// would leave them for later rounds, or, with local copies there, have them judged as
+    /// the peer's gaps.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_round_takes_a_keyspace_whose_bucket_requests_are_read_in_steps() {
+        const KEYS: u64 = 250_000;
+        const DELETED: u64 = 5_000;
+        let a = node(1, Vec::new()).await;
+        let store = a
+            .add_extension(
+                EventuallyConsistentStoreExtension::new(MemStore::new())
+                    .with_max_message_size(1 << 20)
+                    .with_repair_interval(Duration::from_secs(3_600)),
+            )
+            .await
+            .unwrap();
+        let handle = store.handle();
+        handle
+            .put_many("ks", (0..KEYS).map(|i| (i, "v")), Consistency::None)
+            .await
+            .unwrap();
+        handle
+            .del_many("ks", 0..DELETED, Consistency::None)
+            .await
+            .unwrap();
+        // Node 2 runs no store: only this test's repair round.
+        let b = node(2, vec![a.me().public_addr.to_string()]).await;
+        b.wait_for_nodes([1, 2], Duration::from_secs(20))
+            .await
+            .unwrap();
+        let limits = KeyspaceLimits {
+            max_keyspaces: 16,
+            max_name_len: 16,
+        };
+        let (replica, _) = Replica::load(MemStore::new(), limits).await.unwrap();
+        let replica = Arc::new(replica);
+        let repairer = Repairer {
+            replica: replica.clone(),
+            members: Arc::new(Members::new(2, [])),
+            node: b.handle(),
+            config: StoreConfig {
+                repair_interval: Duration::from_secs(3_600),
+                ..StoreConfig::default()
+            },
+        };
+        let round = repairer
+            .repair_from(a.me())
+            .await
+            .expect("a complete round");
+        assert_eq!(round.repaired, KEYS as usize);
+        let held = replica.metadata("ks");
+        assert_eq!(held.len(), KEYS as usize);
+        assert_eq!(
+            held.iter().filter(|(_, _, tombstone)| *tombstone).count(),
+            DELETED as usize
+        );
+        drop(store);
+        b.shutdown().await;
+        a.shutdown().await;
+    }
+
     /// With 1 MiB messages, one round over 6,000 keyspaces of 250-byte names needs several
     /// pages each way (the requester's totals of 4,000 keyspaces, about 1.1 MB; the
     /// responder's digests, about 1.8 MB); a single round still covers every keyspace, which
