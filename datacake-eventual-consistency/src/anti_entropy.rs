@@ -396,13 +396,58 @@ impl<S: Storage> Repairer<S> {
 mod tests {
     use std::time::Duration;
 
-    use datacake_node::Consistency;
+    use datacake_node::{Consistency, DatacakeNode};
 
     use super::*;
     use crate::replica::KeyspaceLimits;
     use crate::test_utils::MemStore;
     use crate::testing::node;
-    use crate::EventuallyConsistentStoreExtension;
+    use crate::{EventuallyConsistentStore, EventuallyConsistentStoreExtension};
+
+    /// Node 1 with a store of `max_message_size` messages (and no repair rounds of its own),
+    /// and node 2, which runs no store, in one cluster.
+    async fn store_and_bare_peer(
+        max_message_size: usize,
+    ) -> (
+        DatacakeNode,
+        EventuallyConsistentStore<MemStore>,
+        DatacakeNode,
+    ) {
+        let a = node(1, Vec::new()).await;
+        let store = a
+            .add_extension(
+                EventuallyConsistentStoreExtension::new(MemStore::new())
+                    .with_max_message_size(max_message_size)
+                    .with_repair_interval(Duration::from_secs(3_600)),
+            )
+            .await
+            .unwrap();
+        let b = node(2, vec![a.me().public_addr.to_string()]).await;
+        b.wait_for_nodes([1, 2], Duration::from_secs(20))
+            .await
+            .unwrap();
+        (a, store, b)
+    }
+
+    /// The repair task's state on `node` (node 2) over a fresh replica, for a test to run
+    /// rounds itself.
+    async fn repairer_on(
+        node: &DatacakeNode,
+        limits: KeyspaceLimits,
+        max_message_size: usize,
+    ) -> Repairer<MemStore> {
+        let (replica, _) = Replica::load(MemStore::new(), limits).await.unwrap();
+        Repairer {
+            replica: Arc::new(replica),
+            members: Arc::new(Members::new(2, [])),
+            node: node.handle(),
+            config: StoreConfig {
+                max_message_size,
+                repair_interval: Duration::from_secs(3_600),
+                ..StoreConfig::default()
+            },
+        }
+    }
 
     /// A keyspace large enough that each bucket request covers more entries than one step
     /// of the peer's scan (`SCAN_STEP_ENTRIES`) and than one reply holds (1 MiB messages
@@ -416,15 +461,7 @@ mod tests {
     async fn one_round_takes_a_keyspace_whose_bucket_requests_are_read_in_steps() {
         const KEYS: u64 = 250_000;
         const DELETED: u64 = 5_000;
-        let a = node(1, Vec::new()).await;
-        let store = a
-            .add_extension(
-                EventuallyConsistentStoreExtension::new(MemStore::new())
-                    .with_max_message_size(1 << 20)
-                    .with_repair_interval(Duration::from_secs(3_600)),
-            )
-            .await
-            .unwrap();
+        let (a, store, b) = store_and_bare_peer(1 << 20).await;
         let handle = store.handle();
         handle
             .put_many("ks", (0..KEYS).map(|i| (i, "v")), Consistency::None)
@@ -434,32 +471,17 @@ mod tests {
             .del_many("ks", 0..DELETED, Consistency::None)
             .await
             .unwrap();
-        // Node 2 runs no store: only this test's repair round.
-        let b = node(2, vec![a.me().public_addr.to_string()]).await;
-        b.wait_for_nodes([1, 2], Duration::from_secs(20))
-            .await
-            .unwrap();
         let limits = KeyspaceLimits {
             max_keyspaces: 16,
             max_name_len: 16,
         };
-        let (replica, _) = Replica::load(MemStore::new(), limits).await.unwrap();
-        let replica = Arc::new(replica);
-        let repairer = Repairer {
-            replica: replica.clone(),
-            members: Arc::new(Members::new(2, [])),
-            node: b.handle(),
-            config: StoreConfig {
-                repair_interval: Duration::from_secs(3_600),
-                ..StoreConfig::default()
-            },
-        };
+        let repairer = repairer_on(&b, limits, 1 << 20).await;
         let round = repairer
             .repair_from(a.me())
             .await
             .expect("a complete round");
         assert_eq!(round.repaired, KEYS as usize);
-        let held = replica.metadata("ks");
+        let held = repairer.replica.metadata("ks");
         assert_eq!(held.len(), KEYS as usize);
         assert_eq!(
             held.iter().filter(|(_, _, tombstone)| *tombstone).count(),
@@ -478,20 +500,7 @@ mod tests {
     async fn one_round_covers_every_keyspace_across_pages() {
         const KEYSPACES: usize = 6_000;
         let name = |i: usize| format!("{}{i:05}", "k".repeat(245));
-        let config = StoreConfig {
-            max_message_size: 1 << 20,
-            repair_interval: Duration::from_secs(3_600),
-            ..StoreConfig::default()
-        };
-        let a = node(1, Vec::new()).await;
-        let store = a
-            .add_extension(
-                EventuallyConsistentStoreExtension::new(MemStore::new())
-                    .with_max_message_size(config.max_message_size)
-                    .with_repair_interval(config.repair_interval),
-            )
-            .await
-            .unwrap();
+        let (a, store, b) = store_and_bare_peer(1 << 20).await;
         for i in 0..KEYSPACES {
             store
                 .handle()
@@ -499,18 +508,14 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // Node 2 runs no store: only this test's repair rounds. It holds two keyspaces in
-        // three with another document, so its totals alone exceed one page too.
-        let b = node(2, vec![a.me().public_addr.to_string()]).await;
-        b.wait_for_nodes([1, 2], Duration::from_secs(20))
-            .await
-            .unwrap();
+        // Node 2 holds two keyspaces in three with another document, so its totals alone
+        // exceed one page too.
         let limits = KeyspaceLimits {
             max_keyspaces: 10_000,
             max_name_len: 256,
         };
-        let (replica, _) = Replica::load(MemStore::new(), limits).await.unwrap();
-        let replica = Arc::new(replica);
+        let repairer = repairer_on(&b, limits, 1 << 20).await;
+        let replica = &repairer.replica;
         for i in (0..KEYSPACES).filter(|i| i % 3 != 0) {
             replica
                 .apply_local(
@@ -521,12 +526,6 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let repairer = Repairer {
-            replica: replica.clone(),
-            members: Arc::new(Members::new(2, [])),
-            node: b.handle(),
-            config,
-        };
         let round = repairer
             .repair_from(a.me())
             .await
