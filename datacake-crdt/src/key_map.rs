@@ -53,6 +53,7 @@ impl KeyMap {
     }
 
     /// A map of unique hashes and their stamps, in any order.
+    #[cfg(any(test, feature = "rkyv"))]
     pub(crate) fn from_entries(entries: impl IntoIterator<Item = (u64, HLCTimestamp)>) -> Self {
         let mut entries: Vec<(u64, HLCTimestamp)> = entries.into_iter().collect();
         entries.sort_unstable_by_key(|(hash, _)| *hash);

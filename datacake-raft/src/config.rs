@@ -16,7 +16,10 @@ pub enum LogStorage {
     #[default]
     InMemory,
     /// In a directory: the log and vote in SQLite (fsynced before Raft is told they are
-    /// saved), the latest snapshot in a file beside it.
+    /// saved), the latest snapshot in a file beside it. One Raft instance at a time uses a
+    /// directory (its `LOCK` file is locked while the instance runs and until it has
+    /// stopped); a second one fails to start with
+    /// [`RaftError::DirectoryInUse`](crate::RaftError::DirectoryInUse).
     Durable(PathBuf),
 }
 

@@ -93,6 +93,15 @@ pub enum RaftError {
         /// The format version this build reads and writes.
         expected: u32,
     },
+    /// Another Raft instance holds the durable directory (another process, or one in this
+    /// process that has not finished stopping within a few seconds): two instances writing
+    /// one log and vote could vote twice in a term or lose acknowledged entries. Stop the
+    /// other instance, or give this one its own directory.
+    #[error("{} is in use by another raft instance (its lock file is held)", .dir.display())]
+    DirectoryInUse {
+        /// The durable directory.
+        dir: PathBuf,
+    },
     /// The [`RaftConfig`](crate::RaftConfig) was rejected.
     #[error("invalid raft configuration: {reason}")]
     Config {

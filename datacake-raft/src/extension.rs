@@ -1,5 +1,6 @@
 //! [`RaftExtension`]: starts Raft on a node.
 
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use tracing::info;
 
 use crate::bootstrap;
 use crate::config::{LogStorage, RaftConfig};
+use crate::dir_lock::{DirLock, LOCK_WAIT};
 use crate::error::RaftError;
 use crate::format;
 use crate::handle::{HandleInner, RaftHandle};
@@ -75,16 +77,21 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
         })?;
         let id = RaftNodeId::from(node.me().node_id);
         let machine = machine::share(self.machine);
-        let dir = match &config.storage {
+        // The durable directory is locked before anything in it is read: one instance at a
+        // time (see `dir_lock`).
+        let durable: Option<(PathBuf, DirLock)> = match &config.storage {
             LogStorage::InMemory => None,
-            LogStorage::Durable(dir) => Some(dir.clone()),
+            LogStorage::Durable(dir) => {
+                Some((dir.clone(), DirLock::acquire(dir, LOCK_WAIT).await?))
+            }
         };
+        let dir = durable.as_ref().map(|(dir, _)| dir.clone());
         let state_machine = StateMachineStore::open_off_runtime(machine.clone(), dir.clone())
             .await?
             .with_size_limit(config.max_snapshot_size);
         let network = Network::new(node.handle(), config.election_timeout.0);
         let raft_config = Arc::new(raft_config);
-        let raft: Raft = match &dir {
+        let raft: Raft = match &durable {
             None => {
                 Raft::new(
                     id,
@@ -95,11 +102,11 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
                 )
                 .await
             }
-            Some(dir) => {
+            Some((dir, lock)) => {
                 let path = dir.join(LOG_FILE);
                 // A log of another format version is refused before it is read.
                 format::check_log(&path)?;
-                let log = SqliteLogStore::open(&path)
+                let log = SqliteLogStore::open_locked(&path, lock.clone())
                     .map_err(|e| RaftError::storage(path.display().to_string(), e))?;
                 Raft::new(id, raft_config, network, log, state_machine).await
             }
@@ -124,6 +131,9 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
         let mut signal = node.shutdown_signal();
         let (stopping, stopped) = (raft.clone(), tasks.clone());
         tokio::spawn(async move {
+            // The directory stays locked until openraft has stopped (the log's writer thread
+            // holds it too, until its last commit).
+            let _lock = durable.map(|(_, lock)| lock);
             tokio::select! {
                 () = signal.wait() => {}
                 () = stopped.stopped() => {}

@@ -110,6 +110,7 @@ mod codec;
 mod config;
 #[cfg(test)]
 mod conformance;
+mod dir_lock;
 mod error;
 mod events;
 mod extension;

@@ -44,6 +44,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec;
+use crate::dir_lock::DirLock;
 use crate::log_writer::{Done, Group, Op, Writer, DEFER};
 use crate::types::{Entry, LogId, StorageError, StorageResult, TypeConfig, Vote};
 
@@ -198,14 +199,27 @@ fn read_last_below(conn: &Connection, end: u64) -> StorageResult<Option<Entry>> 
 }
 
 impl SqliteLogStore {
-    /// Opens (or creates) the database at `path` and starts its writer thread.
+    /// Opens (or creates) the database at `path` and starts its writer thread (for tests:
+    /// nodes open theirs with [`open_locked`](Self::open_locked)).
+    #[cfg(test)]
     pub(crate) fn open(path: &Path) -> StorageResult<Self> {
         Self::open_deferring(path, DEFER)
     }
 
+    /// [`open`](Self::open) for a node: the writer thread keeps the durable directory's
+    /// `lock` until it has committed its last group (see [`DirLock`]).
+    pub(crate) fn open_locked(path: &Path, lock: DirLock) -> StorageResult<Self> {
+        Self::open_with(path, DEFER, Some(lock))
+    }
+
     /// [`open`](Self::open), with a committed id waiting up to `defer` for company (see
     /// [`Op::Deferred`]).
+    #[cfg(test)]
     pub(crate) fn open_deferring(path: &Path, defer: Duration) -> StorageResult<Self> {
+        Self::open_with(path, defer, None)
+    }
+
+    fn open_with(path: &Path, defer: Duration, lock: Option<DirLock>) -> StorageResult<Self> {
         let conn = open_connection(path).map_err(read_err)?;
         let reader = open_connection(path).map_err(read_err)?;
         let last_purged: Option<LogId> = read_meta(&reader, KEY_PURGED)?;
@@ -225,6 +239,8 @@ impl SqliteLogStore {
             #[cfg(test)]
             let counters = counters.clone();
             Writer::spawn(conn, defer, move |group, outcome| {
+                // Moved into the writer thread, which drops it as it ends.
+                let _held = &lock;
                 settle(&state, &counters, group, outcome)
             })
             .map_err(io_err)?

@@ -140,6 +140,47 @@ async fn write_durable_state(dir: &TempDir) {
     node.node.shutdown().await;
 }
 
+/// Two Raft instances writing one log and vote could vote twice in a term or lose
+/// acknowledged entries: a second instance on a directory in use is refused, and the
+/// directory opens again right after its instance stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_in_use_by_another_instance_is_refused() {
+    let dir = TempDir::new("dir-in-use");
+    let first = start(1, &[], config(1).with_storage(durable(&dir))).await;
+    wait_for_leader(&[&first]).await;
+
+    let second = start_node(2, &[]).await;
+    let result = second
+        .add_extension(RaftExtension::new(
+            KvMachine::default(),
+            config(1).with_storage(durable(&dir)),
+        ))
+        .await;
+    second.shutdown().await;
+    match result {
+        Err(RaftError::DirectoryInUse { dir: refused }) => assert_eq!(refused, dir.path()),
+        Err(other) => panic!("expected DirectoryInUse, got {other}"),
+        Ok(_) => panic!("a second instance started on a directory in use"),
+    }
+
+    first
+        .raft
+        .write(Set("k".to_string(), 1))
+        .await
+        .expect("the first instance keeps writing");
+    drop(first.raft);
+    first.node.shutdown().await;
+    // At once: the start waits for the stopped instance to let go of the directory.
+    let again = start(1, &[], config(1).with_storage(durable(&dir))).await;
+    test_helper::wait_for("the restarted node to read its state", CONVERGE, || async {
+        again.raft.read(Get::All, ReadConsistency::Local).await.ok()
+            == Some(BTreeMap::from([("k".to_string(), 1)]))
+    })
+    .await;
+    drop(again.raft);
+    again.node.shutdown().await;
+}
+
 /// Starts node 1 on `dir` and returns the format version of the refused file.
 async fn refused_format(dir: &TempDir) -> (std::path::PathBuf, Option<u32>) {
     let node = start_node(1, &[]).await;
