@@ -10,7 +10,7 @@
 //! group. The operating system drops it with the process, so a killed node restarts at once.
 
 use std::fs::{self, File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,7 +53,9 @@ impl DirLock {
                         dir: dir.to_path_buf(),
                     })
                 }
-                Err(fs::TryLockError::Error(e)) => return Err(storage_error(dir, e)),
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(storage_error(&dir.join(LOCK_FILE), e))
+                }
             }
         }
     }
@@ -61,21 +63,18 @@ impl DirLock {
 
 fn open(dir: &Path) -> Result<File, RaftError> {
     fs::create_dir_all(dir).map_err(|e| storage_error(dir, e))?;
+    let path = dir.join(LOCK_FILE);
     OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
-        .open(lock_path(dir))
-        .map_err(|e| storage_error(dir, e))
+        .open(&path)
+        .map_err(|e| storage_error(&path, e))
 }
 
-fn lock_path(dir: &Path) -> PathBuf {
-    dir.join(LOCK_FILE)
-}
-
-fn storage_error(dir: &Path, e: std::io::Error) -> RaftError {
-    RaftError::storage(lock_path(dir).display().to_string(), e)
+fn storage_error(path: &Path, e: std::io::Error) -> RaftError {
+    RaftError::storage(path.display().to_string(), e)
 }
 
 #[cfg(test)]
