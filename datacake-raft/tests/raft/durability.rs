@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use datacake_node::NodeId;
 use datacake_raft::{RaftError, RaftExtension, ReadConsistency, Role};
 
 use test_helper::TempDir;
@@ -149,18 +150,9 @@ async fn a_directory_in_use_by_another_instance_is_refused() {
     let first = start(1, &[], config(1).with_storage(durable(&dir))).await;
     wait_for_leader(&[&first]).await;
 
-    let second = start_node(2, &[]).await;
-    let result = second
-        .add_extension(RaftExtension::new(
-            KvMachine::default(),
-            config(1).with_storage(durable(&dir)),
-        ))
-        .await;
-    second.shutdown().await;
-    match result {
-        Err(RaftError::DirectoryInUse { dir: refused }) => assert_eq!(refused, dir.path()),
-        Err(other) => panic!("expected DirectoryInUse, got {other}"),
-        Ok(_) => panic!("a second instance started on a directory in use"),
+    match refused_start(2, &dir).await {
+        RaftError::DirectoryInUse { dir: refused } => assert_eq!(refused, dir.path()),
+        other => panic!("expected DirectoryInUse, got {other}"),
     }
 
     first
@@ -171,7 +163,13 @@ async fn a_directory_in_use_by_another_instance_is_refused() {
     drop(first.raft);
     first.node.shutdown().await;
     // At once: the start waits for the stopped instance to let go of the directory.
-    let again = start(1, &[], config(1).with_storage(durable(&dir))).await;
+    restart_and_read_k(&dir).await;
+}
+
+/// Restarts node 1 alone on `dir`, waits until it reads `k = 1` from its own state, and
+/// stops it.
+async fn restart_and_read_k(dir: &TempDir) {
+    let again = start(1, &[], config(1).with_storage(durable(dir))).await;
     test_helper::wait_for("the restarted node to read its state", CONVERGE, || async {
         again.raft.read(Get::All, ReadConsistency::Local).await.ok()
             == Some(BTreeMap::from([("k".to_string(), 1)]))
@@ -181,9 +179,9 @@ async fn a_directory_in_use_by_another_instance_is_refused() {
     again.node.shutdown().await;
 }
 
-/// Starts node 1 on `dir` and returns the format version of the refused file.
-async fn refused_format(dir: &TempDir) -> (std::path::PathBuf, Option<u32>) {
-    let node = start_node(1, &[]).await;
+/// Starts Raft on a new node `id` over `dir`, which must refuse it; returns why.
+async fn refused_start(id: NodeId, dir: &TempDir) -> RaftError {
+    let node = start_node(id, &[]).await;
     let result = node
         .add_extension(RaftExtension::new(
             KvMachine::default(),
@@ -192,9 +190,16 @@ async fn refused_format(dir: &TempDir) -> (std::path::PathBuf, Option<u32>) {
         .await;
     node.shutdown().await;
     match result {
-        Err(RaftError::IncompatibleFormat { path, found, .. }) => (path, found),
-        Err(other) => panic!("expected IncompatibleFormat, got {other}"),
-        Ok(_) => panic!("expected IncompatibleFormat, raft started"),
+        Err(error) => error,
+        Ok(_) => panic!("raft started on {}", dir.path().display()),
+    }
+}
+
+/// Starts node 1 on `dir` and returns the format version of the refused file.
+async fn refused_format(dir: &TempDir) -> (std::path::PathBuf, Option<u32>) {
+    match refused_start(1, dir).await {
+        RaftError::IncompatibleFormat { path, found, .. } => (path, found),
+        other => panic!("expected IncompatibleFormat, got {other}"),
     }
 }
 
@@ -203,14 +208,7 @@ async fn a_log_of_another_format_version_is_refused_at_start() {
     let dir = TempDir::new("log-format");
     write_durable_state(&dir).await;
     // The same directory restarts fine (the check passes its own format).
-    let again = start(1, &[], config(1).with_storage(durable(&dir))).await;
-    test_helper::wait_for("the restarted node to read its state", CONVERGE, || async {
-        again.raft.read(Get::All, ReadConsistency::Local).await.ok()
-            == Some(BTreeMap::from([("k".to_string(), 1)]))
-    })
-    .await;
-    drop(again.raft);
-    again.node.shutdown().await;
+    restart_and_read_k(&dir).await;
 
     let log = dir.join(LOG_FILE);
     let version: u32 = {
