@@ -114,8 +114,9 @@
 //!   was down past the grace (which it then forgets, as above).
 //! - A member down past the grace, removed, or gone for good after a graceful leave loses
 //!   the writes it acknowledged alone (at `None`) and never replicated: the cluster stopped
-//!   waiting for it, and a leave hands nothing off. Write at `One` or above what must outlive
-//!   its node.
+//!   waiting for it, and a leave does not wait until a peer holds them (batches still queued
+//!   are sent while the leave is announced, and a failed one is not retried). Write at `One`
+//!   or above what must outlive its node.
 //! - Reads ask every live replica the level counts and use the first answers; the others'
 //!   replies are dropped. Each answer carries whole documents (no digest reads).
 #![forbid(unsafe_code)]
