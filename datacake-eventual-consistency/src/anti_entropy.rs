@@ -450,16 +450,16 @@ mod tests {
     }
 
     /// A keyspace large enough that each bucket request covers more entries than one step
-    /// of the peer's scan (`SCAN_STEP_ENTRIES`) and than one reply holds (1 MiB messages
-    /// carry about 24,500 entries; 250,000 keys over 4,096 buckets put about 31,000 in each
-    /// request of `BUCKETS_PER_REQUEST`): the peer reads each request in steps, stops at the
-    /// reply's budget and replies only with the buckets it read whole, and a single round
-    /// still takes every document and tombstone. (A reply claiming buckets it did not read
-    /// would leave them for later rounds, or, with local copies there, have them judged as
-    /// the peer's gaps.)
+    /// of the peer's scan (`SCAN_STEP_ENTRIES`; 60,000 keys over 4,096 buckets put about
+    /// 7,300 in each request of `BUCKETS_PER_REQUEST`): the peer reads each request in
+    /// steps and replies only with the buckets it read whole, and a single round still takes
+    /// every document and tombstone. (A reply claiming buckets it did not read would leave
+    /// them for later rounds, or, with local copies there, have them judged as the peer's
+    /// gaps.) Replies cut by the message budget are covered against `KeyspaceState` by
+    /// `service::tests::a_scan_in_steps_that_stops_early_gives_the_reply_of_a_full_scan`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_round_takes_a_keyspace_whose_bucket_requests_are_read_in_steps() {
-        const KEYS: u64 = 250_000;
+        const KEYS: u64 = 60_000;
         const DELETED: u64 = 5_000;
         let (a, store, b) = store_and_bare_peer(1 << 20).await;
         let handle = store.handle();
