@@ -8,14 +8,14 @@
 //!   is it or a later-stamped write (a later put, or a delete stamped after it).
 //! - **No delete undone:** for each acknowledged delete, the key is absent at the end unless
 //!   a put stamped after the delete wrote it.
-//!
-//! Both excuse only a write that no node but those that left for good ever stored (a `None`
-//! write whose node left before it replicated): the store does not promise to keep what a
-//! departed member alone held.
 //! - **No phantom:** every document at the end, and every document a read returned, is one
 //!   that a put wrote, with the stamp that put got.
 //! - **Quorum read-your-writes:** a `Quorum` (or `All`) read that started after a `Quorum`
 //!   (or `All`) write of its key was acknowledged returns that write or a later one.
+//!
+//! The lost-write and undone-delete checks excuse only a write that no node but those that
+//! left for good ever stored (a `None` write whose node left before it replicated): the store
+//! does not promise to keep what a departed member alone held.
 //!
 //! "Later" is the store's own order: the hybrid logical clock stamps it gives writes, which
 //! [`Recorder`] learns from the storages. Real-time order between nodes is not promised by
