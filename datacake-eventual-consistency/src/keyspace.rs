@@ -287,9 +287,8 @@ impl KeyspaceState {
 
     /// The entries of the given buckets at resolution `bits`, sorted by bucket, then key.
     pub(crate) fn bucket_entries(&self, bits: u8, buckets: &[u32]) -> Vec<BucketEntry> {
-        let (mut entries, _) = self.bucket_entries_unsorted(bits, buckets, usize::MAX);
-        sort_by_bucket(&mut entries);
-        entries.into_iter().map(|(_, e)| e).collect()
+        let (entries, _) = self.bucket_entries_unsorted(bits, buckets, usize::MAX);
+        sorted_by_bucket(entries)
     }
 
     /// The entries of `buckets` (ascending; any at or above `2^bits` are ignored) at
@@ -341,14 +340,15 @@ pub(crate) const SCAN_STEP_ENTRIES: usize = 4_096;
 /// run as `scan` steps of at most `step_entries` entries each (plus one bucket), each
 /// resuming at the first bucket the previous step did not read whole: for a caller that
 /// takes the keyspace's lock once per step, so writes wait for one step, not the whole
-/// request. Each bucket is read whole within one step; the result is what one scan would
-/// give if nothing changed between the steps.
+/// request. Each bucket is read whole within one step; the result, sorted by bucket, then
+/// key (after the last step, with no lock held), is what one scan would give if nothing
+/// changed between the steps.
 pub(crate) fn scan_in_steps(
     buckets: &[u32],
     max_entries: usize,
     step_entries: usize,
     mut scan: impl FnMut(&[u32], usize) -> (Vec<(u32, BucketEntry)>, usize),
-) -> (Vec<(u32, BucketEntry)>, usize) {
+) -> (Vec<BucketEntry>, usize) {
     let mut entries = Vec::new();
     let mut whole = 0;
     while whole < buckets.len() && entries.len() <= max_entries {
@@ -360,12 +360,13 @@ pub(crate) fn scan_in_steps(
             break; // only for buckets out of order, which callers never pass
         }
     }
-    (entries, whole)
+    (sorted_by_bucket(entries), whole)
 }
 
-/// Sorts `(bucket, entry)` pairs by bucket, then key.
-pub(crate) fn sort_by_bucket(entries: &mut [(u32, BucketEntry)]) {
+/// The entries of `(bucket, entry)` pairs, sorted by bucket, then key.
+fn sorted_by_bucket(mut entries: Vec<(u32, BucketEntry)>) -> Vec<BucketEntry> {
     entries.sort_unstable_by_key(|(b, e)| (*b, e.key));
+    entries.into_iter().map(|(_, e)| e).collect()
 }
 
 #[cfg(test)]

@@ -525,12 +525,9 @@ impl<S: Storage> Replica<S> {
         let Some(slot) = self.slot(keyspace) else {
             return (Vec::new(), buckets.len());
         };
-        let (mut entries, whole) =
-            scan_in_steps(buckets, max_entries, SCAN_STEP_ENTRIES, |rest, step| {
-                slot.with_state(|s| s.bucket_entries_unsorted(bits, rest, step))
-            });
-        crate::keyspace::sort_by_bucket(&mut entries);
-        (entries.into_iter().map(|(_, e)| e).collect(), whole)
+        scan_in_steps(buckets, max_entries, SCAN_STEP_ENTRIES, |rest, step| {
+            slot.with_state(|s| s.bucket_entries_unsorted(bits, rest, step))
+        })
     }
 
     /// The buckets of `keyspace`, at resolution `bits`, that differ from a peer's.

@@ -388,12 +388,10 @@ mod tests {
         budget: usize,
         step: usize,
     ) -> (Vec<WireEntry>, u32) {
-        let (mut entries, whole) =
+        let (entries, whole) =
             scan_in_steps(buckets, budget / ENTRY_OVERHEAD, step, |rest, step| {
                 ks.bucket_entries_unsorted(bits, rest, step)
             });
-        crate::keyspace::sort_by_bucket(&mut entries);
-        let entries: Vec<BucketEntry> = entries.into_iter().map(|(_, e)| e).collect();
         whole_buckets(&entries, bits, &buckets[..whole], budget)
     }
 
