@@ -43,13 +43,14 @@ impl KeyMap {
     pub(crate) fn from_sorted_hashes(hashes: Vec<u64>, stamps: Vec<HLCTimestamp>) -> Self {
         debug_assert_eq!(hashes.len(), stamps.len());
         debug_assert!(hashes.windows(2).all(|w| w[0] < w[1]));
-        let delta = Delta::for_capacity(MIN_DELTA.max(hashes.len() >> DELTA_SHIFT));
-        Self {
+        let mut map = Self {
             hashes,
             stamps,
             vacant: 0,
-            delta,
-        }
+            delta: Delta::default(),
+        };
+        map.delta = Delta::for_capacity(map.delta_limit());
+        map
     }
 
     /// A map of unique hashes and their stamps, in any order.

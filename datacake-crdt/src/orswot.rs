@@ -452,9 +452,10 @@ impl<const SOURCES: usize> OrSWotSet<SOURCES> {
                 continue; // settled with the live entries
             }
             match self.dead.get(hash) {
-                Some(&mine) => self.dead.insert(hash, mine.max(d)),
+                Some(&mine) if mine >= d => {}
                 None if self.purged.is_some_and(|p| d <= p) => {}
-                None => self.dead.insert(hash, d),
+                // Ours is older, or we hold none and have not purged past it.
+                Some(_) | None => self.dead.insert(hash, d),
             }
         }
     }
@@ -499,8 +500,7 @@ fn disjoint(ranges: &[RangeInclusive<u64>]) -> Vec<RangeInclusive<u64>> {
 impl<const SOURCES: usize> PartialEq for OrSWotSet<SOURCES> {
     /// Equal live entries, tombstones, observed timestamps and purge watermark.
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len()
-            && self.live == other.live
+        self.live == other.live
             && self.dead == other.dead
             && self.observed == other.observed
             && self.purged == other.purged
