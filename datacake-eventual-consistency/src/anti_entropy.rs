@@ -70,8 +70,8 @@ pub(crate) struct Repairer<S> {
 
 /// The outcome of one complete round with a peer.
 #[derive(Debug)]
-struct Round {
-    repaired: usize,
+pub(crate) struct Round {
+    pub(crate) repaired: usize,
     /// The peer holds every local tombstone older than this.
     confirmed: HLCTimestamp,
 }
@@ -167,7 +167,10 @@ impl<S: Storage> Repairer<S> {
     }
 
     /// One complete repair round with `peer`.
-    async fn repair_from(&self, peer: &ClusterMember) -> Result<Round, StoreError<S::Error>> {
+    pub(crate) async fn repair_from(
+        &self,
+        peer: &ClusterMember,
+    ) -> Result<Round, StoreError<S::Error>> {
         let transport = |source: Status| StoreError::Transport {
             peer: peer.public_addr,
             source,
@@ -401,33 +404,7 @@ mod tests {
     use super::*;
     use crate::replica::KeyspaceLimits;
     use crate::test_utils::MemStore;
-    use crate::testing::node;
-    use crate::{EventuallyConsistentStore, EventuallyConsistentStoreExtension};
-
-    /// Node 1 with a store of `max_message_size` messages (and no repair rounds of its own),
-    /// and node 2, which runs no store, in one cluster.
-    async fn store_and_bare_peer(
-        max_message_size: usize,
-    ) -> (
-        DatacakeNode,
-        EventuallyConsistentStore<MemStore>,
-        DatacakeNode,
-    ) {
-        let a = node(1, Vec::new()).await;
-        let store = a
-            .add_extension(
-                EventuallyConsistentStoreExtension::new(MemStore::new())
-                    .with_max_message_size(max_message_size)
-                    .with_repair_interval(Duration::from_secs(3_600)),
-            )
-            .await
-            .unwrap();
-        let b = node(2, vec![a.me().public_addr.to_string()]).await;
-        b.wait_for_nodes([1, 2], Duration::from_secs(20))
-            .await
-            .unwrap();
-        (a, store, b)
-    }
+    use crate::testing::store_and_bare_peer;
 
     /// The repair task's state on `node` (node 2) over a fresh replica, for a test to run
     /// rounds itself.

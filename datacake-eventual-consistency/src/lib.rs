@@ -100,8 +100,9 @@
 //! users.del(1, Consistency::All).await?;
 //! assert_eq!(users.get_local(1).await?, None);
 //!
-//! drop(store);
+//! // The store stays up while the node leaves: its peers pull what it alone holds.
 //! node.shutdown().await;
+//! drop(store);
 //! # Ok(())
 //! # }
 //! ```
@@ -112,11 +113,13 @@
 //!   only of the purged ones. A node raises it only after pulling from every member past it,
 //!   so this refuses only writes no member held then: stale ones, or those of a member that
 //!   was down past the grace (which it then forgets, as above).
-//! - A member down past the grace, removed, or gone for good after a graceful leave loses
-//!   the writes it acknowledged alone (at `None`) and never replicated: the cluster stopped
-//!   waiting for it, and a leave does not wait until a peer holds them (batches still queued
-//!   are sent while the leave is announced, and a failed one is not retried). Write at `One`
-//!   or above what must outlive its node.
+//! - A graceful leave ([`DatacakeNode::shutdown`](datacake_node::DatacakeNode::shutdown)
+//!   with the store still up) first has every live peer pull from the leaving node once,
+//!   within the node's leave timeout. A member down past the grace, removed, or cut off from
+//!   every peer as it leaves, loses the writes it acknowledged alone (at `None`) and never
+//!   replicated: the cluster stopped waiting for it, and a failed replication batch is not
+//!   retried. So does a leave whose hand-off ran out of time, for what it did not reach.
+//!   Write at `One` or above what must outlive its node.
 //! - Reads ask every live replica the level counts and use the first answers; the others'
 //!   replies are dropped. Each answer carries whole documents (no digest reads).
 #![forbid(unsafe_code)]
@@ -127,6 +130,7 @@ mod config;
 mod digest;
 mod error;
 mod handle;
+mod handoff;
 mod keyspace;
 mod members;
 mod messages;

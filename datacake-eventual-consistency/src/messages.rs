@@ -152,6 +152,23 @@ pub(crate) struct RemoveMember {
     pub(crate) node_id: u32,
 }
 
+/// Asks a peer to pull from the sender, which is about to leave the cluster (the hand-off,
+/// [`handoff`](crate::handoff)).
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct HandOff {
+    pub(crate) clock: HLCTimestamp,
+    /// The leaving node: the caller.
+    pub(crate) node_id: u32,
+}
+
+/// A peer's answer: it has pulled from the leaving node.
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct HandedOff {
+    pub(crate) clock: HLCTimestamp,
+    /// Keys the peer took in its round.
+    pub(crate) repaired: u64,
+}
+
 impl From<WireMutation> for crate::replica::Change {
     fn from(m: WireMutation) -> Self {
         use crate::keyspace::Mutation;

@@ -1,5 +1,5 @@
 //! The store's RPC service: replication batches, digest exchange, bucket listing, reads (and
-//! repair fetches), member removal.
+//! repair fetches), member removal; the hand-off's handler is in [`handoff`](crate::handoff).
 //!
 //! Every input is bounded: ids per request, buckets per request, and every reply is cut by
 //! bytes under the message budget. Every timestamp that arrives is checked against the
@@ -18,8 +18,9 @@ use crate::config::{StoreConfig, ENTRY_OVERHEAD, MAX_KEYS_PER_REQUEST};
 use crate::digest::{BucketEntry, DIGEST_BUCKETS, MAX_DIGEST_BITS};
 use crate::members::Members;
 use crate::messages::{
-    Ack, BucketReply, BucketRequest, DigestReply, DigestRequest, ReadReply, ReadRequest, Refusal,
-    Refused, RemoveMember, ReplicateAck, ReplicateBatch, WireDigest, WireEntry, WireMutation,
+    Ack, BucketReply, BucketRequest, DigestReply, DigestRequest, HandOff, ReadReply, ReadRequest,
+    Refusal, Refused, RemoveMember, ReplicateAck, ReplicateBatch, WireDigest, WireEntry,
+    WireMutation,
 };
 use crate::read::{dedup, read_versions};
 use crate::replica::{Change, Counters, Replica};
@@ -35,6 +36,8 @@ pub(crate) struct StoreService<S> {
     pub(crate) members: Arc<Members>,
     pub(crate) node: DatacakeHandle,
     pub(crate) config: StoreConfig,
+    /// Lets one [`HandOff`] round run at a time.
+    pub(crate) hand_offs: Arc<tokio::sync::Semaphore>,
 }
 
 impl<S> std::fmt::Debug for StoreService<S> {
@@ -45,7 +48,7 @@ impl<S> std::fmt::Debug for StoreService<S> {
 
 impl<S: Storage> StoreService<S> {
     /// Folds the caller's clock into ours; a clock beyond the drift bound refuses the call.
-    fn register(&self, remote: HLCTimestamp, from: SocketAddr) -> Result<(), Status> {
+    pub(crate) fn register(&self, remote: HLCTimestamp, from: SocketAddr) -> Result<(), Status> {
         self.node
             .clock()
             .register_ts(remote)
@@ -57,7 +60,7 @@ impl<S: Storage> StoreService<S> {
             })
     }
 
-    fn now(&self) -> HLCTimestamp {
+    pub(crate) fn now(&self) -> HLCTimestamp {
         self.node.clock().get_time()
     }
 }
@@ -73,6 +76,7 @@ impl<S: Storage> RpcService for StoreService<S> {
         registry.add_handler::<BucketRequest>();
         registry.add_handler::<ReadRequest>();
         registry.add_handler::<RemoveMember>();
+        registry.add_handler::<HandOff>();
     }
 }
 

@@ -16,6 +16,7 @@ use crate::anti_entropy::Repairer;
 use crate::config::StoreConfig;
 use crate::error::StoreError;
 use crate::handle::{ReplicatedKeyspaceHandle, ReplicatedStoreHandle};
+use crate::handoff;
 use crate::members::Members;
 use crate::messages::RemoveMember;
 use crate::replica::{KeyspaceLimits, Replica};
@@ -236,7 +237,11 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
             members: members.clone(),
             node: handle.clone(),
             config,
+            hand_offs: handoff::hand_off_permits(),
         });
+        // On a graceful leave, every live peer pulls from this node first.
+        let leaving = handle.clone();
+        guard.before_leave(move || handoff::hand_off::<S>(leaving));
         let replicator = Arc::new(Replicator::new(
             replica.clone(),
             handle.clone(),

@@ -262,12 +262,16 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
     }
 
     /// How long [`DatacakeNode::shutdown`] waits for peers to hear of the departure (and for
-    /// extension tasks to stop). Default 500 ms.
+    /// extension tasks to stop), and, before that, for the extensions' leave hooks
+    /// ([`ExtensionGuard::before_leave`](crate::ExtensionGuard::before_leave); the
+    /// eventually consistent store hands off its data in one). A shutdown therefore takes at
+    /// most twice this. Default 500 ms.
     ///
     /// At most [`MAX_TIMEOUT`](DatacakeNodeBuilder::MAX_TIMEOUT) (one day), else
-    /// [`connect`](Self::connect) fails with [`NodeError::InvalidConfig`]. Zero announces the
-    /// leave without waiting for it to be delivered and aborts extension tasks at once; peers
-    /// that miss the announcement see the departure through failure detection.
+    /// [`connect`](Self::connect) fails with [`NodeError::InvalidConfig`]. Zero cancels the
+    /// leave hooks, announces the leave without waiting for it to be delivered and aborts
+    /// extension tasks at once; peers that miss the announcement see the departure through
+    /// failure detection.
     ///
     /// ```
     /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder};

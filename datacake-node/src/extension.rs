@@ -2,6 +2,7 @@
 //! an extension's lifetime to its handles.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -91,7 +92,12 @@ pub struct ExtensionGuard {
     node: DatacakeHandle,
     service: &'static str,
     stop: watch::Sender<()>,
+    /// Tells this guard's leave hooks from other extensions'.
+    id: u64,
 }
+
+/// Ids of guards, for their leave hooks.
+static NEXT_GUARD_ID: AtomicU64 = AtomicU64::new(0);
 
 impl ExtensionGuard {
     /// A guard for the extension whose RPC service is called `service` (`""` for an
@@ -101,7 +107,49 @@ impl ExtensionGuard {
             node,
             service,
             stop: watch::channel(()).0,
+            id: NEXT_GUARD_ID.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// Runs `hook` when the node leaves gracefully ([`DatacakeNode::shutdown`]), before the
+    /// leave is announced, while peers still count this node as a live member and its RPC
+    /// services still answer: for work that must reach peers before they stop talking to
+    /// this node, such as handing off data only it holds.
+    ///
+    /// The hooks of every extension run at the same time, bounded together by the node's
+    /// leave timeout
+    /// ([`with_leave_timeout`](crate::DatacakeNodeBuilder::with_leave_timeout)); a hook
+    /// still running then is cancelled. None runs if the node is dropped instead (an abrupt
+    /// stop) or once this guard is dropped (the extension stopped first).
+    ///
+    /// ```
+    /// # use datacake_node::{ConnectionConfig, DatacakeNodeBuilder, ExtensionGuard};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let addr = "127.0.0.1:0".parse()?;
+    /// # let node = DatacakeNodeBuilder::new(1, ConnectionConfig::new(addr, addr, Vec::<String>::new()))
+    /// #     .connect()
+    /// #     .await?;
+    /// let guard = ExtensionGuard::new(node.handle(), "my-service");
+    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// guard.before_leave(move || async move {
+    ///     let _ = tx.send("handed off");
+    /// });
+    /// node.shutdown().await;
+    /// assert_eq!(rx.await?, "handed off");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn before_leave<F, Fut>(&self, hook: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.node
+            .inner
+            .leave_hooks
+            .lock()
+            .push((self.id, Box::new(move || Box::pin(hook()))));
     }
 
     /// Spawns the extension's tasks, which end with the guard (or the node).
@@ -118,6 +166,12 @@ impl Drop for ExtensionGuard {
         if !self.service.is_empty() {
             self.node.remove_rpc_service(self.service);
         }
+        let id = self.id;
+        self.node
+            .inner
+            .leave_hooks
+            .lock()
+            .retain(|(owner, _)| *owner != id);
         // `stop` is dropped next: every task spawned through `ExtensionTasks` ends.
     }
 }

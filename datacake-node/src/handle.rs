@@ -37,7 +37,14 @@ pub(crate) struct NodeShared {
     pub(crate) auth: Arc<PeerAuth>,
     /// What discovery last found (empty without discovery sources).
     pub(crate) discovered: Arc<watch::Sender<Arc<[SocketAddr]>>>,
+    /// Work extensions run before a graceful leave is announced, by the id of the
+    /// [`ExtensionGuard`](crate::ExtensionGuard) that registered it.
+    pub(crate) leave_hooks: parking_lot::Mutex<Vec<(u64, LeaveHook)>>,
 }
+
+/// A hook registered with [`ExtensionGuard::before_leave`](crate::ExtensionGuard::before_leave).
+pub(crate) type LeaveHook =
+    Box<dyn FnOnce() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// A cheap, cloneable handle to a running node, for tasks and extensions to keep. A
 /// [`DatacakeNode`](crate::DatacakeNode) derefs to its handle, so every accessor here is

@@ -111,6 +111,7 @@ impl DatacakeNode {
             server: Arc::downgrade(&server),
             auth: parts.auth,
             discovered: Arc::new(watch::channel(Arc::from([])).0),
+            leave_hooks: parking_lot::Mutex::new(Vec::new()),
         };
         Self {
             handle: DatacakeHandle {
@@ -172,6 +173,10 @@ impl DatacakeNode {
 
     /// Leaves the cluster gracefully and stops.
     ///
+    /// 0. Runs the extensions' leave hooks
+    ///    ([`ExtensionGuard::before_leave`](crate::ExtensionGuard::before_leave)) while peers
+    ///    still count this node as a live member, all at once and bounded together by the
+    ///    leave timeout.
     /// 1. Marks this node as leaving in gossip and pushes that to every live peer at once, then
     ///    waits (bounded by the leave timeout) until each was sent our state — so peers report
     ///    the departure in [`MembershipChange::left`](crate::MembershipChange::left) within a
@@ -182,6 +187,7 @@ impl DatacakeNode {
     #[tracing::instrument(skip_all, fields(node_id = self.me().node_id))]
     pub async fn shutdown(self) {
         let me = self.me().clone();
+        self.run_leave_hooks().await;
         let deadline = Instant::now() + self.timings.leave_timeout;
         let chitchat = self.chitchat.lock().take();
         if let Some(chitchat) = chitchat {
@@ -209,6 +215,30 @@ impl DatacakeNode {
         info!(node_id=me.node_id, addr=%me.public_addr, "node left the cluster");
     }
 
+    /// Runs every registered leave hook at the same time, for at most the leave timeout; the
+    /// ones still running then are cancelled.
+    async fn run_leave_hooks(&self) {
+        let hooks = std::mem::take(&mut *self.handle.inner.leave_hooks.lock());
+        if hooks.is_empty() {
+            return;
+        }
+        let mut running = tokio::task::JoinSet::new();
+        for (_, hook) in hooks {
+            running.spawn(hook());
+        }
+        let all_done = async { while running.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.timings.leave_timeout, all_done)
+            .await
+            .is_err()
+        {
+            info!(
+                node_id = self.me().node_id,
+                unfinished = running.len(),
+                "leave hooks cancelled: the leave timeout passed"
+            );
+        }
+    }
+
     async fn stop_tasks(&self, deadline: Instant) {
         self.handle.inner.shutdown.send_replace(true);
         let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.handle.inner.tasks.lock());
@@ -232,8 +262,10 @@ impl std::ops::Deref for DatacakeNode {
 
 impl Drop for DatacakeNode {
     fn drop(&mut self) {
-        // A drop without `shutdown` is an abrupt stop: no leave is announced.
+        // A drop without `shutdown` is an abrupt stop: no leave is announced, and no leave
+        // hook runs (dropping them also drops the handles they hold).
         self.handle.inner.shutdown.send_replace(true);
+        self.handle.inner.leave_hooks.lock().clear();
         if let Some(chitchat) = self.chitchat.lock().take() {
             chitchat.abort();
         }

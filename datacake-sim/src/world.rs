@@ -427,6 +427,8 @@ async fn run_host<A: App>(
             Message::Leave => break,
         }
     }
-    drop(handle);
+    // The application stays attached while the node leaves: its leave hooks (the store's
+    // hand-off) run then.
     node.shutdown().await;
+    drop(handle);
 }

@@ -3,6 +3,7 @@
 mod catch_up;
 mod cluster;
 mod fixtures;
+mod handoff;
 mod levels;
 mod limits;
 mod reads;

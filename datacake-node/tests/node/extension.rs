@@ -1,11 +1,11 @@
-//! Extensions: an RPC service registered by an extension is reachable from another node, and
-//! extension tasks stop with the node.
+//! Extensions: an RPC service registered by an extension is reachable from another node,
+//! extension tasks stop with the node, and leave hooks run before a graceful leave.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use datacake_node::{ClusterExtension, DatacakeHandle, DatacakeNode};
+use datacake_node::{ClusterExtension, DatacakeHandle, DatacakeNode, ExtensionGuard};
 use datacake_rpc::{Handler, Request, RpcClient, RpcService, ServiceRegistry, Status};
 
 use crate::fixtures::*;
@@ -157,4 +157,87 @@ async fn a_handle_removes_a_service_and_counts_running_tasks() {
     assert_eq!(handle.running_tasks(), 0, "shutdown stops every task");
     handle.remove_rpc_service("greeter"); // the server is gone: nothing happens
     n2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_hooks_run_on_a_graceful_leave_while_peers_still_count_the_node() {
+    let n1 = start(1, &[]).await;
+    let n2 = start(2, &[&n1]).await;
+    n1.wait_for_nodes([1, 2], CONVERGE).await.unwrap();
+
+    let kept = ExtensionGuard::new(n2.handle(), "");
+    let (seen_tx, seen) = tokio::sync::oneshot::channel();
+    let peer = n1.handle();
+    kept.before_leave(move || async move {
+        let counted = peer.live_members().iter().any(|m| m.node_id == 2);
+        let _ = seen_tx.send(counted);
+    });
+    // The hook of an extension that stopped first is not run.
+    let dropped = ExtensionGuard::new(n2.handle(), "");
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    dropped.before_leave(move || async move { flag.store(true, Ordering::SeqCst) });
+    drop(dropped);
+
+    n2.shutdown().await;
+    assert_eq!(
+        seen.await,
+        Ok(true),
+        "the hook ran, before node 1 heard of the leave"
+    );
+    assert!(!ran.load(Ordering::SeqCst), "a dropped guard's hook ran");
+    drop(kept);
+    n1.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_hook_that_never_ends_is_cancelled_at_the_leave_timeout() {
+    let node = builder(1, &[])
+        .with_leave_timeout(Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    let guard = ExtensionGuard::new(node.handle(), "");
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(cancelled.clone());
+    guard.before_leave(move || async move {
+        let _dropped_when_cancelled = flag;
+        std::future::pending::<()>().await
+    });
+    tokio::time::timeout(CONVERGE, node.shutdown())
+        .await
+        .expect("the shutdown ends although the hook never does");
+    assert!(
+        cancelled.load(Ordering::SeqCst),
+        "the hook was not cancelled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_node_drops_its_leave_hooks_unrun() {
+    let node = start(1, &[]).await;
+    let guard = ExtensionGuard::new(node.handle(), "");
+    let (ran, released) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (flag, held) = (ran.clone(), DropFlag(released.clone()));
+    guard.before_leave(move || async move {
+        let _held = held;
+        flag.store(true, Ordering::SeqCst);
+    });
+    // Handles (the guard's among them) outlive the node: the hook, and what it holds, must
+    // not (it may hold a handle itself).
+    let handle = node.handle();
+    drop(node);
+    assert!(handle.shutdown_signal().is_shutdown());
+    assert!(
+        released.load(Ordering::SeqCst),
+        "the hook outlived the node"
+    );
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "an abrupt stop ran a leave hook"
+    );
+    drop(guard);
 }
