@@ -9,9 +9,9 @@
 //! node's leave hook, bounded by its leave timeout.
 //!
 //! A peer believes no more than the periodic repair does: it pulls only from a node that is
-//! a live member in its own view, at that member's gossiped address, and the caller must be
-//! that member (its certificate with TLS, its address's host without). It runs one hand-off
-//! round at a time; further requests wait.
+//! a live member in its own view (not itself), at that member's gossiped address, and the
+//! caller must be that member (its certificate proves it with TLS; without, the caller's
+//! host must be the member's). It runs one hand-off round at a time; further requests wait.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +94,9 @@ impl<S: Storage> Handler<HandOff> for StoreService<S> {
         let from = request.remote_addr();
         self.node
             .verify_caller(request.peer(), request.node_id.to_native())?;
+        // With TLS the certificate proved the caller; without, its address's host must be
+        // the member's (its port is an ephemeral one).
+        let proven = request.peer().is_some();
         let request = request.into_inner().deserialize_view()?;
         self.register(request.clock, from)?;
         let leaving = self
@@ -101,7 +104,7 @@ impl<S: Storage> Handler<HandOff> for StoreService<S> {
             .live_members()
             .into_iter()
             .filter(|m| m.node_id != self.node.me().node_id)
-            .find(|m| m.node_id == request.node_id && m.public_addr.ip() == from.ip())
+            .find(|m| m.node_id == request.node_id && (proven || m.public_addr.ip() == from.ip()))
             .ok_or_else(|| {
                 Status::invalid_payload(format!(
                     "hand-off from {from}, which is not live peer {}",

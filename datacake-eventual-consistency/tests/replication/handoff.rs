@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use datacake_eventual_consistency::test_utils::{FaultyStorage, MemStore};
 use datacake_eventual_consistency::Consistency;
+use datacake_node::DatacakeNodeBuilder;
 
 use crate::fixtures::*;
 
@@ -19,11 +20,37 @@ fn without_periodic_repair<S: datacake_eventual_consistency::Storage>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_leave_hands_off_the_writes_no_peer_holds() {
+    hand_off_writes_no_peer_holds(None).await;
+}
+
+/// The same over mutual TLS: the peers believe the leaving node's certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_leave_hands_off_the_writes_no_peer_holds_with_tls() {
+    let ca = datacake_node::certs::ClusterCa::generate("secure").unwrap();
+    hand_off_writes_no_peer_holds(Some(&ca)).await;
+}
+
+/// Node 1 writes while nodes 2 and 3 refuse its replication batches, then leaves: both must
+/// end up with what it held.
+async fn hand_off_writes_no_peer_holds(ca: Option<&datacake_node::certs::ClusterCa>) {
+    let secure = |id: u32, node: DatacakeNodeBuilder| match ca {
+        None => node,
+        Some(ca) => {
+            let cert = ca.issue_node(id, &[]).unwrap();
+            let tls = datacake_rpc::TlsConfig::mutual_from_pem(
+                ca.cert_pem().as_bytes(),
+                cert.cert_pem().as_bytes(),
+                cert.key_pem().as_bytes(),
+            )
+            .unwrap();
+            node.with_cluster_id("secure").with_tls(tls)
+        }
+    };
     let leaving = start_node_full(
         1,
         Vec::new(),
         MemStore::new(),
-        |node| node.with_leave_timeout(Duration::from_secs(10)),
+        |node| secure(1, node).with_leave_timeout(Duration::from_secs(10)),
         without_periodic_repair,
     )
     .await;
@@ -35,7 +62,7 @@ async fn a_graceful_leave_hands_off_the_writes_no_peer_holds() {
                 id,
                 vec![leaving.addr()],
                 storage,
-                |node| node,
+                |node| secure(id, node),
                 without_periodic_repair,
             )
             .await,
