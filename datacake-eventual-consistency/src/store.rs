@@ -300,7 +300,8 @@ pub struct StoreStatistics {
     pub writes: u64,
     /// Mutations received from peers' write fan-out and applied.
     pub replicated: u64,
-    /// Repair rounds completed (one per peer per round).
+    /// Repair rounds completed (one per peer per round, and one per hand-off a leaving peer
+    /// asked for).
     pub repairs_run: u64,
     /// Keys taken from peers by repair.
     pub keys_repaired: u64,
