@@ -118,6 +118,18 @@ pub enum RaftError {
     /// Raft has stopped on this node (the node shut down, or storage failed).
     #[error("raft has stopped")]
     Stopped,
+    /// The cluster lists a newer incarnation of this node's id (at `newer`) instead of this
+    /// process ([`DatacakeHandle::superseded_by`](datacake_node::DatacakeHandle::superseded_by)):
+    /// this process stalled or was cut off long enough to be held dead, and its id was
+    /// started again. Two processes under one id could vote twice in a term, so Raft has
+    /// stopped in this one; stop the process.
+    #[error("node {node_id} was started again at {newer}: raft stopped in this process")]
+    Superseded {
+        /// This node's id.
+        node_id: NodeId,
+        /// Where the newer incarnation runs.
+        newer: std::net::SocketAddr,
+    },
 }
 
 impl RaftError {

@@ -5,8 +5,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datacake_node::{ClusterExtension, DatacakeNode, ExtensionGuard};
-use tracing::info;
+use datacake_node::{ClusterExtension, DatacakeHandle, DatacakeNode, ExtensionGuard};
+use futures::StreamExt;
+use tracing::{info, warn};
 
 use crate::bootstrap;
 use crate::config::{LogStorage, RaftConfig};
@@ -127,9 +128,10 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             config.max_snapshot_size,
         ));
 
-        // Raft stops with the node (shut down or dropped) or with the last handle.
+        // Raft stops with the node (shut down or dropped), with the last handle, or once the
+        // cluster lists a newer incarnation of this node's id.
         let mut signal = node.shutdown_signal();
-        let (stopping, stopped) = (raft.clone(), tasks.clone());
+        let (stopping, stopped, fence) = (raft.clone(), tasks.clone(), node.handle());
         tokio::spawn(async move {
             // The directory stays locked until openraft has stopped (the log's writer thread
             // holds it too, until its last commit).
@@ -137,6 +139,11 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             tokio::select! {
                 () = signal.wait() => {}
                 () = stopped.stopped() => {}
+                newer = superseded(&fence) => warn!(
+                    node_id = fence.me().node_id,
+                    %newer,
+                    "this node id was started again elsewhere: raft stops in this process"
+                ),
             }
             let _ = stopping.shutdown().await;
         });
@@ -174,5 +181,20 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             lease: config.election_timeout.0,
             _guard: guard,
         }))
+    }
+}
+
+/// Resolves with the address of a newer incarnation of `node`'s id once the cluster lists it
+/// instead of this process (never, if the membership stream ends first: the node stopped).
+/// Two processes under one id could vote twice in a term, so the older one's Raft must stop.
+async fn superseded(node: &DatacakeHandle) -> std::net::SocketAddr {
+    let mut changes = node.membership_changes();
+    loop {
+        if let Some(newer) = node.superseded_by() {
+            return newer;
+        }
+        if changes.next().await.is_none() {
+            return std::future::pending().await;
+        }
     }
 }

@@ -137,7 +137,10 @@ impl<S: StateMachine> RaftHandle<S> {
         timeout: Duration,
     ) -> Result<S::Response, RaftError> {
         let started = std::time::Instant::now();
-        let result = self.within(timeout, self.write_once(command)).await;
+        let result = match self.fenced() {
+            Ok(()) => self.within(timeout, self.write_once(command)).await,
+            Err(superseded) => Err(superseded),
+        };
         crate::metrics::record_write(started, &result);
         result
     }
@@ -150,6 +153,7 @@ impl<S: StateMachine> RaftHandle<S> {
         consistency: ReadConsistency,
         timeout: Duration,
     ) -> Result<S::Answer, RaftError> {
+        self.fenced()?;
         match consistency {
             // Reads this node's state machine at once: nothing to wait for, so no timer
             // (it also works outside a runtime, e.g. polled once with `now_or_never`).
@@ -158,6 +162,19 @@ impl<S: StateMachine> RaftHandle<S> {
                 self.within(timeout, self.read_once(query, consistency))
                     .await
             }
+        }
+    }
+
+    /// Fails with [`RaftError::Superseded`] once the cluster lists a newer incarnation of
+    /// this node's id: this process's Raft has stopped (or is stopping), and its state is
+    /// that of an incarnation the cluster has replaced.
+    fn fenced(&self) -> Result<(), RaftError> {
+        match self.inner.node.superseded_by() {
+            None => Ok(()),
+            Some(newer) => Err(RaftError::Superseded {
+                node_id: self.inner.node.me().node_id,
+                newer,
+            }),
         }
     }
 

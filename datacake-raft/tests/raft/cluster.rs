@@ -1,12 +1,15 @@
-//! Election, reads and writes, forwarding and fail-over in a three-node cluster.
+//! Election, reads and writes, forwarding and fail-over in a three-node cluster, and a
+//! stalled node's Raft stopping once its id was started again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use datacake_raft::{RaftError, ReadConsistency, Role};
+use datacake_raft::{RaftError, RaftExtension, ReadConsistency, Role};
+use test_helper::node::StallableNode;
 
 use crate::fixtures::{
-    by_id, config, start_cluster, wait_for_leader, Get, RaftNode, Set, CONVERGE, ELECTION_MAX,
+    by_id, config, node_builder, start, start_cluster, wait_for_leader, wait_for_leader_of, Get,
+    KvMachine, RaftNode, Set, CONVERGE, ELECTION_MAX,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,4 +266,84 @@ async fn dropping_the_leaders_last_handle_stops_raft_there() {
         "the node itself is still a cluster member"
     );
     node.shutdown().await;
+}
+
+/// A node that stalled until it was held dead, and whose id was started again elsewhere,
+/// stops Raft once it is back and sees its restart: two processes under one id could vote
+/// twice in a term. Its handle then refuses calls with `RaftError::Superseded`, and the
+/// cluster goes on with the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_a_stall_stops_raft_once_it_sees_its_restart() {
+    let first = start(1, &[], config(3)).await;
+    let seeds = [first.seed()];
+    let second = start(2, &seeds, config(3)).await;
+    let (zombie, zombie_raft) = StallableNode::start_with(
+        node_builder(3, &seeds),
+        Box::new(|node| {
+            Box::pin(async move {
+                node.add_extension(RaftExtension::new(KvMachine::default(), config(3)))
+                    .await
+                    .expect("raft starts")
+            })
+        }),
+    )
+    .await;
+    wait_for_leader_of(&[&first.raft, &second.raft, &zombie_raft]).await;
+    zombie_raft
+        .write(Set("before".into(), 1))
+        .await
+        .expect("a member writes");
+
+    let resume = zombie.stall();
+    test_helper::wait_for("node 1 to hold node 3 dead", CONVERGE, || async {
+        !first.node.live_members().iter().any(|m| m.node_id == 3)
+    })
+    .await;
+    // The restart starts from an empty log, like every node here (in memory); it catches
+    // up from the leader.
+    let restarted = start(3, &seeds, config(3)).await;
+    let newer = restarted.node.me().public_addr;
+    drop(resume);
+    test_helper::wait_for("the stalled node to see its restart", CONVERGE, || async {
+        zombie.handle().superseded_by() == Some(newer)
+    })
+    .await;
+    match zombie_raft.write(Set("after".into(), 2)).await {
+        Err(RaftError::Superseded {
+            node_id: 3,
+            newer: at,
+        }) => assert_eq!(at, newer),
+        other => panic!("the replaced process wrote: {other:?}"),
+    }
+    assert!(matches!(
+        zombie_raft.read(Get::All, ReadConsistency::Local).await,
+        Err(RaftError::Superseded { .. })
+    ));
+    // openraft itself stopped there: it neither votes nor campaigns any more.
+    test_helper::wait_for("raft to stop in the stalled process", CONVERGE, || async {
+        matches!(
+            zombie_raft.trigger_snapshot().await,
+            Err(RaftError::Stopped)
+        )
+    })
+    .await;
+
+    // The cluster goes on, with the restart as node 3.
+    wait_for_leader(&[&first, &second, &restarted]).await;
+    first
+        .raft
+        .write(Set("later".into(), 3))
+        .await
+        .expect("the cluster still writes");
+    test_helper::wait_for("the restart to catch up", CONVERGE, || async {
+        let read = restarted.raft.read(Get::All, ReadConsistency::Local).await;
+        read.is_ok_and(|map| map.get("later") == Some(&3) && map.get("before") == Some(&1))
+    })
+    .await;
+    drop(zombie_raft);
+    zombie.stop().await;
+    for node in [restarted, second, first] {
+        drop(node.raft);
+        node.node.shutdown().await;
+    }
 }

@@ -100,13 +100,18 @@ pub(crate) async fn start_node_with(
     seeds: &[String],
     customize: impl FnOnce(DatacakeNodeBuilder) -> DatacakeNodeBuilder,
 ) -> DatacakeNode {
-    customize(test_helper::node::builder(id, seeds.to_vec()))
-        .with_phi_threshold(50.0)
-        .with_min_failure_timeout(Duration::from_secs(2))
-        .with_join_timeout(Duration::from_secs(5))
+    customize(node_builder(id, seeds))
         .connect()
         .await
         .expect("node starts")
+}
+
+/// The builder of the Datacake node `id`, seeded from `seeds`, with the tests' timings.
+pub(crate) fn node_builder(id: NodeId, seeds: &[String]) -> DatacakeNodeBuilder {
+    test_helper::node::builder(id, seeds.to_vec())
+        .with_phi_threshold(50.0)
+        .with_min_failure_timeout(Duration::from_secs(2))
+        .with_join_timeout(Duration::from_secs(5))
 }
 
 /// Starts node `id`, seeded from `seeds`, with Raft configured by `config`.

@@ -588,6 +588,9 @@ fn raft_error(error: RaftError) -> ApiError {
             "stopped",
             "raft has stopped on this node",
         ),
+        RaftError::Superseded { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "superseded", message)
+        }
         RaftError::CommandTooLarge { .. } => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
         }
@@ -662,6 +665,14 @@ mod tests {
                 "leader_unreachable",
             ),
             (RaftError::Stopped, 503, "stopped"),
+            (
+                RaftError::Superseded {
+                    node_id: 3,
+                    newer: "10.0.0.3:7000".parse().unwrap(),
+                },
+                503,
+                "superseded",
+            ),
             (
                 RaftError::CommandTooLarge {
                     size: 2 << 20,
