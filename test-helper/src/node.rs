@@ -2,6 +2,7 @@
 //! [`GOSSIP_INTERVAL`] so membership settles in tens of milliseconds.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -115,6 +116,31 @@ impl StallableNode {
         Resume {
             _stalled_until_dropped: resume,
         }
+    }
+
+    /// Stalls the node until `observer` holds it dead, then runs `restart`, which starts its
+    /// id again elsewhere and returns the new incarnation with its address; resumes the node
+    /// and waits until it sees that it was replaced (its `superseded_by` names the restart).
+    /// Each wait fails the test after `deadline`.
+    pub async fn replaced_while_stalled<T>(
+        &self,
+        observer: &DatacakeHandle,
+        restart: impl Future<Output = (T, SocketAddr)>,
+        deadline: Duration,
+    ) -> (T, SocketAddr) {
+        let id = self.handle.me().node_id;
+        let resume = self.stall();
+        crate::wait_for("the stalled node to be held dead", deadline, || async {
+            !observer.live_members().iter().any(|m| m.node_id == id)
+        })
+        .await;
+        let (restarted, newer) = restart.await;
+        drop(resume);
+        crate::wait_for("the stalled node to see its restart", deadline, || async {
+            self.handle.superseded_by() == Some(newer)
+        })
+        .await;
+        (restarted, newer)
     }
 
     /// Shuts the node down and waits for its thread.

@@ -7,7 +7,7 @@ use datacake_eventual_consistency::{
 use test_helper::node::StallableNode;
 
 use crate::fixtures::{
-    cluster, shutdown, start_node, start_node_full, start_stand_in, stub_store_service,
+    cluster, secured, shutdown, start_node, start_node_full, start_stand_in, stub_store_service,
     wait_converged, wait_for_membership, CONVERGE,
 };
 
@@ -246,20 +246,13 @@ async fn a_silent_replica_makes_all_fail_after_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_cluster_replicates_and_repairs() {
-    let ca = datacake_node::certs::ClusterCa::generate("secure").unwrap();
+    let ca = &datacake_node::certs::ClusterCa::generate("secure").unwrap();
     let start = |id: u32, seeds: Vec<String>| {
-        let cert = ca.issue_node(id, &[]).unwrap();
-        let tls = datacake_rpc::TlsConfig::mutual_from_pem(
-            ca.cert_pem().as_bytes(),
-            cert.cert_pem().as_bytes(),
-            cert.key_pem().as_bytes(),
-        )
-        .unwrap();
         start_node_full(
             id,
             seeds,
             MemStore::new(),
-            |b| b.with_cluster_id("secure").with_tls(tls),
+            move |b| secured(ca, id, b),
             |ext| ext,
         )
     };
@@ -321,18 +314,14 @@ async fn a_replaced_node_refuses_writes_once_it_is_back() {
         .await
         .expect("a member writes");
 
-    let resume = zombie.stall();
-    test_helper::wait_for("node 1 to hold node 3 dead", CONVERGE, || async {
-        !first.node.live_members().iter().any(|m| m.node_id == 3)
-    })
-    .await;
-    let restarted = start_node(3, vec![seed], MemStore::new()).await;
-    let newer = restarted.node.me().public_addr;
-    drop(resume);
-    test_helper::wait_for("the stalled node to see its restart", CONVERGE, || async {
-        zombie.handle().superseded_by() == Some(newer)
-    })
-    .await;
+    let restart = async {
+        let restarted = start_node(3, vec![seed], MemStore::new()).await;
+        let at = restarted.node.me().public_addr;
+        (restarted, at)
+    };
+    let (restarted, newer) = zombie
+        .replaced_while_stalled(&first.node.handle(), restart, CONVERGE)
+        .await;
     match old.put("ks", 2, "after", Consistency::None).await {
         Err(StoreError::Superseded {
             node_id: 3,

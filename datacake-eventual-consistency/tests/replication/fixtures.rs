@@ -106,6 +106,22 @@ pub(crate) async fn start_node_full<S: Storage + Clone>(
     }
 }
 
+/// `node` (node `id`) in the cluster `secure` over mutual TLS, with a certificate from `ca`.
+pub(crate) fn secured(
+    ca: &datacake_node::certs::ClusterCa,
+    id: u32,
+    node: DatacakeNodeBuilder,
+) -> DatacakeNodeBuilder {
+    let cert = ca.issue_node(id, &[]).unwrap();
+    let tls = datacake_rpc::TlsConfig::mutual_from_pem(
+        ca.cert_pem().as_bytes(),
+        cert.cert_pem().as_bytes(),
+        cert.key_pem().as_bytes(),
+    )
+    .unwrap();
+    node.with_cluster_id("secure").with_tls(tls)
+}
+
 /// Starts `n` nodes (ids 1..=n) that all see each other.
 pub(crate) async fn cluster(n: u32) -> Vec<TestNode> {
     let first = start_node(1, Vec::new(), MemStore::new()).await;

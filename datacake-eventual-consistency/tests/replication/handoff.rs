@@ -35,16 +35,7 @@ async fn a_graceful_leave_hands_off_the_writes_no_peer_holds_with_tls() {
 async fn hand_off_writes_no_peer_holds(ca: Option<&datacake_node::certs::ClusterCa>) {
     let secure = |id: u32, node: DatacakeNodeBuilder| match ca {
         None => node,
-        Some(ca) => {
-            let cert = ca.issue_node(id, &[]).unwrap();
-            let tls = datacake_rpc::TlsConfig::mutual_from_pem(
-                ca.cert_pem().as_bytes(),
-                cert.cert_pem().as_bytes(),
-                cert.key_pem().as_bytes(),
-            )
-            .unwrap();
-            node.with_cluster_id("secure").with_tls(tls)
-        }
+        Some(ca) => secured(ca, id, node),
     };
     let leaving = start_node_full(
         1,

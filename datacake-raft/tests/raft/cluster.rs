@@ -294,20 +294,16 @@ async fn a_node_back_from_a_stall_stops_raft_once_it_sees_its_restart() {
         .await
         .expect("a member writes");
 
-    let resume = zombie.stall();
-    test_helper::wait_for("node 1 to hold node 3 dead", CONVERGE, || async {
-        !first.node.live_members().iter().any(|m| m.node_id == 3)
-    })
-    .await;
     // The restart starts from an empty log, like every node here (in memory); it catches
     // up from the leader.
-    let restarted = start(3, &seeds, config(3)).await;
-    let newer = restarted.node.me().public_addr;
-    drop(resume);
-    test_helper::wait_for("the stalled node to see its restart", CONVERGE, || async {
-        zombie.handle().superseded_by() == Some(newer)
-    })
-    .await;
+    let restart = async {
+        let restarted = start(3, &seeds, config(3)).await;
+        let at = restarted.node.me().public_addr;
+        (restarted, at)
+    };
+    let (restarted, newer) = zombie
+        .replaced_while_stalled(&first.node.handle(), restart, CONVERGE)
+        .await;
     match zombie_raft.write(Set("after".into(), 2)).await {
         Err(RaftError::Superseded {
             node_id: 3,
