@@ -39,6 +39,11 @@ pub(crate) fn hand_off_permits() -> Arc<Semaphore> {
 /// Asks every live peer to pull from this node and waits for their answers. The node's
 /// leave timeout bounds it.
 pub(crate) async fn hand_off<S: Storage>(node: DatacakeHandle) {
+    if node.superseded_by().is_some() {
+        // The cluster lists a restart under this id: peers would pull from it, not from
+        // this process.
+        return;
+    }
     let me = node.me().node_id;
     let peers: Vec<_> = node
         .live_members()

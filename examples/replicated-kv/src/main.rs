@@ -129,7 +129,12 @@ async fn start(
         ),
     )
     .with_cluster_id(config.cluster_id.clone())
-    .with_data_center(config.data_center.clone());
+    .with_data_center(config.data_center.clone())
+    // The store's hand-off and the leave announcement each get a quarter of the shutdown's
+    // time (the node's leave timeout bounds both).
+    .with_leave_timeout(
+        (millis(config.shutdown_timeout_ms) / 4).min(DatacakeNodeBuilder::MAX_TIMEOUT),
+    );
     let mut builder = server_common::node_settings::with_discovery(
         builder,
         &config.discover_dns,
