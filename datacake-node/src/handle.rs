@@ -145,8 +145,23 @@ impl DatacakeHandle {
     /// `StoreError::Superseded`); stop this process. `None` while this process is the
     /// member (the usual case).
     pub fn superseded_by(&self) -> Option<SocketAddr> {
+        self.replaced_by(self.inner.me.node_id, self.inner.generation)
+    }
+
+    /// This process's incarnation of its node id: its gossip generation (the time it
+    /// started). A restart of the id is a newer one.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation
+    }
+
+    /// The address of a newer incarnation of node `node_id` than `generation`, if the
+    /// cluster lists one: a message that incarnation `generation` sent comes from a process
+    /// the cluster has replaced (see [`superseded_by`](Self::superseded_by), the same test of
+    /// this process). `None` for the current incarnation, a newer one, or an id the cluster
+    /// does not list.
+    pub fn replaced_by(&self, node_id: NodeId, generation: u64) -> Option<SocketAddr> {
         let view = self.inner.view.borrow();
-        let newer = view.newer_incarnation(self.inner.me.node_id, self.inner.generation)?;
+        let newer = view.newer_incarnation(node_id, generation)?;
         Some(newer.member.public_addr)
     }
 

@@ -88,6 +88,17 @@ pub(crate) enum Refusal {
         /// The maximum ([`RaftConfig::with_max_snapshot_size`](crate::RaftConfig::with_max_snapshot_size)).
         limit: u64,
     },
+    /// The sender is an incarnation of its node id that the cluster has replaced by a restart
+    /// (see `RaftService::check_incarnation`).
+    #[error("node {node} of generation {generation} was started again at {newer}: its messages are refused")]
+    Replaced {
+        /// The sender's node id.
+        node: u32,
+        /// The sender's incarnation, as its message says.
+        generation: u64,
+        /// Where the newer incarnation runs.
+        newer: std::net::SocketAddr,
+    },
     /// The chunk's data is larger than any chunk this crate sends ([`SNAPSHOT_CHUNK`]).
     #[error("snapshot chunk of {len} bytes, more than the maximum of {limit}")]
     ChunkTooLarge {
@@ -108,6 +119,8 @@ impl Refusal {
     pub(crate) const SNAPSHOT_TOO_LARGE: u16 = 0x5203;
     /// The `Status` code of [`Refusal::ChunkTooLarge`].
     pub(crate) const CHUNK_TOO_LARGE: u16 = 0x5204;
+    /// The `Status` code of [`Refusal::Replaced`].
+    pub(crate) const REPLACED: u16 = 0x5205;
 
     /// The code the refusal travels under.
     pub(crate) fn code(&self) -> u16 {
@@ -116,6 +129,7 @@ impl Refusal {
             Self::SnapshotOffset { .. } => Self::SNAPSHOT_OFFSET,
             Self::SnapshotTooLarge { .. } => Self::SNAPSHOT_TOO_LARGE,
             Self::ChunkTooLarge { .. } => Self::CHUNK_TOO_LARGE,
+            Self::Replaced { .. } => Self::REPLACED,
         }
     }
 }

@@ -31,7 +31,9 @@
 //! - A process whose node id the cluster lists as started again elsewhere
 //!   ([`DatacakeHandle::superseded_by`](datacake_node::DatacakeHandle::superseded_by): it
 //!   stalled until held dead) stops Raft, and its handle fails every call with
-//!   [`RaftError::Superseded`]: two processes under one id could vote twice in a term.
+//!   [`RaftError::Superseded`]: two processes under one id could vote twice in a term. Its
+//!   peers refuse its Raft messages as soon as they list the restart (each message carries
+//!   the sender's incarnation, [`DatacakeHandle::generation`](datacake_node::DatacakeHandle::generation)).
 //! - Writes that arrive while a log entry is being replicated share the next entry (one
 //!   fsync and one replication round for all of them); each is still applied on its own, in
 //!   order, with its own response. A command over 1 MiB archived is refused with

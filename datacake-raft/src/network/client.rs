@@ -42,10 +42,11 @@ where
     client.send(message).await?.deserialize_view()
 }
 
-/// Calls the handler of `P` over `channel` with `message` (postcard) and decodes the postcard
-/// reply.
+/// Calls the handler of `P` over `channel` with `message` (postcard), sent by this node's
+/// incarnation `generation`, and decodes the postcard reply.
 pub(crate) async fn call<P, Req, Resp>(
     channel: Channel,
+    generation: u64,
     message: &Req,
     timeout: Duration,
 ) -> Result<Resp, Status>
@@ -58,7 +59,7 @@ where
     let payload = codec::encode(message).map_err(|e| Status::invalid_payload(e.to_string()))?;
     let mut client = RpcClient::<RaftService>::new(channel);
     client.set_timeout(timeout);
-    let response = client.send(&P::new(payload)).await?;
+    let response = client.send(&P::new(generation, payload)).await?;
     decode(&response.payload)
 }
 
@@ -206,6 +207,7 @@ impl PeerClient {
         };
         let result: Result<Answer<Resp, E>, Status> = call::<P, _, _>(
             channel_to(self.node.network(), self.target, addr),
+            self.node.generation(),
             message,
             option.hard_ttl(),
         )

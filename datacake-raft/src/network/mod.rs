@@ -38,21 +38,26 @@ macro_rules! packets {
         $(#[$doc])*
         #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
         pub(crate) struct $name {
+            /// The sender's incarnation of its node id
+            /// ([`DatacakeHandle::generation`](datacake_node::DatacakeHandle::generation)):
+            /// a message from an incarnation the cluster has replaced is refused.
+            pub(crate) generation: u64,
             /// The postcard-encoded message.
             pub(crate) payload: Vec<u8>,
         }
 
         impl Packet for $name {
-            fn new(payload: Vec<u8>) -> Self {
-                Self { payload }
+            fn new(generation: u64, payload: Vec<u8>) -> Self {
+                Self { generation, payload }
             }
         }
     )*};
 }
 
-/// An rkyv envelope around one postcard-encoded message.
+/// An rkyv envelope around one postcard-encoded message of openraft's, from the sender's
+/// incarnation `generation`.
 pub(crate) trait Packet: Message {
-    fn new(payload: Vec<u8>) -> Self;
+    fn new(generation: u64, payload: Vec<u8>) -> Self;
 }
 
 packets!(
@@ -62,9 +67,14 @@ packets!(
     VotePacket,
     /// openraft's `InstallSnapshotRequest` (one chunk).
     SnapshotPacket,
-    /// The reply to the three above: an [`Answer`].
-    ReplyPacket,
 );
+
+/// The reply to the three packets above: an [`Answer`], postcard-encoded.
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct ReplyPacket {
+    /// The postcard-encoded answer.
+    pub(crate) payload: Vec<u8>,
+}
 
 /// A user command forwarded by a follower to the leader; the reply is an
 /// [`Outcome`](crate::replica::Outcome).

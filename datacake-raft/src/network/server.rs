@@ -24,8 +24,8 @@ use tokio::sync::Mutex;
 use tracing::warn;
 
 use super::{
-    decode, Answer, AppendPacket, Failure, ForwardReadPacket, ForwardWritePacket, Packet,
-    ProbePacket, ProbeReply, ReplyPacket, SnapshotPacket, VotePacket, SERVICE_NAME,
+    decode, Answer, AppendPacket, Failure, ForwardReadPacket, ForwardWritePacket, ProbePacket,
+    ProbeReply, ReplyPacket, SnapshotPacket, VotePacket, SERVICE_NAME,
 };
 use crate::bootstrap;
 use crate::codec::{self, Encoded};
@@ -106,17 +106,20 @@ impl RaftService {
     }
 
     /// Decodes the message in `payload`, which `caller` (its certificate, if any) sent from
-    /// `peer`, and refuses it if its vote names another sender than the certificate proves
-    /// ([`check_caller`](Self::check_caller)) or has an implausible term
-    /// ([`check_term`](Self::check_term)).
+    /// `peer` as incarnation `generation`, and refuses it if its vote names another sender
+    /// than the certificate proves ([`check_caller`](Self::check_caller)), the sender is an
+    /// incarnation the cluster has replaced ([`check_incarnation`](Self::check_incarnation))
+    /// or its term is implausible ([`check_term`](Self::check_term)).
     fn admit<M: Inbound>(
         &self,
         payload: &[u8],
+        generation: u64,
         caller: Option<&PeerIdentity>,
         peer: IpAddr,
     ) -> Result<M, Status> {
         let rpc: M = decode(payload)?;
         self.check_caller(caller, rpc.vote())?;
+        self.check_incarnation(peer, rpc.vote(), generation, M::KIND)?;
         self.check_term(peer, rpc.vote(), M::KIND)?;
         Ok(rpc)
     }
@@ -150,6 +153,35 @@ impl RaftService {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// Refuses a `kind` message from `peer` whose sender (the vote's candidate or leader) is
+    /// incarnation `generation` of its id while the cluster lists a newer one: a process that
+    /// stalled until held dead and was started again elsewhere, and has not yet heard so
+    /// (its own Raft stops once it does). Its vote and log are not the restart's, so one id
+    /// would vote twice in a term. (Both processes hold the id's certificate; the generation
+    /// tells them apart. It is the sender's claim, which fences off stale processes, not
+    /// impostors.)
+    fn check_incarnation(
+        &self,
+        peer: IpAddr,
+        vote: &Vote,
+        generation: u64,
+        kind: &str,
+    ) -> Result<(), Status> {
+        let Some(Ok(sender)) = vote.leader_id().voted_for().map(NodeId::try_from) else {
+            return Ok(());
+        };
+        let Some(newer) = self.node.replaced_by(sender, generation) else {
+            return Ok(());
+        };
+        let refusal = Refusal::Replaced {
+            node: sender,
+            generation,
+            newer,
+        };
+        self.warn_refused(peer, u64::from(sender), kind, &refusal);
+        Err(Status::from(refusal))
     }
 
     /// Refuses a `kind` message from `peer` whose vote has an implausible `term`.
@@ -243,7 +275,7 @@ where
 /// `value` encoded with postcard, as the reply to an append, vote or snapshot message.
 fn reply<T: Serialize>(value: &T) -> Result<ReplyPacket, Status> {
     codec::encode(value)
-        .map(ReplyPacket::new)
+        .map(|payload| ReplyPacket { payload })
         .map_err(|e| Status::internal(e.to_string()))
 }
 
@@ -270,20 +302,20 @@ macro_rules! handler {
 handler!(AppendPacket => ReplyPacket, "append", |service, request| {
     let peer = request.remote_addr().ip();
     let rpc: AppendEntriesRequest<TypeConfig> =
-        service.admit(&request.payload, request.peer(), peer)?;
+        service.admit(&request.payload, request.generation.to_native(), request.peer(), peer)?;
     reply(&answer(service.raft.append_entries(rpc).await))
 });
 
 handler!(VotePacket => ReplyPacket, "vote", |service, request| {
     let peer = request.remote_addr().ip();
-    let rpc: VoteRequest<RaftNodeId> = service.admit(&request.payload, request.peer(), peer)?;
+    let rpc: VoteRequest<RaftNodeId> = service.admit(&request.payload, request.generation.to_native(), request.peer(), peer)?;
     reply(&answer(service.raft.vote(rpc).await))
 });
 
 handler!(SnapshotPacket => ReplyPacket, "snapshot", |service, request| {
     let peer = request.remote_addr().ip();
     let rpc: InstallSnapshotRequest<TypeConfig> =
-        service.admit(&request.payload, request.peer(), peer)?;
+        service.admit(&request.payload, request.generation.to_native(), request.peer(), peer)?;
     service.install_snapshot(rpc, peer).await
 });
 

@@ -25,6 +25,9 @@ const CONVERGE: Duration = Duration::from_secs(30);
 const CALL: Duration = Duration::from_secs(5);
 /// An id no node has: the "leader" the hostile messages claim to come from.
 const INTRUDER: u64 = 99;
+/// The incarnation the hostile messages claim: newer than any (a replaced incarnation's
+/// messages are refused; those tests claim an older one).
+const NEWEST: u64 = u64::MAX;
 
 /// A replicated sum, whose snapshots carry `padding` extra bytes.
 #[derive(Debug, Default)]
@@ -193,6 +196,7 @@ async fn a_term_of_u64_max_is_refused_and_the_cluster_keeps_electing() {
         let addr = node.node.me().public_addr;
         let result = call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(
             network.get_or_connect(addr),
+            NEWEST,
             &vote,
             CALL,
         )
@@ -212,6 +216,7 @@ async fn a_term_of_u64_max_is_refused_and_the_cluster_keeps_electing() {
         let addr = node.node.me().public_addr;
         let result = call::<AppendPacket, _, Answer<AppendEntriesResponse<u64>, Infallible>>(
             network.get_or_connect(addr),
+            NEWEST,
             &heartbeat,
             CALL,
         )
@@ -291,6 +296,7 @@ async fn a_snapshot_chunk_at_a_huge_offset_is_refused_without_allocating() {
     type SnapshotReply = Answer<InstallSnapshotResponse<u64>, InstallSnapshotError>;
     let first = call::<SnapshotPacket, _, SnapshotReply>(
         network.get_or_connect(addr),
+        NEWEST,
         &chunk(0, vec![1; 5]),
         CALL,
     )
@@ -300,6 +306,7 @@ async fn a_snapshot_chunk_at_a_huge_offset_is_refused_without_allocating() {
 
     let huge = call::<SnapshotPacket, _, SnapshotReply>(
         network.get_or_connect(addr),
+        NEWEST,
         &chunk(1 << 40, vec![1; 5]),
         CALL,
     )
@@ -316,6 +323,7 @@ async fn a_snapshot_chunk_at_a_huge_offset_is_refused_without_allocating() {
     // A chunk in place that would take the snapshot past the node's maximum (1 MiB here).
     let status = call::<SnapshotPacket, _, SnapshotReply>(
         network.get_or_connect(addr),
+        NEWEST,
         &chunk(5, vec![1; 1 << 20]),
         CALL,
     )
@@ -448,6 +456,7 @@ async fn over_tls_a_member_cannot_vote_or_lead_as_another_node() {
     };
     let result = call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(
         rogue.get_or_connect(target),
+        NEWEST,
         &vote,
         CALL,
     )
@@ -461,6 +470,7 @@ async fn over_tls_a_member_cannot_vote_or_lead_as_another_node() {
     };
     let result = call::<AppendPacket, _, Answer<AppendEntriesResponse<u64>, Infallible>>(
         rogue.get_or_connect(target),
+        NEWEST,
         &heartbeat,
         CALL,
     )
@@ -473,11 +483,75 @@ async fn over_tls_a_member_cannot_vote_or_lead_as_another_node() {
     };
     let _openraft_answers = call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(
         rogue.get_or_connect(target),
+        NEWEST,
         &own,
         CALL,
     )
     .await
     .expect("node 3 may speak as node 3");
+    wait_for_commit(by_id(&nodes, wait_for_leader(&nodes).await), &nodes).await;
+    for node in nodes {
+        node.node.shutdown().await;
+    }
+}
+
+/// A node that stalled until held dead and was started again elsewhere may send Raft
+/// messages before gossip tells it it was replaced: its peers refuse every message from an
+/// incarnation older than the one they list, and still hear the current one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_from_a_replaced_incarnation_are_refused() {
+    let nodes = start_cluster(config).await;
+    let network = nodes[0].node.handle().network().clone();
+    let target = by_id(&nodes, 1).node.me().public_addr;
+    let sender = by_id(&nodes, 3);
+    let current = sender.node.generation();
+    let term = vote_of(by_id(&nodes, 1)).leader_id().term;
+    let vote = VoteRequest::<u64> {
+        vote: Vote::new(term + 1, 3),
+        last_log_id: None,
+    };
+    let heartbeat = AppendEntriesRequest::<crate::types::TypeConfig> {
+        vote: Vote::new_committed(term + 1, 3),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    };
+    let replaced = |status: Status, what: &str| {
+        assert_eq!(
+            status.code(),
+            ErrorCode::Custom(Refusal::REPLACED),
+            "{what}: {status}"
+        );
+    };
+    let stale = current - 1;
+    let result = call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(
+        network.get_or_connect(target),
+        stale,
+        &vote,
+        CALL,
+    )
+    .await;
+    replaced(result.expect_err("a vote of the older incarnation"), "vote");
+    let result = call::<AppendPacket, _, Answer<AppendEntriesResponse<u64>, Infallible>>(
+        network.get_or_connect(target),
+        stale,
+        &heartbeat,
+        CALL,
+    )
+    .await;
+    replaced(
+        result.expect_err("a heartbeat of the older incarnation"),
+        "append",
+    );
+    // The incarnation the cluster lists is heard (openraft answers; the vote may be denied).
+    let _openraft_answers = call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(
+        network.get_or_connect(target),
+        current,
+        &vote,
+        CALL,
+    )
+    .await
+    .expect("the current incarnation is heard");
     wait_for_commit(by_id(&nodes, wait_for_leader(&nodes).await), &nodes).await;
     for node in nodes {
         node.node.shutdown().await;
