@@ -90,7 +90,7 @@ pub(crate) enum Refusal {
     },
     /// The sender is an incarnation of its node id that the cluster has replaced by a restart
     /// (see `RaftService::check_incarnation`).
-    #[error("node {node} of generation {generation} was started again at {newer}: its messages are refused")]
+    #[error("node {node} of generation {generation} was started again at {newer}")]
     Replaced {
         /// The sender's node id.
         node: u32,

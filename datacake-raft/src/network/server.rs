@@ -301,21 +301,25 @@ macro_rules! handler {
 
 handler!(AppendPacket => ReplyPacket, "append", |service, request| {
     let peer = request.remote_addr().ip();
+    let generation = request.generation.to_native();
     let rpc: AppendEntriesRequest<TypeConfig> =
-        service.admit(&request.payload, request.generation.to_native(), request.peer(), peer)?;
+        service.admit(&request.payload, generation, request.peer(), peer)?;
     reply(&answer(service.raft.append_entries(rpc).await))
 });
 
 handler!(VotePacket => ReplyPacket, "vote", |service, request| {
     let peer = request.remote_addr().ip();
-    let rpc: VoteRequest<RaftNodeId> = service.admit(&request.payload, request.generation.to_native(), request.peer(), peer)?;
+    let generation = request.generation.to_native();
+    let rpc: VoteRequest<RaftNodeId> =
+        service.admit(&request.payload, generation, request.peer(), peer)?;
     reply(&answer(service.raft.vote(rpc).await))
 });
 
 handler!(SnapshotPacket => ReplyPacket, "snapshot", |service, request| {
     let peer = request.remote_addr().ip();
+    let generation = request.generation.to_native();
     let rpc: InstallSnapshotRequest<TypeConfig> =
-        service.admit(&request.payload, request.generation.to_native(), request.peer(), peer)?;
+        service.admit(&request.payload, generation, request.peer(), peer)?;
     service.install_snapshot(rpc, peer).await
 });
 
