@@ -343,3 +343,68 @@ async fn a_node_back_from_a_stall_stops_raft_once_it_sees_its_restart() {
         node.node.shutdown().await;
     }
 }
+
+/// A follower that comes back with an empty log under its old id (its disk was wiped or
+/// replaced) is caught up from the start. The leader knew it had matched the log up to the
+/// last write, so to openraft the follower's log went backwards: without its
+/// `loosen-follower-log-revert` feature, that fails a debug assertion in the leader's core
+/// (which stops Raft there); release builds skip the assertion and keep the stale progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_back_with_an_empty_log_is_caught_up() {
+    let mut nodes = start_cluster(3, |_| config(3)).await;
+    let all: Vec<_> = nodes.iter().collect();
+    let leader = wait_for_leader(&all).await;
+    let wiped = nodes
+        .iter()
+        .map(|n| n.id())
+        .find(|id| *id != leader)
+        .unwrap();
+    for i in 0..10u64 {
+        by_id(&nodes, leader)
+            .raft
+            .write(Set(format!("k{i}"), i))
+            .await
+            .expect("write commits");
+    }
+    test_helper::wait_for(
+        "the leader to match the follower's log",
+        CONVERGE,
+        || async { by_id(&nodes, leader).raft.peer_lag().get(&wiped) == Some(&0) },
+    )
+    .await;
+
+    // Crash it, and once the others hold it dead (a live id is refused at connect), start
+    // its id again with nothing.
+    let index = nodes.iter().position(|n| n.id() == wiped).unwrap();
+    drop(nodes.remove(index));
+    test_helper::wait_for("the crashed follower to be held dead", CONVERGE, || async {
+        nodes
+            .iter()
+            .all(|n| !n.node.live_members().iter().any(|m| m.node_id == wiped))
+    })
+    .await;
+    let seeds = [by_id(&nodes, leader).seed()];
+    nodes.push(start(wiped, &seeds, config(3)).await);
+
+    by_id(&nodes, leader)
+        .raft
+        .write(Set("after".into(), 10))
+        .await
+        .expect("the leader still commits");
+    let back = by_id(&nodes, wiped);
+    test_helper::wait_for("the wiped follower to catch up", CONVERGE, || async {
+        let read = back.raft.read(Get::All, ReadConsistency::Local).await;
+        read.is_ok_and(|map| map.len() == 11)
+    })
+    .await;
+    let all: Vec<_> = nodes.iter().collect();
+    assert_eq!(
+        wait_for_leader(&all).await,
+        leader,
+        "the leader kept running"
+    );
+    for node in nodes {
+        drop(node.raft);
+        node.node.shutdown().await;
+    }
+}
