@@ -118,20 +118,23 @@ impl StallableNode {
         }
     }
 
-    /// Stalls the node until `observer` holds it dead, then runs `restart`, which starts its
-    /// id again elsewhere and returns the new incarnation with its address; resumes the node
-    /// and waits until it sees that it was replaced (its `superseded_by` names the restart).
-    /// Each wait fails the test after `deadline`.
+    /// Stalls the node until every one of `others` holds it dead (a live id is refused at
+    /// connect), then runs `restart`, which starts its id again elsewhere and returns the new
+    /// incarnation with its address; resumes the node and waits until it sees that it was
+    /// replaced (its `superseded_by` names the restart). Each wait fails the test after
+    /// `deadline`.
     pub async fn replaced_while_stalled<T>(
         &self,
-        observer: &DatacakeHandle,
+        others: &[DatacakeHandle],
         restart: impl Future<Output = (T, SocketAddr)>,
         deadline: Duration,
     ) -> (T, SocketAddr) {
         let id = self.handle.me().node_id;
         let resume = self.stall();
         crate::wait_for("the stalled node to be held dead", deadline, || async {
-            !observer.live_members().iter().any(|m| m.node_id == id)
+            others
+                .iter()
+                .all(|other| !other.live_members().iter().any(|m| m.node_id == id))
         })
         .await;
         let (restarted, newer) = restart.await;

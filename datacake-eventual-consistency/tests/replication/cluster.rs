@@ -320,7 +320,7 @@ async fn a_replaced_node_refuses_writes_once_it_is_back() {
         (restarted, at)
     };
     let (restarted, newer) = zombie
-        .replaced_while_stalled(&first.node.handle(), restart, CONVERGE)
+        .replaced_while_stalled(&[first.node.handle()], restart, CONVERGE)
         .await;
     match old.put("ks", 2, "after", Consistency::None).await {
         Err(StoreError::Superseded {

@@ -302,7 +302,11 @@ async fn a_node_back_from_a_stall_stops_raft_once_it_sees_its_restart() {
         (restarted, at)
     };
     let (restarted, newer) = zombie
-        .replaced_while_stalled(&first.node.handle(), restart, CONVERGE)
+        .replaced_while_stalled(
+            &[first.node.handle(), second.node.handle()],
+            restart,
+            CONVERGE,
+        )
         .await;
     match zombie_raft.write(Set("after".into(), 2)).await {
         Err(RaftError::Superseded {
