@@ -169,6 +169,26 @@ fn vote_of(node: &TestNode) -> Vote<u64> {
     node.raft.raft().metrics().borrow().vote
 }
 
+/// A vote request of candidate `sender` for `term`, with an empty log. (The node ids are
+/// typed: an untyped literal would be an i32, which postcard encodes differently (zigzag)
+/// from the u64 the nodes read.)
+fn vote_request(term: u64, sender: u64) -> VoteRequest<u64> {
+    VoteRequest {
+        vote: Vote::new(term, sender),
+        last_log_id: None,
+    }
+}
+
+/// A heartbeat of `sender` as the leader of `term`.
+fn heartbeat(term: u64, sender: u64) -> AppendEntriesRequest<crate::types::TypeConfig> {
+    AppendEntriesRequest {
+        vote: Vote::new_committed(term, sender),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    }
+}
+
 fn assert_refused(status: &Status, what: &str) {
     assert_eq!(
         status.code(),
@@ -206,18 +226,12 @@ async fn a_term_of_u64_max_is_refused_and_the_cluster_keeps_electing() {
     }
 
     // A heartbeat from a "leader" of term u64::MAX to every follower.
-    let heartbeat = AppendEntriesRequest::<crate::types::TypeConfig> {
-        vote: Vote::new_committed(u64::MAX, INTRUDER),
-        prev_log_id: None,
-        entries: Vec::new(),
-        leader_commit: None,
-    };
     for node in nodes.iter().filter(|n| n.raft.node_id() != leader) {
         let addr = node.node.me().public_addr;
         let result = call::<AppendPacket, _, Answer<AppendEntriesResponse<u64>, Infallible>>(
             network.get_or_connect(addr),
             NEWEST,
-            &heartbeat,
+            &heartbeat(u64::MAX, INTRUDER),
             CALL,
         )
         .await;
@@ -448,43 +462,27 @@ async fn over_tls_a_member_cannot_vote_or_lead_as_another_node() {
             "{what}: {status}"
         );
     };
-    // The node ids are typed: an untyped literal would be an i32, which postcard encodes
-    // differently (zigzag) from the u64 the nodes read.
-    let vote = VoteRequest::<u64> {
-        vote: Vote::new(term + 1, 1),
-        last_log_id: None,
-    };
     let result = call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(
         rogue.get_or_connect(target),
         NEWEST,
-        &vote,
+        &vote_request(term + 1, 1),
         CALL,
     )
     .await;
     denied(result.expect_err("a vote as node 1"), "vote");
-    let heartbeat = AppendEntriesRequest::<crate::types::TypeConfig> {
-        vote: Vote::new_committed(term + 1, 1),
-        prev_log_id: None,
-        entries: Vec::new(),
-        leader_commit: None,
-    };
     let result = call::<AppendPacket, _, Answer<AppendEntriesResponse<u64>, Infallible>>(
         rogue.get_or_connect(target),
         NEWEST,
-        &heartbeat,
+        &heartbeat(term + 1, 1),
         CALL,
     )
     .await;
     denied(result.expect_err("a heartbeat as node 1"), "append entries");
     // The same certificate speaking as its own node is heard (openraft answers).
-    let own = VoteRequest::<u64> {
-        vote: Vote::new(term, 3),
-        last_log_id: None,
-    };
     let _openraft_answers = call::<VotePacket, _, Answer<VoteResponse<u64>, Infallible>>(
         rogue.get_or_connect(target),
         NEWEST,
-        &own,
+        &vote_request(term, 3),
         CALL,
     )
     .await
@@ -506,16 +504,7 @@ async fn messages_from_a_replaced_incarnation_are_refused() {
     let sender = by_id(&nodes, 3);
     let current = sender.node.generation();
     let term = vote_of(by_id(&nodes, 1)).leader_id().term;
-    let vote = VoteRequest::<u64> {
-        vote: Vote::new(term + 1, 3),
-        last_log_id: None,
-    };
-    let heartbeat = AppendEntriesRequest::<crate::types::TypeConfig> {
-        vote: Vote::new_committed(term + 1, 3),
-        prev_log_id: None,
-        entries: Vec::new(),
-        leader_commit: None,
-    };
+    let vote = vote_request(term + 1, 3);
     let replaced = |status: Status, what: &str| {
         assert_eq!(
             status.code(),
@@ -535,7 +524,7 @@ async fn messages_from_a_replaced_incarnation_are_refused() {
     let result = call::<AppendPacket, _, Answer<AppendEntriesResponse<u64>, Infallible>>(
         network.get_or_connect(target),
         stale,
-        &heartbeat,
+        &heartbeat(term + 1, 3),
         CALL,
     )
     .await;
