@@ -13,7 +13,6 @@
 //! caller must be that member (its certificate proves it with TLS; without, the caller's
 //! host must be the member's). It runs one hand-off round at a time; further requests wait.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use datacake_node::DatacakeHandle;
@@ -32,8 +31,8 @@ use crate::storage::Storage;
 const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// One hand-off round at a time on a node.
-pub(crate) fn hand_off_permits() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(1))
+pub(crate) fn hand_off_permits() -> Semaphore {
+    Semaphore::new(1)
 }
 
 /// Asks every live peer to pull from this node and waits for their answers. The node's

@@ -37,7 +37,7 @@ pub(crate) struct StoreService<S> {
     pub(crate) node: DatacakeHandle,
     pub(crate) config: StoreConfig,
     /// Lets one [`HandOff`] round run at a time.
-    pub(crate) hand_offs: Arc<tokio::sync::Semaphore>,
+    pub(crate) hand_offs: tokio::sync::Semaphore,
 }
 
 impl<S> std::fmt::Debug for StoreService<S> {
