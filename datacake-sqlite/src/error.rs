@@ -26,6 +26,24 @@ pub enum SqliteStorageError {
         #[source]
         source: rusqlite::Error,
     },
+    /// Another [`SqliteStorage`](crate::SqliteStorage) (in this process or another) still
+    /// has the database open for writing: the open waited the lock wait of
+    /// [`SqliteStorageOptions`](crate::SqliteStorageOptions) for it to close, and gave up.
+    #[error("the sqlite database at {path} is in use by another storage")]
+    InUse {
+        /// The path given to [`SqliteStorage::open`](crate::SqliteStorage::open).
+        path: PathBuf,
+    },
+    /// The database's lock file (`<database>-lock`) could not be created or locked (missing
+    /// directory, permissions, a file system without locks, ...).
+    #[error("cannot lock the sqlite database through {path}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What the file system reported.
+        #[source]
+        source: std::io::Error,
+    },
     /// The database was written by a newer version of this crate, with a schema this build
     /// does not know; it is left untouched.
     #[error("database schema version {found} is newer than the newest this build supports ({supported})")]

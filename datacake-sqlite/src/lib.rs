@@ -15,10 +15,17 @@
 //!   - [`Synchronous::Full`]: the WAL is fsynced at every commit, so an acknowledged write
 //!     survives a power loss, at the cost of one fsync per commit (shared by the writes that
 //!     group commit puts in one transaction).
+//! - **One storage per database.** An open locks `<database>-lock` until the storage's last
+//!   clone is dropped and its last write committed; another storage on the same file (a
+//!   second process, or a reopen while the previous storage still commits) waits up to
+//!   [`SqliteStorageOptions::with_lock_wait`] and then fails with
+//!   [`SqliteStorageError::InUse`]. Two stores sharing rows could overwrite each other's
+//!   tombstones with documents they never saw deleted.
 //! - **Atomic bulk writes.** `multi_put`, `mark_many_as_tombstone` and `remove_tombstones` are
 //!   all or nothing: on error nothing was applied.
-//! - **No blocking on the runtime.** One dedicated thread owns the connection; the async
-//!   methods hand it work over a channel. Reads and writes are served in order by that thread.
+//! - **No blocking on the runtime.** Dedicated threads own the connections (on disk one that
+//!   writes and one that reads, so reads proceed while a write commits); the async methods
+//!   hand them work over a channel.
 //! - **Group commit.** Writes queued at the same time share one transaction, each in its own
 //!   savepoint (a failing write is rolled back alone), and are acknowledged once it commits:
 //!   concurrent callers share commits instead of paying one each.
@@ -58,12 +65,13 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod lock;
 mod options;
 mod schema;
 mod storage;
 mod worker;
 
 pub use error::SqliteStorageError;
-pub use options::{SqliteStorageOptions, Synchronous};
+pub use options::{SqliteStorageOptions, Synchronous, DEFAULT_LOCK_WAIT};
 pub use schema::SCHEMA_VERSION;
 pub use storage::SqliteStorage;

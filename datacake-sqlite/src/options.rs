@@ -3,6 +3,8 @@
 //!
 //! [`SqliteStorage::open_with`]: crate::SqliteStorage::open_with
 
+use std::time::Duration;
+
 /// SQLite's [`synchronous`](https://www.sqlite.org/pragma.html#pragma_synchronous) setting
 /// for the connection that writes: how often a commit waits for the disk (`fsync`). The
 /// database is always in [WAL mode](https://www.sqlite.org/wal.html); what follows holds for
@@ -60,14 +62,27 @@ impl Synchronous {
 /// assert_eq!(options.synchronous(), Synchronous::Full);
 /// assert_eq!(SqliteStorageOptions::default().synchronous(), Synchronous::Normal);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct SqliteStorageOptions {
     synchronous: Synchronous,
+    lock_wait: Duration,
+}
+
+/// How long an open waits by default for another storage to close the database.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+impl Default for SqliteStorageOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::default(),
+            lock_wait: DEFAULT_LOCK_WAIT,
+        }
+    }
 }
 
 impl SqliteStorageOptions {
-    /// The defaults: [`Synchronous::Normal`].
+    /// The defaults: [`Synchronous::Normal`], and a lock wait of [`DEFAULT_LOCK_WAIT`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -98,5 +113,24 @@ impl SqliteStorageOptions {
     /// The `synchronous` setting these options choose.
     pub fn synchronous(&self) -> Synchronous {
         self.synchronous
+    }
+
+    /// How long an open waits for another storage to close the database (default
+    /// [`DEFAULT_LOCK_WAIT`]) before it fails with
+    /// [`SqliteStorageError::InUse`](crate::SqliteStorageError::InUse).
+    ///
+    /// One storage at a time writes a database file: an open takes the exclusive lock of
+    /// `<database>-lock` and holds it until the storage's last clone is dropped and its last
+    /// write committed. The wait covers a store reopened in the same process while the
+    /// previous one still finishes; a second process on a database in use is refused after
+    /// it. A killed process's lock is released by the operating system at once.
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// How long an open waits for another storage to close the database.
+    pub fn lock_wait(&self) -> Duration {
+        self.lock_wait
     }
 }

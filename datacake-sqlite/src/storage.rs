@@ -10,9 +10,10 @@ use datacake_eventual_consistency::{BulkMutationError, Document, Key, Metadata, 
 use rusqlite::{params, Connection, Row};
 
 use crate::error::SqliteStorageError;
+use crate::lock::DbLock;
 use crate::options::SqliteStorageOptions;
 use crate::schema;
-use crate::worker::Worker;
+use crate::worker::{Opened, Worker};
 
 /// A durable [`Storage`] in one SQLite database (bundled SQLite, no system library).
 ///
@@ -40,9 +41,16 @@ impl SqliteStorage {
     /// Opens the database at `path`, creating the file and the schema if needed, with the
     /// default options (`synchronous = NORMAL`; [`open_with`](Self::open_with) chooses).
     ///
+    /// One storage at a time writes a database: the open locks `<path>-lock` (created beside
+    /// the database) until the storage's last clone is dropped and its last write committed,
+    /// and fails with [`SqliteStorageError::InUse`] if another storage, in this process or
+    /// another, still holds it after the lock wait (default 5 s,
+    /// [`SqliteStorageOptions::with_lock_wait`]).
+    ///
     /// Fails with [`SqliteStorageError::NotADatabase`] if the file is not a SQLite database
     /// (or is damaged), [`SqliteStorageError::UnsupportedSchemaVersion`] if it was written by a
-    /// newer schema, and [`SqliteStorageError::Open`] if it cannot be opened at all.
+    /// newer schema, [`SqliteStorageError::Lock`] if the lock file cannot be created, and
+    /// [`SqliteStorageError::Open`] if the database cannot be opened at all.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -94,8 +102,15 @@ impl SqliteStorage {
         let path: PathBuf = path.as_ref().to_owned();
         let opened = path.clone();
         let synchronous = options.synchronous();
+        let lock_wait = options.lock_wait();
         let writer = Worker::spawn("datacake-sqlite".into(), move || {
-            schema::open_file(&opened, synchronous)
+            // Before the file is read: another storage may still be writing it.
+            let lock = DbLock::acquire(&opened, lock_wait)?;
+            let conn = schema::open_file(&opened, synchronous)?;
+            Ok(Opened {
+                conn,
+                lock: Some(lock),
+            })
         })
         .await?;
         let opened = path.clone();

@@ -17,6 +17,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::error::SqliteStorageError;
+use crate::lock::DbLock;
 
 /// A group takes no more writes once it holds this many rows (a write of `n` documents counts
 /// `n`), so one commit never waits on an unbounded amount of work.
@@ -36,6 +37,19 @@ enum Job {
     Write(WriteJob, usize),
 }
 
+/// A connection the worker serves, and the database lock its thread holds while it does
+/// (the writing connection's; see [`DbLock`]).
+pub(crate) struct Opened {
+    pub(crate) conn: Connection,
+    pub(crate) lock: Option<DbLock>,
+}
+
+impl From<Connection> for Opened {
+    fn from(conn: Connection) -> Self {
+        Self { conn, lock: None }
+    }
+}
+
 /// The sending side of the worker's queue. Dropping every clone stops the thread, which then
 /// closes the connection.
 #[derive(Debug, Clone)]
@@ -45,20 +59,22 @@ pub(crate) struct Worker {
 
 impl Worker {
     /// Starts a thread that opens the connection with `open` and then serves jobs. Resolves
-    /// once `open` has finished, with its error if it failed.
-    pub(crate) async fn spawn<F>(name: String, open: F) -> Result<Self, SqliteStorageError>
+    /// once `open` has finished, with its error if it failed. A lock `open` returned is held
+    /// until the thread has served its last job and closed the connection.
+    pub(crate) async fn spawn<F, O>(name: String, open: F) -> Result<Self, SqliteStorageError>
     where
-        F: FnOnce() -> Result<Connection, SqliteStorageError> + Send + 'static,
+        F: FnOnce() -> Result<O, SqliteStorageError> + Send + 'static,
+        O: Into<Opened>,
     {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (opened_tx, opened_rx) = oneshot::channel();
         thread::Builder::new()
             .name(name)
             .spawn(move || {
-                let conn = match open() {
-                    Ok(conn) => {
+                let Opened { conn, lock } = match open() {
+                    Ok(opened) => {
                         let _ = opened_tx.send(Ok(()));
-                        conn
+                        opened.into()
                     }
                     Err(error) => {
                         let _ = opened_tx.send(Err(error));
@@ -66,6 +82,7 @@ impl Worker {
                     }
                 };
                 serve(conn, &queue);
+                drop(lock);
             })
             .map_err(SqliteStorageError::Spawn)?;
         opened_rx

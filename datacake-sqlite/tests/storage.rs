@@ -1,5 +1,5 @@
-//! `SqliteStorage` against the conformance suite, across restarts and a `SIGKILL`, and on
-//! files it must refuse.
+//! `SqliteStorage` against the conformance suite, across restarts and a `SIGKILL`, on files
+//! it must refuse, and with its database in use by another storage.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -181,7 +181,9 @@ async fn a_damaged_sqlite_file_is_refused_with_a_clear_error() {
 #[tokio::test]
 async fn a_directory_at_the_path_is_an_open_error() {
     let dir = TempDir::new("dir");
-    let error = SqliteStorage::open(dir.path()).await.unwrap_err();
+    let path = dir.join("a-directory");
+    std::fs::create_dir(&path).unwrap();
+    let error = SqliteStorage::open(&path).await.unwrap_err();
     assert!(
         matches!(
             error,
@@ -233,6 +235,37 @@ async fn the_schema_version_is_recorded_and_a_newer_one_is_refused() {
         SCHEMA_VERSION + 1,
         "a newer database is not modified"
     );
+}
+
+/// Options that give up at once on a database in use.
+fn no_lock_wait() -> SqliteStorageOptions {
+    SqliteStorageOptions::new().with_lock_wait(Duration::ZERO)
+}
+
+#[tokio::test]
+async fn a_database_in_use_is_refused_until_its_storage_is_dropped() {
+    let dir = TempDir::new("in-use");
+    let first = SqliteStorage::open(db(&dir)).await.unwrap();
+    let clone = first.clone();
+    let doc = Document::new(1, HLCTimestamp::new(1_000, 0, 1), "first");
+    first.put("ks", doc.clone()).await.unwrap();
+    match SqliteStorage::open_with(db(&dir), no_lock_wait()).await {
+        Err(error @ SqliteStorageError::InUse { .. }) => {
+            assert!(error.to_string().contains("in use"), "{error}");
+            assert!(matches!(error, SqliteStorageError::InUse { path } if path == db(&dir)));
+        }
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    // A clone keeps it open.
+    drop(first);
+    assert!(SqliteStorage::open_with(db(&dir), no_lock_wait())
+        .await
+        .is_err());
+    // Once the last clone is gone, a waiting open gets it and reads what it wrote.
+    let reopening = tokio::spawn(SqliteStorage::open(db(&dir)));
+    drop(clone);
+    let second = reopening.await.unwrap().unwrap();
+    assert_eq!(second.get("ks", 1).await.unwrap(), Some(doc));
 }
 
 /// Set for the child process of [`acknowledged_writes_survive_sigkill`]: the database path.
@@ -333,6 +366,16 @@ fn acknowledged_writes_survive_sigkill() {
             }
         }
     }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // While the child writes, this process cannot open its database.
+    let refused = runtime.block_on(SqliteStorage::open_with(db(&dir), no_lock_wait()));
+    assert!(
+        matches!(refused, Err(SqliteStorageError::InUse { ref path }) if *path == db(&dir)),
+        "{refused:?}"
+    );
     child.kill().expect("SIGKILL the child");
     child.wait().unwrap();
     // Everything it printed before dying was acknowledged too.
@@ -348,24 +391,23 @@ fn acknowledged_writes_survive_sigkill() {
         bulk + 1
     );
 
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let storage = SqliteStorage::open(db(&dir)).await.unwrap();
-            let ids: Vec<u64> = (0..=single).collect();
-            let mut found = storage.multi_get(SINGLE_KEYSPACE, ids).await.unwrap();
-            found.sort_unstable_by_key(|d| d.id);
-            let expected: Vec<_> = (0..=single).map(single_doc).collect();
-            assert_eq!(found.len(), expected.len(), "acknowledged single puts lost");
-            assert_eq!(found, expected);
+    runtime.block_on(async {
+        // The kill released the lock: no wait.
+        let storage = SqliteStorage::open_with(db(&dir), no_lock_wait())
+            .await
+            .unwrap();
+        let ids: Vec<u64> = (0..=single).collect();
+        let mut found = storage.multi_get(SINGLE_KEYSPACE, ids).await.unwrap();
+        found.sort_unstable_by_key(|d| d.id);
+        let expected: Vec<_> = (0..=single).map(single_doc).collect();
+        assert_eq!(found.len(), expected.len(), "acknowledged single puts lost");
+        assert_eq!(found, expected);
 
-            let ids: Vec<u64> = (0..(bulk + 1) * BULK).collect();
-            let mut found = storage.multi_get(BULK_KEYSPACE, ids).await.unwrap();
-            found.sort_unstable_by_key(|d| d.id);
-            let expected: Vec<_> = (0..=bulk).flat_map(bulk_docs).collect();
-            assert_eq!(found.len(), expected.len(), "acknowledged bulk puts lost");
-            assert_eq!(found, expected);
-        });
+        let ids: Vec<u64> = (0..(bulk + 1) * BULK).collect();
+        let mut found = storage.multi_get(BULK_KEYSPACE, ids).await.unwrap();
+        found.sort_unstable_by_key(|d| d.id);
+        let expected: Vec<_> = (0..=bulk).flat_map(bulk_docs).collect();
+        assert_eq!(found.len(), expected.len(), "acknowledged bulk puts lost");
+        assert_eq!(found, expected);
+    });
 }
