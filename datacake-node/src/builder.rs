@@ -432,7 +432,9 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
     /// If seeds other than this node are configured, or discovery found other addresses,
     /// waits (at most the join timeout) for a first exchange with the cluster, then watches a
     /// few gossip rounds: if a live member already holds this node id, the node leaves again
-    /// and this returns [`NodeError::DuplicateNodeId`].
+    /// and this returns [`NodeError::DuplicateNodeId`]. A member at this node's own public
+    /// address does not count: the address leads to this node's listener now, so that process
+    /// is gone (a restart right after a crash); the restart replaces it.
     #[tracing::instrument(skip_all, fields(node_id = self.node_id))]
     pub async fn connect(self) -> Result<DatacakeNode, NodeError> {
         let Self {

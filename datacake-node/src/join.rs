@@ -30,6 +30,11 @@ pub(crate) struct SameIdNode {
 impl JoinSnapshot {
     /// How many other nodes gossip has told us of, and every other node claiming our id (not
     /// leaving) with its heartbeat and whether the failure detector holds it live.
+    ///
+    /// An incarnation of our id at our own public address is not another node: the address
+    /// leads to our listener now, so its process is gone from it (a restart right after a
+    /// crash, while peers still relay the crashed process's last heartbeats). Listed, it
+    /// would look like a live duplicate.
     pub(crate) fn of(chitchat: &Chitchat) -> Self {
         let me = chitchat.self_chitchat_id().clone();
         let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
@@ -48,6 +53,7 @@ impl JoinSnapshot {
             .node_states()
             .iter()
             .filter(|(id, _)| **id != me && id.node_id == me.node_id)
+            .filter(|(id, _)| id.gossip_advertise_addr != me.gossip_advertise_addr)
             .filter(|(_, state)| state.get(KEY_LEAVING).is_none())
             .map(|(id, state)| SameIdNode {
                 id: id.clone(),

@@ -221,6 +221,46 @@ async fn duplicate_node_id_is_refused() {
     n1.shutdown().await;
 }
 
+/// A node restarted at its own address right after a crash joins at once: the listener it
+/// bound there proves the old process gone from that address. Before, peers were still
+/// relaying the crashed process's last heartbeats, the join check took the rise for a live
+/// duplicate, and about every other restart failed with `DuplicateNodeId`; hence several
+/// crashes in a row. Default timings: the test fixtures' shorter gossip interval settles the
+/// relays before the restart has bound the port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_at_its_address_right_after_a_crash_rejoins() {
+    let with_defaults =
+        |id, addr, seeds| DatacakeNodeBuilder::new(id, ConnectionConfig::new(addr, addr, seeds));
+    let n1 = with_defaults(1, local(), vec![]).connect().await.unwrap();
+    let n2 = with_defaults(2, local(), vec![seed(&n1)])
+        .connect()
+        .await
+        .unwrap();
+    let mut n3 = with_defaults(3, local(), vec![seed(&n1)])
+        .connect()
+        .await
+        .unwrap();
+    let addr = n3.me().public_addr;
+    for crash in 1..=5 {
+        wait_for_view(&[&n1, &n2, &n3], &[1, 2, 3]).await;
+        let crashed_generation = n3.handle().generation();
+        drop(n3);
+        test_helper::wait_for("the crashed node's port to be free", CONVERGE, || async {
+            std::net::TcpListener::bind(addr).is_ok()
+        })
+        .await;
+        n3 = match with_defaults(3, addr, vec![seed(&n1)]).connect().await {
+            Ok(node) => node,
+            Err(error) => panic!("restart after crash {crash}: {error}"),
+        };
+        assert!(n3.handle().generation() > crashed_generation);
+    }
+    wait_for_view(&[&n1, &n2, &n3], &[1, 2, 3]).await;
+    for node in [n3, n2, n1] {
+        node.shutdown().await;
+    }
+}
+
 /// Where `node` lists node 3.
 fn node_3_at(node: &DatacakeHandle) -> Option<SocketAddr> {
     node.live_members()
