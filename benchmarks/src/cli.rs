@@ -12,7 +12,7 @@ use crate::config::{
 /// benchmark suites, prints a table per suite and writes a JSON results file and an SVG chart
 /// per suite.
 ///
-/// With no arguments it runs a quick pass of every suite (under two minutes on two cores).
+/// With no arguments it runs a quick pass of every suite (about two minutes on two cores).
 #[derive(Debug, Parser)]
 #[command(name = "benchmarks", version, about, long_about)]
 #[command(group(ArgGroup::new("size").args(["smoke", "quick", "full"])))]
@@ -58,7 +58,7 @@ pub(crate) struct Cli {
     #[arg(long)]
     pub(crate) smoke: bool,
 
-    /// Quick sizes: every suite in under two minutes on two cores (the default).
+    /// Quick sizes: every suite in about two minutes on two cores (the default).
     #[arg(long)]
     pub(crate) quick: bool,
 
