@@ -9,12 +9,11 @@
 //!
 //! Defaults: 1,500 bytes (about one Raft entry of 64 `(u64, u64)` commands, the `raft`
 //! suite's 64-client rows) and 2,000 appends per case, spread over ten rounds in which the
-//! cases take turns. Files go to a temporary directory
-//! beside the system's other temporary files: run it on the disk you measure.
+//! cases take turns. The files go to the system's temporary directory: run it on the disk you
+//! measure.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Instant;
 
@@ -37,12 +36,15 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let bytes: usize = args.next().map_or(Ok(1_500), |a| a.parse())?;
     let appends: usize = args.next().map_or(Ok(2_000), |a| a.parse())?;
+    anyhow::ensure!(bytes > 0, "an append needs at least one byte");
     anyhow::ensure!(
-        bytes > 0 && appends >= ROUNDS,
-        "bytes and appends must be positive"
+        appends >= ROUNDS,
+        "at least {ROUNDS} appends (one per round)"
     );
     anyhow::ensure!(
-        (bytes * appends) as u64 <= PREALLOCATED,
+        bytes
+            .checked_mul(appends)
+            .is_some_and(|total| total as u64 <= PREALLOCATED),
         "at most {PREALLOCATED} bytes in all"
     );
     let dir = TempDir::new("log-write-probe");
@@ -127,17 +129,17 @@ fn growing(path: &Path) -> anyhow::Result<Append> {
 /// Overwrites a file whose blocks were all written (with zeros) and synced beforehand, one
 /// append after the other: `fdatasync` then has no metadata to write.
 fn preallocated(path: &Path) -> anyhow::Result<Append> {
-    let file = File::create(path)?;
+    let mut file = File::create(path)?;
     let zeros = vec![0u8; 1 << 20];
-    for offset in (0..PREALLOCATED).step_by(zeros.len()) {
-        file.write_all_at(&zeros, offset)?;
+    for _ in (0..PREALLOCATED).step_by(zeros.len()) {
+        file.write_all(&zeros)?;
     }
     file.sync_all()?;
-    let mut offset = 0u64;
+    // Each append overwrites the next bytes of the zeros, in order.
+    file.seek(SeekFrom::Start(0))?;
     Ok(Box::new(move |payload| {
-        file.write_all_at(payload, offset)?;
+        file.write_all(payload)?;
         file.sync_data()?;
-        offset += payload.len() as u64;
         Ok(())
     }))
 }
