@@ -78,13 +78,6 @@ impl BucketEntry {
     }
 }
 
-/// The splitmix64 finaliser: a fast, well-mixing bijection on `u64`.
-fn mix64(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
 #[cfg(test)]
 /// The bucket `key` belongs to at the finest resolution, in `0..DIGEST_BUCKETS`.
 pub(crate) fn bucket_of(key: Key) -> u32 {
@@ -146,11 +139,15 @@ pub(crate) fn differing(bits: u8, a: &[u64], b: &[u64]) -> Vec<u32> {
 /// The hash of one entry, as summed into its bucket's digest. Covers the id, every field of the
 /// timestamp and the tombstone flag.
 pub(crate) fn entry_hash(entry: &BucketEntry) -> u64 {
-    // The constants keep the all-zero entry from hashing to zero (the digest of nothing).
+    // Each step folds fields into the running hash, with a constant of its own, and mixes it
+    // with `key_hash` (a well-mixing bijection on `u64`, seeded, so even the all-zero entry
+    // does not hash to zero, the digest of nothing).
     let ts = entry.timestamp;
-    let mut h = mix64(entry.key ^ 0x9E37_79B9_7F4A_7C15);
-    h = mix64(h ^ ts.pack() ^ 0xD1B5_4A32_D192_ED03);
-    h = mix64(h ^ (u64::from(ts.node()) << 1 | u64::from(entry.tombstone)) ^ 0x8CB9_2BA7_2F3D_8DD7);
+    let mut h = key_hash(entry.key);
+    h = key_hash(h ^ ts.pack() ^ 0xD1B5_4A32_D192_ED03);
+    h = key_hash(
+        h ^ (u64::from(ts.node()) << 1 | u64::from(entry.tombstone)) ^ 0x8CB9_2BA7_2F3D_8DD7,
+    );
     h
 }
 
@@ -338,6 +335,16 @@ mod tests {
     }
 
     #[test]
+    fn the_all_zero_entry_does_not_vanish_from_its_digest() {
+        let zero = BucketEntry {
+            key: 0,
+            timestamp: HLCTimestamp::new(0, 0, 0),
+            tombstone: false,
+        };
+        assert_ne!(entry_hash(&zero), 0);
+    }
+
+    #[test]
     fn a_coarse_bucket_is_the_sum_of_its_fine_buckets() {
         for key in 0..10_000u64 {
             assert_eq!(bucket_at(key, 4), bucket_of(key) >> 8);
@@ -428,7 +435,7 @@ mod tests {
             let n = shuffled.len();
             let mut state = seed;
             for i in (1..n).rev() {
-                state = mix64(state);
+                state = key_hash(state);
                 shuffled.swap(i, (state % (i as u64 + 1)) as usize);
             }
             prop_assert_eq!(&forward, &KeyspaceDigest::from_entries(&shuffled));
