@@ -43,11 +43,16 @@ impl DbLock {
             .write(true)
             .open(&path)
             .map_err(lock_error)?;
-        let deadline = Instant::now() + wait;
+        // A wait too long to add to the clock (such as `Duration::MAX`) never ends.
+        let deadline = Instant::now().checked_add(wait);
         loop {
             match file.try_lock() {
                 Ok(()) => return Ok(Self { _file: file }),
-                Err(TryLockError::WouldBlock) if Instant::now() < deadline => thread::sleep(RETRY),
+                Err(TryLockError::WouldBlock)
+                    if deadline.is_none_or(|deadline| Instant::now() < deadline) =>
+                {
+                    thread::sleep(RETRY)
+                }
                 Err(TryLockError::WouldBlock) => {
                     return Err(SqliteStorageError::InUse {
                         path: db.to_owned(),
@@ -84,7 +89,8 @@ mod tests {
         }
         let waiting = thread::spawn({
             let db = db.clone();
-            move || DbLock::acquire(&db, Duration::from_secs(10))
+            // However long the wait, up to one that cannot be added to the clock.
+            move || DbLock::acquire(&db, Duration::MAX)
         });
         drop(held);
         waiting.join().unwrap().expect("the lock once released");

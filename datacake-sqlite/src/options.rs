@@ -124,6 +124,7 @@ impl SqliteStorageOptions {
     /// write committed. The wait covers a store reopened in the same process while the
     /// previous one still finishes; a second process on a database in use is refused after
     /// it. A killed process's lock is released by the operating system at once.
+    /// `Duration::ZERO` gives up at once; `Duration::MAX` waits for as long as it takes.
     pub fn with_lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = wait;
         self
