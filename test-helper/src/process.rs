@@ -118,10 +118,10 @@ impl ChildProcess {
     }
 
     /// Sends `signal` (`TERM`, `INT`, ...) and waits up to `deadline` for it to exit.
-    pub async fn stop_with(mut self, signal: &str, deadline: Duration) -> ExitStatus {
+    pub async fn stop_with(self, signal: &str, deadline: Duration) -> ExitStatus {
         self.signal(signal);
-        let child = self.child.take().expect("running");
-        wait_exit(child, &format!("exit after SIG{signal}"), deadline).await
+        self.wait_exit(&format!("exit after SIG{signal}"), deadline)
+            .await
     }
 
     /// Sends `signal` (`TERM`, `INT`, ...) without waiting for anything.
@@ -134,23 +134,21 @@ impl ChildProcess {
         assert!(status.success(), "kill -{signal} failed");
     }
 
-    /// Waits up to `deadline` for it to exit (panicking with `what` after it).
+    /// Waits up to `deadline` for it to exit (panicking with `what` after it; the process is
+    /// then killed as the panic drops it, not left running).
     pub async fn wait_exit(mut self, what: &str, deadline: Duration) -> ExitStatus {
-        let child = self.child.take().expect("running");
-        wait_exit(child, what, deadline).await
+        let child = self.child.as_mut().expect("running");
+        let mut exit = None;
+        wait_for(what, deadline, || {
+            let done = child.try_wait().expect("try_wait");
+            exit = exit.or(done);
+            std::future::ready(exit.is_some())
+        })
+        .await;
+        // Exited and reaped: nothing for `drop` to kill.
+        self.child = None;
+        exit.expect("exited")
     }
-}
-
-/// Polls `child` until it exits, panicking with `what` after `deadline`.
-async fn wait_exit(mut child: Child, what: &str, deadline: Duration) -> ExitStatus {
-    let mut exit = None;
-    wait_for(what, deadline, || {
-        let done = child.try_wait().expect("try_wait");
-        exit = exit.or(done);
-        std::future::ready(exit.is_some())
-    })
-    .await;
-    exit.expect("exited")
 }
 
 impl Drop for ChildProcess {
