@@ -1,6 +1,6 @@
 //! The lifecycle: SIGTERM leaves the cluster gracefully (peers count a member that left, not
 //! one that died) and exits 0; a shutdown stuck past `shutdown_timeout_ms` exits 1; a second
-//! signal exits at once.
+//! signal exits at once; a second server on a data directory in use exits 1.
 
 use test_helper::http::{health_status, request_in_flight};
 use test_helper::{wait_for, TempDir};
@@ -49,6 +49,33 @@ async fn sigterm_leaves_the_cluster_and_exits_0() {
         "{metrics}"
     );
 
+    let status = first.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// One server per data directory: a second one started on a directory in use (here the same
+/// node id, so the same `node-1` directory, on other ports) waits out the storage's lock wait
+/// and exits 1 naming the database, and the first keeps serving.
+#[tokio::test]
+async fn a_second_server_on_a_data_directory_in_use_exits_1() {
+    let dir = temp_dir("data-dir-in-use");
+    let ports = free_ports(4);
+    let mut first = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path());
+    let mut second = KvNode::new(1, (ports[2], ports[3]), Vec::new(), dir.path());
+    first.start();
+    first.wait_for_members(1).await;
+    assert_eq!(first.put("/users/alice", b"hello").await.status, 204);
+
+    second.start();
+    let status = second.wait_exit().await;
+    assert_eq!(status.code(), Some(1), "exit status {status:?}");
+    let log = second.log();
+    assert!(
+        log.contains("kv.db") && log.contains("in use by another storage"),
+        "{log}"
+    );
+    let reply = first.get("/users/alice").await;
+    assert_eq!((reply.status, reply.body.as_slice()), (200, &b"hello"[..]));
     let status = first.terminate().await;
     assert!(status.success(), "exit status {status:?}");
 }
