@@ -68,6 +68,17 @@ pub(crate) struct Repairer<S> {
     pub(crate) config: StoreConfig,
 }
 
+impl<S> Clone for Repairer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            replica: self.replica.clone(),
+            members: self.members.clone(),
+            node: self.node.clone(),
+            config: self.config,
+        }
+    }
+}
+
 /// The outcome of one complete round with a peer.
 #[derive(Debug)]
 pub(crate) struct Round {

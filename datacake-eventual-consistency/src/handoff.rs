@@ -30,9 +30,19 @@ use crate::storage::Storage;
 /// (and cancels the calls with it); this only keeps a call finite on its own.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// One hand-off round at a time on a node.
-pub(crate) fn hand_off_permits() -> Semaphore {
-    Semaphore::new(1)
+/// What a peer serves hand-offs with: the periodic repair's round, one at a time.
+pub(crate) struct HandOffs<S> {
+    turn: Semaphore,
+    repairer: Repairer<S>,
+}
+
+impl<S> HandOffs<S> {
+    pub(crate) fn new(repairer: Repairer<S>) -> Self {
+        Self {
+            turn: Semaphore::new(1),
+            repairer,
+        }
+    }
 }
 
 /// Asks every live peer to pull from this node and waits for their answers. The node's
@@ -117,23 +127,23 @@ impl<S: Storage> Handler<HandOff> for StoreService<S> {
             })?;
         let _turn = self
             .hand_offs
+            .turn
             .acquire()
             .await
             .map_err(|_| Status::unavailable("the store is stopping"))?;
-        let repairer = Repairer {
-            replica: self.replica.clone(),
-            members: self.members.clone(),
-            node: self.node.clone(),
-            config: self.config,
-        };
-        let round = repairer.repair_from(&leaving).await.map_err(|error| {
-            Counters::add(&self.replica.counters.failures, 1);
-            Status::internal(format!(
-                "pulling from node {}: {}",
-                leaving.node_id,
-                datacake_rpc::error_chain(&error)
-            ))
-        })?;
+        let round = self
+            .hand_offs
+            .repairer
+            .repair_from(&leaving)
+            .await
+            .map_err(|error| {
+                Counters::add(&self.replica.counters.failures, 1);
+                Status::internal(format!(
+                    "pulling from node {}: {}",
+                    leaving.node_id,
+                    datacake_rpc::error_chain(&error)
+                ))
+            })?;
         Counters::add(&self.replica.counters.repairs_run, 1);
         Counters::add(&self.replica.counters.keys_repaired, round.repaired);
         info!(

@@ -36,8 +36,8 @@ pub(crate) struct StoreService<S> {
     pub(crate) members: Arc<Members>,
     pub(crate) node: DatacakeHandle,
     pub(crate) config: StoreConfig,
-    /// Lets one [`HandOff`] round run at a time.
-    pub(crate) hand_offs: tokio::sync::Semaphore,
+    /// Serves [`HandOff`]s, one round at a time.
+    pub(crate) hand_offs: crate::handoff::HandOffs<S>,
 }
 
 impl<S> std::fmt::Debug for StoreService<S> {

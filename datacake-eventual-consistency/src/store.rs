@@ -16,7 +16,7 @@ use crate::anti_entropy::Repairer;
 use crate::config::StoreConfig;
 use crate::error::StoreError;
 use crate::handle::{ReplicatedKeyspaceHandle, ReplicatedStoreHandle};
-use crate::handoff;
+use crate::handoff::{self, HandOffs};
 use crate::members::Members;
 use crate::messages::RemoveMember;
 use crate::replica::{KeyspaceLimits, Replica};
@@ -232,12 +232,18 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
         // Stops the store (service and tasks) with the last handle, or if starting fails.
         let guard = ExtensionGuard::new(handle.clone(), SERVICE_NAME);
         let tasks = guard.tasks();
+        let repairer = Repairer {
+            replica: replica.clone(),
+            members: members.clone(),
+            node: handle.clone(),
+            config,
+        };
         node.add_rpc_service(StoreService {
             replica: replica.clone(),
             members: members.clone(),
             node: handle.clone(),
             config,
-            hand_offs: handoff::hand_off_permits(),
+            hand_offs: HandOffs::new(repairer.clone()),
         });
         // On a graceful leave, every live peer pulls from this node first.
         let leaving = handle.clone();
@@ -253,21 +259,10 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
             },
         ));
 
-        let repairer = Repairer {
-            replica: replica.clone(),
-            members: members.clone(),
-            node: handle.clone(),
-            config,
-        };
         repairer.record_members(&handle.live_members()).await;
         let mut changes = node.membership_changes();
         let departures = replicator.clone();
-        let watcher = Repairer {
-            replica: replica.clone(),
-            members: members.clone(),
-            node: handle.clone(),
-            config,
-        };
+        let watcher = repairer.clone();
         tasks.spawn(async move {
             while let Some(change) = changes.next().await {
                 for member in change.left {
