@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datacake_crdt::HLCTimestamp;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::storage::{BulkMutationError, Document, Key, Metadata, Storage};
 
@@ -214,6 +214,7 @@ pub type WriteHook = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + S
 /// storage.fail_writes(true);
 /// let doc = Document::new(1, HLCTimestamp::new(1, 0, 0), "a");
 /// assert!(storage.put("ks", doc.clone()).await.is_err());
+/// assert_eq!(storage.refused("ks"), 1);
 /// storage.fail_writes(false);
 /// storage.put("ks", doc).await.unwrap();
 /// # }
@@ -222,7 +223,8 @@ pub type WriteHook = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + S
 pub struct FaultyStorage<S> {
     inner: S,
     failing: Arc<AtomicBool>,
-    refused: Arc<AtomicU64>,
+    /// Refused writes by keyspace.
+    refused: Arc<Mutex<HashMap<String, u64>>>,
     hook: Option<WriteHook>,
 }
 
@@ -243,7 +245,7 @@ impl<S: Storage> FaultyStorage<S> {
         Self {
             inner,
             failing: Arc::new(AtomicBool::new(false)),
-            refused: Arc::new(AtomicU64::new(0)),
+            refused: Arc::default(),
             hook: None,
         }
     }
@@ -261,10 +263,11 @@ impl<S: Storage> FaultyStorage<S> {
         self.failing.store(failing, Ordering::SeqCst);
     }
 
-    /// How many writes failed because failures were switched on. A test waits on it to know
-    /// a write it expects to be refused has reached this storage.
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::SeqCst)
+    /// How many writes to `keyspace` failed because failures were switched on. A test waits
+    /// on it to know a write it expects to be refused has reached this storage (counted by
+    /// keyspace because the store writes its own records too, e.g. of the members it saw).
+    pub fn refused(&self, keyspace: &str) -> u64 {
+        self.refused.lock().get(keyspace).copied().unwrap_or(0)
     }
 
     /// The wrapped storage.
@@ -272,19 +275,22 @@ impl<S: Storage> FaultyStorage<S> {
         &self.inner
     }
 
-    async fn check(&self) -> Result<(), FaultyError<S::Error>> {
+    async fn check(&self, keyspace: &str) -> Result<(), FaultyError<S::Error>> {
         if let Some(hook) = &self.hook {
             hook().await;
         }
         if self.failing.load(Ordering::SeqCst) {
-            self.refused.fetch_add(1, Ordering::SeqCst);
+            *self.refused.lock().entry(keyspace.to_owned()).or_default() += 1;
             return Err(FaultyError::Injected);
         }
         Ok(())
     }
 
-    async fn check_bulk(&self) -> Result<(), BulkMutationError<FaultyError<S::Error>>> {
-        self.check().await.map_err(BulkMutationError::empty)
+    async fn check_bulk(
+        &self,
+        keyspace: &str,
+    ) -> Result<(), BulkMutationError<FaultyError<S::Error>>> {
+        self.check(keyspace).await.map_err(BulkMutationError::empty)
     }
 }
 
@@ -317,7 +323,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         keyspace: &str,
         keys: Vec<Key>,
     ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.check_bulk().await?;
+        self.check_bulk(keyspace).await?;
         self.inner
             .remove_tombstones(keyspace, keys)
             .await
@@ -325,7 +331,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     }
 
     async fn put(&self, keyspace: &str, document: Document) -> Result<(), Self::Error> {
-        self.check().await?;
+        self.check(keyspace).await?;
         self.inner
             .put(keyspace, document)
             .await
@@ -337,7 +343,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         keyspace: &str,
         documents: Vec<Document>,
     ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.check_bulk().await?;
+        self.check_bulk(keyspace).await?;
         self.inner
             .multi_put(keyspace, documents)
             .await
@@ -350,7 +356,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         key: Key,
         timestamp: HLCTimestamp,
     ) -> Result<(), Self::Error> {
-        self.check().await?;
+        self.check(keyspace).await?;
         self.inner
             .mark_as_tombstone(keyspace, key, timestamp)
             .await
@@ -362,7 +368,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         keyspace: &str,
         keys: Vec<(Key, HLCTimestamp)>,
     ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.check_bulk().await?;
+        self.check_bulk(keyspace).await?;
         self.inner
             .mark_many_as_tombstone(keyspace, keys)
             .await

@@ -32,21 +32,23 @@ async fn cluster() -> Vec<TestNode<Faulty>> {
     nodes
 }
 
-/// Runs `write` with node 3's disk refusing writes, and switches it back on only once node 3
-/// has refused one: a Quorum write returns on node 2's acknowledgement while its batch to
-/// node 3 may still be on the way, and that batch must not land after the switch.
+/// Runs `write` (to keyspace `ks`) with node 3's disk refusing writes, and switches it back
+/// on only once node 3 has refused a write to `ks`: a Quorum write returns on node 2's
+/// acknowledgement while its batch to node 3 may still be on the way, and that batch must
+/// not land after the switch. (Any refused write would not do: node 3's store also writes
+/// records of its own, such as of the members it saw.)
 async fn missed_by_node_3(
     nodes: &[TestNode<Faulty>],
     write: impl std::future::Future<Output = ()>,
 ) {
     let storage = &nodes[2].storage;
-    let before = storage.refused();
+    let before = storage.refused("ks");
     storage.fail_writes(true);
     write.await;
     test_helper::wait_for(
         "node 3 refuses the write",
         Duration::from_secs(10),
-        || async { storage.refused() > before },
+        || async { storage.refused("ks") > before },
     )
     .await;
     storage.fail_writes(false);
