@@ -121,10 +121,13 @@ impl<S: Storage> Repairer<S> {
     }
 
     /// Brings the member record up to date with the live view, persisting what changed.
+    /// A record that fails to persist is retried at the next call (the repair interval's).
     pub(crate) async fn record_members(&self, live: &[ClusterMember]) {
+        let _turn = self.members.recording.lock().await;
         for known in self.members.observe(live, self.node.clock().wall_millis()) {
             if let Err(error) = self.replica.persist_member(&known).await {
-                warn!(node_id = known.member.node_id, %error, "cannot persist a member record");
+                self.members.unsaved(known.member.node_id);
+                warn!(node_id = known.member.node_id, %error, "cannot persist a member record; retried at the next repair round");
             }
         }
     }

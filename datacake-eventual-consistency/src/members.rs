@@ -11,7 +11,7 @@
 //! after the tombstone grace a down member no longer holds purges back, but still counts
 //! for consistency levels.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -65,6 +65,15 @@ pub(crate) struct Members {
     me: NodeId,
     /// The record, and its version (bumped on every change).
     known: RwLock<(u64, Arc<BTreeMap<NodeId, Known>>)>,
+    /// Members whose current record failed to persist: [`Members::observe`] hands them out
+    /// again, so the next call retries.
+    unsaved: Mutex<BTreeSet<NodeId>>,
+    /// Members removed while this process ran (until they are live again): a repeated
+    /// removal tells the peers again instead of failing as unknown.
+    removed: Mutex<BTreeSet<NodeId>>,
+    /// Held from [`Members::observe`] until what it returned is persisted, so records reach
+    /// the storage in the order they changed.
+    pub(crate) recording: tokio::sync::Mutex<()>,
     /// The record's version, readable without the lock (for the plan cache).
     version: AtomicU64,
     plans: Mutex<Option<Plans>>,
@@ -94,6 +103,9 @@ impl Members {
         Self {
             me,
             known: RwLock::new((0, Arc::new(known))),
+            unsaved: Mutex::default(),
+            removed: Mutex::default(),
+            recording: tokio::sync::Mutex::new(()),
             version: AtomicU64::new(0),
             plans: Mutex::new(None),
         }
@@ -104,11 +116,18 @@ impl Members {
         (known.0, known.1.clone())
     }
 
-    fn replace(&self, next: BTreeMap<NodeId, Known>) {
+    /// Runs `change` on a copy of the record under the write lock (so concurrent updates do
+    /// not undo each other) and installs the copy if `change` says it changed anything.
+    fn update<R>(&self, change: impl FnOnce(&mut BTreeMap<NodeId, Known>) -> (R, bool)) -> R {
         let mut known = self.known.write();
-        known.0 += 1;
-        known.1 = Arc::new(next);
-        self.version.store(known.0, Ordering::Release);
+        let mut next = (*known.1).clone();
+        let (out, changed) = change(&mut next);
+        if changed {
+            known.0 += 1;
+            known.1 = Arc::new(next);
+            self.version.store(known.0, Ordering::Release);
+        }
+        out
     }
 
     /// What an operation at `level` on `local` needs, with `live` the live members (a
@@ -164,33 +183,49 @@ impl Members {
     /// Folds the live members in: new members, changed addresses, members that went down
     /// (since `now_ms`) or came back. Returns the records that changed (to persist).
     pub(crate) fn observe(&self, live: &[ClusterMember], now_ms: u64) -> Vec<Known> {
+        let mut changed = self.update(|next| {
+            let mut changed = Vec::new();
+            let mut removed = self.removed.lock();
+            for member in live.iter().filter(|m| m.node_id != self.me) {
+                removed.remove(&member.node_id);
+                let same = next
+                    .get(&member.node_id)
+                    .is_some_and(|k| k.down_since.is_none() && same_place(&k.member, member));
+                if !same {
+                    let record = Known {
+                        member: member.clone(),
+                        down_since: None,
+                    };
+                    next.insert(member.node_id, record.clone());
+                    changed.push(record);
+                }
+            }
+            for known in next.values_mut() {
+                let is_live = live.iter().any(|m| m.node_id == known.member.node_id);
+                if !is_live && known.down_since.is_none() {
+                    known.down_since = Some(now_ms);
+                    changed.push(known.clone());
+                }
+            }
+            let any = !changed.is_empty();
+            (changed, any)
+        });
+        // The records that failed to persist before, as they stand now.
         let (_, current) = self.snapshot();
-        let mut next = (*current).clone();
-        let mut changed = Vec::new();
-        for member in live.iter().filter(|m| m.node_id != self.me) {
-            let record = Known {
-                member: member.clone(),
-                down_since: None,
-            };
-            let same = next
-                .get(&member.node_id)
-                .is_some_and(|k| k.down_since.is_none() && same_place(&k.member, member));
-            if !same {
-                next.insert(member.node_id, record.clone());
-                changed.push(record);
+        for id in std::mem::take(&mut *self.unsaved.lock()) {
+            if let Some(known) = current.get(&id) {
+                if !changed.iter().any(|c| c.member.node_id == id) {
+                    changed.push(known.clone());
+                }
             }
-        }
-        for known in next.values_mut() {
-            let is_live = live.iter().any(|m| m.node_id == known.member.node_id);
-            if !is_live && known.down_since.is_none() {
-                known.down_since = Some(now_ms);
-                changed.push(known.clone());
-            }
-        }
-        if !changed.is_empty() {
-            self.replace(next);
         }
         changed
+    }
+
+    /// Records that `node_id`'s record failed to persist: the next [`Members::observe`]
+    /// returns it again.
+    pub(crate) fn unsaved(&self, node_id: NodeId) {
+        self.unsaved.lock().insert(node_id);
     }
 
     /// The replicas of a key: every known member other than this node, plus any live member
@@ -239,13 +274,19 @@ impl Members {
 
     /// Forgets `node_id`; returns its record if it was known.
     pub(crate) fn remove(&self, node_id: NodeId) -> Option<Known> {
-        let (_, current) = self.snapshot();
-        let mut next = (*current).clone();
-        let removed = next.remove(&node_id);
-        if removed.is_some() {
-            self.replace(next);
-        }
-        removed
+        self.update(|next| {
+            let removed = next.remove(&node_id);
+            let changed = removed.is_some();
+            if changed {
+                self.removed.lock().insert(node_id);
+            }
+            (removed, changed)
+        })
+    }
+
+    /// Whether `node_id` was removed while this process ran and has not been live since.
+    pub(crate) fn was_removed(&self, node_id: NodeId) -> bool {
+        self.removed.lock().contains(&node_id)
     }
 }
 
@@ -296,6 +337,24 @@ mod tests {
 
     fn member(id: NodeId) -> ClusterMember {
         ClusterMember::new(id, ([127, 0, 0, 1], 9_000 + id as u16).into(), "dc")
+    }
+
+    #[test]
+    fn a_record_that_failed_to_persist_is_handed_out_again_once() {
+        let members = Members::new(1, []);
+        assert_eq!(members.observe(&[member(2), member(3)], 100).len(), 2);
+        members.unsaved(3);
+        let again = members.observe(&[member(2), member(3)], 150);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].member.node_id, 3);
+        assert!(members.observe(&[member(2), member(3)], 200).is_empty());
+        // A member removed meanwhile is not written back.
+        members.unsaved(3);
+        members.remove(3);
+        assert!(members.observe(&[member(2)], 250).is_empty());
+        assert!(members.was_removed(3));
+        members.observe(&[member(2), member(3)], 300);
+        assert!(!members.was_removed(3), "live again");
     }
 
     #[test]

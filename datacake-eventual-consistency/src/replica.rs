@@ -16,7 +16,7 @@ use parking_lot::RwLock;
 use crate::digest::BucketEntry;
 use crate::error::StoreError;
 use crate::keyspace::{scan_in_steps, KeyspaceState, Mutation, SCAN_STEP_ENTRIES};
-use crate::members::{self, Known, MEMBERS_KEYSPACE};
+use crate::members::{self, Known, Members, MEMBERS_KEYSPACE};
 use crate::metrics::Counter;
 use crate::repair::{plan_repair, RepairPlan};
 use crate::slot::KeyspaceSlot;
@@ -651,8 +651,25 @@ impl<S: Storage> Replica<S> {
             .map_err(StoreError::Storage)
     }
 
+    /// Removes `node_id` from `members` and deletes its record: on disk first, so a storage
+    /// failure leaves the member counting here and a second call can finish the removal.
+    /// Returns whether it was a member.
+    pub(crate) async fn remove_member(
+        &self,
+        members: &Members,
+        node_id: datacake_node::NodeId,
+    ) -> Result<bool, S> {
+        let _turn = members.recording.lock().await;
+        if members.get(node_id).is_none() {
+            return Ok(false);
+        }
+        self.forget_member(node_id).await?;
+        members.remove(node_id);
+        Ok(true)
+    }
+
     /// Deletes a member record.
-    pub(crate) async fn forget_member(&self, node_id: datacake_node::NodeId) -> Result<(), S> {
+    async fn forget_member(&self, node_id: datacake_node::NodeId) -> Result<(), S> {
         let id = Key::from(node_id);
         self.storage
             .mark_as_tombstone(MEMBERS_KEYSPACE, id, HLCTimestamp::new(0, 0, 0))

@@ -365,11 +365,12 @@ impl<S: Storage> Handler<RemoveMember> for StoreService<S> {
         if live.iter().any(|m| m.node_id == node_id) {
             return Err(Status::invalid_payload(format!("node {node_id} is live")));
         }
-        if self.members.remove(node_id).is_some() {
-            self.replica
-                .forget_member(node_id)
-                .await
-                .map_err(|e| Status::internal(format!("storage: {e}")))?;
+        let removed = self
+            .replica
+            .remove_member(&self.members, node_id)
+            .await
+            .map_err(|e| Status::internal(format!("storage: {e}")))?;
+        if removed {
             tracing::info!(node_id, peer = %from, "member removed at a peer's request");
         }
         Ok(Ack { clock: self.now() })

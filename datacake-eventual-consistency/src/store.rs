@@ -362,7 +362,8 @@ impl<S: Storage> EventuallyConsistentStore<S> {
     ///
     /// Refused for a live node ([`StoreError::MemberIsLive`]) and for an id this node never
     /// knew ([`StoreError::UnknownMember`]). If a live peer cannot be told, the error names
-    /// it ([`StoreError::Transport`]) and the removal stands everywhere else: call again. A
+    /// it ([`StoreError::Transport`]) and the removal stands everywhere else: call again (a
+    /// repeated call tells every live peer again; it is not refused as unknown). A
     /// peer that was down meanwhile keeps counting the member (the safe side) until told.
     /// If the removed node comes back, it is a member again.
     pub async fn remove_member(&self, node_id: NodeId) -> Result<(), StoreError<S::Error>> {
@@ -371,12 +372,15 @@ impl<S: Storage> EventuallyConsistentStore<S> {
         if node_id == shared.node.me().node_id || live.iter().any(|m| m.node_id == node_id) {
             return Err(StoreError::MemberIsLive { node_id });
         }
-        if shared.members.get(node_id).is_none() {
+        let removed = shared
+            .replica
+            .remove_member(&shared.members, node_id)
+            .await?;
+        if removed {
+            info!(node_id, "member removed");
+        } else if !shared.members.was_removed(node_id) {
             return Err(StoreError::UnknownMember { node_id });
         }
-        shared.members.remove(node_id);
-        shared.replica.forget_member(node_id).await?;
-        info!(node_id, "member removed");
         let mut first_failure = None;
         for peer in live
             .iter()

@@ -6,6 +6,7 @@ mod fixtures;
 mod handoff;
 mod levels;
 mod limits;
+mod members;
 mod reads;
 mod single_node;
 mod tombstones;
