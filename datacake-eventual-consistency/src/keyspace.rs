@@ -178,19 +178,25 @@ impl KeyspaceState {
         keys: &[Key],
     ) -> Vec<BucketEntry> {
         self.set.raise_purge_watermark(watermark);
-        let mut forgotten = Vec::new();
-        for key in keys {
-            match self.get(*key) {
-                Some(entry) if entry.timestamp <= watermark => {
-                    self.set.forget(*key);
-                    self.digest.remove(&entry);
-                    forgotten.push(entry);
-                }
-                _ => {}
-            }
+        let forgotten = self.held_at_or_below(watermark, keys);
+        for entry in &forgotten {
+            self.set.forget(entry.key);
+            self.digest.remove(entry);
         }
         self.digest.shrink_to_fit();
         forgotten
+    }
+
+    /// The entries of `keys` held at or below `watermark`: what
+    /// [`forget_below`](Self::forget_below) would forget.
+    pub(crate) fn held_at_or_below(
+        &self,
+        watermark: HLCTimestamp,
+        keys: &[Key],
+    ) -> Vec<BucketEntry> {
+        keys.iter()
+            .filter_map(|key| self.get(*key).filter(|e| e.timestamp <= watermark))
+            .collect()
     }
 
     /// Whether any tombstone is older than `cutoff` (what a purge would drop).

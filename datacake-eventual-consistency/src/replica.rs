@@ -592,7 +592,11 @@ impl<S: Storage> Replica<S> {
 
     /// Raises `keyspace`'s purge watermark to a peer's `watermark` and forgets the `keys`
     /// held at or below it (obsolete copies the peer purged the deletes of; see
-    /// [`RepairPlan::obsolete`]), storage after memory; returns how many were forgotten.
+    /// [`RepairPlan::obsolete`]); returns how many were forgotten.
+    ///
+    /// Storage first, then memory: if the storage fails, the replica still holds the copies
+    /// in memory, so the next repair round finds them obsolete again and retries. (Memory
+    /// first would leave the storage serving copies no repair looks at again.)
     pub(crate) async fn forget_obsolete(
         &self,
         keyspace: &str,
@@ -603,34 +607,34 @@ impl<S: Storage> Replica<S> {
             return Ok(0);
         };
         let held = slot.exclusive().await;
-        let before = held.state().purge_watermark();
-        let forgotten = held.state().forget_below(watermark, keys);
-        let after = held.state().purge_watermark();
+        let obsolete = held.state().held_at_or_below(watermark, keys);
         // The watermark goes to the storage before the copies leave it (as in a purge).
-        if after != before {
-            self.persist_watermark(keyspace, after).await?;
+        if held.state().purge_watermark() < Some(watermark) {
+            self.persist_watermark(keyspace, Some(watermark)).await?;
         }
-        if forgotten.is_empty() {
-            return Ok(0);
-        }
-        let live: Vec<(Key, HLCTimestamp)> = forgotten
-            .iter()
-            .filter(|e| !e.tombstone)
-            .map(|e| (e.key, e.timestamp))
-            .collect();
-        if !live.is_empty() {
+        if !obsolete.is_empty() {
+            let live: Vec<(Key, HLCTimestamp)> = obsolete
+                .iter()
+                .filter(|e| !e.tombstone)
+                .map(|e| (e.key, e.timestamp))
+                .collect();
+            if !live.is_empty() {
+                self.storage
+                    .mark_many_as_tombstone(keyspace, live)
+                    .await
+                    .map_err(StoreError::BulkStorage)?;
+            }
+            let keys = obsolete.iter().map(|e| e.key).collect();
             self.storage
-                .mark_many_as_tombstone(keyspace, live)
+                .remove_tombstones(keyspace, keys)
                 .await
                 .map_err(StoreError::BulkStorage)?;
         }
-        let keys = forgotten.iter().map(|e| e.key).collect();
-        self.storage
-            .remove_tombstones(keyspace, keys)
-            .await
-            .map_err(StoreError::BulkStorage)?;
-        Counters::add(&self.counters.obsolete_forgotten, forgotten.len());
-        Ok(forgotten.len())
+        // Nothing else wrote the keyspace meanwhile (the slot is held), so this forgets
+        // exactly `obsolete`.
+        let forgotten = held.state().forget_below(watermark, keys).len();
+        Counters::add(&self.counters.obsolete_forgotten, forgotten);
+        Ok(forgotten)
     }
 
     async fn persist_watermark(&self, keyspace: &str, mark: Option<HLCTimestamp>) -> Result<(), S> {

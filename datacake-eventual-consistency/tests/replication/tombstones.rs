@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use datacake_crdt::HLCTimestamp;
-use datacake_eventual_consistency::test_utils::MemStore;
+use datacake_eventual_consistency::test_utils::{FaultyStorage, MemStore};
 use datacake_eventual_consistency::{
     Consistency, Document, EventuallyConsistentStoreExtension, Storage, StoreError,
     PURGE_WATERMARK_KEYSPACE,
@@ -220,6 +220,82 @@ async fn a_node_down_past_the_grace_does_not_resurrect_deletes_on_return() {
             );
         }
         assert!(node.storage.get_doc("ks", 100).is_some());
+    }
+    shutdown(nodes).await;
+}
+
+/// As above, but the returning node's disk refuses writes when it first meets a peer's
+/// purge watermark: it must not drop the obsolete copies from its memory while its storage
+/// keeps them (they would be served by every read, and no repair would ever look at them
+/// again). Once its disk works, they are gone from its storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn obsolete_copies_a_failing_disk_kept_are_dropped_once_it_works() {
+    type Faulty = FaultyStorage<MemStore>;
+    let quick = |ext: EventuallyConsistentStoreExtension<Faulty>| {
+        ext.with_tombstone_grace(Duration::from_millis(300))
+    };
+    let fast_detector = |b: datacake_node::DatacakeNodeBuilder| {
+        b.with_min_failure_timeout(Duration::from_millis(500))
+    };
+    let storage = || FaultyStorage::new(MemStore::new());
+    let first = start_node_full(1, Vec::new(), storage(), fast_detector, quick).await;
+    let seeds = vec![first.addr()];
+    let mut nodes = vec![first];
+    for id in 2..=3 {
+        nodes.push(start_node_full(id, seeds.clone(), storage(), fast_detector, quick).await);
+    }
+    wait_for_membership(&nodes, 1..=3).await;
+    nodes[0]
+        .handle()
+        .put_many("ks", (0..10).map(|i| (i, "v")), Consistency::All)
+        .await
+        .unwrap();
+    let down = nodes.pop().expect("three nodes").crash();
+    test_helper::wait_for("nodes 1 and 2 hold node 3 dead", CONVERGE, || async {
+        nodes
+            .iter()
+            .all(|n| n.node.live_members().iter().all(|m| m.node_id != 3))
+    })
+    .await;
+    nodes[0]
+        .handle()
+        .del_many("ks", 0..5, Consistency::None)
+        .await
+        .unwrap();
+    test_helper::wait_for("nodes 1 and 2 purge the tombstones", CONVERGE, || async {
+        let mut purged = true;
+        for node in &nodes {
+            let stored = node.storage.iter_metadata("ks").await.unwrap();
+            purged &= stored.len() == 5 && !stored.iter().any(|m| m.2);
+        }
+        purged
+    })
+    .await;
+
+    down.fail_writes(true);
+    nodes.push(start_node_full(3, seeds.clone(), down.clone(), fast_detector, quick).await);
+    test_helper::wait_for(
+        "node 3 fails to record a peer's purge watermark",
+        CONVERGE,
+        || async { down.refused(PURGE_WATERMARK_KEYSPACE) > 0 },
+    )
+    .await;
+    down.fail_writes(false);
+    test_helper::wait_for("node 3 drops its obsolete copies", CONVERGE, || async {
+        (0..5).all(|id| down.inner().get_doc("ks", id).is_none())
+    })
+    .await;
+    wait_converged("all three converge without the deleted ids", &nodes, "ks").await;
+    for id in 0..5 {
+        assert_eq!(
+            nodes[2]
+                .handle()
+                .get("ks", id, Consistency::None)
+                .await
+                .unwrap(),
+            None,
+            "id {id} stays deleted on node 3"
+        );
     }
     shutdown(nodes).await;
 }
