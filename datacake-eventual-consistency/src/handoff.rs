@@ -4,9 +4,10 @@
 //!
 //! The leaving node sends each live peer a [`HandOff`] at the same time and waits for the
 //! replies; a peer answers once it has run one complete repair round against the leaving
-//! node (the periodic round, [`Repairer::repair_from`]), so a reply means the peer holds
-//! everything the leaving node held when the round read it. The whole exchange runs in the
-//! node's leave hook, bounded by its leave timeout.
+//! node (the periodic round,
+//! [`Repairer::repair_from`](crate::anti_entropy::Repairer::repair_from)), so a reply means
+//! the peer holds everything the leaving node held when the round read it. The whole
+//! exchange runs in the node's leave hook, bounded by its leave timeout.
 //!
 //! A peer believes no more than the periodic repair does: it pulls only from a node that is
 //! a live member in its own view (not itself), at that member's gossiped address, and the
@@ -17,10 +18,8 @@ use std::time::Duration;
 
 use datacake_node::DatacakeHandle;
 use datacake_rpc::{Handler, Request, RpcClient, Status};
-use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::anti_entropy::Repairer;
 use crate::messages::{HandOff, HandedOff};
 use crate::replica::Counters;
 use crate::service::StoreService;
@@ -31,20 +30,6 @@ use crate::storage::Storage;
 const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// What a peer serves hand-offs with: the periodic repair's round, one at a time.
-pub(crate) struct HandOffs<S> {
-    turn: Semaphore,
-    repairer: Repairer<S>,
-}
-
-impl<S> HandOffs<S> {
-    pub(crate) fn new(repairer: Repairer<S>) -> Self {
-        Self {
-            turn: Semaphore::new(1),
-            repairer,
-        }
-    }
-}
-
 /// Asks every live peer to pull from this node and waits for their answers. The node's
 /// leave timeout bounds it.
 pub(crate) async fn hand_off<S: Storage>(node: DatacakeHandle) {
@@ -106,7 +91,8 @@ impl<S: Storage> Handler<HandOff> for StoreService<S> {
 
     async fn on_message(&self, request: Request<HandOff>) -> Result<HandedOff, Status> {
         let from = request.remote_addr();
-        self.node
+        self.store
+            .node
             .verify_caller(request.peer(), request.node_id.to_native())?;
         // With TLS the certificate proved the caller; without, its address's host must be
         // the member's (its port is an ephemeral one).
@@ -114,10 +100,11 @@ impl<S: Storage> Handler<HandOff> for StoreService<S> {
         let request = request.into_inner().deserialize_view()?;
         self.register(request.clock, from)?;
         let leaving = self
+            .store
             .node
             .live_members()
             .into_iter()
-            .filter(|m| m.node_id != self.node.me().node_id)
+            .filter(|m| m.node_id != self.store.node.me().node_id)
             .find(|m| m.node_id == request.node_id && (proven || m.public_addr.ip() == from.ip()))
             .ok_or_else(|| {
                 Status::invalid_payload(format!(
@@ -126,26 +113,20 @@ impl<S: Storage> Handler<HandOff> for StoreService<S> {
                 ))
             })?;
         let _turn = self
-            .hand_offs
-            .turn
+            .hand_off_turn
             .acquire()
             .await
             .map_err(|_| Status::unavailable("the store is stopping"))?;
-        let round = self
-            .hand_offs
-            .repairer
-            .repair_from(&leaving)
-            .await
-            .map_err(|error| {
-                Counters::add(&self.replica.counters.failures, 1);
-                Status::internal(format!(
-                    "pulling from node {}: {}",
-                    leaving.node_id,
-                    datacake_rpc::error_chain(&error)
-                ))
-            })?;
-        Counters::add(&self.replica.counters.repairs_run, 1);
-        Counters::add(&self.replica.counters.keys_repaired, round.repaired);
+        let round = self.store.repair_from(&leaving).await.map_err(|error| {
+            Counters::add(&self.store.replica.counters.failures, 1);
+            Status::internal(format!(
+                "pulling from node {}: {}",
+                leaving.node_id,
+                datacake_rpc::error_chain(&error)
+            ))
+        })?;
+        Counters::add(&self.store.replica.counters.repairs_run, 1);
+        Counters::add(&self.store.replica.counters.keys_repaired, round.repaired);
         info!(
             node_id = leaving.node_id,
             repaired = round.repaired,

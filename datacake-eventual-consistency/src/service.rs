@@ -7,23 +7,21 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use datacake_crdt::HLCTimestamp;
-use datacake_node::DatacakeHandle;
 use datacake_rpc::{Handler, Request, RpcService, ServiceRegistry, Status};
 use tracing::warn;
 
-use crate::config::{StoreConfig, ENTRY_OVERHEAD, MAX_KEYS_PER_REQUEST};
+use crate::anti_entropy::Repairer;
+use crate::config::{ENTRY_OVERHEAD, MAX_KEYS_PER_REQUEST};
 use crate::digest::{BucketEntry, DIGEST_BUCKETS, MAX_DIGEST_BITS};
-use crate::members::Members;
 use crate::messages::{
     Ack, BucketReply, BucketRequest, DigestReply, DigestRequest, HandOff, ReadReply, ReadRequest,
     Refusal, Refused, RemoveMember, ReplicateAck, ReplicateBatch, WireDigest, WireEntry,
     WireMutation,
 };
 use crate::read::{dedup, read_versions};
-use crate::replica::{Change, Counters, Replica};
+use crate::replica::{Change, Counters};
 use crate::storage::Storage;
 use crate::watermark;
 
@@ -32,12 +30,11 @@ pub(crate) const SERVICE_NAME: &str = "datacake-eventual-consistency";
 
 /// Serves a node's replica to its peers.
 pub(crate) struct StoreService<S> {
-    pub(crate) replica: Arc<Replica<S>>,
-    pub(crate) members: Arc<Members>,
-    pub(crate) node: DatacakeHandle,
-    pub(crate) config: StoreConfig,
-    /// Serves [`HandOff`]s, one round at a time.
-    pub(crate) hand_offs: crate::handoff::HandOffs<S>,
+    /// The replica, members, node and settings the handlers serve from (the repair task's:
+    /// a hand-off runs one of its rounds).
+    pub(crate) store: Repairer<S>,
+    /// Held by the [`HandOff`] being served: one at a time.
+    pub(crate) hand_off_turn: tokio::sync::Semaphore,
 }
 
 impl<S> std::fmt::Debug for StoreService<S> {
@@ -49,19 +46,20 @@ impl<S> std::fmt::Debug for StoreService<S> {
 impl<S: Storage> StoreService<S> {
     /// Folds the caller's clock into ours; a clock beyond the drift bound refuses the call.
     pub(crate) fn register(&self, remote: HLCTimestamp, from: SocketAddr) -> Result<(), Status> {
-        self.node
+        self.store
+            .node
             .clock()
             .register_ts(remote)
             .map(|_| ())
             .map_err(|e| {
-                Counters::add(&self.replica.counters.clock_skew_rejected, 1);
+                Counters::add(&self.store.replica.counters.clock_skew_rejected, 1);
                 warn!(peer = %from, error = %e, "refused a call whose clock is out of bounds");
                 Status::invalid_payload(format!("clock: {e}"))
             })
     }
 
     pub(crate) fn now(&self) -> HLCTimestamp {
-        self.node.clock().get_time()
+        self.store.node.clock().get_time()
     }
 }
 
@@ -95,11 +93,11 @@ impl<S: Storage> Handler<ReplicateBatch> for StoreService<S> {
         let mut refused = Vec::new();
         let mut index = 0u32;
         let mut skewed = 0;
-        let ceiling = self.node.clock().drift_ceiling();
+        let ceiling = self.store.node.clock().drift_ceiling();
         for group in batch.keyspaces {
             let first = index;
             index += group.mutations.len() as u32;
-            if self.replica.slot_or_create(&group.keyspace).is_err() {
+            if self.store.replica.slot_or_create(&group.keyspace).is_err() {
                 refused.extend((first..index).map(|index| Refused {
                     index,
                     reason: Refusal::Keyspace,
@@ -119,8 +117,10 @@ impl<S: Storage> Handler<ReplicateBatch> for StoreService<S> {
                 changes.push(Change::from(mutation));
             }
             let newest = changes.iter().map(|c| c.mutation.timestamp()).max();
-            match self.replica.apply(&group.keyspace, changes).await {
-                Ok(applied) => Counters::add(&self.replica.counters.replicated, applied.len()),
+            match self.store.replica.apply(&group.keyspace, changes).await {
+                Ok(applied) => {
+                    Counters::add(&self.store.replica.counters.replicated, applied.len())
+                }
                 Err(error) => {
                     let error = datacake_rpc::error_chain(&error);
                     warn!(keyspace = %group.keyspace, %error, "replicated write failed");
@@ -129,11 +129,11 @@ impl<S: Storage> Handler<ReplicateBatch> for StoreService<S> {
             }
             // Later local writes of these ids must be stamped after them.
             if let Some(newest) = newest {
-                let _ = self.node.clock().advance_past(newest);
+                let _ = self.store.node.clock().advance_past(newest);
             }
         }
         if skewed > 0 {
-            Counters::add(&self.replica.counters.clock_skew_rejected, skewed);
+            Counters::add(&self.store.replica.counters.clock_skew_rejected, skewed);
             warn!(peer = %from, mutations = skewed, "refused replicated writes stamped beyond the clock drift bound");
         }
         Ok(ReplicateAck {
@@ -157,7 +157,7 @@ impl<S: Storage> Handler<DigestRequest> for StoreService<S> {
         self.register(request.clock, from)?;
         // Taken before the digests: everything below it is in them.
         let clock = self.now();
-        let floor = self.replica.floor().map_or(clock, |f| f.min(clock));
+        let floor = self.store.replica.floor().map_or(clock, |f| f.min(clock));
         let (after, until) = (request.after.as_deref(), request.until.as_deref());
         let in_range =
             |name: &str| after.is_none_or(|a| name > a) && until.is_none_or(|u| name <= u);
@@ -167,7 +167,7 @@ impl<S: Storage> Handler<DigestRequest> for StoreService<S> {
             .filter(|(name, _)| in_range(name) && !watermark::is_reserved(name))
             .collect();
         let mut digests: Vec<WireDigest> = Vec::new();
-        for (name, slot) in self.replica.slots_in(after, until) {
+        for (name, slot) in self.store.replica.slots_in(after, until) {
             let (total, bits, buckets, mark) = slot.with_state(|s| {
                 let d = s.digest();
                 (
@@ -188,7 +188,7 @@ impl<S: Storage> Handler<DigestRequest> for StoreService<S> {
         }
         // Keyspaces the requester holds and we lack differ too (ours is empty).
         for (name, total) in &theirs {
-            if *total != 0 && self.replica.slot(name).is_none() {
+            if *total != 0 && self.store.replica.slot(name).is_none() {
                 digests.push(WireDigest {
                     keyspace: name.clone(),
                     bits: 0,
@@ -198,7 +198,7 @@ impl<S: Storage> Handler<DigestRequest> for StoreService<S> {
             }
         }
         digests.sort_unstable_by(|a, b| a.keyspace.cmp(&b.keyspace));
-        let budget = self.config.message_budget();
+        let budget = self.store.config.message_budget();
         let mut bytes = 0;
         let mut kept = 0;
         for digest in &digests {
@@ -248,10 +248,13 @@ impl<S: Storage> Handler<BucketRequest> for StoreService<S> {
                 complete: buckets.len() as u32,
             });
         }
-        let budget = self.config.message_budget();
-        let (entries, whole) =
-            self.replica
-                .bucket_entries(&request.keyspace, bits, &buckets, budget / ENTRY_OVERHEAD);
+        let budget = self.store.config.message_budget();
+        let (entries, whole) = self.store.replica.bucket_entries(
+            &request.keyspace,
+            bits,
+            &buckets,
+            budget / ENTRY_OVERHEAD,
+        );
         let (entries, complete) = whole_buckets(&entries, bits, &buckets[..whole], budget);
         Ok(BucketReply { entries, complete })
     }
@@ -309,7 +312,7 @@ impl<S: Storage> Handler<ReadRequest> for StoreService<S> {
             )));
         }
         let served_all = request.keys.len() as u32;
-        if self.replica.check_name(&request.keyspace).is_err() {
+        if self.store.replica.check_name(&request.keyspace).is_err() {
             return Ok(ReadReply {
                 clock: self.now(),
                 entries: Vec::new(),
@@ -318,9 +321,9 @@ impl<S: Storage> Handler<ReadRequest> for StoreService<S> {
         }
         // A repeated id is served once; `served` counts the request's own ids.
         let unique = dedup(request.keys.iter().copied());
-        let budget = self.config.message_budget();
+        let budget = self.store.config.message_budget();
         let (versions, served_unique) =
-            read_versions(&self.replica, &request.keyspace, &unique, budget)
+            read_versions(&self.store.replica, &request.keyspace, &unique, budget)
                 .await
                 .map_err(|e| Status::internal(format!("storage: {e}")))?;
         let served = if served_unique == unique.len() {
@@ -357,7 +360,7 @@ impl<S: Storage> Handler<RemoveMember> for StoreService<S> {
         self.register(request.clock, from)?;
         // Until calls are authenticated (mutual TLS), a removal is taken only from an address
         // that a live member gossips: not from anyone who can reach the port.
-        let live = self.node.live_members();
+        let live = self.store.node.live_members();
         if !live.iter().any(|m| m.public_addr.ip() == from.ip()) {
             return Err(Status::invalid_payload("member removal from a non-member"));
         }
@@ -366,8 +369,9 @@ impl<S: Storage> Handler<RemoveMember> for StoreService<S> {
             return Err(Status::invalid_payload(format!("node {node_id} is live")));
         }
         let removed = self
+            .store
             .replica
-            .remove_member(&self.members, node_id)
+            .remove_member(&self.store.members, node_id)
             .await
             .map_err(|e| Status::internal(format!("storage: {e}")))?;
         if removed {

@@ -16,7 +16,7 @@ use crate::anti_entropy::Repairer;
 use crate::config::StoreConfig;
 use crate::error::StoreError;
 use crate::handle::{ReplicatedKeyspaceHandle, ReplicatedStoreHandle};
-use crate::handoff::{self, HandOffs};
+use crate::handoff;
 use crate::members::Members;
 use crate::messages::RemoveMember;
 use crate::replica::{KeyspaceLimits, Replica};
@@ -239,11 +239,8 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
             config,
         };
         node.add_rpc_service(StoreService {
-            replica: replica.clone(),
-            members: members.clone(),
-            node: handle.clone(),
-            config,
-            hand_offs: HandOffs::new(repairer.clone()),
+            store: repairer.clone(),
+            hand_off_turn: tokio::sync::Semaphore::new(1),
         });
         // On a graceful leave, every live peer pulls from this node first.
         let leaving = handle.clone();
