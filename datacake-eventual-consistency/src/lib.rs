@@ -28,9 +28,12 @@
 //!   with this node; `All`: every one): a crashed peer the failure detector has not noticed
 //!   yet does not fail a `Quorum` write another peer acknowledged. Too few live replicas fail
 //!   the write before anything is written ([`ConsistencyError::NotEnoughNodes`]: on the last
-//!   live node of three, `Quorum` and `All` are refused, not met alone); replicas that refuse
-//!   so that the level can no longer be met fail it at once ([`StoreError::ReplicaFailed`],
-//!   naming the peer and its error); otherwise it fails at its deadline
+//!   live node of three, `Quorum` and `All` are refused, not met alone), and so does a node
+//!   that was given seeds but has seen no member yet ([`ConsistencyError::NotJoined`]: it
+//!   knows no replica to count; see
+//!   [`DatacakeHandle::expects_peers`](datacake_node::DatacakeHandle::expects_peers));
+//!   replicas that refuse so that the level can no longer be met fail it at once
+//!   ([`StoreError::ReplicaFailed`], naming the peer and its error); otherwise it fails at its deadline
 //!   ([`ConsistencyError::ConsistencyFailure`]). In both failure cases after the write
 //!   started, the local write is kept and replication and repair continue. A queued write no
 //!   caller waits for is replaced by a newer such write of the same key before it is sent.

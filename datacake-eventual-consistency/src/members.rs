@@ -49,6 +49,8 @@ pub(crate) struct Plan {
     pub(crate) check: Result<(), ConsistencyError>,
     /// The live peers the requirement counts: the ones an operation waits for.
     pub(crate) counted: Vec<ClusterMember>,
+    /// No replica at all: no member recorded and no live peer.
+    pub(crate) alone: bool,
 }
 
 /// The plans of every level for one live view and one version of the record.
@@ -161,8 +163,9 @@ impl Members {
     }
 
     fn compute(&self, level: Consistency, local: &ClusterMember, live: &[ClusterMember]) -> Plan {
-        let requirement = (level != Consistency::None)
-            .then(|| Requirement::new(level, local, &self.replicas(live)));
+        let replicas = self.replicas(live);
+        let requirement =
+            (level != Consistency::None).then(|| Requirement::new(level, local, &replicas));
         let check = requirement.as_ref().map_or(Ok(()), |r| {
             r.check_live(|id| live.iter().any(|m| m.node_id == id))
         });
@@ -177,6 +180,7 @@ impl Members {
             requirement,
             check,
             counted,
+            alone: replicas.is_empty(),
         }
     }
 

@@ -272,10 +272,7 @@ impl<S: Storage> Shared<S> {
     ) -> Result<Vec<Document>, StoreError<S::Error>> {
         self.replica.check_name(keyspace)?;
         let keys = dedup(keys);
-        let plan = self
-            .members
-            .plan(level, self.node.me(), self.node.live_members_shared());
-        plan.check.clone()?;
+        let plan = self.plan(level, self.node.live_members_shared())?;
         let Some(requirement) = &plan.requirement else {
             return self.read_local(keyspace, keys).await;
         };

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datacake_node::{ClusterExtension, DatacakeHandle, DatacakeNode, ExtensionGuard, NodeId};
+use datacake_node::{
+    ClusterExtension, ClusterMember, Consistency, ConsistencyError, DatacakeHandle, DatacakeNode,
+    ExtensionGuard, NodeId,
+};
 use datacake_rpc::RpcClient;
 use futures::StreamExt;
 use tracing::{info, warn};
@@ -17,7 +20,7 @@ use crate::config::StoreConfig;
 use crate::error::StoreError;
 use crate::handle::{ReplicatedKeyspaceHandle, ReplicatedStoreHandle};
 use crate::handoff;
-use crate::members::Members;
+use crate::members::{Members, Plan};
 use crate::messages::RemoveMember;
 use crate::replica::{KeyspaceLimits, Replica};
 use crate::replication::{ReplicationConfig, Replicator};
@@ -421,6 +424,21 @@ pub(crate) struct Shared<S: Storage> {
 }
 
 impl<S: Storage> Shared<S> {
+    /// What an operation at `level` needs on the live view `live`, or why it cannot start:
+    /// too few replicas live, or this node expects peers but has seen none (it would count
+    /// itself as the whole cluster and meet any level alone).
+    pub(crate) fn plan(
+        &self,
+        level: Consistency,
+        live: Arc<[ClusterMember]>,
+    ) -> Result<Arc<Plan>, ConsistencyError> {
+        let plan = self.members.plan(level, self.node.me(), live);
+        if level != Consistency::None && plan.alone && self.node.expects_peers() {
+            return Err(ConsistencyError::NotJoined);
+        }
+        plan.check.clone()?;
+        Ok(plan)
+    }
     pub(crate) fn statistics(&self) -> StoreStatistics {
         let c = &self.replica.counters;
         let get = |c: &crate::metrics::Counter| c.get();

@@ -65,10 +65,8 @@ impl<S: Storage> Shared<S> {
         let live = self.node.live_members_shared();
         // `None` waits for nobody: it needs the live peers, not a plan.
         let plan = (level != Consistency::None)
-            .then(|| self.members.plan(level, self.node.me(), live.clone()));
-        if let Some(plan) = &plan {
-            plan.check.clone()?;
-        }
+            .then(|| self.plan(level, live.clone()))
+            .transpose()?;
         let slot = self.replica.slot_or_create(keyspace)?;
         let changes = ops
             .into_iter()

@@ -535,6 +535,10 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             })?;
         info!(node_id, addr=%public_addr, cluster_id=%cluster_id, "node started");
 
+        let has_other_seeds = config
+            .seeds
+            .iter()
+            .any(|seed| seed.parse::<SocketAddr>().ok() != Some(public_addr));
         let node = DatacakeNode::start(NodeParts {
             me,
             generation,
@@ -551,6 +555,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             gossip,
             auth,
             timings: timings.clone(),
+            other_seeds: has_other_seeds,
         })
         .await;
 
@@ -560,10 +565,6 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             let discovered = poller.poll().await;
             discovered_others = node.discovery_target().feed(poller, &discovered) > 0;
         }
-        let has_other_seeds = config
-            .seeds
-            .iter()
-            .any(|seed| seed.parse::<SocketAddr>().ok() != Some(public_addr));
         if has_other_seeds || discovered_others {
             if let Some(existing_addr) = join_check(&node, &timings).await {
                 warn!(node_id, existing=%existing_addr, "node id already live: leaving again");

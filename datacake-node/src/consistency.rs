@@ -125,6 +125,15 @@ pub enum ConsistencyError {
         /// Peers the level required.
         required: usize,
     },
+    /// The node expects peers
+    /// ([`DatacakeHandle::expects_peers`](crate::DatacakeHandle::expects_peers)) but has
+    /// seen none yet: it knows no replica to count, so any level but `None` would be met by
+    /// this node alone.
+    #[error(
+        "this node has not seen any member of its cluster yet (its seeds have not answered): \
+         only `None` is met until it has"
+    )]
+    NotJoined,
     /// Enough peers were asked, but too few answered in time.
     #[error("consistency not met: {responses} of {required} responses within {timeout:?}")]
     ConsistencyFailure {

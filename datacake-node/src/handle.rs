@@ -37,6 +37,8 @@ pub(crate) struct NodeShared {
     pub(crate) auth: Arc<PeerAuth>,
     /// What discovery last found (empty without discovery sources).
     pub(crate) discovered: Arc<watch::Sender<Arc<[SocketAddr]>>>,
+    /// Whether the node was given a seed other than its own public address.
+    pub(crate) other_seeds: bool,
     /// Work extensions run before a graceful leave is announced, by the id of the
     /// [`ExtensionGuard`](crate::ExtensionGuard) that registered it.
     pub(crate) leave_hooks: parking_lot::Mutex<Vec<(u64, LeaveHook)>>,
@@ -206,6 +208,16 @@ impl DatacakeHandle {
     /// are not listed.
     pub fn discovered_addrs(&self) -> Vec<SocketAddr> {
         self.inner.discovered.borrow().to_vec()
+    }
+
+    /// Whether this node was pointed at a cluster: given a seed other than its own public
+    /// address ([`ConnectionConfig::seeds`](crate::ConnectionConfig); a seed given by host
+    /// name counts), or its discovery sources found other addresses. Such a node that has
+    /// seen no peer yet has not joined: it started alone because its seeds did not answer
+    /// within the join timeout, and knows nothing of the members it will count. (The
+    /// eventually consistent store meets no level above `None` on it then.)
+    pub fn expects_peers(&self) -> bool {
+        self.inner.other_seeds || !self.inner.discovered.borrow().is_empty()
     }
 
     /// The peers to contact for `consistency`, chosen by the node's [`NodeSelector`].

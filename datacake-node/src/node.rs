@@ -68,6 +68,7 @@ pub(crate) struct NodeParts {
     pub(crate) gossip: Arc<GossipShared>,
     pub(crate) auth: Arc<PeerAuth>,
     pub(crate) timings: Timings,
+    pub(crate) other_seeds: bool,
 }
 
 impl DatacakeNode {
@@ -111,6 +112,7 @@ impl DatacakeNode {
             server: Arc::downgrade(&server),
             auth: parts.auth,
             discovered: Arc::new(watch::channel(Arc::from([])).0),
+            other_seeds: parts.other_seeds,
             leave_hooks: parking_lot::Mutex::new(Vec::new()),
         };
         Self {

@@ -129,3 +129,42 @@ async fn the_last_live_node_of_three_refuses_every_level_but_none() {
         .expect("None needs nobody");
     shutdown(nodes).await;
 }
+
+/// A node given a seed that never answers starts alone: it knows no member to count, so it
+/// must not meet `Quorum` or `All` by itself (a node that knows it would count it, and a
+/// quorum read there could miss the write). Once a peer joins, levels count it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_seeds_never_answered_meets_no_level_alone() {
+    let silent_seed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .to_string();
+    let quick_join = |b: DatacakeNodeBuilder| b.with_join_timeout(Duration::from_millis(200));
+    let first = start_node_full(1, vec![silent_seed], MemStore::new(), quick_join, |e| e).await;
+    assert!(first.node.expects_peers());
+    let h = first.handle();
+    for level in [Consistency::Quorum, Consistency::All, Consistency::One] {
+        match h.put("ks", 1, "v", level).await {
+            Err(StoreError::Consistency(ConsistencyError::NotJoined)) => {}
+            other => panic!("{level:?} write: expected NotJoined, got {other:?}"),
+        }
+        match h.get("ks", 1, level).await {
+            Err(StoreError::Consistency(ConsistencyError::NotJoined)) => {}
+            other => panic!("{level:?} read: expected NotJoined, got {other:?}"),
+        }
+    }
+    assert_eq!(h.get_local("ks", 1).await.unwrap(), None, "nothing written");
+    h.put("ks", 1, "v", Consistency::None).await.unwrap();
+
+    let second = start_node(2, vec![first.addr()], MemStore::new()).await;
+    let nodes = vec![first, second];
+    wait_for_membership(&nodes, 1..=2).await;
+    h.put("ks", 2, "w", Consistency::All).await.unwrap();
+    assert!(nodes[1]
+        .handle()
+        .get_local("ks", 2)
+        .await
+        .unwrap()
+        .is_some());
+    shutdown(nodes).await;
+}

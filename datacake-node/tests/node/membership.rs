@@ -63,6 +63,29 @@ async fn members_join_one_by_one() {
     }
 }
 
+/// A node expects peers when given a seed other than itself: without seeds, or with only
+/// its own address as a seed, it is a cluster of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_expects_peers_only_when_given_another_seed() {
+    let n1 = start(1, &[]).await;
+    assert!(!n1.expects_peers());
+    let n2 = start(2, &[&n1]).await;
+    assert!(n2.expects_peers());
+    // A fixed port, so the node can be given its own address as its only seed.
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let own = DatacakeNodeBuilder::new(3, ConnectionConfig::new(addr, addr, [addr.to_string()]))
+        .with_gossip_interval(GOSSIP)
+        .connect()
+        .await
+        .expect("node 3 starts");
+    assert!(!own.expects_peers());
+    for node in [n1, n2, own] {
+        node.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_leave_is_seen_before_any_failure_detector_could_fire() {
     // No node can be held dead before its heartbeat stood still for MIN_FAILURE_TIMEOUT (2 s),

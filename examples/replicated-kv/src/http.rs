@@ -286,6 +286,9 @@ fn store_error(error: StoreError<SqliteStorageError>) -> ApiError {
         StoreError::Consistency(ConsistencyError::NotEnoughNodes { .. }) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_enough_nodes", message)
         }
+        StoreError::Consistency(ConsistencyError::NotJoined) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_joined", message)
+        }
         StoreError::Consistency(ConsistencyError::ConsistencyFailure { .. }) => {
             ApiError::new(StatusCode::GATEWAY_TIMEOUT, "consistency_timeout", message)
         }
