@@ -65,7 +65,10 @@ pub struct EcConfig {
 impl Default for EcConfig {
     fn default() -> Self {
         Self {
-            schedule: ScheduleConfig::default(),
+            schedule: ScheduleConfig {
+                disk_faults: true,
+                ..ScheduleConfig::default()
+            },
             keys: 8,
             max_ops: 200,
             broken_node: None,
@@ -112,6 +115,10 @@ impl App for EcApp {
                 store: Arc::new(store),
             })
         })
+    }
+
+    fn set_disk_failing(&self, id: NodeId, failing: bool) {
+        self.storages[&id].fail_writes(failing);
     }
 }
 

@@ -13,6 +13,9 @@ use datacake_node::NodeId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// Mixed into the seed for the disk faults' random stream.
+const DISK_STREAM: u64 = 0xD15C_FA17;
+
 /// What a schedule may contain.
 #[derive(Debug, Clone)]
 pub struct ScheduleConfig {
@@ -30,6 +33,10 @@ pub struct ScheduleConfig {
     /// Whether faults may include graceful leaves (with and without a rejoin) and a node
     /// that joins late. The Raft workload keeps its voters fixed and turns these off.
     pub membership_changes: bool,
+    /// Whether a node's disk may refuse every write for a while (drawn from a stream of its
+    /// own, after the other faults, so a seed's other faults stay as they were). Only the
+    /// eventual-consistency workload, whose storage is the simulation's, turns it on.
+    pub disk_faults: bool,
 }
 
 impl Default for ScheduleConfig {
@@ -41,6 +48,7 @@ impl Default for ScheduleConfig {
             max_clock_offset: Duration::from_millis(2_000),
             max_down: Duration::from_secs(12),
             membership_changes: true,
+            disk_faults: false,
         }
     }
 }
@@ -113,6 +121,16 @@ pub enum Fault {
         /// The node.
         node: NodeId,
     },
+    /// `node`'s disk refuses every write (as a full or failing disk would); reads work.
+    DiskFail {
+        /// The node.
+        node: NodeId,
+    },
+    /// `node`'s disk takes writes again.
+    DiskHeal {
+        /// The node.
+        node: NodeId,
+    },
 }
 
 impl Fault {
@@ -120,7 +138,10 @@ impl Fault {
     pub fn is_fault(&self) -> bool {
         !matches!(
             self,
-            Fault::HealLink { .. } | Fault::Restart { .. } | Fault::Rejoin { .. }
+            Fault::HealLink { .. }
+                | Fault::Restart { .. }
+                | Fault::Rejoin { .. }
+                | Fault::DiskHeal { .. }
         )
     }
 }
@@ -138,6 +159,8 @@ impl fmt::Display for Fault {
             Fault::Leave { node } => write!(f, "leave {node}"),
             Fault::Rejoin { node } => write!(f, "rejoin {node}"),
             Fault::Join { node } => write!(f, "join {node}"),
+            Fault::DiskFail { node } => write!(f, "disk of {node} fails"),
+            Fault::DiskHeal { node } => write!(f, "disk of {node} works"),
         }
     }
 }
@@ -271,6 +294,23 @@ impl Schedule {
                 }
             }
         }
+        if config.disk_faults {
+            let mut disk = StdRng::seed_from_u64(seed ^ DISK_STREAM);
+            for _ in 0..disk.random_range(0..=2) {
+                let node = nodes[disk.random_range(0..n)];
+                let start = disk.random_range(0..phase);
+                let end = (start + disk.random_range(200..=max_down)).min(phase);
+                for (at, fault) in [
+                    (start, Fault::DiskFail { node }),
+                    (end, Fault::DiskHeal { node }),
+                ] {
+                    events.push(Event {
+                        at: Duration::from_millis(at),
+                        fault,
+                    });
+                }
+            }
+        }
         // Stable: an episode's end never sorts before its start.
         events.sort_by_key(|e| e.at);
         Self {
@@ -373,5 +413,44 @@ mod tests {
             let offsets = schedule.clock_offsets.values();
             assert!(offsets.into_iter().all(|o| o.unsigned_abs() <= 2_000));
         }
+    }
+
+    #[test]
+    fn disk_faults_come_in_pairs_and_leave_the_other_faults_as_they_were() {
+        let without = ScheduleConfig::default();
+        let with = ScheduleConfig {
+            disk_faults: true,
+            ..ScheduleConfig::default()
+        };
+        let mut seeds_with_disk_faults = 0;
+        for seed in 0..500 {
+            let plain = Schedule::draw(seed, &without);
+            let disks = Schedule::draw(seed, &with);
+            let is_disk = |f: &Fault| matches!(f, Fault::DiskFail { .. } | Fault::DiskHeal { .. });
+            assert!(!plain.events.iter().any(|e| is_disk(&e.fault)));
+            let others: Vec<Event> = disks
+                .events
+                .iter()
+                .filter(|e| !is_disk(&e.fault))
+                .copied()
+                .collect();
+            assert_eq!(others, plain.events, "seed {seed}");
+            assert_eq!(disks.clock_offsets, plain.clock_offsets);
+            let fails = disks
+                .events
+                .iter()
+                .filter(|e| matches!(e.fault, Fault::DiskFail { .. }))
+                .count();
+            let heals = disks
+                .events
+                .iter()
+                .filter(|e| matches!(e.fault, Fault::DiskHeal { .. }))
+                .count();
+            assert_eq!(fails, heals, "seed {seed}");
+            assert!(fails <= 2);
+            seeds_with_disk_faults += usize::from(fails > 0);
+            assert!(disks.events.iter().all(|e| e.at <= with.fault_phase));
+        }
+        assert!(seeds_with_disk_faults > 250, "{seeds_with_disk_faults}");
     }
 }

@@ -46,6 +46,12 @@ pub trait App: Send + Sync + 'static {
         id: NodeId,
         node: &'a DatacakeNode,
     ) -> BoxFuture<'a, anyhow::Result<Self::Handle>>;
+
+    /// Makes node `id`'s disk refuse every write (`failing`) or take them again. An
+    /// application whose durable state is not the simulation's ignores it (the default).
+    fn set_disk_failing(&self, id: NodeId, failing: bool) {
+        let _ = (id, failing);
+    }
 }
 
 /// An operation to run on a node's runtime.
@@ -229,10 +235,13 @@ impl<'a, A: App> World<'a, A> {
         self.next_event >= self.schedule.events.len()
     }
 
-    /// Repairs every link and brings back every crashed node (not the ones that left for
-    /// good): the end of the fault phase.
+    /// Repairs every link and disk and brings back every crashed node (not the ones that
+    /// left for good): the end of the fault phase.
     pub fn heal(&mut self) {
         let nodes = self.schedule.nodes.clone();
+        for id in &nodes {
+            self.app.set_disk_failing(*id, false);
+        }
         for (i, a) in nodes.iter().enumerate() {
             for b in &nodes[i + 1..] {
                 self.heal_link(*a, *b);
@@ -309,6 +318,9 @@ impl<'a, A: App> World<'a, A> {
                     self.register(node);
                 }
             }
+            // The disk outlives the process: it fails or works whether the node runs or not.
+            Fault::DiskFail { node } => self.app.set_disk_failing(node, true),
+            Fault::DiskHeal { node } => self.app.set_disk_failing(node, false),
         }
     }
 

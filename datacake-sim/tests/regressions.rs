@@ -19,3 +19,13 @@ fn seed_79_a_stalled_connection_no_longer_cuts_nodes_apart_for_longer_than_a_sho
     let outcome = ec::run_with(79, &config);
     assert!(outcome.passed(), "{outcome}");
 }
+
+/// Seed 477 (3 nodes; node 1's messages to node 2 dropped from 0.1 s, before node 2 ever
+/// heard from it): node 2 started alone, knew no member, and met `Quorum` writes by itself,
+/// so a `Quorum` read on node 1 (which knew node 2) missed one. Fixed in the store: a node
+/// given seeds that has seen no member meets no level but `None` (`ConsistencyError::NotJoined`).
+#[test]
+fn seed_477_a_node_that_never_heard_from_its_seeds_meets_no_quorum_alone() {
+    let outcome = ec::run_with(477, &EcConfig::default());
+    assert!(outcome.passed(), "{outcome}");
+}
