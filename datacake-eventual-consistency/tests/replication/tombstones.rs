@@ -8,7 +8,8 @@ use datacake_eventual_consistency::{
 };
 
 use crate::fixtures::{
-    shutdown, start_node_full, start_node_with, wait_converged, wait_for_membership, CONVERGE,
+    shutdown, start_node_full, start_node_with, wait_converged, wait_for_membership, TestNode,
+    CONVERGE,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,94 +156,28 @@ async fn a_purged_delete_never_resurrects_across_a_restart() {
     shutdown(nodes).await;
 }
 
-/// A node down for longer than the tombstone grace misses a delete and its purge; when it
-/// returns on its old storage, neither it nor a node that joins afterwards serves the deleted
-/// documents again, and the cluster converges.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_down_past_the_grace_does_not_resurrect_deletes_on_return() {
-    let quick = |ext: EventuallyConsistentStoreExtension<MemStore>| {
-        ext.with_tombstone_grace(Duration::from_millis(300))
-    };
-    let fast_detector = |b: datacake_node::DatacakeNodeBuilder| {
-        b.with_min_failure_timeout(Duration::from_millis(500))
-    };
-    let first = start_node_full(1, Vec::new(), MemStore::new(), fast_detector, quick).await;
-    let seeds = vec![first.addr()];
-    let mut nodes = vec![first];
-    for id in 2..=3 {
-        nodes.push(start_node_full(id, seeds.clone(), MemStore::new(), fast_detector, quick).await);
-    }
-    wait_for_membership(&nodes, 1..=3).await;
-    nodes[0]
-        .handle()
-        .put_many("ks", (0..10).map(|i| (i, "v")), Consistency::All)
-        .await
-        .unwrap();
-
-    let down = nodes.pop().expect("three nodes").crash();
-    test_helper::wait_for("nodes 1 and 2 hold node 3 dead", CONVERGE, || async {
-        nodes
-            .iter()
-            .all(|n| n.node.live_members().iter().all(|m| m.node_id != 3))
-    })
-    .await;
-    nodes[0]
-        .handle()
-        .del_many("ks", 0..5, Consistency::None)
-        .await
-        .unwrap();
-    nodes[1]
-        .handle()
-        .put("ks", 100, "newer", Consistency::None)
-        .await
-        .unwrap();
-    test_helper::wait_for("nodes 1 and 2 purge the tombstones", CONVERGE, || async {
-        let mut purged = true;
-        for node in &nodes {
-            let stored = node.storage.iter_metadata("ks").await.unwrap();
-            purged &= stored.len() == 6 && !stored.iter().any(|m| m.2);
-        }
-        purged
-    })
-    .await;
-
-    // Node 3 returns on its old storage (it still holds 0..5), then a new node joins.
-    nodes.push(start_node_full(3, seeds.clone(), down, fast_detector, quick).await);
-    nodes.push(start_node_full(4, seeds.clone(), MemStore::new(), fast_detector, quick).await);
-    wait_for_membership(&nodes, 1..=4).await;
-    wait_converged("all four converge without the deleted ids", &nodes, "ks").await;
-    for node in &nodes {
-        for id in 0..5 {
-            assert_eq!(
-                node.storage.get_doc("ks", id),
-                None,
-                "id {id} stays deleted"
-            );
-        }
-        assert!(node.storage.get_doc("ks", 100).is_some());
-    }
-    shutdown(nodes).await;
+/// The tombstone grace of the down-past-the-grace tests: shorter than node 3's outage.
+fn short_grace<S: Storage>(
+    ext: EventuallyConsistentStoreExtension<S>,
+) -> EventuallyConsistentStoreExtension<S> {
+    ext.with_tombstone_grace(Duration::from_millis(300))
 }
 
-/// As above, but the returning node's disk refuses writes when it first meets a peer's
-/// purge watermark: it must not drop the obsolete copies from its memory while its storage
-/// keeps them (they would be served by every read, and no repair would ever look at them
-/// again). Once its disk works, they are gone from its storage.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn obsolete_copies_a_failing_disk_kept_are_dropped_once_it_works() {
-    type Faulty = FaultyStorage<MemStore>;
-    let quick = |ext: EventuallyConsistentStoreExtension<Faulty>| {
-        ext.with_tombstone_grace(Duration::from_millis(300))
-    };
-    let fast_detector = |b: datacake_node::DatacakeNodeBuilder| {
-        b.with_min_failure_timeout(Duration::from_millis(500))
-    };
-    let storage = || FaultyStorage::new(MemStore::new());
-    let first = start_node_full(1, Vec::new(), storage(), fast_detector, quick).await;
+fn fast_detector(b: datacake_node::DatacakeNodeBuilder) -> datacake_node::DatacakeNodeBuilder {
+    b.with_min_failure_timeout(Duration::from_millis(500))
+}
+
+/// Three nodes over `storage()`, ids 0..10 written to all; node 3 crashes, then node 1
+/// deletes 0..5, and nodes 1 and 2 purge the tombstones while node 3 is down past the grace. Returns the two nodes, node 3's storage (still holding 0..5) and
+/// the seeds.
+async fn deletes_purged_while_node_3_is_down<S: Storage + Clone>(
+    storage: impl Fn() -> S,
+) -> (Vec<TestNode<S>>, S, Vec<String>) {
+    let first = start_node_full(1, Vec::new(), storage(), fast_detector, short_grace).await;
     let seeds = vec![first.addr()];
     let mut nodes = vec![first];
     for id in 2..=3 {
-        nodes.push(start_node_full(id, seeds.clone(), storage(), fast_detector, quick).await);
+        nodes.push(start_node_full(id, seeds.clone(), storage(), fast_detector, short_grace).await);
     }
     wait_for_membership(&nodes, 1..=3).await;
     nodes[0]
@@ -250,6 +185,7 @@ async fn obsolete_copies_a_failing_disk_kept_are_dropped_once_it_works() {
         .put_many("ks", (0..10).map(|i| (i, "v")), Consistency::All)
         .await
         .unwrap();
+
     let down = nodes.pop().expect("three nodes").crash();
     test_helper::wait_for("nodes 1 and 2 hold node 3 dead", CONVERGE, || async {
         nodes
@@ -271,9 +207,60 @@ async fn obsolete_copies_a_failing_disk_kept_are_dropped_once_it_works() {
         purged
     })
     .await;
+    (nodes, down, seeds)
+}
+
+/// A node down for longer than the tombstone grace misses a delete and its purge; when it
+/// returns on its old storage, neither it nor a node that joins afterwards serves the deleted
+/// documents again, and the cluster converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_past_the_grace_does_not_resurrect_deletes_on_return() {
+    let (mut nodes, down, seeds) = deletes_purged_while_node_3_is_down(MemStore::new).await;
+    // A write node 3 misses too.
+    nodes[1]
+        .handle()
+        .put("ks", 100, "newer", Consistency::None)
+        .await
+        .unwrap();
+
+    // Node 3 returns on its old storage (it still holds 0..5), then a new node joins.
+    nodes.push(start_node_full(3, seeds.clone(), down, fast_detector, short_grace).await);
+    nodes.push(
+        start_node_full(
+            4,
+            seeds.clone(),
+            MemStore::new(),
+            fast_detector,
+            short_grace,
+        )
+        .await,
+    );
+    wait_for_membership(&nodes, 1..=4).await;
+    wait_converged("all four converge without the deleted ids", &nodes, "ks").await;
+    for node in &nodes {
+        for id in 0..5 {
+            assert_eq!(
+                node.storage.get_doc("ks", id),
+                None,
+                "id {id} stays deleted"
+            );
+        }
+        assert!(node.storage.get_doc("ks", 100).is_some());
+    }
+    shutdown(nodes).await;
+}
+
+/// As above, but the returning node's disk refuses writes when it first meets a peer's
+/// purge watermark: it must not drop the obsolete copies from its memory while its storage
+/// keeps them (they would be served by every read, and no repair would ever look at them
+/// again). Once its disk works, they are gone from its storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn obsolete_copies_a_failing_disk_kept_are_dropped_once_it_works() {
+    let (mut nodes, down, seeds) =
+        deletes_purged_while_node_3_is_down(|| FaultyStorage::new(MemStore::new())).await;
 
     down.fail_writes(true);
-    nodes.push(start_node_full(3, seeds.clone(), down.clone(), fast_detector, quick).await);
+    nodes.push(start_node_full(3, seeds, down.clone(), fast_detector, short_grace).await);
     test_helper::wait_for(
         "node 3 fails to record a peer's purge watermark",
         CONVERGE,
