@@ -363,7 +363,8 @@ impl<S: Storage> EventuallyConsistentStore<S> {
     /// Refused for a live node ([`StoreError::MemberIsLive`]) and for an id this node never
     /// knew ([`StoreError::UnknownMember`]). If a live peer cannot be told, the error names
     /// it ([`StoreError::Transport`]) and the removal stands everywhere else: call again (a
-    /// repeated call tells every live peer again; it is not refused as unknown). A
+    /// repeated call in the same process tells every live peer again; it is not refused as
+    /// unknown). A
     /// peer that was down meanwhile keeps counting the member (the safe side) until told.
     /// If the removed node comes back, it is a member again.
     pub async fn remove_member(&self, node_id: NodeId) -> Result<(), StoreError<S::Error>> {
@@ -439,6 +440,7 @@ impl<S: Storage> Shared<S> {
         plan.check.clone()?;
         Ok(plan)
     }
+
     pub(crate) fn statistics(&self) -> StoreStatistics {
         let c = &self.replica.counters;
         let get = |c: &crate::metrics::Counter| c.get();

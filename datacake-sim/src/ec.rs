@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use datacake_crdt::HLCTimestamp;
+use datacake_eventual_consistency::test_utils::FaultyStorage;
 use datacake_eventual_consistency::{
     Consistency, EventuallyConsistentStore, EventuallyConsistentStoreExtension, Key, Storage,
 };
@@ -77,10 +78,14 @@ impl Default for EcConfig {
     }
 }
 
+/// A node's durable storage, whose writes a disk fault of the schedule makes fail (a
+/// refused write never reaches the [`SimStorage`], so the recorder never counts it).
+type Disk = FaultyStorage<SimStorage>;
+
 /// A running node's store.
 #[derive(Clone)]
 pub struct EcNode {
-    store: Arc<EventuallyConsistentStore<SimStorage>>,
+    store: Arc<EventuallyConsistentStore<Disk>>,
 }
 
 impl std::fmt::Debug for EcNode {
@@ -91,7 +96,7 @@ impl std::fmt::Debug for EcNode {
 
 /// Attaches the store to each node, on that node's durable storage.
 struct EcApp {
-    storages: BTreeMap<NodeId, SimStorage>,
+    storages: BTreeMap<NodeId, Disk>,
     tombstone_grace: Duration,
 }
 
@@ -182,7 +187,7 @@ pub fn run(seed: u64) -> Outcome {
 pub fn run_with(seed: u64, config: &EcConfig) -> Outcome {
     let schedule = Schedule::draw(seed, &config.schedule);
     let recorder = Arc::new(Recorder::default());
-    let storages: BTreeMap<NodeId, SimStorage> = schedule
+    let storages: BTreeMap<NodeId, Disk> = schedule
         .nodes
         .iter()
         .map(|id| {
@@ -192,7 +197,7 @@ pub fn run_with(seed: u64, config: &EcConfig) -> Outcome {
             } else {
                 storage
             };
-            (*id, storage)
+            (*id, FaultyStorage::new(storage))
         })
         .collect();
     let app = EcApp {
@@ -375,7 +380,7 @@ type Contents = BTreeMap<Key, Option<Version>>;
 /// returns those contents.
 fn converge(
     world: &mut World<'_, EcApp>,
-    storages: &BTreeMap<NodeId, SimStorage>,
+    storages: &BTreeMap<NodeId, Disk>,
     keys: Key,
 ) -> anyhow::Result<Contents> {
     let contents = |id: NodeId| -> Contents {

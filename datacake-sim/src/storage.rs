@@ -1,10 +1,9 @@
 //! The durable storage of a simulated node: an in-memory store kept outside the node's host,
 //! so it survives a simulated crash and restart, that records the stamps the store gave each
-//! write (for the checkers), whose writes can be made to fail (a disk fault of the schedule),
-//! and that can be broken on purpose (to show the checkers catch it).
+//! write (for the checkers) and can be broken on purpose (to show the checkers catch it).
+//! (Disk faults wrap it in the store's `FaultyStorage`: a refused write never reaches it.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -98,14 +97,6 @@ impl Recorder {
     }
 }
 
-/// Why a [`SimStorage`] write failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SimStorageError {
-    /// The schedule made the node's disk fail ([`crate::schedule::Fault::DiskFail`]).
-    #[error("the disk refuses writes (a simulated disk fault)")]
-    DiskFailed,
-}
-
 /// A node's storage: see the module docs.
 #[derive(Debug, Clone)]
 pub struct SimStorage {
@@ -114,8 +105,6 @@ pub struct SimStorage {
     node: NodeId,
     recorder: Arc<Recorder>,
     skip_deletes: bool,
-    /// Set while the disk fails: every write is refused (and not recorded).
-    failing: Arc<AtomicBool>,
 }
 
 impl SimStorage {
@@ -126,24 +115,7 @@ impl SimStorage {
             node,
             recorder,
             skip_deletes: false,
-            failing: Arc::default(),
         }
-    }
-
-    /// Makes every write fail (`true`), or work again. Clones share the switch.
-    pub fn fail_writes(&self, failing: bool) {
-        self.failing.store(failing, Ordering::SeqCst);
-    }
-
-    fn check(&self) -> Result<(), SimStorageError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(SimStorageError::DiskFailed);
-        }
-        Ok(())
-    }
-
-    fn check_bulk(&self) -> Result<(), BulkMutationError<SimStorageError>> {
-        self.check().map_err(BulkMutationError::empty)
     }
 
     /// A broken storage that acknowledges tombstones of the workload's keyspace without
@@ -159,31 +131,16 @@ impl SimStorage {
     }
 }
 
-/// The value of a [`MemStore`] call, which cannot fail.
-fn done<T>(result: Result<T, std::convert::Infallible>) -> T {
-    match result {
-        Ok(value) => value,
-        Err(never) => match never {},
-    }
-}
-
-/// [`done`] for a bulk [`MemStore`] call.
-fn done_bulk(result: Result<(), BulkMutationError<std::convert::Infallible>>) {
-    if let Err(error) = result {
-        match error.inner {}
-    }
-}
-
 #[async_trait]
 impl Storage for SimStorage {
-    type Error = SimStorageError;
+    type Error = <MemStore as Storage>::Error;
 
     async fn get_keyspace_list(&self) -> Result<Vec<String>, Self::Error> {
-        Ok(done(self.inner.get_keyspace_list().await))
+        self.inner.get_keyspace_list().await
     }
 
     async fn iter_metadata(&self, keyspace: &str) -> Result<Vec<Metadata>, Self::Error> {
-        Ok(done(self.inner.iter_metadata(keyspace).await))
+        self.inner.iter_metadata(keyspace).await
     }
 
     async fn remove_tombstones(
@@ -191,18 +148,14 @@ impl Storage for SimStorage {
         keyspace: &str,
         keys: Vec<Key>,
     ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.check_bulk()?;
-        done_bulk(self.inner.remove_tombstones(keyspace, keys).await);
-        Ok(())
+        self.inner.remove_tombstones(keyspace, keys).await
     }
 
     async fn put(&self, keyspace: &str, document: Document) -> Result<(), Self::Error> {
-        self.check()?;
         if keyspace == KEYSPACE {
             self.recorder.saw_put(self.node, &document);
         }
-        done(self.inner.put(keyspace, document).await);
-        Ok(())
+        self.inner.put(keyspace, document).await
     }
 
     async fn multi_put(
@@ -210,14 +163,12 @@ impl Storage for SimStorage {
         keyspace: &str,
         documents: Vec<Document>,
     ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.check_bulk()?;
         if keyspace == KEYSPACE {
             documents
                 .iter()
                 .for_each(|d| self.recorder.saw_put(self.node, d));
         }
-        done_bulk(self.inner.multi_put(keyspace, documents).await);
-        Ok(())
+        self.inner.multi_put(keyspace, documents).await
     }
 
     async fn mark_as_tombstone(
@@ -226,14 +177,13 @@ impl Storage for SimStorage {
         key: Key,
         timestamp: HLCTimestamp,
     ) -> Result<(), Self::Error> {
-        self.check()?;
         if keyspace == KEYSPACE {
             self.recorder.saw_delete(self.node, key, timestamp);
         }
-        if !self.skips(keyspace) {
-            done(self.inner.mark_as_tombstone(keyspace, key, timestamp).await);
+        if self.skips(keyspace) {
+            return Ok(());
         }
-        Ok(())
+        self.inner.mark_as_tombstone(keyspace, key, timestamp).await
     }
 
     async fn mark_many_as_tombstone(
@@ -241,20 +191,19 @@ impl Storage for SimStorage {
         keyspace: &str,
         keys: Vec<(Key, HLCTimestamp)>,
     ) -> Result<(), BulkMutationError<Self::Error>> {
-        self.check_bulk()?;
         if keyspace == KEYSPACE {
             for (key, stamp) in &keys {
                 self.recorder.saw_delete(self.node, *key, *stamp);
             }
         }
-        if !self.skips(keyspace) {
-            done_bulk(self.inner.mark_many_as_tombstone(keyspace, keys).await);
+        if self.skips(keyspace) {
+            return Ok(());
         }
-        Ok(())
+        self.inner.mark_many_as_tombstone(keyspace, keys).await
     }
 
     async fn get(&self, keyspace: &str, key: Key) -> Result<Option<Document>, Self::Error> {
-        Ok(done(self.inner.get(keyspace, key).await))
+        self.inner.get(keyspace, key).await
     }
 
     async fn multi_get(
@@ -262,6 +211,6 @@ impl Storage for SimStorage {
         keyspace: &str,
         keys: Vec<Key>,
     ) -> Result<Vec<Document>, Self::Error> {
-        Ok(done(self.inner.multi_get(keyspace, keys).await))
+        self.inner.multi_get(keyspace, keys).await
     }
 }
