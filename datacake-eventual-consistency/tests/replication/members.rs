@@ -65,9 +65,11 @@ async fn a_removal_a_peer_missed_is_finished_by_calling_again() {
             .all(|n| n.node.live_members().iter().all(|m| m.node_id != 3))
     })
     .await;
-    test_helper::wait_for("node 2 records node 3 down", CONVERGE, || async {
-        record_of(&nodes[1].storage, 3).is_some()
-    })
+    test_helper::wait_for(
+        "node 2 has persisted its record of node 3",
+        CONVERGE,
+        || async { record_of(&nodes[1].storage, 3).is_some() },
+    )
     .await;
 
     // Node 2's disk refuses the removal: node 1 names it, and node 2 still counts node 3.
