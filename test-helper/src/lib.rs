@@ -29,6 +29,18 @@ pub mod node;
 #[cfg(feature = "server")]
 pub mod process;
 
+/// `n` distinct free loopback ports (bound together on `127.0.0.1:0`, then released): for a
+/// server that needs its port before it starts, or an address nothing listens on.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect()
+}
+
 /// How often [`wait_for`] re-checks its condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
 

@@ -2,7 +2,6 @@
 //! deadline, one-shot runs.
 
 use std::fs::{File, OpenOptions};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -11,16 +10,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::wait_for;
 
-/// `n` distinct free loopback ports (bound together on `127.0.0.1:0`, then released).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("bound").port())
-        .collect()
-}
+pub use crate::free_ports;
 
 /// A process's log file (its stderr, appended across restarts). Dropped while the test
 /// panics, it prints its last lines.

@@ -135,10 +135,7 @@ async fn the_last_live_node_of_three_refuses_every_level_but_none() {
 /// quorum read there could miss the write). Once a peer joins, levels count it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_seeds_never_answered_meets_no_level_alone() {
-    let silent_seed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .to_string();
+    let silent_seed = format!("127.0.0.1:{}", test_helper::free_ports(1)[0]);
     let quick_join = |b: DatacakeNodeBuilder| b.with_join_timeout(Duration::from_millis(200));
     let first = start_node_full(1, vec![silent_seed], MemStore::new(), quick_join, |e| e).await;
     assert!(first.node.expects_peers());

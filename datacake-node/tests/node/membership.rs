@@ -72,9 +72,7 @@ async fn a_node_expects_peers_only_when_given_another_seed() {
     let n2 = start(2, &[&n1]).await;
     assert!(n2.expects_peers());
     // A fixed port, so the node can be given its own address as its only seed.
-    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
+    let addr = SocketAddr::from(([127, 0, 0, 1], test_helper::free_ports(1)[0]));
     let own = DatacakeNodeBuilder::new(3, ConnectionConfig::new(addr, addr, [addr.to_string()]))
         .with_gossip_interval(GOSSIP)
         .connect()
