@@ -101,14 +101,11 @@ impl<S: Storage> Repairer<S> {
             self.record_members(&live).await;
             let me = self.node.me().node_id;
             for peer in live.iter().filter(|p| p.node_id != me) {
-                match self.repair_from(peer).await {
+                match self.counted_round(peer).await {
                     Ok(round) => {
                         confirmed.insert(peer.node_id, round.confirmed);
-                        Counters::add(&self.replica.counters.repairs_run, 1);
-                        Counters::add(&self.replica.counters.keys_repaired, round.repaired);
                     }
                     Err(error) => {
-                        Counters::add(&self.replica.counters.failures, 1);
                         debug!(peer = %peer.public_addr, node_id = peer.node_id, error = %datacake_rpc::error_chain(&error), "repair round failed");
                     }
                 }
@@ -118,6 +115,24 @@ impl<S: Storage> Repairer<S> {
                 self.purge(&confirmed).await;
             }
         }
+    }
+
+    /// One complete round with `peer` ([`repair_from`](Self::repair_from)), counted in the
+    /// store's statistics (rounds run and keys repaired, or a failure).
+    pub(crate) async fn counted_round(
+        &self,
+        peer: &ClusterMember,
+    ) -> Result<Round, StoreError<S::Error>> {
+        let result = self.repair_from(peer).await;
+        let counters = &self.replica.counters;
+        match &result {
+            Ok(round) => {
+                Counters::add(&counters.repairs_run, 1);
+                Counters::add(&counters.keys_repaired, round.repaired);
+            }
+            Err(_) => Counters::add(&counters.failures, 1),
+        }
+        result
     }
 
     /// Brings the member record up to date with the live view, persisting what changed.

@@ -21,7 +21,6 @@ use datacake_rpc::{Handler, Request, RpcClient, Status};
 use tracing::{debug, info, warn};
 
 use crate::messages::{HandOff, HandedOff};
-use crate::replica::Counters;
 use crate::service::StoreService;
 use crate::storage::Storage;
 
@@ -29,7 +28,6 @@ use crate::storage::Storage;
 /// (and cancels the calls with it); this only keeps a call finite on its own.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// What a peer serves hand-offs with: the periodic repair's round, one at a time.
 /// Asks every live peer to pull from this node and waits for their answers. The node's
 /// leave timeout bounds it.
 pub(crate) async fn hand_off<S: Storage>(node: DatacakeHandle) {
@@ -117,16 +115,13 @@ impl<S: Storage> Handler<HandOff> for StoreService<S> {
             .acquire()
             .await
             .map_err(|_| Status::unavailable("the store is stopping"))?;
-        let round = self.store.repair_from(&leaving).await.map_err(|error| {
-            Counters::add(&self.store.replica.counters.failures, 1);
+        let round = self.store.counted_round(&leaving).await.map_err(|error| {
             Status::internal(format!(
                 "pulling from node {}: {}",
                 leaving.node_id,
                 datacake_rpc::error_chain(&error)
             ))
         })?;
-        Counters::add(&self.store.replica.counters.repairs_run, 1);
-        Counters::add(&self.store.replica.counters.keys_repaired, round.repaired);
         info!(
             node_id = leaving.node_id,
             repaired = round.repaired,
