@@ -2,7 +2,7 @@ use datacake_eventual_consistency::test_utils::MemStore;
 use datacake_eventual_consistency::{Consistency, Storage};
 
 use crate::fixtures::{
-    cluster, shutdown, start_node, wait_converged, wait_for_membership, CONVERGE,
+    cluster, shutdown, start_node, wait_converged, wait_for_membership, wait_until_gone,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,12 +47,7 @@ async fn a_restarted_node_catches_up_on_the_same_storage() {
     let storage = stopped.storage.clone();
     drop(stopped.store);
     stopped.node.shutdown().await;
-    test_helper::wait_for("the others see node 3 leave", CONVERGE, || async {
-        nodes
-            .iter()
-            .all(|n| n.node.live_members().iter().all(|m| m.node_id != 3))
-    })
-    .await;
+    wait_until_gone(&nodes, 3).await;
 
     for i in 0..1_000u64 {
         let writer = &nodes[(i % 2) as usize];

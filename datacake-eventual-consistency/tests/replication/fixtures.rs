@@ -147,6 +147,17 @@ pub(crate) async fn wait_for_membership<S: Storage>(
     }
 }
 
+/// Waits until no node of `nodes` lists node `id` as live (it crashed or left).
+pub(crate) async fn wait_until_gone<S: Storage>(nodes: &[TestNode<S>], id: u32) {
+    let what = format!("every node sees node {id} gone");
+    test_helper::wait_for(&what, CONVERGE, || async {
+        nodes
+            .iter()
+            .all(|n| n.node.live_members().iter().all(|m| m.node_id != id))
+    })
+    .await;
+}
+
 /// Waits until every node holds the same metadata and documents for `keyspace`.
 pub(crate) async fn wait_converged<S: Storage>(what: &str, nodes: &[TestNode<S>], keyspace: &str) {
     test_helper::wait_for(what, CONVERGE, || async {

@@ -4,7 +4,9 @@
 use datacake_eventual_consistency::test_utils::{FaultyStorage, MemStore};
 use datacake_eventual_consistency::{Consistency, ConsistencyError, StoreError, MEMBERS_KEYSPACE};
 
-use crate::fixtures::{shutdown, start_node_full, wait_for_membership, TestNode, CONVERGE};
+use crate::fixtures::{
+    shutdown, start_node_full, wait_for_membership, wait_until_gone, TestNode, CONVERGE,
+};
 
 type Faulty = FaultyStorage<MemStore>;
 
@@ -59,12 +61,7 @@ async fn a_removal_a_peer_missed_is_finished_by_calling_again() {
     }
     wait_for_membership(&nodes, 1..=3).await;
     drop(nodes.pop().expect("node 3").crash());
-    test_helper::wait_for("nodes 1 and 2 hold node 3 dead", CONVERGE, || async {
-        nodes
-            .iter()
-            .all(|n| n.node.live_members().iter().all(|m| m.node_id != 3))
-    })
-    .await;
+    wait_until_gone(&nodes, 3).await;
     test_helper::wait_for(
         "node 2 has persisted its record of node 3",
         CONVERGE,

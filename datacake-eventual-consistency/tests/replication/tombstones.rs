@@ -8,8 +8,8 @@ use datacake_eventual_consistency::{
 };
 
 use crate::fixtures::{
-    shutdown, start_node_full, start_node_with, wait_converged, wait_for_membership, TestNode,
-    CONVERGE,
+    shutdown, start_node_full, start_node_with, wait_converged, wait_for_membership,
+    wait_until_gone, TestNode, CONVERGE,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,12 +187,7 @@ async fn deletes_purged_while_node_3_is_down<S: Storage + Clone>(
         .unwrap();
 
     let down = nodes.pop().expect("three nodes").crash();
-    test_helper::wait_for("nodes 1 and 2 hold node 3 dead", CONVERGE, || async {
-        nodes
-            .iter()
-            .all(|n| n.node.live_members().iter().all(|m| m.node_id != 3))
-    })
-    .await;
+    wait_until_gone(&nodes, 3).await;
     nodes[0]
         .handle()
         .del_many("ks", 0..5, Consistency::None)
@@ -318,12 +313,7 @@ async fn removing_a_down_member_lets_the_others_purge() {
         .await
         .unwrap();
     let _down = nodes.pop().expect("three nodes").crash();
-    test_helper::wait_for("nodes 1 and 2 hold node 3 dead", CONVERGE, || async {
-        nodes
-            .iter()
-            .all(|n| n.node.live_members().iter().all(|m| m.node_id != 3))
-    })
-    .await;
+    wait_until_gone(&nodes, 3).await;
     h.del_many("ks", 0..5, Consistency::Quorum).await.unwrap();
     nodes[1]
         .handle()
