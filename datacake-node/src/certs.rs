@@ -341,6 +341,9 @@ fn host_name(host: &str) -> Result<SanType, CertError> {
         .map_err(|_| invalid())
 }
 
+/// 9999-12-31T23:59:59Z, the last second an X.509 date can name, since the Unix epoch.
+const LAST_X509_SECOND: Duration = Duration::from_secs(253_402_300_799);
+
 fn set_validity(
     params: &mut CertificateParams,
     not_before: SystemTime,
@@ -357,6 +360,12 @@ fn set_validity(
                 reason: "it starts before 1970",
             })
     };
+    // X.509 dates end with the year 9999 (and adding more to a date would panic).
+    if since_epoch(not_after)? > LAST_X509_SECOND {
+        return Err(CertError::Validity {
+            reason: "it ends after the year 9999",
+        });
+    }
     // rcgen takes `time::OffsetDateTime`; the epoch plus a std duration avoids naming `time`.
     let epoch = rcgen::date_time_ymd(1970, 1, 1);
     params.not_before = epoch + since_epoch(not_before)?;
@@ -535,6 +544,14 @@ mod tests {
             ca.issue_node_valid(3, &[], now, now - day),
             Err(CertError::Validity { .. })
         ));
+        // Past the year 9999: refused, not a panic (a `--days` of u32::MAX).
+        let forever = now + Duration::from_secs(u64::from(u32::MAX) * 86_400);
+        assert!(matches!(
+            ca.issue_node_valid(3, &[], now, forever),
+            Err(CertError::Validity { .. })
+        ));
+        let last = UNIX_EPOCH + LAST_X509_SECOND;
+        ca.issue_node_valid(3, &[], now, last).unwrap();
     }
 
     #[test]

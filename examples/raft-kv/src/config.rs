@@ -240,7 +240,7 @@ impl Settings for Config {
             ));
         }
         node::at_least_one("limits.header_read_timeout_ms", l.header_read_timeout_ms)?;
-        node::at_least_one("limits.max_connections", l.max_connections as u64)?;
+        node::check_max_connections("limits.max_connections", l.max_connections)?;
         Ok(())
     }
 }
@@ -353,6 +353,10 @@ mod tests {
                 "limits.max_body_bytes",
             ),
             (&["--max-connections", "0"][..], "limits.max_connections"),
+            (
+                &["--max-connections", "1000001"][..],
+                "limits.max_connections",
+            ),
             (&["--shutdown-timeout-ms", "0"][..], "shutdown_timeout_ms"),
             (&["--cluster-addr", "0.0.0.0:7001"][..], "public_addr"),
             (&["--seed", "10.0.0.2"][..], "seeds"),

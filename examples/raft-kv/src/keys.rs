@@ -35,9 +35,10 @@ pub(crate) fn decode(raw: &str, max: usize) -> Result<String, KeyError> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3).ok_or(KeyError::BadEscape(i))?;
-            let hex = std::str::from_utf8(hex).map_err(|_| KeyError::BadEscape(i))?;
-            let byte = u8::from_str_radix(hex, 16).map_err(|_| KeyError::BadEscape(i))?;
-            out.push(byte);
+            let (Some(high), Some(low)) = (hex_digit(hex[0]), hex_digit(hex[1])) else {
+                return Err(KeyError::BadEscape(i));
+            };
+            out.push(high << 4 | low);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -59,6 +60,12 @@ pub(crate) fn decode(raw: &str, max: usize) -> Result<String, KeyError> {
         return Err(KeyError::Reserved(key));
     }
     Ok(key)
+}
+
+/// The value of one hexadecimal digit. (Not `u8::from_str_radix`, which also takes a sign:
+/// `%+4` would decode.)
+fn hex_digit(byte: u8) -> Option<u8> {
+    (byte as char).to_digit(16).map(|digit| digit as u8)
 }
 
 /// The key percent-encoded for a URL path segment: bytes other than ASCII letters, digits
@@ -88,6 +95,11 @@ mod tests {
         assert_eq!(decode("%FF", 256), Err(KeyError::NotUtf8));
         assert_eq!(decode("%G1", 256), Err(KeyError::BadEscape(0)));
         assert_eq!(decode("ab%2", 256), Err(KeyError::BadEscape(2)));
+        // Two hex digits, nothing else: no sign, no space.
+        assert_eq!(decode("%+41", 256), Err(KeyError::BadEscape(0)));
+        assert_eq!(decode("a%-1", 256), Err(KeyError::BadEscape(1)));
+        assert_eq!(decode("%%41", 256), Err(KeyError::BadEscape(0)));
+        assert_eq!(decode("%4a%4A", 256).unwrap(), "JJ");
         assert_eq!(decode("", 256), Err(KeyError::Empty));
         assert!(matches!(decode("health", 256), Err(KeyError::Reserved(_))));
         assert!(matches!(

@@ -218,11 +218,11 @@ impl Settings for Config {
             ("shutdown_timeout_ms", self.shutdown_timeout_ms),
             ("max_body_bytes", self.max_body_bytes as u64),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
-            ("max_connections", self.max_connections as u64),
             ("repair_interval_ms", self.repair_interval_ms),
         ] {
             node::at_least_one(key, value)?;
         }
+        node::check_max_connections("max_connections", self.max_connections)?;
         together(
             ("http_tls_cert", self.http_tls_cert.is_some()),
             ("http_tls_key", self.http_tls_key.is_some()),
@@ -316,6 +316,10 @@ mod tests {
         for (args, key) in [
             (&["--repair-interval-ms", "0"][..], "repair_interval_ms"),
             (&["--max-connections", "0"][..], "max_connections"),
+            (
+                &["--max-connections", "18446744073709551615"][..],
+                "max_connections",
+            ),
             (&["--max-body-bytes", "0"][..], "max_body_bytes"),
             (&["--shutdown-timeout-ms", "0"][..], "shutdown_timeout_ms"),
             (&["--cluster-addr", "0.0.0.0:7001"][..], "public_addr"),

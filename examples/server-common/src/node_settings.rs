@@ -24,6 +24,9 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// The default `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The largest `max_connections` accepted: far above any open-file limit, so it never limits
+/// a real server, while a typo such as `u64::MAX` is refused at start.
+pub const MAX_CONNECTIONS_CEILING: usize = 1_000_000;
 
 /// The flags of the settings every server has, for its parser to flatten in. Every one is
 /// optional (a missing flag leaves the file's value or the default); `--print-config` shows
@@ -69,8 +72,8 @@ pub struct NodeArgs {
     /// idle keep-alive connection, and a TLS handshake), in milliseconds [default: 10000].
     #[arg(long, value_name = "MS")]
     pub header_read_timeout_ms: Option<u64>,
-    /// Most HTTP connections served at once; one over the limit is closed at once [default:
-    /// 1024].
+    /// Most HTTP connections served at once, 1 to 1000000; one over the limit is closed at
+    /// once [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 }
@@ -153,6 +156,18 @@ fn split_host_port(name: &str) -> Option<(&str, u16)> {
 pub fn at_least_one(key: &'static str, value: u64) -> Result<(), ConfigError> {
     if value == 0 {
         return Err(ConfigError::invalid(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// `max_connections` (under the setting name `key`) between 1 and
+/// [`MAX_CONNECTIONS_CEILING`].
+pub fn check_max_connections(key: &'static str, value: usize) -> Result<(), ConfigError> {
+    if !(1..=MAX_CONNECTIONS_CEILING).contains(&value) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be between 1 and {MAX_CONNECTIONS_CEILING}"),
+        ));
     }
     Ok(())
 }

@@ -134,7 +134,11 @@ pub async fn serve<S>(
     S::Future: Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(options.max_connections));
+    // (Clamped: tokio's semaphore panics above its maximum. The servers' settings refuse
+    // such a value at start.)
+    let slots = Arc::new(Semaphore::new(
+        options.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
     let options = Arc::new(options);
     let mut backoff = Backoff::default();
