@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +48,16 @@ struct Inner {
     tls: Option<TlsConfig>,
     slots: Box<[Slot]>,
     next: AtomicUsize,
+    /// Streams a connection opens before it is retired ([`STREAMS_PER_CONNECTION`]).
+    streams_per_connection: u64,
 }
+
+/// How often one call is sent again after the server refused its stream unprocessed.
+const MAX_REFUSALS: u32 = 3;
+
+/// The most streams one HTTP/2 connection can open (client stream ids are the odd numbers
+/// below 2^31).
+const STREAMS_PER_CONNECTION: u64 = 1 << 30;
 
 /// A live HTTP/2 connection: the handle to open streams, whether its driver has ended, and
 /// the way to ask its keep-alive for an early ping.
@@ -58,6 +67,9 @@ struct Connection {
     closed: Arc<AtomicBool>,
     probe: Arc<Probe>,
     writer: Arc<dyn EarlyWrite>,
+    /// Streams the connection may still open: HTTP/2 stream ids are odd numbers below 2^31,
+    /// so a connection opens at most 2^30 streams, and then every request on it fails.
+    streams_left: Arc<AtomicU64>,
 }
 
 impl Connection {
@@ -65,8 +77,18 @@ impl Connection {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// No new calls on this connection: the next call opens another. Calls in flight on it
+    /// finish, and h2 closes it once the last is done.
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
+    }
+
+    /// Counts a stream opened; retires the connection once it opened its last.
+    fn opened_stream(&self) {
+        if self.streams_left.fetch_sub(1, Ordering::Relaxed) <= 1 {
+            debug!("connection used every stream id, retiring it");
+            self.close();
+        }
     }
 }
 
@@ -133,62 +155,93 @@ impl Channel {
         };
 
         let slot = self.inner.pick();
+        let mut body = Some(body);
         let mut retried = false;
-        let (connection, response, mut send_stream) = loop {
-            let connection = self.inner.connection(slot).await?;
-            let opened = match connection.send.clone().ready().await {
-                Ok(mut send) => send.send_request(build(), end_of_stream),
-                Err(e) => Err(e),
-            };
-            match opened {
-                Ok((response, send_stream)) => break (connection, response, send_stream),
-                // h2 refused the request itself (e.g. a connection-specific header such as
-                // `connection` or `transfer-encoding`); the connection is fine.
-                Err(e) if e.reason().is_none() && !e.is_io() => {
-                    return Err(Status::invalid_payload(format!(
-                        "request refused: {}",
-                        error_chain(&e)
-                    )));
-                }
-                // Nothing was sent: replace the broken connection and try once more.
-                Err(e) => {
-                    connection.close();
-                    let error = error_chain(&e);
-                    if retried {
-                        return Err(self.inner.failed(&error));
+        let mut refusals = 0;
+        loop {
+            let (connection, response, mut send_stream) = loop {
+                let connection = self.inner.connection(slot).await?;
+                let opened = match connection.send.clone().ready().await {
+                    Ok(mut send) => send.send_request(build(), end_of_stream),
+                    Err(e) => Err(e),
+                };
+                match opened {
+                    Ok((response, send_stream)) => {
+                        connection.opened_stream();
+                        break (connection, response, send_stream);
                     }
-                    debug!(peer = %self.inner.addr, error = %error, "reconnecting");
-                    retried = true;
+                    // h2 refused the request itself (e.g. a connection-specific header such
+                    // as `connection` or `transfer-encoding`); the connection is fine.
+                    Err(e) if e.reason().is_none() && !e.is_io() => {
+                        return Err(Status::invalid_payload(format!(
+                            "request refused: {}",
+                            error_chain(&e)
+                        )));
+                    }
+                    // Nothing was sent: replace the broken connection and try once more.
+                    Err(e) => {
+                        connection.close();
+                        let error = error_chain(&e);
+                        if retried {
+                            return Err(self.inner.failed(&error));
+                        }
+                        debug!(peer = %self.inner.addr, error = %error, "reconnecting");
+                        retried = true;
+                    }
                 }
+            };
+            // For a streamed body: dropped with this future (the caller gave up), it stops
+            // the upload and resets the stream; sent once the reply's head came.
+            let mut keep_upload = None;
+            let sent = match (&full, body.take()) {
+                (Some(bytes), _) if bytes.is_empty() => Ok(()),
+                // h2 buffers what the flow-control window does not allow yet.
+                (Some(bytes), _) => send_stream.send_data(bytes.clone(), true),
+                (None, Some(body)) => {
+                    let (keep, caller) = tokio::sync::oneshot::channel();
+                    keep_upload = Some(keep);
+                    tokio::spawn(pipe(body, send_stream, None, Some(caller)));
+                    Ok(())
+                }
+                // Only a whole body is sent again (below), so a streamed one is still here.
+                (None, None) => Ok(()),
+            };
+            connection.writer.queued();
+            // A server may answer before it reads the body (rejecting an unknown path, say)
+            // and close the stream; if that happens before the body is handed to h2 (the
+            // connection task runs on another thread), sending the body fails with "inactive
+            // stream". The server's answer is what the caller needs, so the send error counts
+            // only when no answer comes.
+            let response = match response.await {
+                Ok(response) => response,
+                // The server refused the stream unprocessed (e.g. above its stream limit,
+                // before its settings reached us): a whole body can go again.
+                Err(e)
+                    if e.reason() == Some(h2::Reason::REFUSED_STREAM)
+                        && full.is_some()
+                        && refusals < MAX_REFUSALS =>
+                {
+                    refusals += 1;
+                    debug!(peer = %self.inner.addr, "stream refused, sending the call again");
+                    continue;
+                }
+                Err(e) => {
+                    let cause = sent.as_ref().err().unwrap_or(&e);
+                    return Err(self.inner.failed(&error_chain(cause)));
+                }
+            };
+            if let Some(keep) = keep_upload {
+                let _ = keep.send(());
             }
-        };
-        let sent = match full {
-            Some(bytes) if bytes.is_empty() => Ok(()),
-            // h2 buffers what the flow-control window does not allow yet.
-            Some(bytes) => send_stream.send_data(bytes, true),
-            None => {
-                tokio::spawn(pipe(body, send_stream));
-                Ok(())
-            }
-        };
-        connection.writer.queued();
-        // A server may answer before it reads the body (rejecting an unknown path, say) and
-        // close the stream; if that happens before the body is handed to h2 (the connection
-        // task runs on another thread), sending the body fails with "inactive stream". The
-        // server's answer is what the caller needs, so the send error counts only when no
-        // answer comes.
-        let response = response.await.map_err(|e| {
-            let cause = sent.as_ref().err().unwrap_or(&e);
-            self.inner.failed(&error_chain(cause))
-        })?;
-        connection.probe.replied();
-        let (parts, stream) = response.into_parts();
-        let len = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        Ok(http::Response::from_parts(parts, Body::h2(stream, len)))
+            connection.probe.replied();
+            let (parts, stream) = response.into_parts();
+            let len = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            return Ok(http::Response::from_parts(parts, Body::h2(stream, len)));
+        }
     }
 }
 
@@ -267,13 +320,13 @@ impl Inner {
     /// The HTTP/2 handshake on `io`, after the TLS one if the channel has TLS.
     async fn secure<I: Io>(&self, io: I) -> Result<Connection, Status> {
         let Some(tls) = &self.tls else {
-            return handshake(io, self.keep_alive).await;
+            return handshake(io, self.keep_alive, self.streams_per_connection).await;
         };
         let (io, _server) = tls
             .connect(io, self.addr)
             .await
             .map_err(|e| Status::connection(crate::channel::error_chain(&e)))?;
-        handshake(io, self.keep_alive).await
+        handshake(io, self.keep_alive, self.streams_per_connection).await
     }
 }
 
@@ -281,13 +334,15 @@ fn live(connection: &Option<Connection>) -> Option<Connection> {
     connection.as_ref().filter(|c| !c.is_closed()).cloned()
 }
 
-async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Status> {
+async fn handshake<I: Io>(io: I, keep_alive: Duration, streams: u64) -> Result<Connection, Status> {
     let (send, mut connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
         .initial_max_send_streams(1024)
         .max_send_buffer_size(1 << 20)
+        // Nothing here reads pushed streams: a server that pushes breaks the protocol.
+        .enable_push(false)
         .handshake::<_, Bytes>(io)
         .await
         .map_err(|e| Status::connection(format!("http/2 handshake failed: {}", error_chain(&e))))?;
@@ -316,6 +371,7 @@ async fn handshake<I: Io>(io: I, keep_alive: Duration) -> Result<Connection, Sta
         closed,
         probe,
         writer,
+        streams_left: Arc::new(AtomicU64::new(streams)),
     })
 }
 
@@ -327,6 +383,7 @@ pub struct ChannelBuilder {
     connect_timeout: Duration,
     keep_alive: Duration,
     tls: Option<TlsConfig>,
+    streams_per_connection: u64,
 }
 
 impl Default for ChannelBuilder {
@@ -336,6 +393,7 @@ impl Default for ChannelBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             keep_alive: DEFAULT_KEEP_ALIVE,
             tls: None,
+            streams_per_connection: STREAMS_PER_CONNECTION,
         }
     }
 }
@@ -397,6 +455,19 @@ impl ChannelBuilder {
         self
     }
 
+    /// How many calls (HTTP/2 streams) one connection carries before the channel retires it
+    /// and opens another: between 1 and 2^30, the most an HTTP/2 client connection can open
+    /// (its stream ids are the odd numbers below 2^31), which is the default. Calls in flight
+    /// on a retired connection finish on it.
+    ///
+    /// ```
+    /// let builder = datacake_rpc::Channel::builder().streams_per_connection(1_000_000);
+    /// ```
+    pub fn streams_per_connection(mut self, streams: u64) -> Self {
+        self.streams_per_connection = streams.clamp(1, STREAMS_PER_CONNECTION);
+        self
+    }
+
     /// A channel to `addr` on the real network.
     pub fn connect(self, addr: SocketAddr) -> Channel {
         self.build(addr, Transport::Tcp)
@@ -427,6 +498,7 @@ impl ChannelBuilder {
                 tls: self.tls,
                 slots,
                 next: AtomicUsize::new(0),
+                streams_per_connection: self.streams_per_connection,
             }),
         }
     }

@@ -1,6 +1,6 @@
-//! What both ends of an HTTP/2 connection do alike: stream a body out within flow control
-//! ([`pipe`]), and notice a peer that stopped answering ([`keep_alive`], with the client's
-//! early [`Probe`]).
+//! What both ends of an HTTP/2 connection do alike: send bytes within the peer's flow-control
+//! window ([`send_windowed`], and [`pipe`] for a streamed body), and notice a peer that stopped
+//! answering ([`keep_alive`], with the client's early [`Probe`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,31 +8,116 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use tokio::sync::oneshot;
 
 use crate::Body;
 
-/// Streams a body (a request's or a reply's), waiting for flow-control capacity chunk by chunk.
-pub(crate) async fn pipe(mut body: Body, mut tx: h2::SendStream<Bytes>) {
-    while let Some(chunk) = body.next().await {
+/// Why [`send_windowed`] gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendStopped {
+    /// The stream or its connection is gone (reset, closed).
+    Gone,
+    /// The peer's window stayed shut for the whole stall bound; the stream is reset.
+    Stalled,
+}
+
+/// Hands `data` to h2 in pieces no larger than the room the peer's flow-control windows (the
+/// stream's and the connection's) have at the time, ending the stream after it when `end`.
+/// So h2 never holds bytes the peer has not made room for: a peer that keeps its window shut
+/// pins nothing beyond what it already accepted, and once the last piece is handed over the
+/// stream closes as soon as the connection has written it. (h2's `send_data` alone would
+/// buffer everything beyond the window, keeping the stream open, and the bytes with it, for
+/// as long as the connection lives.)
+///
+/// With `stall`, waiting for room longer than that resets the stream
+/// ([`SendStopped::Stalled`]).
+pub(crate) async fn send_windowed(
+    tx: &mut h2::SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+    stall: Option<Duration>,
+) -> Result<(), SendStopped> {
+    if data.is_empty() {
+        if end {
+            tx.send_data(data, true).map_err(|_| SendStopped::Gone)?;
+        }
+        return Ok(());
+    }
+    while !data.is_empty() {
+        tx.reserve_capacity(data.len());
+        while tx.capacity() == 0 {
+            let room = std::future::poll_fn(|cx| tx.poll_capacity(cx));
+            let room = match stall {
+                None => room.await,
+                Some(stall) => match tokio::time::timeout(stall, room).await {
+                    Ok(room) => room,
+                    Err(_) => {
+                        tx.send_reset(h2::Reason::CANCEL);
+                        return Err(SendStopped::Stalled);
+                    }
+                },
+            };
+            match room {
+                Some(Ok(_)) => {}
+                _ => return Err(SendStopped::Gone),
+            }
+        }
+        let piece = data.split_to(tx.capacity().min(data.len()));
+        tx.send_data(piece, end && data.is_empty())
+            .map_err(|_| SendStopped::Gone)?;
+    }
+    Ok(())
+}
+
+/// Streams a body (a request's or a reply's) within the peer's flow-control window
+/// ([`send_windowed`], with `stall`), and resets the stream when the body fails.
+///
+/// `caller`, for a request body: dropping its sender before sending on it (the caller gave up
+/// before the reply's head came) stops the upload and resets the stream, which tells the
+/// server's handler to stop; sending on it leaves the upload to run to its end.
+pub(crate) async fn pipe(
+    mut body: Body,
+    mut tx: h2::SendStream<Bytes>,
+    stall: Option<Duration>,
+    mut caller: Option<oneshot::Receiver<()>>,
+) {
+    loop {
+        let next = tokio::select! {
+            next = body.next() => next,
+            () = abandoned(&mut caller) => {
+                tx.send_reset(h2::Reason::CANCEL);
+                return;
+            }
+        };
+        let Some(chunk) = next else { break };
         let Ok(chunk) = chunk else {
             tx.send_reset(h2::Reason::CANCEL);
             return;
         };
-        if chunk.is_empty() {
-            continue;
-        }
-        tx.reserve_capacity(chunk.len());
-        while tx.capacity() == 0 {
-            match std::future::poll_fn(|cx| tx.poll_capacity(cx)).await {
-                Some(Ok(_)) => {}
-                _ => return,
+        let sent = tokio::select! {
+            sent = send_windowed(&mut tx, chunk, false, stall) => sent,
+            () = abandoned(&mut caller) => {
+                tx.send_reset(h2::Reason::CANCEL);
+                return;
             }
-        }
-        if tx.send_data(chunk, false).is_err() {
+        };
+        if sent.is_err() {
             return;
         }
     }
-    let _ = tx.send_data(Bytes::new(), true);
+    let _ = send_windowed(&mut tx, Bytes::new(), true, stall).await;
+}
+
+/// Resolves once `caller`'s sender is dropped without sending; never if there is none or it
+/// sent (then `caller` becomes `None`).
+async fn abandoned(caller: &mut Option<oneshot::Receiver<()>>) {
+    if let Some(receiver) = caller.as_mut() {
+        if receiver.await.is_err() {
+            return;
+        }
+        *caller = None;
+    }
+    std::future::pending().await
 }
 
 /// A request to ping a connection now, because a call on it timed out: a connection whose

@@ -132,7 +132,9 @@ impl ServerBuilder {
     /// The largest request body accepted; larger ones get
     /// [`PayloadTooLarge`](crate::ErrorCode::PayloadTooLarge), those that announce it
     /// (Content-Length) before a byte is read. At most
-    /// [`max_connection_buffer`](Self::max_connection_buffer).
+    /// [`max_connection_buffer`](Self::max_connection_buffer). A streamed
+    /// [`Body`](crate::Body) request is not bound by it: its handler reads it at its own
+    /// pace and decides how much to take.
     ///
     /// ```
     /// let builder = datacake_rpc::Server::builder().max_body_size(1 << 20);
@@ -195,9 +197,9 @@ impl ServerBuilder {
     /// close comes within `1⅛ × timeout`. A [`Channel`](crate::Channel) opens a new
     /// connection on its next call.
     ///
-    /// It also bounds how long a whole reply waits on a peer that keeps its flow-control
-    /// window shut: a reply that could send nothing for this long is dropped and its stream
-    /// reset (counted in [`ServerStatistics::replies_stalled`](crate::ServerStatistics::replies_stalled)).
+    /// It also bounds how long a reply (whole or streamed) waits on a peer that keeps its
+    /// flow-control window shut: a reply that could send nothing for this long is dropped and
+    /// its stream reset (counted in [`ServerStatistics::replies_stalled`](crate::ServerStatistics::replies_stalled)).
     ///
     /// ```
     /// use std::time::Duration;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
-use crate::connection::{keep_alive, pipe};
+use crate::connection::{keep_alive, pipe, send_windowed, SendStopped};
 use crate::handler::{Call, ErasedHandler};
 use crate::limits::{Budget, Counters, Held};
 use crate::metrics::{CallMetrics, SERVER, UNKNOWN_SERVICE};
@@ -32,9 +32,6 @@ pub use builder::{
     DEFAULT_SHUTDOWN_GRACE,
 };
 
-/// Whole replies larger than this leave in pieces of this size, each once the peer's
-/// flow-control window has room (see [`send_whole`]); smaller ones are handed to h2 at once.
-const REPLY_PIECE: usize = 256 << 10;
 /// How often the server pings an idle client, and how long an answer may take.
 const KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// The replies to a burst of requests leave in parts: the first after this many replies,
@@ -434,7 +431,8 @@ fn dispatch(
         limits: ReadLimits {
             max_size: settings.max_body_size,
             max_depth: settings.max_depth,
-            deadline: Some(tokio::time::Instant::now() + settings.body_timeout),
+            // (A timeout too far off to name an instant, such as `Duration::MAX`: none.)
+            deadline: tokio::time::Instant::now().checked_add(settings.body_timeout),
             counters: Some(shared.counters.clone()),
         },
         reply_headers: reply_headers.clone(),
@@ -534,34 +532,33 @@ fn reply(
         // The caller reset the stream or the connection is gone: nobody to tell.
         Err(_) => return,
     };
+    let stall = shared.settings.idle_timeout;
     match full {
         Some(bytes) if bytes.is_empty() => {}
-        Some(bytes) if bytes.len() <= REPLY_PIECE => {
-            let _ = stream.send_data(bytes, true);
-        }
         Some(bytes) => {
-            tokio::spawn(send_whole(
-                bytes,
-                stream,
-                shared.settings.idle_timeout,
-                shared.counters.clone(),
-            ));
+            // Handed to h2 here when the peer's window has room for all of it (the common
+            // case), else by a task that waits for room.
+            stream.reserve_capacity(bytes.len());
+            if stream.capacity() >= bytes.len() {
+                let _ = stream.send_data(bytes, true);
+            } else {
+                tokio::spawn(send_whole(bytes, stream, stall, shared.counters.clone()));
+            }
         }
         None => {
-            tokio::spawn(pipe(body, stream));
+            tokio::spawn(pipe(body, stream, Some(stall), None));
         }
     }
 }
 
-/// Sends a large whole reply in pieces of [`REPLY_PIECE`] bytes, each once the peer's
-/// flow-control window has room for some of it (through [`pipe`](crate::channel::pipe)), so
-/// h2 never queues more than a piece beyond what the peer accepts. The pieces are slices of
-/// `bytes`: a reader that keeps its window shut pins the reply once, not more, and only for
-/// `stall` after the last piece left; then the reply is dropped and its stream reset. It is
-/// dropped too when the peer resets the stream or the connection closes.
+/// Sends a whole reply the peer's window has no room for yet, as room opens
+/// ([`send_windowed`]): a reader that keeps its window shut pins the unsent rest of the reply
+/// (counted in `reply_bytes_queued`) for at most `stall` at a time; then the reply is dropped
+/// and its stream reset (counted in `replies_stalled`). It is dropped too when the peer
+/// resets the stream or the connection closes.
 async fn send_whole(
     bytes: Bytes,
-    stream: h2::SendStream<Bytes>,
+    mut stream: h2::SendStream<Bytes>,
     stall: Duration,
     counters: Arc<Counters>,
 ) {
@@ -570,31 +567,12 @@ async fn send_whole(
         |c| &c.replies_queued_bytes,
         bytes.len() as u64,
     );
-    let start = tokio::time::Instant::now();
-    // Milliseconds after `start` at which `pipe` last took a piece.
-    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let took = progress.clone();
-    let pieces = (0..bytes.len()).step_by(REPLY_PIECE).map(move |at| {
-        let millis = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        took.store(millis, std::sync::atomic::Ordering::Relaxed);
-        Ok(bytes.slice(at..(at + REPLY_PIECE).min(bytes.len())))
-    });
-    let stalled = async {
-        loop {
-            let last = progress.load(std::sync::atomic::Ordering::Relaxed);
-            let due = start + Duration::from_millis(last) + stall;
-            if tokio::time::Instant::now() >= due {
-                return;
-            }
-            tokio::time::sleep_until(due).await;
-        }
-    };
-    tokio::select! {
-        () = pipe(Body::from_stream(futures::stream::iter(pieces)), stream) => {},
-        () = stalled => {
-            Counters::bump(&counters.replies_stalled);
-            debug!(?stall, "reply stalled on a shut flow-control window, resetting its stream");
-        },
+    if send_windowed(&mut stream, bytes, true, Some(stall)).await == Err(SendStopped::Stalled) {
+        Counters::bump(&counters.replies_stalled);
+        debug!(
+            ?stall,
+            "reply stalled on a shut flow-control window, resetting its stream"
+        );
     }
 }
 

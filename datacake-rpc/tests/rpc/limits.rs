@@ -473,6 +473,39 @@ async fn a_zero_window_reader_pins_each_reply_once_until_it_stalls_out() {
     }
 }
 
+/// A reply the peer's window has no room for is never handed to h2 beyond that room: not the
+/// tail of a large reply (one byte short of the window), not a small reply (window 0). Before,
+/// h2 held those bytes with the stream open for as long as the connection lived.
+#[tokio::test]
+async fn replies_a_shut_window_holds_back_stall_out_whatever_their_size() {
+    let fx = start(Server::builder().idle_timeout(Duration::from_millis(300))).await;
+    for (len, window) in [(1usize << 20, None), (100 << 10, Some(0))] {
+        let request = archive(&Echo { data: vec![5; len] });
+        let mut builder = h2::client::Builder::new();
+        let window = window.unwrap_or(request.len() as u32 - 1);
+        builder
+            .initial_window_size(window)
+            .initial_connection_window_size(4 * request.len() as u32);
+        let (mut send, _pings, _driver) = h2_connect(fx.addr(), &builder).await;
+        let stalled_before = fx.server.statistics().replies_stalled;
+        let (response, mut body) = send
+            .send_request(post(fx.addr(), "/echo/echo"), false)
+            .unwrap();
+        body.send_data(request, true).unwrap();
+        let response = tokio::time::timeout(DEADLINE, response)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        // Never read: the reply stalls out, its stream reset.
+        wait_for(&fx.server, "the reply to stall out", |s| {
+            s.replies_stalled == stalled_before + 1 && s.reply_bytes_queued == 0
+        })
+        .await;
+    }
+    assert_still_serving(&fx).await;
+}
+
 /// Sends bodies announcing 64 MiB (the default largest body) on 500 streams and never the
 /// bytes. Run in a child process whose address space is limited (`ulimit -v`), so a server
 /// that reserved the announced size would fail to allocate and abort.

@@ -9,4 +9,5 @@ mod fixtures;
 mod limits;
 mod metrics;
 mod routing;
+mod streams;
 mod tls;
