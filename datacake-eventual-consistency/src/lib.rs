@@ -64,7 +64,10 @@
 //!   on start. **A node that returns after the cluster purged past what it saw** finds, while
 //!   pulling from a peer, its copies the peer lacks at or below the peer's watermark: it
 //!   forgets them rather than serving or pushing them, so a deleted document never comes
-//!   back, on it or on a node that copies from it. Keyspace names starting with
+//!   back, on it or on a node that copies from it. Until that pull succeeds, its own reads
+//!   may still see them; a reader elsewhere drops from peers' answers the versions of ids it
+//!   holds nothing for at or below its own purge watermark, so a read at a level on a node
+//!   that purged never serves them. Keyspace names starting with
 //!   [`RESERVED_KEYSPACE_PREFIX`] are refused ([`StoreError::ReservedKeyspace`]) and never
 //!   listed.
 //! - **Clock skew.** Every remote timestamp (replicated writes, repaired entries, read
@@ -123,8 +126,9 @@
 //!   replicated: the cluster stopped waiting for it, and a failed replication batch is not
 //!   retried. So does a leave whose hand-off ran out of time, for what it did not reach.
 //!   Write at `One` or above what must outlive its node.
-//! - Reads ask every live replica the level counts and use the first answers; the others'
-//!   replies are dropped. Each answer carries whole documents (no digest reads).
+//! - A read asks as many replicas as its level needs first, and the others the level counts
+//!   after 20 ms or at a failure; answers that come after the level was met feed read repair
+//!   only. Each answer carries whole documents (no digest reads).
 #![forbid(unsafe_code)]
 
 mod ack;

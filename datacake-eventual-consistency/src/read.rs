@@ -281,9 +281,12 @@ impl<S: Storage> Shared<S> {
             let (versions, _) = read_versions(&self.replica, keyspace, &keys, usize::MAX).await?;
             Ok(versions)
         };
-        let (local, answers, late) = self
+        let (local, mut answers, late) = self
             .ask(keyspace, &keys, requirement, &plan.counted, local)
             .await?;
+        for (_, versions) in &mut answers {
+            self.replica.drop_purged(keyspace, versions);
+        }
         let newest = newest(
             std::iter::once(local.as_slice()).chain(answers.iter().map(|(_, v)| v.as_slice())),
         );

@@ -467,6 +467,24 @@ impl<S: Storage> Replica<S> {
         })
     }
 
+    /// Drops from `versions` (another replica's answer) those this replica knows to be
+    /// purged: of ids it holds nothing for, stamped at or below its purge watermark. Such a
+    /// copy survives only on a node that was away past the tombstone grace and has not yet
+    /// learnt of the purge; serving it would undo a delete.
+    pub(crate) fn drop_purged(&self, keyspace: &str, versions: &mut Vec<Change>) {
+        let Some(slot) = self.slot(keyspace) else {
+            return;
+        };
+        slot.with_state(|s| {
+            let Some(watermark) = s.purge_watermark() else {
+                return;
+            };
+            versions.retain(|v| {
+                v.mutation.timestamp() > watermark || s.get(v.mutation.key()).is_some()
+            });
+        });
+    }
+
     /// A snapshot of every keyspace's slot, so callers do not hold the map's lock while they
     /// work on the keyspaces.
     pub(crate) fn slots(&self) -> Vec<(String, Arc<KeyspaceSlot>)> {

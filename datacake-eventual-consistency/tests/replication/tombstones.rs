@@ -282,6 +282,41 @@ async fn obsolete_copies_a_failing_disk_kept_are_dropped_once_it_works() {
     shutdown(nodes).await;
 }
 
+/// While the returning node still holds the obsolete copies (its disk refuses the peer's
+/// purge watermark, so it cannot drop them yet), a read at a level on a node that purged the
+/// deletes asks it and gets them back: the reader knows them purged (it holds nothing for
+/// those ids, stamped at or below its own watermark) and must not serve them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_does_not_serve_copies_it_knows_purged() {
+    let (mut nodes, down, seeds) =
+        deletes_purged_while_node_3_is_down(|| FaultyStorage::new(MemStore::new())).await;
+
+    down.fail_writes(true);
+    nodes.push(start_node_full(3, seeds, down.clone(), fast_detector, short_grace).await);
+    wait_for_membership(&nodes, 1..=3).await;
+    test_helper::wait_for(
+        "node 3 fails to record a peer's purge watermark",
+        CONVERGE,
+        || async { down.refused(PURGE_WATERMARK_KEYSPACE) > 0 },
+    )
+    .await;
+    assert!(
+        down.inner().get_doc("ks", 0).is_some(),
+        "node 3 still holds its obsolete copy"
+    );
+    for id in 0..5 {
+        for level in [Consistency::All, Consistency::Quorum] {
+            assert_eq!(
+                nodes[0].handle().get("ks", id, level).await.unwrap(),
+                None,
+                "id {id} stays deleted for a {level:?} read on node 1"
+            );
+        }
+    }
+    down.fail_writes(false);
+    shutdown(nodes).await;
+}
+
 /// With the default grace (24 hours) a down member holds every purge back; removing it lets
 /// the others purge, and the removal reaches the live peers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
