@@ -160,12 +160,27 @@ async fn run(raft: Raft, mut commands: mpsc::Receiver<Proposal>) {
 }
 
 /// Proposes `batch` as one entry and hands each writer its outcome.
+///
+/// Waits no longer than some writer still waits: openraft 0.9 may never answer a
+/// `client_write` (an entry a deposed leader proposed and then received only through a
+/// snapshot is neither applied nor truncated on it), and the entry's permit, held until this
+/// returns, is the only one: waiting on would stop every later write on this node. Once
+/// every writer has given up (its deadline passed), the entry's outcome is unknown to all
+/// who asked, and the next entry may go.
 async fn propose(raft: &Raft, batch: Vec<Proposal>) {
-    let (commands, writers): (Vec<Encoded>, Vec<oneshot::Sender<Outcome>>) = batch
+    let (commands, mut writers): (Vec<Encoded>, Vec<oneshot::Sender<Outcome>>) = batch
         .into_iter()
         .map(|proposal| (proposal.command, proposal.outcome))
         .unzip();
-    match raft.client_write(Batch(commands)).await {
+    let all_gave_up = futures::future::join_all(writers.iter_mut().map(|w| w.closed()));
+    let written = tokio::select! {
+        written = raft.client_write(Batch(commands)) => written,
+        _ = all_gave_up => {
+            tracing::debug!("every writer of a proposed entry gave up; not waiting for it");
+            return;
+        }
+    };
+    match written {
         Ok(response) => {
             let mut replies = response.data.into_iter();
             for writer in writers {
