@@ -64,6 +64,10 @@ pub(crate) struct StateMachineStore {
     snapshot_seq: Arc<AtomicU64>,
     /// The largest snapshot peers accept; a larger one is built, but with a warning.
     size_limit: u64,
+    /// The last log id of the snapshot in the file, held while the file is written: a build
+    /// and an install (openraft runs them apart) write one at a time, and a build captured
+    /// before an install finished never replaces the newer file with its older state.
+    persisted: Arc<parking_lot::Mutex<Option<LogId>>>,
 }
 
 impl StateMachineStore {
@@ -81,9 +85,11 @@ impl StateMachineStore {
                 applied.snapshot = Some(snapshot);
             }
         }
+        let persisted = applied.snapshot.as_ref().and_then(|s| s.meta.last_log_id);
         Ok(Self {
             machine,
             applied: Arc::new(tokio::sync::Mutex::new(applied)),
+            persisted: Arc::new(parking_lot::Mutex::new(persisted)),
             dir,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             size_limit: u64::MAX,
@@ -159,14 +165,21 @@ impl StateMachineStore {
         Ok(())
     }
 
+    /// Writes `snapshot` to the file unless the file already holds a newer one.
     fn persist(&self, snapshot: &StoredSnapshot) -> StorageResult<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
+        let mut persisted = self.persisted.lock();
+        if *persisted > snapshot.meta.last_log_id {
+            return Ok(());
+        }
         write_snapshot(dir, snapshot).map_err(|e| {
             StorageError::from(StorageIOError::write_snapshot(
                 Some(snapshot.meta.signature()),
                 &e,
             ))
-        })
+        })?;
+        *persisted = snapshot.meta.last_log_id;
+        Ok(())
     }
 }
 
@@ -451,6 +464,76 @@ mod tests {
         assert!(
             ran,
             "another task could not run while apply waited for the snapshot"
+        );
+    }
+
+    /// openraft builds a snapshot in a task of its own while the state machine installs one
+    /// received from the leader. A build that captured the state before the install must
+    /// not write its older snapshot over the installed one: a restart would then find the
+    /// old state beside a log purged past it.
+    #[test]
+    fn a_build_captured_before_an_install_does_not_overwrite_its_snapshot() {
+        let dir = test_helper::TempDir::new("build-beside-install");
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        let gate = Gate {
+            started: Mutex::new(started_tx),
+            release: Mutex::new(release_rx),
+        };
+        let store = StateMachineStore::open(share(gate), Some(dir.path().to_path_buf()))
+            .expect("store opens");
+        let installed = LogId::new(CommittedLeaderId::new(3, 1), 500);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime builds");
+        runtime.block_on(async {
+            let mut builder = store.clone();
+            let building = tokio::spawn(async move { builder.build_snapshot().await });
+            tokio::task::spawn_blocking(move || started_rx.recv())
+                .await
+                .expect("waiting task")
+                .expect("the build starts");
+            let mut installer = store.clone();
+            let installing = tokio::spawn(async move {
+                let meta = SnapshotMeta {
+                    last_log_id: Some(installed),
+                    last_membership: StoredMembership::default(),
+                    snapshot_id: "from-the-leader".to_string(),
+                };
+                installer
+                    .install_snapshot(&meta, Box::new(Cursor::new(b"new".to_vec())))
+                    .await
+            });
+            // The install writes its file first, then waits for the state the build holds.
+            let file = dir.join(SNAPSHOT_FILE);
+            test_helper::wait_for(
+                "the installed snapshot's file",
+                Duration::from_secs(10),
+                || {
+                    let file = file.clone();
+                    async move {
+                        super::read_snapshot(&file)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|s| s.meta.last_log_id == Some(installed))
+                    }
+                },
+            )
+            .await;
+            release_tx.send(()).expect("the build waits");
+            building.await.expect("build task").expect("built");
+            installing.await.expect("install task").expect("installed");
+        });
+        drop(store);
+        let reopened = StateMachineStore::open(share(Nothing), Some(dir.path().to_path_buf()))
+            .expect("store reopens");
+        let applied = runtime.block_on(reopened.applied.lock()).last_applied;
+        assert_eq!(
+            applied,
+            Some(installed),
+            "the file holds the newest snapshot"
         );
     }
 
