@@ -107,8 +107,12 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
                 let path = dir.join(LOG_FILE);
                 // A log of another format version is refused before it is read.
                 format::check_log(&path)?;
-                let log = SqliteLogStore::open_locked(&path, lock.clone())
-                    .map_err(|e| RaftError::storage(path.display().to_string(), e))?;
+                let log = SqliteLogStore::open_locked(
+                    &path,
+                    lock.clone(),
+                    state_machine.snapshot_on_disk(),
+                )
+                .map_err(|e| RaftError::storage(path.display().to_string(), e))?;
                 Raft::new(id, raft_config, network, log, state_machine).await
             }
         }

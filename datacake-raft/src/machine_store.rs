@@ -67,7 +67,24 @@ pub(crate) struct StateMachineStore {
     /// The last log id of the snapshot in the file, held while the file is written: a build
     /// and an install (openraft runs them apart) write one at a time, and a build captured
     /// before an install finished never replaces the newer file with its older state.
-    persisted: Arc<parking_lot::Mutex<Option<LogId>>>,
+    persisted: SnapshotOnDisk,
+}
+
+/// The last log id of the snapshot in the state machine's file (shared with the durable log,
+/// which deletes purged rows only as far as it reaches).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SnapshotOnDisk(Arc<parking_lot::Mutex<Option<LogId>>>);
+
+impl SnapshotOnDisk {
+    /// What the file covers now.
+    pub(crate) fn covered(&self) -> Option<LogId> {
+        *self.0.lock()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set(&self, covered: Option<LogId>) {
+        *self.0.lock() = covered;
+    }
 }
 
 impl StateMachineStore {
@@ -89,7 +106,7 @@ impl StateMachineStore {
         Ok(Self {
             machine,
             applied: Arc::new(tokio::sync::Mutex::new(applied)),
-            persisted: Arc::new(parking_lot::Mutex::new(persisted)),
+            persisted: SnapshotOnDisk(Arc::new(parking_lot::Mutex::new(persisted))),
             dir,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             size_limit: u64::MAX,
@@ -112,6 +129,11 @@ impl StateMachineStore {
             },
         )
         .await
+    }
+
+    /// The snapshot the file holds, kept up to date as snapshots are written.
+    pub(crate) fn snapshot_on_disk(&self) -> SnapshotOnDisk {
+        self.persisted.clone()
     }
 
     /// Warn when a built snapshot is larger than `limit` bytes (what peers accept).
@@ -168,7 +190,7 @@ impl StateMachineStore {
     /// Writes `snapshot` to the file unless the file already holds a newer one.
     fn persist(&self, snapshot: &StoredSnapshot) -> StorageResult<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
-        let mut persisted = self.persisted.lock();
+        let mut persisted = self.persisted.0.lock();
         if *persisted > snapshot.meta.last_log_id {
             return Ok(());
         }

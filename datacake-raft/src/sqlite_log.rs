@@ -46,6 +46,7 @@ use serde::Serialize;
 use crate::codec;
 use crate::dir_lock::DirLock;
 use crate::log_writer::{Done, Group, Op, Writer, DEFER};
+use crate::machine_store::SnapshotOnDisk;
 use crate::types::{Entry, LogId, StorageError, StorageResult, TypeConfig, Vote};
 
 const KEY_VOTE: &str = "vote";
@@ -102,6 +103,9 @@ struct Logical {
     floor: u64,
     last_log_id: Option<LogId>,
     last_purged: Option<LogId>,
+    /// The purge queued for the disk so far; below `last_purged` while the snapshot that
+    /// covers the rest is not on disk yet (see [`SqliteLogStore::queue_purge`]).
+    durable_purged: Option<LogId>,
     vote: Option<Vote>,
     committed: Option<LogId>,
     /// Ops handed to the writer so far.
@@ -133,6 +137,9 @@ struct Counters {
 struct Shared {
     state: Arc<Mutex<Logical>>,
     writer: Writer,
+    /// The snapshot on disk beside this log: rows are deleted only up to what it covers.
+    /// (`None`: no such bound, for tests of the log alone.)
+    snapshot: Option<SnapshotOnDisk>,
     /// Reads the rows below the tail's floor.
     reader: Mutex<Connection>,
     #[cfg(test)]
@@ -208,18 +215,35 @@ impl SqliteLogStore {
 
     /// [`open`](Self::open) for a node: the writer thread keeps the durable directory's
     /// `lock` until it has committed its last group (see [`DirLock`]).
-    pub(crate) fn open_locked(path: &Path, lock: DirLock) -> StorageResult<Self> {
-        Self::open_with(path, DEFER, Some(lock))
+    /// Rows are deleted by a purge only once `snapshot` (the state machine's file) covers
+    /// them.
+    pub(crate) fn open_locked(
+        path: &Path,
+        lock: DirLock,
+        snapshot: SnapshotOnDisk,
+    ) -> StorageResult<Self> {
+        Self::open_with(path, DEFER, Some(lock), Some(snapshot))
+    }
+
+    /// [`open`](Self::open), deleting purged rows only once `snapshot` covers them.
+    #[cfg(test)]
+    pub(crate) fn open_bounded(path: &Path, snapshot: SnapshotOnDisk) -> StorageResult<Self> {
+        Self::open_with(path, DEFER, None, Some(snapshot))
     }
 
     /// [`open`](Self::open), with a committed id waiting up to `defer` for company (see
     /// [`Op::Deferred`]).
     #[cfg(test)]
     pub(crate) fn open_deferring(path: &Path, defer: Duration) -> StorageResult<Self> {
-        Self::open_with(path, defer, None)
+        Self::open_with(path, defer, None, None)
     }
 
-    fn open_with(path: &Path, defer: Duration, lock: Option<DirLock>) -> StorageResult<Self> {
+    fn open_with(
+        path: &Path,
+        defer: Duration,
+        lock: Option<DirLock>,
+        snapshot: Option<SnapshotOnDisk>,
+    ) -> StorageResult<Self> {
         let conn = open_connection(path).map_err(read_err)?;
         let reader = open_connection(path).map_err(read_err)?;
         let last_purged: Option<LogId> = read_meta(&reader, KEY_PURGED)?;
@@ -229,6 +253,7 @@ impl SqliteLogStore {
             floor: last_log_id.map_or(0, |id| id.index + 1),
             last_log_id,
             last_purged,
+            durable_purged: last_purged,
             vote: read_meta(&reader, KEY_VOTE)?,
             committed: read_meta::<Option<LogId>>(&reader, KEY_COMMITTED)?.flatten(),
             ..Logical::default()
@@ -249,6 +274,7 @@ impl SqliteLogStore {
             shared: Arc::new(Shared {
                 state,
                 writer,
+                snapshot,
                 reader: Mutex::new(reader),
                 #[cfg(test)]
                 counters,
@@ -292,6 +318,7 @@ impl SqliteLogStore {
             .collect::<StorageResult<Vec<_>>>()?;
         let mut state = self.shared.state.lock();
         state.check()?;
+        self.queue_purge(&mut state)?;
         if let Some(first) = entries.first().map(|e| e.log_id.index) {
             if first < state.floor {
                 // Never done by openraft (it appends after its last entry, truncating
@@ -311,6 +338,41 @@ impl SqliteLogStore {
             state.last_log_id = Some(last.log_id);
         }
         self.queue(&mut state, Op::Append { rows }, Box::new(flushed))
+    }
+
+    /// Queues the deletion of the purged rows, as far as the snapshot on disk covers them.
+    ///
+    /// openraft purges a follower's log right after it hands a received snapshot to the
+    /// state machine, without waiting for the snapshot file to be written: a purge that
+    /// reached the disk first would leave, after a crash, a log starting past an older
+    /// snapshot (a hole no restart can fill). So the rows stay until the file covers them;
+    /// the rest of the purge is queued by a later call (every append tries), and a restart
+    /// finding the snapshot ahead of the log has openraft purge up to it.
+    fn queue_purge(&self, state: &mut Logical) -> StorageResult<()> {
+        let Some(wanted) = state.last_purged else {
+            return Ok(());
+        };
+        if state.durable_purged >= Some(wanted) {
+            return Ok(());
+        }
+        let upto = match self.shared.snapshot.as_ref().map(SnapshotOnDisk::covered) {
+            None => wanted,
+            Some(Some(covered)) if covered.index >= wanted.index => wanted,
+            Some(Some(covered)) if Some(covered) > state.durable_purged => covered,
+            Some(_) => return Ok(()),
+        };
+        let value = encode(&upto)?;
+        self.queue(
+            state,
+            Op::Purge {
+                upto: sql_index(upto.index),
+                key: KEY_PURGED,
+                value,
+            },
+            nothing(),
+        )?;
+        state.durable_purged = Some(upto);
+        Ok(())
     }
 
     /// Queues a metadata write; `done` runs once it is durable.
@@ -520,8 +582,10 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
             Some((_, last)) => Some(last.log_id),
             None if was_last.is_none_or(|id| id.index < since) => was_last,
             // Everything left is below the floor, where the durable rows are the log.
+            // (Rows at or below the purge, kept until the snapshot covers them, are not.)
             None => read_last_below(&self.shared.reader.lock(), since)?
                 .map(|e| e.log_id)
+                .filter(|id| Some(*id) > state.last_purged)
                 .or(state.last_purged),
         };
         self.queue(
@@ -534,7 +598,6 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> StorageResult<()> {
-        let value = encode(&log_id)?;
         let mut state = self.shared.state.lock();
         state.check()?;
         state.tail = state.tail.split_off(&(log_id.index + 1));
@@ -542,14 +605,6 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
         if state.last_log_id.is_none_or(|id| id.index < log_id.index) {
             state.last_log_id = Some(log_id);
         }
-        self.queue(
-            &mut state,
-            Op::Purge {
-                upto: sql_index(log_id.index),
-                key: KEY_PURGED,
-                value,
-            },
-            nothing(),
-        )
+        self.queue_purge(&mut state)
     }
 }

@@ -11,6 +11,7 @@ use openraft::storage::RaftLogStorage;
 use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader};
 use rusqlite::Connection;
 
+use crate::machine_store::SnapshotOnDisk;
 use crate::sqlite_log::SqliteLogStore;
 use crate::types::{Entry, LogId, Vote};
 use test_helper::TempDir;
@@ -72,6 +73,70 @@ async fn indexes(store: &mut SqliteLogStore, range: std::ops::Range<u64>) -> Vec
         .iter()
         .map(|e| (e.log_id.leader_id.term, e.log_id.index))
         .collect()
+}
+
+/// The indexes of the rows on disk (read through a connection of its own).
+fn rows_on_disk(path: &Path) -> Vec<u64> {
+    let conn = Connection::open(path).expect("second connection");
+    let mut stmt = conn
+        .prepare("SELECT idx FROM raft_log ORDER BY idx")
+        .expect("query");
+    stmt.query_map([], |row| row.get::<_, i64>(0))
+        .expect("rows")
+        .map(|idx| idx.expect("idx") as u64)
+        .collect()
+}
+
+/// Appends `indexes` and waits until they are durable.
+fn append_flushed(store: &SqliteLogStore, indexes: std::ops::RangeInclusive<u64>) {
+    let (flushed, flushes) = mpsc::channel();
+    let n = indexes.clone().count();
+    for index in indexes {
+        let flushed = flushed.clone();
+        store
+            .append_with([entry(1, index)], move |outcome| {
+                let _ = flushed.send(outcome.is_ok());
+            })
+            .expect("append");
+    }
+    assert!(recv_n(&flushes, n).into_iter().all(|ok| ok), "flushed");
+}
+
+/// openraft purges a follower's log as soon as it hands a received snapshot to the state
+/// machine, before the snapshot file is written. The rows must stay on disk until the file
+/// covers them: a crash in between would otherwise leave a log that starts past the
+/// snapshot on disk.
+#[tokio::test]
+async fn purged_rows_stay_on_disk_until_the_snapshot_file_covers_them() {
+    let dir = TempDir::new("purge-bound");
+    let snapshot = SnapshotOnDisk::default();
+    let mut store = SqliteLogStore::open_bounded(&db(&dir), snapshot.clone()).expect("open");
+    append_flushed(&store, 1..=10);
+    store.purge(log_id(1, 6)).await.expect("purge");
+    // Purged for openraft at once...
+    let state = store.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 6)));
+    assert_eq!(indexes(&mut store, 7..11).await.len(), 4);
+    // ...but no snapshot is on disk yet: every row stays (an append after it is durable,
+    // so anything queued before it is too).
+    append_flushed(&store, 11..=11);
+    assert_eq!(rows_on_disk(&db(&dir)), (1..=11).collect::<Vec<_>>());
+
+    // The file covers up to 4: rows up to 4 go with the next append.
+    snapshot.set(Some(log_id(1, 4)));
+    append_flushed(&store, 12..=12);
+    assert_eq!(rows_on_disk(&db(&dir)), (5..=12).collect::<Vec<_>>());
+    // It covers the purge: the rest goes.
+    snapshot.set(Some(log_id(1, 8)));
+    append_flushed(&store, 13..=13);
+    assert_eq!(rows_on_disk(&db(&dir)), (7..=13).collect::<Vec<_>>());
+    drop(store);
+
+    // A reopened log starts after the purge that reached the disk.
+    let mut reopened = SqliteLogStore::open(&db(&dir)).expect("reopen");
+    let state = reopened.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 6)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 13)));
 }
 
 /// Appends queued while the writer cannot commit are readable at once, share one commit
