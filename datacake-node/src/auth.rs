@@ -7,9 +7,13 @@
 //! - A member's address is believed only once the member itself has proven it: a gossip
 //!   packet signed by X's certificate and sent from X's address. Until then, what other
 //!   members relay about X at some address stays out of the membership view, so nobody but
-//!   X can register X at a new address. A node id may hold a few proven addresses at once
-//!   (an earlier incarnation that comes back after its id was started elsewhere, say): the
-//!   membership view then decides between them as it does on plaintext.
+//!   X can register X at a new address. X is listed at the address it gossips under (its
+//!   chitchat identity, the one proven) and at no other: should a member relay a newer
+//!   `datacake.public_addr` for X naming another address, the view leaves X out rather
+//!   than list it there (with a warning naming X and the address). A node id may hold a
+//!   few proven addresses at once (an earlier incarnation that comes back after its id was
+//!   started elsewhere, say): the membership view then decides between them as it does on
+//!   plaintext.
 //!
 //! Without TLS nothing can be proven, and everything is believed: a plaintext node trusts
 //! its network (see the README's Security section).

@@ -374,6 +374,21 @@ fn set_validity(
 }
 
 #[cfg(test)]
+impl ClusterCa {
+    /// Mutual TLS for node `node_id` of this CA's cluster: a fresh certificate (no host
+    /// names), trusting this CA. A fixture of the crate's TLS tests.
+    pub(crate) fn node_tls(&self, node_id: NodeId) -> datacake_rpc::TlsConfig {
+        let cert = self.issue_node(node_id, &[]).unwrap();
+        datacake_rpc::TlsConfig::mutual_from_pem(
+            self.cert_pem().as_bytes(),
+            cert.cert_pem().as_bytes(),
+            cert.key_pem().as_bytes(),
+        )
+        .unwrap()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::sync::Arc;
 

@@ -35,7 +35,9 @@ pub(crate) const KEY_JOINING: &str = "datacake.joining";
 pub struct ClusterMember {
     /// The node's id.
     pub node_id: NodeId,
-    /// The address its RPC server (and gossip) is reached at.
+    /// The address its RPC server (and gossip) is reached at: the one it gossips under,
+    /// which with TLS it has proven itself (a member relaying another address for it gets
+    /// it left out of the view, never listed there).
     pub public_addr: SocketAddr,
     /// Its data centre.
     pub data_center: Arc<str>,
@@ -86,6 +88,14 @@ impl fmt::Display for ClusterMember {
     }
 }
 
+/// Whether `gossiped`, a node's [`KEY_PUBLIC_ADDR`], is other than `addr`, the address of the
+/// node's chitchat identity. `connect` sets the two equal, so another value was relayed by a
+/// member that forged it: chitchat applies a relayed newer version of a key/value, even to
+/// the node's own state.
+pub(crate) fn is_foreign_addr(gossiped: &str, addr: SocketAddr) -> bool {
+    gossiped.parse::<SocketAddr>().ok() != Some(addr)
+}
+
 /// One gossiped node as the view sees it: chitchat's identity plus its key/values.
 #[derive(Debug, Clone)]
 pub(crate) struct GossipedNode<'a> {
@@ -93,6 +103,10 @@ pub(crate) struct GossipedNode<'a> {
     pub(crate) generation: u64,
     /// Chitchat's node id string.
     pub(crate) chitchat_node_id: &'a str,
+    /// The address of chitchat's identity of the node (`gossip_advertise_addr`): with TLS,
+    /// the one the node proved itself. Any member can relay key/values of another, this
+    /// address only the node itself gossips.
+    pub(crate) addr: SocketAddr,
     /// Looks up a gossiped key.
     pub(crate) key_values: BTreeMap<&'a str, &'a str>,
 }
@@ -107,13 +121,18 @@ impl GossipedNode<'_> {
     }
 
     /// Parses the member it describes; `None` if a required key is missing or malformed
-    /// (e.g. the node's first key/values have not arrived yet).
+    /// (e.g. the node's first key/values have not arrived yet), or if the gossiped public
+    /// address is not the one of the node's identity ([`is_foreign_addr`]).
     fn parse(&self) -> Option<ClusterMember> {
         let node_id: NodeId = self.key_values.get(KEY_NODE_ID)?.parse().ok()?;
         if self.chitchat_node_id != node_id.to_string() {
             return None;
         }
-        let public_addr: SocketAddr = self.key_values.get(KEY_PUBLIC_ADDR)?.parse().ok()?;
+        let gossiped_addr = self.key_values.get(KEY_PUBLIC_ADDR)?;
+        if is_foreign_addr(gossiped_addr, self.addr) {
+            return None;
+        }
+        let public_addr = self.addr;
         let data_center: Arc<str> = Arc::from(*self.key_values.get(KEY_DATA_CENTER)?);
         let tags: BTreeMap<String, String> = self
             .key_values
@@ -168,9 +187,12 @@ impl MembershipView {
     /// Builds the view from chitchat's live and dead nodes.
     ///
     /// Rules: a node that announced its leave is never a member; a node whose key/values do
-    /// not parse is ignored; when two live nodes claim one node id, the one of higher
-    /// [`ViewEntry::rank`] is the member: a node still joining never displaces one that has
-    /// joined, and otherwise the newest generation (the latest start) wins.
+    /// not parse is ignored, and so is one whose gossiped public address is not the address
+    /// of its chitchat identity (any member can relay a newer version of another's
+    /// key/values, but only the node gossips under its identity, and with TLS proves that
+    /// address: a member is listed at no other); when two live nodes claim one node id, the
+    /// one of higher [`ViewEntry::rank`] is the member: a node still joining never displaces
+    /// one that has joined, and otherwise the newest generation (the latest start) wins.
     pub(crate) fn build<'a>(
         live: impl IntoIterator<Item = GossipedNode<'a>>,
         dead: impl IntoIterator<Item = GossipedNode<'a>>,
@@ -387,6 +409,7 @@ mod tests {
     struct Node {
         generation: u64,
         id: String,
+        addr: SocketAddr,
         kvs: Vec<(String, String)>,
     }
 
@@ -395,6 +418,7 @@ mod tests {
         Node {
             generation,
             id: id.to_string(),
+            addr: member.public_addr,
             kvs: member.to_key_values(),
         }
     }
@@ -410,6 +434,7 @@ mod tests {
             .map(|n| GossipedNode {
                 generation: n.generation,
                 chitchat_node_id: &n.id,
+                addr: n.addr,
                 key_values: n
                     .kvs
                     .iter()
@@ -532,6 +557,25 @@ mod tests {
     }
 
     #[test]
+    fn a_relayed_address_other_than_the_nodes_own_is_no_member() {
+        // Node 2 gossips under 127.0.0.1:2; a member relayed a newer `datacake.public_addr`
+        // naming node 3's address.
+        let mut forged = node(2, 2, "a", 1);
+        for (k, v) in &mut forged.kvs {
+            if k == KEY_PUBLIC_ADDR {
+                *v = "127.0.0.1:3".to_string();
+            }
+        }
+        let live = [node(1, 1, "a", 1), forged, node(3, 3, "a", 1)];
+        let view = MembershipView::build(gossiped(&live), []);
+        assert_eq!(view.members.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        assert!(view
+            .live
+            .iter()
+            .all(|m| m.public_addr.port() == m.node_id as u16));
+    }
+
+    #[test]
     fn heartbeat_tracker_needs_progress_within_the_window() {
         let mut t = HeartbeatTracker::default();
         let t0 = Instant::now();
@@ -566,6 +610,7 @@ mod tests {
         let n = Node {
             generation: 1,
             id: "9".into(),
+            addr: member.public_addr,
             kvs: member.to_key_values(),
         };
         let view = MembershipView::build(gossiped(&[n]), []);

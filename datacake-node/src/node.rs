@@ -21,13 +21,11 @@ use crate::discovery::DiscoveryTarget;
 use crate::extension::ClusterExtension;
 use crate::handle::{DatacakeHandle, NodeShared};
 use crate::join::JoinSnapshot;
-use crate::membership::{
-    ClusterMember, HeartbeatTracker, MembershipView, KEY_JOINING, KEY_LEAVING,
-};
+use crate::membership::{ClusterMember, MembershipView, KEY_JOINING, KEY_LEAVING};
 use crate::network::RpcNetwork;
 use crate::selector::NodeSelector;
 use crate::transport::GossipShared;
-use crate::view::{build_view, run_membership};
+use crate::view::{build_view, run_membership, ViewMemory};
 
 /// A running cluster node: gossip membership, a clock, node selection, an RPC server and the
 /// extensions attached to it.
@@ -75,13 +73,13 @@ impl DatacakeNode {
     /// Assembles the node and starts its membership task.
     pub(crate) async fn start(parts: NodeParts) -> Self {
         let (shutdown, _) = watch::channel(false);
-        let mut tracker = HeartbeatTracker::default();
+        let mut memory = ViewMemory::default();
         let initial = {
             let chitchat = parts.chitchat.chitchat();
             let guard = chitchat.lock().await;
             build_view(
                 &guard,
-                &mut tracker,
+                &mut memory,
                 parts.timings.min_failure_timeout(),
                 &parts.auth,
             )
@@ -92,7 +90,7 @@ impl DatacakeNode {
         parts.gossip.know_members(view.clone());
         let membership_task = tokio::spawn(run_membership(
             parts.chitchat.chitchat(),
-            tracker,
+            memory,
             parts.timings.clone(),
             view_tx,
             shutdown.subscribe(),
@@ -162,6 +160,22 @@ impl DatacakeNode {
         };
         let guard = chitchat.lock().await;
         JoinSnapshot::of(&guard)
+    }
+
+    /// Runs `f` on this node's chitchat; `None` once the node shut down. For tests that
+    /// forge what gossip would bring.
+    #[cfg(all(test, feature = "certs"))]
+    pub(crate) async fn with_chitchat<T>(
+        &self,
+        f: impl FnOnce(&mut chitchat::Chitchat) -> T,
+    ) -> Option<T> {
+        let chitchat = self
+            .chitchat
+            .lock()
+            .as_ref()
+            .map(ChitchatHandle::chitchat)?;
+        let mut guard = chitchat.lock().await;
+        Some(f(&mut guard))
     }
 
     /// Ends the join: deletes the joining marker, so the node counts as a full member (see

@@ -1030,20 +1030,11 @@ mod tests {
 /// A member's certificate speaks for that member only.
 #[cfg(all(test, feature = "certs"))]
 mod tls_tests {
-    use datacake_rpc::{Channel, ErrorCode, TlsConfig};
+    use datacake_rpc::{Channel, ErrorCode};
 
     use super::*;
-    use crate::certs::{ClusterCa, NodeCertificate};
+    use crate::certs::ClusterCa;
     use crate::{ConnectionConfig, DatacakeNodeBuilder};
-
-    fn tls(ca: &ClusterCa, cert: &NodeCertificate) -> TlsConfig {
-        TlsConfig::mutual_from_pem(
-            ca.cert_pem().as_bytes(),
-            cert.cert_pem().as_bytes(),
-            cert.key_pem().as_bytes(),
-        )
-        .unwrap()
-    }
 
     #[tokio::test]
     async fn gossip_claiming_another_node_is_refused() {
@@ -1052,13 +1043,13 @@ mod tls_tests {
         let node =
             DatacakeNodeBuilder::new(1, ConnectionConfig::new(local, local, Vec::<String>::new()))
                 .with_cluster_id("c")
-                .with_tls(tls(&ca, &ca.issue_node(1, &[]).unwrap()))
+                .with_tls(ca.node_tls(1))
                 .connect()
                 .await
                 .unwrap();
         // Node 7's certificate, used by a member gone rogue.
         let channel = Channel::builder()
-            .tls(tls(&ca, &ca.issue_node(7, &[]).unwrap()))
+            .tls(ca.node_tls(7))
             .connect(node.me().public_addr);
         let client = RpcClient::<GossipService>::new(channel);
         let (mut encoder, _) = super::codec_fixtures::codec().await;
@@ -1095,7 +1086,7 @@ mod tls_tests {
                 ConnectionConfig::new(local, local, Vec::<String>::new()),
             )
             .with_cluster_id("c")
-            .with_tls(tls(&ca, &ca.issue_node(id, &[]).unwrap()))
+            .with_tls(ca.node_tls(id))
             .connect()
         };
         let (one, two) = (start(1).await.unwrap(), start(2).await.unwrap());

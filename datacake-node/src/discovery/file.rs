@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::StreamExt;
 use parking_lot::Mutex;
+use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::dns::{DnsResolver, SystemResolver};
@@ -99,6 +100,9 @@ struct FileStamp {
     len: u64,
 }
 
+/// A read of the file on a blocking thread.
+type PendingRead = JoinHandle<Result<Vec<SeedEntry>, DiscoveryError>>;
+
 /// The file as last read.
 #[derive(Debug)]
 struct Cached {
@@ -129,6 +133,13 @@ struct Cached {
 /// Replace the file atomically (write a temporary file, then rename it over) so that a poll
 /// never reads half of it.
 ///
+/// The file is read on one of tokio's blocking threads, and at most one read per source runs
+/// at a time. A read that hangs (a FIFO nobody writes to, a hard NFS mount whose server is
+/// gone) holds that one thread until it returns: the polls meanwhile wait for it and time
+/// out (the discovery timeout), keeping the last good set, instead of each parking another
+/// thread until tokio's blocking pool, shared by the whole process, is used up. A poll
+/// waiting when the read returns gets its answer.
+///
 /// ```
 /// use datacake_node::{ConnectionConfig, DatacakeNodeBuilder, FileDiscovery};
 ///
@@ -141,6 +152,9 @@ pub struct FileDiscovery {
     name: String,
     resolver: Arc<dyn DnsResolver>,
     cached: Arc<Mutex<Option<Cached>>>,
+    /// The read running on a blocking thread, if any: a poll that times out leaves it here
+    /// for the next poll to wait for.
+    reading: tokio::sync::Mutex<Option<PendingRead>>,
 }
 
 impl fmt::Debug for FileDiscovery {
@@ -175,19 +189,32 @@ impl FileDiscovery {
             path,
             resolver: Arc::new(resolver),
             cached: Arc::new(Mutex::new(None)),
+            reading: tokio::sync::Mutex::new(None),
         }
     }
 
     /// Reads and parses the file if it changed; returns its entries.
+    ///
+    /// std::fs runs on a blocking thread (tokio's `fs` does the same), which no timeout can
+    /// stop: at most one read runs at a time. A caller that arrives while one runs (the
+    /// previous poll timed out and dropped its wait) waits for that read instead of starting
+    /// another; one that finished unawaited is dropped, its answer being old, and the file
+    /// read again (from the cache unless it changed).
     async fn entries(&self) -> Result<Vec<SeedEntry>, DiscoveryError> {
-        let path = self.path.clone();
-        let cached = self.cached.clone();
-        let name = self.name.clone();
-        // std::fs on a blocking thread: tokio's `fs` does the same.
-        let read = tokio::task::spawn_blocking(move || refresh(&path, &name, &cached))
-            .await
-            .map_err(|join| DiscoveryError::Other(Box::new(join)))?;
-        read
+        let mut reading = self.reading.lock().await;
+        if reading.as_ref().is_some_and(JoinHandle::is_finished) {
+            *reading = None;
+        }
+        let read = reading.get_or_insert_with(|| {
+            let path = self.path.clone();
+            let cached = self.cached.clone();
+            let name = self.name.clone();
+            tokio::task::spawn_blocking(move || refresh(&path, &name, &cached))
+        });
+        // Cancelled here (a timeout), the read stays in `reading` for the next caller.
+        let result = read.await;
+        *reading = None;
+        result.map_err(|join| DiscoveryError::Other(Box::new(join)))?
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datacake_node::{
-    ConnectionConfig, DatacakeNode, DatacakeNodeBuilder, DiscoveryError, DnsDiscovery, DnsResolver,
-    FileDiscovery, NodeError, NodeId, StaticDiscovery,
+    ConnectionConfig, DatacakeNode, DatacakeNodeBuilder, Discovery, DiscoveryError, DnsDiscovery,
+    DnsResolver, FileDiscovery, NodeError, NodeId, StaticDiscovery,
 };
 use parking_lot::Mutex;
 
@@ -196,6 +196,77 @@ async fn a_node_at_a_new_address_is_found_through_the_file() {
     for node in [n3, n2, n1] {
         node.shutdown().await;
     }
+}
+
+/// Lets a reader blocked on the FIFO at `path` go: opens it for writing (read and write,
+/// which on Linux never blocks, even with no reader), writes `text` and closes it.
+fn release_fifo(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("the FIFO opens");
+    fifo.write_all(text.as_bytes())
+        .expect("the FIFO takes a line");
+}
+
+/// A seed file whose read hangs (a FIFO nobody writes to here; a hard NFS mount in
+/// production) holds one blocking thread however often it is polled: a poll while that read
+/// runs waits for it (and times out, as the poller's timeout drops it) instead of starting
+/// another, so tokio's blocking pool is never drained. Before, each poll parked one more
+/// thread; after 512 polls no `spawn_blocking` of the process ran any more.
+#[test]
+fn a_hung_seed_file_holds_one_blocking_thread() {
+    let dir = test_helper::TempDir::new("discovery-fifo");
+    let path = dir.join("peers");
+    let mkfifo = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(mkfifo.success(), "mkfifo failed: {mkfifo}");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let source = FileDiscovery::new(&path);
+    // Nothing in here panics: a panic would drop the runtime, which waits for its blocking
+    // threads, stuck on the FIFO. The checks follow once the FIFO is released.
+    let (timed_out, probe, waiting_early, answer) = runtime.block_on(async {
+        let poll = || tokio::time::timeout(Duration::from_millis(20), source.discover());
+        let mut timed_out = 0;
+        for _ in 0..5 {
+            if poll().await.is_err() {
+                timed_out += 1;
+            }
+        }
+        // One blocking thread is stuck on the FIFO at most: the other runs this.
+        let probe = tokio::time::timeout(CONVERGE, tokio::task::spawn_blocking(|| ())).await;
+        // A poll waiting for the read when the FIFO is written gets what was written.
+        let mut waiting = std::pin::pin!(source.discover());
+        let waiting_early = tokio::time::timeout(Duration::from_millis(20), waiting.as_mut()).await;
+        release_fifo(&path, "127.0.0.1:7000\n");
+        let answer = tokio::time::timeout(CONVERGE, waiting).await;
+        (timed_out, probe, waiting_early.is_err(), answer)
+    });
+    // Reads queued behind stuck ones (before the fix) would block on the FIFO again.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+
+    assert_eq!(
+        timed_out, 5,
+        "nobody wrote to the FIFO: every poll times out"
+    );
+    assert!(
+        matches!(probe, Ok(Ok(()))),
+        "spawn_blocking starved: the polls hold every blocking thread ({probe:?})"
+    );
+    assert!(waiting_early, "the FIFO was not written yet");
+    let answer = answer
+        .expect("the waiting poll got the read's answer")
+        .expect("the read succeeded");
+    assert_eq!(answer, vec![addr("127.0.0.1:7000")]);
 }
 
 #[tokio::test]
