@@ -117,8 +117,10 @@
 //! - One store per node (the RPC service has a fixed name).
 //! - A purge watermark refuses, below it, writes of every id the keyspace does not hold, not
 //!   only of the purged ones. A node raises it only after pulling from every member past it,
-//!   so this refuses only writes no member held then: stale ones, or those of a member that
-//!   was down past the grace (which it then forgets, as above).
+//!   so this refuses only writes no member held then: stale ones, those of a member that
+//!   was down past the grace (which it then forgets, as above), and new writes of a node
+//!   whose clock lags the cluster's purges (one that joined with a slow clock). A peer that
+//!   refuses a put so says so in its reply, and the write does not count it for its level.
 //! - A graceful leave ([`DatacakeNode::shutdown`](datacake_node::DatacakeNode::shutdown)
 //!   with the store still up) first has every live peer pull from the leaving node once,
 //!   within the node's leave timeout. A member down past the grace, removed, or cut off from

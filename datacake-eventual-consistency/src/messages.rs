@@ -42,6 +42,10 @@ pub(crate) enum Refusal {
     ClockSkew,
     /// Its keyspace name is invalid or the receiver holds its maximum number of keyspaces.
     Keyspace,
+    /// A put of an id the receiver holds nothing for, stamped at or below the receiver's
+    /// purge watermark: a writer whose clock lags the cluster's purges (a node that joined
+    /// with a slow clock) cannot store it there.
+    Purged,
 }
 
 /// One refused mutation: its position in the batch (counting through the keyspaces in
@@ -53,7 +57,7 @@ pub(crate) struct Refused {
 }
 
 /// The reply to a replication batch: the receiver's clock and the mutations it refused
-/// (every other mutation is applied, or older than what the receiver holds).
+/// (every other mutation is applied, or older than what the receiver holds for its id).
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) struct ReplicateAck {
     pub(crate) clock: HLCTimestamp,

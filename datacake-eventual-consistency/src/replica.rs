@@ -485,6 +485,23 @@ impl<S: Storage> Replica<S> {
         });
     }
 
+    /// Of `puts` (a position, an id, a stamp), the positions of those `keyspace` refuses as
+    /// purged: ids it holds nothing for, stamped at or below its purge watermark.
+    pub(crate) fn purged_of(&self, keyspace: &str, puts: &[(u32, Key, HLCTimestamp)]) -> Vec<u32> {
+        let Some(slot) = self.slot(keyspace) else {
+            return Vec::new();
+        };
+        slot.with_state(|s| {
+            let Some(watermark) = s.purge_watermark() else {
+                return Vec::new();
+            };
+            puts.iter()
+                .filter(|(_, key, ts)| *ts <= watermark && s.get(*key).is_none())
+                .map(|(at, _, _)| *at)
+                .collect()
+        })
+    }
+
     /// A snapshot of every keyspace's slot, so callers do not hold the map's lock while they
     /// work on the keyspaces.
     pub(crate) fn slots(&self) -> Vec<(String, Arc<KeyspaceSlot>)> {

@@ -438,6 +438,10 @@ impl<S: Storage> Sender<S> {
                 let status = Status::invalid_payload(match reason {
                     Refusal::ClockSkew => "refused: stamped beyond the clock drift bound",
                     Refusal::Keyspace => "refused: invalid keyspace or too many keyspaces",
+                    Refusal::Purged => {
+                        "refused: stamped at or below the peer's purge watermark (this node's \
+                         clock lags the cluster's)"
+                    }
                 });
                 ack.fail(node_id, addr, &status);
                 continue;

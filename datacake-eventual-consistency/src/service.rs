@@ -22,7 +22,7 @@ use crate::messages::{
 };
 use crate::read::{dedup, read_versions};
 use crate::replica::{Change, Counters};
-use crate::storage::Storage;
+use crate::storage::{Key, Storage};
 use crate::watermark;
 
 /// The name the service is registered under.
@@ -105,6 +105,7 @@ impl<S: Storage> Handler<ReplicateBatch> for StoreService<S> {
                 continue;
             }
             let mut changes = Vec::with_capacity(group.mutations.len());
+            let mut positions = Vec::with_capacity(group.mutations.len());
             for (i, mutation) in group.mutations.into_iter().enumerate() {
                 if mutation.timestamp.millis() > ceiling {
                     skewed += 1;
@@ -115,11 +116,30 @@ impl<S: Storage> Handler<ReplicateBatch> for StoreService<S> {
                     continue;
                 }
                 changes.push(Change::from(mutation));
+                positions.push(first + i as u32);
             }
             let newest = changes.iter().map(|c| c.mutation.timestamp()).max();
+            let puts: Vec<(u32, Key, HLCTimestamp)> = changes
+                .iter()
+                .zip(&positions)
+                .filter(|(c, _)| c.data.is_some())
+                .map(|(c, at)| (*at, c.mutation.key(), c.mutation.timestamp()))
+                .collect();
             match self.store.replica.apply(&group.keyspace, changes).await {
                 Ok(applied) => {
-                    Counters::add(&self.store.replica.counters.replicated, applied.len())
+                    Counters::add(&self.store.replica.counters.replicated, applied.len());
+                    // A put the purge watermark dropped is not stored: the writer must not
+                    // count this node as holding it.
+                    refused.extend(
+                        self.store
+                            .replica
+                            .purged_of(&group.keyspace, &puts)
+                            .into_iter()
+                            .map(|index| Refused {
+                                index,
+                                reason: Refusal::Purged,
+                            }),
+                    );
                 }
                 Err(error) => {
                     let error = datacake_rpc::error_chain(&error);

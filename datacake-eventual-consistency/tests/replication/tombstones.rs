@@ -317,6 +317,66 @@ async fn a_reader_does_not_serve_copies_it_knows_purged() {
     shutdown(nodes).await;
 }
 
+/// A node that joins with its clock far behind the cluster's stamps its writes below the
+/// peers' purge watermark, so the peers cannot store them. They must say so: before, they
+/// dropped such a write and acknowledged it, a Quorum write returned `Ok` with no peer
+/// holding it, and the writer forgot its own copy at its next repair round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_a_peers_purge_watermark_refuses_is_not_acknowledged() {
+    let first = start_node_full(1, Vec::new(), MemStore::new(), fast_detector, short_grace).await;
+    let seeds = vec![first.addr()];
+    let mut nodes = vec![first];
+    nodes.push(
+        start_node_full(
+            2,
+            seeds.clone(),
+            MemStore::new(),
+            fast_detector,
+            short_grace,
+        )
+        .await,
+    );
+    wait_for_membership(&nodes, 1..=2).await;
+    let h = nodes[0].handle();
+    h.put("ks", 0, "v", Consistency::All).await.unwrap();
+    h.del("ks", 0, Consistency::All).await.unwrap();
+    test_helper::wait_for("nodes 1 and 2 purge the tombstone", CONVERGE, || async {
+        let mut purged = true;
+        for node in &nodes {
+            purged &= node.storage.iter_metadata("ks").await.unwrap().is_empty();
+        }
+        purged
+    })
+    .await;
+    // 30 s behind: past the drift bound, so the peers' clocks never pull it forward.
+    let lagging =
+        |b: datacake_node::DatacakeNodeBuilder| fast_detector(b).with_clock_offset(-30_000);
+    nodes.push(start_node_full(3, seeds, MemStore::new(), lagging, short_grace).await);
+    wait_for_membership(&nodes, 1..=3).await;
+    let written = nodes[2]
+        .handle()
+        .put("ks", 500, "late", Consistency::Quorum)
+        .await;
+    let held: Vec<bool> = nodes[..2]
+        .iter()
+        .map(|n| n.storage.get_doc("ks", 500).is_some())
+        .collect();
+    match written {
+        Ok(()) => assert!(
+            held.iter().any(|h| *h),
+            "a Quorum write was acknowledged and no peer holds it"
+        ),
+        // Refused by the peers it asked (the level's error names them).
+        Err(error) => assert!(error.to_string().contains("failed"), "{error}"),
+    }
+    assert_eq!(
+        held,
+        [false, false],
+        "the peers' watermark refuses the write"
+    );
+    shutdown(nodes).await;
+}
+
 /// With the default grace (24 hours) a down member holds every purge back; removing it lets
 /// the others purge, and the removal reaches the live peers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
