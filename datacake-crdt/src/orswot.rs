@@ -41,13 +41,18 @@ pub type StateChanges = Vec<(u64, HLCTimestamp)>;
 ///   sources that delivered before the purge are always newer than the watermark, so this
 ///   only refuses writes that are stale or come from a source that was idle until after the
 ///   purge and then replays old history; such a source must start after the watermark (in
-///   Datacake, a joining node first merges the cluster's clock, so its stamps are new).
+///   Datacake, the store refuses such a write at the peer and says so, so the write fails at
+///   its consistency level instead of being acknowledged and dropped).
 /// * **Out-of-range sources** are refused with [`SetError::SourceOutOfRange`]; nothing
 ///   panics.
 ///
 /// # Merging
 ///
-/// [`merge`](Self::merge) is a join: commutative, associative and idempotent. Per key the
+/// [`merge`](Self::merge) is a join: commutative, associative and idempotent, as long as
+/// every purge keeps the contract of
+/// [`purge_deletes_before`](Self::purge_deletes_before) (a set purges only what every set it
+/// is later merged with has seen); a purge that breaks it can make the order of merges
+/// matter. The property tests check the laws on sets without purges. Per key the
 /// newer operation wins as above; an entry one side lacks is dropped when it is at or below
 /// the other side's purge watermark (the other side purged it). Observed timestamps merge per
 /// source by maximum and the purge watermarks by maximum, so source indexes must mean the same
