@@ -107,6 +107,7 @@ pub(crate) struct Limits {
     pub(crate) max_body_bytes: usize,
     pub(crate) max_key_bytes: usize,
     pub(crate) header_read_timeout_ms: u64,
+    pub(crate) stall_timeout_ms: u64,
     pub(crate) max_connections: usize,
 }
 
@@ -147,6 +148,7 @@ impl Default for Limits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_key_bytes: 256,
             header_read_timeout_ms: node::DEFAULT_HEADER_READ_TIMEOUT_MS,
+            stall_timeout_ms: node::DEFAULT_STALL_TIMEOUT_MS,
             max_connections: node::DEFAULT_MAX_CONNECTIONS,
         }
     }
@@ -166,6 +168,13 @@ impl Timings {
 
     pub(crate) fn request_timeout(&self) -> Duration {
         node::millis(self.request_timeout_ms)
+    }
+}
+
+impl Limits {
+    /// The longest a request body may stop coming.
+    pub(crate) fn stall_timeout(&self) -> Duration {
+        node::millis(self.stall_timeout_ms)
     }
 }
 
@@ -240,6 +249,7 @@ impl Settings for Config {
             ));
         }
         node::at_least_one("limits.header_read_timeout_ms", l.header_read_timeout_ms)?;
+        node::at_least_one("limits.stall_timeout_ms", l.stall_timeout_ms)?;
         node::check_max_connections("limits.max_connections", l.max_connections)?;
         Ok(())
     }
@@ -358,6 +368,7 @@ mod tests {
                 "limits.max_connections",
             ),
             (&["--shutdown-timeout-ms", "0"][..], "shutdown_timeout_ms"),
+            (&["--stall-timeout-ms", "0"][..], "limits.stall_timeout_ms"),
             (&["--cluster-addr", "0.0.0.0:7001"][..], "public_addr"),
             (&["--seed", "10.0.0.2"][..], "seeds"),
             (&["--seed", "host:port"][..], "seeds"),

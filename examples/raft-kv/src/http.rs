@@ -205,7 +205,8 @@ impl App {
         let key = self.key(raw)?;
         let params = Params::parse(query, &["if_version"])?;
         let if_version = params.if_version()?;
-        let value = read_body(request, self.limits.max_body_bytes).await?;
+        let limits = &self.limits;
+        let value = read_body(request, limits.max_body_bytes, limits.stall_timeout()).await?;
         let command = Command::Put {
             key: key.clone(),
             value: value.to_vec(),

@@ -44,6 +44,7 @@ async fn run(config: Config) -> Outcome {
     let options = ServerOptions {
         tls: None,
         header_read_timeout: millis(config.limits.header_read_timeout_ms),
+        stall_timeout: millis(config.limits.stall_timeout_ms),
         max_connections: config.limits.max_connections,
     };
     let metrics = HttpMetrics::new(metrics::PREFIX);

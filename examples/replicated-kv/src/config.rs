@@ -142,6 +142,7 @@ pub(crate) struct Config {
     pub(crate) shutdown_timeout_ms: u64,
     pub(crate) max_body_bytes: usize,
     pub(crate) header_read_timeout_ms: u64,
+    pub(crate) stall_timeout_ms: u64,
     pub(crate) max_connections: usize,
     pub(crate) repair_interval_ms: u64,
     pub(crate) sqlite_synchronous: SqliteSynchronous,
@@ -170,6 +171,7 @@ impl Default for Config {
             shutdown_timeout_ms: node::DEFAULT_SHUTDOWN_TIMEOUT_MS,
             max_body_bytes: 1 << 20,
             header_read_timeout_ms: node::DEFAULT_HEADER_READ_TIMEOUT_MS,
+            stall_timeout_ms: node::DEFAULT_STALL_TIMEOUT_MS,
             max_connections: node::DEFAULT_MAX_CONNECTIONS,
             repair_interval_ms: 1_000,
             sqlite_synchronous: SqliteSynchronous::Normal,
@@ -218,6 +220,7 @@ impl Settings for Config {
             ("shutdown_timeout_ms", self.shutdown_timeout_ms),
             ("max_body_bytes", self.max_body_bytes as u64),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("stall_timeout_ms", self.stall_timeout_ms),
             ("repair_interval_ms", self.repair_interval_ms),
         ] {
             node::at_least_one(key, value)?;
@@ -322,6 +325,7 @@ mod tests {
             ),
             (&["--max-body-bytes", "0"][..], "max_body_bytes"),
             (&["--shutdown-timeout-ms", "0"][..], "shutdown_timeout_ms"),
+            (&["--stall-timeout-ms", "0"][..], "stall_timeout_ms"),
             (&["--cluster-addr", "0.0.0.0:7001"][..], "public_addr"),
             (&["--seed", "nowhere"][..], "seeds"),
         ] {

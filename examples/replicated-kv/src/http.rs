@@ -1,6 +1,7 @@
 //! The HTTP API: the axum routes, their handlers, and JSON errors.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{RawQuery, Request, State};
 use axum::middleware::{self, Next};
@@ -40,19 +41,21 @@ pub(crate) struct App {
     handle: ReplicatedStoreHandle<SqliteStorage>,
     node: DatacakeHandle,
     max_body_bytes: usize,
+    stall_timeout: Duration,
     access: Access,
     prometheus: PrometheusHandle,
     context: ServerContext,
 }
 
 impl App {
-    /// The app over a running store on `node`, refusing bodies over `max_body_bytes` and
-    /// requests `access` does not let in; `/metrics` renders `prometheus`, `/health` reads
-    /// the `context`'s phase.
+    /// The app over a running store on `node`, refusing bodies over `max_body_bytes` or
+    /// stopping for `stall_timeout`, and requests `access` does not let in; `/metrics`
+    /// renders `prometheus`, `/health` reads the `context`'s phase.
     pub(crate) fn new(
         store: EventuallyConsistentStore<SqliteStorage>,
         node: DatacakeHandle,
         max_body_bytes: usize,
+        stall_timeout: Duration,
         access: Access,
         prometheus: PrometheusHandle,
         context: ServerContext,
@@ -62,6 +65,7 @@ impl App {
             store,
             node,
             max_body_bytes,
+            stall_timeout,
             access,
             prometheus,
             context,
@@ -206,7 +210,7 @@ async fn put_key(
     request: Request,
 ) -> Result<StatusCode, ApiError> {
     let (keyspace, key, consistency) = kv_request(&path, query.as_deref())?;
-    let value = read_body(request, app.max_body_bytes).await?;
+    let value = read_body(request, app.max_body_bytes, app.stall_timeout).await?;
     app.handle
         .put(
             keyspace,

@@ -61,6 +61,7 @@ async fn run(config: Config) -> Outcome {
     let options = ServerOptions {
         tls: prepared.https.clone(),
         header_read_timeout: millis(config.header_read_timeout_ms),
+        stall_timeout: millis(config.stall_timeout_ms),
         max_connections: config.max_connections,
     };
     let metrics = HttpMetrics::new(metrics::PREFIX);
@@ -184,6 +185,7 @@ async fn start(
         store,
         node.handle(),
         config.max_body_bytes,
+        millis(config.stall_timeout_ms),
         access,
         prepared.prometheus,
         context,

@@ -7,9 +7,10 @@
 //!   `/health` reports them), SIGTERM and SIGINT, the bounded graceful shutdown.
 //! - [`serve`]: the accept loop around an axum `Router`, HTTP/1.1 (HTTPS with a rustls
 //!   [`server_config`]), with a connection limit, a header-read timeout (also for idle
-//!   keep-alive connections and TLS handshakes), a backoff when `accept` fails (e.g. out of
-//!   file descriptors), and a graceful drain on shutdown; [`ConnectionStats`] counts what it
-//!   did, for the application's `/metrics`.
+//!   keep-alive connections and TLS handshakes), a stall timeout on writes (a client that
+//!   stops reading its answer), a backoff when `accept` fails (e.g. out of file
+//!   descriptors), and a graceful drain on shutdown; [`ConnectionStats`] counts what it did,
+//!   for the application's `/metrics`.
 //! - [`metrics`]: the Prometheus exporter and the HTTP metrics (requests, latency
 //!   histograms, errors, connections).
 //! - Routing with axum: the application gives [`lifecycle::run`] an axum `Router` and the
@@ -17,8 +18,9 @@
 //!   (percent-encoded).
 //! - [`ApiError`]: `{"error": code, "message": ...}` errors, an axum `IntoResponse`;
 //!   [`read_body`] reads a body within a byte limit (413 `body_too_large` past it, in place
-//!   of axum's plain-text body limit); [`query_param`] and [`query_pairs`] read query
-//!   strings as written, so that a bad parameter is a JSON 400.
+//!   of axum's plain-text body limit) and a stall timeout (408 `body_timeout` when the body
+//!   stops coming); [`query_param`] and [`query_pairs`] read query strings as written, so
+//!   that a bad parameter is a JSON 400.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -29,6 +31,7 @@ pub mod node_settings;
 mod routing;
 mod server;
 mod tls;
+mod write_timeout;
 
 pub use datacake_rpc::error_chain;
 pub use http::{query_pairs, query_param, read_body, ApiError, PROMETHEUS_TEXT};

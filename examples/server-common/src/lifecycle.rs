@@ -498,6 +498,7 @@ mod tests {
         let options = ServerOptions {
             tls: None,
             header_read_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(5),
             max_connections: 8,
         };
         let phase = PhaseCell::default();

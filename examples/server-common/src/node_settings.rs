@@ -22,6 +22,8 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
 /// The default `header_read_timeout_ms`: 10 s.
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// The default `stall_timeout_ms`: 10 s.
+pub const DEFAULT_STALL_TIMEOUT_MS: u64 = 10_000;
 /// The default `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// The largest `max_connections` accepted: far above any open-file limit, so it never limits
@@ -72,6 +74,10 @@ pub struct NodeArgs {
     /// idle keep-alive connection, and a TLS handshake), in milliseconds [default: 10000].
     #[arg(long, value_name = "MS")]
     pub header_read_timeout_ms: Option<u64>,
+    /// Close a connection whose request body or response stops moving (no byte read or
+    /// written) for this long, in milliseconds [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub stall_timeout_ms: Option<u64>,
     /// Most HTTP connections served at once, 1 to 1000000; one over the limit is closed at
     /// once [default: 1024].
     #[arg(long, value_name = "N")]

@@ -6,9 +6,17 @@
 //! - At most `max_connections` connections at a time; one over the limit is closed at once
 //!   (counted in [`ConnectionStats`]).
 //! - A connection must finish a request's headers (the first one, and every next one on a
-//!   keep-alive connection) within `header_read_timeout`, else it is closed: a client sending
-//!   half a request line, or an idle keep-alive connection, does not hold a slot forever. With
-//!   HTTPS the TLS handshake gets the same time.
+//!   keep-alive connection) within `header_read_timeout`, else it is closed. With HTTPS the
+//!   TLS handshake gets the same time.
+//! - A connection whose response stops moving, no byte written for `stall_timeout` (the
+//!   client reading nothing), is closed. A request body is read by its handler:
+//!   [`read_body`](crate::read_body) waits a bounded time for each next piece of it (the
+//!   servers give it `stall_timeout` too), then answers 408 and closes the connection. (A
+//!   body the handler leaves unread, and not yet all arrived, makes hyper close the
+//!   connection once the handler has answered.)
+//! - So a client that stops sending or reading (half a request line, an idle keep-alive
+//!   connection, a body that stops coming, an answer it does not read) does not hold a slot
+//!   forever, while one that keeps sending or reading, however slowly, is served.
 //! - A failing `accept` (e.g. `EMFILE`: out of file descriptors) is retried after a pause
 //!   doubling from 50 ms to 1 s, not at once, which would spin a core while the error lasts.
 
@@ -32,6 +40,8 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
 
+use crate::write_timeout::WriteTimeout;
+
 /// The first pause after a failed `accept`.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// The longest pause after failed `accept`s in a row.
@@ -45,6 +55,9 @@ pub struct ServerOptions {
     /// The time a client has to send a request's headers (and, with HTTPS, to finish the
     /// handshake).
     pub header_read_timeout: Duration,
+    /// The longest a write to the connection (a response, with HTTPS also the TLS records)
+    /// may wait, the client reading nothing, before the connection is closed.
+    pub stall_timeout: Duration,
     /// The most connections served at once.
     pub max_connections: usize,
 }
@@ -210,6 +223,7 @@ async fn serve_connection<IO, S>(
     S::Future: Send + 'static,
 {
     let service = service_fn(move |request| service.clone().oneshot(request));
+    let stream = WriteTimeout::new(stream, options.stall_timeout);
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)

@@ -42,6 +42,7 @@ async fn the_example_file_is_valid() {
     assert_eq!(config["seeds"].as_array().unwrap().len(), 3);
     assert_eq!(config["timings"]["election_timeout_min_ms"], 1500);
     assert_eq!(config["limits"]["max_body_bytes"], 64 << 10);
+    assert_eq!(config["limits"]["stall_timeout_ms"], 10_000);
     assert_eq!(config["shutdown_timeout_ms"], 10_000);
     // The old name of --print-config still works.
     let run = run_binary(&["--config", EXAMPLE, "--check-config"]).await;
@@ -61,6 +62,7 @@ async fn environment_variables_override_the_file_and_flags_override_both() {
             ("DATACAKE_SHUTDOWN_TIMEOUT_MS", "2500"),
             ("DATACAKE_TIMINGS_HEARTBEAT_INTERVAL_MS", "200"),
             ("DATACAKE_LIMITS_MAX_KEY_BYTES", "100"),
+            ("DATACAKE_LIMITS_STALL_TIMEOUT_MS", "2500"),
         ],
     )
     .await;
@@ -73,6 +75,7 @@ async fn environment_variables_override_the_file_and_flags_override_both() {
     assert_eq!(config["shutdown_timeout_ms"], 2500);
     assert_eq!(config["timings"]["heartbeat_interval_ms"], 200);
     assert_eq!(config["limits"]["max_key_bytes"], 100);
+    assert_eq!(config["limits"]["stall_timeout_ms"], 2500);
     // Not overridden: the file's.
     assert_eq!(config["bootstrap_expect"], 3);
     assert_eq!(config["timings"]["election_timeout_min_ms"], 1500);
@@ -166,6 +169,7 @@ async fn unknown_keys_and_bad_values_are_refused_with_status_2() {
             "heartbeat_interval_ms",
         ),
         (&["--max-body-bytes", "1048576"][..], "max_body_bytes"),
+        (&["--stall-timeout-ms", "0"][..], "limits.stall_timeout_ms"),
         (&["--cluster-addr", "0.0.0.0:7001"][..], "public_addr"),
     ] {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();

@@ -5,3 +5,4 @@ mod config;
 mod fault;
 mod fixtures;
 mod lifecycle;
+mod limits;

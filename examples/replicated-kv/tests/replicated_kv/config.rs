@@ -31,6 +31,7 @@ async fn the_example_file_is_valid() {
     assert_eq!(config["seeds"].as_array().unwrap().len(), 3);
     assert_eq!(config["sqlite_synchronous"], "normal");
     assert_eq!(config["shutdown_timeout_ms"], 10_000);
+    assert_eq!(config["stall_timeout_ms"], 10_000);
     assert_eq!(config["tls_ca"], Value::Null);
     // Without a file: the defaults.
     let config = check(&["--node-id", "9"], &[]).await;
@@ -50,6 +51,7 @@ async fn environment_variables_override_the_file_and_flags_override_both() {
         ("DATACAKE_OPEN_HEALTH", "true"),
         ("DATACAKE_SQLITE_SYNCHRONOUS", "full"),
         ("DATACAKE_MAX_BODY_BYTES", "2048"),
+        ("DATACAKE_STALL_TIMEOUT_MS", "2500"),
     ];
     let config = check(&["--node-id", "6", "--max-body-bytes", "4096"], &env).await;
     assert_eq!(config["node_id"], 6, "the flag wins");
@@ -61,6 +63,7 @@ async fn environment_variables_override_the_file_and_flags_override_both() {
     );
     assert_eq!(config["open_health"], true);
     assert_eq!(config["sqlite_synchronous"], "full");
+    assert_eq!(config["stall_timeout_ms"], 2500);
     assert_eq!(config["data_dir"], "data/1", "the file's");
     // The same through the `serve` subcommand.
     let config = check(&["serve"], &env).await;
@@ -91,6 +94,8 @@ async fn unknown_keys_and_bad_values_are_refused_with_status_2() {
     assert!(stderr.contains("node_id is required"), "{stderr}");
     let stderr = refused(&["--node-id", "1"], &[("DATACAKE_MAX_CONNECTIONS", "0")]).await;
     assert!(stderr.contains("invalid max_connections"), "{stderr}");
+    let stderr = refused(&["--node-id", "1", "--stall-timeout-ms", "0"], &[]).await;
+    assert!(stderr.contains("invalid stall_timeout_ms"), "{stderr}");
     let stderr = refused(&[], &[("DATACAKE_NODE_ID", "-1")]).await;
     assert!(stderr.contains("--node-id"), "{stderr}");
     let stderr = refused(&["--node-id", "1", "--tls-ca", "ca.pem"], &[]).await;

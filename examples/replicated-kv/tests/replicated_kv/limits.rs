@@ -1,14 +1,15 @@
-//! Limits on what clients can hold: slow headers, the connection limit, running out of file
-//! descriptors; reserved keyspaces.
+//! Limits on what clients can hold: slow headers, stalled bodies and answers, the connection
+//! limit, running out of file descriptors; reserved keyspaces.
 
 use std::time::{Duration, Instant};
 
+use test_helper::http::request_in_flight;
 use test_helper::wait_for;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::fixtures::{
-    free_ports, keep_alive_request, metric, read_until_closed, temp_dir, wait_for_metrics,
+    free_ports, keep_alive_request, metric, read_until_closed, request, temp_dir, wait_for_metrics,
     wait_for_value, KvNode, DEADLINE,
 };
 
@@ -49,6 +50,108 @@ async fn slow_headers_are_cut_off() {
 
     let reply = node.get("/health").await;
     assert_eq!(reply.status, 200);
+    let status = node.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// A request whose body stops coming gets 408 `body_timeout` after `--stall-timeout-ms`
+/// and its connection is closed, freeing its slot (the only one) for the next client.
+#[tokio::test]
+async fn a_body_that_stops_coming_is_cut_off() {
+    let dir = temp_dir("stalled-body");
+    let ports = free_ports(2);
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path()).with_args(&[
+        "--stall-timeout-ms",
+        "500",
+        "--max-connections",
+        "1",
+    ]);
+    node.start();
+    node.wait_for_members(1).await;
+
+    // The handler is reading a body of 10 bytes that never comes. (The slot of the last
+    // request's connection may take a moment to come back: retry until it is taken.)
+    let port = node.http_port;
+    let mut stalled = wait_for_value("a request in flight", DEADLINE, || async move {
+        request_in_flight(port, "/ks/stalled", 10).await.ok()
+    })
+    .await;
+    let started = Instant::now();
+    let received = read_until_closed(&mut stalled, DEADLINE)
+        .await
+        .expect("a connection whose body stopped was still open");
+    let answer = String::from_utf8_lossy(&received);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "closed before the timeout: {:?}",
+        started.elapsed()
+    );
+
+    // The slot is free again: the next clients are served. (Each waits for the last one's
+    // slot to come back.)
+    let served = |path: &'static str| {
+        wait_for_value("the slot to come free", DEADLINE, move || async move {
+            request(port, "GET", path, b"").await.ok()
+        })
+    };
+    assert_eq!(served("/health").await.status, 200);
+    assert_eq!(
+        served("/ks/stalled").await.status,
+        404,
+        "nothing was written"
+    );
+    let status = node.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// A client that stops reading a large answer is cut off after `--stall-timeout-ms`: its
+/// connection closes with the answer unfinished.
+#[tokio::test]
+async fn an_answer_the_client_does_not_read_is_cut_off() {
+    let dir = temp_dir("stalled-answer");
+    let ports = free_ports(2);
+    let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path()).with_args(&[
+        "--stall-timeout-ms",
+        "500",
+        "--max-body-bytes",
+        "33554432",
+    ]);
+    node.start();
+    node.wait_for_members(1).await;
+    // Far more than the socket buffers between the server and a client that reads nothing
+    // can hold (the server's send buffer grows to 4 MiB at most by default on Linux).
+    let value = vec![b'v'; 16 << 20];
+    assert_eq!(node.put("/ks/big", &value).await.status, 204);
+
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut reader = socket
+        .connect(([127, 0, 0, 1], node.http_port).into())
+        .await
+        .unwrap();
+    reader
+        .write_all(b"GET /ks/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Open are this scrape's connection and, until it is cut off, the stalled one.
+    wait_for("the stalled connection to be closed", DEADLINE, || async {
+        let metrics = wait_for_metrics(node.http_port, "the node to answer").await;
+        metric(&metrics, "kv_http_connections_open") == 1
+    })
+    .await;
+    let received = read_until_closed(&mut reader, DEADLINE)
+        .await
+        .expect("the connection was closed");
+    let answer = String::from_utf8_lossy(&received[..received.len().min(12)]);
+    assert_eq!(answer, "HTTP/1.1 200");
+    assert!(
+        received.len() < value.len(),
+        "the whole answer came: {} bytes",
+        received.len()
+    );
     let status = node.terminate().await;
     assert!(status.success(), "exit status {status:?}");
 }
