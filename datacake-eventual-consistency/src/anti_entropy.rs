@@ -44,7 +44,7 @@ use crate::keyspace::Mutation;
 use crate::members::Members;
 use crate::messages::{BucketRequest, DigestRequest, WireDigest};
 use crate::read::fetch_versions;
-use crate::replica::{Change, Counters, Replica};
+use crate::replica::{Change, Counters, Replica, TombstoneWatch};
 use crate::service::StoreService;
 use crate::storage::Storage;
 
@@ -83,8 +83,24 @@ impl<S> Clone for Repairer<S> {
 #[derive(Debug)]
 pub(crate) struct Round {
     pub(crate) repaired: usize,
-    /// The peer holds every local tombstone older than this.
-    confirmed: HLCTimestamp,
+    /// What the round confirmed.
+    confirmed: Confirmed,
+}
+
+/// The peer holds every local tombstone older than `at`, except those taken from peers after
+/// the round began: older than `at`, they were never compared with it (see
+/// [`TombstoneWatch`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Confirmed {
+    at: HLCTimestamp,
+    late: Arc<TombstoneWatch>,
+}
+
+impl Confirmed {
+    /// What the peer holds now: every local tombstone older than this.
+    fn holds_below(&self) -> HLCTimestamp {
+        self.late.oldest().map_or(self.at, |late| late.min(self.at))
+    }
 }
 
 impl<S: Storage> Repairer<S> {
@@ -93,7 +109,7 @@ impl<S: Storage> Repairer<S> {
     pub(crate) async fn run(self) {
         let mut ticker = tokio::time::interval(self.config.repair_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut confirmed: HashMap<NodeId, HLCTimestamp> = HashMap::new();
+        let mut confirmed: HashMap<NodeId, Confirmed> = HashMap::new();
         let mut rounds: u64 = 0;
         loop {
             ticker.tick().await;
@@ -148,18 +164,25 @@ impl<S: Storage> Repairer<S> {
     }
 
     /// Purges the tombstones every member that holds purges back has confirmed.
-    async fn purge(&self, confirmed: &HashMap<NodeId, HLCTimestamp>) {
+    async fn purge(&self, confirmed: &HashMap<NodeId, Confirmed>) {
         let holders = self
             .members
             .purge_holders(self.config.tombstone_grace, self.node.clock().wall_millis());
-        let mut cutoff = self.node.clock().get_time();
+        let mut confirmations = Vec::with_capacity(holders.len());
         for holder in &holders {
             match confirmed.get(holder) {
-                Some(at) => cutoff = cutoff.min(*at),
+                Some(confirmed) => confirmations.push(confirmed),
                 // A member that has not confirmed anything yet holds every purge back.
                 None => return,
             }
         }
+        let now = self.node.clock().get_time();
+        let cutoff = || {
+            confirmations
+                .iter()
+                .map(|c| c.holds_below())
+                .fold(now, HLCTimestamp::min)
+        };
         match self.replica.purge_tombstones(cutoff).await {
             Ok(0) => {}
             Ok(purged) => debug!(purged, "purged tombstones every member confirmed"),
@@ -205,6 +228,9 @@ impl<S: Storage> Repairer<S> {
             source,
         };
         let client = self.client(peer);
+        // Watching before the start is read: a delete taken from then on bounds what the
+        // round confirms.
+        let late = self.replica.watch_tombstones();
         let start = self.node.clock().get_time();
         let mut confirmed = start;
         let mut repaired = 0;
@@ -278,7 +304,10 @@ impl<S: Storage> Repairer<S> {
         }
         Ok(Round {
             repaired,
-            confirmed,
+            confirmed: Confirmed {
+                at: confirmed,
+                late,
+            },
         })
     }
 
@@ -453,6 +482,66 @@ mod tests {
                 ..StoreConfig::default()
             },
         }
+    }
+
+    /// A round confirms only what this node held when it began: a delete stamped before the
+    /// round's start but taken from a peer after it (a batch in transit, a lagging clock) was
+    /// never compared with the peer, so the purge keeps it. Before, the purge dropped it on
+    /// the round's word while the peer still served the document.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delete_taken_after_a_round_began_is_not_purged_on_its_word() {
+        let (a, store, b) = store_and_bare_peer(1 << 20).await;
+        store
+            .handle()
+            .put("ks", 7, "v", Consistency::None)
+            .await
+            .unwrap();
+        // (Apart in time from the round's start, so a stamp fits between them.)
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let limits = KeyspaceLimits {
+            max_keyspaces: 16,
+            max_name_len: 16,
+        };
+        let repairer = repairer_on(&b, limits, 1 << 20).await;
+        let _ = repairer
+            .members
+            .observe(&[a.me().clone()], b.handle().clock().wall_millis());
+        let round = repairer
+            .repair_from(a.me())
+            .await
+            .expect("a complete round");
+        let put = repairer.replica.entries_of("ks", &[7])[0].timestamp;
+        let stamp = HLCTimestamp::new(put.millis() + 10, 0, 3);
+        assert!(put < stamp && stamp < round.confirmed.at);
+        repairer
+            .replica
+            .apply(
+                "ks",
+                vec![Change {
+                    mutation: Mutation::Delete {
+                        key: 7,
+                        timestamp: stamp,
+                    },
+                    data: None,
+                }],
+            )
+            .await
+            .unwrap();
+        let tombstone = |r: &Repairer<MemStore>| {
+            r.replica
+                .entries_of("ks", &[7])
+                .first()
+                .is_some_and(|e| e.tombstone)
+        };
+        assert!(tombstone(&repairer), "the delete applies");
+        repairer.purge(&HashMap::from([(1, round.confirmed)])).await;
+        assert!(
+            tombstone(&repairer),
+            "node 1 never saw the delete: it stays"
+        );
+        drop(store);
+        b.shutdown().await;
+        a.shutdown().await;
     }
 
     /// A keyspace large enough that each bucket request covers more entries than one step

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -163,6 +163,31 @@ pub(crate) struct Replica<S> {
     keyspaces: RwLock<BTreeMap<String, Arc<KeyspaceSlot>>>,
     pub(crate) counters: Counters,
     limits: KeyspaceLimits,
+    /// The live [`TombstoneWatch`]es, told of every delete taken from a peer.
+    watches: parking_lot::Mutex<Vec<Weak<TombstoneWatch>>>,
+}
+
+/// The oldest stamp among the deletes a replica took from peers (replication, repair, read
+/// repair) since the watch began ([`Replica::watch_tombstones`]).
+///
+/// A repair round confirms that the peer holds every tombstone this replica held when the
+/// round began and older than the round's start. A delete stamped before that start can
+/// still arrive later (a batch in transit, a peer's lagging clock); it was never compared
+/// with the peer, so the confirmation must not cover it: the purge bounds each
+/// confirmation by the oldest delete its round's watch saw.
+#[derive(Debug, Default)]
+pub(crate) struct TombstoneWatch(parking_lot::Mutex<Option<HLCTimestamp>>);
+
+impl TombstoneWatch {
+    /// The oldest delete stamp seen, if any.
+    pub(crate) fn oldest(&self) -> Option<HLCTimestamp> {
+        *self.0.lock()
+    }
+
+    fn saw(&self, stamp: HLCTimestamp) {
+        let mut oldest = self.0.lock();
+        *oldest = Some(oldest.map_or(stamp, |o| o.min(stamp)));
+    }
 }
 
 type Result<T, S> = std::result::Result<T, StoreError<<S as Storage>::Error>>;
@@ -230,6 +255,7 @@ impl<S: Storage> Replica<S> {
             keyspaces: RwLock::new(keyspaces),
             counters: Counters::default(),
             limits,
+            watches: parking_lot::Mutex::new(Vec::new()),
         };
         Ok((replica, members))
     }
@@ -330,6 +356,22 @@ impl<S: Storage> Replica<S> {
         changes: Vec<Change>,
     ) -> Result<Vec<Change>, S> {
         let slot = self.slot_or_create(keyspace)?;
+        // Before the deletes can reach the keyspace, so that a purge (which waits for the
+        // writes in flight) sees them in its watches.
+        let oldest_delete = changes
+            .iter()
+            .filter(|c| c.data.is_none())
+            .map(|c| c.mutation.timestamp())
+            .min();
+        if let Some(oldest) = oldest_delete {
+            self.watches.lock().retain(|watch| match watch.upgrade() {
+                Some(watch) => {
+                    watch.saw(oldest);
+                    true
+                }
+                None => false,
+            });
+        }
         let replica = self.clone();
         run_to_completion::<_, S>(async move {
             let changes = newest_per_key(changes);
@@ -502,6 +544,13 @@ impl<S: Storage> Replica<S> {
         })
     }
 
+    /// A watch of the deletes taken from peers from now on (see [`TombstoneWatch`]).
+    pub(crate) fn watch_tombstones(&self) -> Arc<TombstoneWatch> {
+        let watch = Arc::new(TombstoneWatch::default());
+        self.watches.lock().push(Arc::downgrade(&watch));
+        watch
+    }
+
     /// A snapshot of every keyspace's slot, so callers do not hold the map's lock while they
     /// work on the keyspaces.
     pub(crate) fn slots(&self) -> Vec<(String, Arc<KeyspaceSlot>)> {
@@ -598,14 +647,21 @@ impl<S: Storage> Replica<S> {
 
     /// Purges the tombstones older than `cutoff` from every keyspace, storage first; returns
     /// how many were purged.
-    pub(crate) async fn purge_tombstones(&self, cutoff: HLCTimestamp) -> Result<usize, S> {
+    ///
+    /// `cutoff` is asked again for each keyspace once no write is in flight there, so a
+    /// delete that arrived meanwhile lowers it (see [`TombstoneWatch`]).
+    pub(crate) async fn purge_tombstones(
+        &self,
+        cutoff: impl Fn() -> HLCTimestamp,
+    ) -> Result<usize, S> {
         let mut total = 0;
         for (name, slot) in self.slots() {
-            if !slot.with_state(|s| s.has_tombstones_before(cutoff)) {
+            if !slot.with_state(|s| s.has_tombstones_before(cutoff())) {
                 continue;
             }
             // No write in flight while the watermark rises (see `KeyspaceSlot::exclusive`).
             let held = slot.exclusive().await;
+            let cutoff = cutoff();
             // Memory first: if the storage call fails, the storage merely keeps tombstones
             // that a restart reloads (harmless), never the other way round.
             let purged = held.state().purge_tombstones(cutoff);
