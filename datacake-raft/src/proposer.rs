@@ -14,7 +14,8 @@
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError as OpenraftError};
-use serde::{Deserialize, Serialize};
+use serde::de::{Error as _, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::codec::Encoded;
@@ -51,8 +52,49 @@ const QUEUE: usize = 4 * MAX_BATCH_COMMANDS;
 
 /// The application data of one log entry: user commands, each archived once by the writer,
 /// applied in order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct Batch(pub(crate) Vec<Encoded>);
+
+/// Decodes at most [`MAX_BATCH_COMMANDS`] commands, the most a proposer puts in an entry: a
+/// peer's append message cannot make this node hold millions of empty commands (a byte each
+/// on the wire, an aligned buffer each in memory).
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Commands;
+
+        impl<'de> Visitor<'de> for Commands {
+            type Value = Batch;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a batch of at most {MAX_BATCH_COMMANDS} commands")
+            }
+
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<Batch, D::Error> {
+                deserializer.deserialize_seq(self)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch, A::Error> {
+                let announced = seq.size_hint().unwrap_or(0);
+                if announced > MAX_BATCH_COMMANDS {
+                    return Err(A::Error::invalid_length(announced, &self));
+                }
+                let mut commands = Vec::with_capacity(announced);
+                while let Some(command) = seq.next_element()? {
+                    if commands.len() == MAX_BATCH_COMMANDS {
+                        return Err(A::Error::invalid_length(commands.len() + 1, &self));
+                    }
+                    commands.push(command);
+                }
+                Ok(Batch(commands))
+            }
+        }
+
+        deserializer.deserialize_newtype_struct("Batch", Commands)
+    }
+}
 
 /// A command waiting for its entry, and where its outcome goes.
 struct Proposal {

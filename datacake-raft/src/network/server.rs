@@ -33,7 +33,7 @@ use crate::guard::{self, Refusal, SnapshotReceipt, WarnLimiter};
 use crate::machine::SharedMachine;
 use crate::proposer::Proposer;
 use crate::replica::{self, Outcome};
-use crate::types::{Raft, RaftNodeId, TypeConfig, Vote};
+use crate::types::{LogId, Raft, RaftNodeId, TypeConfig, Vote};
 
 /// The Raft RPC service on a node.
 pub(crate) struct RaftService {
@@ -58,6 +58,12 @@ trait Inbound: DeserializeOwned {
 
     /// The vote the message is sent under.
     fn vote(&self) -> &Vote;
+
+    /// Refuses an encoded message whose decoding would cost far more memory than its bytes
+    /// (checked before it is decoded).
+    fn check_encoded(_payload: &[u8]) -> Result<(), Status> {
+        Ok(())
+    }
 }
 
 impl Inbound for AppendEntriesRequest<TypeConfig> {
@@ -66,6 +72,32 @@ impl Inbound for AppendEntriesRequest<TypeConfig> {
     fn vote(&self) -> &Vote {
         &self.vote
     }
+
+    fn check_encoded(payload: &[u8]) -> Result<(), Status> {
+        check_entry_count(payload)
+    }
+}
+
+/// The most entries an append message may carry: openraft sends at most
+/// [`MAX_PAYLOAD_ENTRIES`](crate::proposer::MAX_PAYLOAD_ENTRIES), and the rest is room for a
+/// peer configured otherwise. Counted before the message is decoded: a blank entry is about
+/// 3 bytes on the wire and 70 in memory, so a 64 MiB message of them would take gigabytes.
+pub(super) const MAX_APPEND_ENTRIES: u64 = 1024;
+
+/// Refuses an encoded append message that announces more than [`MAX_APPEND_ENTRIES`].
+pub(super) fn check_entry_count(payload: &[u8]) -> Result<(), Status> {
+    // postcard writes the fields in order: the vote, the previous log id, then the number of
+    // entries (a varint).
+    let count = postcard::take_from_bytes::<(Vote, Option<LogId>)>(payload)
+        .and_then(|(_, rest)| postcard::take_from_bytes::<u64>(rest))
+        .map(|(count, _)| count)
+        .map_err(|e| Status::invalid_payload(format!("malformed append message: {e}")))?;
+    if count > MAX_APPEND_ENTRIES {
+        return Err(Status::invalid_payload(format!(
+            "an append message of {count} entries (at most {MAX_APPEND_ENTRIES})"
+        )));
+    }
+    Ok(())
 }
 
 impl Inbound for VoteRequest<RaftNodeId> {
@@ -117,6 +149,7 @@ impl RaftService {
         caller: Option<&PeerIdentity>,
         peer: IpAddr,
     ) -> Result<M, Status> {
+        M::check_encoded(payload)?;
         let rpc: M = decode(payload)?;
         self.check_caller(caller, rpc.vote())?;
         self.check_incarnation(peer, rpc.vote(), generation, M::KIND)?;

@@ -546,3 +546,36 @@ async fn messages_from_a_replaced_incarnation_are_refused() {
         node.node.shutdown().await;
     }
 }
+
+/// A blank entry is a few bytes on the wire and about 70 in memory: an append message is
+/// refused by its announced number of entries before it is decoded.
+#[test]
+fn an_append_of_more_entries_than_openraft_sends_is_refused_before_decoding() {
+    use super::server::{check_entry_count, MAX_APPEND_ENTRIES};
+    use openraft::EntryPayload;
+
+    let blank = |index: u64| crate::types::Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Blank,
+    };
+    let mut rpc = heartbeat(1, 1);
+    rpc.entries = (1..=MAX_APPEND_ENTRIES).map(blank).collect();
+    check_entry_count(&crate::codec::encode(&rpc).unwrap()).expect("at the bound");
+    rpc.entries.push(blank(MAX_APPEND_ENTRIES + 1));
+    let status = check_entry_count(&crate::codec::encode(&rpc).unwrap()).unwrap_err();
+    assert_eq!(status.code(), ErrorCode::InvalidPayload, "{status}");
+    let status = check_entry_count(b"\x01").unwrap_err();
+    assert_eq!(status.code(), ErrorCode::InvalidPayload, "{status}");
+}
+
+/// A log entry decodes at most as many commands as a proposer puts in one.
+#[test]
+fn a_batch_of_more_commands_than_a_proposer_makes_does_not_decode() {
+    use crate::codec::{decode, encode, Encoded};
+    use crate::proposer::{Batch, MAX_BATCH_COMMANDS};
+
+    let full = Batch(vec![Encoded::default(); MAX_BATCH_COMMANDS]);
+    assert_eq!(decode::<Batch>(&encode(&full).unwrap()).unwrap(), full);
+    let over = Batch(vec![Encoded::default(); MAX_BATCH_COMMANDS + 1]);
+    assert!(decode::<Batch>(&encode(&over).unwrap()).is_err());
+}
