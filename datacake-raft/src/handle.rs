@@ -253,11 +253,8 @@ impl<S: StateMachine> RaftHandle<S> {
     ) -> Result<S::Answer, RaftError> {
         let query = archive(&query).map_err(RaftError::codec)?;
         let answer = match consistency {
-            ReadConsistency::Local => self
-                .inner
-                .machine
-                .read()
-                .read(query)
+            ReadConsistency::Local => crate::machine::query(&self.inner.machine, query)
+                .await
                 .map_err(RaftError::codec)?,
             ReadConsistency::Linearizable => {
                 let forward = self.inner.forward.then(|| ForwardReadPacket {

@@ -130,6 +130,22 @@ impl<S: StateMachine> DynMachine for Erased<S> {
     }
 }
 
+/// Answers an archived `query` from `machine`: in place when the machine is free (or soon
+/// is), else on a blocking thread. An install holds the machine for as long as the user's
+/// `restore` runs, which can be seconds for a large snapshot: waiting for it in place would
+/// hold up a runtime thread (two such reads stall a two-worker runtime: gossip, RPC, Raft).
+pub(crate) async fn query(machine: &SharedMachine, query: Encoded) -> Result<Encoded, Status> {
+    /// How long a read waits in place for an `apply` (which holds the machine briefly).
+    const IN_PLACE: std::time::Duration = std::time::Duration::from_micros(100);
+    if let Some(machine) = machine.try_read_for(IN_PLACE) {
+        return machine.read(query);
+    }
+    let machine = machine.clone();
+    tokio::task::spawn_blocking(move || machine.read().read(query))
+        .await
+        .map_err(|e| Status::internal(format!("the read did not finish: {e}")))?
+}
+
 /// Shares `machine` in its erased form.
 pub(crate) fn share<S: StateMachine>(machine: S) -> SharedMachine {
     Arc::new(RwLock::new(Box::new(Erased(machine))))

@@ -559,6 +559,71 @@ mod tests {
         );
     }
 
+    /// A state machine whose `restore` reports that it started, then waits for a release.
+    struct SlowRestore {
+        started: Mutex<mpsc::Sender<()>>,
+        release: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl StateMachine for SlowRestore {
+        type Command = ();
+        type Response = ();
+        type Query = ();
+        type Answer = ();
+
+        fn apply(&mut self, _command: ()) {}
+        fn read(&self, _query: ()) {}
+        fn snapshot(&self) -> Vec<u8> {
+            Vec::new()
+        }
+        fn restore(&mut self, _snapshot: &[u8]) {
+            let _ = self.started.lock().send(());
+            let _ = self.release.lock().recv();
+        }
+    }
+
+    /// An install holds the machine while the user's `restore` runs; a local read meanwhile
+    /// waits without holding up the runtime's thread. (It read in place before, so another
+    /// task on a single-threaded runtime could not run until the restore was done.)
+    #[test]
+    fn a_read_during_a_restore_does_not_hold_up_the_runtime() {
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        let machine = share(SlowRestore {
+            started: Mutex::new(started_tx),
+            release: Mutex::new(release_rx),
+        });
+        let store = StateMachineStore::open(machine.clone(), None).expect("store opens");
+        let ran = report_runs_beside(
+            move |report| async move {
+                let mut installer = store;
+                let installing = tokio::spawn(async move {
+                    let meta = SnapshotMeta {
+                        last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 9)),
+                        last_membership: StoredMembership::default(),
+                        snapshot_id: "slow".to_string(),
+                    };
+                    installer
+                        .install_snapshot(&meta, Box::new(Cursor::new(Vec::new())))
+                        .await
+                });
+                tokio::task::spawn_blocking(move || started_rx.recv())
+                    .await
+                    .expect("waiting task")
+                    .expect("the restore starts");
+                let query = crate::codec::archive(&()).expect("archived");
+                let (answer, ()) = futures::join!(crate::machine::query(&machine, query), report);
+                answer.expect("answered");
+                installing.await.expect("install task").expect("installed");
+            },
+            || release_tx.send(()).expect("the restore waits"),
+        );
+        assert!(
+            ran,
+            "another task could not run while a read waited for the restore"
+        );
+    }
+
     #[test]
     fn building_a_snapshot_does_its_file_io_off_the_runtime() {
         assert_runtime_stays_free("build-off-runtime", |mut store| async move {

@@ -64,7 +64,7 @@ pub(crate) async fn read_linearizable_local(
     query: Encoded,
 ) -> Outcome {
     match raft.ensure_linearizable().await {
-        Ok(_) => match machine.read().read(query) {
+        Ok(_) => match crate::machine::query(machine, query).await {
             Ok(answer) => Outcome::Done(answer.as_bytes().to_vec()),
             Err(failure) => Outcome::Codec(codec::failure_text(failure)),
         },
