@@ -126,6 +126,7 @@ mod consistency;
 mod discovery;
 mod error;
 mod extension;
+mod gossip_check;
 mod handle;
 mod identity;
 mod join;

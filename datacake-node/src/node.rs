@@ -12,7 +12,7 @@ use datacake_rpc::{RpcService, Server};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 use crate::auth::PeerAuth;
 use crate::clock::Clock;
@@ -96,6 +96,11 @@ impl DatacakeNode {
             shutdown.subscribe(),
             parts.auth.clone(),
         ));
+        let gossip_watch = tokio::spawn(watch_gossip(
+            parts.chitchat.termination_watcher(),
+            shutdown.subscribe(),
+            parts.me.node_id,
+        ));
         let server = Arc::new(parts.server);
         let shared = NodeShared {
             me: parts.me,
@@ -106,7 +111,7 @@ impl DatacakeNode {
             selector: parking_lot::Mutex::new(parts.selector),
             view,
             shutdown,
-            tasks: parking_lot::Mutex::new(vec![membership_task]),
+            tasks: parking_lot::Mutex::new(vec![membership_task, gossip_watch]),
             server: Arc::downgrade(&server),
             auth: parts.auth,
             discovered: Arc::new(watch::channel(Arc::from([])).0),
@@ -288,6 +293,29 @@ impl Drop for DatacakeNode {
         for task in self.handle.inner.tasks.lock().drain(..) {
             task.abort();
         }
+    }
+}
+
+/// Logs an error if chitchat's gossip task fails while the node runs (a panic included): the
+/// membership view would freeze without a word otherwise. chitchat ends cleanly (`Ok`) only
+/// when told to, at shutdown; an abrupt stop sets `shutdown` before it aborts the task.
+async fn watch_gossip(
+    ended: impl std::future::Future<Output = anyhow::Result<()>>,
+    mut shutdown: watch::Receiver<bool>,
+    node_id: crate::NodeId,
+) {
+    let stopping = shutdown.clone();
+    tokio::select! {
+        result = ended => match result {
+            Ok(()) => debug!(node_id, "gossip loop ended"),
+            Err(_) if *stopping.borrow() => {}
+            Err(error) => error!(
+                node_id,
+                error=%error,
+                "gossip loop died: this node's membership view no longer changes"
+            ),
+        },
+        _ = shutdown.wait_for(|stopping| *stopping) => {}
     }
 }
 

@@ -4,8 +4,9 @@
 //! - Receiving: the [`GossipService`] handler pushes the packet into a bounded queue
 //!   (dropping when full: gossip is lossy by design, and a flood must not grow memory), at
 //!   most [`PER_SENDER`] packets of one sender at a time ([`FairInbox`]), so one peer's flood
-//!   cannot crowd out the others' heartbeats; a decode task turns the bytes into envelopes
-//!   that [`Socket::recv`] hands to chitchat.
+//!   cannot crowd out the others' heartbeats; a decode task checks the bytes
+//!   ([`gossip_check`]: a delta's shape and decompressed size, which chitchat trusts) and
+//!   turns them into envelopes that [`Socket::recv`] hands to chitchat.
 //! - Sending: [`Socket::send`] encodes the envelope and spawns the RPC call to the peer over
 //!   the pooled channel, fire-and-forget, so a slow or dead peer never blocks the gossip loop.
 //!   To a live member's address it uses the member's channel
@@ -50,6 +51,7 @@ use tokio::time::{timeout, Instant};
 use tracing::{debug, warn};
 
 use crate::auth::PeerAuth;
+use crate::gossip_check;
 use crate::membership::{MembershipView, NodeId};
 use crate::network::RpcNetwork;
 
@@ -566,6 +568,11 @@ async fn decode_loop(
                 let _ = answer.send(Answer::Refused(reason));
             }
         };
+        if let Err(refusal) = gossip_check::check(&bytes) {
+            warn!(peer=%from, len=bytes.len(), %refusal, "invalid gossip payload dropped");
+            refuse(answer, "invalid gossip payload");
+            continue;
+        }
         let envelope = match decoder.decode(&bytes).await {
             Ok(Some(envelope)) => envelope,
             Ok(None) => {
@@ -857,6 +864,14 @@ mod tests {
         bytes
     }
 
+    /// The most members whose V0 SYN still fits a datagram.
+    fn most_v0_members() -> u16 {
+        (1..=u16::MAX)
+            .take_while(|n| syn_v0(*n).len() <= MAX_DATAGRAM - 64)
+            .last()
+            .unwrap()
+    }
+
     /// chitchat's digest lists every member (and every node dead for less than half the dead
     /// node grace period) in each SYN, and a gossip message must fit one datagram of the
     /// loopback codec. The compressed digest (protocol V1, which nodes gossip with) makes
@@ -865,11 +880,7 @@ mod tests {
     #[tokio::test]
     async fn the_compressed_digest_fits_several_times_more_members() {
         let (mut encoder, mut decoder) = codec().await;
-        // The most members whose V0 SYN still fits a datagram.
-        let most_v0 = (1..=u16::MAX)
-            .take_while(|n| syn_v0(*n).len() <= MAX_DATAGRAM - 64)
-            .last()
-            .unwrap();
+        let most_v0 = most_v0_members();
         let v0 = syn_v0(most_v0);
         let mut syn = decoder.decode(&v0).await.unwrap().expect("a valid SYN");
         assert!(
@@ -1023,6 +1034,196 @@ mod tests {
             "{refused}"
         );
         assert_never_called(&victim).await;
+        node.shutdown().await;
+    }
+
+    /// Every message chitchat writes passes the gossip check: each message type in both
+    /// protocol versions, the largest V0 SYN and its V1 re-encoding, and real deltas (a
+    /// node's answer to a SYN that knows nothing, and an ACK carrying that answer's delta).
+    #[tokio::test]
+    async fn what_chitchat_writes_passes_the_gossip_check() {
+        let (node, client, _victim) = node_and_victim().await;
+        let (mut encoder, mut decoder) = codec().await;
+        let mut written = vec![
+            encode(
+                &mut encoder,
+                ProtocolVersion::V1,
+                ChitchatMessage::BadCluster,
+            )
+            .await,
+        ];
+        let mut largest = decoder
+            .decode(&syn_v0(most_v0_members()))
+            .await
+            .unwrap()
+            .unwrap();
+        written.push(
+            encoder
+                .encode(ChitchatEnvelope {
+                    version: ProtocolVersion::V0,
+                    message: largest.message,
+                })
+                .await
+                .unwrap(),
+        );
+        largest = decoder
+            .decode(written.last().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        written.push(
+            encoder
+                .encode(ChitchatEnvelope {
+                    version: ProtocolVersion::V1,
+                    message: largest.message,
+                })
+                .await
+                .unwrap(),
+        );
+        for version in [ProtocolVersion::V0, ProtocolVersion::V1] {
+            let syn = encode(
+                &mut encoder,
+                version,
+                ChitchatMessage::Syn {
+                    cluster_id: "c".to_string(),
+                    digest: Default::default(),
+                },
+            )
+            .await;
+            let packet = GossipPacket {
+                node_id: 9,
+                from: "127.0.0.1:9".to_string(),
+                payload: syn.clone(),
+            };
+            let syn_ack = client
+                .send(&packet)
+                .await
+                .unwrap()
+                .reply
+                .as_slice()
+                .to_vec();
+            let Some(ChitchatEnvelope {
+                message: ChitchatMessage::SynAck { digest, delta },
+                ..
+            }) = decoder.decode(&syn_ack).await.unwrap()
+            else {
+                panic!("a SYN-ACK answers the SYN");
+            };
+            let ack = encode(&mut encoder, version, ChitchatMessage::Ack { delta }).await;
+            // More than the header and an empty delta: the node's key/values are in it.
+            assert!(ack.len() > 100, "{} bytes", ack.len());
+            let syn = encode(
+                &mut encoder,
+                version,
+                ChitchatMessage::Syn {
+                    cluster_id: "c".to_string(),
+                    digest,
+                },
+            )
+            .await;
+            written.extend([syn_ack, ack, syn]);
+        }
+        for bytes in &written {
+            assert_eq!(gossip_check::check(bytes), Ok(()), "{bytes:?}");
+        }
+        node.shutdown().await;
+    }
+
+    /// A delta whose max version is below its own key/values trips an `assert!` in chitchat's
+    /// gossip task, which would then end for good; a decompression bomb would take hundreds
+    /// of megabytes. Both are refused, and the node goes on gossiping.
+    #[tokio::test]
+    async fn a_malicious_delta_is_refused_and_the_node_goes_on_gossiping() {
+        use crate::gossip_check::wire::{self, Op};
+
+        let (node, client, victim) = node_and_victim().await;
+        let (mut encoder, mut decoder) = codec().await;
+        let me = node
+            .with_chitchat(|chitchat| chitchat.self_chitchat_id().clone())
+            .await
+            .unwrap();
+        // The node's own state (a few key/values so far): key/value 1,000, then max version
+        // 999. chitchat applies it (999 is news), and then finds its max version at 1,000.
+        let ops = wire::ops(&[
+            Op::Node {
+                node_id: &me.node_id,
+                generation: me.generation_id,
+                addr: me.gossip_advertise_addr,
+                from_version: 0,
+            },
+            Op::KeyValue {
+                key: "x",
+                value: "y",
+                version: 1_000,
+            },
+            Op::SetMaxVersion(999),
+        ]);
+        let packet = |payload| GossipPacket {
+            node_id: 9,
+            from: victim.local_addr().unwrap().to_string(),
+            payload,
+        };
+        let lowering = client
+            .send(&packet(wire::ack(&wire::stream(&[&ops], true))))
+            .await;
+        let bomb = client.send(&packet(wire::bomb())).await;
+
+        // The node still answers a SYN with its state...
+        let syn = encode(
+            &mut encoder,
+            ProtocolVersion::V1,
+            ChitchatMessage::Syn {
+                cluster_id: "c".to_string(),
+                digest: Default::default(),
+            },
+        )
+        .await;
+        let reply = client
+            .send(&packet(syn))
+            .await
+            .unwrap()
+            .reply
+            .as_slice()
+            .to_vec();
+        let reply = decoder.decode(&reply).await.unwrap();
+        assert!(
+            matches!(
+                reply,
+                Some(ChitchatEnvelope {
+                    message: ChitchatMessage::SynAck { .. },
+                    ..
+                })
+            ),
+            "the node no longer answers SYNs: {reply:?}"
+        );
+        // ...and a node seeded from it joins.
+        let local = "127.0.0.1:0".parse().unwrap();
+        let seed = node.me().public_addr.to_string();
+        let second = crate::DatacakeNodeBuilder::new(
+            2,
+            crate::ConnectionConfig::new(local, local, vec![seed]),
+        )
+        .with_cluster_id("c")
+        .connect()
+        .await
+        .unwrap();
+        let both_see_both =
+            || async { [&node, &second].iter().all(|n| n.live_members().len() == 2) };
+        test_helper::wait_for(
+            "both nodes to see each other",
+            Duration::from_secs(10),
+            both_see_both,
+        )
+        .await;
+        for refused in [lowering, bomb] {
+            let refused = refused.expect_err("refused");
+            assert_eq!(
+                refused.code(),
+                datacake_rpc::ErrorCode::InvalidPayload,
+                "{refused}"
+            );
+        }
+        second.shutdown().await;
         node.shutdown().await;
     }
 }

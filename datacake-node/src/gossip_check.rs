@@ -1,0 +1,453 @@
+//! Checks a received gossip packet's bytes before chitchat decodes them.
+//!
+//! chitchat 0.13 trusts two things a peer controls, and both are reachable by anyone who can
+//! call the node's gossip service (a SYN-ACK also arrives as the reply to our own SYN):
+//!
+//! - **A delta's shape.** A node delta is a `Node` op followed by `KeyValue` ops (versions
+//!   strictly increasing) or by one `SetMaxVersion` op. chitchat's decoder also accepts
+//!   `KeyValue{v}` followed by `SetMaxVersion{m < v}`, which lowers the delta's max version
+//!   below its own key/values; applying it trips an `assert!` in `NodeState::apply_delta`
+//!   inside chitchat's server task, which then ends for good: the node stops gossiping and
+//!   its membership view freezes. chitchat's own encoder writes `SetMaxVersion` only for a
+//!   node delta without key/values (`Delta::get_operations`, `ClusterState::
+//!   compute_partial_delta_respecting_mtu`), so a `SetMaxVersion` after a `KeyValue` of the
+//!   same node delta is refused.
+//! - **Decompressed size.** Digests (protocol V1) and deltas are streams of zstd blocks, each
+//!   decompressing to at most 64 KiB, with no bound on their number: one datagram of tiny
+//!   frames of zeros expands to hundreds of megabytes. The streams of one message may
+//!   decompress to [`MAX_DECOMPRESSED`] bytes in all; blocks are decompressed one at a time
+//!   into a 64 KiB scratch buffer and the packet is refused as soon as the total would pass
+//!   the bound.
+//!
+//! The walk follows chitchat 0.13's wire format (`message_serialize.rs`, `digest.rs`,
+//! `serialize.rs`, `delta.rs`) and is never stricter than chitchat's decoder: bytes it cannot
+//! walk are bytes chitchat refuses too. Like chitchat, it ignores bytes after the message.
+
+/// Most bytes the digest and delta streams of one gossip message may decompress to, all
+/// blocks together.
+///
+/// A message is one datagram of at most 65,507 bytes. Real gossip compresses a few times:
+/// the V1 digest of 1,479 members is 3.4x smaller than V0's 65 KB, so a SYN near the member
+/// limit (about 5,000, see the README) decompresses to about 220 KB; chitchat sizes a delta
+/// by its compressed length, and node states (ids, addresses, a few short tags) compress
+/// about as well, so a full delta is a few hundred KB at most. 1 MiB leaves room above
+/// that, while a bomb (65 KB of tiny frames, hundreds of MB decompressed) is stopped after
+/// 1 MiB. Decoded messages queue for chitchat, so this also bounds each queued message.
+pub(crate) const MAX_DECOMPRESSED: usize = 1 << 20;
+
+/// chitchat's magic number, first in every message (little-endian).
+const MAGIC_NUMBER: u16 = 45_139;
+/// chitchat decompresses each block into a buffer of this size (`deserialize_stream`).
+const MAX_BLOCK: usize = u16::MAX as usize;
+
+/// Why a packet was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refusal {
+    /// Not a message chitchat would decode (it refuses these bytes too).
+    #[error("malformed: {0}")]
+    Malformed(&'static str),
+    /// Its compressed streams decompress to more than [`MAX_DECOMPRESSED`] bytes.
+    #[error("decompresses to more than {MAX_DECOMPRESSED} bytes")]
+    TooLarge,
+    /// A node delta sets its max version after key/values (see the module docs).
+    #[error("a node delta sets its max version after key/values")]
+    MaxVersionAfterKeyValues,
+}
+
+/// `Ok` if chitchat may be handed `bytes`, an encoded `ChitchatEnvelope`.
+pub(crate) fn check(bytes: &[u8]) -> Result<(), Refusal> {
+    let mut r = Reader(bytes);
+    if r.u16("magic number")? != MAGIC_NUMBER {
+        return Err(Refusal::Malformed("magic number"));
+    }
+    let compressed_digest = match r.u8("protocol version")? {
+        0 => false,
+        1 => true,
+        _ => return Err(Refusal::Malformed("protocol version")),
+    };
+    let mut streams = Streams::default();
+    match r.u8("message type")? {
+        // SYN: digest, then the cluster id (nothing to check there).
+        0 => {
+            digest(&mut r, compressed_digest, &mut streams)?;
+        }
+        // SYN-ACK: digest, then delta.
+        1 => {
+            digest(&mut r, compressed_digest, &mut streams)?;
+            delta(&mut r, &mut streams)?;
+        }
+        // ACK: delta.
+        2 => delta(&mut r, &mut streams)?,
+        // BadCluster: header only.
+        3 => {}
+        _ => return Err(Refusal::Malformed("message type")),
+    }
+    Ok(())
+}
+
+/// Skips a digest: V0 lists its entries, V1 is a compressed stream of them.
+fn digest(r: &mut Reader<'_>, compressed: bool, streams: &mut Streams) -> Result<(), Refusal> {
+    if compressed {
+        // The entries themselves need no check: only the stream's size matters.
+        streams.read(r)?;
+        return Ok(());
+    }
+    for _ in 0..r.u16("digest length")? {
+        r.chitchat_id()?;
+        r.take(24, "node digest")?; // heartbeat, last gc version, max version
+    }
+    Ok(())
+}
+
+/// Walks a delta's ops, refusing a `SetMaxVersion` after a `KeyValue` of the same node delta.
+fn delta(r: &mut Reader<'_>, streams: &mut Streams) -> Result<(), Refusal> {
+    let ops = streams.read(r)?;
+    let mut ops = Reader(&ops);
+    // `None` before the first `Node` op, else whether the current node delta has key/values.
+    let mut has_key_values = None;
+    while !ops.0.is_empty() {
+        match ops.u8("delta op")? {
+            0 => {
+                ops.chitchat_id()?;
+                ops.take(16, "node op")?; // last gc version, from version (excluded)
+                has_key_values = Some(false);
+            }
+            1 => {
+                if has_key_values.is_none() {
+                    return Err(Refusal::Malformed("key/value before a node"));
+                }
+                ops.str("key")?;
+                ops.str("value")?;
+                ops.take(8, "key/value version")?;
+                if ops.u8("deletion status")? > 2 {
+                    return Err(Refusal::Malformed("deletion status"));
+                }
+                has_key_values = Some(true);
+            }
+            2 => {
+                ops.take(8, "max version")?;
+                match has_key_values {
+                    None => return Err(Refusal::Malformed("max version before a node")),
+                    Some(true) => return Err(Refusal::MaxVersionAfterKeyValues),
+                    Some(false) => {}
+                }
+            }
+            _ => return Err(Refusal::Malformed("delta op")),
+        }
+    }
+    Ok(())
+}
+
+/// The compressed streams of one message, and what they decompressed to so far.
+#[derive(Default)]
+struct Streams {
+    total: usize,
+    /// Where one block decompresses (allocated at the first compressed block).
+    scratch: Vec<u8>,
+}
+
+impl Streams {
+    /// Reads one block stream as chitchat's `deserialize_stream` does and returns its bytes.
+    fn read(&mut self, r: &mut Reader<'_>) -> Result<Vec<u8>, Refusal> {
+        let mut out = Vec::new();
+        loop {
+            let block = match r.u8("block type")? {
+                0 => return Ok(out),
+                1 => {
+                    let len = r.u16("block length")?;
+                    let compressed = r.take(usize::from(len), "compressed block")?;
+                    self.scratch.resize(MAX_BLOCK, 0);
+                    let len = zstd::bulk::decompress_to_buffer(compressed, &mut self.scratch[..])
+                        .map_err(|_| Refusal::Malformed("compressed block"))?;
+                    &self.scratch[..len]
+                }
+                2 => {
+                    let len = r.u16("block length")?;
+                    r.take(usize::from(len), "uncompressed block")?
+                }
+                _ => return Err(Refusal::Malformed("block type")),
+            };
+            self.total += block.len();
+            if self.total > MAX_DECOMPRESSED {
+                return Err(Refusal::TooLarge);
+            }
+            out.extend_from_slice(block);
+        }
+    }
+}
+
+/// chitchat's primitives: little-endian integers, strings as a u16 length and bytes.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], Refusal> {
+        if self.0.len() < len {
+            return Err(Refusal::Malformed(what));
+        }
+        let (head, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, Refusal> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, Refusal> {
+        let bytes = self.take(2, what)?;
+        Ok(u16::from_le_bytes([bytes[0], bytes[1]]))
+    }
+
+    /// A string's bytes (chitchat also checks they are UTF-8; refusing is left to it).
+    fn str(&mut self, what: &'static str) -> Result<&'a [u8], Refusal> {
+        let len = self.u16(what)?;
+        self.take(usize::from(len), what)
+    }
+
+    /// A `ChitchatId`: node id, generation, then the gossip address (IP version 4 or 6, its
+    /// octets, the port).
+    fn chitchat_id(&mut self) -> Result<(), Refusal> {
+        self.str("node id")?;
+        self.take(8, "generation")?;
+        let octets = match self.u8("ip version")? {
+            4 => 4,
+            6 => 16,
+            _ => return Err(Refusal::Malformed("ip version")),
+        };
+        self.take(octets + 2, "gossip address")?;
+        Ok(())
+    }
+}
+
+/// A tiny encoder of chitchat's wire format, for tests that need messages chitchat's own
+/// encoder never writes.
+#[cfg(test)]
+pub(crate) mod wire {
+    use std::net::SocketAddr;
+
+    /// An op of a delta.
+    pub(crate) enum Op<'a> {
+        Node {
+            node_id: &'a str,
+            generation: u64,
+            addr: SocketAddr,
+            from_version: u64,
+        },
+        KeyValue {
+            key: &'a str,
+            value: &'a str,
+            version: u64,
+        },
+        SetMaxVersion(u64),
+    }
+
+    fn str(buf: &mut Vec<u8>, s: &str) {
+        buf.extend((s.len() as u16).to_le_bytes());
+        buf.extend(s.as_bytes());
+    }
+
+    fn chitchat_id(buf: &mut Vec<u8>, node_id: &str, generation: u64, addr: SocketAddr) {
+        str(buf, node_id);
+        buf.extend(generation.to_le_bytes());
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => {
+                buf.push(4);
+                buf.extend(ip.octets());
+            }
+            std::net::IpAddr::V6(ip) => {
+                buf.push(6);
+                buf.extend(ip.octets());
+            }
+        }
+        buf.extend(addr.port().to_le_bytes());
+    }
+
+    /// The ops' bytes, as they are before compression.
+    pub(crate) fn ops(ops: &[Op<'_>]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for op in ops {
+            match op {
+                Op::Node {
+                    node_id,
+                    generation,
+                    addr,
+                    from_version,
+                } => {
+                    buf.push(0);
+                    chitchat_id(&mut buf, node_id, *generation, *addr);
+                    buf.extend(0u64.to_le_bytes()); // last gc version
+                    buf.extend(from_version.to_le_bytes());
+                }
+                Op::KeyValue {
+                    key,
+                    value,
+                    version,
+                } => {
+                    buf.push(1);
+                    str(&mut buf, key);
+                    str(&mut buf, value);
+                    buf.extend(version.to_le_bytes());
+                    buf.push(0); // set, not deleted
+                }
+                Op::SetMaxVersion(version) => {
+                    buf.push(2);
+                    buf.extend(version.to_le_bytes());
+                }
+            }
+        }
+        buf
+    }
+
+    /// `blocks` as a block stream: each block compressed if `compress`, else stored.
+    pub(crate) fn stream(blocks: &[&[u8]], compress: bool) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for block in blocks {
+            let (tag, bytes) = if compress {
+                (1, zstd::bulk::compress(block, 0).unwrap())
+            } else {
+                (2, block.to_vec())
+            };
+            buf.push(tag);
+            buf.extend((bytes.len() as u16).to_le_bytes());
+            buf.extend(bytes);
+        }
+        buf.push(0); // no more blocks
+        buf
+    }
+
+    /// An ACK (protocol V1) whose delta is a bomb: as many zstd frames of 64 KiB of zeros as
+    /// fit 65,000 bytes (several hundred megabytes once decompressed).
+    pub(crate) fn bomb() -> Vec<u8> {
+        let frame = zstd::bulk::compress(&[0u8; u16::MAX as usize], 0).unwrap();
+        let mut buf = ack(&[]);
+        while buf.len() + 3 + frame.len() < 65_000 {
+            buf.push(1);
+            buf.extend((frame.len() as u16).to_le_bytes());
+            buf.extend(&frame);
+        }
+        buf.push(0);
+        buf
+    }
+
+    /// An ACK (protocol V1) carrying the delta `stream`.
+    pub(crate) fn ack(stream: &[u8]) -> Vec<u8> {
+        let mut buf = 45_139u16.to_le_bytes().to_vec();
+        buf.extend([1, 2]); // protocol V1, ACK
+        buf.extend(stream);
+        buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wire::{self, ack, ops, stream, Op};
+    use super::*;
+
+    fn node(node_id: &str) -> Op<'_> {
+        Op::Node {
+            node_id,
+            generation: 1_796_000_000_000_000,
+            addr: "10.0.0.9:7000".parse().unwrap(),
+            from_version: 0,
+        }
+    }
+
+    fn kv(key: &str, version: u64) -> Op<'_> {
+        Op::KeyValue {
+            key,
+            value: "v",
+            version,
+        }
+    }
+
+    /// The delta that stops chitchat's gossip task: key/value 5, then max version 4.
+    fn lowering_max_version() -> Vec<u8> {
+        ops(&[node("9"), kv("a", 5), Op::SetMaxVersion(4)])
+    }
+
+    #[test]
+    fn a_max_version_after_key_values_is_refused() {
+        for compress in [false, true] {
+            let malicious = ack(&stream(&[&lowering_max_version()], compress));
+            assert_eq!(check(&malicious), Err(Refusal::MaxVersionAfterKeyValues));
+            // Even at or above the key/values' versions: chitchat never writes it.
+            let mixed = ops(&[node("9"), kv("a", 5), Op::SetMaxVersion(6)]);
+            let mixed = ack(&stream(&[&mixed], compress));
+            assert_eq!(check(&mixed), Err(Refusal::MaxVersionAfterKeyValues));
+        }
+        // Split across blocks, and in a later node delta.
+        let ops_bytes = ops(&[
+            node("1"),
+            Op::SetMaxVersion(3),
+            node("9"),
+            kv("a", 5),
+            kv("b", 6),
+            Op::SetMaxVersion(4),
+        ]);
+        let (head, tail) = ops_bytes.split_at(ops_bytes.len() - 5);
+        let malicious = ack(&stream(&[head, tail], true));
+        assert_eq!(check(&malicious), Err(Refusal::MaxVersionAfterKeyValues));
+    }
+
+    #[test]
+    fn the_shapes_chitchat_writes_pass() {
+        // Key/values only; max version only (a node state emptied by GC); several nodes.
+        let good = ops(&[
+            node("1"),
+            kv("a", 1),
+            kv("b", 7),
+            node("2"),
+            Op::SetMaxVersion(12),
+            node("3"),
+        ]);
+        for compress in [false, true] {
+            assert_eq!(check(&ack(&stream(&[&good], compress))), Ok(()));
+        }
+        assert_eq!(check(&ack(&stream(&[], false))), Ok(()), "an empty delta");
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused() {
+        let bomb = wire::bomb();
+        let frame_len = zstd::bulk::compress(&[0u8; MAX_BLOCK], 0).unwrap().len();
+        let expands_to = (bomb.len() - 5) / (3 + frame_len) * MAX_BLOCK;
+        assert!(
+            expands_to > 100 * MAX_DECOMPRESSED,
+            "{} bytes expand to {} MB",
+            bomb.len(),
+            expands_to >> 20
+        );
+        assert_eq!(check(&bomb), Err(Refusal::TooLarge));
+
+        // The bound counts the digest's and the delta's streams together.
+        let zeros = vec![0u8; MAX_BLOCK];
+        let half = stream(&[&zeros[..]; MAX_DECOMPRESSED / MAX_BLOCK / 2 + 1], true);
+        let mut syn_ack = 45_139u16.to_le_bytes().to_vec();
+        syn_ack.extend([1, 1]); // V1 SYN-ACK
+        syn_ack.extend(&half); // digest (entries are not checked, only the size)
+        assert_eq!(check(&syn_ack), Err(Refusal::Malformed("block type")));
+        syn_ack.extend(&half); // delta
+        assert_eq!(check(&syn_ack), Err(Refusal::TooLarge));
+    }
+
+    #[test]
+    fn what_chitchat_cannot_decode_is_refused() {
+        let good = ack(&stream(&[&ops(&[node("1"), kv("a", 1)])], true));
+        // Every truncation of a valid message.
+        for len in 0..good.len() {
+            assert!(
+                matches!(check(&good[..len]), Err(Refusal::Malformed(_))),
+                "{len}"
+            );
+        }
+        let mut bad_magic = good.clone();
+        bad_magic[0] ^= 1;
+        assert_eq!(check(&bad_magic), Err(Refusal::Malformed("magic number")));
+        let orphan = ack(&stream(&[&ops(&[kv("a", 1)])], false));
+        assert!(matches!(check(&orphan), Err(Refusal::Malformed(_))));
+        // Bytes after the message are ignored, as chitchat does.
+        let mut trailing = good;
+        trailing.extend(b"trailing");
+        assert_eq!(check(&trailing), Ok(()));
+    }
+}
