@@ -953,6 +953,20 @@ mod tests {
         (node, RpcClient::new(channel), victim)
     }
 
+    /// Fails unless `reply` is a SYN-ACK (`what` says what that shows).
+    fn assert_syn_ack(reply: &Option<ChitchatEnvelope>, what: &str) {
+        assert!(
+            matches!(
+                reply,
+                Some(ChitchatEnvelope {
+                    message: ChitchatMessage::SynAck { .. },
+                    ..
+                })
+            ),
+            "{what}: {reply:?}"
+        );
+    }
+
     /// Fails if anything connects to `victim` within a few gossip rounds of the node.
     async fn assert_never_called(victim: &tokio::net::TcpListener) {
         let called = timeout(Duration::from_millis(500), victim.accept()).await;
@@ -982,16 +996,7 @@ mod tests {
         };
         let ack = client.send(&packet).await.expect("a SYN is answered");
         let reply = decoder.decode(ack.reply.as_slice()).await.unwrap();
-        assert!(
-            matches!(
-                reply,
-                Some(ChitchatEnvelope {
-                    message: ChitchatMessage::SynAck { .. },
-                    ..
-                })
-            ),
-            "the response carries the SYN-ACK: {reply:?}"
-        );
+        assert_syn_ack(&reply, "the response carries the SYN-ACK");
         assert_never_called(&victim).await;
         node.shutdown().await;
     }
@@ -1186,16 +1191,7 @@ mod tests {
             .as_slice()
             .to_vec();
         let reply = decoder.decode(&reply).await.unwrap();
-        assert!(
-            matches!(
-                reply,
-                Some(ChitchatEnvelope {
-                    message: ChitchatMessage::SynAck { .. },
-                    ..
-                })
-            ),
-            "the node no longer answers SYNs: {reply:?}"
-        );
+        assert_syn_ack(&reply, "the node no longer answers SYNs");
         // ...and a node seeded from it joins.
         let local = "127.0.0.1:0".parse().unwrap();
         let seed = node.me().public_addr.to_string();

@@ -430,10 +430,40 @@ mod tests {
         );
     }
 
-    /// A state machine whose `snapshot` reports that it started, then waits for a release.
+    /// Which of a [`Gate`]'s methods holds up its caller.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Held {
+        Snapshot,
+        Restore,
+    }
+
+    /// A state machine whose `snapshot` (or `restore`) reports that it started, then waits for
+    /// a release.
     struct Gate {
+        held: Held,
         started: Mutex<mpsc::Sender<()>>,
         release: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl Gate {
+        /// The gate, the receiver of its start, and the sender of its release.
+        fn new(held: Held) -> (Self, mpsc::Receiver<()>, mpsc::Sender<()>) {
+            let (started_tx, started_rx) = mpsc::channel();
+            let (release_tx, release_rx) = mpsc::channel();
+            let gate = Gate {
+                held,
+                started: Mutex::new(started_tx),
+                release: Mutex::new(release_rx),
+            };
+            (gate, started_rx, release_tx)
+        }
+
+        fn hold(&self, at: Held) {
+            if self.held == at {
+                let _ = self.started.lock().send(());
+                let _ = self.release.lock().recv();
+            }
+        }
     }
 
     impl StateMachine for Gate {
@@ -445,11 +475,12 @@ mod tests {
         fn apply(&mut self, _command: ()) {}
         fn read(&self, _query: ()) {}
         fn snapshot(&self) -> Vec<u8> {
-            let _ = self.started.lock().send(());
-            let _ = self.release.lock().recv();
+            self.hold(Held::Snapshot);
             Vec::new()
         }
-        fn restore(&mut self, _snapshot: &[u8]) {}
+        fn restore(&mut self, _snapshot: &[u8]) {
+            self.hold(Held::Restore);
+        }
     }
 
     /// openraft builds snapshots beside `apply`: while the user's `snapshot` runs, `apply`
@@ -457,12 +488,7 @@ mod tests {
     /// blocking lock, `apply` held up the runtime's only thread until the snapshot was done.)
     #[test]
     fn apply_waits_for_a_snapshot_in_progress_without_holding_up_the_runtime() {
-        let (started_tx, started_rx) = mpsc::channel();
-        let (release_tx, release_rx) = mpsc::channel();
-        let gate = Gate {
-            started: Mutex::new(started_tx),
-            release: Mutex::new(release_rx),
-        };
+        let (gate, started_rx, release_tx) = Gate::new(Held::Snapshot);
         let store = StateMachineStore::open(share(gate), None).expect("store opens");
         let ran = report_runs_beside(
             |report| async move {
@@ -496,12 +522,7 @@ mod tests {
     #[test]
     fn a_build_captured_before_an_install_does_not_overwrite_its_snapshot() {
         let dir = test_helper::TempDir::new("build-beside-install");
-        let (started_tx, started_rx) = mpsc::channel();
-        let (release_tx, release_rx) = mpsc::channel();
-        let gate = Gate {
-            started: Mutex::new(started_tx),
-            release: Mutex::new(release_rx),
-        };
+        let (gate, started_rx, release_tx) = Gate::new(Held::Snapshot);
         let store = StateMachineStore::open(share(gate), Some(dir.path().to_path_buf()))
             .expect("store opens");
         let installed = LogId::new(CommittedLeaderId::new(3, 1), 500);
@@ -559,40 +580,13 @@ mod tests {
         );
     }
 
-    /// A state machine whose `restore` reports that it started, then waits for a release.
-    struct SlowRestore {
-        started: Mutex<mpsc::Sender<()>>,
-        release: Mutex<mpsc::Receiver<()>>,
-    }
-
-    impl StateMachine for SlowRestore {
-        type Command = ();
-        type Response = ();
-        type Query = ();
-        type Answer = ();
-
-        fn apply(&mut self, _command: ()) {}
-        fn read(&self, _query: ()) {}
-        fn snapshot(&self) -> Vec<u8> {
-            Vec::new()
-        }
-        fn restore(&mut self, _snapshot: &[u8]) {
-            let _ = self.started.lock().send(());
-            let _ = self.release.lock().recv();
-        }
-    }
-
     /// An install holds the machine while the user's `restore` runs; a local read meanwhile
     /// waits without holding up the runtime's thread. (It read in place before, so another
     /// task on a single-threaded runtime could not run until the restore was done.)
     #[test]
     fn a_read_during_a_restore_does_not_hold_up_the_runtime() {
-        let (started_tx, started_rx) = mpsc::channel();
-        let (release_tx, release_rx) = mpsc::channel();
-        let machine = share(SlowRestore {
-            started: Mutex::new(started_tx),
-            release: Mutex::new(release_rx),
-        });
+        let (gate, started_rx, release_tx) = Gate::new(Held::Restore);
+        let machine = share(gate);
         let store = StateMachineStore::open(machine.clone(), None).expect("store opens");
         let ran = report_runs_beside(
             move |report| async move {

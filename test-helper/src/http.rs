@@ -202,6 +202,45 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no metric {name}:\n{text}"))
 }
 
+/// Checks a server's stall timeout on a request body (the server runs with
+/// `--stall-timeout-ms` of `stall` and one connection at most): a request to `path` whose
+/// 10-byte body never comes gets 408 `body_timeout`, no sooner than `stall`, with its
+/// connection closed; then the slot is free again, `/health` answers 200 and `path` was never
+/// written (404). Each request retries until the previous connection's slot came back, for
+/// at most `deadline`.
+pub async fn assert_a_stalled_body_is_cut_off(
+    port: u16,
+    path: &'static str,
+    stall: Duration,
+    deadline: Duration,
+) {
+    let mut stalled = crate::wait_for_value("a request in flight", deadline, || async move {
+        request_in_flight(port, path, 10).await.ok()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let received = read_until_closed(&mut stalled, deadline)
+        .await
+        .expect("a connection whose body stopped was still open");
+    let answer = String::from_utf8_lossy(&received);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    // (A little early is the timer's granularity, not a missing timeout.)
+    assert!(
+        started.elapsed() >= stall * 9 / 10,
+        "closed before the timeout: {:?}",
+        started.elapsed()
+    );
+    let served = |path: &'static str| {
+        crate::wait_for_value("the slot to come free", deadline, move || async move {
+            request(port, "GET", path, b"").await.ok()
+        })
+    };
+    assert_eq!(served("/health").await.status, 200);
+    assert_eq!(served(path).await.status, 404, "nothing was written");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

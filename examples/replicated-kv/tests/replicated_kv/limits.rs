@@ -3,13 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use test_helper::http::request_in_flight;
 use test_helper::wait_for;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::fixtures::{
-    free_ports, keep_alive_request, metric, read_until_closed, request, temp_dir, wait_for_metrics,
+    free_ports, keep_alive_request, metric, read_until_closed, temp_dir, wait_for_metrics,
     wait_for_value, KvNode, DEADLINE,
 };
 
@@ -69,40 +68,13 @@ async fn a_body_that_stops_coming_is_cut_off() {
     node.start();
     node.wait_for_members(1).await;
 
-    // The handler is reading a body of 10 bytes that never comes. (The slot of the last
-    // request's connection may take a moment to come back: retry until it is taken.)
-    let port = node.http_port;
-    let mut stalled = wait_for_value("a request in flight", DEADLINE, || async move {
-        request_in_flight(port, "/ks/stalled", 10).await.ok()
-    })
+    test_helper::http::assert_a_stalled_body_is_cut_off(
+        node.http_port,
+        "/ks/stalled",
+        Duration::from_millis(500),
+        DEADLINE,
+    )
     .await;
-    let started = Instant::now();
-    let received = read_until_closed(&mut stalled, DEADLINE)
-        .await
-        .expect("a connection whose body stopped was still open");
-    let answer = String::from_utf8_lossy(&received);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(answer.contains("body_timeout"), "{answer}");
-    assert!(answer.contains("connection: close"), "{answer}");
-    assert!(
-        started.elapsed() >= Duration::from_millis(450),
-        "closed before the timeout: {:?}",
-        started.elapsed()
-    );
-
-    // The slot is free again: the next clients are served. (Each waits for the last one's
-    // slot to come back.)
-    let served = |path: &'static str| {
-        wait_for_value("the slot to come free", DEADLINE, move || async move {
-            request(port, "GET", path, b"").await.ok()
-        })
-    };
-    assert_eq!(served("/health").await.status, 200);
-    assert_eq!(
-        served("/ks/stalled").await.status,
-        404,
-        "nothing was written"
-    );
     let status = node.terminate().await;
     assert!(status.success(), "exit status {status:?}");
 }
