@@ -539,6 +539,18 @@ mod tests {
             tombstone(&repairer),
             "node 1 never saw the delete: it stays"
         );
+        // Rounds without deletes do not pile up watches: only the live ones are kept.
+        for _ in 0..5 {
+            repairer
+                .repair_from(a.me())
+                .await
+                .expect("a complete round");
+        }
+        assert!(
+            repairer.replica.watches_kept() <= 1,
+            "{}",
+            repairer.replica.watches_kept()
+        );
         drop(store);
         b.shutdown().await;
         a.shutdown().await;

@@ -547,8 +547,18 @@ impl<S: Storage> Replica<S> {
     /// A watch of the deletes taken from peers from now on (see [`TombstoneWatch`]).
     pub(crate) fn watch_tombstones(&self) -> Arc<TombstoneWatch> {
         let watch = Arc::new(TombstoneWatch::default());
-        self.watches.lock().push(Arc::downgrade(&watch));
+        let mut watches = self.watches.lock();
+        // Dropped watches go here too, not only when a delete arrives: without deletes the
+        // list would grow by a round's watch every round.
+        watches.retain(|w| w.strong_count() > 0);
+        watches.push(Arc::downgrade(&watch));
         watch
+    }
+
+    /// How many watches the replica keeps (live or not yet pruned).
+    #[cfg(test)]
+    pub(crate) fn watches_kept(&self) -> usize {
+        self.watches.lock().len()
     }
 
     /// A snapshot of every keyspace's slot, so callers do not hold the map's lock while they
