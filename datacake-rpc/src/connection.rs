@@ -12,6 +12,9 @@ use tokio::sync::oneshot;
 
 use crate::Body;
 
+/// The most capacity [`send_windowed`] asks h2 for at a time: the largest HTTP/2 window.
+const MAX_RESERVATION: usize = (1 << 31) - 1;
+
 /// Why [`send_windowed`] gave up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SendStopped {
@@ -44,7 +47,8 @@ pub(crate) async fn send_windowed(
         return Ok(());
     }
     while !data.is_empty() {
-        tx.reserve_capacity(data.len());
+        // (h2 truncates a reservation to 32 bits; no window is larger than 2^31 - 1 anyway.)
+        tx.reserve_capacity(data.len().min(MAX_RESERVATION));
         while tx.capacity() == 0 {
             let room = std::future::poll_fn(|cx| tx.poll_capacity(cx));
             let room = match stall {

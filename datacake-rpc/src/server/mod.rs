@@ -538,8 +538,12 @@ fn reply(
         Some(bytes) => {
             // Handed to h2 here when the peer's window has room for all of it (the common
             // case), else by a task that waits for room.
-            stream.reserve_capacity(bytes.len());
-            if stream.capacity() >= bytes.len() {
+            // (A reply too large to reserve at once never fits a window: the task sends it.)
+            let fits = u32::try_from(bytes.len()).is_ok_and(|len| len < 1 << 31) && {
+                stream.reserve_capacity(bytes.len());
+                stream.capacity() >= bytes.len()
+            };
+            if fits {
                 let _ = stream.send_data(bytes, true);
             } else {
                 tokio::spawn(send_whole(bytes, stream, stall, shared.counters.clone()));
