@@ -165,6 +165,8 @@ pub(crate) struct Replica<S> {
     limits: KeyspaceLimits,
     /// The live [`TombstoneWatch`]es, told of every delete taken from a peer.
     watches: parking_lot::Mutex<Vec<Weak<TombstoneWatch>>>,
+    /// The ids of the persisted purge watermarks, by keyspace.
+    watermark_ids: parking_lot::Mutex<watermark::DocIds>,
 }
 
 /// The oldest stamp among the deletes a replica took from peers (replication, repair, read
@@ -232,10 +234,12 @@ impl<S: Storage> Replica<S> {
             let slot = KeyspaceSlot::new(name, KeyspaceState::from_metadata(metadata));
             keyspaces.insert(name.clone(), Arc::new(slot));
         }
+        let mut watermark_ids = watermark::DocIds::default();
         if names.iter().any(|n| n == PURGE_WATERMARK_KEYSPACE) {
             for doc in Self::load_reserved(&storage, PURGE_WATERMARK_KEYSPACE).await? {
                 let (name, mark) = watermark::decode(&doc)
                     .ok_or(StoreError::CorruptPurgeWatermark { id: doc.id })?;
+                watermark_ids.found(&name, doc.id);
                 let slot = keyspaces.entry(name).or_insert_with_key(|name| {
                     Arc::new(KeyspaceSlot::new(name, KeyspaceState::new()))
                 });
@@ -256,6 +260,7 @@ impl<S: Storage> Replica<S> {
             counters: Counters::default(),
             limits,
             watches: parking_lot::Mutex::new(Vec::new()),
+            watermark_ids: parking_lot::Mutex::new(watermark_ids),
         };
         Ok((replica, members))
     }
@@ -741,7 +746,10 @@ impl<S: Storage> Replica<S> {
     async fn persist_watermark(&self, keyspace: &str, mark: Option<HLCTimestamp>) -> Result<(), S> {
         if let Some(mark) = mark {
             self.storage
-                .put(PURGE_WATERMARK_KEYSPACE, watermark::encode(keyspace, mark))
+                .put(PURGE_WATERMARK_KEYSPACE, {
+                    let id = self.watermark_ids.lock().of(keyspace);
+                    watermark::encode(id, keyspace, mark)
+                })
                 .await
                 .map_err(StoreError::Storage)?;
         }

@@ -158,3 +158,34 @@ async fn a_write_whose_caller_goes_away_still_reaches_the_in_memory_state() {
     )
     .await;
 }
+
+/// A keyspace whose watermark document id (an unkeyed hash of its name) is already held by
+/// another keyspace's document, as a crafted name could make it, gets a document of its own:
+/// after a restart both keyspaces still refuse what their purges made stale. Before, the
+/// second persist overwrote the first keyspace's watermark.
+#[tokio::test]
+async fn colliding_keyspace_names_keep_both_purge_watermarks() {
+    let storage = MemStore::new();
+    // "crafted" already persisted its watermark under the id "ks" hashes to.
+    let crafted = HLCTimestamp::new(5_000, 0, 1);
+    storage
+        .put(
+            PURGE_WATERMARK_KEYSPACE,
+            watermark::encode(watermark::watermark_doc_id("ks"), "crafted", crafted),
+        )
+        .await
+        .unwrap();
+    let (replica, _) = Replica::load(storage.clone(), LIMITS).await.unwrap();
+    let mark = HLCTimestamp::new(9_000, 0, 1);
+    replica.persist_watermark("ks", Some(mark)).await.unwrap();
+    drop(replica);
+
+    let (reloaded, _) = Replica::load(storage, LIMITS).await.unwrap();
+    let watermark_of = |keyspace: &str| {
+        reloaded
+            .slot(keyspace)
+            .and_then(|slot| slot.with_state(|s| s.purge_watermark()))
+    };
+    assert_eq!(watermark_of("crafted"), Some(crafted));
+    assert_eq!(watermark_of("ks"), Some(mark));
+}
