@@ -222,6 +222,12 @@ impl KeyspaceState {
         purged
     }
 
+    /// Whether a version of `key` stamped `timestamp` is known to be purged here: the
+    /// keyspace holds nothing for `key` and the stamp is at or below its purge watermark.
+    pub(crate) fn knows_purged(&self, key: Key, timestamp: HLCTimestamp) -> bool {
+        self.purge_watermark().is_some_and(|w| timestamp <= w) && self.get(key).is_none()
+    }
+
     /// The purge watermark: writes of ids the keyspace does not hold at or below it are
     /// refused (see [`purge_tombstones`](Self::purge_tombstones)).
     pub(crate) fn purge_watermark(&self) -> Option<HLCTimestamp> {

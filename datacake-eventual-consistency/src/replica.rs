@@ -519,33 +519,23 @@ impl<S: Storage> Replica<S> {
     /// copy survives only on a node that was away past the tombstone grace and has not yet
     /// learnt of the purge; serving it would undo a delete.
     pub(crate) fn drop_purged(&self, keyspace: &str, versions: &mut Vec<Change>) {
-        let Some(slot) = self.slot(keyspace) else {
-            return;
-        };
-        slot.with_state(|s| {
-            let Some(watermark) = s.purge_watermark() else {
-                return;
-            };
-            versions.retain(|v| {
-                v.mutation.timestamp() > watermark || s.get(v.mutation.key()).is_some()
+        if let Some(slot) = self.slot(keyspace) {
+            slot.with_state(|s| {
+                versions.retain(|v| !s.knows_purged(v.mutation.key(), v.mutation.timestamp()))
             });
-        });
+        }
     }
 
     /// Of `puts` (a position, an id, a stamp), the positions of those `keyspace` refuses as
-    /// purged: ids it holds nothing for, stamped at or below its purge watermark.
+    /// purged ([`KeyspaceState::knows_purged`]).
     pub(crate) fn purged_of(&self, keyspace: &str, puts: &[(u32, Key, HLCTimestamp)]) -> Vec<u32> {
-        let Some(slot) = self.slot(keyspace) else {
-            return Vec::new();
-        };
-        slot.with_state(|s| {
-            let Some(watermark) = s.purge_watermark() else {
-                return Vec::new();
-            };
-            puts.iter()
-                .filter(|(_, key, ts)| *ts <= watermark && s.get(*key).is_none())
-                .map(|(at, _, _)| *at)
-                .collect()
+        self.slot(keyspace).map_or_else(Vec::new, |slot| {
+            slot.with_state(|s| {
+                puts.iter()
+                    .filter(|(_, key, ts)| s.knows_purged(*key, *ts))
+                    .map(|(at, _, _)| *at)
+                    .collect()
+            })
         })
     }
 

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::Body;
 
 /// The most capacity [`send_windowed`] asks h2 for at a time: the largest HTTP/2 window.
-const MAX_RESERVATION: usize = (1 << 31) - 1;
+pub(crate) const MAX_RESERVATION: usize = (1 << 31) - 1;
 
 /// Why [`send_windowed`] gave up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
-use crate::connection::{keep_alive, pipe, send_windowed, SendStopped};
+use crate::connection::{keep_alive, pipe, send_windowed, SendStopped, MAX_RESERVATION};
 use crate::handler::{Call, ErasedHandler};
 use crate::limits::{Budget, Counters, Held};
 use crate::metrics::{CallMetrics, SERVER, UNKNOWN_SERVICE};
@@ -539,7 +539,7 @@ fn reply(
             // Handed to h2 here when the peer's window has room for all of it (the common
             // case), else by a task that waits for room.
             // (A reply too large to reserve at once never fits a window: the task sends it.)
-            let fits = u32::try_from(bytes.len()).is_ok_and(|len| len < 1 << 31) && {
+            let fits = bytes.len() <= MAX_RESERVATION && {
                 stream.reserve_capacity(bytes.len());
                 stream.capacity() >= bytes.len()
             };
