@@ -771,11 +771,20 @@ mod codec_fixtures {
             .await
             .unwrap()
     }
+
+    /// A SYN of cluster `c` with an empty digest, as chitchat encodes it with `version`.
+    pub(super) async fn empty_syn(encoder: &mut Encoder, version: ProtocolVersion) -> Vec<u8> {
+        let message = ChitchatMessage::Syn {
+            cluster_id: "c".to_string(),
+            digest: Default::default(),
+        };
+        encode(encoder, version, message).await
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::codec_fixtures::{codec, encode};
+    use super::codec_fixtures::{codec, empty_syn, encode};
     use super::*;
 
     #[tokio::test]
@@ -980,15 +989,7 @@ mod tests {
     async fn a_syn_is_answered_on_its_own_call_and_never_at_the_claimed_address() {
         let (node, client, victim) = node_and_victim().await;
         let (mut encoder, mut decoder) = codec().await;
-        let syn = encode(
-            &mut encoder,
-            ProtocolVersion::V0,
-            ChitchatMessage::Syn {
-                cluster_id: "c".to_string(),
-                digest: Default::default(),
-            },
-        )
-        .await;
+        let syn = empty_syn(&mut encoder, ProtocolVersion::V0).await;
         let packet = GossipPacket {
             node_id: 9,
             from: victim.local_addr().unwrap().to_string(),
@@ -1086,15 +1087,7 @@ mod tests {
                 .unwrap(),
         );
         for version in [ProtocolVersion::V0, ProtocolVersion::V1] {
-            let syn = encode(
-                &mut encoder,
-                version,
-                ChitchatMessage::Syn {
-                    cluster_id: "c".to_string(),
-                    digest: Default::default(),
-                },
-            )
-            .await;
+            let syn = empty_syn(&mut encoder, version).await;
             let packet = GossipPacket {
                 node_id: 9,
                 from: "127.0.0.1:9".to_string(),
@@ -1174,15 +1167,7 @@ mod tests {
         let bomb = client.send(&packet(wire::bomb())).await;
 
         // The node still answers a SYN with its state...
-        let syn = encode(
-            &mut encoder,
-            ProtocolVersion::V1,
-            ChitchatMessage::Syn {
-                cluster_id: "c".to_string(),
-                digest: Default::default(),
-            },
-        )
-        .await;
+        let syn = empty_syn(&mut encoder, ProtocolVersion::V1).await;
         let reply = client
             .send(&packet(syn))
             .await

@@ -205,6 +205,28 @@ async fn deletes_purged_while_node_3_is_down<S: Storage + Clone>(
     (nodes, down, seeds)
 }
 
+/// [`deletes_purged_while_node_3_is_down`] on storage that can fail, then node 3 back on
+/// its old storage with the disk refusing writes, once every node sees the three and node 3
+/// has failed to record a peer's purge watermark: it still holds its obsolete copies. Returns
+/// the three nodes and node 3's storage (still refusing writes).
+async fn node_3_back_on_a_refusing_disk() -> (
+    Vec<TestNode<FaultyStorage<MemStore>>>,
+    FaultyStorage<MemStore>,
+) {
+    let (mut nodes, down, seeds) =
+        deletes_purged_while_node_3_is_down(|| FaultyStorage::new(MemStore::new())).await;
+    down.fail_writes(true);
+    nodes.push(start_node_full(3, seeds, down.clone(), fast_detector, short_grace).await);
+    wait_for_membership(&nodes, 1..=3).await;
+    test_helper::wait_for(
+        "node 3 fails to record a peer's purge watermark",
+        CONVERGE,
+        || async { down.refused(PURGE_WATERMARK_KEYSPACE) > 0 },
+    )
+    .await;
+    (nodes, down)
+}
+
 /// A node down for longer than the tombstone grace misses a delete and its purge; when it
 /// returns on its old storage, neither it nor a node that joins afterwards serves the deleted
 /// documents again, and the cluster converges.
@@ -251,17 +273,7 @@ async fn a_node_down_past_the_grace_does_not_resurrect_deletes_on_return() {
 /// again). Once its disk works, they are gone from its storage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn obsolete_copies_a_failing_disk_kept_are_dropped_once_it_works() {
-    let (mut nodes, down, seeds) =
-        deletes_purged_while_node_3_is_down(|| FaultyStorage::new(MemStore::new())).await;
-
-    down.fail_writes(true);
-    nodes.push(start_node_full(3, seeds, down.clone(), fast_detector, short_grace).await);
-    test_helper::wait_for(
-        "node 3 fails to record a peer's purge watermark",
-        CONVERGE,
-        || async { down.refused(PURGE_WATERMARK_KEYSPACE) > 0 },
-    )
-    .await;
+    let (nodes, down) = node_3_back_on_a_refusing_disk().await;
     down.fail_writes(false);
     test_helper::wait_for("node 3 drops its obsolete copies", CONVERGE, || async {
         (0..5).all(|id| down.inner().get_doc("ks", id).is_none())
@@ -288,18 +300,7 @@ async fn obsolete_copies_a_failing_disk_kept_are_dropped_once_it_works() {
 /// those ids, stamped at or below its own watermark) and must not serve them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_does_not_serve_copies_it_knows_purged() {
-    let (mut nodes, down, seeds) =
-        deletes_purged_while_node_3_is_down(|| FaultyStorage::new(MemStore::new())).await;
-
-    down.fail_writes(true);
-    nodes.push(start_node_full(3, seeds, down.clone(), fast_detector, short_grace).await);
-    wait_for_membership(&nodes, 1..=3).await;
-    test_helper::wait_for(
-        "node 3 fails to record a peer's purge watermark",
-        CONVERGE,
-        || async { down.refused(PURGE_WATERMARK_KEYSPACE) > 0 },
-    )
-    .await;
+    let (nodes, down) = node_3_back_on_a_refusing_disk().await;
     assert!(
         down.inner().get_doc("ks", 0).is_some(),
         "node 3 still holds its obsolete copy"
