@@ -71,11 +71,20 @@
 //!   that purged never serves them. Keyspace names starting with
 //!   [`RESERVED_KEYSPACE_PREFIX`] are refused ([`StoreError::ReservedKeyspace`]) and never
 //!   listed.
-//! - **Clock skew.** Every remote timestamp (replicated writes, repaired entries, read
-//!   replies, peers' clocks) is checked against the local clock's drift bound; one too far
-//!   ahead is refused and counted ([`StoreStatistics::clock_skew_rejected`]), never applied,
-//!   so a node whose clock runs minutes fast cannot make its writes win for minutes, and no
-//!   stamp near the clock's maximum can make a key immutable.
+//! - **Clock skew.** The store assumes the nodes' wall clocks stay within the maximum drift
+//!   of one another (default 5 s, [`Clock::max_drift`](datacake_node::Clock::max_drift)).
+//!   Every remote timestamp (replicated writes, repaired entries, read replies, peers'
+//!   clocks) is checked against the local clock's drift bound: a call whose clock is too far
+//!   ahead is refused, and a stamp too far ahead inside a message is skipped; both are
+//!   counted ([`StoreStatistics::clock_skew_rejected`]). So no stamp near the clock's maximum
+//!   can make a key immutable, and a node whose clock runs fast cannot push its writes onto
+//!   its peers while it does. Skipped is not forgotten: the entry stays on the node that
+//!   wrote it, repair offers it again, and a peer takes it once the peer's own clock is within
+//!   the drift of the stamp. Writes a node stamps while its clock runs `X` ahead (beyond the
+//!   drift) thus reach the others about `X` minus the drift later and then win, as
+//!   last-writer-wins orders them, over what was written elsewhere in between, acknowledged
+//!   deletes included. Keep clocks synchronised (NTP); a node whose clock runs ahead of its
+//!   peers is not yet fenced off (peers' `clock_skew_rejected` rising is the sign).
 //! - **Limits.** Documents larger than fit in one message are refused at `put`
 //!   ([`StoreError::DocumentTooLarge`]); keyspaces are limited in number and name length.
 //! - **Metrics.** Besides [`StoreStatistics`], the store records through the

@@ -3,7 +3,8 @@
 //!
 //! Every input is bounded: ids per request, buckets per request, and every reply is cut by
 //! bytes under the message budget. Every timestamp that arrives is checked against the
-//! local clock's drift bound; a stamp too far ahead is refused and counted, never applied.
+//! local clock's drift bound; a stamp too far ahead is refused and counted, and not applied
+//! from this message (the crate docs' "Clock skew" says when it is applied later).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
