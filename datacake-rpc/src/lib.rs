@@ -18,8 +18,9 @@
 //! - [`Body`] skips rkyv for streamed requests or replies.
 //! - A server **limits** everything it takes from the network, each limit a
 //!   [`ServerBuilder`] setting with a `DEFAULT_*` constant, and counts what it refuses
-//!   ([`Server::statistics`]): connections ([`DEFAULT_MAX_CONNECTIONS`], more are closed at
-//!   once), streams per connection ([`DEFAULT_MAX_CONCURRENT_STREAMS`]) and header list size
+//!   ([`Server::statistics`]): connections ([`DEFAULT_MAX_CONNECTIONS`]; a new one past it
+//!   closes the oldest still handshaking, else it is closed at once; at most
+//!   [`MAX_HANDSHAKING`] handshake at once), streams per connection ([`DEFAULT_MAX_CONCURRENT_STREAMS`]) and header list size
 //!   ([`DEFAULT_MAX_HEADER_LIST_SIZE`]), both advertised in the HTTP/2 settings; idle
 //!   connections are closed with a GOAWAY ([`DEFAULT_IDLE_TIMEOUT`], a [`Channel`] reconnects
 //!   on its next call); a message body must arrive within [`DEFAULT_BODY_TIMEOUT`]
@@ -130,7 +131,7 @@ pub use server::{
     Server, ServerBuilder, SettingsError, DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTION_BUFFER, DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_SERVER_BUFFER,
-    DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_SHUTDOWN_GRACE, MAX_HANDSHAKING,
 };
 pub use status::{error_chain, ErrorCode, Status};
 pub use tls::{PeerIdentity, TlsConfig, TlsError};

@@ -115,6 +115,7 @@ impl Drop for Charge {
 pub(crate) struct Counters {
     pub(crate) connections_open: AtomicU64,
     pub(crate) connections_refused: AtomicU64,
+    pub(crate) handshakes_cut: AtomicU64,
     pub(crate) connections_closed_idle: AtomicU64,
     pub(crate) bodies_timed_out: AtomicU64,
     pub(crate) bodies_over_budget: AtomicU64,
@@ -161,8 +162,13 @@ impl Drop for Held {
 pub struct ServerStatistics {
     /// Connections open now (gauge).
     pub connections_open: u64,
-    /// Connections closed at once because `max_connections` were open.
+    /// Connections closed at once because `max_connections` were open and none of them was
+    /// still handshaking.
     pub connections_refused: u64,
+    /// Connections closed before their handshake finished, to make room for a newer one
+    /// ([`MAX_HANDSHAKING`](crate::MAX_HANDSHAKING) handshaking at once, or every place
+    /// taken).
+    pub handshakes_cut: u64,
     /// Connections closed (GOAWAY) after `idle_timeout` without an open stream.
     pub connections_closed_idle: u64,
     /// Request bodies that did not arrive completely within `body_timeout`.
@@ -189,6 +195,7 @@ impl ServerStatistics {
         Self {
             connections_open: get(&counters.connections_open),
             connections_refused: get(&counters.connections_refused),
+            handshakes_cut: get(&counters.handshakes_cut),
             connections_closed_idle: get(&counters.connections_closed_idle),
             bodies_timed_out: get(&counters.bodies_timed_out),
             bodies_over_budget: get(&counters.bodies_over_budget),

@@ -155,9 +155,15 @@ impl ServerBuilder {
         self
     }
 
-    /// The most connections open at once ([`DEFAULT_MAX_CONNECTIONS`]); a connection
-    /// arriving past it is closed at once (counted in
-    /// [`ServerStatistics::connections_refused`](crate::ServerStatistics::connections_refused)), the open ones are unaffected.
+    /// The most connections open at once ([`DEFAULT_MAX_CONNECTIONS`]). A connection
+    /// arriving past it closes the oldest connection whose handshake (TLS, then HTTP/2's
+    /// preface) has not finished, if there is one
+    /// ([`ServerStatistics::handshakes_cut`](crate::ServerStatistics::handshakes_cut)); else it
+    /// is closed at once
+    /// ([`ServerStatistics::connections_refused`](crate::ServerStatistics::connections_refused))
+    /// and the open ones are unaffected. At most [`MAX_HANDSHAKING`](crate::MAX_HANDSHAKING)
+    /// connections handshake at once, the same way: silent connections cannot keep
+    /// members out.
     ///
     /// ```
     /// let builder = datacake_rpc::Server::builder().max_connections(64);

@@ -1,9 +1,10 @@
 //! [`Server`]: accepts HTTP/2 connections and routes calls to the registered handlers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
 use crate::connection::{keep_alive, pipe, send_windowed, SendStopped, MAX_RESERVATION};
@@ -41,6 +42,9 @@ const FIRST_PART: usize = 2;
 const SMALL_BURST: usize = 4;
 /// How long a new connection may take to complete the HTTP/2 handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most connections at once whose handshake (TLS, then HTTP/2's preface) has not
+/// finished; see [`Handshaking`].
+pub const MAX_HANDSHAKING: usize = 128;
 
 /// An RPC server: listens on one address and serves every service added to it.
 ///
@@ -165,6 +169,50 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// The connections whose handshake has not finished yet, oldest first.
+///
+/// Anyone who reaches the port can open connections and never finish a handshake (with TLS,
+/// without a certificate). Each would hold one of the `max_connections` places for
+/// [`HANDSHAKE_TIMEOUT`], so a few hundred silent connections a minute would keep every
+/// member from reconnecting. Instead, a new connection that finds [`MAX_HANDSHAKING`]
+/// handshakes under way, or every place taken, closes the oldest one still handshaking: to
+/// keep a member out, a peer would have to open connections faster than the member
+/// finishes its handshake (a few milliseconds), not merely keep them open.
+#[derive(Default)]
+struct Handshaking {
+    oldest_first: VecDeque<Handshake>,
+}
+
+struct Handshake {
+    /// Set by the connection once its HTTP/2 handshake finished.
+    done: Arc<AtomicBool>,
+    task: AbortHandle,
+}
+
+impl Handshaking {
+    /// Forgets the connections that finished their handshake or ended.
+    fn prune(&mut self) {
+        self.oldest_first
+            .retain(|h| !h.done.load(Ordering::Acquire) && !h.task.is_finished());
+    }
+
+    fn len(&mut self) -> usize {
+        self.prune();
+        self.oldest_first.len()
+    }
+
+    /// Closes the oldest connection still handshaking; `false` if there is none.
+    fn close_oldest(&mut self, counters: &Counters) -> bool {
+        self.prune();
+        let Some(oldest) = self.oldest_first.pop_front() else {
+            return false;
+        };
+        oldest.task.abort();
+        Counters::bump(&counters.handshakes_cut);
+        true
+    }
+}
+
 async fn accept_loop<L: Listener>(
     listener: L,
     shared: Arc<Shared>,
@@ -172,22 +220,38 @@ async fn accept_loop<L: Listener>(
     grace: Duration,
 ) {
     let mut connections = JoinSet::new();
+    let mut handshaking = Handshaking::default();
+    let max = shared.settings.max_connections;
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((io, remote_addr)) => {
                     // Connections that ended but were not reaped yet do not count.
-                    while connections.len() >= shared.settings.max_connections
-                        && connections.try_join_next().is_some()
-                    {}
-                    if connections.len() >= shared.settings.max_connections {
-                        Counters::bump(&shared.counters.connections_refused);
-                        debug!(peer = %remote_addr, "connection limit reached, closing the new connection");
-                        drop(io);
-                    } else {
-                        connections.spawn(serve_connection(io, remote_addr, shared.clone(), stop.clone()));
+                    while connections.len() >= max && connections.try_join_next().is_some() {}
+                    if handshaking.len() >= MAX_HANDSHAKING {
+                        handshaking.close_oldest(&shared.counters);
                     }
+                    if connections.len() >= max {
+                        if !handshaking.close_oldest(&shared.counters) {
+                            Counters::bump(&shared.counters.connections_refused);
+                            debug!(peer = %remote_addr, "connection limit reached, closing the new connection");
+                            drop(io);
+                            continue;
+                        }
+                        // The closed one ends at its next poll: wait for it (or any other)
+                        // to free its place.
+                        connections.join_next().await;
+                    }
+                    let done = Arc::new(AtomicBool::new(false));
+                    let task = connections.spawn(serve_connection(
+                        io,
+                        remote_addr,
+                        shared.clone(),
+                        stop.clone(),
+                        done.clone(),
+                    ));
+                    handshaking.oldest_first.push_back(Handshake { done, task });
                 },
                 Err(e) => {
                     warn!(error = %e, "accept failed");
@@ -226,19 +290,23 @@ struct Caller {
 }
 
 /// Serves one connection: over TLS if the server has it (the handshake and the peer check
-/// first, within [`HANDSHAKE_TIMEOUT`]), plaintext otherwise.
+/// first, within [`HANDSHAKE_TIMEOUT`]), plaintext otherwise. Sets `handshake_done` once the
+/// HTTP/2 handshake finished.
 async fn serve_connection<I: Io>(
     io: I,
     remote_addr: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
+    handshake_done: Arc<AtomicBool>,
 ) {
     let _open = Held::new(shared.counters.clone(), |c| &c.connections_open, 1);
     let Some(tls) = &shared.settings.tls else {
-        return serve_http2(io, remote_addr, None, shared, stop).await;
+        return serve_http2(io, remote_addr, None, shared, stop, handshake_done).await;
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(io, remote_addr)).await {
-        Ok(Ok((io, peer))) => serve_http2(io, remote_addr, Some(peer), shared, stop).await,
+        Ok(Ok((io, peer))) => {
+            serve_http2(io, remote_addr, Some(peer), shared, stop, handshake_done).await
+        }
         Ok(Err(e)) => {
             debug!(peer = %remote_addr, error = %error_chain(&e), "tls connection refused");
         }
@@ -255,6 +323,7 @@ async fn serve_http2<I: Io>(
     identity: Option<Arc<PeerIdentity>>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    handshake_done: Arc<AtomicBool>,
 ) {
     let settings = &shared.settings;
     let handshake = h2::server::Builder::new()
@@ -277,6 +346,7 @@ async fn serve_http2<I: Io>(
             return;
         }
     };
+    handshake_done.store(true, Ordering::Release);
     let silent_peer = keep_alive(connection.ping_pong(), KEEP_ALIVE, None);
     tokio::pin!(silent_peer);
     // Made once: a `wait_for` made afresh in every round of the loop costs a borrow and a

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use datacake_rpc::{
-    async_trait, Body, Channel, Handler, Request, RpcClient, RpcService, Server, ServiceRegistry,
-    Status,
+    async_trait, Body, Channel, Handler, Request, RpcClient, RpcService, Server, ServerStatistics,
+    ServiceRegistry, Status,
 };
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
@@ -329,4 +329,24 @@ pub(crate) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
             state as u8
         })
         .collect()
+}
+
+/// Polls the server's statistics until `done` holds, failing after [`DEADLINE`].
+pub(crate) async fn wait_for(
+    server: &Server,
+    what: &str,
+    done: impl Fn(&ServerStatistics) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let stats = server.statistics();
+        if done(&stats) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use datacake_rpc::{
     async_trait, Body, ErrorCode, Handler, Request, RpcService, Server, ServerBuilder,
-    ServerStatistics, ServiceRegistry, Status,
+    ServiceRegistry, Status,
 };
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
@@ -19,22 +19,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fixtures::*;
-
-/// Polls the server's statistics until `done` holds, failing after [`DEADLINE`].
-async fn wait_for(server: &Server, what: &str, done: impl Fn(&ServerStatistics) -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let stats = server.statistics();
-        if done(&stats) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// A call on the fixture's own channel (its own connection) still succeeds.
 async fn assert_still_serving(fx: &Fixture) {
@@ -216,6 +200,46 @@ async fn streams_past_the_limit_are_refused() {
     assert_still_serving(&fx).await;
 }
 
+/// Reads the payload of the frame whose 9-byte header is `head`.
+async fn frame_payload(socket: &mut tokio::net::TcpStream, head: &[u8; 9]) -> Vec<u8> {
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    tokio::time::timeout(DEADLINE, socket.read_exact(&mut payload))
+        .await
+        .unwrap()
+        .unwrap();
+    payload
+}
+
+/// After the server's first frame (its SETTINGS, header `first`), sends the HTTP/2 preface
+/// and an empty SETTINGS frame and reads until the server acknowledges it: the server has
+/// then finished the connection's handshake, so a newer connection does not cut it (see
+/// `ServerBuilder::max_connections`).
+async fn finish_handshake(socket: &mut tokio::net::TcpStream, first: [u8; 9]) {
+    const SETTINGS: u8 = 4;
+    const ACK: u8 = 1;
+    frame_payload(socket, &first).await;
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    socket
+        .write_all(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    loop {
+        let mut head = [0u8; 9];
+        tokio::time::timeout(DEADLINE, socket.read_exact(&mut head))
+            .await
+            .unwrap()
+            .unwrap();
+        frame_payload(socket, &head).await;
+        if head[3] == SETTINGS && head[4] & ACK != 0 {
+            return;
+        }
+    }
+}
+
 #[tokio::test]
 async fn connections_past_the_limit_are_closed_at_once() {
     const LIMIT: usize = 16;
@@ -230,18 +254,15 @@ async fn connections_past_the_limit_are_closed_at_once() {
         let mut socket = tokio::net::TcpStream::connect(fx.addr()).await.unwrap();
         // An accepted connection hears the server's SETTINGS; a refused one is closed.
         let mut first = [0u8; 9];
-        match tokio::time::timeout(DEADLINE, socket.read(&mut first))
+        match tokio::time::timeout(DEADLINE, socket.read_exact(&mut first))
             .await
             .unwrap()
         {
-            Ok(n) if n > 0 => {
-                socket
-                    .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-                    .await
-                    .unwrap();
+            Ok(_) => {
+                finish_handshake(&mut socket, first).await;
                 kept.push(socket);
             }
-            _ => refused += 1,
+            Err(_) => refused += 1,
         }
     }
     assert_eq!(kept.len(), LIMIT - 1);

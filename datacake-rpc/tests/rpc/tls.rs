@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 
 use datacake_rpc::{
     async_trait, Channel, ErrorCode, Handler, Request, RpcClient, RpcService, Server,
-    ServiceRegistry, Status, TlsConfig,
+    ServerBuilder, ServiceRegistry, Status, TlsConfig, MAX_HANDSHAKING,
 };
 
 use crate::certs::Ca;
-use crate::fixtures::{Echo, EchoService};
+use crate::fixtures::{wait_for, Echo, EchoService};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
 struct WhoAmI;
@@ -43,7 +43,11 @@ impl Handler<WhoAmI> for Mirror {
 }
 
 async fn tls_server(tls: TlsConfig) -> Server {
-    let server = Server::builder()
+    tls_server_with(Server::builder(), tls).await
+}
+
+async fn tls_server_with(builder: ServerBuilder, tls: TlsConfig) -> Server {
+    let server = builder
         .tls(tls)
         .listen("127.0.0.1:0".parse().unwrap())
         .await
@@ -248,4 +252,61 @@ async fn bad_pem_is_a_typed_error() {
             ..
         })
     ));
+}
+
+/// Opens `n` TCP connections that never start a handshake, once the server counts them open.
+async fn silent_connections(server: &Server, n: usize) -> Vec<tokio::net::TcpStream> {
+    let open_before = server.statistics().connections_open;
+    let mut silent = Vec::new();
+    for _ in 0..n {
+        silent.push(
+            tokio::net::TcpStream::connect(server.local_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    wait_for(server, "the silent connections to be accepted", |s| {
+        s.connections_open + s.handshakes_cut >= open_before + n as u64
+    })
+    .await;
+    silent
+}
+
+#[tokio::test]
+async fn silent_connections_cannot_keep_a_member_out() {
+    const LIMIT: usize = 8;
+    let ca = Ca::new();
+    let server = tls_server_with(
+        Server::builder().max_connections(LIMIT),
+        ca.issue("datacake://c/1", false),
+    )
+    .await;
+    // Someone without a certificate takes every place and never says a word.
+    let _silent = silent_connections(&server, LIMIT).await;
+    assert_eq!(server.statistics().connections_open, LIMIT as u64);
+
+    let member = tls_channel(ca.issue("datacake://c/2", false), server.local_addr());
+    assert_eq!(echo(member.clone()).await.unwrap(), vec![7; 64]);
+    let stats = server.statistics();
+    assert_eq!(stats.handshakes_cut, 1, "{stats:?}");
+    assert_eq!(stats.connections_refused, 0, "{stats:?}");
+    // The member's connection has finished its handshake: newcomers cut silent ones, not it.
+    let _more = silent_connections(&server, LIMIT).await;
+    assert_eq!(echo(member).await.unwrap(), vec![7; 64]);
+    // Each newcomer cut the oldest silent connection.
+    let stats = server.statistics();
+    assert_eq!(stats.handshakes_cut, 1 + LIMIT as u64, "{stats:?}");
+}
+
+#[tokio::test]
+async fn at_most_max_handshaking_connections_wait_for_a_handshake() {
+    let ca = Ca::new();
+    let server = tls_server(ca.issue("datacake://c/1", false)).await;
+    let _silent = silent_connections(&server, MAX_HANDSHAKING + 10).await;
+    wait_for(&server, "the oldest silent connections to be cut", |s| {
+        s.handshakes_cut == 10 && s.connections_open == MAX_HANDSHAKING as u64
+    })
+    .await;
+    let member = tls_channel(ca.issue("datacake://c/2", false), server.local_addr());
+    assert_eq!(echo(member).await.unwrap(), vec![7; 64]);
 }
