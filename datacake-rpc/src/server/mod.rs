@@ -43,7 +43,8 @@ const SMALL_BURST: usize = 4;
 /// How long a new connection may take to complete the HTTP/2 handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most connections at once whose handshake (TLS, then HTTP/2's preface) has not
-/// finished; see [`Handshaking`].
+/// finished: a newer one closes the oldest (see
+/// [`ServerBuilder::max_connections`](crate::ServerBuilder::max_connections)).
 pub const MAX_HANDSHAKING: usize = 128;
 
 /// An RPC server: listens on one address and serves every service added to it.
