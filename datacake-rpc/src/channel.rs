@@ -320,13 +320,16 @@ impl Inner {
     /// The HTTP/2 handshake on `io`, after the TLS one if the channel has TLS.
     async fn secure<I: Io>(&self, io: I) -> Result<Connection, Status> {
         let Some(tls) = &self.tls else {
-            return handshake(io, self.keep_alive, self.streams_per_connection).await;
+            return handshake(io, self.keep_alive, self.streams_per_connection, None).await;
         };
-        let (io, _server) = tls
+        let (io, server) = tls
             .connect(io, self.addr)
             .await
             .map_err(|e| Status::connection(crate::channel::error_chain(&e)))?;
-        handshake(io, self.keep_alive, self.streams_per_connection).await
+        // Retired when the server's certificate expires: the next call opens another
+        // connection, whose handshake checks the certificate again.
+        let retire_at = server.expires_at();
+        handshake(io, self.keep_alive, self.streams_per_connection, retire_at).await
     }
 }
 
@@ -334,7 +337,14 @@ fn live(connection: &Option<Connection>) -> Option<Connection> {
     connection.as_ref().filter(|c| !c.is_closed()).cloned()
 }
 
-async fn handshake<I: Io>(io: I, keep_alive: Duration, streams: u64) -> Result<Connection, Status> {
+/// The HTTP/2 handshake on `io`, and the task that drives the connection; the connection
+/// takes no new calls from `retire_at` on.
+async fn handshake<I: Io>(
+    io: I,
+    keep_alive: Duration,
+    streams: u64,
+    retire_at: Option<tokio::time::Instant>,
+) -> Result<Connection, Status> {
     let (send, mut connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -356,13 +366,35 @@ async fn handshake<I: Io>(io: I, keep_alive: Duration, streams: u64) -> Result<C
     tokio::spawn(async move {
         // Ending (or dropping) `run` drops the connection, failing every call still waiting
         // on it.
-        tokio::select! {
-            result = driver.run() => {
-                if let Err(e) = result {
-                    debug!(error = %error_chain(&e), "connection closed with an error");
-                }
-            },
-            () = silent_peer => debug!("keep-alive ping unanswered, closing the connection"),
+        let run = driver.run();
+        tokio::pin!(run, silent_peer);
+        let retire = async {
+            match retire_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(retire);
+        let mut retired = false;
+        loop {
+            tokio::select! {
+                result = &mut run => {
+                    if let Err(e) = result {
+                        debug!(error = %error_chain(&e), "connection closed with an error");
+                    }
+                    break;
+                },
+                () = &mut silent_peer => {
+                    debug!("keep-alive ping unanswered, closing the connection");
+                    break;
+                },
+                () = &mut retire, if !retired => {
+                    debug!("the server's certificate expired, retiring the connection");
+                    // As `Connection::close`: calls in flight finish on it.
+                    driver_closed.store(true, Ordering::Release);
+                    retired = true;
+                },
+            }
         }
         driver_closed.store(true, Ordering::Release);
     });

@@ -14,6 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -171,6 +172,11 @@ impl TlsConfig {
             .with_single_cert(chain.clone(), key.clone_key())
             .map_err(TlsError::Rustls)?;
         server.alpn_protocols = vec![ALPN_H2.to_vec()];
+        // No session resumption, on either end: a resumed session skips the certificate
+        // checks, so a certificate that expired (or a CA no longer trusted) would keep
+        // connecting for as long as its session ticket lasts. Every connection is checked.
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server.send_tls13_tickets = 0;
 
         let servers = Arc::new(ClusterServerVerifier {
             roots,
@@ -184,6 +190,7 @@ impl TlsConfig {
             .with_client_auth_cert(chain, key)
             .map_err(TlsError::Rustls)?;
         client.alpn_protocols = vec![ALPN_H2.to_vec()];
+        client.resumption = rustls::client::Resumption::disabled();
 
         Ok(Self {
             server: Arc::new(server),
@@ -366,6 +373,7 @@ pub struct PeerIdentity {
     certificate: CertificateDer<'static>,
     uris: Vec<String>,
     dns_names: Vec<String>,
+    not_after: Option<SystemTime>,
 }
 
 impl PeerIdentity {
@@ -374,7 +382,12 @@ impl PeerIdentity {
     fn from_certificate(certificate: CertificateDer<'static>) -> Self {
         let mut uris = Vec::new();
         let mut dns_names = Vec::new();
+        let mut not_after = None;
         if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(&certificate) {
+            let seconds = parsed.validity().not_after.timestamp();
+            not_after = u64::try_from(seconds)
+                .ok()
+                .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
             if let Ok(Some(names)) = parsed.subject_alternative_name() {
                 for name in &names.value.general_names {
                     match name {
@@ -393,7 +406,25 @@ impl PeerIdentity {
             certificate,
             uris,
             dns_names,
+            not_after,
         }
+    }
+
+    /// When the certificate stops being valid (`None` if that cannot be read). A connection
+    /// ends there: the server closes it (GOAWAY, calls in flight finish) and a
+    /// [`Channel`](crate::Channel) opens a new one, whose handshake checks the certificate
+    /// again.
+    pub fn not_after(&self) -> Option<SystemTime> {
+        self.not_after
+    }
+
+    /// How long from now until [`not_after`](Self::not_after), as a deadline on tokio's clock.
+    pub(crate) fn expires_at(&self) -> Option<tokio::time::Instant> {
+        let left = self
+            .not_after?
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tokio::time::Instant::now().checked_add(left)
     }
 
     /// The URIs among the certificate's subject alternative names (a node's identity, e.g.

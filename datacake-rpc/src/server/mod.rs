@@ -370,6 +370,16 @@ async fn serve_http2<I: Io>(
     tokio::pin!(idle_check);
     let (mut busy_at, mut arrived) = (tokio::time::Instant::now(), false);
     let (mut stopping, mut shutdown_sent) = (false, false);
+    // A connection lasts no longer than the client's certificate: its next one is checked
+    // again (and refused if the certificate was not renewed).
+    let expires_at = caller.identity.as_ref().and_then(|peer| peer.expires_at());
+    let certificate_expired = async {
+        match expires_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(certificate_expired);
     loop {
         tokio::select! {
             accepted = connection.accept() => match accepted {
@@ -390,6 +400,10 @@ async fn serve_http2<I: Io>(
                 None => break,
             },
             () = &mut stop_requested, if !stopping => stopping = true,
+            () = &mut certificate_expired, if !stopping => {
+                debug!(peer = %remote_addr, "the client's certificate expired, closing the connection");
+                stopping = true;
+            },
             () = &mut idle_check, if !stopping => {
                 let now = tokio::time::Instant::now();
                 if std::mem::take(&mut arrived) || connection.has_streams() {

@@ -310,3 +310,48 @@ async fn at_most_max_handshaking_connections_wait_for_a_handshake() {
     let member = tls_channel(ca.issue("datacake://c/2", false), server.local_addr());
     assert_eq!(echo(member).await.unwrap(), vec![7; 64]);
 }
+
+/// Calls until one fails, as the connection ends when a certificate expires; fails if calls
+/// still succeed after the deadline.
+async fn assert_calls_stop(channel: Channel, what: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match echo(channel.clone()).await {
+            Ok(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: calls still succeed"
+            ),
+            Err(status) => {
+                assert_eq!(status.code(), ErrorCode::Connection, "{what}: {status}");
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn in_two_seconds() -> std::time::SystemTime {
+    std::time::SystemTime::now() + std::time::Duration::from_secs(2)
+}
+
+#[tokio::test]
+async fn a_server_closes_a_connection_when_the_clients_certificate_expires() {
+    let ca = Ca::new();
+    let server = tls_server(ca.issue("datacake://c/1", false)).await;
+    let client = ca.issue_until("datacake://c/2", in_two_seconds());
+    let expires = client.identity().not_after().unwrap();
+    assert!(expires > std::time::SystemTime::now());
+    let channel = tls_channel(client, server.local_addr());
+    assert_eq!(echo(channel.clone()).await.unwrap(), vec![7; 64]);
+    assert_calls_stop(channel, "a client whose certificate expired").await;
+    assert!(std::time::SystemTime::now() >= expires);
+}
+
+#[tokio::test]
+async fn a_channel_retires_its_connection_when_the_servers_certificate_expires() {
+    let ca = Ca::new();
+    let server = tls_server(ca.issue_until("datacake://c/1", in_two_seconds())).await;
+    let channel = tls_channel(ca.issue("datacake://c/2", false), server.local_addr());
+    assert_eq!(echo(channel.clone()).await.unwrap(), vec![7; 64]);
+    assert_calls_stop(channel, "a server whose certificate expired").await;
+}
