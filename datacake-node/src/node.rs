@@ -169,7 +169,7 @@ impl DatacakeNode {
 
     /// Runs `f` on this node's chitchat; `None` once the node shut down. For tests that
     /// forge what gossip would bring.
-    #[cfg(all(test, feature = "certs"))]
+    #[cfg(test)]
     pub(crate) async fn with_chitchat<T>(
         &self,
         f: impl FnOnce(&mut chitchat::Chitchat) -> T,
