@@ -47,7 +47,7 @@ use datacake_rpc::{Handler, Request, RpcClient, RpcService, ServiceRegistry, Sta
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{timeout, Instant};
+use tokio::time::{timeout, timeout_at, Instant};
 use tracing::{debug, warn};
 
 use crate::auth::PeerAuth;
@@ -674,11 +674,14 @@ impl Encoder {
 
 /// Decodes bytes with chitchat's own codec: a feeder socket sends them to chitchat's
 /// `UdpSocket`, followed by a sentinel (an encoded `BadCluster`), so that bytes chitchat
-/// rejects (it skips them silently) are noticed instead of blocking the decoder.
+/// rejects (it skips them silently) are noticed instead of blocking the decoder. Only the
+/// feeder's datagrams are taken: any process on the host can send to chitchat's socket.
 struct Decoder {
     chitchat: UdpSocket,
     chitchat_addr: SocketAddr,
     feeder: tokio::net::UdpSocket,
+    /// The only sender whose datagrams the chitchat socket takes.
+    feeder_addr: SocketAddr,
     sentinel: Vec<u8>,
 }
 
@@ -687,10 +690,12 @@ impl Decoder {
         let chitchat = UdpSocket::open(loopback()).await?;
         let chitchat_addr = chitchat.local_addr()?;
         let feeder = tokio::net::UdpSocket::bind(loopback()).await?;
+        let feeder_addr = feeder.local_addr()?;
         Ok(Self {
             chitchat,
             chitchat_addr,
             feeder,
+            feeder_addr,
             sentinel,
         })
     }
@@ -722,9 +727,7 @@ impl Decoder {
         self.feeder
             .send_to(&self.sentinel, self.chitchat_addr)
             .await?;
-        let first = timeout(CODEC_TIMEOUT, self.chitchat.recv())
-            .await
-            .context("gossip decoder timed out")??;
+        let first = self.recv_fed().await?;
         if matches!(first.envelope.message, ChitchatMessage::BadCluster) {
             // chitchat skipped the payload and this is our sentinel — or the payload was a
             // malformed `BadCluster` and the sentinel is still queued. Start afresh so the
@@ -732,14 +735,29 @@ impl Decoder {
             *self = Decoder::open(std::mem::take(&mut self.sentinel)).await?;
             return Ok(None);
         }
-        let sentinel = timeout(CODEC_TIMEOUT, self.chitchat.recv())
-            .await
-            .context("gossip decoder timed out")??;
+        let sentinel = self.recv_fed().await?;
         anyhow::ensure!(
             matches!(sentinel.envelope.message, ChitchatMessage::BadCluster),
             "gossip decoder out of step"
         );
         Ok(Some(first.envelope))
+    }
+
+    /// The next message chitchat decodes from our feeder, within [`CODEC_TIMEOUT`].
+    /// Anything else on the host can write to the chitchat socket: datagrams from another
+    /// sender are skipped, so they are never taken as the decoding of our bytes (they never
+    /// passed [`gossip_check`]).
+    async fn recv_fed(&mut self) -> anyhow::Result<RecvOutcome> {
+        let deadline = Instant::now() + CODEC_TIMEOUT;
+        loop {
+            let received = timeout_at(deadline, self.chitchat.recv())
+                .await
+                .context("gossip decoder timed out")??;
+            if received.from_addr == self.feeder_addr {
+                return Ok(received);
+            }
+            debug!(from=%received.from_addr, "a datagram from outside the gossip decoder skipped");
+        }
     }
 }
 
@@ -817,6 +835,44 @@ mod tests {
         let decoded = decoder.decode(&ack).await.unwrap().unwrap();
         assert!(matches!(decoded.message, ChitchatMessage::Ack { .. }));
         assert!(decoder.decode(&sentinel).await.unwrap().is_some());
+    }
+
+    /// Any process on the host can send to the decoder's chitchat socket. A message queued
+    /// there by someone else (here an ACK, and a `BadCluster` standing for our sentinel) is
+    /// never taken as the decoding of our bytes: it never passed the gossip check.
+    #[tokio::test]
+    async fn the_decoder_takes_only_what_its_feeder_sent() {
+        let (mut encoder, mut decoder) = codec().await;
+        let forged = encode(
+            &mut encoder,
+            ProtocolVersion::V0,
+            ChitchatMessage::Ack {
+                delta: Default::default(),
+            },
+        )
+        .await;
+        let intruder = tokio::net::UdpSocket::bind(loopback()).await.unwrap();
+        for datagram in [&forged, &decoder.sentinel] {
+            intruder
+                .send_to(datagram, decoder.chitchat_addr)
+                .await
+                .unwrap();
+        }
+        let syn = empty_syn(&mut encoder, ProtocolVersion::V1).await;
+        let decoded = decoder.decode(&syn).await.unwrap();
+        assert!(
+            matches!(
+                decoded,
+                Some(ChitchatEnvelope {
+                    message: ChitchatMessage::Syn { .. },
+                    ..
+                })
+            ),
+            "{decoded:?}"
+        );
+        // In step afterwards.
+        let decoded = decoder.decode(&forged).await.unwrap().unwrap();
+        assert!(matches!(decoded.message, ChitchatMessage::Ack { .. }));
     }
 
     fn packet() -> Inbound {
