@@ -329,6 +329,31 @@ pub(crate) mod wire {
         buf
     }
 
+    /// A node's entry in a digest.
+    pub(crate) struct DigestEntry<'a> {
+        pub(crate) node_id: &'a str,
+        pub(crate) generation: u64,
+        pub(crate) addr: SocketAddr,
+        pub(crate) heartbeat: u64,
+        pub(crate) max_version: u64,
+    }
+
+    /// A SYN (protocol V0: the digest uncompressed) of cluster `cluster_id` whose digest lists
+    /// `nodes` (last gc version 0).
+    pub(crate) fn syn_v0(cluster_id: &str, nodes: &[DigestEntry<'_>]) -> Vec<u8> {
+        let mut buf = 45_139u16.to_le_bytes().to_vec();
+        buf.extend([0, 0]); // protocol V0, SYN
+        buf.extend((nodes.len() as u16).to_le_bytes());
+        for node in nodes {
+            chitchat_id(&mut buf, node.node_id, node.generation, node.addr);
+            buf.extend(node.heartbeat.to_le_bytes());
+            buf.extend(0u64.to_le_bytes()); // last gc version
+            buf.extend(node.max_version.to_le_bytes());
+        }
+        str(&mut buf, cluster_id);
+        buf
+    }
+
     /// An ACK (protocol V1) carrying the delta `stream`.
     pub(crate) fn ack(stream: &[u8]) -> Vec<u8> {
         let mut buf = 45_139u16.to_le_bytes().to_vec();

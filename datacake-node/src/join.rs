@@ -13,8 +13,9 @@ pub(crate) struct JoinSnapshot {
     /// Other nodes gossip has told us of.
     pub(crate) known_peers: usize,
     /// The sum of their heartbeats (other than those claiming our id): it grows whenever
-    /// fresh gossip arrives.
-    pub(crate) peer_heartbeats: u64,
+    /// fresh gossip arrives. A heartbeat is whatever a peer's digest says, up to `u64::MAX`,
+    /// so they add up in a `u128`, which no sum of `u64`s this side of 2^64 nodes overflows.
+    pub(crate) peer_heartbeats: u128,
     /// Other nodes claiming our id.
     pub(crate) same_id: Vec<SameIdNode>,
 }
@@ -47,7 +48,7 @@ impl JoinSnapshot {
             .node_states()
             .iter()
             .filter(|(id, _)| id.node_id != me.node_id)
-            .map(|(_, state)| u64::from(state.heartbeat()))
+            .map(|(_, state)| u128::from(u64::from(state.heartbeat())))
             .sum();
         let same_id = chitchat
             .node_states()
@@ -66,5 +67,52 @@ impl JoinSnapshot {
             peer_heartbeats,
             same_id,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use datacake_rpc::{Channel, RpcClient};
+
+    use crate::gossip_check::wire::{self, DigestEntry};
+    use crate::transport::{GossipPacket, GossipService};
+    use crate::{ConnectionConfig, DatacakeNodeBuilder};
+
+    /// A heartbeat is whatever a peer's digest says, up to `u64::MAX`: peers' heartbeats
+    /// add up past it without overflowing (a panic in debug builds; in release a sum that
+    /// wrapped while joining stayed below the last one seen: no fresh gossip counted).
+    #[tokio::test]
+    async fn heartbeats_at_the_top_of_the_range_add_up() {
+        let local = "127.0.0.1:0".parse().unwrap();
+        let node =
+            DatacakeNodeBuilder::new(1, ConnectionConfig::new(local, local, Vec::<String>::new()))
+                .with_cluster_id("c")
+                .connect()
+                .await
+                .unwrap();
+        let peer = |node_id, port, heartbeat| DigestEntry {
+            node_id,
+            generation: 1,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            heartbeat,
+            max_version: 0,
+        };
+        let syn = wire::syn_v0("c", &[peer("2", 2, u64::MAX), peer("3", 3, 1)]);
+        let client = RpcClient::<GossipService>::new(Channel::connect(node.me().public_addr));
+        let packet = GossipPacket {
+            node_id: 9,
+            from: "127.0.0.1:9".to_string(),
+            payload: syn,
+        };
+        // chitchat answers a SYN once it took the digest's heartbeats.
+        let answer = client.send(&packet).await.unwrap();
+        assert!(!answer.reply.is_empty(), "the SYN was answered");
+
+        let snapshot = node.join_snapshot().await;
+        assert_eq!(snapshot.known_peers, 2);
+        assert_eq!(snapshot.peer_heartbeats, u128::from(u64::MAX) + 1);
+        node.shutdown().await;
     }
 }

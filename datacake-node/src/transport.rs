@@ -804,6 +804,7 @@ mod codec_fixtures {
 mod tests {
     use super::codec_fixtures::{codec, empty_syn, encode};
     use super::*;
+    use crate::gossip_check::wire;
 
     #[tokio::test]
     async fn codec_round_trips_and_rejects_junk() {
@@ -908,25 +909,20 @@ mod tests {
     /// one /16, heartbeats in the ten thousands and versions in the tens, as a long-running
     /// cluster gossips them.
     fn syn_v0(members: u16) -> Vec<u8> {
-        let mut bytes = 45_139u16.to_le_bytes().to_vec(); // chitchat's magic number
-        bytes.extend([0, 0]); // protocol V0, message type SYN
-        bytes.extend(members.to_le_bytes());
-        for i in 0..members {
-            let node_id = (i + 1).to_string();
-            bytes.extend((node_id.len() as u16).to_le_bytes());
-            bytes.extend(node_id.as_bytes());
-            let generation = 1_796_000_000_000_000u64 + u64::from(i) * 86_400_000_000 / 4096;
-            bytes.extend(generation.to_le_bytes());
-            let [hi, lo] = (i + 1).to_be_bytes();
-            bytes.extend([4, 10, 0, hi, lo]); // IPv4 10.0.hi.lo
-            bytes.extend(7000u16.to_le_bytes());
-            bytes.extend((40_000 + u64::from(i) * 7 % 5000).to_le_bytes()); // heartbeat
-            bytes.extend(0u64.to_le_bytes()); // last gc version
-            bytes.extend((20 + u64::from(i) % 13).to_le_bytes()); // max version
-        }
-        bytes.extend(7u16.to_le_bytes());
-        bytes.extend(b"cluster");
-        bytes
+        let ids: Vec<String> = (1..=members).map(|id| id.to_string()).collect();
+        let nodes: Vec<_> = (0..members)
+            .map(|i| {
+                let [hi, lo] = (i + 1).to_be_bytes();
+                wire::DigestEntry {
+                    node_id: &ids[usize::from(i)],
+                    generation: 1_796_000_000_000_000 + u64::from(i) * 86_400_000_000 / 4096,
+                    addr: SocketAddr::from(([10, 0, hi, lo], 7000)),
+                    heartbeat: 40_000 + u64::from(i) * 7 % 5000,
+                    max_version: 20 + u64::from(i) % 13,
+                }
+            })
+            .collect();
+        wire::syn_v0("cluster", &nodes)
     }
 
     /// The most members whose V0 SYN still fits a datagram.
@@ -1188,7 +1184,7 @@ mod tests {
     /// of megabytes. Both are refused, and the node goes on gossiping.
     #[tokio::test]
     async fn a_malicious_delta_is_refused_and_the_node_goes_on_gossiping() {
-        use crate::gossip_check::wire::{self, Op};
+        use crate::gossip_check::wire::Op;
 
         let (node, client, victim) = node_and_victim().await;
         let (mut encoder, mut decoder) = codec().await;
