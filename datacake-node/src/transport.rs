@@ -2,11 +2,12 @@
 //! node has one address for everything.
 //!
 //! - Receiving: the [`GossipService`] handler pushes the packet into a bounded queue
-//!   (dropping when full: gossip is lossy by design, and a flood must not grow memory), at
-//!   most [`PER_SENDER`] packets of one sender at a time ([`FairInbox`]), so one peer's flood
-//!   cannot crowd out the others' heartbeats; a decode task checks the bytes
-//!   ([`gossip_check`]: a delta's shape and decompressed size, which chitchat trusts) and
-//!   turns them into envelopes that [`Socket::recv`] hands to chitchat.
+//!   (dropping when full: gossip is lossy by design, and a flood must not grow memory); a
+//!   decode task checks the bytes ([`gossip_check`]: a
+//!   delta's shape and decompressed size, which chitchat trusts) and turns them into
+//!   envelopes that wait in a second bounded queue until [`Socket::recv`] hands them to
+//!   chitchat. At most [`PER_SENDER`] packets of one sender are held across both queues
+//!   ([`FairInbox`]), so one peer's flood cannot crowd out the others' heartbeats.
 //! - Sending: [`Socket::send`] encodes the envelope and spawns the RPC call to the peer over
 //!   the pooled channel, fire-and-forget, so a slow or dead peer never blocks the gossip loop.
 //!   To a live member's address it uses the member's channel
@@ -55,10 +56,12 @@ use crate::gossip_check;
 use crate::membership::{MembershipView, NodeId};
 use crate::network::RpcNetwork;
 
-/// How many received gossip messages may wait for the gossip loop before new ones are dropped.
+/// How many received gossip messages may wait to be decoded before new ones are dropped; as
+/// many decoded ones may wait for the gossip loop.
 const INBOX_CAPACITY: usize = 1024;
-/// How many of them may come from one sender (a node id: proven by its certificate with TLS,
-/// claimed on plaintext). A member sends a few per gossip round.
+/// How many messages of one sender (a node id: proven by its certificate with TLS, claimed on
+/// plaintext) may wait in both queues together, until the gossip loop takes them. A member
+/// sends a few per gossip round.
 const PER_SENDER: usize = 64;
 /// How long one loopback encode/decode step may take before the relay is rebuilt.
 const CODEC_TIMEOUT: Duration = Duration::from_secs(1);
@@ -73,12 +76,20 @@ pub(crate) struct Inbound {
     /// `Some` for a packet a peer's call carried (the call waits for the [`Answer`]); `None`
     /// for the reply to this node's own SYN, which came back in the response.
     answer: Option<oneshot::Sender<Answer>>,
-    /// The sender's place in the [`FairInbox`], given back when the packet is dropped.
+    /// The sender's place in the [`FairInbox`], held until chitchat takes the decoded packet
+    /// (or the packet is dropped).
     place: Option<InboxPlace>,
 }
 
+/// A decoded packet waiting for chitchat ([`RpcSocket::recv`]).
+struct Decoded {
+    outcome: RecvOutcome,
+    /// The sender's place in the [`FairInbox`], given back when chitchat takes the packet.
+    _place: Option<InboxPlace>,
+}
+
 /// The gossip service's end of the inbox: at most [`PER_SENDER`] packets of one sender wait
-/// at a time.
+/// at a time, in the inbox and, decoded, in the queue chitchat reads.
 pub(crate) struct FairInbox {
     queue: mpsc::Sender<Inbound>,
     waiting: Arc<Mutex<HashMap<NodeId, usize>>>,
@@ -112,7 +123,7 @@ impl FairInbox {
     }
 }
 
-/// One sender's place in the [`FairInbox`], held by a queued packet.
+/// One sender's place in the [`FairInbox`], held by a packet until chitchat takes it.
 struct InboxPlace {
     waiting: Arc<Mutex<HashMap<NodeId, usize>>>,
     sender: NodeId,
@@ -493,7 +504,7 @@ impl Transport for RpcTransport {
 struct RpcSocket {
     shared: Arc<GossipShared>,
     encoder: Encoder,
-    received: mpsc::Receiver<RecvOutcome>,
+    received: mpsc::Receiver<Decoded>,
     decode_task: JoinHandle<()>,
 }
 
@@ -537,12 +548,15 @@ impl Socket for RpcSocket {
         Ok(SendOutcome { num_bytes_sent })
     }
 
-    /// Cancel-safe: only awaits the decoded queue.
+    /// Cancel-safe: only awaits the decoded queue. Taking a packet gives its sender's place
+    /// in the [`FairInbox`] back.
     async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
-        self.received
+        let decoded = self
+            .received
             .recv()
             .await
-            .context("the gossip service stopped")
+            .context("the gossip service stopped")?;
+        Ok(decoded.outcome)
     }
 }
 
@@ -551,7 +565,7 @@ impl Socket for RpcSocket {
 /// taken only as the response to our own SYN.
 async fn decode_loop(
     mut inbox: mpsc::Receiver<Inbound>,
-    out: mpsc::Sender<RecvOutcome>,
+    out: mpsc::Sender<Decoded>,
     mut decoder: Decoder,
     shared: Arc<GossipShared>,
 ) {
@@ -559,8 +573,8 @@ async fn decode_loop(
         from,
         bytes,
         answer,
-        // Held until the packet is handed on: the sender's place stays taken meanwhile.
-        place: _place,
+        // Handed on with the packet: the sender's place stays taken until chitchat takes it.
+        place,
     }) = inbox.recv().await
     {
         let refuse = |answer: Option<oneshot::Sender<Answer>>, reason| {
@@ -619,12 +633,15 @@ async fn decode_loop(
                 continue;
             }
         }
-        let outcome = RecvOutcome {
-            from_addr: from,
-            envelope,
-            num_bytes_received: bytes.len(),
+        let decoded = Decoded {
+            outcome: RecvOutcome {
+                from_addr: from,
+                envelope,
+                num_bytes_received: bytes.len(),
+            },
+            _place: place,
         };
-        if out.send(outcome).await.is_err() {
+        if out.send(decoded).await.is_err() {
             return;
         }
     }
@@ -902,6 +919,77 @@ mod tests {
         drop(rx);
         assert!(!inbox.push(3, packet()), "closed");
         assert!(inbox.waiting.lock().is_empty(), "every place given back");
+    }
+
+    /// A sender's share counts until chitchat takes its packets, not only until they are
+    /// decoded: with chitchat not reading, a flood from node 7 has at most its share held
+    /// across the inbox and the decoded queue, and node 2 still gets in.
+    #[tokio::test]
+    async fn one_sender_cannot_fill_the_decoded_queue() {
+        let (mut encoder, _) = codec().await;
+        let ack = encode(
+            &mut encoder,
+            ProtocolVersion::V0,
+            ChitchatMessage::Ack {
+                delta: Default::default(),
+            },
+        )
+        .await;
+        let (tx, rx) = RpcTransport::inbox();
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let shared = GossipShared::new(
+            1,
+            addr,
+            RpcNetwork::new(),
+            Duration::from_secs(1),
+            tx.clone(),
+        );
+        let transport = RpcTransport::new(Arc::new(shared), rx);
+        // chitchat's socket, which nobody reads until the end.
+        let mut socket = transport.open(addr).await.unwrap();
+        let inbox = FairInbox::new(tx);
+        // An ACK a peer's call carried; the decode loop answers it once decoded.
+        let push = |sender| {
+            let (answer, decoded) = oneshot::channel();
+            let packet = Inbound {
+                bytes: ack.clone(),
+                answer: Some(answer),
+                ..packet()
+            };
+            inbox.push(sender, packet).then_some(decoded)
+        };
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (mut held, mut waiting, mut decoded) = (0, Vec::new(), 0);
+        while decoded < PER_SENDER {
+            assert!(
+                Instant::now() < deadline,
+                "timed out: {decoded} of node 7's packets decoded"
+            );
+            if let Some(answer) = push(7) {
+                held += 1;
+                waiting.push(answer);
+            }
+            assert!(
+                held <= PER_SENDER,
+                "node 7 has {held} packets in the inbox and the decoded queue"
+            );
+            waiting.retain_mut(|answer| match answer.try_recv() {
+                Ok(Answer::Nothing) => {
+                    decoded += 1;
+                    false
+                }
+                Err(oneshot::error::TryRecvError::Empty) => true,
+                other => panic!("an ACK is decoded and answered: {other:?}"),
+            });
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(push(7).is_none(), "node 7's share waits for chitchat");
+        assert!(push(2).is_some(), "node 2's heartbeat still gets in");
+        // Once chitchat took one of node 7's packets, node 7 has a place again.
+        socket.recv().await.unwrap();
+        assert!(push(7).is_some());
+        assert!(push(7).is_none());
     }
 
     /// A SYN of protocol V0 (uncompressed digest) as chitchat encodes it, for a cluster of
