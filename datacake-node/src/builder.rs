@@ -328,7 +328,8 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
     /// The largest request body the node's RPC server takes, for gossip and every
     /// extension's service ([`datacake_rpc::DEFAULT_MAX_BODY_SIZE`], 64 MiB, by default); a
     /// larger one is refused with [`PayloadTooLarge`](datacake_rpc::ErrorCode::PayloadTooLarge).
-    /// Above the server's per-connection buffer budget
+    /// The gossip service then refuses a gossip message over one datagram (65,507 bytes), the
+    /// same way, after the server read it. Above the server's per-connection buffer budget
     /// ([`datacake_rpc::DEFAULT_MAX_CONNECTION_BUFFER`]) [`connect`](Self::connect) fails.
     ///
     /// ```

@@ -1,9 +1,9 @@
 //! chitchat's [`Transport`] over datacake-rpc: gossip rides the node's own RPC server, so a
 //! node has one address for everything.
 //!
-//! - Receiving: the [`GossipService`] handler pushes the packet into a bounded queue
-//!   (dropping when full: gossip is lossy by design, and a flood must not grow memory); a
-//!   decode task checks the bytes ([`gossip_check`]: a
+//! - Receiving: the [`GossipService`] handler refuses a payload larger than a datagram and
+//!   pushes the packet into a bounded queue (dropping when full: gossip is lossy by design,
+//!   and a flood must not grow memory); a decode task checks the bytes ([`gossip_check`]: a
 //!   delta's shape and decompressed size, which chitchat trusts) and turns them into
 //!   envelopes that wait in a second bounded queue until [`Socket::recv`] hands them to
 //!   chitchat. At most [`PER_SENDER`] packets of one sender are held across both queues
@@ -67,6 +67,9 @@ const PER_SENDER: usize = 64;
 const CODEC_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest datagram the loopback codec carries (chitchat's own limit is 65,507 bytes).
 const MAX_DATAGRAM: usize = 65_536;
+/// Largest gossip payload a call may carry: chitchat writes every message into one UDP
+/// datagram (its crate-private `MAX_UDP_DATAGRAM_PAYLOAD_SIZE`).
+const MAX_PAYLOAD: usize = 65_507;
 
 /// A received packet waiting to be decoded.
 pub(crate) struct Inbound {
@@ -214,6 +217,12 @@ impl Handler<GossipPacket> for GossipService {
     }
 
     async fn on_message(&self, request: Request<GossipPacket>) -> Result<GossipAck, Status> {
+        // datacake-rpc has no per-handler body limit: the server read the body up to its
+        // `max_body_size` already, but a larger payload is not copied or queued.
+        let len = request.payload.len();
+        if len > MAX_PAYLOAD {
+            return Err(Status::payload_too_large(len, MAX_PAYLOAD));
+        }
         let from: SocketAddr = request
             .from
             .as_str()
@@ -990,6 +999,25 @@ mod tests {
         socket.recv().await.unwrap();
         assert!(push(7).is_some());
         assert!(push(7).is_none());
+    }
+
+    /// A gossip message is one datagram; a call carrying more is refused as too large (the
+    /// server has read the body already: datacake-rpc has no per-handler limit).
+    #[tokio::test]
+    async fn a_payload_larger_than_a_datagram_is_refused_as_too_large() {
+        let (node, client, _victim) = node_and_victim().await;
+        let packet = GossipPacket {
+            node_id: 9,
+            from: "127.0.0.1:9".to_string(),
+            payload: vec![0; MAX_PAYLOAD + 1],
+        };
+        let refused = client.send(&packet).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            datacake_rpc::ErrorCode::PayloadTooLarge,
+            "{refused}"
+        );
+        node.shutdown().await;
     }
 
     /// A SYN of protocol V0 (uncompressed digest) as chitchat encodes it, for a cluster of
