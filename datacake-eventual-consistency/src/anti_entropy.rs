@@ -22,7 +22,9 @@
 //!
 //! A member that is down holds purges back, with its last confirmation, until it is removed
 //! ([`EventuallyConsistentStore::remove_member`](crate::EventuallyConsistentStore::remove_member))
-//! or has been down for longer than the tombstone grace. If it returns after the cluster
+//! or has been down for longer than the tombstone grace on both the wall clock and this
+//! process's monotonic clock ([`Members::purge_holders`](crate::members::Members::purge_holders)).
+//! If it returns after the cluster
 //! purged past what it saw, it does not resurrect anything: pulling from any peer, it finds
 //! its copies the peer lacks at or below the peer's purge watermark and forgets them
 //! ([`RepairPlan::obsolete`](crate::repair::RepairPlan::obsolete)); peers refuse them meanwhile,

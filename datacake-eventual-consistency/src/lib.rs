@@ -58,8 +58,11 @@
 //! - **Tombstones** are purged once every known member, live or down, has *confirmed* them.
 //!   A node learns that a peer holds its deletes from its own repair pull from the peer,
 //!   never from the peer's word, and a pull confirms only what the node held when it began:
-//!   a delete stamped earlier but taken from another peer afterwards waits for the next. A down member holds purges back until it is removed or has
-//!   been down for longer than the tombstone grace (default 24 hours). The CRDT's purge
+//!   a delete stamped earlier but taken from another peer afterwards waits for the next. A
+//!   down member holds purges back until it is removed or has been down for longer than the
+//!   tombstone grace (default 24 hours), counted on both the wall clock and this process's
+//!   monotonic clock, so a wall-clock step cannot shorten it (a restart starts the monotonic
+//!   count again: purges only wait longer). The CRDT's purge
 //!   watermark keeps refusing older writes of purged ids; it is persisted through the
 //!   [`Storage`] itself, in the reserved keyspace [`PURGE_WATERMARK_KEYSPACE`], and reloaded
 //!   on start. **A node that returns after the cluster purged past what it saw** finds, while

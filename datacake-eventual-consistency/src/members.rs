@@ -11,7 +11,7 @@
 //! after the tombstone grace a down member no longer holds purges back, but still counts
 //! for consistency levels.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -79,6 +79,10 @@ pub(crate) struct Members {
     /// The record's version, readable without the lock (for the plan cache).
     version: AtomicU64,
     plans: Mutex<Option<Plans>>,
+    /// When this process first held each down member down (at start, for members recorded
+    /// down): on the monotonic clock, which a wall-clock step cannot move. See
+    /// [`Members::purge_holders`].
+    down_seen: Mutex<HashMap<NodeId, tokio::time::Instant>>,
 }
 
 fn level_index(level: Consistency) -> usize {
@@ -97,10 +101,16 @@ fn level_index(level: Consistency) -> usize {
 impl Members {
     /// The record of node `me`, starting from the `persisted` members.
     pub(crate) fn new(me: NodeId, persisted: impl IntoIterator<Item = Known>) -> Self {
-        let known = persisted
+        let known: BTreeMap<NodeId, Known> = persisted
             .into_iter()
             .filter(|k| k.member.node_id != me)
             .map(|k| (k.member.node_id, k))
+            .collect();
+        let now = tokio::time::Instant::now();
+        let down_seen = known
+            .values()
+            .filter(|k| k.down_since.is_some())
+            .map(|k| (k.member.node_id, now))
             .collect();
         Self {
             me,
@@ -110,6 +120,7 @@ impl Members {
             recording: tokio::sync::Mutex::new(()),
             version: AtomicU64::new(0),
             plans: Mutex::new(None),
+            down_seen: Mutex::new(down_seen),
         }
     }
 
@@ -204,10 +215,15 @@ impl Members {
                     changed.push(record);
                 }
             }
+            let mut down_seen = self.down_seen.lock();
             for known in next.values_mut() {
-                let is_live = live.iter().any(|m| m.node_id == known.member.node_id);
-                if !is_live && known.down_since.is_none() {
+                let id = known.member.node_id;
+                let is_live = live.iter().any(|m| m.node_id == id);
+                if is_live {
+                    down_seen.remove(&id);
+                } else if known.down_since.is_none() {
                     known.down_since = Some(now_ms);
+                    down_seen.insert(id, tokio::time::Instant::now());
                     changed.push(known.clone());
                 }
             }
@@ -257,16 +273,29 @@ impl Members {
     }
 
     /// The members whose confirmation a tombstone purge waits for: every known member except
-    /// those down for longer than `grace` at `now_ms`.
+    /// those down for longer than `grace`, both by the wall clock (`now_ms` against the
+    /// recorded `down_since`, which survives restarts) and by this process's monotonic clock
+    /// (since it first held the member down). The wall clock alone would let a step forward
+    /// (NTP correcting a clock that ran a day slow, a VM snapshot restored) turn a member
+    /// down for a minute into one past the grace, and purges would forget the writes only it
+    /// holds; the monotonic clock alone would forget, at each restart, how long a member has
+    /// been down. So a restart, or a wall clock stepping back, only makes purges wait longer.
     pub(crate) fn purge_holders(&self, grace: Duration, now_ms: u64) -> Vec<NodeId> {
         let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        let down_seen = self.down_seen.lock();
+        let past_grace = |k: &Known| {
+            let Some(since) = k.down_since else {
+                return false;
+            };
+            now_ms.saturating_sub(since) >= grace_ms
+                && down_seen
+                    .get(&k.member.node_id)
+                    .is_some_and(|seen| seen.elapsed() >= grace)
+        };
         self.snapshot()
             .1
             .values()
-            .filter(|k| {
-                k.down_since
-                    .is_none_or(|since| now_ms.saturating_sub(since) < grace_ms)
-            })
+            .filter(|k| !past_grace(k))
             .map(|k| k.member.node_id)
             .collect()
     }
@@ -280,6 +309,7 @@ impl Members {
     pub(crate) fn remove(&self, node_id: NodeId) -> Option<Known> {
         self.update(|next| {
             let removed = next.remove(&node_id);
+            self.down_seen.lock().remove(&node_id);
             let changed = removed.is_some();
             if changed {
                 self.removed.lock().insert(node_id);
@@ -361,8 +391,8 @@ mod tests {
         assert!(!members.was_removed(3), "live again");
     }
 
-    #[test]
-    fn members_are_remembered_down_and_back_until_removed() {
+    #[tokio::test(start_paused = true)]
+    async fn members_are_remembered_down_and_back_until_removed() {
         let members = Members::new(1, []);
         let changed = members.observe(&[member(1), member(2), member(3)], 100);
         assert_eq!(
@@ -384,6 +414,7 @@ mod tests {
         );
 
         let grace = Duration::from_millis(1_000);
+        tokio::time::advance(grace).await;
         assert_eq!(members.purge_holders(grace, 1_199), vec![2, 3]);
         assert_eq!(
             members.purge_holders(grace, 1_200),
@@ -404,6 +435,34 @@ mod tests {
         assert!(members.remove(3).is_some());
         assert_eq!(ids(members.replicas(&[member(2)])), vec![2]);
         assert!(members.remove(3).is_none());
+    }
+
+    /// The wall clock steps a day forward while a member has been down for a minute: the
+    /// member still holds purges back until it has been down for the grace on the monotonic
+    /// clock too. A restart starts that count again (the safe side).
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_step_does_not_cut_a_down_members_grace_short() {
+        let minute = 60_000;
+        let day = 24 * 60 * minute;
+        let grace = Duration::from_millis(day);
+        let members = Members::new(1, []);
+        members.observe(&[member(2), member(3)], 0);
+        members.observe(&[member(2)], 0);
+        tokio::time::advance(Duration::from_millis(minute)).await;
+        let stepped = minute + day + 3_600_000;
+        assert_eq!(
+            members.purge_holders(grace, stepped),
+            vec![2, 3],
+            "down for a minute, whatever the wall clock says"
+        );
+        tokio::time::advance(grace).await;
+        assert_eq!(members.purge_holders(grace, stepped), vec![2]);
+
+        // After a restart the record says down since 0: the grace counts again from start.
+        let restarted = Members::new(1, members.get(3));
+        assert_eq!(restarted.purge_holders(grace, stepped), vec![3]);
+        tokio::time::advance(grace).await;
+        assert!(restarted.purge_holders(grace, stepped).is_empty());
     }
 
     #[test]

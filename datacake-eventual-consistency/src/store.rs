@@ -131,6 +131,12 @@ impl<S: Storage> EventuallyConsistentStoreExtension<S> {
     /// member returns, its copies of documents the cluster deleted and purged meanwhile are
     /// forgotten, not served (see the crate docs).
     ///
+    /// The grace counts on two clocks and must pass on both: the wall clock since the
+    /// member's recorded `down_since` (kept across restarts), and this process's monotonic
+    /// clock since it first held the member down. A wall clock stepping forward cannot cut
+    /// the grace short; a restart, or the wall clock stepping back, only makes purges wait
+    /// longer.
+    ///
     /// Choose it longer than any outage you expect, partitions included. A member that was
     /// only cut off (not crashed) keeps accepting writes at the levels it can meet alone
     /// (`None`, `One` with a local replica); if the others held it down for longer than the
