@@ -746,7 +746,7 @@ impl Decoder {
             // Short enough to be a `BadCluster`; anything else this short is invalid.
             return Ok(self.bad_cluster(bytes));
         }
-        if bytes.len() > MAX_DATAGRAM - 64 {
+        if bytes.len() > MAX_PAYLOAD {
             return Ok(None);
         }
         self.feeder.send_to(bytes, self.chitchat_addr).await?;
@@ -1025,7 +1025,15 @@ mod tests {
     /// one /16, heartbeats in the ten thousands and versions in the tens, as a long-running
     /// cluster gossips them.
     fn syn_v0(members: u16) -> Vec<u8> {
-        let ids: Vec<String> = (1..=members).map(|id| id.to_string()).collect();
+        syn_v0_padded(members, 0)
+    }
+
+    /// [`syn_v0`] with the last member's id `pad` bytes longer.
+    fn syn_v0_padded(members: u16, pad: usize) -> Vec<u8> {
+        let mut ids: Vec<String> = (1..=members).map(|id| id.to_string()).collect();
+        if let Some(last) = ids.last_mut() {
+            last.extend(std::iter::repeat_n('x', pad));
+        }
         let nodes: Vec<_> = (0..members)
             .map(|i| {
                 let [hi, lo] = (i + 1).to_be_bytes();
@@ -1044,9 +1052,27 @@ mod tests {
     /// The most members whose V0 SYN still fits a datagram.
     fn most_v0_members() -> u16 {
         (1..=u16::MAX)
-            .take_while(|n| syn_v0(*n).len() <= MAX_DATAGRAM - 64)
+            .take_while(|n| syn_v0(*n).len() <= MAX_PAYLOAD)
             .last()
             .unwrap()
+    }
+
+    /// chitchat fills a SYN-ACK or an ACK with deltas up to a whole datagram (65,507 bytes)
+    /// once a node's state is larger than that: the decoder must take such a message.
+    #[tokio::test]
+    async fn a_message_filling_a_whole_datagram_is_decoded() {
+        let (_encoder, mut decoder) = codec().await;
+        let members = most_v0_members();
+        let pad = MAX_PAYLOAD - syn_v0(members).len();
+        let full = syn_v0_padded(members, pad);
+        assert_eq!(full.len(), MAX_PAYLOAD);
+        let syn = decoder.decode(&full).await.unwrap();
+        assert!(
+            matches!(&syn, Some(ChitchatEnvelope { message: ChitchatMessage::Syn { cluster_id, .. }, .. }) if cluster_id == "cluster"),
+            "a {MAX_PAYLOAD}-byte SYN is not decoded: {syn:?}"
+        );
+        let over = syn_v0_padded(members, pad + 1);
+        assert!(decoder.decode(&over).await.unwrap().is_none(), "over a datagram");
     }
 
     /// chitchat's digest lists every member (and every node dead for less than half the dead
