@@ -6,8 +6,18 @@
 //! with the digests of the keyspaces that differ (cut by bytes; we continue where it
 //! stopped), each with its purge watermark; for each, ask for the entries of the differing
 //! buckets only (whole buckets, cut by bytes), plan with [`plan_repair`](crate::repair::plan_repair),
-//! apply tombstones directly and fetch only the documents we lack (in pages); then forget
-//! our copies the peer has purged past.
+//! apply tombstones directly and fetch only the documents we lack (in pages, each reply
+//! applied before the next is asked for); then forget our copies the peer has purged past.
+//!
+//! # Scheduling
+//! Each peer has its own rounds: at every repair interval, a round starts with each live
+//! peer whose previous round has ended, and rounds with different peers run side by side,
+//! so a slow peer delays only its own. A round lasts at most the repair round timeout
+//! ([`with_repair_round_timeout`](crate::EventuallyConsistentStoreExtension::with_repair_round_timeout));
+//! one cut off keeps what it applied and confirms nothing. At most [`KEYSPACES_IN_PARALLEL`]
+//! keyspaces are repaired at once over all rounds (periodic and hand-off), each holding at
+//! most one reply of fetched documents, so the memory repair takes does not grow with the
+//! number of peers.
 //!
 //! # Tombstone purge
 //! A tombstone goes only once every member the cluster knows of, live or down, has
@@ -37,6 +47,8 @@ use datacake_crdt::HLCTimestamp;
 use datacake_node::{ClusterMember, DatacakeHandle, NodeId};
 use datacake_rpc::{DataView, Message, Response, RpcClient, Status};
 use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::config::StoreConfig;
@@ -45,21 +57,24 @@ use crate::error::StoreError;
 use crate::keyspace::Mutation;
 use crate::members::Members;
 use crate::messages::{BucketRequest, DigestRequest, WireDigest};
-use crate::read::fetch_versions;
+use crate::read::Fetch;
 use crate::replica::{Change, Counters, Replica, TombstoneWatch};
 use crate::service::StoreService;
 use crate::storage::Storage;
 
-/// Tombstones are purged every this many repair rounds (a purge is linear in the number of
-/// tombstones and writes each purged keyspace's watermark to the storage).
+/// Tombstones are purged every this many repair intervals (a purge is linear in the number
+/// of tombstones and writes each purged keyspace's watermark to the storage).
 const PURGE_EVERY_ROUNDS: u64 = 10;
 /// Most buckets whose entries are asked for in one request, and most documents in one
 /// fetch: besides the byte bounds, repair works in steps of this size (planned, fetched and
 /// applied in turn), which keeps each step's maps small (measured: 100,000 keys catch up in
 /// about two thirds of the time it takes in one step).
 const BUCKETS_PER_REQUEST: usize = 512;
-/// Keyspaces of one digest reply repaired at the same time.
+/// Keyspaces repaired at the same time, over every round of a store (the keyspaces of one
+/// digest reply, and those of rounds with other peers, take turns).
 const KEYSPACES_IN_PARALLEL: usize = 16;
+/// Most ids asked for in one fetch request. Each reply (at most one message) is applied
+/// before the next request.
 const FETCH_PAGE: usize = 1024;
 
 /// What the repair task works with.
@@ -68,6 +83,9 @@ pub(crate) struct Repairer<S> {
     pub(crate) members: Arc<Members>,
     pub(crate) node: DatacakeHandle,
     pub(crate) config: StoreConfig,
+    /// A turn to repair one keyspace: [`KEYSPACES_IN_PARALLEL`], shared by every round
+    /// (clones share them).
+    keyspace_turns: Arc<Semaphore>,
 }
 
 impl<S> Clone for Repairer<S> {
@@ -77,6 +95,7 @@ impl<S> Clone for Repairer<S> {
             members: self.members.clone(),
             node: self.node.clone(),
             config: self.config,
+            keyspace_turns: self.keyspace_turns.clone(),
         }
     }
 }
@@ -105,49 +124,127 @@ impl Confirmed {
     }
 }
 
+/// The rounds under way, one per peer at most, each in a task of its own (aborted when this
+/// is dropped, with the repair task).
+struct Rounds<S: Storage> {
+    tasks: JoinSet<Result<Round, StoreError<S::Error>>>,
+    peers: HashMap<tokio::task::Id, ClusterMember>,
+}
+
+impl<S: Storage> Default for Rounds<S> {
+    fn default() -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            peers: HashMap::new(),
+        }
+    }
+}
+
+impl<S: Storage> Rounds<S> {
+    /// Starts a round with `peer` unless one is under way.
+    fn start(&mut self, repairer: &Repairer<S>, peer: ClusterMember) {
+        if self.peers.values().any(|p| p.node_id == peer.node_id) {
+            return;
+        }
+        let (repairer, member) = (repairer.clone(), peer.clone());
+        let task = self
+            .tasks
+            .spawn(async move { repairer.counted_round(&member).await });
+        self.peers.insert(task.id(), peer);
+    }
+
+    /// The next round to end, with its peer; `None` while none is under way. A round whose
+    /// task panicked is logged and left out.
+    async fn next(&mut self) -> Option<(ClusterMember, Result<Round, StoreError<S::Error>>)> {
+        loop {
+            match self.tasks.join_next_with_id().await? {
+                Ok((id, outcome)) => {
+                    if let Some(peer) = self.peers.remove(&id) {
+                        return Some((peer, outcome));
+                    }
+                }
+                Err(error) => {
+                    warn!(%error, "a repair round ended without an outcome");
+                    self.peers.remove(&error.id());
+                }
+            }
+        }
+    }
+}
+
 impl<S: Storage> Repairer<S> {
-    /// Runs repair rounds every repair interval until cancelled, and purges the tombstones
-    /// every member has confirmed every [`PURGE_EVERY_ROUNDS`] rounds.
+    /// The repair task's state over `replica`.
+    pub(crate) fn new(
+        replica: Arc<Replica<S>>,
+        members: Arc<Members>,
+        node: DatacakeHandle,
+        config: StoreConfig,
+    ) -> Self {
+        Self {
+            replica,
+            members,
+            node,
+            config,
+            keyspace_turns: Arc::new(Semaphore::new(KEYSPACES_IN_PARALLEL)),
+        }
+    }
+
+    /// Runs repair rounds until cancelled: every repair interval, one with each live peer
+    /// whose previous round has ended (each in a task of its own, so rounds with different
+    /// peers run side by side); and every [`PURGE_EVERY_ROUNDS`] intervals, purges the
+    /// tombstones every member has confirmed in its last complete round.
     pub(crate) async fn run(self) {
         let mut ticker = tokio::time::interval(self.config.repair_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut confirmed: HashMap<NodeId, Confirmed> = HashMap::new();
-        let mut rounds: u64 = 0;
+        let mut rounds = Rounds::default();
+        let mut ticks: u64 = 0;
         loop {
-            ticker.tick().await;
-            let live = self.node.live_members();
-            self.record_members(&live).await;
-            let me = self.node.me().node_id;
-            for peer in live.iter().filter(|p| p.node_id != me) {
-                match self.counted_round(peer).await {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let live = self.node.live_members();
+                    self.record_members(&live).await;
+                    let me = self.node.me().node_id;
+                    for peer in live.into_iter().filter(|p| p.node_id != me) {
+                        rounds.start(&self, peer);
+                    }
+                    ticks += 1;
+                    if ticks.is_multiple_of(PURGE_EVERY_ROUNDS) {
+                        self.purge(&confirmed).await;
+                    }
+                }
+                Some((peer, outcome)) = rounds.next() => match outcome {
                     Ok(round) => {
                         confirmed.insert(peer.node_id, round.confirmed);
                     }
                     Err(error) => {
-                        debug!(peer = %peer.public_addr, node_id = peer.node_id, error = %datacake_rpc::error_chain(&error), "repair round failed");
+                        let error = datacake_rpc::error_chain(&error);
+                        debug!(peer = %peer.public_addr, node_id = peer.node_id, %error, "repair round failed");
                     }
-                }
-            }
-            rounds += 1;
-            if rounds.is_multiple_of(PURGE_EVERY_ROUNDS) {
-                self.purge(&confirmed).await;
+                },
             }
         }
     }
 
-    /// One complete round with `peer` ([`repair_from`](Self::repair_from)), counted in the
-    /// store's statistics (rounds run and keys repaired, or a failure).
+    /// One complete round with `peer` ([`repair_from`](Self::repair_from)) within the repair
+    /// round timeout, counted in the store's statistics as a round run or a failure (its
+    /// keys are counted as they are applied, by [`apply`](Self::apply)). A round cut off by
+    /// the timeout keeps what it applied and confirms nothing
+    /// ([`StoreError::RepairTimedOut`]).
     pub(crate) async fn counted_round(
         &self,
         peer: &ClusterMember,
     ) -> Result<Round, StoreError<S::Error>> {
-        let result = self.repair_from(peer).await;
+        let deadline = self.config.repair_round_timeout;
+        let result = tokio::time::timeout(deadline, self.repair_from(peer))
+            .await
+            .unwrap_or(Err(StoreError::RepairTimedOut {
+                peer: peer.public_addr,
+                after: deadline,
+            }));
         let counters = &self.replica.counters;
         match &result {
-            Ok(round) => {
-                Counters::add(&counters.repairs_run, 1);
-                Counters::add(&counters.keys_repaired, round.repaired);
-            }
+            Ok(_) => Counters::add(&counters.repairs_run, 1),
             Err(_) => Counters::add(&counters.failures, 1),
         }
         result
@@ -288,7 +385,12 @@ impl<S: Storage> Repairer<S> {
             // Keyspaces are independent: several at a time, so that many small ones cost
             // round trips in parallel rather than one after the other.
             let mut keyspaces = futures::stream::iter(reply.digests)
-                .map(|digest| self.repair_keyspace(&client, peer, reply.clock, digest))
+                .map(|digest| async {
+                    // Never closed; without a turn (it cannot happen) the keyspace goes on.
+                    let _turn = self.keyspace_turns.acquire().await.ok();
+                    self.repair_keyspace(&client, peer, reply.clock, digest)
+                        .await
+                })
                 .buffer_unordered(KEYSPACES_IN_PARALLEL);
             while let Some(outcome) = keyspaces.next().await {
                 let (taken, unconfirmed) = outcome?;
@@ -409,19 +511,20 @@ impl<S: Storage> Repairer<S> {
                     .collect();
                 repaired += self.apply(&keyspace, changes).await?;
             }
-            if !plan.fetch.is_empty() {
-                let keys: Vec<u64> = plan.fetch.iter().map(|e| e.key).collect();
-                for page in keys.chunks(FETCH_PAGE) {
-                    let versions = fetch_versions(
-                        client,
-                        &self.node,
-                        &self.replica,
-                        &keyspace,
-                        page,
-                        FETCH_PAGE,
-                    )
-                    .await
-                    .map_err(transport)?;
+            for page in plan.fetch.chunks(FETCH_PAGE) {
+                // What another round (or replication) took meanwhile is not fetched again.
+                let keys = self.replica.still_winning(&keyspace, page);
+                let mut fetch = Fetch::new(
+                    client,
+                    &self.node,
+                    &self.replica,
+                    &keyspace,
+                    &keys,
+                    FETCH_PAGE,
+                );
+                // Each reply is applied before the next is asked for: at most one message
+                // of documents is held per keyspace.
+                while let Some(versions) = fetch.next_reply().await.map_err(transport)? {
                     repaired += self.apply(&keyspace, versions).await?;
                 }
             }
@@ -440,14 +543,16 @@ impl<S: Storage> Repairer<S> {
         Ok((repaired, unconfirmed))
     }
 
-    /// Applies repaired changes; moves the clock past the newest applied stamp, so later
-    /// local writes are stamped after them. Returns how many applied.
+    /// Applies repaired changes and counts them as repaired keys; moves the clock past the
+    /// newest applied stamp, so later local writes are stamped after them. Returns how many
+    /// applied.
     async fn apply(
         &self,
         keyspace: &str,
         changes: Vec<Change>,
     ) -> Result<usize, StoreError<S::Error>> {
         let applied = self.replica.apply(keyspace, changes).await?;
+        Counters::add(&self.replica.counters.keys_repaired, applied.len());
         if let Some(newest) = applied.iter().map(|c| c.mutation.timestamp()).max() {
             let _ = self.node.clock().advance_past(newest);
         }
@@ -474,16 +579,16 @@ mod tests {
         max_message_size: usize,
     ) -> Repairer<MemStore> {
         let (replica, _) = Replica::load(MemStore::new(), limits).await.unwrap();
-        Repairer {
-            replica: Arc::new(replica),
-            members: Arc::new(Members::new(2, [])),
-            node: node.handle(),
-            config: StoreConfig {
+        Repairer::new(
+            Arc::new(replica),
+            Arc::new(Members::new(2, [])),
+            node.handle(),
+            StoreConfig {
                 max_message_size,
                 repair_interval: Duration::from_secs(3_600),
                 ..StoreConfig::default()
             },
-        }
+        )
     }
 
     /// A round confirms only what this node held when it began: a delete stamped before the
@@ -552,6 +657,51 @@ mod tests {
             repairer.replica.watches_kept() <= 1,
             "{}",
             repairer.replica.watches_kept()
+        );
+        drop(store);
+        b.shutdown().await;
+        a.shutdown().await;
+    }
+
+    /// A round runs within the repair round timeout: against a peer whose reads take longer,
+    /// it is cut off, counted as a failure and confirms nothing (it returns no `Round`, so
+    /// the purge keeps the peer's last confirmation), while what it applied before the cut
+    /// (here the peer's delete) stays. Before, nothing bounded a round but its single calls.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_round_past_its_deadline_is_cut_off_and_confirms_nothing() {
+        use crate::test_utils::{FaultyStorage, ReadHook};
+
+        let slow: ReadHook = Arc::new(|| Box::pin(tokio::time::sleep(Duration::from_secs(2))));
+        let storage = FaultyStorage::with_read_hook(MemStore::new(), slow);
+        let (a, store, b) = crate::testing::store_over_and_bare_peer(storage, 1 << 20).await;
+        let handle = store.handle();
+        handle.put("ks", 1, "v", Consistency::None).await.unwrap();
+        handle.put("ks", 2, "v", Consistency::None).await.unwrap();
+        handle.del("ks", 2, Consistency::None).await.unwrap();
+        let limits = KeyspaceLimits {
+            max_keyspaces: 16,
+            max_name_len: 16,
+        };
+        let mut repairer = repairer_on(&b, limits, 1 << 20).await;
+        repairer.config.repair_round_timeout = Duration::from_millis(500);
+        let outcome = repairer.counted_round(a.me()).await;
+        assert!(
+            matches!(outcome, Err(StoreError::RepairTimedOut { .. })),
+            "{outcome:?}"
+        );
+        let counters = &repairer.replica.counters;
+        assert_eq!(
+            (counters.failures.get(), counters.repairs_run.get()),
+            (1, 0)
+        );
+        let held = repairer.replica.entries_of("ks", &[1, 2]);
+        assert!(
+            held.iter().any(|e| e.key == 2 && e.tombstone),
+            "the delete applied before the cut stays: {held:?}"
+        );
+        assert!(
+            held.iter().all(|e| e.key != 1),
+            "the slow document was not taken"
         );
         drop(store);
         b.shutdown().await;

@@ -12,6 +12,8 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// The deadline of one replication or repair RPC, by default.
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// The deadline of one whole repair round with one peer, by default: 5 minutes.
+pub const DEFAULT_REPAIR_ROUND_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// How long a member that is down keeps holding tombstone purge back, by default (like
 /// Cassandra's `gc_grace_seconds`): 24 hours.
 pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -52,6 +54,7 @@ pub(crate) struct StoreConfig {
     pub(crate) write_timeout: Duration,
     pub(crate) read_timeout: Duration,
     pub(crate) rpc_timeout: Duration,
+    pub(crate) repair_round_timeout: Duration,
     pub(crate) tombstone_grace: Duration,
     pub(crate) max_batch: usize,
     pub(crate) max_message_size: usize,
@@ -66,6 +69,7 @@ impl Default for StoreConfig {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             read_timeout: DEFAULT_READ_TIMEOUT,
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
+            repair_round_timeout: DEFAULT_REPAIR_ROUND_TIMEOUT,
             tombstone_grace: DEFAULT_TOMBSTONE_GRACE,
             max_batch: DEFAULT_MAX_BATCH,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
@@ -98,6 +102,7 @@ impl StoreConfig {
         positive("write_timeout", self.write_timeout)?;
         positive("read_timeout", self.read_timeout)?;
         positive("rpc_timeout", self.rpc_timeout)?;
+        positive("repair_round_timeout", self.repair_round_timeout)?;
         if self.tombstone_grace > MAX_DURATION {
             return Err(ConfigError::new(
                 "tombstone_grace",
@@ -172,6 +177,10 @@ mod tests {
                 ..StoreConfig::default()
             },
             StoreConfig {
+                repair_round_timeout: Duration::ZERO,
+                ..StoreConfig::default()
+            },
+            StoreConfig {
                 max_message_size: 1_000,
                 ..StoreConfig::default()
             },
@@ -197,6 +206,7 @@ mod tests {
             [
                 "repair_interval",
                 "write_timeout",
+                "repair_round_timeout",
                 "max_message_size",
                 "max_message_size",
                 "max_keyspaces",

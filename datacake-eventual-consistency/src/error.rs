@@ -140,6 +140,16 @@ where
     /// A setting is invalid; the store did not start.
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),
+    /// A repair round with a peer ran past its deadline
+    /// ([`with_repair_round_timeout`](crate::EventuallyConsistentStoreExtension::with_repair_round_timeout))
+    /// and was cut off: it keeps what it took and confirms nothing.
+    #[error("repair round with {peer} cut off after {after:?}")]
+    RepairTimedOut {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
     /// A call to a peer failed.
     #[error("rpc to {peer} failed")]
     Transport {

@@ -51,10 +51,16 @@
 //!   of the keyspaces that differ, then `(key, timestamp)` lists only for the buckets that
 //!   differ, then fetch only the documents they lack (`plan_repair` in `repair.rs`). Every
 //!   reply is cut by bytes under the RPC body limit and continued, so any number of
-//!   keyspaces and documents of any accepted size catch up. A node that joins late or was
-//!   down catches up this way. A peer reads the requested buckets straight from its CRDT,
-//!   which keeps ids in the order of the bucketing hash, taking the keyspace's lock for steps
-//!   of at most 4,096 entries: writes never wait for a scan of the whole keyspace.
+//!   keyspaces and documents of any accepted size catch up; fetched documents are written
+//!   reply by reply, so a keyspace under repair holds at most one message of them, and at
+//!   most 16 keyspaces are repaired at once. A node that joins late or was down catches up
+//!   this way. Rounds with different peers run side by side (a slow peer delays only its
+//!   own), and each is bounded by
+//!   [`with_repair_round_timeout`](EventuallyConsistentStoreExtension::with_repair_round_timeout):
+//!   one cut off keeps what it took and confirms nothing. A peer reads the requested
+//!   buckets straight from its CRDT, which keeps ids in the order of the bucketing hash,
+//!   taking the keyspace's lock for steps of at most 4,096 entries: writes never wait for a
+//!   scan of the whole keyspace.
 //! - **Tombstones** are purged once every known member, live or down, has *confirmed* them.
 //!   A node learns that a peer holds its deletes from its own repair pull from the peer,
 //!   never from the peer's word, and a pull confirms only what the node held when it began:
@@ -177,8 +183,9 @@ pub mod test_utils;
 
 pub use config::{
     DEFAULT_MAX_BATCH, DEFAULT_MAX_KEYSPACES, DEFAULT_MAX_KEYSPACE_NAME_LEN,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_TIMEOUT, DEFAULT_REPAIR_INTERVAL, DEFAULT_RPC_TIMEOUT,
-    DEFAULT_TOMBSTONE_GRACE, DEFAULT_WRITE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_TIMEOUT, DEFAULT_REPAIR_INTERVAL,
+    DEFAULT_REPAIR_ROUND_TIMEOUT, DEFAULT_RPC_TIMEOUT, DEFAULT_TOMBSTONE_GRACE,
+    DEFAULT_WRITE_TIMEOUT,
 };
 pub use datacake_node::{Consistency, ConsistencyError};
 pub use error::{ConfigError, StoreError};

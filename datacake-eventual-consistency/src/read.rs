@@ -42,9 +42,20 @@ fn size(change: &Change) -> usize {
     }
 }
 
+/// Most ids asked of the storage in one call while serving a read.
+const MAX_CHUNK: usize = 1024;
+
 /// This replica's versions of the first of `keys` (a document, or a tombstone as a delete;
 /// ids it holds nothing for are left out), up to `budget` bytes: returns the versions and
 /// how many of `keys` they cover (at least one, so a caller always progresses).
+///
+/// The storage is asked for as many documents at a time as the rest of the budget holds at
+/// the size of the largest document read so far (starting with one, and doubling while only
+/// ids without a document came back), so a read loads at most its budget and one document
+/// more when the documents are of about one size. A document much larger than every one
+/// before it in the read can still make its call load past the budget, by the documents of
+/// that call. An unbounded read (`usize::MAX`, the local side of a read at a level) asks for
+/// 1,024 ids at a time.
 pub(crate) async fn read_versions<S: Storage>(
     replica: &Replica<S>,
     keyspace: &str,
@@ -54,9 +65,8 @@ pub(crate) async fn read_versions<S: Storage>(
     let mut versions = Vec::new();
     let mut bytes = 0;
     let mut served = 0;
-    // Documents are read in chunks sized by what the previous ones weighed, so a reply of
-    // big documents never reads far past its budget.
-    let mut chunk = 16;
+    let mut largest: Option<usize> = None;
+    let mut chunk = if budget == usize::MAX { MAX_CHUNK } else { 1 };
     while served < keys.len() {
         let ids = &keys[served..keys.len().min(served + chunk)];
         // The documents first: a stored document is its own version. Only the ids without
@@ -69,6 +79,13 @@ pub(crate) async fn read_versions<S: Storage>(
             .into_iter()
             .map(|d| (d.id, d))
             .collect();
+        if let Some(most) = docs
+            .values()
+            .map(|d| MUTATION_OVERHEAD + d.data.len())
+            .max()
+        {
+            largest = Some(largest.map_or(most, |l| l.max(most)));
+        }
         let missing: Vec<Key> = ids
             .iter()
             .filter(|k| !docs.contains_key(k))
@@ -114,31 +131,60 @@ pub(crate) async fn read_versions<S: Storage>(
             }
             served += 1;
         }
-        let average = bytes / served.max(1);
-        chunk = (budget.saturating_sub(bytes) / average.max(64)).clamp(1, 1024);
+        chunk = match largest {
+            None => chunk.saturating_mul(2).min(MAX_CHUNK),
+            Some(largest) => (budget.saturating_sub(bytes) / largest).clamp(1, MAX_CHUNK),
+        };
     }
     Ok((versions, served))
 }
 
-/// Every version a peer holds of `keys`, asking in pages of at most `page_len` (and
-/// [`MAX_KEYS_PER_REQUEST`]) ids until every id was served.
-pub(crate) async fn fetch_versions<S: Storage>(
-    client: &RpcClient<StoreService<S>>,
-    node: &datacake_node::DatacakeHandle,
-    replica: &Replica<S>,
-    keyspace: &str,
-    keys: &[Key],
+/// A peer's versions of some ids, asked for in requests of at most `page_len` (and
+/// [`MAX_KEYS_PER_REQUEST`]) ids and taken one reply at a time: a caller that handles each
+/// reply before asking for the next ([`next_reply`](Self::next_reply)) holds at most one
+/// message of the peer's documents.
+pub(crate) struct Fetch<'a, S> {
+    client: &'a RpcClient<StoreService<S>>,
+    node: &'a datacake_node::DatacakeHandle,
+    replica: &'a Replica<S>,
+    keyspace: &'a str,
+    rest: &'a [Key],
     page_len: usize,
-) -> Result<Vec<Change>, Status> {
-    let mut out = Vec::new();
-    let mut rest = keys;
-    let page_len = page_len.clamp(1, MAX_KEYS_PER_REQUEST);
-    while !rest.is_empty() {
-        let page = &rest[..rest.len().min(page_len)];
-        let reply = client
+}
+
+impl<'a, S: Storage> Fetch<'a, S> {
+    /// A fetch of `keys` of `keyspace` from the peer behind `client`.
+    pub(crate) fn new(
+        client: &'a RpcClient<StoreService<S>>,
+        node: &'a datacake_node::DatacakeHandle,
+        replica: &'a Replica<S>,
+        keyspace: &'a str,
+        keys: &'a [Key],
+        page_len: usize,
+    ) -> Self {
+        Self {
+            client,
+            node,
+            replica,
+            keyspace,
+            rest: keys,
+            page_len: page_len.clamp(1, MAX_KEYS_PER_REQUEST),
+        }
+    }
+
+    /// The versions of the next reply (those of ids it was asked for, stamped within the
+    /// drift bound), or `None` once every id was served.
+    pub(crate) async fn next_reply(&mut self) -> Result<Option<Vec<Change>>, Status> {
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        let (node, replica) = (self.node, self.replica);
+        let page = &self.rest[..self.rest.len().min(self.page_len)];
+        let reply = self
+            .client
             .send(&ReadRequest {
                 clock: node.clock().get_time(),
-                keyspace: keyspace.to_owned(),
+                keyspace: self.keyspace.to_owned(),
                 keys: page.to_vec(),
             })
             .await?;
@@ -157,6 +203,7 @@ pub(crate) async fn fetch_versions<S: Storage>(
         }
         let asked: HashSet<Key> = page[..served].iter().copied().collect();
         let ceiling = node.clock().drift_ceiling();
+        let mut out = Vec::with_capacity(reply.entries.len());
         for version in reply.entries {
             if !asked.contains(&version.key) {
                 continue;
@@ -167,7 +214,26 @@ pub(crate) async fn fetch_versions<S: Storage>(
             }
             out.push(Change::from(version));
         }
-        rest = &rest[served..];
+        self.rest = &self.rest[served..];
+        Ok(Some(out))
+    }
+}
+
+/// Every version a peer holds of `keys`, asking in pages of at most `page_len` (and
+/// [`MAX_KEYS_PER_REQUEST`]) ids until every id was served (all of them held at once: for
+/// a read, which returns them).
+pub(crate) async fn fetch_versions<S: Storage>(
+    client: &RpcClient<StoreService<S>>,
+    node: &datacake_node::DatacakeHandle,
+    replica: &Replica<S>,
+    keyspace: &str,
+    keys: &[Key],
+    page_len: usize,
+) -> Result<Vec<Change>, Status> {
+    let mut fetch = Fetch::new(client, node, replica, keyspace, keys, page_len);
+    let mut out = Vec::new();
+    while let Some(versions) = fetch.next_reply().await? {
+        out.extend(versions);
     }
     Ok(out)
 }
@@ -633,6 +699,66 @@ mod tests {
         assert_eq!(keys(&stale[0]), vec![1, 2], "the local copy lacks both");
         assert_eq!(keys(&stale[1]), vec![2], "node 2 lacks the delete");
         assert!(stale[2].is_empty());
+    }
+
+    /// Sixteen documents each larger than a sixteenth of the budget, asked for in one
+    /// request: the peer loads about as many as the reply can hold (at most the budget and
+    /// one document), not all sixteen to serve a few. (Before, its first storage call took
+    /// sixteen ids whatever their size, and the next request loaded the unserved ones
+    /// again.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_of_large_documents_loads_at_most_its_budget_and_one_document() {
+        use datacake_node::Consistency;
+
+        use crate::config::StoreConfig;
+        use crate::test_utils::{MemStore, MeteredStorage};
+
+        const MESSAGE: usize = 1 << 20;
+        let budget = StoreConfig {
+            max_message_size: MESSAGE,
+            ..StoreConfig::default()
+        }
+        .message_budget();
+        let document = budget / 16 + (budget / 16) / 2;
+        let storage = MeteredStorage::new(MemStore::new());
+        let (a, store, b) =
+            crate::testing::store_over_and_bare_peer(storage.clone(), MESSAGE).await;
+        for id in 0..16 {
+            store
+                .handle()
+                .put("ks", id, vec![id as u8; document], Consistency::None)
+                .await
+                .unwrap();
+        }
+        let client = RpcClient::<StoreService<MeteredStorage<MemStore>>>::new(
+            b.network().get_or_connect_node(1, a.me().public_addr),
+        );
+        let before = storage.bytes_read();
+        let reply = client
+            .send(&ReadRequest {
+                clock: b.clock().get_time(),
+                keyspace: "ks".to_owned(),
+                keys: (0..16).collect(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .deserialize_view()
+            .unwrap();
+        let loaded = (storage.bytes_read() - before) as usize;
+        assert!(
+            (1..16).contains(&reply.served),
+            "a reply of part of them: {}",
+            reply.served
+        );
+        assert!(
+            loaded <= budget + document,
+            "loaded {loaded} bytes to serve {} documents of {document} bytes (budget {budget})",
+            reply.served
+        );
+        drop(store);
+        b.shutdown().await;
+        a.shutdown().await;
     }
 
     #[test]

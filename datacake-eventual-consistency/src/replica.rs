@@ -514,6 +514,21 @@ impl<S: Storage> Replica<S> {
         })
     }
 
+    /// The ids of `entries` (a peer's, of `keyspace`) whose versions would still win here:
+    /// what a repair still has to fetch, once other rounds and replication took their part.
+    pub(crate) fn still_winning(&self, keyspace: &str, entries: &[BucketEntry]) -> Vec<Key> {
+        match self.slot(keyspace) {
+            Some(slot) => slot.with_state(|s| {
+                entries
+                    .iter()
+                    .filter(|e| s.will_apply(&Mutation::from(**e)))
+                    .map(|e| e.key)
+                    .collect()
+            }),
+            None => entries.iter().map(|e| e.key).collect(),
+        }
+    }
+
     /// Drops from `versions` (another replica's answer) those this replica knows to be
     /// purged: of ids it holds nothing for, stamped at or below its purge watermark. Such a
     /// copy survives only on a node that was away past the tombstone grace and has not yet

@@ -122,6 +122,28 @@ impl<S: Storage> EventuallyConsistentStoreExtension<S> {
         self
     }
 
+    /// The deadline of one whole repair round with one peer (default
+    /// [`DEFAULT_REPAIR_ROUND_TIMEOUT`](crate::DEFAULT_REPAIR_ROUND_TIMEOUT), 5 minutes; more
+    /// than zero). The RPC timeout bounds each call of a round; this bounds the round, so a
+    /// peer that answers every call slowly (or keeps a round going) cannot hold it forever.
+    /// A round cut off keeps what it took, confirms nothing for tombstone purge (which goes
+    /// on from the peer's last complete round), and counts as a failure; the next round (at
+    /// the next repair interval) starts again and takes what still differs. Rounds with
+    /// different peers run side by side, so a slow peer delays only its own rounds. Choose
+    /// it longer than a round needs to catch a node up on what it missed while down: deletes
+    /// newer than a peer's last complete round are not purged until one completes.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use datacake_eventual_consistency::{test_utils::MemStore, EventuallyConsistentStoreExtension};
+    /// let ext = EventuallyConsistentStoreExtension::new(MemStore::default())
+    ///     .with_repair_round_timeout(Duration::from_secs(60));
+    /// ```
+    pub fn with_repair_round_timeout(mut self, timeout: Duration) -> Self {
+        self.config.repair_round_timeout = timeout;
+        self
+    }
+
     /// How long a member that is down (crashed, or shut down and not removed) keeps holding
     /// tombstone purge back (default [`DEFAULT_TOMBSTONE_GRACE`](crate::DEFAULT_TOMBSTONE_GRACE),
     /// 24 hours, like Cassandra's `gc_grace_seconds`). A tombstone is purged only once every
@@ -241,12 +263,7 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
         // Stops the store (service and tasks) with the last handle, or if starting fails.
         let guard = ExtensionGuard::new(handle.clone(), SERVICE_NAME);
         let tasks = guard.tasks();
-        let repairer = Repairer {
-            replica: replica.clone(),
-            members: members.clone(),
-            node: handle.clone(),
-            config,
-        };
+        let repairer = Repairer::new(replica.clone(), members.clone(), handle.clone(), config);
         node.add_rpc_service(StoreService {
             store: repairer.clone(),
             hand_off_turn: tokio::sync::Semaphore::new(1),
@@ -304,11 +321,14 @@ pub struct StoreStatistics {
     /// Repair rounds completed (one per peer per round, and one per hand-off a leaving peer
     /// asked for).
     pub repairs_run: u64,
-    /// Keys taken from peers by repair.
+    /// Keys taken from peers by repair (counted as they are written, also by rounds that
+    /// failed or were cut off later).
     pub keys_repaired: u64,
     /// Bytes of repair replies (digests, bucket entries, documents) received from peers.
     pub repair_bytes_received: u64,
-    /// Failed replication batches and repair rounds.
+    /// Failed replication batches and repair rounds (a round cut off by
+    /// [`with_repair_round_timeout`](EventuallyConsistentStoreExtension::with_repair_round_timeout)
+    /// included).
     pub failures: u64,
     /// Writes that did not meet their consistency level in time.
     pub consistency_failures: u64,

@@ -1,9 +1,11 @@
-//! [`MemStore`]: an in-memory [`Storage`] for tests, examples and benchmarks; and
-//! [`FaultyStorage`], a wrapper whose writes can be made to fail, for fault tests.
+//! [`MemStore`]: an in-memory [`Storage`] for tests, examples and benchmarks;
+//! [`FaultyStorage`], a wrapper whose writes can be made to fail (and whose reads and writes
+//! can be slowed down), for fault tests; and [`MeteredStorage`], a wrapper that records the
+//! bytes its calls moved, for tests of how much a store reads or writes at once.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -197,11 +199,15 @@ pub enum FaultyError<E: std::error::Error + 'static> {
 /// them at a gate.
 pub type WriteHook = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
+/// A hook a [`FaultyStorage`] awaits before every document read (`get`, `multi_get`), e.g.
+/// to make a slow disk.
+pub type ReadHook = WriteHook;
+
 /// Wraps a [`Storage`] for fault tests: while [`fail_writes`](Self::fail_writes) is on,
 /// every write returns [`FaultyError::Injected`] and changes nothing, as a full disk would;
-/// and an optional [`WriteHook`] runs before every write (to slow writes down, scramble
-/// their order, or hold them at a gate). Reads pass through. Clones share the switch, the
-/// hook and the storage.
+/// an optional [`WriteHook`] runs before every write (to slow writes down, scramble their
+/// order, or hold them at a gate), and an optional [`ReadHook`] before every document read.
+/// Reads otherwise pass through. Clones share the switch, the hooks and the storage.
 ///
 /// ```
 /// use datacake_crdt::HLCTimestamp;
@@ -226,6 +232,7 @@ pub struct FaultyStorage<S> {
     /// Refused writes by keyspace.
     refused: Arc<Mutex<HashMap<String, u64>>>,
     hook: Option<WriteHook>,
+    read_hook: Option<ReadHook>,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for FaultyStorage<S> {
@@ -235,6 +242,7 @@ impl<S: std::fmt::Debug> std::fmt::Debug for FaultyStorage<S> {
             .field("failing", &self.failing)
             .field("refused", &self.refused)
             .field("hook", &self.hook.is_some())
+            .field("read_hook", &self.read_hook.is_some())
             .finish()
     }
 }
@@ -247,6 +255,7 @@ impl<S: Storage> FaultyStorage<S> {
             failing: Arc::new(AtomicBool::new(false)),
             refused: Arc::default(),
             hook: None,
+            read_hook: None,
         }
     }
 
@@ -255,6 +264,34 @@ impl<S: Storage> FaultyStorage<S> {
         Self {
             hook: Some(hook),
             ..Self::new(inner)
+        }
+    }
+
+    /// `inner`, with `hook` awaited before every document read (`get`, `multi_get`).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use datacake_eventual_consistency::test_utils::{FaultyStorage, MemStore, ReadHook};
+    /// use datacake_eventual_consistency::Storage;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let slow: ReadHook = Arc::new(|| Box::pin(tokio::time::sleep(Duration::from_millis(1))));
+    /// let storage = FaultyStorage::with_read_hook(MemStore::default(), slow);
+    /// assert_eq!(storage.get("ks", 1).await.unwrap(), None);
+    /// # }
+    /// ```
+    pub fn with_read_hook(inner: S, hook: ReadHook) -> Self {
+        Self {
+            read_hook: Some(hook),
+            ..Self::new(inner)
+        }
+    }
+
+    async fn before_read(&self) {
+        if let Some(hook) = &self.read_hook {
+            hook().await;
         }
     }
 
@@ -376,6 +413,7 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     }
 
     async fn get(&self, keyspace: &str, key: Key) -> Result<Option<Document>, Self::Error> {
+        self.before_read().await;
         self.inner
             .get(keyspace, key)
             .await
@@ -387,10 +425,144 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         keyspace: &str,
         keys: Vec<Key>,
     ) -> Result<Vec<Document>, Self::Error> {
+        self.before_read().await;
         self.inner
             .multi_get(keyspace, keys)
             .await
             .map_err(FaultyError::Inner)
+    }
+}
+
+/// Wraps a [`Storage`] and records the document bytes that pass through it: how many its
+/// reads (`get`, `multi_get`) returned in all, and the most one write call (`put`,
+/// `multi_put`) stored. Calls otherwise pass through. Clones share the counts and the
+/// storage.
+///
+/// ```
+/// use datacake_crdt::HLCTimestamp;
+/// use datacake_eventual_consistency::test_utils::{MemStore, MeteredStorage};
+/// use datacake_eventual_consistency::{Document, Storage};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let storage = MeteredStorage::new(MemStore::default());
+/// let doc = |id| Document::new(id, HLCTimestamp::new(1, 0, 0), "abc");
+/// storage.multi_put("ks", vec![doc(1), doc(2)]).await.unwrap();
+/// storage.put("ks", doc(3)).await.unwrap();
+/// assert_eq!(storage.largest_write(), 6);
+/// storage.multi_get("ks", vec![1, 2, 9]).await.unwrap();
+/// assert_eq!(storage.bytes_read(), 6);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MeteredStorage<S> {
+    inner: S,
+    read: Arc<AtomicU64>,
+    largest_write: Arc<AtomicUsize>,
+}
+
+impl<S: Storage> MeteredStorage<S> {
+    /// `inner`, with nothing recorded yet.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            read: Arc::default(),
+            largest_write: Arc::default(),
+        }
+    }
+
+    /// The document bytes every read so far returned.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::SeqCst)
+    }
+
+    /// The most document bytes one write call stored (a `put`'s document, or all the
+    /// documents of a `multi_put`).
+    pub fn largest_write(&self) -> usize {
+        self.largest_write.load(Ordering::SeqCst)
+    }
+
+    /// The wrapped storage.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn wrote<'a>(&self, documents: impl IntoIterator<Item = &'a Document>) {
+        let bytes = documents.into_iter().map(|d| d.data.len()).sum();
+        self.largest_write.fetch_max(bytes, Ordering::SeqCst);
+    }
+
+    fn returned<'a>(&self, documents: impl IntoIterator<Item = &'a Document>) {
+        let bytes: usize = documents.into_iter().map(|d| d.data.len()).sum();
+        self.read.fetch_add(bytes as u64, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl<S: Storage> Storage for MeteredStorage<S> {
+    type Error = S::Error;
+
+    async fn get_keyspace_list(&self) -> Result<Vec<String>, Self::Error> {
+        self.inner.get_keyspace_list().await
+    }
+
+    async fn iter_metadata(&self, keyspace: &str) -> Result<Vec<Metadata>, Self::Error> {
+        self.inner.iter_metadata(keyspace).await
+    }
+
+    async fn remove_tombstones(
+        &self,
+        keyspace: &str,
+        keys: Vec<Key>,
+    ) -> Result<(), BulkMutationError<Self::Error>> {
+        self.inner.remove_tombstones(keyspace, keys).await
+    }
+
+    async fn put(&self, keyspace: &str, document: Document) -> Result<(), Self::Error> {
+        self.wrote([&document]);
+        self.inner.put(keyspace, document).await
+    }
+
+    async fn multi_put(
+        &self,
+        keyspace: &str,
+        documents: Vec<Document>,
+    ) -> Result<(), BulkMutationError<Self::Error>> {
+        self.wrote(&documents);
+        self.inner.multi_put(keyspace, documents).await
+    }
+
+    async fn mark_as_tombstone(
+        &self,
+        keyspace: &str,
+        key: Key,
+        timestamp: HLCTimestamp,
+    ) -> Result<(), Self::Error> {
+        self.inner.mark_as_tombstone(keyspace, key, timestamp).await
+    }
+
+    async fn mark_many_as_tombstone(
+        &self,
+        keyspace: &str,
+        keys: Vec<(Key, HLCTimestamp)>,
+    ) -> Result<(), BulkMutationError<Self::Error>> {
+        self.inner.mark_many_as_tombstone(keyspace, keys).await
+    }
+
+    async fn get(&self, keyspace: &str, key: Key) -> Result<Option<Document>, Self::Error> {
+        let document = self.inner.get(keyspace, key).await?;
+        self.returned(&document);
+        Ok(document)
+    }
+
+    async fn multi_get(
+        &self,
+        keyspace: &str,
+        keys: Vec<Key>,
+    ) -> Result<Vec<Document>, Self::Error> {
+        let documents = self.inner.multi_get(keyspace, keys).await?;
+        self.returned(&documents);
+        Ok(documents)
     }
 }
 
@@ -406,6 +578,11 @@ mod tests {
     #[tokio::test]
     async fn faulty_storage_passes_the_conformance_suite_while_writes_work() {
         crate::test_suite::run_test_suite(FaultyStorage::new(MemStore::new())).await;
+    }
+
+    #[tokio::test]
+    async fn metered_storage_passes_the_conformance_suite() {
+        crate::test_suite::run_test_suite(MeteredStorage::new(MemStore::new())).await;
     }
 
     #[tokio::test]

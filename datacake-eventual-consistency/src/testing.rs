@@ -17,10 +17,22 @@ pub(crate) async fn store_and_bare_peer(
     crate::EventuallyConsistentStore<crate::test_utils::MemStore>,
     datacake_node::DatacakeNode,
 ) {
+    store_over_and_bare_peer(crate::test_utils::MemStore::new(), max_message_size).await
+}
+
+/// [`store_and_bare_peer`] with node 1's store over `storage`.
+pub(crate) async fn store_over_and_bare_peer<S: crate::Storage>(
+    storage: S,
+    max_message_size: usize,
+) -> (
+    datacake_node::DatacakeNode,
+    crate::EventuallyConsistentStore<S>,
+    datacake_node::DatacakeNode,
+) {
     let a = node(1, Vec::new()).await;
     let store = a
         .add_extension(
-            crate::EventuallyConsistentStoreExtension::new(crate::test_utils::MemStore::new())
+            crate::EventuallyConsistentStoreExtension::new(storage)
                 .with_max_message_size(max_message_size)
                 .with_repair_interval(Duration::from_secs(3_600)),
         )

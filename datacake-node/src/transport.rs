@@ -1072,7 +1072,10 @@ mod tests {
             "a {MAX_PAYLOAD}-byte SYN is not decoded: {syn:?}"
         );
         let over = syn_v0_padded(members, pad + 1);
-        assert!(decoder.decode(&over).await.unwrap().is_none(), "over a datagram");
+        assert!(
+            decoder.decode(&over).await.unwrap().is_none(),
+            "over a datagram"
+        );
     }
 
     /// chitchat's digest lists every member (and every node dead for less than half the dead

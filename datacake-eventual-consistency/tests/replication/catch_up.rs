@@ -1,8 +1,14 @@
-use datacake_eventual_consistency::test_utils::MemStore;
-use datacake_eventual_consistency::{Consistency, Storage};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datacake_crdt::HLCTimestamp;
+use datacake_eventual_consistency::test_utils::{FaultyStorage, MemStore, ReadHook};
+use datacake_eventual_consistency::{Consistency, Document, Storage};
 
 use crate::fixtures::{
-    cluster, shutdown, start_node, wait_converged, wait_for_membership, wait_until_gone,
+    cluster, shutdown, start_node, start_node_full, wait_converged, wait_for_membership,
+    wait_until_gone, Extension, CONVERGE,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,4 +128,86 @@ async fn repair_ships_only_what_differs() {
         stats.repair_bytes_received
     );
     shutdown(nodes).await;
+}
+
+/// Node 2 serves every read slowly (each repair call well inside the RPC timeout, but a
+/// round over its 65,536 documents takes about a minute): node 1 still takes, meanwhile,
+/// a write only node 3 holds (acknowledged at `None` while node 1's disk refused its
+/// replication batch), because its rounds with different peers run side by side. (Before,
+/// node 1 repaired from its peers one after the other, and the round with node 2 held up
+/// the one with node 3 until it ended.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_peer_does_not_hold_back_repair_from_the_others() {
+    const SLOW: Duration = Duration::from_millis(400);
+    const BULK: u64 = 64 * 1024;
+    fn quiet<S: Storage>(ext: Extension<S>) -> Extension<S> {
+        ext.with_repair_interval(Duration::from_secs(3_600))
+    }
+    // Nodes 2 and 3 run no repair rounds of their own (the first, at start, finds no
+    // peer): node 1's rounds are the only repair, and its pulls the only reads of node 2.
+    let third = start_node_full(3, Vec::new(), MemStore::new(), |b| b, quiet).await;
+    let first = start_node_full(
+        1,
+        vec![third.addr()],
+        FaultyStorage::new(MemStore::new()),
+        |b| b,
+        |ext| ext,
+    )
+    .await;
+    first.node.wait_for_nodes([1, 3], CONVERGE).await.unwrap();
+    third.node.wait_for_nodes([1, 3], CONVERGE).await.unwrap();
+
+    first.storage.fail_writes(true);
+    third
+        .handle()
+        .put("ks", 1, "only on node 3", Consistency::None)
+        .await
+        .unwrap();
+    test_helper::wait_for("the batch to node 1 fails", CONVERGE, || async {
+        third.store.statistics().failures >= 1
+    })
+    .await;
+
+    // Node 2 holds many documents node 1 lacks, reads them slowly, and refuses writes (so
+    // it never takes node 3's write either).
+    let bulk = MemStore::new();
+    let stamp = HLCTimestamp::now(2);
+    bulk.multi_put(
+        "bulk",
+        (0..BULK).map(|id| Document::new(id, stamp, "x")).collect(),
+    )
+    .await
+    .unwrap();
+    let reads = Arc::new(AtomicUsize::new(0));
+    let hook: ReadHook = {
+        let reads = reads.clone();
+        Arc::new(move || {
+            reads.fetch_add(1, Ordering::SeqCst);
+            Box::pin(tokio::time::sleep(SLOW))
+        })
+    };
+    let storage = FaultyStorage::with_read_hook(bulk, hook);
+    storage.fail_writes(true);
+    let second = start_node_full(2, vec![third.addr()], storage, |b| b, quiet).await;
+    let nodes = [&first.node, &second.node, &third.node];
+    for node in nodes {
+        node.wait_for_nodes(1..=3, CONVERGE).await.unwrap();
+    }
+    test_helper::wait_for("node 1 pulls from node 2", CONVERGE, || async {
+        reads.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    first.storage.fail_writes(false);
+
+    test_helper::wait_for("node 1 takes node 3's write", CONVERGE, || async {
+        first.storage.inner().get_doc("ks", 1).is_some()
+    })
+    .await;
+    assert!(
+        first.storage.inner().len("bulk") < BULK as usize,
+        "the round with node 2 is still under way"
+    );
+    drop(second.crash());
+    drop(first.crash());
+    drop(third.crash());
 }

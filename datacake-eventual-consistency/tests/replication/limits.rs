@@ -1,6 +1,6 @@
 //! Messages bounded by bytes: big documents, big bursts and many keyspaces replicate.
 
-use datacake_eventual_consistency::test_utils::MemStore;
+use datacake_eventual_consistency::test_utils::{MemStore, MeteredStorage};
 use datacake_eventual_consistency::Consistency;
 use futures::future::try_join_all;
 
@@ -103,6 +103,60 @@ async fn a_late_node_catches_up_on_100_one_mib_documents() {
     wait_for_membership(&nodes, 1..=2).await;
     every_node_holds(&nodes, 0..100).await;
     shutdown(nodes).await;
+}
+
+/// A node back from an outage during a burst of big writes takes them by repair one reply
+/// at a time: what it stores at once (and so holds in memory) is at most one message of
+/// documents, not a whole fetch page of them. (Before, every reply for a page of 1,024 ids
+/// was held until the page was complete, then written in one call: here all 40 documents,
+/// 2.5 MiB with 1 MiB messages.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_node_stores_repaired_documents_one_message_at_a_time() {
+    const MESSAGE: usize = 1 << 20;
+    // The payload of one message: its size less the room kept for the envelope (64 KiB).
+    const BUDGET: usize = MESSAGE - (64 << 10);
+    const DOCUMENT: usize = 64 << 10;
+    const DOCUMENTS: u64 = 40;
+    fn small<S: datacake_eventual_consistency::Storage>(ext: Extension<S>) -> Extension<S> {
+        ext.with_max_message_size(MESSAGE)
+    }
+    let first = start_node_full(1, Vec::new(), MemStore::new(), |b| b, small).await;
+    let storage = MeteredStorage::new(MemStore::new());
+    let returning = start_node_full(2, vec![first.addr()], storage.clone(), |b| b, small).await;
+    first.node.wait_for_nodes(1..=2, CONVERGE).await.unwrap();
+    returning
+        .node
+        .wait_for_nodes(1..=2, CONVERGE)
+        .await
+        .unwrap();
+    drop(returning.store);
+    returning.node.shutdown().await;
+    test_helper::wait_for("node 1 sees node 2 gone", CONVERGE, || async {
+        first.node.live_members().len() == 1
+    })
+    .await;
+
+    for id in 0..DOCUMENTS {
+        first
+            .handle()
+            .put("big", id, vec![id as u8; DOCUMENT], Consistency::None)
+            .await
+            .unwrap();
+    }
+    let returning = start_node_full(2, vec![first.addr()], storage.clone(), |b| b, small).await;
+    test_helper::wait_for("node 2 takes every document", CONVERGE, || async {
+        (0..DOCUMENTS).all(|id| storage.inner().get_doc("big", id).is_some())
+    })
+    .await;
+    assert!(
+        storage.largest_write() <= BUDGET,
+        "node 2 stored {} bytes of documents in one call; a message holds {BUDGET}",
+        storage.largest_write()
+    );
+    drop(returning.store);
+    returning.node.shutdown().await;
+    drop(first.store);
+    first.node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
