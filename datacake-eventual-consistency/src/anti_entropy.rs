@@ -51,12 +51,13 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::clock_fence::ClockFence;
 use crate::config::StoreConfig;
 use crate::digest::{BucketEntry, MAX_DIGEST_BITS};
 use crate::error::StoreError;
 use crate::keyspace::Mutation;
 use crate::members::Members;
-use crate::messages::{BucketRequest, DigestRequest, WireDigest};
+use crate::messages::{BucketRequest, ClockProbe, DigestRequest, WireDigest};
 use crate::read::Fetch;
 use crate::replica::{Change, Counters, Replica, TombstoneWatch};
 use crate::service::StoreService;
@@ -86,6 +87,9 @@ pub(crate) struct Repairer<S> {
     /// A turn to repair one keyspace: [`KEYSPACES_IN_PARALLEL`], shared by every round
     /// (clones share them).
     keyspace_turns: Arc<Semaphore>,
+    /// The peers' clocks, read at the start of each round (shared with the write path,
+    /// which it fences).
+    pub(crate) clock_fence: Arc<ClockFence>,
 }
 
 impl<S> Clone for Repairer<S> {
@@ -96,6 +100,7 @@ impl<S> Clone for Repairer<S> {
             node: self.node.clone(),
             config: self.config,
             keyspace_turns: self.keyspace_turns.clone(),
+            clock_fence: self.clock_fence.clone(),
         }
     }
 }
@@ -186,6 +191,7 @@ impl<S: Storage> Repairer<S> {
             node,
             config,
             keyspace_turns: Arc::new(Semaphore::new(KEYSPACES_IN_PARALLEL)),
+            clock_fence: Arc::default(),
         }
     }
 
@@ -317,6 +323,24 @@ impl<S: Storage> Repairer<S> {
         })
     }
 
+    /// Asks `peer` for its clock, for the [`ClockFence`]: a request no peer refuses for our
+    /// clock, timed by its round trip. A failure leaves the peer's last reading.
+    async fn probe_clock(&self, client: &RpcClient<StoreService<S>>, peer: &ClusterMember) {
+        let sent = tokio::time::Instant::now();
+        let reply = client
+            .send(&ClockProbe {})
+            .await
+            .and_then(|r| r.into_inner().deserialize_view());
+        match reply {
+            Ok(ack) => {
+                let clock = ack.clock.millis();
+                self.clock_fence
+                    .observe(peer.node_id, clock, sent.elapsed());
+            }
+            Err(error) => debug!(peer = %peer.public_addr, %error, "clock probe failed"),
+        }
+    }
+
     /// One complete repair round with `peer`.
     pub(crate) async fn repair_from(
         &self,
@@ -327,6 +351,7 @@ impl<S: Storage> Repairer<S> {
             source,
         };
         let client = self.client(peer);
+        self.probe_clock(&client, peer).await;
         // Watching before the start is read: a delete taken from then on bounds what the
         // round confirms.
         let late = self.replica.watch_tombstones();

@@ -121,6 +121,19 @@ where
         /// Where the newer incarnation runs.
         newer: std::net::SocketAddr,
     },
+    /// This node's wall clock runs ahead of most of its live peers' clocks by more than the
+    /// clock drift bound: they would refuse its stamps, and a copy kept here would later
+    /// win over everything written meanwhile. Refused before anything is written, until
+    /// the clock is corrected (see the crate docs, "Clock skew").
+    #[error("this node's clock is at least {by:?} ahead of {behind} of its {live} live peers: no writes until it is corrected")]
+    ClockAhead {
+        /// How many live peers' clocks are that far behind.
+        behind: usize,
+        /// How many live peers there are.
+        live: usize,
+        /// The least lead over those peers (drift bound and transit margin included).
+        by: std::time::Duration,
+    },
     /// `remove_member` was asked to remove a node that is live: a live node is a member.
     #[error("node {node_id} is live; only a member that is down can be removed")]
     MemberIsLive {

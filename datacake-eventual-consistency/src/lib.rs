@@ -90,10 +90,20 @@
 //!   its peers while it does. Skipped is not forgotten: the entry stays on the node that
 //!   wrote it, repair offers it again, and a peer takes it once the peer's own clock is within
 //!   the drift of the stamp. Writes a node stamps while its clock runs `X` ahead (beyond the
-//!   drift) thus reach the others about `X` minus the drift later and then win, as
+//!   drift) would thus reach the others about `X` minus the drift later and then win, as
 //!   last-writer-wins orders them, over what was written elsewhere in between, acknowledged
-//!   deletes included. Keep clocks synchronised (NTP); a node whose clock runs ahead of its
-//!   peers is not yet fenced off (peers' `clock_skew_rejected` rising is the sign).
+//!   deletes included. So a node **fences itself**: at the start of each repair round it
+//!   asks the peer for its clock (a probe no peer refuses for skew), and while more than
+//!   half of its live peers' clocks (each bounded above by the reading, the probe's round
+//!   trip and the time since) lie more than the drift bound behind its wall clock, so that
+//!   they would refuse its stamps, it refuses every write before storing anything
+//!   ([`StoreError::ClockAhead`]). What it stamped before the first such reading (up to
+//!   about a repair interval after its clock jumped, or after it started) still wins
+//!   later; within the drift bound, a clock running ahead wins by up to the bound, as
+//!   last-writer-wins does. One peer whose clock runs slow fences nobody: it is behind for
+//!   each of the others, but not most of their peers (in a cluster of two, a peer's slow
+//!   clock fences the other node: safe, but it stops writes). Keep clocks synchronised
+//!   (NTP); peers' `clock_skew_rejected` rising is the sign of a skewed clock.
 //! - **Limits.** Documents larger than fit in one message are refused at `put`
 //!   ([`StoreError::DocumentTooLarge`]); keyspaces are limited in number and name length.
 //! - **Metrics.** Besides [`StoreStatistics`], the store records through the
@@ -154,6 +164,7 @@
 
 mod ack;
 mod anti_entropy;
+mod clock_fence;
 mod config;
 mod digest;
 mod error;

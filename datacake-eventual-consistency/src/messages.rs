@@ -148,6 +148,11 @@ pub(crate) struct ReadReply {
     pub(crate) served: u32,
 }
 
+/// Asks a peer for its clock (the [`ClockFence`](crate::clock_fence)'s reading). The one
+/// request a peer never refuses for the caller's clock: it carries none.
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct ClockProbe {}
+
 /// Tells a peer that a member was removed from the cluster for good (it no longer holds
 /// tombstone purge back and no longer counts for consistency levels).
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

@@ -17,9 +17,9 @@ use crate::anti_entropy::Repairer;
 use crate::config::{ENTRY_OVERHEAD, MAX_KEYS_PER_REQUEST};
 use crate::digest::{BucketEntry, DIGEST_BUCKETS, MAX_DIGEST_BITS};
 use crate::messages::{
-    Ack, BucketReply, BucketRequest, DigestReply, DigestRequest, HandOff, ReadReply, ReadRequest,
-    Refusal, Refused, RemoveMember, ReplicateAck, ReplicateBatch, WireDigest, WireEntry,
-    WireMutation,
+    Ack, BucketReply, BucketRequest, ClockProbe, DigestReply, DigestRequest, HandOff, ReadReply,
+    ReadRequest, Refusal, Refused, RemoveMember, ReplicateAck, ReplicateBatch, WireDigest,
+    WireEntry, WireMutation,
 };
 use crate::read::{dedup, read_versions};
 use crate::replica::{Change, Counters};
@@ -76,6 +76,22 @@ impl<S: Storage> RpcService for StoreService<S> {
         registry.add_handler::<ReadRequest>();
         registry.add_handler::<RemoveMember>();
         registry.add_handler::<HandOff>();
+        registry.add_handler::<ClockProbe>();
+    }
+}
+
+/// This node's clock, for a peer's clock fence: taken from anyone (it tells nothing else),
+/// whatever their clock.
+#[async_trait::async_trait]
+impl<S: Storage> Handler<ClockProbe> for StoreService<S> {
+    type Reply = Ack;
+
+    fn path() -> &'static str {
+        "clock"
+    }
+
+    async fn on_message(&self, _request: Request<ClockProbe>) -> Result<Ack, Status> {
+        Ok(Ack { clock: self.now() })
     }
 }
 

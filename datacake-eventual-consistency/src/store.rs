@@ -294,6 +294,7 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
                 watcher.record_members(&watcher.node.live_members()).await;
             }
         });
+        let clock_fence = repairer.clock_fence.clone();
         tasks.spawn(repairer.run());
 
         Ok(EventuallyConsistentStore {
@@ -304,6 +305,7 @@ impl<S: Storage> ClusterExtension for EventuallyConsistentStoreExtension<S> {
                 node: handle,
                 config,
                 reads: std::sync::atomic::AtomicUsize::new(0),
+                clock_fence,
                 _guard: guard,
             }),
         })
@@ -445,6 +447,9 @@ pub(crate) struct Shared<S: Storage> {
     pub(crate) config: StoreConfig,
     /// Reads so far: rotates which replicas a read asks first.
     pub(crate) reads: std::sync::atomic::AtomicUsize,
+    /// Refuses writes while this node's clock runs ahead of most peers' (see
+    /// [`clock_fence`](crate::clock_fence)).
+    pub(crate) clock_fence: Arc<crate::clock_fence::ClockFence>,
     /// Dropped with the last store or handle: takes the store's RPC service off the node
     /// (peers now get `Unavailable`) and ends the store's tasks.
     _guard: ExtensionGuard,

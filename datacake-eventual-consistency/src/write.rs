@@ -38,6 +38,23 @@ impl<S: Storage> Shared<S> {
         result
     }
 
+    /// Refuses a write while this node's wall clock runs ahead of most live peers' clocks
+    /// by more than the drift bound ([`clock_fence`](crate::clock_fence)): they would refuse
+    /// its stamps, and the copy kept here would later win over what they wrote meanwhile.
+    fn check_clock(&self) -> Result<(), StoreError<S::Error>> {
+        let me = self.node.me().node_id;
+        let live = self.node.live_members_shared();
+        let peers = live.iter().map(|m| m.node_id).filter(|id| *id != me);
+        let clock = self.node.clock();
+        self.clock_fence
+            .check(peers, clock.wall_millis(), clock.max_drift())
+            .map_err(|ahead| StoreError::ClockAhead {
+                behind: ahead.behind,
+                live: ahead.live,
+                by: ahead.by,
+            })
+    }
+
     async fn mutate_untimed(
         &self,
         keyspace: &str,
@@ -50,6 +67,7 @@ impl<S: Storage> Shared<S> {
                 newer,
             });
         }
+        self.check_clock()?;
         self.replica.check_name(keyspace)?;
         let max = self.config.max_document_size();
         if let Some((id, data)) = ops

@@ -1,6 +1,7 @@
 //! Integration tests of the replicated store: single node, clusters, catch-up, faults.
 
 mod catch_up;
+mod clocks;
 mod cluster;
 mod fixtures;
 mod handoff;

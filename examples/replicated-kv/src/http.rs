@@ -323,6 +323,10 @@ fn store_error(error: StoreError<SqliteStorageError>) -> ApiError {
         StoreError::Superseded { .. } => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "superseded", message)
         }
+        // This node's clock runs ahead of most peers' beyond the drift bound: fix its clock.
+        StoreError::ClockAhead { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "clock_ahead", message)
+        }
         _ => {
             tracing::error!(error = %message, "storage failure");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
