@@ -70,18 +70,20 @@ impl ClockFence {
     }
 
     /// `Err` if more than half of `live_peers` have a reading, within [`FRESH`], that is,
-    /// aged to now, more than `max_drift` behind `wall_millis` (this node's wall clock);
+    /// aged to now, more than `max_drift` behind `wall_millis()` (this node's wall clock,
+    /// read only if there is a reading);
     /// `by` is the least such lead among them.
     pub(crate) fn check(
         &self,
         live_peers: impl IntoIterator<Item = NodeId>,
-        wall_millis: u64,
+        wall_millis: impl FnOnce() -> u64,
         max_drift: Duration,
     ) -> Result<(), Ahead> {
         let seen = self.seen.read();
         if seen.is_empty() {
             return Ok(());
         }
+        let wall_millis = wall_millis();
         let now = Instant::now();
         let (mut live, mut behind, mut least) = (0, 0, u64::MAX);
         for peer in live_peers {
@@ -130,12 +132,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn most_live_peers_behind_beyond_the_bound_fence_the_node() {
         let fence = ClockFence::default();
-        assert_eq!(fence.check([], WALL, DRIFT), Ok(()), "no peer, no fence");
+        assert_eq!(fence.check([], || WALL, DRIFT), Ok(()), "no peer, no fence");
         fence.observe(2, behind(1), NO_TIME);
         fence.observe(3, behind(10_000), NO_TIME);
         fence.observe(4, WALL, NO_TIME);
         assert_eq!(
-            fence.check([2, 3, 4], WALL, DRIFT),
+            fence.check([2, 3, 4], || WALL, DRIFT),
             Err(Ahead {
                 behind: 2,
                 live: 3,
@@ -143,12 +145,12 @@ mod tests {
             })
         );
         // Half is not most: one slow peer of two does not fence the node.
-        assert_eq!(fence.check([2, 4], WALL, DRIFT), Ok(()));
+        assert_eq!(fence.check([2, 4], || WALL, DRIFT), Ok(()));
         // Within the bound is not behind.
         fence.observe(2, behind(0), NO_TIME);
-        assert_eq!(fence.check([2, 3, 4], WALL, DRIFT), Ok(()));
+        assert_eq!(fence.check([2, 3, 4], || WALL, DRIFT), Ok(()));
         // A peer without a reading counts as not behind.
-        assert_eq!(fence.check([3, 5, 6], WALL, DRIFT), Ok(()));
+        assert_eq!(fence.check([3, 5, 6], || WALL, DRIFT), Ok(()));
     }
 
     /// The probe's round trip widens the bound: a peer whose clock was read somewhere
@@ -157,9 +159,9 @@ mod tests {
     async fn a_slow_probe_loosens_the_bound() {
         let fence = ClockFence::default();
         fence.observe(2, behind(3_000), Duration::from_millis(2_999));
-        assert!(fence.check([2], WALL, DRIFT).is_err());
+        assert!(fence.check([2], || WALL, DRIFT).is_err());
         fence.observe(2, behind(3_000), Duration::from_millis(3_000));
-        assert!(fence.check([2], WALL, DRIFT).is_ok());
+        assert!(fence.check([2], || WALL, DRIFT).is_ok());
     }
 
     /// A reading ages with the monotonic clock (the peer's clock went on meanwhile), and
@@ -168,19 +170,19 @@ mod tests {
     async fn readings_age_and_go_stale() {
         let fence = ClockFence::default();
         fence.observe(2, behind(3_000), NO_TIME);
-        assert!(fence.check([2], WALL, DRIFT).is_err());
+        assert!(fence.check([2], || WALL, DRIFT).is_err());
         tokio::time::advance(Duration::from_millis(4_000)).await;
         assert!(
-            fence.check([2], WALL + 4_000, DRIFT).is_err(),
+            fence.check([2], || WALL + 4_000, DRIFT).is_err(),
             "both clocks went on"
         );
         assert!(
-            fence.check([2], WALL, DRIFT).is_ok(),
+            fence.check([2], || WALL, DRIFT).is_ok(),
             "the peer's clock went on, ours stood still"
         );
         tokio::time::advance(FRESH).await;
         assert!(fence
-            .check([2], WALL + 10 * as_millis(FRESH), DRIFT)
+            .check([2], || WALL + 10 * as_millis(FRESH), DRIFT)
             .is_ok());
     }
 }

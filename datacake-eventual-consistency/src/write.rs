@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use datacake_node::{Consistency, ConsistencyError};
+use datacake_node::{ClusterMember, Consistency, ConsistencyError};
 
 use crate::ack::{AckTracker, WriteOutcome};
 use crate::error::StoreError;
@@ -41,13 +41,12 @@ impl<S: Storage> Shared<S> {
     /// Refuses a write while this node's wall clock runs ahead of most live peers' clocks
     /// by more than the drift bound ([`clock_fence`](crate::clock_fence)): they would refuse
     /// its stamps, and the copy kept here would later win over what they wrote meanwhile.
-    fn check_clock(&self) -> Result<(), StoreError<S::Error>> {
+    fn check_clock(&self, live: &[ClusterMember]) -> Result<(), StoreError<S::Error>> {
         let me = self.node.me().node_id;
-        let live = self.node.live_members_shared();
         let peers = live.iter().map(|m| m.node_id).filter(|id| *id != me);
         let clock = self.node.clock();
         self.clock_fence
-            .check(peers, clock.wall_millis(), clock.max_drift())
+            .check(peers, || clock.wall_millis(), clock.max_drift())
             .map_err(|ahead| StoreError::ClockAhead {
                 behind: ahead.behind,
                 live: ahead.live,
@@ -67,7 +66,8 @@ impl<S: Storage> Shared<S> {
                 newer,
             });
         }
-        self.check_clock()?;
+        let live = self.node.live_members_shared();
+        self.check_clock(&live)?;
         self.replica.check_name(keyspace)?;
         let max = self.config.max_document_size();
         if let Some((id, data)) = ops
@@ -80,7 +80,6 @@ impl<S: Storage> Shared<S> {
                 max,
             });
         }
-        let live = self.node.live_members_shared();
         // `None` waits for nobody: it needs the live peers, not a plan.
         let plan = (level != Consistency::None)
             .then(|| self.plan(level, live.clone()))
