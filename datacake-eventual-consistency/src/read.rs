@@ -711,7 +711,7 @@ mod tests {
         use datacake_node::Consistency;
 
         use crate::config::StoreConfig;
-        use crate::test_utils::{MemStore, MeteredStorage};
+        use crate::test_utils::{FaultyStorage, MemStore};
 
         const MESSAGE: usize = 1 << 20;
         let budget = StoreConfig {
@@ -720,7 +720,7 @@ mod tests {
         }
         .message_budget();
         let document = budget / 16 + (budget / 16) / 2;
-        let storage = MeteredStorage::new(MemStore::new());
+        let storage = FaultyStorage::new(MemStore::new());
         let (a, store, b) =
             crate::testing::store_over_and_bare_peer(storage.clone(), MESSAGE).await;
         for id in 0..16 {
@@ -730,7 +730,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let client = RpcClient::<StoreService<MeteredStorage<MemStore>>>::new(
+        let client = RpcClient::<StoreService<FaultyStorage<MemStore>>>::new(
             b.network().get_or_connect_node(1, a.me().public_addr),
         );
         let before = storage.bytes_read();

@@ -1,6 +1,6 @@
 //! Messages bounded by bytes: big documents, big bursts and many keyspaces replicate.
 
-use datacake_eventual_consistency::test_utils::{MemStore, MeteredStorage};
+use datacake_eventual_consistency::test_utils::{FaultyStorage, MemStore};
 use datacake_eventual_consistency::Consistency;
 use futures::future::try_join_all;
 
@@ -121,7 +121,7 @@ async fn a_returning_node_stores_repaired_documents_one_message_at_a_time() {
         ext.with_max_message_size(MESSAGE)
     }
     let first = start_node_full(1, Vec::new(), MemStore::new(), |b| b, small).await;
-    let storage = MeteredStorage::new(MemStore::new());
+    let storage = FaultyStorage::new(MemStore::new());
     let returning = start_node_full(2, vec![first.addr()], storage.clone(), |b| b, small).await;
     first.node.wait_for_nodes(1..=2, CONVERGE).await.unwrap();
     returning
