@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use datacake_node::{ConnectionConfig, DatacakeHandle, DatacakeNode, DatacakeNodeBuilder, NodeId};
 use futures::future::BoxFuture;
@@ -25,6 +25,16 @@ pub const PORT: u16 = 9000;
 /// The longest a message takes on a healthy link (turmoil's default, set explicitly so that
 /// a link a delay fault slowed down gets exactly it back when healed).
 pub const MAX_LINK_LATENCY: Duration = Duration::from_millis(100);
+
+/// Where simulated wall-clock time starts (turmoil's epoch), in seconds since the UNIX
+/// epoch: 2100-01-01 00:00:00 UTC. Turmoil otherwise starts it at the machine's clock when
+/// the world is built, so the stamps a replay's writes get would differ from the first run's.
+/// It lies ahead of the machine's clock on purpose: a node clock read outside a host falls
+/// back to the machine's clock (see `datacake-node`'s `clock.rs`), and a reading behind
+/// simulated time leaves the hybrid logical clock where it was, as it did before (simulated
+/// time already ran ahead of the machine's within a run), where one ahead would push every
+/// later stamp of that node past its peers' drift bound.
+pub const EPOCH_SECS: u64 = 4_102_444_800;
 
 /// The gossip interval of simulated nodes.
 pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
@@ -119,6 +129,7 @@ impl<'a, A: App> World<'a, A> {
     pub fn new(schedule: Schedule, app: A, limit: Duration) -> Self {
         let sim = turmoil::Builder::new()
             .rng_seed(schedule.seed)
+            .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
             .simulation_duration(limit)
             .tick_duration(Duration::from_millis(5))
             .max_message_latency(MAX_LINK_LATENCY)
