@@ -20,6 +20,7 @@
 //! this node: one peer whose clock runs slow does not stop the others' writes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use datacake_node::NodeId;
@@ -34,6 +35,8 @@ pub(crate) const FRESH: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub(crate) struct ClockFence {
     seen: RwLock<HashMap<NodeId, Reading>>,
+    /// Whether the last check fenced the node (to log the changes, not every write).
+    fenced: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +70,11 @@ impl ClockFence {
         let mut seen = self.seen.write();
         seen.retain(|_, r| at.duration_since(r.at) <= FRESH);
         seen.insert(peer, reading);
+    }
+
+    /// Records whether the node is fenced now; true if that changed since the last call.
+    pub(crate) fn changed(&self, fenced: bool) -> bool {
+        self.fenced.swap(fenced, Ordering::Relaxed) != fenced
     }
 
     /// `Err` if more than half of `live_peers` have a reading, within [`FRESH`], that is,

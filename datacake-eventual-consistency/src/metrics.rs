@@ -24,6 +24,8 @@ pub(crate) const REPLICATION_FAILURES: &str = "datacake_store_replication_failur
 pub(crate) const CONSISTENCY_FAILURES: &str = "datacake_store_consistency_failures_total";
 /// Remote timestamps refused for being too far ahead of the wall clock.
 pub(crate) const CLOCK_SKEW_REJECTIONS: &str = "datacake_store_clock_skew_rejections_total";
+/// Writes refused because this node's clock ran ahead of most live peers' (the clock fence).
+pub(crate) const CLOCK_FENCED: &str = "datacake_store_clock_fenced_writes_total";
 /// Stale versions repaired after reads at a consistency level.
 pub(crate) const READ_REPAIRS: &str = "datacake_store_read_repairs_total";
 /// Tombstones purged.

@@ -337,6 +337,9 @@ pub struct StoreStatistics {
     /// Remote timestamps refused for being further ahead of the wall clock than the drift
     /// bound: replicated writes, repaired entries, read replies, peers' clocks.
     pub clock_skew_rejected: u64,
+    /// Writes refused with [`StoreError::ClockAhead`](crate::StoreError::ClockAhead): this
+    /// node's clock ran ahead of most live peers' by more than the drift bound.
+    pub clock_fenced: u64,
     /// Stale versions repaired after reads at a consistency level (one per replica and id).
     pub read_repairs: u64,
     /// Tombstones purged once every member had confirmed them.
@@ -484,6 +487,7 @@ impl<S: Storage> Shared<S> {
             failures: get(&c.failures),
             consistency_failures: get(&c.consistency_failures),
             clock_skew_rejected: get(&c.clock_skew_rejected),
+            clock_fenced: get(&c.clock_fenced),
             read_repairs: get(&c.read_repairs),
             tombstones_purged: get(&c.tombstones_purged),
             obsolete_forgotten: get(&c.obsolete_forgotten),

@@ -5,6 +5,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use datacake_node::{ClusterMember, Consistency, ConsistencyError};
 
+use tracing::{info, warn};
+
 use crate::ack::{AckTracker, WriteOutcome};
 use crate::error::StoreError;
 use crate::metrics;
@@ -45,13 +47,28 @@ impl<S: Storage> Shared<S> {
         let me = self.node.me().node_id;
         let peers = live.iter().map(|m| m.node_id).filter(|id| *id != me);
         let clock = self.node.clock();
-        self.clock_fence
-            .check(peers, || clock.wall_millis(), clock.max_drift())
-            .map_err(|ahead| StoreError::ClockAhead {
+        let verdict = self
+            .clock_fence
+            .check(peers, || clock.wall_millis(), clock.max_drift());
+        if self.clock_fence.changed(verdict.is_err()) {
+            match &verdict {
+                Err(ahead) => warn!(
+                    behind = ahead.behind,
+                    live = ahead.live,
+                    by = ?ahead.by,
+                    "this node's clock runs ahead of most live peers' beyond the drift bound: refusing writes until it is corrected"
+                ),
+                Ok(()) => info!("this node's clock is back within the drift bound of its peers: taking writes again"),
+            }
+        }
+        verdict.map_err(|ahead| {
+            Counters::add(&self.replica.counters.clock_fenced, 1);
+            StoreError::ClockAhead {
                 behind: ahead.behind,
                 live: ahead.live,
                 by: ahead.by,
-            })
+            }
+        })
     }
 
     async fn mutate_untimed(

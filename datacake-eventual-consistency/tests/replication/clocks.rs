@@ -48,6 +48,7 @@ async fn a_node_whose_clock_runs_ahead_of_most_peers_takes_no_writes() {
     })
     .await;
     let refused = refused.load(Ordering::SeqCst);
+    assert_eq!(nodes[2].store.statistics().clock_fenced, 1);
     assert!(
         nodes[2].storage.get_doc("ks", refused).is_none(),
         "a refused write stored nothing"
@@ -65,6 +66,8 @@ async fn a_node_whose_clock_runs_ahead_of_most_peers_takes_no_writes() {
             Err(StoreError::ClockAhead { .. })
         ));
     }
+    assert_eq!(nodes[2].store.statistics().clock_fenced, 7);
+    assert_eq!(nodes[0].store.statistics().clock_fenced, 0);
 
     nodes[0]
         .handle()
