@@ -4,7 +4,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use datacake_node::{ClusterMember, Consistency, ConsistencyError};
-
 use tracing::{info, warn};
 
 use crate::ack::{AckTracker, WriteOutcome};
