@@ -18,7 +18,7 @@ use test_helper::TempDir;
 
 use crate::config::RunConfig;
 use crate::echo::{rpc_call, RpcEcho};
-use crate::report::{Latency, Measurement, SuiteReport};
+use crate::report::{median, paired_ratio, Latency, Measurement, SuiteReport};
 
 /// Give up waiting for a leader after this long.
 const GIVE_UP: Duration = Duration::from_secs(60);
@@ -138,13 +138,13 @@ async fn leader(cluster: &Cluster) -> anyhow::Result<RaftHandle<Sink>> {
     }
 }
 
-/// `writes` committed writes through `leader` by `clients` concurrent tasks: throughput and
-/// per-write latency.
+/// `writes` committed writes through `leader` by `clients` concurrent tasks: the rate, and
+/// each write's latency.
 async fn measure(
     leader: &RaftHandle<Sink>,
     clients: usize,
     writes: u64,
-) -> anyhow::Result<(f64, u64, Option<Latency>)> {
+) -> anyhow::Result<(f64, Vec<Duration>)> {
     let per_client = (writes / clients as u64).max(1);
     let leader = Arc::new(leader.clone());
     let start = Instant::now();
@@ -166,12 +166,7 @@ async fn measure(
         samples.extend(task.await??);
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let done = samples.len() as u64;
-    Ok((
-        done as f64 / elapsed,
-        done,
-        Latency::from_samples(&mut samples),
-    ))
+    Ok((samples.len() as f64 / elapsed, samples))
 }
 
 /// Group commits of the durable log, and the entries they held, counted from its trace event
@@ -270,9 +265,35 @@ fn durable_target(clients: usize) -> Option<f64> {
     }
 }
 
+/// One backend's cluster and its leader, running for the whole suite.
+struct Running {
+    backend: Backend,
+    cluster: Cluster,
+    leader: RaftHandle<Sink>,
+}
+
+/// What one backend did at one number of clients, over all rounds.
+#[derive(Default)]
+struct Cell {
+    rates: Vec<f64>,
+    samples: Vec<Duration>,
+    writes: u64,
+    commits: u64,
+}
+
 /// Runs the suite.
+///
+/// Both clusters (in-memory and durable) run side by side, and each number of clients is
+/// measured in interleaved rounds: a round runs the same writes on each cluster back to back,
+/// alternating which goes first. A durable row's ratio is the median of the rounds' durable /
+/// in-memory ratios ([`paired_ratio`]), a rate the median of its rounds, and latency
+/// percentiles pool every round's writes. The 2-core VM switches between phases of different
+/// speed for seconds at a time: measured one after the other, the two rows of a ratio landed
+/// in different phases, and the 64-client ratio ranged over 0.23-0.35x in three runs of one
+/// binary (2026-12-05 09:24 UTC, `--suite raft --full`).
 pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
     let writes: u64 = cfg.pick(256, 5_000, 20_000);
+    let rounds: usize = cfg.pick(2, 4, 8);
     let concurrency = cfg.concurrency_or(&[1, 64, 256]);
     let mut measurements = Vec::new();
     cfg.progress.scenario("baselines: fsync and rpc round trip");
@@ -280,7 +301,8 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
     let rpc = rpc_baseline(cfg.pick(500, 5_000, 20_000)).await?;
     let rpc_rate = rpc.ops_per_sec;
     measurements.push(rpc);
-    let mut memory_rate = std::collections::HashMap::new();
+
+    let mut running = Vec::new();
     for backend in [Backend::Memory, Backend::Sqlite] {
         cfg.progress.scenario(format!(
             "starting a 3-node raft cluster ({})",
@@ -290,53 +312,83 @@ pub(crate) async fn run(cfg: &RunConfig) -> anyhow::Result<SuiteReport> {
         let leader = leader(&cluster).await?;
         // Warm up the connections and the log.
         measure(&leader, 1, 20).await?;
-        for &clients in &concurrency {
-            let who = if clients == 1 {
-                "1 client".to_string()
-            } else {
-                format!("{clients} clients")
-            };
-            cfg.progress
-                .scenario(format!("{writes} writes, {who} ({})", backend.name()));
-            let before = commits();
-            let (ops, done, latency) = measure(&leader, clients, writes).await?;
-            let after = commits();
+        running.push(Running {
+            backend,
+            cluster,
+            leader,
+        });
+    }
+
+    // Rows per backend, printed backend by backend.
+    let mut rows: Vec<Vec<Measurement>> = running.iter().map(|_| Vec::new()).collect();
+    for &clients in &concurrency {
+        let who = if clients == 1 {
+            "1 client".to_string()
+        } else {
+            format!("{clients} clients")
+        };
+        // Every client writes at least 16 times a round, so a round is not all ramp-up.
+        let per_round = (writes / rounds as u64).max(16 * clients as u64);
+        let mut cells: Vec<Cell> = running.iter().map(|_| Cell::default()).collect();
+        for round in 0..rounds {
+            cfg.progress.scenario(format!(
+                "{per_round} writes, {who}, round {} of {rounds}",
+                round + 1
+            ));
+            for turn in 0..running.len() {
+                let which = (turn + round) % running.len();
+                let before = commits();
+                let (rate, samples) = measure(&running[which].leader, clients, per_round).await?;
+                let after = commits();
+                let cell = &mut cells[which];
+                cell.rates.push(rate);
+                cell.writes += samples.len() as u64;
+                cell.samples.extend(samples);
+                cell.commits += after.0 - before.0;
+            }
+        }
+        let memory_rates = cells[0].rates.clone();
+        for ((run, mut cell), rows) in running.iter().zip(cells).zip(&mut rows) {
+            let backend = run.backend;
             let mut row = Measurement::new(
                 format!("3 nodes, {who}, write"),
                 format!("raft-{}", backend.name()),
             )
-            .with_ops_per_sec(ops)
-            .with_latency(latency)
+            .with_ops_per_sec(median(cell.rates.clone()))
+            .with_latency(Latency::from_samples(&mut cell.samples))
             .with_point(backend.name(), "concurrent clients", clients as f64);
             match backend {
                 Backend::Memory => {
-                    memory_rate.insert(clients, ops);
                     if let (1, Some(rpc_rate)) = (clients, rpc_rate) {
                         row = row
-                            .with_ratio(ops / rpc_rate)
+                            .with_ratio(median(cell.rates) / rpc_rate)
                             .with_target(">= 0.50x rpc round trip");
                     }
                 }
                 Backend::Sqlite => {
                     // Every node's log holds every write: client writes per group commit
                     // (fsync), over the three logs.
-                    let fsyncs = after.0 - before.0;
-                    if fsyncs > 0 {
-                        row = row.with_value((3 * done) as f64 / fsyncs as f64, "writes/fsync");
+                    if cell.commits > 0 {
+                        row = row.with_value(
+                            (3 * cell.writes) as f64 / cell.commits as f64,
+                            "writes/fsync",
+                        );
                     }
-                    if let Some(memory) = memory_rate.get(&clients) {
-                        row = row.with_ratio(ops / memory);
-                    }
+                    row = row.with_ratio(paired_ratio(&cell.rates, &memory_rates));
                     if let Some(share) = durable_target(clients) {
                         row = row.with_target(format!(">= {share:.2}x memory"));
                     }
                 }
             }
-            measurements.push(row);
+            rows.push(row);
         }
-        drop(leader);
-        drop(cluster.handles);
-        for node in cluster.nodes {
+    }
+    measurements.extend(rows.into_iter().flatten());
+
+    for run in running {
+        drop(run.leader);
+        drop(run.cluster.handles);
+        for node in run.cluster.nodes {
             node.shutdown().await;
         }
     }
