@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use crate::bootstrap;
 use crate::config::{LogStorage, RaftConfig};
 use crate::dir_lock::{DirLock, LOCK_WAIT};
+use crate::early;
 use crate::error::RaftError;
 use crate::format;
 use crate::handle::{HandleInner, RaftHandle};
@@ -92,6 +93,8 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             .with_size_limit(config.max_snapshot_size);
         let network = Network::new(node.handle(), config.election_timeout.0);
         let raft_config = Arc::new(raft_config);
+        // The durable log, kept to take and send early copies (see `early`).
+        let mut early_log = None;
         let raft: Raft = match &durable {
             None => {
                 Raft::new(
@@ -113,6 +116,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
                     state_machine.snapshot_on_disk(),
                 )
                 .map_err(|e| RaftError::storage(path.display().to_string(), e))?;
+                early_log = Some(log.clone());
                 Raft::new(id, raft_config, network, log, state_machine).await
             }
         }
@@ -123,6 +127,14 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
         // Stops Raft on this node (service, tasks, openraft) with the last handle.
         let guard = ExtensionGuard::new(node.handle(), SERVICE_NAME);
         let tasks = guard.tasks();
+        if let Some(log) = &early_log {
+            log.send_early_copies(early::start(
+                raft.clone(),
+                node.handle(),
+                config.rpc_timeout,
+                &tasks,
+            ));
+        }
         node.add_rpc_service(RaftService::new(
             raft.clone(),
             proposer.clone(),
@@ -130,6 +142,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             node.handle(),
             bootstrapping.clone(),
             config.max_snapshot_size,
+            early_log,
         ));
 
         // Raft stops with the node (shut down or dropped), with the last handle, or once the

@@ -43,7 +43,10 @@
 //!   as [`rkyv`]). A command is archived once by the writer and checked (bytecheck) where it
 //!   is applied. openraft's own messages and log entries are encoded with postcard.
 //! - [`LogStorage::InMemory`] for tests; [`LogStorage::Durable`] keeps the log and vote in SQLite,
-//!   fsynced before Raft is told they are saved, and the latest snapshot in a file. Both
+//!   fsynced before Raft is told they are saved, and the latest snapshot in a file. A
+//!   leader with a durable log also sends its entries to the voters ahead of its own fsync,
+//!   so theirs overlap it (a commit then waits for about one fsync instead of two in a row;
+//!   the README's "Durability" explains the rule). Both
 //!   files carry a storage format version; a file of another version (such as the JSON of
 //!   earlier releases) is refused at start with [`RaftError::IncompatibleFormat`].
 //! - **Metrics** go through the [`metrics`](https://docs.rs/metrics) facade (the
@@ -117,6 +120,7 @@ mod config;
 #[cfg(test)]
 mod conformance;
 mod dir_lock;
+mod early;
 mod error;
 mod events;
 mod extension;

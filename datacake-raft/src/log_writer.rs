@@ -30,7 +30,8 @@ pub(crate) type Done = Box<dyn FnOnce(Result<(), Arc<rusqlite::Error>>) + Send>;
 
 /// One write, already encoded.
 pub(crate) enum Op {
-    /// Insert (or overwrite) `(index, entry)` rows.
+    /// Insert (or overwrite) `(index, entry)` rows. With no rows it writes nothing, and its
+    /// completion runs once everything queued before it is settled.
     Append { rows: Vec<(i64, Vec<u8>)> },
     /// Delete the rows from `from` on.
     Truncate { from: i64 },
@@ -49,6 +50,11 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// An append of no rows: it only waits for everything queued before it.
+    fn is_empty(&self) -> bool {
+        matches!(self, Op::Append { rows } if rows.is_empty())
+    }
+
     fn rows(&self) -> usize {
         match self {
             Op::Append { rows } => rows.len().max(1),
@@ -97,6 +103,9 @@ pub(crate) struct Group {
     pub(crate) entries: usize,
     /// How many ops the group held in all.
     pub(crate) ops: usize,
+    /// Whether the group changed anything: a group of only empty appends (see
+    /// [`Op::Append`]) commits without writing or syncing.
+    pub(crate) wrote: bool,
 }
 
 /// The sending side of the writer's queue. Dropping it stops the thread once the queue is
@@ -173,6 +182,7 @@ fn serve<F>(
                 })
                 .sum(),
             ops: group.len(),
+            wrote: group.iter().any(|(op, _)| !op.is_empty()),
         };
         if let Err(error) = &outcome {
             if failed.is_none() {

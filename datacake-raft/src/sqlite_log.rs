@@ -33,7 +33,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -45,6 +45,7 @@ use serde::Serialize;
 
 use crate::codec;
 use crate::dir_lock::DirLock;
+use crate::early::{EarlyCopies, EarlyCopy};
 use crate::log_writer::{Done, Group, Op, Writer, DEFER};
 use crate::machine_store::SnapshotOnDisk;
 use crate::types::{Entry, LogId, StorageError, StorageResult, TypeConfig, Vote};
@@ -56,6 +57,10 @@ const KEY_PURGED: &str = "purged";
 /// Durable entries the in-memory tail keeps for readers (replication, apply) once nothing is
 /// queued; older ones are read from SQLite.
 const TAIL_KEEP: usize = 4096;
+
+/// The most entries taken early ([`SqliteLogStore::write_early`]) and not yet appended: a
+/// leader has one or two entries in flight; a follower whose Raft stalled takes no more.
+const MAX_EARLY_ENTRIES: usize = 64;
 
 /// The tracing target of the per-commit `trace` event (`appends`, `entries` and `ops` fields),
 /// which the benchmark counts to report entries per fsync.
@@ -114,6 +119,10 @@ struct Logical {
     settled: u64,
     /// Why the writer failed, once it has.
     failed: Option<Arc<rusqlite::Error>>,
+    /// Entries the leader sent ahead of its append message and that are queued for the disk
+    /// but not yet part of the log (see [`SqliteLogStore::write_early`]): they continue the
+    /// log from `last_log_id`, in order.
+    early: BTreeMap<u64, Entry>,
 }
 
 impl Logical {
@@ -142,6 +151,9 @@ struct Shared {
     snapshot: Option<SnapshotOnDisk>,
     /// Reads the rows below the tail's floor.
     reader: Mutex<Connection>,
+    /// Where this node, as leader, sends copies of its entries ahead of its own flush (set
+    /// once the node's Raft runs; see [`early`](crate::early)).
+    early_copies: OnceLock<EarlyCopies>,
     #[cfg(test)]
     counters: Arc<Counters>,
 }
@@ -276,6 +288,7 @@ impl SqliteLogStore {
                 writer,
                 snapshot,
                 reader: Mutex::new(reader),
+                early_copies: OnceLock::new(),
                 #[cfg(test)]
                 counters,
             }),
@@ -319,6 +332,23 @@ impl SqliteLogStore {
         let mut state = self.shared.state.lock();
         state.check()?;
         self.queue_purge(&mut state)?;
+        if !state.early.is_empty() {
+            let first = state.early.keys().next().copied();
+            let written = entries.first().map(|e| e.log_id.index) == first
+                && entries
+                    .iter()
+                    .all(|e| state.early.get(&e.log_id.index) == Some(e));
+            if written {
+                return self.append_written_early(state, entries, flushed);
+            }
+            self.abandon_early(&mut state)?;
+        }
+        if let Some(copies) = self.shared.early_copies.get() {
+            if let Some(copy) = EarlyCopy::of(copies.me(), state.vote, state.last_log_id, &entries)
+            {
+                copies.send(copy);
+            }
+        }
         if let Some(first) = entries.first().map(|e| e.log_id.index) {
             if first < state.floor {
                 // Never done by openraft (it appends after its last entry, truncating
@@ -385,6 +415,113 @@ impl SqliteLogStore {
     ) -> StorageResult<()> {
         self.queue(state, Op::Meta { key, value }, done)
     }
+
+    /// Has this node, as leader, hand `copies` each batch of entries it appends, to send to
+    /// its followers before its own flush (see [`early`](crate::early)).
+    pub(crate) fn send_early_copies(&self, copies: EarlyCopies) {
+        let _ = self.shared.early_copies.set(copies);
+    }
+
+    /// Queues `entries`, which the leader of `vote` sent ahead of its append message, for
+    /// the disk, so that the append, when it comes, finds them durable already and is
+    /// reported flushed without a commit of its own (the follower's fsync then overlaps the
+    /// leader's instead of following it).
+    ///
+    /// Taken only if they are exactly what the append can bring: the vote is this node's
+    /// committed vote (so its leader sent them, and the vote is on disk before them), they
+    /// are that leader's entries, and they continue the log (or the entries taken early
+    /// before them) without a gap. They stay out of the log openraft sees until its append
+    /// brings them. Should this node crash first, they are in the log it restarts with,
+    /// like entries an append wrote before the crash kept the follower from answering.
+    /// Returns whether they were taken; anything else is ignored (the append brings them
+    /// as always).
+    pub(crate) fn write_early(
+        &self,
+        vote: &Vote,
+        prev: Option<LogId>,
+        entries: Vec<Entry>,
+    ) -> StorageResult<bool> {
+        let mut state = self.shared.state.lock();
+        state.check()?;
+        let after = match state.early.last_key_value() {
+            Some((_, last)) => Some(last.log_id),
+            None => state.last_log_id,
+        };
+        if !vote.is_committed()
+            || state.vote.as_ref() != Some(vote)
+            || prev != after
+            || entries.is_empty()
+            || state.early.len() + entries.len() > MAX_EARLY_ENTRIES
+        {
+            return Ok(false);
+        }
+        // `prev` is this log's own last id here, so the indexes below do not overflow.
+        let first = prev.map_or(0, |p| p.index + 1);
+        let continues = entries.iter().zip(first..).all(|(e, index)| {
+            e.log_id.index == index && e.log_id.leader_id.term == vote.leader_id().term
+        });
+        if !continues {
+            return Ok(false);
+        }
+        let rows = entries
+            .iter()
+            .map(|e| Ok((sql_index(e.log_id.index), encode(e)?)))
+            .collect::<StorageResult<Vec<_>>>()?;
+        self.queue(&mut state, Op::Append { rows }, nothing())?;
+        for entry in entries {
+            state.early.insert(entry.log_id.index, entry);
+        }
+        Ok(true)
+    }
+
+    /// Appends `entries`, all of which were taken early ([`write_early`](Self::write_early)):
+    /// nothing more to write. They are reported flushed once the early write is durable: at
+    /// once if nothing is queued (openraft 0.9 awaits each append's callback before it
+    /// appends again, so no earlier append's callback is still to come), else after
+    /// everything queued so far, by an empty op.
+    fn append_written_early<F>(
+        &self,
+        mut state: parking_lot::MutexGuard<'_, Logical>,
+        entries: Vec<Entry>,
+        flushed: F,
+    ) -> StorageResult<()>
+    where
+        F: FnOnce(Result<(), Arc<rusqlite::Error>>) + Send + 'static,
+    {
+        for entry in entries {
+            let index = entry.log_id.index;
+            state.early.remove(&index);
+            state.last_log_id = Some(entry.log_id);
+            state.tail.insert(index, entry);
+        }
+        if state.settled == state.queued {
+            drop(state);
+            flushed(Ok(()));
+            return Ok(());
+        }
+        self.queue(
+            &mut state,
+            Op::Append { rows: Vec::new() },
+            Box::new(flushed),
+        )
+    }
+
+    /// Drops the entries taken early that the log will not hold as they are (openraft
+    /// appends others, truncates, purges past them, or the vote changes): their rows are
+    /// deleted, in queue order, before anything queued after.
+    fn abandon_early(&self, state: &mut Logical) -> StorageResult<()> {
+        let Some(&first) = state.early.keys().next() else {
+            return Ok(());
+        };
+        state.early.clear();
+        self.queue(
+            state,
+            Op::Truncate {
+                from: sql_index(first),
+            },
+            nothing(),
+        )
+    }
 }
 
 /// Runs on the writer thread after each group: counts it, records failure, and lets the tail
@@ -398,6 +535,8 @@ fn settle(
     let mut state = state.lock();
     state.settled = group.last_seq;
     match outcome {
+        // Nothing written, nothing synced: not a commit worth counting.
+        Ok(()) if !group.wrote => {}
         Ok(()) => {
             counters.commits.fetch_add(1, Ordering::Relaxed);
             counters
@@ -522,6 +661,9 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
         {
             let mut state = self.shared.state.lock();
             state.check()?;
+            if state.vote.as_ref() != Some(vote) {
+                self.abandon_early(&mut state)?;
+            }
             self.put_meta(&mut state, KEY_VOTE, value, reply(tx))?;
             state.vote = Some(*vote);
         }
@@ -573,6 +715,8 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
         let since = log_id.index;
         let mut state = self.shared.state.lock();
         state.check()?;
+        // Entries taken early lie past the log's end: the rows' deletion below covers them.
+        state.early.clear();
         state.tail.split_off(&since);
         let was_last = state.last_log_id;
         if since < state.floor {
@@ -600,6 +744,11 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
     async fn purge(&mut self, log_id: LogId) -> StorageResult<()> {
         let mut state = self.shared.state.lock();
         state.check()?;
+        if state.last_log_id.is_none_or(|id| id.index < log_id.index) {
+            // Past the log's end (a follower that installed a snapshot): the entries taken
+            // early no longer continue the log.
+            self.abandon_early(&mut state)?;
+        }
         state.tail = state.tail.split_off(&(log_id.index + 1));
         state.last_purged = Some(log_id);
         if state.last_log_id.is_none_or(|id| id.index < log_id.index) {

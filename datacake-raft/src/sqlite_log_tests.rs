@@ -20,15 +20,15 @@ use test_helper::TempDir;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The log's file in a test's directory.
-fn db(dir: &TempDir) -> PathBuf {
+pub(crate) fn db(dir: &TempDir) -> PathBuf {
     dir.join("log.sqlite")
 }
 
-fn log_id(term: u64, index: u64) -> LogId {
+pub(crate) fn log_id(term: u64, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, 1), index)
 }
 
-fn entry(term: u64, index: u64) -> Entry {
+pub(crate) fn entry(term: u64, index: u64) -> Entry {
     Entry {
         log_id: log_id(term, index),
         payload: EntryPayload::Blank,
@@ -54,7 +54,7 @@ impl Drop for WriteLock {
 }
 
 /// Receives `n` values from `rx`, failing after [`DEADLINE`].
-fn recv_n<T>(rx: &mpsc::Receiver<T>, n: usize) -> Vec<T> {
+pub(crate) fn recv_n<T>(rx: &mpsc::Receiver<T>, n: usize) -> Vec<T> {
     let until = Instant::now() + DEADLINE;
     (0..n)
         .map(|i| {
@@ -76,7 +76,7 @@ async fn indexes(store: &mut SqliteLogStore, range: std::ops::Range<u64>) -> Vec
 }
 
 /// The indexes of the rows on disk (read through a connection of its own).
-fn rows_on_disk(path: &Path) -> Vec<u64> {
+pub(crate) fn rows_on_disk(path: &Path) -> Vec<u64> {
     let conn = Connection::open(path).expect("second connection");
     let mut stmt = conn
         .prepare("SELECT idx FROM raft_log ORDER BY idx")
@@ -88,7 +88,7 @@ fn rows_on_disk(path: &Path) -> Vec<u64> {
 }
 
 /// Appends `indexes` and waits until they are durable.
-fn append_flushed(store: &SqliteLogStore, indexes: std::ops::RangeInclusive<u64>) {
+pub(crate) fn append_flushed(store: &SqliteLogStore, indexes: std::ops::RangeInclusive<u64>) {
     let (flushed, flushes) = mpsc::channel();
     let n = indexes.clone().count();
     for index in indexes {

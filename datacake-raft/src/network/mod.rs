@@ -67,6 +67,9 @@ packets!(
     VotePacket,
     /// openraft's `InstallSnapshotRequest` (one chunk).
     SnapshotPacket,
+    /// An early copy of a leader's entries (see [`early`](crate::early)), in the shape of
+    /// openraft's `AppendEntriesRequest`; the reply is whether the log took it.
+    EarlyPacket,
 );
 
 /// The reply to the three packets above: an [`Answer`], postcard-encoded.

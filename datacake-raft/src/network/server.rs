@@ -24,8 +24,8 @@ use tokio::sync::Mutex;
 use tracing::warn;
 
 use super::{
-    decode, Answer, AppendPacket, Failure, ForwardReadPacket, ForwardWritePacket, ProbePacket,
-    ProbeReply, ReplyPacket, SnapshotPacket, VotePacket, SERVICE_NAME,
+    decode, Answer, AppendPacket, EarlyPacket, Failure, ForwardReadPacket, ForwardWritePacket,
+    ProbePacket, ProbeReply, ReplyPacket, SnapshotPacket, VotePacket, SERVICE_NAME,
 };
 use crate::bootstrap;
 use crate::codec::{self, Encoded};
@@ -33,6 +33,7 @@ use crate::guard::{self, Refusal, SnapshotReceipt, WarnLimiter};
 use crate::machine::SharedMachine;
 use crate::proposer::Proposer;
 use crate::replica::{self, Outcome};
+use crate::sqlite_log::SqliteLogStore;
 use crate::types::{LogId, Raft, RaftNodeId, TypeConfig, Vote};
 
 /// The Raft RPC service on a node.
@@ -48,6 +49,8 @@ pub(crate) struct RaftService {
     receipt: Mutex<SnapshotReceipt>,
     max_snapshot_size: u64,
     warnings: WarnLimiter,
+    /// The durable log, which takes leaders' early copies (none in memory).
+    log: Option<SqliteLogStore>,
 }
 
 /// An openraft request that names its sender and term in a vote: an append, a vote request
@@ -124,6 +127,7 @@ impl RaftService {
         node: DatacakeHandle,
         bootstrapping: Arc<AtomicBool>,
         max_snapshot_size: u64,
+        log: Option<SqliteLogStore>,
     ) -> Self {
         Self {
             raft,
@@ -134,6 +138,7 @@ impl RaftService {
             receipt: Mutex::new(SnapshotReceipt::default()),
             max_snapshot_size,
             warnings: WarnLimiter::default(),
+            log,
         }
     }
 
@@ -288,6 +293,7 @@ impl RpcService for RaftService {
         registry.add_handler::<AppendPacket>();
         registry.add_handler::<VotePacket>();
         registry.add_handler::<SnapshotPacket>();
+        registry.add_handler::<EarlyPacket>();
         registry.add_handler::<ForwardWritePacket>();
         registry.add_handler::<ForwardReadPacket>();
         registry.add_handler::<ProbePacket>();
@@ -338,6 +344,22 @@ handler!(AppendPacket => ReplyPacket, "append", |service, request| {
     let rpc: AppendEntriesRequest<TypeConfig> =
         service.admit(&request.payload, generation, request.peer(), peer)?;
     reply(&answer(service.raft.append_entries(rpc).await))
+});
+
+handler!(EarlyPacket => ReplyPacket, "early-append", |service, request| {
+    let peer = request.remote_addr().ip();
+    let generation = request.generation.to_native();
+    let rpc: AppendEntriesRequest<TypeConfig> =
+        service.admit(&request.payload, generation, request.peer(), peer)?;
+    let me = RaftNodeId::from(service.node.me().node_id);
+    let taken = match &service.log {
+        // Only a leader's own append brings its entries into its log.
+        Some(log) if rpc.vote.leader_id().voted_for() != Some(me) => log
+            .write_early(&rpc.vote, rpc.prev_log_id, rpc.entries)
+            .map_err(|e| Status::internal(e.to_string()))?,
+        _ => false,
+    };
+    reply(&taken)
 });
 
 handler!(VotePacket => ReplyPacket, "vote", |service, request| {
