@@ -93,7 +93,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             .with_size_limit(config.max_snapshot_size);
         let network = Network::new(node.handle(), config.election_timeout.0);
         let raft_config = Arc::new(raft_config);
-        // The durable log, kept to take and send early copies (see `early`).
+        // The durable log (openraft owns it), to take and send early copies (see `early`).
         let mut early_log = None;
         let raft: Raft = match &durable {
             None => {
@@ -116,7 +116,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
                     state_machine.snapshot_on_disk(),
                 )
                 .map_err(|e| RaftError::storage(path.display().to_string(), e))?;
-                early_log = Some(log.clone());
+                early_log = Some(log.downgrade());
                 Raft::new(id, raft_config, network, log, state_machine).await
             }
         }
@@ -127,7 +127,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
         // Stops Raft on this node (service, tasks, openraft) with the last handle.
         let guard = ExtensionGuard::new(node.handle(), SERVICE_NAME);
         let tasks = guard.tasks();
-        if let Some(log) = &early_log {
+        if let Some(log) = early_log.as_ref().and_then(|log| log.upgrade()) {
             log.send_early_copies(early::start(
                 raft.clone(),
                 node.handle(),

@@ -33,7 +33,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -162,6 +162,18 @@ struct Shared {
 #[derive(Clone)]
 pub(crate) struct SqliteLogStore {
     shared: Arc<Shared>,
+}
+
+/// A reference to a [`SqliteLogStore`] that does not keep it open: the store's writer thread,
+/// and with it the directory's lock, end with openraft's last reference.
+#[derive(Clone)]
+pub(crate) struct WeakLogStore(Weak<Shared>);
+
+impl WeakLogStore {
+    /// The store, while openraft still has it.
+    pub(crate) fn upgrade(&self) -> Option<SqliteLogStore> {
+        self.0.upgrade().map(|shared| SqliteLogStore { shared })
+    }
 }
 
 impl Debug for SqliteLogStore {
@@ -414,6 +426,11 @@ impl SqliteLogStore {
         done: Done,
     ) -> StorageResult<()> {
         self.queue(state, Op::Meta { key, value }, done)
+    }
+
+    /// A reference that does not keep the store open.
+    pub(crate) fn downgrade(&self) -> WeakLogStore {
+        WeakLogStore(Arc::downgrade(&self.shared))
     }
 
     /// Has this node, as leader, hand `copies` each batch of entries it appends, to send to

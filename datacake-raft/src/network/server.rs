@@ -33,7 +33,7 @@ use crate::guard::{self, Refusal, SnapshotReceipt, WarnLimiter};
 use crate::machine::SharedMachine;
 use crate::proposer::Proposer;
 use crate::replica::{self, Outcome};
-use crate::sqlite_log::SqliteLogStore;
+use crate::sqlite_log::WeakLogStore;
 use crate::types::{LogId, Raft, RaftNodeId, TypeConfig, Vote};
 
 /// The Raft RPC service on a node.
@@ -49,8 +49,9 @@ pub(crate) struct RaftService {
     receipt: Mutex<SnapshotReceipt>,
     max_snapshot_size: u64,
     warnings: WarnLimiter,
-    /// The durable log, which takes leaders' early copies (none in memory).
-    log: Option<SqliteLogStore>,
+    /// The durable log, which takes leaders' early copies (none in memory). Weak: the
+    /// service may outlive openraft, which owns the log.
+    log: Option<WeakLogStore>,
 }
 
 /// An openraft request that names its sender and term in a vote: an append, a vote request
@@ -127,7 +128,7 @@ impl RaftService {
         node: DatacakeHandle,
         bootstrapping: Arc<AtomicBool>,
         max_snapshot_size: u64,
-        log: Option<SqliteLogStore>,
+        log: Option<WeakLogStore>,
     ) -> Self {
         Self {
             raft,
@@ -352,7 +353,7 @@ handler!(EarlyPacket => ReplyPacket, "early-append", |service, request| {
     let rpc: AppendEntriesRequest<TypeConfig> =
         service.admit(&request.payload, generation, request.peer(), peer)?;
     let me = RaftNodeId::from(service.node.me().node_id);
-    let taken = match &service.log {
+    let taken = match service.log.as_ref().and_then(WeakLogStore::upgrade) {
         // Only a leader's own append brings its entries into its log.
         Some(log) if rpc.vote.leader_id().voted_for() != Some(me) => log
             .write_early(&rpc.vote, rpc.prev_log_id, rpc.entries)
