@@ -193,7 +193,7 @@ mod tests {
         assert_eq!(recv_n(&flushes, 1), [true], "flushed");
     }
 
-    /// The last log id after a restart, and the terms of the rows on disk.
+    /// The last log id after a restart, and the indexes of the rows on disk.
     async fn reopened(dir: &TempDir) -> (Option<crate::types::LogId>, Vec<u64>) {
         let mut store = SqliteLogStore::open(&db(dir)).expect("reopen");
         let last = store.get_log_state().await.expect("state").last_log_id;

@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod eviction;
 mod http;
 pub mod lifecycle;
 pub mod metrics;

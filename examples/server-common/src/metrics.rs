@@ -8,7 +8,8 @@
 //!   the request's head to its answer;
 //! - `p_http_errors_total{class}`: answers with a 4xx or 5xx status;
 //! - `p_http_connections_open`, `p_http_connections_refused_total`,
-//!   `p_http_accept_errors_total`: from the server's [`ConnectionStats`](crate::ConnectionStats).
+//!   `p_http_connections_evicted_total`, `p_http_accept_errors_total`: from the server's
+//!   [`ConnectionStats`](crate::ConnectionStats).
 //!
 //! Every histogram whose name ends in `_seconds` gets the buckets of [`LATENCY_BUCKETS`].
 
@@ -55,6 +56,7 @@ pub struct HttpMetrics {
     errors: String,
     open: String,
     refused: String,
+    evicted: String,
     accept_errors: String,
 }
 
@@ -68,6 +70,7 @@ impl HttpMetrics {
             errors: name("errors_total"),
             open: name("connections_open"),
             refused: name("connections_refused_total"),
+            evicted: name("connections_evicted_total"),
             accept_errors: name("accept_errors_total"),
         };
         describe_counter!(
@@ -86,7 +89,11 @@ impl HttpMetrics {
         describe_gauge!(metrics.open.clone(), "HTTP connections open now.");
         describe_counter!(
             metrics.refused.clone(),
-            "Connections closed at once for being over max_connections."
+            "Connections closed at once for being over max_connections, every connection busy."
+        );
+        describe_counter!(
+            metrics.evicted.clone(),
+            "Idle connections closed to make room for a new one at max_connections."
         );
         describe_counter!(
             metrics.accept_errors.clone(),
@@ -132,6 +139,7 @@ impl HttpMetrics {
         // Gauges are f64: exact up to 2^53.
         gauge!(self.open.clone()).set(counts.open as f64);
         counter!(self.refused.clone()).absolute(counts.refused);
+        counter!(self.evicted.clone()).absolute(counts.evicted);
         counter!(self.accept_errors.clone()).absolute(counts.accept_errors);
     }
 }
@@ -166,6 +174,7 @@ mod tests {
             http.connections(ConnectionCounts {
                 open: 2,
                 refused: 1,
+                evicted: 3,
                 accept_errors: 0,
             });
         });
@@ -177,6 +186,7 @@ mod tests {
             r#"test_http_errors_total{class="4xx"} 1"#,
             "test_http_connections_open 2",
             "test_http_connections_refused_total 1",
+            "test_http_connections_evicted_total 3",
             "# TYPE test_http_request_duration_seconds histogram",
         ] {
             assert!(page.contains(line), "no {line:?} in\n{page}");

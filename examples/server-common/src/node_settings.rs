@@ -78,8 +78,8 @@ pub struct NodeArgs {
     /// written) for this long, in milliseconds [default: 10000].
     #[arg(long, value_name = "MS")]
     pub stall_timeout_ms: Option<u64>,
-    /// Most HTTP connections served at once, 1 to 1000000; one over the limit is closed at
-    /// once [default: 1024].
+    /// Most HTTP connections served at once, 1 to 1000000; at the limit a new one closes the
+    /// connection idle longest, or is closed at once if all are busy [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 }

@@ -3,8 +3,12 @@
 //! limit nor a header-read timeout nor HTTPS.) Each connection is served by hyper, calling a
 //! clone of the service per request.
 //!
-//! - At most `max_connections` connections at a time; one over the limit is closed at once
-//!   (counted in [`ConnectionStats`]).
+//! - At most `max_connections` connections at a time. With every slot taken, a new
+//!   connection closes the connection idle longest (no request in progress: before its first
+//!   request, between requests, or still sending headers) and takes its slot, so connections
+//!   that send nothing cannot keep others out (see [`eviction`](crate::eviction)); if every
+//!   connection is busy, the new one is closed at once. Both are counted in
+//!   [`ConnectionStats`].
 //! - A connection must finish a request's headers (the first one, and every next one on a
 //!   keep-alive connection) within `header_read_timeout`, else it is closed. With HTTPS the
 //!   TLS handshake gets the same time.
@@ -29,6 +33,7 @@ use std::time::Duration;
 
 use axum::response::Response;
 use http::Request;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -40,12 +45,17 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
 
+use crate::eviction::{Connections, Tracked};
 use crate::write_timeout::WriteTimeout;
 
 /// The first pause after a failed `accept`.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// The longest pause after failed `accept`s in a row.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a new connection at the limit waits for the slot of the idle connection it
+/// closed (which frees it at once, unless a request began there meanwhile); then it is
+/// refused.
+const EVICTION_WAIT: Duration = Duration::from_millis(250);
 
 /// How the server treats connections.
 #[derive(Debug, Clone)]
@@ -67,6 +77,7 @@ pub struct ServerOptions {
 pub struct ConnectionStats {
     open: AtomicU64,
     refused: AtomicU64,
+    evicted: AtomicU64,
     accept_errors: AtomicU64,
 }
 
@@ -77,6 +88,9 @@ pub struct ConnectionCounts {
     pub open: u64,
     /// Connections closed at once for being over the connection limit, since start.
     pub refused: u64,
+    /// Idle connections closed to make room for a new one at the connection limit, since
+    /// start.
+    pub evicted: u64,
     /// Failed `accept`s (e.g. out of file descriptors), since start.
     pub accept_errors: u64,
 }
@@ -97,6 +111,7 @@ impl ConnectionStats {
         ConnectionCounts {
             open: self.open.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
             accept_errors: self.accept_errors.load(Ordering::Relaxed),
         }
     }
@@ -153,6 +168,7 @@ pub async fn serve<S>(
         options.max_connections.min(Semaphore::MAX_PERMITS),
     ));
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
+    let connections = Arc::new(Connections::default());
     let options = Arc::new(options);
     let mut backoff = Backoff::default();
     tokio::pin!(shutdown);
@@ -176,7 +192,19 @@ pub async fn serve<S>(
                 }
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            // Full: the connection idle longest gives way, if there is one.
+            Err(_) if connections.evict_idlest() => {
+                stats.evicted.fetch_add(1, Ordering::Relaxed);
+                tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let Some(slot) = slot else {
             stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, limit = options.max_connections, "connection limit reached, closing");
             drop(stream);
@@ -185,22 +213,38 @@ pub async fn serve<S>(
         let (service, options, watcher) = (service.clone(), options.clone(), graceful.watcher());
         let acceptor = acceptor.clone();
         let open = stats.opened();
+        let registration = connections.register();
         tokio::spawn(async move {
             let _slot = slot;
             let _open = open;
-            match acceptor {
-                None => serve_connection(stream, peer, service, &options, watcher).await,
-                Some(acceptor) => {
-                    let handshake = acceptor.accept(stream);
-                    match tokio::time::timeout(options.header_read_timeout, handshake).await {
-                        Ok(Ok(stream)) => {
-                            serve_connection(stream, peer, service, &options, watcher).await;
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "tls handshake failed");
-                        }
-                        Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+            let tracked = registration.tracked().clone();
+            let served = async {
+                match acceptor {
+                    None => {
+                        serve_connection(stream, peer, service, &options, watcher, &tracked).await
                     }
+                    Some(acceptor) => {
+                        let handshake = acceptor.accept(stream);
+                        match tokio::time::timeout(options.header_read_timeout, handshake).await {
+                            Ok(Ok(stream)) => {
+                                serve_connection(
+                                    stream, peer, service, &options, watcher, &tracked,
+                                )
+                                .await;
+                            }
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "tls handshake failed");
+                            }
+                            Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                // Idle (nothing in progress) and asked to make room: closed.
+                () = registration.tracked().evicted() => {
+                    tracing::debug!(%peer, "idle connection closed to make room for a new one");
                 }
             }
         });
@@ -216,13 +260,28 @@ async fn serve_connection<IO, S>(
     service: S,
     options: &ServerOptions,
     watcher: hyper_util::server::graceful::Watcher,
+    tracked: &Arc<Tracked>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
     S: Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let service = service_fn(move |request| service.clone().oneshot(request));
+    let tracked = tracked.clone();
+    let service = service_fn(move |request| {
+        // Busy from the request's head until its response body is written (dropped).
+        let busy = tracked.begin();
+        let answer = service.clone().oneshot(request);
+        async move {
+            let response: Response = answer.await?;
+            Ok::<_, Infallible>(response.map(|body| {
+                axum::body::Body::new(body.map_frame(move |frame| {
+                    let _held = &busy;
+                    frame
+                }))
+            }))
+        }
+    });
     let stream = WriteTimeout::new(stream, options.stall_timeout);
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())

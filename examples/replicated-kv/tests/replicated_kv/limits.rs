@@ -4,12 +4,12 @@
 use std::time::{Duration, Instant};
 
 use test_helper::wait_for;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::fixtures::{
-    free_ports, keep_alive_request, metric, read_until_closed, temp_dir, wait_for_metrics,
-    wait_for_value, KvNode, DEADLINE,
+    free_ports, keep_alive_request, metric, read_until_closed, temp_dir, wait_for_metrics, KvNode,
+    DEADLINE,
 };
 
 /// A client that sends half a request line, or nothing, is cut off after the header-read
@@ -128,10 +128,36 @@ async fn an_answer_the_client_does_not_read_is_cut_off() {
     assert!(status.success(), "exit status {status:?}");
 }
 
-/// Connections over `--max-connections` are closed at once (and counted); once one closes,
-/// a new one is served.
+/// Sends the head of a `PUT` of `len` body bytes asking for `100 Continue`, and waits for
+/// it: the server has begun the request (its handler reads the body), so the connection is
+/// busy until the body is sent.
+async fn begin_put(port: u16, len: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head = format!(
+        "PUT /ks/slow HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\nExpect: 100-continue\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+            .await
+            .expect("100 Continue in time")
+            .unwrap();
+        assert!(n > 0, "closed before 100 Continue");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.starts_with("HTTP/1.1 100"), "{seen}");
+    stream
+}
+
+/// At `--max-connections`, a new connection takes the slot of the connection idle longest,
+/// so clients that connect and send nothing cannot keep others out until the header-read
+/// timeout. A connection with a request in progress is never closed for it: with every
+/// connection busy, a new one is closed at once, unanswered (and counted).
 #[tokio::test]
-async fn connections_over_the_limit_are_closed_at_once() {
+async fn at_the_connection_limit_the_connection_idle_longest_gives_way() {
     let dir = temp_dir("max-connections");
     let ports = free_ports(2);
     let mut node = KvNode::new(1, (ports[0], ports[1]), Vec::new(), dir.path()).with_args(&[
@@ -139,32 +165,38 @@ async fn connections_over_the_limit_are_closed_at_once() {
         "2",
         "--header-read-timeout-ms",
         "120000",
+        "--stall-timeout-ms",
+        "120000",
     ]);
     node.start();
     node.wait_for_members(1).await;
+    let port = node.http_port;
 
-    // Two keep-alive connections, each served once, hold both slots. (A slot freed by an
-    // earlier request's connection may take a moment to come back: retry until served.)
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let port = node.http_port;
-        let connection = wait_for_value(
-            "a keep-alive connection to be served",
-            DEADLINE,
-            || async move {
-                let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-                let reply = keep_alive_request(&mut stream, "/health").await.ok()?;
-                (reply.status == 200).then_some(stream)
-            },
-        )
-        .await;
-        held.push(connection);
-    }
-
-    // A third is closed without an answer, long before any timeout could close it.
-    let mut third = TcpStream::connect(("127.0.0.1", node.http_port))
+    // Two connections that send nothing take both slots (accepted in the order they
+    // connected, before the next one)...
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let _silent_too = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    // ...and a client is served all the same, long before the header-read timeout: the
+    // first silent one gave way.
+    let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let reply = keep_alive_request(&mut client, "/health")
         .await
-        .unwrap();
+        .expect("the client at the limit was served");
+    assert_eq!(reply.status, 200);
+    let received = read_until_closed(&mut silent, Duration::from_secs(10))
+        .await
+        .expect("the silent connection idle longest was closed");
+    assert!(
+        received.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
+
+    // Two requests in progress push out the two idle connections and take both slots...
+    let mut first = begin_put(port, 10).await;
+    let second = begin_put(port, 10).await;
+    // ...so a third is closed at once without an answer.
+    let mut third = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let _ = third
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
@@ -176,19 +208,28 @@ async fn connections_over_the_limit_are_closed_at_once() {
         "{}",
         String::from_utf8_lossy(&received)
     );
-    // The held ones still work.
-    let reply = keep_alive_request(&mut held[0], "/health").await.unwrap();
-    assert_eq!(reply.status, 200);
 
-    // One closes: new connections are served again.
-    drop(held.remove(0));
-    let metrics = wait_for_metrics(node.http_port, "a slot to come free").await;
+    // The requests in progress were not touched: the first one finishes.
+    first.write_all(b"0123456789").await.unwrap();
+    let mut answer = [0u8; 12];
+    tokio::time::timeout(DEADLINE, first.read_exact(&mut answer))
+        .await
+        .expect("the answer in time")
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 204");
+
+    // Now idle, it gives way to the scrape.
+    let metrics = wait_for_metrics(port, "the node to answer").await;
     assert!(
         metric(&metrics, "kv_http_connections_refused_total") >= 1,
         "{metrics}"
     );
-    assert_eq!(metric(&metrics, "kv_http_connections_open"), 2, "{metrics}");
-    drop(held);
+    assert!(
+        metric(&metrics, "kv_http_connections_evicted_total") >= 3,
+        "{metrics}"
+    );
+    // (A request still in progress would hold up the graceful shutdown.)
+    drop(second);
     let status = node.terminate().await;
     assert!(status.success(), "exit status {status:?}");
 }
