@@ -22,6 +22,16 @@ pub(crate) const TERM: &str = "datacake_raft_term";
 pub(crate) const APPLIED_INDEX: &str = "datacake_raft_applied_index";
 /// 1 while this node is the leader, else 0.
 pub(crate) const IS_LEADER: &str = "datacake_raft_is_leader";
+/// Early copies of a leader's entries this node received (see [`early`](crate::early)), by
+/// `outcome`: `taken` (written ahead of the append message) or `refused` (not what the
+/// append can bring, such as a copy that arrived after it, or no durable log here).
+pub(crate) const EARLY_COPIES: &str = "datacake_raft_early_copies_total";
+
+/// Counts one early copy received, taken or refused.
+pub(crate) fn record_early_copy(taken: bool) {
+    let outcome = if taken { "taken" } else { "refused" };
+    metrics::counter!(EARLY_COPIES, "outcome" => outcome).increment(1);
+}
 
 /// Records one client write's latency.
 pub(crate) fn record_write<T, E>(started: Instant, result: &Result<T, E>) {

@@ -360,6 +360,7 @@ handler!(EarlyPacket => ReplyPacket, "early-append", |service, request| {
             .map_err(|e| Status::internal(e.to_string()))?,
         _ => false,
     };
+    crate::metrics::record_early_copy(taken);
     reply(&taken)
 });
 

@@ -42,3 +42,37 @@ fn writes_leader_changes_term_role_and_applied_index_are_recorded() {
         .expect("applied index recorded");
     assert!(recorded >= applied as f64, "{recorded} of {applied}");
 }
+
+/// A leader with a durable log copies its entries to the voters ahead of its own flush, and
+/// their logs take the copies (`datacake_raft_early_copies_total{outcome="taken"}`).
+#[test]
+fn a_durable_leaders_early_copies_are_taken_by_its_voters() {
+    let dirs: Vec<test_helper::TempDir> = (1..=3)
+        .map(|id| test_helper::TempDir::new(&format!("raft-early-{id}")))
+        .collect();
+    let (_, m) = capture_async_probed(|probe| async move {
+        let nodes = start_cluster(3, |id| {
+            config(3).with_storage(durable(&dirs[id as usize - 1]))
+        })
+        .await;
+        let refs: Vec<&RaftNode> = nodes.iter().collect();
+        let leader = wait_for_leader(&refs).await;
+        let leader = by_id(&nodes, leader);
+        for i in 0..20 {
+            leader.raft.write(Set(format!("k{i}"), i)).await.unwrap();
+        }
+        test_helper::wait_for("an early copy taken", CONVERGE, || {
+            let now = probe.now();
+            async move { now.counter("datacake_raft_early_copies_total", &[("outcome", "taken")]) >= 1 }
+        })
+        .await;
+        for node in nodes {
+            node.node.shutdown().await;
+        }
+    });
+    assert!(
+        m.counter("datacake_raft_early_copies_total", &[("outcome", "taken")]) >= 1,
+        "{:?}",
+        m.names()
+    );
+}
