@@ -172,6 +172,26 @@ mod tests {
         assert!(fence.check([2], || WALL, DRIFT).is_ok());
     }
 
+    /// Readings age on the monotonic clock, so a wall clock that jumps ahead after a
+    /// reading (NTP stepping it, a restored snapshot) is fenced at the next write, before
+    /// any new probe.
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_jump_after_a_reading_is_fenced_at_once() {
+        let fence = ClockFence::default();
+        fence.observe(2, WALL, NO_TIME);
+        fence.observe(3, WALL, NO_TIME);
+        assert!(fence.check([2, 3], || WALL, DRIFT).is_ok(), "in step");
+        let jumped = WALL + as_millis(DRIFT) + 1;
+        assert_eq!(
+            fence.check([2, 3], || jumped, DRIFT),
+            Err(Ahead {
+                behind: 2,
+                live: 2,
+                by: DRIFT + Duration::from_millis(1),
+            })
+        );
+    }
+
     /// A reading ages with the monotonic clock (the peer's clock went on meanwhile), and
     /// past `FRESH` it no longer counts.
     #[tokio::test(start_paused = true)]

@@ -97,10 +97,12 @@
 //!   half of its live peers' clocks (each bounded above by the reading, the probe's round
 //!   trip and the time since) lie more than the drift bound behind its wall clock, so that
 //!   they would refuse its stamps, it refuses every write before storing anything
-//!   ([`StoreError::ClockAhead`]). What it stamped before the first such reading (up to
-//!   about a repair interval after its clock jumped, or after it started) still wins
-//!   later; within the drift bound, a clock running ahead wins by up to the bound, as
-//!   last-writer-wins does. One peer whose clock runs slow fences nobody: it is behind for
+//!   ([`StoreError::ClockAhead`]). Readings age on the monotonic clock, so a wall clock
+//!   that jumps ahead after a reading is fenced from its next write on. What a node stamps
+//!   while it holds no fresh reading of most of its live peers still wins later: the
+//!   first repair interval after it starts, or while its rounds with them run longer than
+//!   the 30 s a reading counts for. Within the drift bound, a clock running ahead wins by
+//!   up to the bound, as last-writer-wins does. One peer whose clock runs slow fences nobody: it is behind for
 //!   each of the others, but not most of their peers (in a cluster of two, a peer's slow
 //!   clock fences the other node: safe, but it stops writes). Keep clocks synchronised
 //!   (NTP); peers' `clock_skew_rejected` rising is the sign of a skewed clock.
