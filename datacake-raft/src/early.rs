@@ -207,10 +207,10 @@ mod tests {
         let mut store = log_of_three(&dir).await;
         let vote = Vote::new_committed(1, 1);
         let early = vec![entry(1, 4), entry(1, 5)];
+        let before = store.commits().0;
         assert!(store
             .write_early(&vote, Some(log_id(1, 3)), early.clone())
             .expect("early"));
-        let before = store.commits().0;
         wait_for_commits(&store, before + 1);
         // Not part of the log openraft sees until its append brings them.
         let state = store.get_log_state().await.expect("state");
@@ -246,6 +246,30 @@ mod tests {
         assert!(!store
             .write_early(&vote, Some(log_id(1, 4)), vec![entry(1, 5)])
             .expect("early"));
+    }
+
+    #[tokio::test]
+    async fn an_append_longer_than_the_entries_taken_early_writes_only_the_rest() {
+        let dir = TempDir::new("early-longer");
+        let mut store = log_of_three(&dir).await;
+        let vote = Vote::new_committed(1, 1);
+        let (commits, _, entries) = store.commits();
+        assert!(store
+            .write_early(&vote, Some(log_id(1, 3)), vec![entry(1, 4)])
+            .expect("early"));
+        wait_for_commits(&store, commits + 1);
+        let (_, _, entries_before) = store.commits();
+        assert_eq!(entries_before, entries + 1);
+
+        append(&store, vec![entry(1, 4), entry(1, 5)]);
+        assert_eq!(store.commits().2, entries_before + 1, "rows written again");
+        let state = store.get_log_state().await.expect("state");
+        assert_eq!(state.last_log_id, Some(log_id(1, 5)));
+        drop(store);
+        assert_eq!(
+            reopened(&dir).await,
+            (Some(log_id(1, 5)), (1..=5).collect())
+        );
     }
 
     #[tokio::test]

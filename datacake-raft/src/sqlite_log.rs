@@ -337,7 +337,7 @@ impl SqliteLogStore {
         F: FnOnce(Result<(), Arc<rusqlite::Error>>) + Send + 'static,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let rows = entries
+        let mut rows = entries
             .iter()
             .map(|e| Ok((sql_index(e.log_id.index), encode(e)?)))
             .collect::<StorageResult<Vec<_>>>()?;
@@ -345,15 +345,26 @@ impl SqliteLogStore {
         state.check()?;
         self.queue_purge(&mut state)?;
         if !state.early.is_empty() {
+            // How many of the entries, from the first, were taken early as they are.
             let first = state.early.keys().next().copied();
-            let written = entries.first().map(|e| e.log_id.index) == first
-                && entries
+            let copied = if entries.first().map(|e| e.log_id.index) == first {
+                entries
                     .iter()
-                    .all(|e| state.early.get(&e.log_id.index) == Some(e));
-            if written {
+                    .take_while(|e| state.early.get(&e.log_id.index) == Some(*e))
+                    .count()
+            } else {
+                0
+            };
+            if copied == entries.len() {
                 return self.append_written_early(state, entries, flushed);
             }
+            // Those rows stay (written, in queue order, before this append's); the other
+            // copies are not what the log holds next.
+            for entry in &entries[..copied] {
+                state.early.remove(&entry.log_id.index);
+            }
             self.abandon_early(&mut state)?;
+            rows.drain(..copied);
         }
         if let Some(copies) = self.shared.early_copies.get() {
             if let Some(copy) = EarlyCopy::of(copies.me(), state.vote, state.last_log_id, &entries)
