@@ -201,6 +201,15 @@ mod tests {
         (last, rows)
     }
 
+    /// Asserts that the log ends at entry 5, before and after a restart, with rows 1 to 5 on
+    /// disk.
+    async fn ends_at_five(mut store: SqliteLogStore, dir: &TempDir) {
+        let state = store.get_log_state().await.expect("state");
+        assert_eq!(state.last_log_id, Some(log_id(1, 5)));
+        drop(store);
+        assert_eq!(reopened(dir).await, (Some(log_id(1, 5)), (1..=5).collect()));
+    }
+
     #[tokio::test]
     async fn an_append_of_entries_taken_early_costs_no_commit_of_its_own() {
         let dir = TempDir::new("early-taken");
@@ -218,13 +227,7 @@ mod tests {
 
         append(&store, early);
         assert_eq!(store.commits().0, before + 1, "the append wrote again");
-        let state = store.get_log_state().await.expect("state");
-        assert_eq!(state.last_log_id, Some(log_id(1, 5)));
-        drop(store);
-        assert_eq!(
-            reopened(&dir).await,
-            (Some(log_id(1, 5)), (1..=5).collect())
-        );
+        ends_at_five(store, &dir).await;
     }
 
     #[tokio::test]
@@ -251,7 +254,7 @@ mod tests {
     #[tokio::test]
     async fn an_append_longer_than_the_entries_taken_early_writes_only_the_rest() {
         let dir = TempDir::new("early-longer");
-        let mut store = log_of_three(&dir).await;
+        let store = log_of_three(&dir).await;
         let vote = Vote::new_committed(1, 1);
         let (commits, _, entries) = store.commits();
         assert!(store
@@ -263,13 +266,7 @@ mod tests {
 
         append(&store, vec![entry(1, 4), entry(1, 5)]);
         assert_eq!(store.commits().2, entries_before + 1, "rows written again");
-        let state = store.get_log_state().await.expect("state");
-        assert_eq!(state.last_log_id, Some(log_id(1, 5)));
-        drop(store);
-        assert_eq!(
-            reopened(&dir).await,
-            (Some(log_id(1, 5)), (1..=5).collect())
-        );
+        ends_at_five(store, &dir).await;
     }
 
     #[tokio::test]
