@@ -237,7 +237,7 @@ impl SqliteLogStore {
         Self::open_deferring(path, DEFER)
     }
 
-    /// [`open`](Self::open) for a node: the writer thread keeps the durable directory's
+    /// `open` (a test helper) for a node: the writer thread keeps the durable directory's
     /// `lock` until it has committed its last group (see [`DirLock`]).
     /// Rows are deleted by a purge only once `snapshot` (the state machine's file) covers
     /// them.

@@ -1,5 +1,6 @@
 //! Raft over `datacake-rpc`: one RPC service on the node carries append, vote and snapshot
-//! messages, forwarded writes and reads, and the bootstrap probe.
+//! messages, early copies of a leader's entries ([`early`](crate::early)), forwarded writes
+//! and reads, and the bootstrap probe.
 //!
 //! - [`server`]: the service ([`RaftService`]) and its handlers, which refuse, before a vote,
 //!   append or snapshot message reaches openraft, senders a certificate does not prove,
@@ -72,7 +73,8 @@ packets!(
     EarlyPacket,
 );
 
-/// The reply to the three packets above: an [`Answer`], postcard-encoded.
+/// The reply to the packets above, postcard-encoded: an [`Answer`], or for an early copy a
+/// `bool`, whether the log took it.
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) struct ReplyPacket {
     /// The postcard-encoded answer.
