@@ -369,6 +369,20 @@ mod tests {
             self.ret(put, true, None);
         }
 
+        /// An acknowledged delete by `node` at `level`, stamped `stamp`, whose tombstone
+        /// `holders` stored.
+        fn delete(
+            &mut self,
+            node: NodeId,
+            stamp: HLCTimestamp,
+            level: Consistency,
+            holders: &[NodeId],
+        ) {
+            let del = self.invoke(node, Action::Delete, level);
+            self.store_tombstone(stamp, holders);
+            self.ret(del, true, Some(stamp));
+        }
+
         fn check(&self, final_state: &Contents, departed: &BTreeSet<NodeId>) -> Vec<String> {
             check(&self.entries, &self.recorder, final_state, departed)
         }
@@ -405,9 +419,7 @@ mod tests {
         let history = |holders: &[NodeId]| {
             let mut history = History::default();
             history.put(1, 5, put, Consistency::None, &[1, 3]);
-            let del = history.invoke(3, Action::Delete, Consistency::None);
-            history.store_tombstone(delete, holders);
-            history.ret(del, true, Some(delete));
+            history.delete(3, delete, Consistency::None, holders);
             history
         };
 
@@ -430,9 +442,7 @@ mod tests {
         let mut history = History::default();
         history.put(1, 5, put, Consistency::Quorum, &[1, 2]);
         history.read(2, Consistency::Quorum, None);
-        let del = history.invoke(3, Action::Delete, Consistency::Quorum);
-        history.store_tombstone(delete, &[3, 1, 2]);
-        history.ret(del, true, Some(delete));
+        history.delete(3, delete, Consistency::Quorum, &[3, 1, 2]);
 
         let violations = history.check(&contents(None), &departed(&[]));
         assert_eq!(violations.len(), 1, "{violations:?}");
