@@ -20,8 +20,8 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
     /// Orders activity: each registration and each request's start and end takes the next.
+    /// A connection's registration tick is also its key in `open`.
     ticks: AtomicU64,
-    next_id: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Tracked>>>,
 }
 
@@ -52,14 +52,14 @@ pub(crate) struct Busy(Arc<Tracked>);
 impl Connections {
     /// Adds a connection, idle and the most recently active.
     pub(crate) fn register(self: &Arc<Self>) -> Registration {
+        let id = self.tick();
         let tracked = Arc::new(Tracked {
             busy: AtomicUsize::new(0),
-            last_active: AtomicU64::new(self.tick()),
+            last_active: AtomicU64::new(id),
             evicting: AtomicBool::new(false),
             evict: Notify::new(),
             connections: self.clone(),
         });
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.open.lock().insert(id, tracked.clone());
         Registration { id, tracked }
     }
