@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use rkyv::util::AlignedVec;
 
+use crate::http2::io::ReplyBody;
 use crate::limits::{Budget, Charge};
 use crate::Status;
 
@@ -62,6 +63,11 @@ enum Inner {
         len: Option<u64>,
         budget: Option<Arc<Budget>>,
     },
+    /// A reply arriving on a channel; `len` is its announced Content-Length.
+    Reply {
+        body: ReplyBody,
+        len: Option<u64>,
+    },
 }
 
 impl fmt::Debug for Body {
@@ -71,6 +77,7 @@ impl fmt::Debug for Body {
             Inner::Full(None) => "Body::Empty",
             Inner::Stream(_) => "Body::Stream",
             Inner::Received { .. } => "Body::Received",
+            Inner::Reply { .. } => "Body::Reply",
         };
         f.write_str(kind)
     }
@@ -102,6 +109,12 @@ impl Body {
                 len,
                 budget: None,
             },
+        }
+    }
+
+    pub(crate) fn reply(body: ReplyBody, len: Option<u64>) -> Self {
+        Self {
+            inner: Inner::Reply { body, len },
         }
     }
 
@@ -139,7 +152,7 @@ impl Body {
                 Ok(bytes)
             };
         }
-        // Only `Received` bodies get here (whole ones returned above): reserve little up front.
+        // Only received bodies get here (whole ones returned above): reserve little up front.
         let mut buf = BytesMut::with_capacity(self.expected_len(limit)?.min(PREALLOCATE_AT_MOST));
         while let Some(chunk) = self.next().await {
             let chunk = chunk?;
@@ -172,7 +185,7 @@ impl Body {
         };
         let preallocate = match &self.inner {
             // A length read off the wire only reserves so much before bytes back it.
-            Inner::Received { .. } => announced.min(PREALLOCATE_AT_MOST),
+            Inner::Received { .. } | Inner::Reply { .. } => announced.min(PREALLOCATE_AT_MOST),
             _ => announced,
         };
         let mut buf = AlignedVec::<16>::new();
@@ -198,7 +211,7 @@ impl Body {
         let announced = match &self.inner {
             Inner::Full(bytes) => bytes.as_ref().map_or(0, |b| b.len() as u64),
             Inner::Stream(_) => 0,
-            Inner::Received { len, .. } => len.unwrap_or(0),
+            Inner::Received { len, .. } | Inner::Reply { len, .. } => len.unwrap_or(0),
         };
         let announced = usize::try_from(announced).unwrap_or(usize::MAX);
         if announced > limit {
@@ -221,6 +234,13 @@ impl Body {
                 Some(Err(e)) => Poll::Ready(Some(Err(Status::connection(format!(
                     "body interrupted: {}",
                     crate::error_chain(&e)
+                ))))),
+            },
+            Inner::Reply { body, .. } => match std::task::ready!(body.poll_data(cx)) {
+                None => Poll::Ready(None),
+                Some(Ok(data)) => Poll::Ready(Some(Ok(data))),
+                Some(Err(e)) => Poll::Ready(Some(Err(Status::connection(format!(
+                    "body interrupted: {e}"
                 ))))),
             },
         }

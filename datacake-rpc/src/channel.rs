@@ -10,8 +10,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tracing::debug;
 
-use crate::connection::{self, pipe, Probe};
-use crate::driver::{Driver, EarlyWrite};
+use crate::connection::{self, Pings, Probe};
+use crate::http2::client::ClientConfig;
+use crate::http2::io::{Client, Driver, Upload};
 use crate::net::{self, Io, Transport, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
 use crate::{error_chain, Body, Status, TlsConfig};
 
@@ -42,7 +43,8 @@ pub struct Channel {
 struct Inner {
     addr: SocketAddr,
     transport: Transport,
-    authority: http::uri::Authority,
+    /// `host:port`, sent as each request's `:authority`.
+    authority: String,
     connect_timeout: Duration,
     keep_alive: Duration,
     tls: Option<TlsConfig>,
@@ -59,14 +61,13 @@ const MAX_REFUSALS: u32 = 3;
 /// below 2^31).
 const STREAMS_PER_CONNECTION: u64 = 1 << 30;
 
-/// A live HTTP/2 connection: the handle to open streams, whether its driver has ended, and
-/// the way to ask its keep-alive for an early ping.
+/// A live HTTP/2 connection: the handle to open streams and ping, whether its driver has
+/// ended, and the way to ask its keep-alive for an early ping.
 #[derive(Clone)]
 struct Connection {
-    send: h2::client::SendRequest<Bytes>,
+    client: Client,
     closed: Arc<AtomicBool>,
     probe: Arc<Probe>,
-    writer: Arc<dyn EarlyWrite>,
     /// Streams the connection may still open: HTTP/2 stream ids are odd numbers below 2^31,
     /// so a connection opens at most 2^30 streams, and then every request on it fails.
     streams_left: Arc<AtomicU64>,
@@ -124,125 +125,154 @@ impl Channel {
 
     /// Sends one request to `path` and waits for the reply's head.
     ///
-    /// The client talks to h2 directly (not through hyper's client, which waits for stream
-    /// capacity before sending a body): a request's HEADERS and DATA leave in one write,
-    /// without extra tasks per call.
+    /// The channel speaks HTTP/2 itself (`src/http2`): a request's HEADERS and DATA leave in
+    /// one write, without a task per call.
     pub(crate) async fn call(
         &self,
         path: http::uri::PathAndQuery,
-        headers: http::HeaderMap,
+        mut headers: http::HeaderMap,
         mut body: Body,
     ) -> Result<http::Response<Body>, Status> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(self.inner.authority.clone());
-        parts.path_and_query = Some(path);
-        let uri = http::Uri::from_parts(parts)
-            .map_err(|e| Status::internal(format!("invalid request uri: {e}")))?;
+        check_request_headers(&headers)?;
         let full = body.as_full();
-        let end_of_stream = full.as_ref().is_some_and(|b| b.is_empty());
-        // Built afresh for each attempt (`send_request` consumes it); cloning `uri` and the
-        // (usually empty) caller headers does not allocate.
-        let build = || {
-            let mut request = http::Request::new(());
-            *request.method_mut() = http::Method::POST;
-            *request.uri_mut() = uri.clone();
-            *request.headers_mut() = headers.clone();
-            if let Some(bytes) = &full {
-                crate::body::announce_length(request.headers_mut(), bytes.len());
-            }
-            request
-        };
-
+        if let Some(bytes) = &full {
+            crate::body::announce_length(&mut headers, bytes.len());
+        }
         let slot = self.inner.pick();
         let mut body = Some(body);
         let mut retried = false;
         let mut refusals = 0;
         loop {
-            let (connection, response, mut send_stream) = loop {
-                let connection = self.inner.connection(slot).await?;
-                let opened = match connection.send.clone().ready().await {
-                    Ok(mut send) => send.send_request(build(), end_of_stream),
-                    Err(e) => Err(e),
-                };
-                match opened {
-                    Ok((response, send_stream)) => {
-                        connection.opened_stream();
-                        break (connection, response, send_stream);
+            let connection = self.inner.connection(slot).await?;
+            let opened = connection
+                .client
+                .open(
+                    &self.inner.authority,
+                    path.as_str(),
+                    &headers,
+                    full.as_ref(),
+                )
+                .await;
+            let id = match opened {
+                Ok(id) => {
+                    connection.opened_stream();
+                    id
+                }
+                // Nothing was sent: replace the closed connection and try once more.
+                Err(e) => {
+                    connection.close();
+                    let error = e.to_string();
+                    if retried {
+                        return Err(self.inner.failed(&error));
                     }
-                    // h2 refused the request itself (e.g. a connection-specific header such
-                    // as `connection` or `transfer-encoding`); the connection is fine.
-                    Err(e) if e.reason().is_none() && !e.is_io() => {
-                        return Err(Status::invalid_payload(format!(
-                            "request refused: {}",
-                            error_chain(&e)
-                        )));
-                    }
-                    // Nothing was sent: replace the broken connection and try once more.
-                    Err(e) => {
-                        connection.close();
-                        let error = error_chain(&e);
-                        if retried {
-                            return Err(self.inner.failed(&error));
-                        }
-                        debug!(peer = %self.inner.addr, error = %error, "reconnecting");
-                        retried = true;
-                    }
+                    debug!(peer = %self.inner.addr, error = %error, "reconnecting");
+                    retried = true;
+                    continue;
                 }
             };
+            let reply = connection.client.reply(id);
             // For a streamed body: dropped with this future (the caller gave up), it stops
             // the upload and resets the stream; sent once the reply's head came.
             let mut keep_upload = None;
-            let sent = match (&full, body.take()) {
-                (Some(bytes), _) if bytes.is_empty() => Ok(()),
-                // h2 buffers what the flow-control window does not allow yet.
-                (Some(bytes), _) => send_stream.send_data(bytes.clone(), true),
-                (None, Some(body)) => {
-                    let (keep, caller) = tokio::sync::oneshot::channel();
-                    keep_upload = Some(keep);
-                    tokio::spawn(pipe(body, send_stream, None, Some(caller)));
-                    Ok(())
-                }
-                // Only a whole body is sent again (below), so a streamed one is still here.
-                (None, None) => Ok(()),
-            };
-            connection.writer.queued();
-            // A server may answer before it reads the body (rejecting an unknown path, say)
-            // and close the stream; if that happens before the body is handed to h2 (the
-            // connection task runs on another thread), sending the body fails with "inactive
-            // stream". The server's answer is what the caller needs, so the send error counts
-            // only when no answer comes.
-            let response = match response.await {
-                Ok(response) => response,
-                // The server refused the stream unprocessed (e.g. above its stream limit,
-                // before its settings reached us): a whole body can go again.
-                Err(e)
-                    if e.reason() == Some(h2::Reason::REFUSED_STREAM)
-                        && full.is_some()
-                        && refusals < MAX_REFUSALS =>
-                {
+            // A whole body left with the request's head; a streamed one is sent by a task.
+            // (Only a whole body is sent again after a refusal, so a streamed one is still
+            // here the first time.)
+            if let (None, Some(body)) = (&full, body.take()) {
+                let (keep, caller) = tokio::sync::oneshot::channel();
+                keep_upload = Some(keep);
+                let upload = connection.client.upload(id);
+                tokio::spawn(upload_body(body, upload, caller));
+            }
+            let (head, reply_body) = match reply.await {
+                Ok(reply) => reply,
+                // The server refused the stream unprocessed (above its stream limit before
+                // its settings reached us, or closing the connection): a whole body can go
+                // again.
+                Err(e) if e.is_unprocessed() && full.is_some() && refusals < MAX_REFUSALS => {
                     refusals += 1;
-                    debug!(peer = %self.inner.addr, "stream refused, sending the call again");
+                    debug!(peer = %self.inner.addr, error = %e, "call not processed, sending it again");
                     continue;
                 }
-                Err(e) => {
-                    let cause = sent.as_ref().err().unwrap_or(&e);
-                    return Err(self.inner.failed(&error_chain(cause)));
-                }
+                Err(e) => return Err(self.inner.failed(&e.to_string())),
             };
             if let Some(keep) = keep_upload {
                 let _ = keep.send(());
             }
             connection.probe.replied();
-            let (parts, stream) = response.into_parts();
-            let len = parts
+            let len = head
                 .headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
-            return Ok(http::Response::from_parts(parts, Body::h2(stream, len)));
+            let mut response = http::Response::new(Body::reply(reply_body, len));
+            *response.status_mut() = head.status;
+            *response.headers_mut() = head.headers;
+            return Ok(response);
         }
     }
+}
+
+/// Refuses request headers HTTP/2 forbids (RFC 9113 §8.2.2): connection-specific ones, and
+/// `te` other than `trailers`.
+fn check_request_headers(headers: &http::HeaderMap) -> Result<(), Status> {
+    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+    for (name, value) in headers {
+        let forbidden = name == CONNECTION
+            || name == TRANSFER_ENCODING
+            || name == UPGRADE
+            || name.as_str() == "keep-alive"
+            || name.as_str() == "proxy-connection"
+            || (name == TE && value != "trailers");
+        if forbidden {
+            return Err(Status::invalid_payload(format!(
+                "request refused: the header {name} is not allowed in HTTP/2"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Streams a request body, each chunk once the flow-control windows took the one before.
+/// Dropping `caller`'s sender before sending on it (the caller gave up before the reply's
+/// head came) stops the upload and resets the stream, which tells the server's handler to
+/// stop; sending on it leaves the upload to run to its end.
+async fn upload_body(
+    mut body: Body,
+    mut upload: Upload,
+    caller: tokio::sync::oneshot::Receiver<()>,
+) {
+    use futures::StreamExt;
+    let mut caller = Some(caller);
+    loop {
+        let next = tokio::select! {
+            next = body.next() => next,
+            () = abandoned(&mut caller) => return upload.cancel(),
+        };
+        let Some(chunk) = next else { break };
+        let Ok(chunk) = chunk else {
+            return upload.cancel();
+        };
+        let sent = tokio::select! {
+            sent = upload.send(chunk, false) => sent,
+            () = abandoned(&mut caller) => return upload.cancel(),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+    let _ = upload.send(Bytes::new(), true).await;
+}
+
+/// Resolves once `caller`'s sender is dropped without sending; never if it sent (then
+/// `caller` becomes `None`).
+async fn abandoned(caller: &mut Option<tokio::sync::oneshot::Receiver<()>>) {
+    if let Some(receiver) = caller.as_mut() {
+        if receiver.await.is_err() {
+            return;
+        }
+        *caller = None;
+    }
+    std::future::pending().await
 }
 
 impl fmt::Debug for Channel {
@@ -337,34 +367,30 @@ fn live(connection: &Option<Connection>) -> Option<Connection> {
     connection.as_ref().filter(|c| !c.is_closed()).cloned()
 }
 
-/// The HTTP/2 handshake on `io`, and the task that drives the connection; the connection
-/// takes no new calls from `retire_at` on.
+/// The HTTP/2 connection on `io` (its preface and settings leave with the first write), and
+/// the task that drives it; the connection takes no new calls from `retire_at` on.
 async fn handshake<I: Io>(
     io: I,
     keep_alive: Duration,
     streams: u64,
     retire_at: Option<tokio::time::Instant>,
 ) -> Result<Connection, Status> {
-    let (send, mut connection) = h2::client::Builder::new()
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME_SIZE)
-        .initial_max_send_streams(1024)
-        .max_send_buffer_size(1 << 20)
-        // Nothing here reads pushed streams: a server that pushes breaks the protocol.
-        .enable_push(false)
-        .handshake::<_, Bytes>(io)
-        .await
-        .map_err(|e| Status::connection(format!("http/2 handshake failed: {}", error_chain(&e))))?;
+    let driver = Driver::new(
+        io,
+        ClientConfig {
+            stream_window: STREAM_WINDOW,
+            connection_window: CONNECTION_WINDOW,
+            max_frame_size: MAX_FRAME_SIZE,
+            max_header_list_size: MAX_REPLY_HEADER_LIST,
+        },
+    );
+    let client = Client::new(driver.clone());
     let closed = Arc::new(AtomicBool::new(false));
     let probe = Arc::new(Probe::default());
-    let silent_peer =
-        connection::keep_alive(connection.ping_pong(), keep_alive, Some(probe.clone()));
+    let silent_peer = connection::keep_alive(Some(client.clone()), keep_alive, Some(probe.clone()));
     let driver_closed = closed.clone();
-    let driver = Driver::new(connection);
-    let writer: Arc<dyn EarlyWrite> = driver.clone();
     tokio::spawn(async move {
-        // Ending (or dropping) `run` drops the connection, failing every call still waiting
+        // Ending (or dropping) `run` closes the connection, failing every call still waiting
         // on it.
         let run = driver.run();
         tokio::pin!(run, silent_peer);
@@ -380,7 +406,7 @@ async fn handshake<I: Io>(
             tokio::select! {
                 result = &mut run => {
                     if let Err(e) = result {
-                        debug!(error = %error_chain(&e), "connection closed with an error");
+                        debug!(error = %e, "connection closed with an error");
                     }
                     break;
                 },
@@ -399,12 +425,25 @@ async fn handshake<I: Io>(
         driver_closed.store(true, Ordering::Release);
     });
     Ok(Connection {
-        send,
+        client,
         closed,
         probe,
-        writer,
         streams_left: Arc::new(AtomicU64::new(streams)),
     })
+}
+
+/// The largest reply header list a channel accepts (SETTINGS_MAX_HEADER_LIST_SIZE): a
+/// server's default limit on request headers, so both directions allow the same.
+const MAX_REPLY_HEADER_LIST: u32 = 16 << 10;
+
+impl Pings for Client {
+    fn send_ping(&mut self) -> bool {
+        Client::send_ping(self).is_ok()
+    }
+
+    async fn pong(&mut self) -> bool {
+        Client::pong(self).await.is_ok()
+    }
 }
 
 /// Settings of a [`Channel`].
@@ -512,8 +551,7 @@ impl ChannelBuilder {
     }
 
     fn build(self, addr: SocketAddr, transport: Transport) -> Channel {
-        let authority = http::uri::Authority::try_from(addr.to_string())
-            .expect("a socket address is a valid authority");
+        let authority = addr.to_string();
         let slots = (0..self.connections)
             .map(|_| Slot {
                 connection: Mutex::new(None),

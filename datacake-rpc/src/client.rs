@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use crate::metrics::ClientSeries;
+use crate::metrics::{Series, CLIENT};
 use crate::payload::ReadLimits;
 use crate::{
     Body, Channel, DataView, Handler, Headers, Message, Payload, RequestContext, RpcService, Status,
@@ -26,7 +26,7 @@ pub struct RpcClient<Svc> {
     channel: Channel,
     timeout: Option<Duration>,
     max_reply_size: usize,
-    metrics: ClientSeries,
+    metrics: Series,
     _service: PhantomData<fn() -> Svc>,
 }
 
@@ -61,7 +61,7 @@ impl<Svc: RpcService> RpcClient<Svc> {
             channel,
             timeout: None,
             max_reply_size: DEFAULT_MAX_REPLY_SIZE,
-            metrics: ClientSeries::new(Svc::service_name()),
+            metrics: Series::new(&CLIENT, Svc::service_name()),
             _service: PhantomData,
         }
     }
@@ -92,7 +92,7 @@ impl<Svc: RpcService> RpcClient<Svc> {
             channel: self.channel.clone(),
             timeout: self.timeout,
             max_reply_size: self.max_reply_size,
-            metrics: ClientSeries::new(Other::service_name()),
+            metrics: Series::new(&CLIENT, Other::service_name()),
             _service: PhantomData,
         }
     }

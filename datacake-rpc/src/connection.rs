@@ -2,13 +2,13 @@
 //! window ([`send_windowed`], and [`pipe`] for a streamed body), and notice a peer that stopped
 //! answering ([`keep_alive`], with the client's early [`Probe`]).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::oneshot;
 
 use crate::Body;
 
@@ -73,55 +73,19 @@ pub(crate) async fn send_windowed(
     Ok(())
 }
 
-/// Streams a body (a request's or a reply's) within the peer's flow-control window
-/// ([`send_windowed`], with `stall`), and resets the stream when the body fails.
-///
-/// `caller`, for a request body: dropping its sender before sending on it (the caller gave up
-/// before the reply's head came) stops the upload and resets the stream, which tells the
-/// server's handler to stop; sending on it leaves the upload to run to its end.
-pub(crate) async fn pipe(
-    mut body: Body,
-    mut tx: h2::SendStream<Bytes>,
-    stall: Option<Duration>,
-    mut caller: Option<oneshot::Receiver<()>>,
-) {
-    loop {
-        let next = tokio::select! {
-            next = body.next() => next,
-            () = abandoned(&mut caller) => {
-                tx.send_reset(h2::Reason::CANCEL);
-                return;
-            }
-        };
-        let Some(chunk) = next else { break };
+/// Streams a reply body within the peer's flow-control window ([`send_windowed`], with
+/// `stall`), and resets the stream when the body fails.
+pub(crate) async fn pipe(mut body: Body, mut tx: h2::SendStream<Bytes>, stall: Option<Duration>) {
+    while let Some(chunk) = body.next().await {
         let Ok(chunk) = chunk else {
             tx.send_reset(h2::Reason::CANCEL);
             return;
         };
-        let sent = tokio::select! {
-            sent = send_windowed(&mut tx, chunk, false, stall) => sent,
-            () = abandoned(&mut caller) => {
-                tx.send_reset(h2::Reason::CANCEL);
-                return;
-            }
-        };
-        if sent.is_err() {
+        if send_windowed(&mut tx, chunk, false, stall).await.is_err() {
             return;
         }
     }
     let _ = send_windowed(&mut tx, Bytes::new(), true, stall).await;
-}
-
-/// Resolves once `caller`'s sender is dropped without sending; never if there is none or it
-/// sent (then `caller` becomes `None`).
-async fn abandoned(caller: &mut Option<oneshot::Receiver<()>>) {
-    if let Some(receiver) = caller.as_mut() {
-        if receiver.await.is_err() {
-            return;
-        }
-        *caller = None;
-    }
-    std::future::pending().await
 }
 
 /// A request to ping a connection now, because a call on it timed out: a connection whose
@@ -161,11 +125,29 @@ impl Probe {
     }
 }
 
+/// An HTTP/2 connection's pings: h2's on the server, the crate's own on a channel.
+pub(crate) trait Pings: Send {
+    /// Sends a ping; `false` if the connection is gone.
+    fn send_ping(&mut self) -> bool;
+    /// Resolves with `true` once the ping is answered, `false` if the connection is gone.
+    fn pong(&mut self) -> impl Future<Output = bool> + Send;
+}
+
+impl Pings for h2::PingPong {
+    fn send_ping(&mut self) -> bool {
+        h2::PingPong::send_ping(self, h2::Ping::opaque()).is_ok()
+    }
+
+    async fn pong(&mut self) -> bool {
+        std::future::poll_fn(|cx| self.poll_pong(cx)).await.is_ok()
+    }
+}
+
 /// Pings every `interval`, and at once when `probe` asks; resolves once a ping is not
 /// answered within `interval` (a probe's: within its bound, if shorter) and, with a probe, no
 /// reply arrived on the connection in that time either.
-pub(crate) async fn keep_alive(
-    pings: Option<h2::PingPong>,
+pub(crate) async fn keep_alive<P: Pings>(
+    pings: Option<P>,
     interval: Duration,
     probe: Option<Arc<Probe>>,
 ) {
@@ -184,16 +166,16 @@ pub(crate) async fn keep_alive(
                 interval
             }
         };
-        if pings.send_ping(h2::Ping::opaque()).is_err() {
+        if !pings.send_ping() {
             return;
         }
-        let pong = std::future::poll_fn(|cx| pings.poll_pong(cx));
+        let pong = pings.pong();
         tokio::pin!(pong);
         loop {
             let replies = probe.as_ref().map(|p| p.replies());
             match tokio::time::timeout(wait, &mut pong).await {
-                Ok(Ok(_)) => break,
-                Ok(Err(_)) => return,
+                Ok(true) => break,
+                Ok(false) => return,
                 // Replies arrived while the pong was late: slow, not gone. Wait on.
                 Err(_) if probe.as_ref().map(|p| p.replies()) != replies => {}
                 Err(_) => return,

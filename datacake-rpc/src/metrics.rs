@@ -52,13 +52,6 @@ pub(crate) struct CallMetrics {
 }
 
 impl CallMetrics {
-    /// Counts a call to `service` starting now on `side`.
-    pub(crate) fn start(side: &'static Side, service: &'static str) -> Self {
-        metrics::counter!(side.calls, "service" => service).increment(1);
-        let duration = metrics::histogram!(side.duration, "service" => service);
-        Self::started(side, service, duration)
-    }
-
     fn started(side: &'static Side, service: &'static str, duration: metrics::Histogram) -> Self {
         Self {
             side,
@@ -83,29 +76,32 @@ impl CallMetrics {
     }
 }
 
-/// A client's series for the service it calls, registered once when the client is made (with
-/// the recorder installed then), so a call costs no label lookup; errors, rarer, are
+/// One side's series for one service, registered once (with the recorder installed then) so
+/// that a call costs no label lookup: a client registers them when it is made, a server when
+/// the service is added (and its `unknown` series when it starts). Errors, rarer, are
 /// registered when they happen.
 #[derive(Debug, Clone)]
-pub(crate) struct ClientSeries {
+pub(crate) struct Series {
+    side: &'static Side,
     service: &'static str,
     calls: metrics::Counter,
     duration: metrics::Histogram,
 }
 
-impl ClientSeries {
-    pub(crate) fn new(service: &'static str) -> Self {
+impl Series {
+    pub(crate) fn new(side: &'static Side, service: &'static str) -> Self {
         Self {
+            side,
             service,
-            calls: metrics::counter!(CLIENT.calls, "service" => service),
-            duration: metrics::histogram!(CLIENT.duration, "service" => service),
+            calls: metrics::counter!(side.calls, "service" => service),
+            duration: metrics::histogram!(side.duration, "service" => service),
         }
     }
 
     /// Counts a call starting now.
     pub(crate) fn start(&self) -> CallMetrics {
         self.calls.increment(1);
-        CallMetrics::started(&CLIENT, self.service, self.duration.clone())
+        CallMetrics::started(self.side, self.service, self.duration.clone())
     }
 }
 

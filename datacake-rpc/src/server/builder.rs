@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::{accept_loop, Server, Shared};
 use crate::limits::Budget;
+use crate::metrics::{Series, SERVER, UNKNOWN_SERVICE};
 use crate::net::Listener;
 use crate::{TlsConfig, DEFAULT_MAX_DEPTH};
 
@@ -330,6 +331,7 @@ impl ServerBuilder {
         let grace = self.shutdown_grace;
         let shared = Arc::new(Shared {
             routes: RwLock::new(HashMap::new()),
+            unknown: Series::new(&SERVER, UNKNOWN_SERVICE),
             buffered: Arc::new(Budget::new(self.max_server_buffer, "the server", None)),
             counters: Arc::default(),
             settings: self,

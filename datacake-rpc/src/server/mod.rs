@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use crate::connection::{keep_alive, pipe, send_windowed, SendStopped, MAX_RESERVATION};
 use crate::handler::{Call, ErasedHandler};
 use crate::limits::{Budget, Counters, Held};
-use crate::metrics::{CallMetrics, SERVER, UNKNOWN_SERVICE};
+use crate::metrics::{Series, SERVER};
 use crate::net::{Io, Listener, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
 use crate::payload::ReadLimits;
 use crate::status::error_chain;
@@ -70,10 +70,13 @@ pub struct Server {
 struct Route {
     service: &'static str,
     handler: ErasedHandler,
+    series: Series,
 }
 
 struct Shared {
     routes: RwLock<HashMap<String, Route>>,
+    /// The series of calls to paths no service serves.
+    unknown: Series,
     settings: ServerBuilder,
     /// Request bodies buffered in the whole server; each connection's budget is inside it.
     buffered: Arc<Budget>,
@@ -125,6 +128,7 @@ impl Server {
         let mut registry = ServiceRegistry::new(service);
         Svc::register_handlers(&mut registry);
         let name = Svc::service_name();
+        let series = Series::new(&SERVER, name);
         let mut routes = self.shared.routes.write();
         routes.retain(|_, r| r.service != name);
         for (path, handler) in registry.into_handlers() {
@@ -133,6 +137,7 @@ impl Server {
                 Route {
                     service: name,
                     handler,
+                    series: series.clone(),
                 },
             );
         }
@@ -348,7 +353,7 @@ async fn serve_http2<I: Io>(
         }
     };
     handshake_done.store(true, Ordering::Release);
-    let silent_peer = keep_alive(connection.ping_pong(), KEEP_ALIVE, None);
+    let silent_peer = keep_alive::<h2::PingPong>(connection.ping_pong(), KEEP_ALIVE, None);
     tokio::pin!(silent_peer);
     // Made once: a `wait_for` made afresh in every round of the loop costs a borrow and a
     // waker registration each time the connection wakes.
@@ -496,16 +501,15 @@ fn dispatch(
         .routes
         .read()
         .get(parts.uri.path())
-        .map(|r| (r.service, r.handler.clone()));
-    let Some((service, handler)) = route else {
+        .map(|r| (r.handler.clone(), r.series.start()));
+    let Some((handler, call_metrics)) = route else {
         let status =
             Status::unavailable(format!("unknown service or handler: {}", parts.uri.path()));
         let result = Err(status);
-        CallMetrics::start(&SERVER, UNKNOWN_SERVICE).finish(&result);
+        shared.unknown.start().finish(&result);
         reply(shared, respond, result, http::HeaderMap::new());
         return;
     };
-    let call_metrics = CallMetrics::start(&SERVER, service);
     let reply_headers = Arc::new(Mutex::new(Headers::new()));
     let settings = &shared.settings;
     let call = Call {
@@ -635,7 +639,7 @@ fn reply(
             }
         }
         None => {
-            tokio::spawn(pipe(body, stream, Some(stall), None));
+            tokio::spawn(pipe(body, stream, Some(stall)));
         }
     }
 }

@@ -168,3 +168,45 @@ fn a_channel_outlives_the_runtime_that_opened_its_connection() {
     runtime().block_on(echo(client.clone(), 2));
     server_side.block_on(server.shutdown());
 }
+
+/// A "server" that reads what the channel sends, then answers with `reply` and keeps the
+/// connection open: whatever it sends, the call fails with a connection error (never a
+/// panic, never a hang).
+async fn call_a_server_that_answers(reply: &'static [u8]) -> datacake_rpc::Status {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        // The preface and the first frames.
+        let mut buf = [0u8; 256];
+        let _ = socket.read(&mut buf).await.unwrap();
+        socket.write_all(reply).await.unwrap();
+        // Held open until the client gives up on it.
+        let _ = socket.read(&mut buf).await;
+        socket
+    });
+    let client = RpcClient::<EchoService>::new(Channel::connect(addr));
+    let err = tokio::time::timeout(DEADLINE, client.send(&Echo { data: vec![1] }))
+        .await
+        .expect("the call ends")
+        .unwrap_err();
+    server.abort();
+    err
+}
+
+#[tokio::test]
+async fn a_server_that_breaks_http2_fails_the_call_cleanly() {
+    // Not HTTP/2 at all: an HTTP/1.1 reply.
+    let err = call_a_server_that_answers(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+    assert_eq!(err.code(), ErrorCode::Connection, "{err}");
+    // A frame larger than the channel's frame size limit (type DATA, length 2^24 - 1).
+    let err = call_a_server_that_answers(b"\xff\xff\xff\x00\x00\x00\x00\x00\x01").await;
+    assert_eq!(err.code(), ErrorCode::Connection, "{err}");
+    // A push promise, though the channel disabled push.
+    let err = call_a_server_that_answers(
+        b"\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x04\x05\x04\x00\x00\x00\x01\x00\x00\x00\x02",
+    )
+    .await;
+    assert_eq!(err.code(), ErrorCode::Connection, "{err}");
+}

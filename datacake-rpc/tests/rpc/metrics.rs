@@ -73,9 +73,12 @@ fn calls_errors_and_latency_are_recorded_by_service_and_code() {
         m.counter(errors, &[("service", "unknown"), ("code", "unavailable")]),
         1
     );
+    // Every service's series exists from when it was added (the fixture's `counter` took no
+    // call), so a dashboard sees zero rather than nothing.
+    assert_eq!(m.counter(calls, &[("service", "counter")]), 0);
     assert_eq!(
         m.label_values(calls, "service"),
-        ["echo", "misc", "unknown"]
+        ["counter", "echo", "misc", "unknown"]
     );
 
     // The client side: labelled by the service it called (its own type's name).
