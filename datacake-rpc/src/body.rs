@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use rkyv::util::AlignedVec;
 
-use crate::http2::io::ReplyBody;
+use crate::http2::io::RecvBody;
 use crate::limits::{Budget, Charge};
 use crate::Status;
 
@@ -59,14 +59,9 @@ enum Inner {
     /// A body arriving from the peer; `len` is its announced Content-Length. Collecting it
     /// charges `budget` (on a server: the connection's, inside the server's).
     Received {
-        stream: h2::RecvStream,
+        stream: RecvBody,
         len: Option<u64>,
         budget: Option<Arc<Budget>>,
-    },
-    /// A reply arriving on a channel; `len` is its announced Content-Length.
-    Reply {
-        body: ReplyBody,
-        len: Option<u64>,
     },
 }
 
@@ -77,7 +72,6 @@ impl fmt::Debug for Body {
             Inner::Full(None) => "Body::Empty",
             Inner::Stream(_) => "Body::Stream",
             Inner::Received { .. } => "Body::Received",
-            Inner::Reply { .. } => "Body::Reply",
         };
         f.write_str(kind)
     }
@@ -102,19 +96,14 @@ impl Body {
         }
     }
 
-    pub(crate) fn h2(stream: h2::RecvStream, len: Option<u64>) -> Self {
+    /// A body arriving from the peer, `len` its announced Content-Length.
+    pub(crate) fn received(stream: RecvBody, len: Option<u64>) -> Self {
         Self {
             inner: Inner::Received {
                 stream,
                 len,
                 budget: None,
             },
-        }
-    }
-
-    pub(crate) fn reply(body: ReplyBody, len: Option<u64>) -> Self {
-        Self {
-            inner: Inner::Reply { body, len },
         }
     }
 
@@ -185,7 +174,7 @@ impl Body {
         };
         let preallocate = match &self.inner {
             // A length read off the wire only reserves so much before bytes back it.
-            Inner::Received { .. } | Inner::Reply { .. } => announced.min(PREALLOCATE_AT_MOST),
+            Inner::Received { .. } => announced.min(PREALLOCATE_AT_MOST),
             _ => announced,
         };
         let mut buf = AlignedVec::<16>::new();
@@ -211,7 +200,7 @@ impl Body {
         let announced = match &self.inner {
             Inner::Full(bytes) => bytes.as_ref().map_or(0, |b| b.len() as u64),
             Inner::Stream(_) => 0,
-            Inner::Received { len, .. } | Inner::Reply { len, .. } => len.unwrap_or(0),
+            Inner::Received { len, .. } => len.unwrap_or(0),
         };
         let announced = usize::try_from(announced).unwrap_or(usize::MAX);
         if announced > limit {
@@ -225,18 +214,6 @@ impl Body {
             Inner::Full(bytes) => Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(Ok)),
             Inner::Stream(stream) => stream.as_mut().poll_next(cx),
             Inner::Received { stream, .. } => match std::task::ready!(stream.poll_data(cx)) {
-                None => Poll::Ready(None),
-                Some(Ok(data)) => {
-                    // Hand the window back so the peer may send more.
-                    let _ = stream.flow_control().release_capacity(data.len());
-                    Poll::Ready(Some(Ok(data)))
-                }
-                Some(Err(e)) => Poll::Ready(Some(Err(Status::connection(format!(
-                    "body interrupted: {}",
-                    crate::error_chain(&e)
-                ))))),
-            },
-            Inner::Reply { body, .. } => match std::task::ready!(body.poll_data(cx)) {
                 None => Poll::Ready(None),
                 Some(Ok(data)) => Poll::Ready(Some(Ok(data))),
                 Some(Err(e)) => Poll::Ready(Some(Err(Status::connection(format!(

@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tracing::debug;
 
-use crate::connection::{self, Pings, Probe};
-use crate::http2::client::ClientConfig;
-use crate::http2::io::{Client, Driver, Upload};
+use crate::connection::{self, pipe, Probe};
+use crate::http2::io::{Client, Driver};
+use crate::http2::state::{Config, Role};
 use crate::net::{self, Io, Transport, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
 use crate::{error_chain, Body, Status, TlsConfig};
 
@@ -181,7 +180,7 @@ impl Channel {
                 let (keep, caller) = tokio::sync::oneshot::channel();
                 keep_upload = Some(keep);
                 let upload = connection.client.upload(id);
-                tokio::spawn(upload_body(body, upload, caller));
+                tokio::spawn(pipe(body, upload, None, Some(caller)));
             }
             let (head, reply_body) = match reply.await {
                 Ok(reply) => reply,
@@ -204,7 +203,7 @@ impl Channel {
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
-            let mut response = http::Response::new(Body::reply(reply_body, len));
+            let mut response = http::Response::new(Body::received(reply_body, len));
             *response.status_mut() = head.status;
             *response.headers_mut() = head.headers;
             return Ok(response);
@@ -230,49 +229,6 @@ fn check_request_headers(headers: &http::HeaderMap) -> Result<(), Status> {
         }
     }
     Ok(())
-}
-
-/// Streams a request body, each chunk once the flow-control windows took the one before.
-/// Dropping `caller`'s sender before sending on it (the caller gave up before the reply's
-/// head came) stops the upload and resets the stream, which tells the server's handler to
-/// stop; sending on it leaves the upload to run to its end.
-async fn upload_body(
-    mut body: Body,
-    mut upload: Upload,
-    caller: tokio::sync::oneshot::Receiver<()>,
-) {
-    use futures::StreamExt;
-    let mut caller = Some(caller);
-    loop {
-        let next = tokio::select! {
-            next = body.next() => next,
-            () = abandoned(&mut caller) => return upload.cancel(),
-        };
-        let Some(chunk) = next else { break };
-        let Ok(chunk) = chunk else {
-            return upload.cancel();
-        };
-        let sent = tokio::select! {
-            sent = upload.send(chunk, false) => sent,
-            () = abandoned(&mut caller) => return upload.cancel(),
-        };
-        if sent.is_err() {
-            return;
-        }
-    }
-    let _ = upload.send(Bytes::new(), true).await;
-}
-
-/// Resolves once `caller`'s sender is dropped without sending; never if it sent (then
-/// `caller` becomes `None`).
-async fn abandoned(caller: &mut Option<tokio::sync::oneshot::Receiver<()>>) {
-    if let Some(receiver) = caller.as_mut() {
-        if receiver.await.is_err() {
-            return;
-        }
-        *caller = None;
-    }
-    std::future::pending().await
 }
 
 impl fmt::Debug for Channel {
@@ -377,7 +333,9 @@ async fn handshake<I: Io>(
 ) -> Result<Connection, Status> {
     let driver = Driver::new(
         io,
-        ClientConfig {
+        Config {
+            role: Role::Client,
+            max_concurrent_streams: 0,
             stream_window: STREAM_WINDOW,
             connection_window: CONNECTION_WINDOW,
             max_frame_size: MAX_FRAME_SIZE,
@@ -387,42 +345,38 @@ async fn handshake<I: Io>(
     let client = Client::new(driver.clone());
     let closed = Arc::new(AtomicBool::new(false));
     let probe = Arc::new(Probe::default());
-    let silent_peer = connection::keep_alive(Some(client.clone()), keep_alive, Some(probe.clone()));
+    // What ends a connection other than its peer (silence, the server's certificate
+    // expiring) is watched by a task of its own, so the driver wakes only for its bytes.
+    let silent_peer = connection::keep_alive(Some(client.pings()), keep_alive, Some(probe.clone()));
+    let watched = client.clone();
+    let retired = closed.clone();
+    let watcher = tokio::spawn(async move {
+        tokio::pin!(silent_peer);
+        if let Some(at) = retire_at {
+            tokio::select! {
+                () = &mut silent_peer => {},
+                () = tokio::time::sleep_until(at) => {
+                    debug!("the server's certificate expired, retiring the connection");
+                    // As `Connection::close`: calls in flight finish on it.
+                    retired.store(true, Ordering::Release);
+                    (&mut silent_peer).await;
+                },
+            }
+        } else {
+            (&mut silent_peer).await;
+        }
+        debug!("keep-alive ping unanswered, closing the connection");
+        watched.abandon("keep-alive ping unanswered");
+    });
     let driver_closed = closed.clone();
     tokio::spawn(async move {
         // Ending (or dropping) `run` closes the connection, failing every call still waiting
         // on it.
-        let run = driver.run();
-        tokio::pin!(run, silent_peer);
-        let retire = async {
-            match retire_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(retire);
-        let mut retired = false;
-        loop {
-            tokio::select! {
-                result = &mut run => {
-                    if let Err(e) = result {
-                        debug!(error = %e, "connection closed with an error");
-                    }
-                    break;
-                },
-                () = &mut silent_peer => {
-                    debug!("keep-alive ping unanswered, closing the connection");
-                    break;
-                },
-                () = &mut retire, if !retired => {
-                    debug!("the server's certificate expired, retiring the connection");
-                    // As `Connection::close`: calls in flight finish on it.
-                    driver_closed.store(true, Ordering::Release);
-                    retired = true;
-                },
-            }
+        if let Err(e) = driver.run().await {
+            debug!(error = %e, "connection closed with an error");
         }
         driver_closed.store(true, Ordering::Release);
+        watcher.abort();
     });
     Ok(Connection {
         client,
@@ -435,16 +389,6 @@ async fn handshake<I: Io>(
 /// The largest reply header list a channel accepts (SETTINGS_MAX_HEADER_LIST_SIZE): a
 /// server's default limit on request headers, so both directions allow the same.
 const MAX_REPLY_HEADER_LIST: u32 = 16 << 10;
-
-impl Pings for Client {
-    fn send_ping(&mut self) -> bool {
-        Client::send_ping(self).is_ok()
-    }
-
-    async fn pong(&mut self) -> bool {
-        Client::pong(self).await.is_ok()
-    }
-}
 
 /// Settings of a [`Channel`].
 #[derive(Debug, Clone)]

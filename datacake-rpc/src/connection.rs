@@ -1,91 +1,65 @@
-//! What both ends of an HTTP/2 connection do alike: send bytes within the peer's flow-control
-//! window ([`send_windowed`], and [`pipe`] for a streamed body), and notice a peer that stopped
-//! answering ([`keep_alive`], with the client's early [`Probe`]).
+//! What both ends of an HTTP/2 connection do alike: stream a body within the peer's
+//! flow-control windows ([`pipe`]), and notice a peer that stopped answering
+//! ([`keep_alive`], with the client's early [`Probe`]).
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use tokio::sync::oneshot;
 
+use crate::http2::io::{Pinger, SendBody, Stalled};
 use crate::Body;
 
-/// The most capacity [`send_windowed`] asks h2 for at a time: the largest HTTP/2 window.
-pub(crate) const MAX_RESERVATION: usize = (1 << 31) - 1;
-
-/// Why [`send_windowed`] gave up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SendStopped {
-    /// The stream or its connection is gone (reset, closed).
-    Gone,
-    /// The peer's window stayed shut for the whole stall bound; the stream is reset.
-    Stalled,
-}
-
-/// Hands `data` to h2 in pieces no larger than the room the peer's flow-control windows (the
-/// stream's and the connection's) have at the time, ending the stream after it when `end`.
-/// So h2 never holds bytes the peer has not made room for: a peer that keeps its window shut
-/// pins nothing beyond what it already accepted, and once the last piece is handed over the
-/// stream closes as soon as the connection has written it. (h2's `send_data` alone would
-/// buffer everything beyond the window, keeping the stream open, and the bytes with it, for
-/// as long as the connection lives.)
+/// Streams a body (a request's or a reply's) chunk by chunk, each once the peer's
+/// flow-control windows took the one before ([`SendBody::send`], with `stall`), and resets
+/// the stream when the body fails.
 ///
-/// With `stall`, waiting for room longer than that resets the stream
-/// ([`SendStopped::Stalled`]).
-pub(crate) async fn send_windowed(
-    tx: &mut h2::SendStream<Bytes>,
-    mut data: Bytes,
-    end: bool,
+/// `caller`, for a request body: dropping its sender before sending on it (the caller gave up
+/// before the reply's head came) stops the upload and resets the stream, which tells the
+/// server's handler to stop; sending on it leaves the upload to run to its end.
+pub(crate) async fn pipe(
+    mut body: Body,
+    mut send: SendBody,
     stall: Option<Duration>,
-) -> Result<(), SendStopped> {
-    if data.is_empty() {
-        if end {
-            tx.send_data(data, true).map_err(|_| SendStopped::Gone)?;
-        }
-        return Ok(());
-    }
-    while !data.is_empty() {
-        // (h2 truncates a reservation to 32 bits; no window is larger than 2^31 - 1 anyway.)
-        tx.reserve_capacity(data.len().min(MAX_RESERVATION));
-        while tx.capacity() == 0 {
-            let room = std::future::poll_fn(|cx| tx.poll_capacity(cx));
-            let room = match stall {
-                None => room.await,
-                Some(stall) => match tokio::time::timeout(stall, room).await {
-                    Ok(room) => room,
-                    Err(_) => {
-                        tx.send_reset(h2::Reason::CANCEL);
-                        return Err(SendStopped::Stalled);
-                    }
-                },
-            };
-            match room {
-                Some(Ok(_)) => {}
-                _ => return Err(SendStopped::Gone),
+    mut caller: Option<oneshot::Receiver<()>>,
+) -> Result<(), Stalled> {
+    loop {
+        let next = tokio::select! {
+            next = body.next() => next,
+            () = abandoned(&mut caller) => {
+                send.cancel();
+                return Ok(());
+            }
+        };
+        let Some(chunk) = next else { break };
+        let Ok(chunk) = chunk else {
+            send.cancel();
+            return Ok(());
+        };
+        tokio::select! {
+            sent = send.send(chunk, false, stall) => sent?,
+            () = abandoned(&mut caller) => {
+                send.cancel();
+                return Ok(());
             }
         }
-        let piece = data.split_to(tx.capacity().min(data.len()));
-        tx.send_data(piece, end && data.is_empty())
-            .map_err(|_| SendStopped::Gone)?;
     }
-    Ok(())
+    send.send(Bytes::new(), true, stall).await
 }
 
-/// Streams a reply body within the peer's flow-control window ([`send_windowed`], with
-/// `stall`), and resets the stream when the body fails.
-pub(crate) async fn pipe(mut body: Body, mut tx: h2::SendStream<Bytes>, stall: Option<Duration>) {
-    while let Some(chunk) = body.next().await {
-        let Ok(chunk) = chunk else {
-            tx.send_reset(h2::Reason::CANCEL);
-            return;
-        };
-        if send_windowed(&mut tx, chunk, false, stall).await.is_err() {
+/// Resolves once `caller`'s sender is dropped without sending; never if there is none or it
+/// sent (then `caller` becomes `None`).
+async fn abandoned(caller: &mut Option<oneshot::Receiver<()>>) {
+    if let Some(receiver) = caller.as_mut() {
+        if receiver.await.is_err() {
             return;
         }
+        *caller = None;
     }
-    let _ = send_windowed(&mut tx, Bytes::new(), true, stall).await;
+    std::future::pending().await
 }
 
 /// A request to ping a connection now, because a call on it timed out: a connection whose
@@ -125,33 +99,15 @@ impl Probe {
     }
 }
 
-/// An HTTP/2 connection's pings: h2's on the server, the crate's own on a channel.
-pub(crate) trait Pings: Send {
-    /// Sends a ping; `false` if the connection is gone.
-    fn send_ping(&mut self) -> bool;
-    /// Resolves with `true` once the ping is answered, `false` if the connection is gone.
-    fn pong(&mut self) -> impl Future<Output = bool> + Send;
-}
-
-impl Pings for h2::PingPong {
-    fn send_ping(&mut self) -> bool {
-        h2::PingPong::send_ping(self, h2::Ping::opaque()).is_ok()
-    }
-
-    async fn pong(&mut self) -> bool {
-        std::future::poll_fn(|cx| self.poll_pong(cx)).await.is_ok()
-    }
-}
-
 /// Pings every `interval`, and at once when `probe` asks; resolves once a ping is not
 /// answered within `interval` (a probe's: within its bound, if shorter) and, with a probe, no
 /// reply arrived on the connection in that time either.
-pub(crate) async fn keep_alive<P: Pings>(
-    pings: Option<P>,
+pub(crate) async fn keep_alive(
+    pings: Option<Pinger>,
     interval: Duration,
     probe: Option<Arc<Probe>>,
 ) {
-    let Some(mut pings) = pings else {
+    let Some(pings) = pings else {
         // Only the first caller gets the handle; without it, never report silence.
         return futures::future::pending().await;
     };
@@ -166,7 +122,7 @@ pub(crate) async fn keep_alive<P: Pings>(
                 interval
             }
         };
-        if !pings.send_ping() {
+        if pings.send_ping().is_err() {
             return;
         }
         let pong = pings.pong();
@@ -174,8 +130,8 @@ pub(crate) async fn keep_alive<P: Pings>(
         loop {
             let replies = probe.as_ref().map(|p| p.replies());
             match tokio::time::timeout(wait, &mut pong).await {
-                Ok(true) => break,
-                Ok(false) => return,
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return,
                 // Replies arrived while the pong was late: slow, not gone. Wait on.
                 Err(_) if probe.as_ref().map(|p| p.replies()) != replies => {}
                 Err(_) => return,

@@ -1,9 +1,10 @@
-//! A client connection on a socket: the driver that reads and writes for
-//! [`ClientState`], and the handles callers hold (a request's reply, its body, its upload,
-//! the connection's pings).
+//! A connection on a socket: the driver that reads and writes for [`State`], and the
+//! handles callers hold (a client's request, its reply and upload; a server's accepted
+//! requests, their bodies and replies; both ends' pings).
 //!
-//! One task drives the connection ([`Driver::run`]): it reads whatever arrives, hands it to
-//! the state, and writes what the state queued. A caller that queues a request while the
+//! One task drives the connection ([`Driver::run`]; on a server, the connection's own task,
+//! beside its accept loop): it reads whatever arrives, hands it to the state, and writes
+//! what the state queued. A caller that queues a request while the
 //! driver is between turns writes it itself ([`Link::queued`]): when a read brings several
 //! replies, the driver wakes every caller they belong to, and each queues its next request;
 //! the first of them sends its request at once, so the server starts on it while the client
@@ -17,13 +18,15 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, ReadBuf};
 
-use super::client::{ClientConfig, ClientState, Error, Head, Wakeups};
 use super::frame::StreamId;
+use super::head::{RequestHead, ResponseHead};
+use super::state::{Config, Error, State, Wakeups};
 use super::Reason;
 use crate::net::Io;
 
@@ -37,23 +40,23 @@ const MAX_SLICES: usize = 64;
 /// What handles need of a connection, whatever its socket type.
 pub(crate) trait Link: Send + Sync {
     /// The connection's state.
-    fn state(&self) -> &Mutex<ClientState>;
+    fn state(&self) -> &Mutex<State>;
     /// Frames were queued: write them now if the driver is between turns, else make sure it
     /// runs.
     fn queued(&self);
+    /// Has the driver look at the connection again (it was given up).
+    fn wake_driver(&self);
 }
 
 /// Runs `f` on the state, then wakes the callers it woke and has the queued frames written.
-fn with_state<R>(link: &dyn Link, f: impl FnOnce(&mut ClientState, &mut Wakeups) -> R) -> R {
+fn with_state<R>(link: &dyn Link, f: impl FnOnce(&mut State, &mut Wakeups) -> R) -> R {
     let mut wake = Wakeups::new();
     let (result, output) = {
         let mut state = link.state().lock();
         let result = f(&mut state, &mut wake);
         (result, state.has_output())
     };
-    for waker in wake {
-        waker.wake();
-    }
+    wake.wake_all();
     if output {
         link.queued();
     }
@@ -70,10 +73,11 @@ struct Socket<I> {
     eof: bool,
 }
 
-/// One client connection: its state and its socket.
+/// One connection: its state and its socket.
 pub(crate) struct Driver<I> {
-    state: Mutex<ClientState>,
-    socket: Mutex<Socket<I>>,
+    state: Mutex<State>,
+    /// `None` once the driver ended: the socket is closed then, whatever handles remain.
+    socket: Mutex<Option<Socket<I>>>,
     /// The driver task's waker.
     waker: Mutex<Option<Waker>>,
     /// Set by each of the driver's turns, taken by the first caller after it.
@@ -82,15 +86,15 @@ pub(crate) struct Driver<I> {
 
 impl<I: Io> Driver<I> {
     /// A connection on `io`; the preface and settings are written by the first turn.
-    pub(crate) fn new(io: I, config: ClientConfig) -> Arc<Self> {
+    pub(crate) fn new(io: I, config: Config) -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(ClientState::new(config)),
-            socket: Mutex::new(Socket {
+            state: Mutex::new(State::new(config)),
+            socket: Mutex::new(Some(Socket {
                 io,
                 read: BytesMut::with_capacity(READ_CHUNK),
                 write: VecDeque::new(),
                 eof: false,
-            }),
+            })),
             waker: Mutex::new(None),
             turn_taken: AtomicBool::new(true),
         })
@@ -107,7 +111,10 @@ impl<I: Io> Driver<I> {
                     .state
                     .lock()
                     .close(Error::Closed("the connection was closed".into()), &mut wake);
-                wake.into_iter().for_each(Waker::wake);
+                wake.wake_all();
+                // Handles may outlive the driver (a handler still running, a channel's
+                // slot): the socket goes now, so the peer sees the connection end.
+                drop(self.0.socket.lock().take());
             }
         }
         let _close = CloseOnDrop(&self);
@@ -123,15 +130,24 @@ impl<I: Io> Driver<I> {
         }
         self.turn_taken.store(false, Ordering::Relaxed);
         let mut socket = self.socket.lock();
-        let more = self.read(&mut socket, cx);
-        self.write(&mut socket, cx);
+        let Some(socket) = socket.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let more = self.read(socket, cx);
+        self.write(socket, cx);
         let state = self.state.lock();
-        if let Some(error) = state.closed() {
-            if socket.write.is_empty() && !state.has_output() {
+        if state.is_abandoned() {
+            return Poll::Ready(Err(state.closed().cloned().expect("abandoned is closed")));
+        }
+        if socket.write.is_empty() && !state.has_output() {
+            if let Some(error) = state.closed() {
                 return Poll::Ready(match error {
                     Error::Closed(_) if socket.eof => Ok(()),
                     error => Err(error.clone()),
                 });
+            }
+            if state.is_finished() {
+                return Poll::Ready(Ok(()));
             }
         }
         if more {
@@ -177,7 +193,7 @@ impl<I: Io> Driver<I> {
                     self.state.lock().close(error, &mut wake);
                 }
             }
-            wake.into_iter().for_each(Waker::wake);
+            wake.wake_all();
         }
         true
     }
@@ -211,7 +227,7 @@ impl<I: Io> Driver<I> {
                     self.state.lock().close(error, &mut wake);
                     write.clear();
                     socket.eof = true;
-                    wake.into_iter().for_each(Waker::wake);
+                    wake.wake_all();
                     return;
                 }
                 Poll::Ready(Ok(mut n)) => {
@@ -231,9 +247,30 @@ impl<I: Io> Driver<I> {
     }
 }
 
+impl<I: Io> Driver<I> {
+    /// Writes what is queued now, from the driver's own task (a server answering a burst of
+    /// requests in parts).
+    pub(crate) fn flush(&self) {
+        let Some(waker) = self.waker.lock().clone() else {
+            return;
+        };
+        if let Some(mut socket) = self.socket.try_lock() {
+            if let Some(socket) = socket.as_mut() {
+                self.write(socket, &mut Context::from_waker(&waker));
+            }
+        }
+    }
+}
+
 impl<I: Io> Link for Driver<I> {
-    fn state(&self) -> &Mutex<ClientState> {
+    fn state(&self) -> &Mutex<State> {
         &self.state
+    }
+
+    fn wake_driver(&self) {
+        if let Some(waker) = self.waker.lock().clone() {
+            waker.wake();
+        }
     }
 
     fn queued(&self) {
@@ -244,8 +281,9 @@ impl<I: Io> Link for Driver<I> {
             // The first caller since the driver's turn writes at once (if the driver is not
             // busy on another thread), registering the driver's waker for what stays.
             if let Some(mut socket) = self.socket.try_lock() {
-                let mut cx = Context::from_waker(&waker);
-                self.write(&mut socket, &mut cx);
+                if let Some(socket) = socket.as_mut() {
+                    self.write(socket, &mut Context::from_waker(&waker));
+                }
                 return;
             }
         }
@@ -253,7 +291,7 @@ impl<I: Io> Link for Driver<I> {
     }
 }
 
-/// A handle to open streams on a connection, and to ping it.
+/// A handle to open streams on a connection (a client's).
 #[derive(Clone)]
 pub(crate) struct Client {
     link: Arc<dyn Link>,
@@ -296,24 +334,130 @@ impl Client {
     /// The reply to stream `id` (holding the stream's first handle).
     pub(crate) fn reply(&self, id: StreamId) -> ReplyFuture {
         ReplyFuture {
-            handle: Some(Handle {
-                link: self.link.clone(),
-                id,
-            }),
+            handle: Some(Handle::new(self.link.clone(), id)),
         }
     }
 
     /// An upload on stream `id` (a second handle).
-    pub(crate) fn upload(&self, id: StreamId) -> Upload {
+    pub(crate) fn upload(&self, id: StreamId) -> SendBody {
         self.link.state().lock().retain(id);
-        Upload {
-            handle: Handle {
-                link: self.link.clone(),
-                id,
-            },
+        SendBody {
+            handle: Handle::new(self.link.clone(), id),
         }
     }
 
+    /// The connection's pings.
+    pub(crate) fn pings(&self) -> Pinger {
+        Pinger {
+            link: self.link.clone(),
+        }
+    }
+
+    /// Gives the connection up (its peer stopped answering): every call on it fails.
+    pub(crate) fn abandon(&self, why: &str) {
+        abandon(&*self.link, why);
+    }
+}
+
+fn abandon(link: &dyn Link, why: &str) {
+    with_state(link, |state, wake| state.abandon(why, wake));
+    link.wake_driver();
+}
+
+/// What a server does with its connection: take requests, close gracefully, ping.
+#[derive(Clone)]
+pub(crate) struct Accepting {
+    link: Arc<dyn Link>,
+}
+
+impl Accepting {
+    pub(crate) fn new<I: Io>(driver: Arc<Driver<I>>) -> Self {
+        Self { link: driver }
+    }
+
+    /// The next request, with its body and the way to answer it; `None` once the connection
+    /// is closing and every request was taken.
+    pub(crate) async fn accept(&self) -> Option<(RequestHead, RecvBody, Responder)> {
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// A request already received, without waiting.
+    pub(crate) fn try_accept(&self) -> Option<(RequestHead, RecvBody, Responder)> {
+        let waker = std::task::Waker::noop();
+        match self.poll_accept(&mut Context::from_waker(waker)) {
+            Poll::Ready(accepted) => accepted,
+            Poll::Pending => None,
+        }
+    }
+
+    fn poll_accept(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<(RequestHead, RecvBody, Responder)>> {
+        let mut state = self.link.state().lock();
+        if let Some((id, head)) = state.poll_accept(cx.waker()) {
+            drop(state);
+            let body = RecvBody {
+                handle: Handle::new(self.link.clone(), id),
+                ended: false,
+            };
+            let responder = Responder {
+                handle: Handle::new(self.link.clone(), id),
+            };
+            return Poll::Ready(Some((head, body, responder)));
+        }
+        if state.is_finished() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+
+    /// Resolves once the client's preface arrived.
+    pub(crate) async fn handshaken(&self) {
+        std::future::poll_fn(|cx| {
+            if self.link.state().lock().poll_handshake(cx.waker()) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Whether a request is open or waits to be taken.
+    pub(crate) fn has_streams(&self) -> bool {
+        self.link.state().lock().has_streams()
+    }
+
+    /// How many requests the client opened so far.
+    pub(crate) fn requests_opened(&self) -> u32 {
+        self.link.state().lock().requests_opened()
+    }
+
+    /// Gives the connection up (its peer stopped answering).
+    pub(crate) fn abandon(&self, why: &str) {
+        abandon(&*self.link, why);
+    }
+
+    /// Closes gracefully: no new requests, those taken finish.
+    pub(crate) fn go_away(&self) {
+        with_state(&*self.link, |state, wake| state.go_away(wake));
+    }
+
+    /// The connection's pings.
+    pub(crate) fn pings(&self) -> Pinger {
+        Pinger {
+            link: self.link.clone(),
+        }
+    }
+}
+
+/// A connection's pings.
+pub(crate) struct Pinger {
+    link: Arc<dyn Link>,
+}
+
+impl Pinger {
     /// Sends a ping (unless one is awaiting its answer).
     pub(crate) fn send_ping(&self) -> Result<(), Error> {
         with_state(&*self.link, |state, _| state.send_ping())
@@ -335,91 +479,210 @@ struct Handle {
     id: StreamId,
 }
 
-impl Drop for Handle {
-    fn drop(&mut self) {
+impl Handle {
+    fn new(link: Arc<dyn Link>, id: StreamId) -> Self {
+        Self { link, id }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut State, StreamId, &mut Wakeups) -> R) -> R {
         let id = self.id;
-        with_state(&*self.link, |state, wake| state.release(id, wake));
+        with_state(&*self.link, |state, wake| f(state, id, wake))
     }
 }
 
-/// The reply's head; then its body.
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.with(|state, id, wake| state.release(id, wake));
+    }
+}
+
+/// A client's reply: its head; then its body.
 pub(crate) struct ReplyFuture {
     handle: Option<Handle>,
 }
 
 impl Future for ReplyFuture {
-    type Output = Result<(Head, ReplyBody), Error>;
+    type Output = Result<(ResponseHead, RecvBody), Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let handle = self.handle.as_ref().expect("polled after completion");
-        let head = handle.link.state().lock().poll_head(handle.id, cx.waker());
+        let head = handle
+            .link
+            .state()
+            .lock()
+            .poll_response(handle.id, cx.waker());
         match head {
             None => Poll::Pending,
             Some(Err(e)) => Poll::Ready(Err(e)),
             Some(Ok(head)) => {
                 let handle = self.handle.take().expect("checked");
-                Poll::Ready(Ok((head, ReplyBody { handle })))
+                Poll::Ready(Ok((
+                    head,
+                    RecvBody {
+                        handle,
+                        ended: false,
+                    },
+                )))
             }
         }
     }
 }
 
-/// A reply's body as it arrives.
-pub(crate) struct ReplyBody {
+/// The peer's body (a reply's on a client, a request's on a server) as it arrives.
+pub(crate) struct RecvBody {
     handle: Handle,
+    /// The last piece was taken.
+    ended: bool,
 }
 
-impl ReplyBody {
+impl RecvBody {
     /// The next piece of the body, `None` at its end.
     pub(crate) fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
-        let id = self.handle.id;
-        let polled = with_state(&*self.handle.link, |state, _| {
-            state.poll_data(id, cx.waker())
-        });
-        match polled {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self
+            .handle
+            .with(|state, id, _| state.poll_data(id, cx.waker()))
+        {
             None => Poll::Pending,
-            Some(Ok(data)) => Poll::Ready(data.map(Ok)),
+            Some(Ok(Some((data, last)))) => {
+                // The end is known now: the next poll needs no lock.
+                self.ended = last;
+                Poll::Ready(Some(Ok(data)))
+            }
+            Some(Ok(None)) => Poll::Ready(None),
             Some(Err(e)) => Poll::Ready(Some(Err(e))),
         }
     }
 }
 
-impl std::fmt::Debug for ReplyBody {
+impl std::fmt::Debug for RecvBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ReplyBody({})", self.handle.id.0)
+        write!(f, "RecvBody({})", self.handle.id.0)
     }
 }
 
-/// A request body sent chunk by chunk.
-pub(crate) struct Upload {
+/// A server's way to answer one request.
+pub(crate) struct Responder {
     handle: Handle,
 }
 
-impl Upload {
-    /// Queues `data` (ending the body when `end`) and waits until the flow-control windows
-    /// let all of it leave, so at most one chunk waits in memory.
-    pub(crate) async fn send(&mut self, data: Bytes, end: bool) -> Result<(), Error> {
-        let id = self.handle.id;
-        let link = &*self.handle.link;
-        with_state(link, |state, wake| state.send_data(id, data, end, wake))?;
+impl Responder {
+    /// Sends the reply's head, and with it `body` when the reply is whole (an empty one ends
+    /// the stream with the head; what the windows do not take yet waits on the returned
+    /// [`SendBody`]). For a streamed reply (`None`), the body follows on the [`SendBody`].
+    pub(crate) fn respond(
+        self,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<SendBody, Error> {
+        let end_stream = body.as_ref().is_some_and(Bytes::is_empty);
+        self.handle.with(|state, id, wake| {
+            state.respond(id, status, headers, end_stream, wake)?;
+            match body {
+                Some(body) if !body.is_empty() => state.send_data(id, body, true, wake),
+                _ => Ok(()),
+            }
+        })?;
+        Ok(SendBody {
+            handle: self.handle,
+        })
+    }
+
+    /// Resolves once the client reset the stream (it gave up on the call) or the connection
+    /// closed.
+    pub(crate) async fn reset(&mut self) -> Error {
         std::future::poll_fn(|cx| {
-            let mut state = link.state().lock();
-            if state.unsent(id) == 0 {
-                return Poll::Ready(Ok(()));
+            match self
+                .handle
+                .with(|state, id, _| state.poll_reset(id, cx.waker()))
+            {
+                Some(error) => Poll::Ready(error),
+                None => Poll::Pending,
             }
-            if let Err(e) = state.wait_to_send(id, cx.waker()) {
-                return Poll::Ready(Err(e));
-            }
-            Poll::Pending
         })
         .await
     }
+}
 
-    /// Gives up the request: the stream is reset with `CANCEL`.
+/// Why sending a body stopped.
+#[derive(Debug)]
+pub(crate) enum Stalled {
+    /// The stream or its connection is gone.
+    Gone,
+    /// The peer's windows stayed shut for the whole stall bound; the stream was reset.
+    Stalled,
+}
+
+/// A body sent chunk by chunk (a client's upload, a server's reply).
+pub(crate) struct SendBody {
+    handle: Handle,
+}
+
+impl SendBody {
+    /// Queues `data` (ending the body when `end`) and waits until the flow-control windows
+    /// let all of it leave, so at most one chunk waits in memory. With `stall`, fails with
+    /// [`Stalled`] once the windows let nothing leave for that long.
+    pub(crate) async fn send(
+        &mut self,
+        data: Bytes,
+        end: bool,
+        stall: Option<Duration>,
+    ) -> Result<(), Stalled> {
+        self.handle
+            .with(|state, id, wake| state.send_data(id, data, end, wake))
+            .map_err(|_| Stalled::Gone)?;
+        self.drained(stall).await
+    }
+
+    /// Bytes queued that the windows have not let leave yet.
+    pub(crate) fn unsent(&self) -> usize {
+        self.handle.link.state().lock().unsent(self.handle.id)
+    }
+
+    /// Waits until everything queued left (see [`send`](Self::send) for `stall`).
+    pub(crate) async fn drained(&mut self, stall: Option<Duration>) -> Result<(), Stalled> {
+        loop {
+            let before = self.unsent();
+            let progress = std::future::poll_fn(|cx| {
+                self.handle.with(|state, id, _| {
+                    let unsent = state.unsent(id);
+                    if unsent == 0 {
+                        return Poll::Ready(Ok(true));
+                    }
+                    if unsent < before {
+                        // Some of it left: the stall clock starts again.
+                        return Poll::Ready(Ok(false));
+                    }
+                    match state.wait_to_send(id, cx.waker()) {
+                        Ok(()) => Poll::Pending,
+                        Err(e) => Poll::Ready(Err(e)),
+                    }
+                })
+            });
+            let outcome = match stall {
+                None => progress.await,
+                Some(stall) => match tokio::time::timeout(stall, progress).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        self.cancel();
+                        return Err(Stalled::Stalled);
+                    }
+                },
+            };
+            match outcome {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(_) => return Err(Stalled::Gone),
+            }
+        }
+    }
+
+    /// Gives the body up: the stream is reset with `CANCEL`.
     pub(crate) fn cancel(&self) {
-        let id = self.handle.id;
-        with_state(&*self.handle.link, |state, wake| {
-            state.reset(id, Reason::CANCEL, wake)
-        });
+        self.handle
+            .with(|state, id, wake| state.reset(id, Reason::CANCEL, wake));
     }
 }

@@ -15,8 +15,11 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
-use crate::connection::{keep_alive, pipe, send_windowed, SendStopped, MAX_RESERVATION};
+use crate::connection::{keep_alive, pipe};
 use crate::handler::{Call, ErasedHandler};
+use crate::http2::head::{self, RequestHead};
+use crate::http2::io::{Accepting, Driver, RecvBody, Responder, Stalled};
+use crate::http2::state::{Config, Role};
 use crate::limits::{Budget, Counters, Held};
 use crate::metrics::{Series, SERVER};
 use crate::net::{Io, Listener, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
@@ -328,37 +331,40 @@ async fn serve_http2<I: Io>(
     remote_addr: SocketAddr,
     identity: Option<Arc<PeerIdentity>>,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     handshake_done: Arc<AtomicBool>,
 ) {
     let settings = &shared.settings;
-    let handshake = h2::server::Builder::new()
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME_SIZE)
-        .max_concurrent_streams(settings.max_concurrent_streams)
-        .max_header_list_size(settings.max_header_list_size)
-        .max_send_buffer_size(1 << 20)
-        .handshake::<_, Bytes>(io);
+    let driver = Driver::new(
+        io,
+        Config {
+            role: Role::Server,
+            stream_window: STREAM_WINDOW,
+            connection_window: CONNECTION_WINDOW,
+            max_frame_size: MAX_FRAME_SIZE,
+            max_header_list_size: settings.max_header_list_size,
+            max_concurrent_streams: settings.max_concurrent_streams,
+        },
+    );
+    let connection = Accepting::new(driver.clone());
+    // The connection is driven (read and written) in this task, beside its accept loop.
+    let run = driver.clone().run();
+    tokio::pin!(run);
     // A peer that never sends the HTTP/2 preface does not get to hold a task forever.
-    let mut connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(e)) => {
-            debug!(peer = %remote_addr, error = %error_chain(&e), "http/2 handshake failed");
-            return;
-        }
-        Err(_) => {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.handshaken());
+    tokio::select! {
+        done = handshake => if done.is_err() {
             debug!(peer = %remote_addr, "http/2 handshake timed out");
             return;
-        }
-    };
+        },
+        result = &mut run => {
+            if let Err(e) = result {
+                debug!(peer = %remote_addr, error = %e, "http/2 handshake failed");
+            }
+            return;
+        },
+    }
     handshake_done.store(true, Ordering::Release);
-    let silent_peer = keep_alive::<h2::PingPong>(connection.ping_pong(), KEEP_ALIVE, None);
-    tokio::pin!(silent_peer);
-    // Made once: a `wait_for` made afresh in every round of the loop costs a borrow and a
-    // waker registration each time the connection wakes.
-    let stop_requested = stopped(&mut stop);
-    tokio::pin!(stop_requested);
     let caller = Caller {
         addr: remote_addr,
         identity,
@@ -368,16 +374,68 @@ async fn serve_http2<I: Io>(
             Some(shared.buffered.clone()),
         )),
     };
-    // Idleness is checked every eighth of the timeout: the connection is busy at a check if
-    // a request arrived since the last one or a stream is open now.
-    let idle_tick = (settings.idle_timeout / 8).max(Duration::from_millis(1));
-    let idle_check = tokio::time::sleep(idle_tick);
-    tokio::pin!(idle_check);
-    let (mut busy_at, mut arrived) = (tokio::time::Instant::now(), false);
-    let (mut stopping, mut shutdown_sent) = (false, false);
+    // What ends a connection other than its peer runs beside it, in a task of its own, so
+    // the loop below wakes only for the connection's bytes.
+    let expires_at = caller.identity.as_ref().and_then(|peer| peer.expires_at());
+    let _watcher = AbortOnDrop(tokio::spawn(watch_connection(
+        connection.clone(),
+        remote_addr,
+        shared.clone(),
+        stop,
+        expires_at,
+    )));
+    let mut burst = Vec::new();
+    let mut accepting = true;
+    loop {
+        tokio::select! {
+            result = &mut run => {
+                if let Err(e) = result {
+                    debug!(peer = %remote_addr, error = %e, "connection closed with an error");
+                }
+                break;
+            },
+            accepted = connection.accept(), if accepting => match accepted {
+                Some(first) => {
+                    // Take every request already received, then answer them together.
+                    burst.push(first);
+                    while let Some(next) = connection.try_accept() {
+                        burst.push(next);
+                    }
+                    answer_burst(&driver, &shared, &caller, &mut burst);
+                },
+                // Closing, and every request taken: the driver ends once they are answered.
+                None => accepting = false,
+            },
+        }
+    }
+}
+
+/// Aborts a task when dropped (with the task that owns it, if that is aborted).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Closes a connection gracefully (GOAWAY: no new calls, in-flight ones finish) when the
+/// server stops, the client's certificate expires or the connection idles out, and gives it
+/// up when keep-alive pings go unanswered.
+async fn watch_connection(
+    connection: Accepting,
+    remote_addr: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    expires_at: Option<tokio::time::Instant>,
+) {
+    let settings = &shared.settings;
+    let silent_peer = keep_alive(Some(connection.pings()), KEEP_ALIVE, None);
+    tokio::pin!(silent_peer);
+    let stop_requested = stopped(&mut stop);
+    tokio::pin!(stop_requested);
     // A connection lasts no longer than the client's certificate: its next one is checked
     // again (and refused if the certificate was not renewed).
-    let expires_at = caller.identity.as_ref().and_then(|peer| peer.expires_at());
     let certificate_expired = async {
         match expires_at {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -385,25 +443,16 @@ async fn serve_http2<I: Io>(
         }
     };
     tokio::pin!(certificate_expired);
+    // Idleness is checked every eighth of the timeout: the connection is busy at a check if
+    // a request arrived since the last one or a stream is open now.
+    let idle_tick = (settings.idle_timeout / 8).max(Duration::from_millis(1));
+    let idle_check = tokio::time::sleep(idle_tick);
+    tokio::pin!(idle_check);
+    let mut busy_at = tokio::time::Instant::now();
+    let mut requests = connection.requests_opened();
+    let mut stopping = false;
     loop {
         tokio::select! {
-            accepted = connection.accept() => match accepted {
-                Some(Ok(first)) => {
-                    // Take every request already received (each `accept` flushes), then
-                    // answer them together.
-                    let mut burst = vec![first];
-                    while let Some(Some(Ok(next))) = connection.accept().now_or_never() {
-                        burst.push(next);
-                    }
-                    arrived = true;
-                    answer_burst(&mut connection, &shared, &caller, burst);
-                },
-                Some(Err(e)) => {
-                    debug!(peer = %remote_addr, error = %error_chain(&e), "connection closed with an error");
-                    break;
-                },
-                None => break,
-            },
             () = &mut stop_requested, if !stopping => stopping = true,
             () = &mut certificate_expired, if !stopping => {
                 debug!(peer = %remote_addr, "the client's certificate expired, closing the connection");
@@ -411,8 +460,10 @@ async fn serve_http2<I: Io>(
             },
             () = &mut idle_check, if !stopping => {
                 let now = tokio::time::Instant::now();
-                if std::mem::take(&mut arrived) || connection.has_streams() {
+                let opened = connection.requests_opened();
+                if opened != requests || connection.has_streams() {
                     busy_at = now;
+                    requests = opened;
                 }
                 if now.duration_since(busy_at) >= settings.idle_timeout {
                     debug!(peer = %remote_addr, "connection idle, closing it");
@@ -424,13 +475,18 @@ async fn serve_http2<I: Io>(
             },
             () = &mut silent_peer => {
                 debug!(peer = %remote_addr, "keep-alive ping unanswered, closing the connection");
-                break;
+                connection.abandon("keep-alive ping unanswered");
+                return;
             },
         }
-        if stopping && !shutdown_sent {
-            // GOAWAY: no new streams; `accept` returns `None` once in-flight ones are done.
-            connection.graceful_shutdown();
-            shutdown_sent = true;
+        if stopping {
+            // GOAWAY: no new streams; the driver ends once in-flight ones are done.
+            connection.go_away();
+            // Only silence is left to watch for.
+            (&mut silent_peer).await;
+            debug!(peer = %remote_addr, "keep-alive ping unanswered, closing the connection");
+            connection.abandon("keep-alive ping unanswered");
+            return;
         }
     }
 }
@@ -459,24 +515,19 @@ async fn serve_http2<I: Io>(
 /// 256 in flight within -3% and +4%. Sending the first reply alone for bursts of up to 8 cost
 /// 12 and 16 in flight 4-11%.
 fn answer_burst<I: Io>(
-    connection: &mut h2::server::Connection<I, Bytes>,
+    driver: &Driver<I>,
     shared: &Arc<Shared>,
     caller: &Caller,
-    burst: Vec<(
-        http::Request<h2::RecvStream>,
-        h2::server::SendResponse<Bytes>,
-    )>,
+    burst: &mut Vec<(RequestHead, RecvBody, Responder)>,
 ) {
     let n = burst.len();
     let mut flush_at = if n <= SMALL_BURST { 1 } else { FIRST_PART };
-    for (i, (request, respond)) in burst.into_iter().enumerate() {
-        dispatch(shared, caller, request, respond);
+    for (i, (head, body, respond)) in burst.drain(..).enumerate() {
+        dispatch(shared, caller, head, body, respond);
         let answered = i + 1;
         if answered == flush_at && answered < n {
-            // Drives the connection once, which writes the replies buffered so far. Any
-            // request it reads stays queued for the next `accept`; the caller's next
-            // `accept` registers the waker, so the no-op one used here does not matter.
-            let _ = std::future::poll_fn(|cx| connection.poll_closed(cx)).now_or_never();
+            // Writes the replies queued so far.
+            driver.flush();
             flush_at *= 2;
         }
     }
@@ -488,23 +539,22 @@ fn answer_burst<I: Io>(
 fn dispatch(
     shared: &Arc<Shared>,
     caller: &Caller,
-    request: http::Request<h2::RecvStream>,
-    mut respond: h2::server::SendResponse<Bytes>,
+    head: RequestHead,
+    body: RecvBody,
+    respond: Responder,
 ) {
-    let (parts, body) = request.into_parts();
-    if parts.method != http::Method::POST {
+    if head.method != http::Method::POST {
         Counters::bump(&shared.counters.methods_refused);
-        refuse_method(respond, &parts.method);
+        refuse_method(respond, &head.method);
         return;
     }
     let route = shared
         .routes
         .read()
-        .get(parts.uri.path())
+        .get(head.route())
         .map(|r| (r.handler.clone(), r.series.start()));
     let Some((handler, call_metrics)) = route else {
-        let status =
-            Status::unavailable(format!("unknown service or handler: {}", parts.uri.path()));
+        let status = Status::unavailable(format!("unknown service or handler: {}", head.route()));
         let result = Err(status);
         shared.unknown.start().finish(&result);
         reply(shared, respond, result, http::HeaderMap::new());
@@ -513,8 +563,10 @@ fn dispatch(
     let reply_headers = Arc::new(Mutex::new(Headers::new()));
     let settings = &shared.settings;
     let call = Call {
-        body: Body::h2(body, content_length(&parts.headers)).charged_to(caller.budget.clone()),
-        headers: Headers::from_map(parts.headers),
+        // (The state checked the length: a request with a malformed one was reset.)
+        body: Body::received(body, head::content_length(&head.headers).ok().flatten())
+            .charged_to(caller.budget.clone()),
+        headers: Headers::from_map(head.headers),
         remote_addr: caller.addr,
         peer: caller.identity.clone(),
         limits: ReadLimits {
@@ -526,7 +578,7 @@ fn dispatch(
         },
         reply_headers: reply_headers.clone(),
     };
-    let path = parts.uri;
+    let path = head.path;
     // The handler's future is boxed already (so this is `Unpin`): polled in place first,
     // moved into a task only if it is not done at once.
     let mut outcome = AssertUnwindSafe(handler(call))
@@ -541,10 +593,10 @@ fn dispatch(
                     .unwrap_or_default();
                 // The panic's text goes to the log only: it may hold anything (internal
                 // paths, data), and the caller is not necessarily trusted.
-                warn!(path = %path.path(), panic = %what, "handler panicked");
+                let path = path.split('?').next().unwrap_or_default();
+                warn!(path = %path, panic = %what, "handler panicked");
                 Err(Status::internal(format!(
-                    "the handler of {} panicked (see the server's log)",
-                    path.path()
+                    "the handler of {path} panicked (see the server's log)"
                 )))
             }
         });
@@ -556,12 +608,13 @@ fn dispatch(
     }
     let mut hard_stop = shared.hard_stop.subscribe();
     let shared = shared.clone();
+    let mut respond = respond;
     tokio::spawn(async move {
         let result = tokio::select! {
             result = &mut outcome => result,
             // The caller gave up (e.g. its deadline passed): stop working for it.
             // (`call_metrics`, dropped unfinished, counts the call as cancelled.)
-            _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
+            _ = respond.reset() => return,
             _ = stopped(&mut hard_stop) => return,
         };
         call_metrics.finish(&result);
@@ -571,34 +624,30 @@ fn dispatch(
 
 /// Answers a request that is not a `POST`: `405` naming the allowed method, with an
 /// archived [`Status`] except for `HEAD` (whose reply has no body).
-fn refuse_method(mut respond: h2::server::SendResponse<Bytes>, method: &http::Method) {
-    let mut response = http::Response::new(());
-    *response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
-    response
-        .headers_mut()
-        .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
-    let body = (method != http::Method::HEAD).then(|| {
-        Status::invalid_payload(format!("method {method} not allowed: calls are POST")).to_wire()
-    });
-    if let Some(bytes) = &body {
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_LENGTH, bytes.len().into());
-    }
-    if let Ok(mut stream) = respond.send_response(response, body.is_none()) {
-        if let Some(bytes) = body {
-            let _ = stream.send_data(bytes, true);
-        }
-    }
+fn refuse_method(respond: Responder, method: &http::Method) {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+    let body = if method == http::Method::HEAD {
+        Bytes::new()
+    } else {
+        let status =
+            Status::invalid_payload(format!("method {method} not allowed: calls are POST"));
+        let bytes = status.to_wire();
+        headers.insert(http::header::CONTENT_LENGTH, bytes.len().into());
+        bytes
+    };
+    let _ = respond.respond(http::StatusCode::METHOD_NOT_ALLOWED, &headers, Some(body));
 }
 
 /// Sends a handler's outcome: `200` and the reply body, or an error code and the archived
-/// `Status`.
+/// `Status`. A whole reply leaves as far as the client's windows allow at once (usually all
+/// of it); the rest, and a streamed reply, by a task that waits for room, at most
+/// `idle_timeout` at a time.
 fn reply(
     shared: &Arc<Shared>,
-    mut respond: h2::server::SendResponse<Bytes>,
+    respond: Responder,
     result: Result<Body, Status>,
-    headers: http::HeaderMap,
+    mut headers: http::HeaderMap,
 ) {
     let (status, mut body) = match result {
         Ok(body) => (http::StatusCode::OK, body),
@@ -608,72 +657,37 @@ fn reply(
             (code, Body::from(status.to_wire()))
         }
     };
-    let mut response = http::Response::new(());
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
     let full = body.as_full();
     if let Some(bytes) = &full {
-        crate::body::announce_length(response.headers_mut(), bytes.len());
+        crate::body::announce_length(&mut headers, bytes.len());
     }
-    let end_of_stream = full.as_ref().is_some_and(|b| b.is_empty());
-    let mut stream = match respond.send_response(response, end_of_stream) {
-        Ok(stream) => stream,
+    let whole = full.is_some();
+    let mut send = match respond.respond(status, &headers, full) {
+        Ok(send) => send,
         // The caller reset the stream or the connection is gone: nobody to tell.
         Err(_) => return,
     };
     let stall = shared.settings.idle_timeout;
-    match full {
-        Some(bytes) if bytes.is_empty() => {}
-        Some(bytes) => {
-            // Handed to h2 here when the peer's window has room for all of it (the common
-            // case), else by a task that waits for room.
-            // (A reply too large to reserve at once never fits a window: the task sends it.)
-            let fits = bytes.len() <= MAX_RESERVATION && {
-                stream.reserve_capacity(bytes.len());
-                stream.capacity() >= bytes.len()
-            };
-            if fits {
-                let _ = stream.send_data(bytes, true);
-            } else {
-                tokio::spawn(send_whole(bytes, stream, stall, shared.counters.clone()));
-            }
-        }
-        None => {
-            tokio::spawn(pipe(body, stream, Some(stall)));
-        }
+    if !whole {
+        tokio::spawn(pipe(body, send, Some(stall), None));
+        return;
     }
-}
-
-/// Sends a whole reply the peer's window has no room for yet, as room opens
-/// ([`send_windowed`]): a reader that keeps its window shut pins the unsent rest of the reply
-/// (counted in `reply_bytes_queued`) for at most `stall` at a time; then the reply is dropped
-/// and its stream reset (counted in `replies_stalled`). It is dropped too when the peer
-/// resets the stream or the connection closes.
-async fn send_whole(
-    bytes: Bytes,
-    mut stream: h2::SendStream<Bytes>,
-    stall: Duration,
-    counters: Arc<Counters>,
-) {
-    let _queued = Held::new(
-        counters.clone(),
-        |c| &c.replies_queued_bytes,
-        bytes.len() as u64,
-    );
-    if send_windowed(&mut stream, bytes, true, Some(stall)).await == Err(SendStopped::Stalled) {
-        Counters::bump(&counters.replies_stalled);
-        debug!(
-            ?stall,
-            "reply stalled on a shut flow-control window, resetting its stream"
-        );
+    let unsent = send.unsent();
+    if unsent == 0 {
+        return;
     }
-}
-
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
+    let counters = shared.counters.clone();
+    tokio::spawn(async move {
+        // What a reader that keeps its window shut pins, counted while it is pinned.
+        let _queued = Held::new(counters.clone(), |c| &c.replies_queued_bytes, unsent as u64);
+        if let Err(Stalled::Stalled) = send.drained(Some(stall)).await {
+            Counters::bump(&counters.replies_stalled);
+            debug!(
+                ?stall,
+                "reply stalled on a shut flow-control window, resetting its stream"
+            );
+        }
+    });
 }
 
 /// Resolves once the flag is set (or its sender is gone).
