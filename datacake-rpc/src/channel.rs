@@ -78,9 +78,10 @@ impl Connection {
     }
 
     /// No new calls on this connection: the next call opens another. Calls in flight on it
-    /// finish, and h2 closes it once the last is done.
+    /// finish, and it closes once the last is done.
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.client.retire();
     }
 
     /// Counts a stream opened; retires the connection once it opened its last.
@@ -359,6 +360,7 @@ async fn handshake<I: Io>(
                     debug!("the server's certificate expired, retiring the connection");
                     // As `Connection::close`: calls in flight finish on it.
                     retired.store(true, Ordering::Release);
+                    watched.retire();
                     (&mut silent_peer).await;
                 },
             }

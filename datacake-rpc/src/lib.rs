@@ -36,8 +36,9 @@
 //!   whose body is the request archive; the reply is `200` with the reply archive, or an
 //!   error status with an archived [`Status`]. Headers travel both ways
 //!   ([`RequestContext`], [`Request::set_reply_header`], [`Response::headers`]). Both sides
-//!   drive the `h2` crate directly: a small call costs one write each way, and a handler that
-//!   completes at once is answered from the connection's task without spawning.
+//!   speak HTTP/2 through the crate's own implementation (plain HTTP/2 on the wire, checked
+//!   against h2 and hyper in the tests): a small call costs one write each way, and a handler
+//!   that completes at once is answered from the connection's task without spawning.
 //! - [`TlsConfig`]: mutual TLS (rustls) for a [`Server`] ([`ServerBuilder::tls`]) and its
 //!   [`Channel`]s ([`ChannelBuilder::tls`]): both ends show a certificate from one CA, ALPN
 //!   `h2`, and a handler reads the caller's verified certificate with [`Request::peer`]

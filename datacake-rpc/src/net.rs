@@ -23,7 +23,7 @@ pub(crate) enum Transport {
     Simulated,
 }
 
-/// A stream socket h2 can drive.
+/// A stream socket an HTTP/2 connection runs on.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}

@@ -357,6 +357,12 @@ impl Client {
     pub(crate) fn abandon(&self, why: &str) {
         abandon(&*self.link, why);
     }
+
+    /// Takes no new calls on the connection: it closes once the calls in flight are done.
+    pub(crate) fn retire(&self) {
+        with_state(&*self.link, |state, _| state.retire());
+        self.link.wake_driver();
+    }
 }
 
 fn abandon(link: &dyn Link, why: &str) {

@@ -312,6 +312,8 @@ pub(crate) struct State {
     goaway_sent: Option<u32>,
     /// The peer sent GOAWAY: it opens no more streams.
     peer_leaving: bool,
+    /// A client retired the connection: no new streams, it ends with its last one.
+    retired: bool,
     /// The connection failed or closed; nothing more happens on it.
     closed: Option<Error>,
     /// Given up: nothing more is written either.
@@ -356,6 +358,7 @@ impl State {
             going_away: None,
             goaway_sent: None,
             peer_leaving: false,
+            retired: false,
             closed: None,
             abandoned: false,
             answers_queued: 0,
@@ -426,10 +429,16 @@ impl State {
         self.active > 0 || !self.accepted.is_empty()
     }
 
-    /// A server that sent GOAWAY is done once its streams are (nothing more will come).
+    /// Whether the connection is done: closed, or closing (GOAWAY sent or received, or a
+    /// client retired it) with no stream left.
     pub(crate) fn is_finished(&self) -> bool {
-        self.closed.is_some()
-            || ((self.goaway_sent.is_some() || self.peer_leaving) && !self.has_streams())
+        let closing = self.goaway_sent.is_some() || self.peer_leaving || self.retired;
+        self.closed.is_some() || (closing && !self.has_streams())
+    }
+
+    /// A client takes no new calls on the connection: it ends once its streams have.
+    pub(crate) fn retire(&mut self) {
+        self.retired = true;
     }
 
     /// Opens a stream for a request (a client's): `Ok(None)` when the server's stream limit
@@ -446,7 +455,7 @@ impl State {
         if let Some(error) = &self.closed {
             return Err(error.clone());
         }
-        if self.going_away.is_some() || self.next_id > MAX_WINDOW {
+        if self.going_away.is_some() || self.retired || self.next_id > MAX_WINDOW {
             return Err(Error::NotProcessed);
         }
         if self.active >= self.peer_max_streams {

@@ -937,3 +937,25 @@ fn a_stream_reset_before_it_is_taken_is_not_served() {
     assert!(state.streams.is_empty());
     assert!(!state.has_streams());
 }
+
+#[test]
+fn a_retired_connection_ends_with_its_last_stream() {
+    let mut state = client(CONFIG);
+    let id = open(&mut state, true);
+    state.retire();
+    let (waker, _) = waker();
+    assert_eq!(
+        state.open("a:1", "/s/c", &http::HeaderMap::new(), true, &waker),
+        Err(Error::NotProcessed)
+    );
+    assert!(!state.is_finished(), "a call is still in flight");
+    assert!(receive(
+        &mut state,
+        reply_head(1, &[(":status", "200")], true)
+    ));
+    assert!(state.is_finished());
+    assert!(
+        head(&mut state, id).unwrap().is_ok(),
+        "its reply is still there"
+    );
+}

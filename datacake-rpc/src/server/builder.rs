@@ -45,7 +45,8 @@ pub const DEFAULT_MAX_SERVER_BUFFER: usize = 512 << 20;
 /// - [`max_connections`](Self::max_connections): connections past it are closed at once.
 /// - [`max_concurrent_streams`](Self::max_concurrent_streams) and
 ///   [`max_header_list_size`](Self::max_header_list_size): advertised in the HTTP/2 settings
-///   and enforced by h2 (streams past the limit are refused with `REFUSED_STREAM`).
+///   and enforced (streams past the limit are refused with `REFUSED_STREAM`, request heads
+///   past it answered `431`).
 /// - [`idle_timeout`](Self::idle_timeout): a connection without an open stream that long is
 ///   closed gracefully (GOAWAY), even if it answers pings; a whole reply whose reader keeps
 ///   its flow-control window shut that long is dropped.
@@ -188,7 +189,7 @@ impl ServerBuilder {
     }
 
     /// The largest header list of a request ([`DEFAULT_MAX_HEADER_LIST_SIZE`]), advertised as
-    /// HTTP/2's `SETTINGS_MAX_HEADER_LIST_SIZE`; larger requests are refused by h2 (`431`).
+    /// HTTP/2's `SETTINGS_MAX_HEADER_LIST_SIZE`; larger requests are answered `431`.
     ///
     /// ```
     /// let builder = datacake_rpc::Server::builder().max_header_list_size(8 << 10);
@@ -238,8 +239,8 @@ impl ServerBuilder {
     /// [`ResourceExhausted`](crate::ErrorCode::ResourceExhausted) (counted in
     /// [`ServerStatistics::bodies_over_budget`](crate::ServerStatistics::bodies_over_budget)) while other calls go on. At least
     /// [`max_body_size`](Self::max_body_size). A streamed [`Body`](crate::Body) request is not charged:
-    /// its handler reads it chunk by chunk, and what it keeps is its own business (h2 holds
-    /// at most the flow-control window of it unread).
+    /// its handler reads it chunk by chunk, and what it keeps is its own business (the
+    /// connection holds at most the flow-control window of it unread).
     ///
     /// ```
     /// let builder = datacake_rpc::Server::builder().max_connection_buffer(128 << 20);

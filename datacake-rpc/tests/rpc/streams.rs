@@ -61,6 +61,11 @@ async fn a_connection_is_retired_once_it_opened_its_last_stream() {
     assert_ne!(ports[1], ports[2], "{ports:?}");
     assert_eq!(ports[2], ports[3], "{ports:?}");
     assert_ne!(ports[3], ports[4], "{ports:?}");
+    // A retired connection closes once its calls are done: only the last one stays open.
+    wait_for(&server, "retired connections to close", |s| {
+        s.connections_open == 1
+    })
+    .await;
 }
 
 /// An HTTP/2 server of its own (h2 directly): `answer` gets each request, in order, with the
