@@ -5,7 +5,11 @@
 //! ```text
 //! echo_probe <raw|rpc|grpc> <calls>            # <calls> sequential round trips
 //! echo_probe <raw|rpc|grpc> <millis> <tasks>   # <tasks> closed loops (calls in flight) for <millis>
+//! echo_probe raw1 <millis> <tasks>             # raw TCP, <tasks> calls pipelined on ONE connection
 //! ```
+//!
+//! `raw1` is the baseline for a multiplexed connection ([`echo::raw_pipelined`], also in the
+//! suite's rows for 2 to 12 calls in flight).
 //!
 //! Instructions per sequential round trip, both sides (the difference of two runs removes
 //! start-up and shutdown):
@@ -31,13 +35,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use echo::{
-    closed_loops, raw_call, raw_sequential, rpc_call, rpc_sequential, RawConn, RawEcho, RpcEcho,
-    Side,
+    closed_loops, raw_call, raw_pipelined, raw_sequential, rpc_call, rpc_sequential, RawConn,
+    RawEcho, RpcEcho, Side,
 };
 use echo_grpc::{grpc_call, grpc_connect, grpc_sequential, GrpcEcho};
 
 const USAGE: &str =
-    "usage: echo_probe <raw|rpc|grpc> <calls> | echo_probe <raw|rpc|grpc> <millis> <tasks>";
+    "usage: echo_probe <raw|rpc|grpc> <calls> | echo_probe <raw|raw1|rpc|grpc> <millis> <tasks>";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,7 +50,8 @@ fn main() -> anyhow::Result<()> {
         [system, count, tasks] => (system.as_str(), count, Some(tasks)),
         _ => anyhow::bail!(USAGE),
     };
-    anyhow::ensure!(matches!(system, "raw" | "rpc" | "grpc"), USAGE);
+    anyhow::ensure!(matches!(system, "raw" | "raw1" | "rpc" | "grpc"), USAGE);
+    anyhow::ensure!(system != "raw1" || tasks.is_some(), USAGE);
     let count: usize = count.parse().context(USAGE)?;
     let tasks: Option<usize> = tasks.map(|t| t.parse()).transpose().context(USAGE)?;
     let raw = system == "raw";
@@ -60,7 +65,18 @@ fn main() -> anyhow::Result<()> {
         let timed = |calls: usize, started: Instant| {
             (calls as f64, calls as f64 / started.elapsed().as_secs_f64())
         };
-        let measured = if raw {
+        let measured = if system == "raw1" {
+            let echo = server.handle.spawn(RawEcho::start()).await??;
+            let addr = echo.addr;
+            let in_flight = tasks.expect("checked");
+            let window = Duration::from_millis(count as u64);
+            let rate = client
+                .handle
+                .spawn(raw_pipelined(addr, in_flight, window))
+                .await??;
+            echo.server.abort();
+            (rate * window.as_secs_f64(), rate)
+        } else if raw {
             let echo = server.handle.spawn(RawEcho::start()).await??;
             let addr = echo.addr;
             let measured = match tasks {

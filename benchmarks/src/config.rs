@@ -76,8 +76,9 @@ impl SuiteName {
             }
             Self::Rpc => {
                 "A 64-byte echo over loopback: datacake-rpc (one multiplexed HTTP/2 channel) \
-                 against raw length-prefixed TCP (one connection per call in flight), \
-                 datacake-rpc over mutual TLS against itself in plaintext, and tonic (gRPC, one \
+                 against raw length-prefixed TCP (one connection per call in flight; from 2 to \
+                 12 in flight also raw-tcp-1-conn, every call pipelined on one connection, \
+                 its ratio datacake-rpc / it), datacake-rpc over mutual TLS against itself in plaintext, and tonic (gRPC, one \
                  channel; its ratio is tonic / datacake-rpc). Client and server each run on \
                  their own single-threaded runtime. Sequential latency, then closed-loop \
                  throughput per number of calls in flight, each in rounds (8; 4 with --smoke) \

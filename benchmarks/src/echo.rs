@@ -178,6 +178,54 @@ impl RawConn {
     }
 }
 
+/// Calls per second of `in_flight` echo calls pipelined on ONE raw TCP connection for
+/// `window` (after a warm-up as long): the baseline for a multiplexed connection. The
+/// suite's other raw baseline gives each call in flight a connection of its own, whose
+/// readiness the kernel reports one by one; here, as on a `Channel`, every call shares one
+/// socket. The client keeps `in_flight` requests outstanding and, for the replies each read
+/// brings, sends as many new requests in one write; the server is [`RawEcho`]'s (it answers
+/// each request as it reads it).
+pub(crate) async fn raw_pipelined(
+    addr: SocketAddr,
+    in_flight: usize,
+    window: Duration,
+) -> anyhow::Result<f64> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut request = Vec::with_capacity(4 + PAYLOAD);
+    request.extend_from_slice(&(PAYLOAD as u32).to_le_bytes());
+    request.extend_from_slice(&[7u8; PAYLOAD]);
+    let frame = request.len();
+    let mut out = request.repeat(in_flight);
+    stream.write_all(&out).await?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut filled = 0;
+    let measure_from = Instant::now() + window;
+    let end = measure_from + window;
+    let mut calls = 0u64;
+    loop {
+        let n = stream.read(&mut buf[filled..]).await?;
+        anyhow::ensure!(n > 0, "the server closed the connection");
+        filled += n;
+        let replies = filled / frame;
+        buf.copy_within(replies * frame..filled, 0);
+        filled -= replies * frame;
+        let now = Instant::now();
+        if now >= end {
+            // The connection closes with its calls in flight; the server's read ends.
+            return Ok(calls as f64 / window.as_secs_f64());
+        }
+        if now >= measure_from {
+            calls += replies as u64;
+        }
+        out.clear();
+        for _ in 0..replies {
+            out.extend_from_slice(&request);
+        }
+        stream.write_all(&out).await?;
+    }
+}
+
 async fn raw_serve(mut stream: TcpStream) {
     let mut buf = Vec::with_capacity(4 + PAYLOAD);
     loop {

@@ -18,8 +18,8 @@ use datacake_rpc::{Channel, RpcClient};
 
 use crate::config::RunConfig;
 use crate::echo::{
-    closed_loops, raw_call, raw_sequential, rpc_call, rpc_sequential, EchoService, RawConn,
-    RawEcho, RpcEcho, Side, PAYLOAD,
+    closed_loops, raw_call, raw_pipelined, raw_sequential, rpc_call, rpc_sequential, EchoService,
+    RawConn, RawEcho, RpcEcho, Side, PAYLOAD,
 };
 use crate::echo_grpc::{grpc_call, grpc_connect, grpc_sequential, GrpcClient, GrpcEcho};
 use crate::report::{median, paired_ratio, Latency, Measurement, SuiteReport};
@@ -226,7 +226,7 @@ async fn throughput(
     systems: Systems<'_>,
     n: usize,
     sizes: Sizes,
-) -> anyhow::Result<[Measurement; SYSTEMS]> {
+) -> anyhow::Result<Vec<Measurement>> {
     let window = sizes.window / sizes.rounds as u32;
     let mut conns = client_side
         .handle
@@ -238,6 +238,10 @@ async fn throughput(
     ];
     let mut grpc_callers: Vec<GrpcClient> = (0..n).map(|_| systems.grpc.clone()).collect();
     let mut rates: [Vec<f64>; SYSTEMS] = Default::default();
+    // From 2 to 12 in flight, also raw TCP on one connection (calls pipelined), measured right
+    // after the other raw baseline in every round.
+    let one_connection = (2..=12).contains(&n);
+    let mut pipelined_rates = Vec::new();
     for round in 0..sizes.rounds {
         cfg.progress.scenario(format!(
             "throughput, {n} in flight, round {} of {}",
@@ -251,6 +255,11 @@ async fn throughput(
                     .handle
                     .spawn(closed_loops(conns, window, raw_call))
                     .await??;
+                if one_connection {
+                    // (Half the window warms up: the same time measured as the others.)
+                    let pipelined = raw_pipelined(systems.raw.addr, n, window / 2);
+                    pipelined_rates.push(client_side.handle.spawn(pipelined).await??);
+                }
             } else if system == GRPC {
                 let loops = std::mem::take(&mut grpc_callers);
                 (rate, grpc_callers) = client_side
@@ -287,8 +296,22 @@ async fn throughput(
     if n >= 4 {
         tonic = tonic.with_target(TONIC_RATE_TARGET);
     }
-    Ok([row(RAW, "raw-tcp"), ours, tls, tonic])
+    let mut rows = vec![row(RAW, "raw-tcp"), ours, tls, tonic];
+    if one_connection {
+        // Its ratio is datacake-rpc's rate over this baseline's, round by round.
+        rows.push(
+            Measurement::new(&scenario, PIPELINED_NAME)
+                .with_ops_per_sec(median(pipelined_rates.clone()))
+                .with_point(PIPELINED_NAME, X_LABEL, n as f64)
+                .with_ratio(paired_ratio(&rates[RPC], &pipelined_rates))
+                .with_target(">= 0.8x: datacake-rpc / this"),
+        );
+    }
+    Ok(rows)
 }
+
+/// The rows of raw TCP with every call in flight on one connection.
+const PIPELINED_NAME: &str = "raw-tcp-1-conn";
 
 /// The cost of a new connection: a fresh channel's first call, plaintext and over TLS (TCP
 /// connect, the TLS handshake with both certificates verified, the HTTP/2 handshake, one
