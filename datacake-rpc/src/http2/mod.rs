@@ -15,6 +15,7 @@ pub(crate) mod hpack;
 mod huffman;
 pub(crate) mod io;
 pub(crate) mod state;
+mod stream;
 
 use std::fmt;
 

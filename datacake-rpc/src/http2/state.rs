@@ -19,8 +19,14 @@ use std::task::Waker;
 use bytes::{Bytes, BytesMut};
 
 use super::frame::{self, Frame, FrameError, Settings, StreamId, MAX_WINDOW};
-use super::head::{self, Fields, Head, RequestHead, ResponseHead};
+use super::head::{self, Fields, Head};
+use super::stream::Stream;
 use super::{hpack, Reason};
+
+pub(crate) use super::stream::Wakeups;
+
+mod client;
+mod server;
 
 /// Which end of the connection this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,137 +90,6 @@ impl Error {
     }
 }
 
-/// One stream.
-#[derive(Debug)]
-struct Stream {
-    /// The peer's head once it arrived (`None` again once taken).
-    head: Option<Head>,
-    head_received: bool,
-    /// Body bytes not yet taken.
-    data: Chunks,
-    /// The peer ended its side (END_STREAM).
-    remote_ended: bool,
-    /// The body length the peer announced, and what arrived so far.
-    expected_len: Option<u64>,
-    received_len: u64,
-    /// The stream failed; every further operation on it reports this.
-    failed: Option<Error>,
-    /// This end ended its side (END_STREAM queued, or the stream was reset).
-    local_ended: bool,
-    /// A server's reply head was sent.
-    responded: bool,
-    /// How much more the peer may send on the stream.
-    recv_window: i64,
-    /// Bytes consumed that are not yet handed back to the peer.
-    released: u32,
-    /// How much more this end may send on the stream.
-    send_window: i64,
-    /// Body bytes waiting for window room, and whether END_STREAM follows them.
-    pending: Chunks,
-    pending_end: bool,
-    /// The caller waiting for the head or for data.
-    reader: Option<Waker>,
-    /// The caller waiting for send capacity.
-    writer: Option<Waker>,
-    /// The caller waiting to learn whether the peer reset the stream.
-    watcher: Option<Waker>,
-    /// Handles still held; at zero the stream is forgotten.
-    handles: u8,
-    /// Counted in `active` (open or half-closed).
-    active: bool,
-}
-
-impl Stream {
-    fn new(recv_window: u32, send_window: i64, handles: u8) -> Self {
-        Stream {
-            head: None,
-            head_received: false,
-            data: Chunks::default(),
-            remote_ended: false,
-            expected_len: None,
-            received_len: 0,
-            failed: None,
-            local_ended: false,
-            responded: false,
-            recv_window: i64::from(recv_window),
-            released: 0,
-            send_window,
-            pending: Chunks::default(),
-            pending_end: false,
-            reader: None,
-            writer: None,
-            watcher: None,
-            handles,
-            active: true,
-        }
-    }
-
-    fn is_closed(&self) -> bool {
-        self.failed.is_some() || (self.remote_ended && self.local_ended && self.pending.is_empty())
-    }
-
-    /// Fails the stream (if it had not failed or finished), waking whoever waits on it.
-    fn fail(&mut self, error: Error, wake: &mut Wakeups) {
-        if self.failed.is_none() && !(self.remote_ended && self.local_ended) {
-            self.failed = Some(error);
-            self.local_ended = true;
-            self.pending.clear();
-        }
-        self.wake_all(wake);
-    }
-
-    fn wake_all(&mut self, wake: &mut Wakeups) {
-        wake.extend(self.reader.take());
-        wake.extend(self.writer.take());
-        wake.extend(self.watcher.take());
-    }
-}
-
-/// Body bytes queued on a stream. Most bodies are one chunk, kept inline; only a second one
-/// allocates.
-#[derive(Debug, Default)]
-struct Chunks {
-    /// The oldest chunk; `None` only when `rest` is empty too.
-    first: Option<Bytes>,
-    rest: VecDeque<Bytes>,
-}
-
-impl Chunks {
-    fn push_back(&mut self, chunk: Bytes) {
-        if self.first.is_none() {
-            self.first = Some(chunk);
-        } else {
-            self.rest.push_back(chunk);
-        }
-    }
-
-    fn pop_front(&mut self) -> Option<Bytes> {
-        let first = self.first.take();
-        if first.is_some() {
-            self.first = self.rest.pop_front();
-        }
-        first
-    }
-
-    fn front_mut(&mut self) -> Option<&mut Bytes> {
-        self.first.as_mut()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.first.is_none()
-    }
-
-    fn clear(&mut self) {
-        self.first = None;
-        self.rest.clear();
-    }
-
-    /// The bytes queued.
-    fn bytes(&self) -> usize {
-        self.first.iter().chain(&self.rest).map(Bytes::len).sum()
-    }
-}
-
 /// A header block being collected from HEADERS and CONTINUATION frames.
 #[derive(Debug)]
 struct PartialBlock {
@@ -227,50 +102,6 @@ struct PartialBlock {
 /// written: far more than a peer that reads needs, small enough that one that does not
 /// cannot grow the connection's memory by asking.
 const MAX_QUEUED_ANSWERS: usize = 64 << 10;
-
-/// Wakers to wake once the state's lock is released: a few kept inline (a frame or a call
-/// usually wakes one or two), any more on the heap.
-#[derive(Default)]
-pub(crate) struct Wakeups {
-    inline: [Option<Waker>; 4],
-    more: Vec<Waker>,
-}
-
-impl Wakeups {
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
-    fn push(&mut self, waker: Waker) {
-        match self.inline.iter_mut().find(|slot| slot.is_none()) {
-            Some(slot) => *slot = Some(waker),
-            None => self.more.push(waker),
-        }
-    }
-
-    fn extend(&mut self, wakers: impl IntoIterator<Item = Waker>) {
-        for waker in wakers {
-            self.push(waker);
-        }
-    }
-
-    fn append(&mut self, wakers: &mut Vec<Waker>) {
-        self.extend(wakers.drain(..));
-    }
-
-    /// Wakes them all.
-    pub(crate) fn wake_all(self) {
-        self.inline.into_iter().flatten().for_each(Waker::wake);
-        self.more.into_iter().for_each(Waker::wake);
-    }
-}
-
-impl std::fmt::Debug for Wakeups {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.inline.iter().flatten().count() + self.more.len();
-        write!(f, "Wakeups({n})")
-    }
-}
 
 /// The state of one connection.
 #[derive(Debug)]
@@ -414,16 +245,6 @@ impl State {
         self.closed.as_ref()
     }
 
-    /// Whether the client's preface arrived (a server's handshake is done); otherwise
-    /// `waker` is woken when it does.
-    pub(crate) fn poll_handshake(&mut self, waker: &Waker) -> bool {
-        if !self.awaiting_preface || self.closed.is_some() {
-            return true;
-        }
-        self.accept_waker = Some(waker.clone());
-        false
-    }
-
     /// Whether any stream is open, or a request waits to be accepted.
     pub(crate) fn has_streams(&self) -> bool {
         self.active > 0 || !self.accepted.is_empty()
@@ -434,117 +255,6 @@ impl State {
     pub(crate) fn is_finished(&self) -> bool {
         let closing = self.goaway_sent.is_some() || self.peer_leaving || self.retired;
         self.closed.is_some() || (closing && !self.has_streams())
-    }
-
-    /// A client takes no new calls on the connection: it ends once its streams have.
-    pub(crate) fn retire(&mut self) {
-        self.retired = true;
-    }
-
-    /// Opens a stream for a request (a client's): `Ok(None)` when the server's stream limit
-    /// is reached (`waker` is woken when a stream closes). The stream starts with one
-    /// handle, its reply's.
-    pub(crate) fn open(
-        &mut self,
-        authority: &str,
-        path: &str,
-        headers: &http::HeaderMap,
-        end_stream: bool,
-        waker: &Waker,
-    ) -> Result<Option<StreamId>, Error> {
-        if let Some(error) = &self.closed {
-            return Err(error.clone());
-        }
-        if self.going_away.is_some() || self.retired || self.next_id > MAX_WINDOW {
-            return Err(Error::NotProcessed);
-        }
-        if self.active >= self.peer_max_streams {
-            if !self.waiting_to_open.iter().any(|w| w.will_wake(waker)) {
-                self.waiting_to_open.push(waker.clone());
-            }
-            return Ok(None);
-        }
-        let id = StreamId(self.next_id);
-        self.next_id += 2;
-        let mut block = std::mem::take(&mut self.block);
-        block.clear();
-        self.encoder.begin(&mut block);
-        hpack::encode_field(&mut block, b":method", b"POST");
-        hpack::encode_field(&mut block, b":scheme", b"http");
-        // Every call on the connection repeats these: indexed after the first.
-        self.encoder
-            .encode_indexed(&mut block, b":authority", authority.as_bytes());
-        self.encoder
-            .encode_indexed(&mut block, b":path", path.as_bytes());
-        encode_headers(&mut block, headers);
-        frame::encode_headers(
-            &mut self.scratch,
-            id,
-            &block,
-            end_stream,
-            self.peer_max_frame,
-        );
-        self.block = block;
-        self.active += 1;
-        let mut stream = Stream::new(self.config.stream_window, self.peer_initial_window, 1);
-        stream.local_ended = end_stream;
-        self.streams.insert(id.0, stream);
-        Ok(Some(id))
-    }
-
-    /// The next request taken (a server's), with two handles on its stream: its body's and
-    /// its reply's. Otherwise `waker` is woken when one arrives.
-    pub(crate) fn poll_accept(&mut self, waker: &Waker) -> Option<(StreamId, RequestHead)> {
-        while let Some(id) = self.accepted.pop_front() {
-            let Some(stream) = self.streams.get_mut(&id.0) else {
-                continue;
-            };
-            let head = stream.head.take();
-            if stream.failed.is_some() {
-                // Reset by the client before it was taken: nothing to serve.
-                self.deactivate(id, &mut Wakeups::new());
-                continue;
-            }
-            if let Some(Head::Request(head)) = head {
-                stream.handles += 2;
-                return Some((id, head));
-            }
-        }
-        self.accept_waker = Some(waker.clone());
-        None
-    }
-
-    /// Queues a reply's head on `id` (a server's), ending the stream with it when
-    /// `end_stream`.
-    pub(crate) fn respond(
-        &mut self,
-        id: StreamId,
-        status: http::StatusCode,
-        headers: &http::HeaderMap,
-        end_stream: bool,
-        wake: &mut Wakeups,
-    ) -> Result<(), Error> {
-        let peer_max_frame = self.peer_max_frame;
-        let stream = self.stream_mut(id)?;
-        if let Some(error) = &stream.failed {
-            return Err(error.clone());
-        }
-        if stream.responded {
-            return Err(Error::Closed("the reply was already sent".into()));
-        }
-        stream.responded = true;
-        stream.local_ended = end_stream;
-        let mut block = std::mem::take(&mut self.block);
-        block.clear();
-        self.encoder.begin(&mut block);
-        hpack::encode_field(&mut block, b":status", status.as_str().as_bytes());
-        encode_headers(&mut block, headers);
-        frame::encode_headers(&mut self.scratch, id, &block, end_stream, peer_max_frame);
-        self.block = block;
-        if end_stream {
-            self.deactivate(id, wake);
-        }
-        Ok(())
     }
 
     /// Adds a handle to `id` (an upload beside a reply).
@@ -642,43 +352,6 @@ impl State {
         self.deactivate(id, wake);
     }
 
-    /// The peer's error if it reset `id` (or the connection failed); otherwise `waker` is
-    /// woken when that happens. Never ready for a stream that ended well.
-    pub(crate) fn poll_reset(&mut self, id: StreamId, waker: &Waker) -> Option<Error> {
-        let closed = self.closed.clone();
-        let Some(stream) = self.streams.get_mut(&id.0) else {
-            return closed;
-        };
-        match &stream.failed {
-            Some(error) => Some(error.clone()),
-            None => {
-                stream.watcher = Some(waker.clone());
-                None
-            }
-        }
-    }
-
-    /// The reply's head (a client's), once it arrived; otherwise `waker` is woken when it
-    /// does.
-    pub(crate) fn poll_response(
-        &mut self,
-        id: StreamId,
-        waker: &Waker,
-    ) -> Option<Result<ResponseHead, Error>> {
-        let stream = match self.stream_mut(id) {
-            Ok(stream) => stream,
-            Err(e) => return Some(Err(e)),
-        };
-        if let Some(Head::Response(head)) = stream.head.take() {
-            return Some(Ok(head));
-        }
-        if let Some(error) = &stream.failed {
-            return Some(Err(error.clone()));
-        }
-        stream.reader = Some(waker.clone());
-        None
-    }
-
     /// The next piece of the peer's body and whether it is the last (`Some(Ok(None))` at
     /// the end), handing its bytes back to the peer's windows; otherwise `waker` is woken
     /// when more arrives.
@@ -751,22 +424,6 @@ impl State {
         None
     }
 
-    /// A server's graceful close: GOAWAY naming the last stream taken; streams the client
-    /// opens after it are refused, those taken finish.
-    pub(crate) fn go_away(&mut self, wake: &mut Wakeups) {
-        if self.goaway_sent.is_some() || self.closed.is_some() {
-            return;
-        }
-        self.goaway_sent = Some(self.last_peer_id);
-        frame::encode_goaway(
-            &mut self.scratch,
-            StreamId(self.last_peer_id),
-            Reason::NO_ERROR,
-            b"",
-        );
-        wake.extend(self.accept_waker.take());
-    }
-
     /// Ends the connection: every stream not yet ended by the peer fails with `error` (a
     /// client's streams the server never saw, as [`Error::NotProcessed`]) and every waiting
     /// caller is woken.
@@ -805,11 +462,6 @@ impl State {
     /// Whether the connection was given up (see [`abandon`](Self::abandon)).
     pub(crate) fn is_abandoned(&self) -> bool {
         self.abandoned
-    }
-
-    /// How many requests the peer opened so far (a server's).
-    pub(crate) fn requests_opened(&self) -> u32 {
-        self.last_peer_id.div_ceil(2)
     }
 
     /// Closes the connection because the peer broke the protocol: GOAWAY with `reason`.
@@ -1134,55 +786,6 @@ impl State {
         }
     }
 
-    /// A new stream from the client (a server's): taken, refused, or answered with 431.
-    fn on_request(&mut self, id: StreamId, end_stream: bool, fields: Fields, wake: &mut Wakeups) {
-        if id.0.is_multiple_of(2) {
-            return self.fail_connection(
-                Reason::PROTOCOL_ERROR,
-                "a client opened an even-numbered stream",
-                wake,
-            );
-        }
-        self.last_peer_id = id.0;
-        let refused = self.goaway_sent.is_some_and(|last| id.0 > last)
-            || self.active >= self.config.max_concurrent_streams;
-        if refused {
-            frame::encode_rst_stream(&mut self.scratch, id, Reason::REFUSED_STREAM);
-            return self.answered(frame::HEADER_LEN + 4, wake);
-        }
-        let too_large = fields.is_too_large();
-        let (head, length) = match fields.into_request() {
-            Ok(request) => request,
-            Err(_) if too_large => {
-                // 431, and the client may stop sending the request (RFC 9113 §8.1).
-                let mut block = BytesMut::new();
-                hpack::encode_field(&mut block, b":status", b"431");
-                frame::encode_headers(&mut self.scratch, id, &block, true, self.peer_max_frame);
-                if !end_stream {
-                    frame::encode_rst_stream(&mut self.scratch, id, Reason::NO_ERROR);
-                }
-                return self.answered(frame::HEADER_LEN * 2 + 8, wake);
-            }
-            Err(_) => {
-                frame::encode_rst_stream(&mut self.scratch, id, Reason::PROTOCOL_ERROR);
-                return self.answered(frame::HEADER_LEN + 4, wake);
-            }
-        };
-        if end_stream && length.is_some_and(|n| n != 0) {
-            frame::encode_rst_stream(&mut self.scratch, id, Reason::PROTOCOL_ERROR);
-            return self.answered(frame::HEADER_LEN + 4, wake);
-        }
-        let mut stream = Stream::new(self.config.stream_window, self.peer_initial_window, 0);
-        stream.head = Some(Head::Request(head));
-        stream.head_received = true;
-        stream.remote_ended = end_stream;
-        stream.expected_len = length;
-        self.streams.insert(id.0, stream);
-        self.active += 1;
-        self.accepted.push_back(id);
-        wake.extend(self.accept_waker.take());
-    }
-
     fn on_settings(&mut self, settings: Settings, wake: &mut Wakeups) {
         if self.config.role == Role::Client && settings.enable_push == Some(true) {
             return self.fail_connection(Reason::PROTOCOL_ERROR, "a server enabled push", wake);
@@ -1437,5 +1040,4 @@ fn push_data(
 }
 
 #[cfg(test)]
-#[path = "state_tests.rs"]
 mod tests;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::task::Wake;
 
 use super::*;
+use crate::http2::head::{RequestHead, ResponseHead};
 
 const CONFIG: Config = Config {
     role: Role::Client,
