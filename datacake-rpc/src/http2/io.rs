@@ -185,7 +185,11 @@ impl<I: Io> Driver<I> {
                 Ok(n) => {
                     // SAFETY: `poll_read` initialised the first `n` bytes of the spare room.
                     unsafe { read.set_len(read.len() + n) };
-                    self.state.lock().receive(read, &mut wake);
+                    if !self.state.lock().receive(read, &mut wake) {
+                        // The connection failed: nothing more is read (what the peer still
+                        // sends would only pile up), the GOAWAY still goes out.
+                        socket.eof = true;
+                    }
                 }
                 Err(e) => {
                     socket.eof = true;

@@ -1012,6 +1012,12 @@ impl State {
 /// Appends a message's regular headers to a header block.
 fn encode_headers(block: &mut BytesMut, headers: &http::HeaderMap) {
     for (name, value) in headers {
+        if head::is_connection_specific(name, value.as_bytes()) {
+            // HTTP/2 forbids them (a handler's reply header, say): the peer would refuse the
+            // whole message.
+            tracing::debug!(header = %name, "dropping a header HTTP/2 does not allow");
+            continue;
+        }
         if value.is_sensitive() {
             hpack::encode_sensitive(block, name.as_str().as_bytes(), value.as_bytes());
         } else {

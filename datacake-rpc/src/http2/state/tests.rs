@@ -960,3 +960,26 @@ fn a_retired_connection_ends_with_its_last_stream() {
         "its reply is still there"
     );
 }
+
+#[test]
+fn headers_http2_forbids_are_not_sent() {
+    let mut state = server(SERVER);
+    assert!(receive(&mut state, request(1, "/a", &[], true)));
+    let (id, _) = accept(&mut state).unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("connection", http::HeaderValue::from_static("close"));
+    headers.insert("x-kept", http::HeaderValue::from_static("1"));
+    let mut wakeups = Wakeups::new();
+    state
+        .respond(id, http::StatusCode::OK, &headers, true, &mut wakeups)
+        .unwrap();
+    let frames = sent(&mut state);
+    let [Frame::Headers { block, .. }] = &frames[..] else {
+        panic!("{frames:?}")
+    };
+    let mut names = Vec::new();
+    hpack::Decoder::new(4096)
+        .decode(block, 1 << 16, |n, _| names.push(n.to_vec()))
+        .unwrap();
+    assert_eq!(names, [b":status".to_vec(), b"x-kept".to_vec()]);
+}
