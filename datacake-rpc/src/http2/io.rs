@@ -502,7 +502,18 @@ impl Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.with(|state, id, wake| state.release(id, wake));
+        // A drop can run anywhere (a runtime shutting down, a simulation tearing down): the
+        // reset it may queue is left to the driver, never written from here.
+        let mut wake = Wakeups::new();
+        let output = {
+            let mut state = self.link.state().lock();
+            state.release(self.id, &mut wake);
+            state.has_output()
+        };
+        wake.wake_all();
+        if output {
+            self.link.wake_driver();
+        }
     }
 }
 
