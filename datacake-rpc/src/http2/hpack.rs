@@ -802,15 +802,8 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http2::hex;
     use proptest::prelude::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        digits
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-            .collect()
-    }
 
     type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 

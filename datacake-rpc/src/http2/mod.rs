@@ -72,3 +72,13 @@ impl fmt::Display for Reason {
         fmt::Debug::fmt(self, f)
     }
 }
+
+/// The bytes a hex string (whitespace ignored) stands for, as the RFCs print them.
+#[cfg(test)]
+fn hex(s: &str) -> Vec<u8> {
+    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    digits
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+        .collect()
+}

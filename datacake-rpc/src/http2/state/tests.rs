@@ -393,8 +393,8 @@ fn a_shrinking_initial_window_holds_data_back() {
     assert_eq!(state.unsent(id), 3);
 }
 
-#[test]
-fn data_past_a_window_is_refused() {
+/// A client with an 8-byte stream window, and the head of a reply on its first stream.
+fn small_windows_with_a_reply() -> (State, StreamId) {
     let small = Config {
         stream_window: 8,
         connection_window: 65_535,
@@ -406,6 +406,12 @@ fn data_past_a_window_is_refused() {
         &mut state,
         reply_head(1, &[(":status", "200")], false)
     ));
+    (state, id)
+}
+
+#[test]
+fn data_past_a_window_is_refused() {
+    let (mut state, id) = small_windows_with_a_reply();
     assert!(receive(&mut state, data(1, b"0123456789", false)));
     let _ = head(&mut state, id);
     assert!(matches!(
@@ -420,12 +426,7 @@ fn data_past_a_window_is_refused() {
         }]
     ));
     // The connection window counts every byte, whatever the stream.
-    let mut state = client(small);
-    let id = open(&mut state, true);
-    assert!(receive(
-        &mut state,
-        reply_head(1, &[(":status", "200")], false)
-    ));
+    let (mut state, id) = small_windows_with_a_reply();
     assert!(head(&mut state, id).unwrap().is_ok());
     let big = vec![0u8; 70_000];
     assert!(!receive(&mut state, data(1, &big, false)));
@@ -444,17 +445,7 @@ fn data_past_a_window_is_refused() {
 
 #[test]
 fn bytes_read_go_back_to_the_server_as_window_updates() {
-    let small = Config {
-        stream_window: 8,
-        connection_window: 65_535,
-        ..CONFIG
-    };
-    let mut state = client(small);
-    let id = open(&mut state, true);
-    assert!(receive(
-        &mut state,
-        reply_head(1, &[(":status", "200")], false)
-    ));
+    let (mut state, id) = small_windows_with_a_reply();
     assert!(receive(&mut state, data(1, b"0123", false)));
     let _ = head(&mut state, id);
     assert!(
