@@ -211,7 +211,7 @@ impl<Svc: RpcService> RpcClient<Svc> {
     }
 }
 
-/// A successful reply: the reply view (a validated [`DataView`](crate::DataView), or a
+/// A successful reply: the reply view (a validated [`DataView`], or a
 /// [`Body`]) and the reply's headers. Derefs to the view.
 pub struct Response<T> {
     inner: T,
@@ -249,7 +249,7 @@ impl<T> DerefMut for Response<T> {
     }
 }
 
-/// A reply equals a message when its view does (see [`DataView`](crate::DataView)'s
+/// A reply equals a message when its view does (see [`DataView`]'s
 /// `PartialEq<T>`), so a reply is compared with the value expected without unwrapping it:
 /// `assert_eq!(client.send(&msg).await?, 5)`.
 impl<T> PartialEq<T> for Response<DataView<T>>
