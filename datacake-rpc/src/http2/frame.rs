@@ -108,10 +108,6 @@ impl StreamId {
     pub(crate) const ZERO: StreamId = StreamId(0);
 
     /// Whether a client opened this stream (client streams are odd, §5.1.1).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "for the server's connection, not written yet")
-    )]
     pub(crate) fn is_client_initiated(self) -> bool {
         self.0 & 1 == 1
     }

@@ -622,8 +622,8 @@ impl State {
             return true;
         }
         let never_opened = match self.config.role {
-            Role::Client => id.0.is_multiple_of(2) || id.0 >= self.next_id,
-            Role::Server => id.0.is_multiple_of(2) || id.0 > self.last_peer_id,
+            Role::Client => !id.is_client_initiated() || id.0 >= self.next_id,
+            Role::Server => !id.is_client_initiated() || id.0 > self.last_peer_id,
         };
         if never_opened {
             self.fail_connection(

@@ -122,7 +122,7 @@ impl State {
         fields: Fields,
         wake: &mut Wakeups,
     ) {
-        if id.0.is_multiple_of(2) {
+        if !id.is_client_initiated() {
             return self.fail_connection(
                 Reason::PROTOCOL_ERROR,
                 "a client opened an even-numbered stream",
