@@ -31,8 +31,16 @@ async fn a_node_joining_after_writes_catches_up() {
     wait_converged("late node catches up on ks", &nodes, "ks").await;
     wait_converged("late node catches up on other", &nodes, "other").await;
     assert_eq!(nodes[2].storage.len("ks"), 450);
+    // A repair counts what it applied once the apply returns, just after the documents
+    // became visible: wait for the count rather than read it at once.
+    let late = &nodes[2];
+    test_helper::wait_for(
+        "the late node counts what it repaired",
+        CONVERGE,
+        || async { late.store.statistics().keys_repaired >= 501 },
+    )
+    .await;
     let stats = nodes[2].store.statistics();
-    assert!(stats.keys_repaired >= 501, "{stats:?}");
     assert!(
         stats.repairs_run >= 1 && stats.repair_bytes_received > 0,
         "{stats:?}"
@@ -115,6 +123,13 @@ async fn repair_ships_only_what_differs() {
         "the second node takes the 10 missing documents",
         &nodes,
         "ks",
+    )
+    .await;
+    let second = &nodes[1];
+    test_helper::wait_for(
+        "the second node counts what it repaired",
+        CONVERGE,
+        || async { second.store.statistics().keys_repaired >= 10 },
     )
     .await;
     let stats = nodes[1].store.statistics();

@@ -32,6 +32,12 @@ async fn all_writes_are_visible_everywhere_on_return() {
         );
     }
     for node in &nodes[1..] {
+        // (Counted just after the documents became visible: wait for the count.)
+        test_helper::wait_for("every document counted", CONVERGE, || async {
+            let stats = node.store.statistics();
+            stats.replicated + stats.keys_repaired >= 49
+        })
+        .await;
         let stats = node.store.statistics();
         // Each document arrived once: by the write fan-out, or by a repair round that won
         // the race.
