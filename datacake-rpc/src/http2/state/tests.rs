@@ -72,6 +72,12 @@ fn receive(state: &mut State, bytes: BytesMut) -> bool {
     open
 }
 
+fn settings_frame(settings: Settings) -> BytesMut {
+    let mut out = BytesMut::new();
+    frame::encode_settings(&mut out, &settings);
+    out
+}
+
 fn head_block(fields: &[(&str, &str)]) -> BytesMut {
     let mut block = BytesMut::new();
     for (name, value) in fields {
@@ -313,14 +319,10 @@ fn informational_heads_are_skipped() {
 #[test]
 fn the_servers_stream_limit_holds_callers_back_until_a_stream_closes() {
     let mut state = client(CONFIG);
-    let mut settings = BytesMut::new();
-    frame::encode_settings(
-        &mut settings,
-        &Settings {
-            max_concurrent_streams: Some(1),
-            ..Settings::default()
-        },
-    );
+    let settings = settings_frame(Settings {
+        max_concurrent_streams: Some(1),
+        ..Settings::default()
+    });
     assert!(receive(&mut state, settings));
     assert!(matches!(sent(&mut state)[..], [Frame::SettingsAck]));
     let first = open(&mut state, true);
@@ -343,14 +345,10 @@ fn the_servers_stream_limit_holds_callers_back_until_a_stream_closes() {
 #[test]
 fn a_body_leaves_as_the_servers_windows_allow() {
     let mut state = client(CONFIG);
-    let mut settings = BytesMut::new();
-    frame::encode_settings(
-        &mut settings,
-        &Settings {
-            initial_window_size: Some(4),
-            ..Settings::default()
-        },
-    );
+    let settings = settings_frame(Settings {
+        initial_window_size: Some(4),
+        ..Settings::default()
+    });
     assert!(receive(&mut state, settings));
     let id = open(&mut state, false);
     send(&mut state, id, b"0123456789", true);
@@ -378,14 +376,10 @@ fn a_body_leaves_as_the_servers_windows_allow() {
 fn a_shrinking_initial_window_holds_data_back() {
     let mut state = client(CONFIG);
     let id = open(&mut state, false);
-    let mut settings = BytesMut::new();
-    frame::encode_settings(
-        &mut settings,
-        &Settings {
-            initial_window_size: Some(0),
-            ..Settings::default()
-        },
-    );
+    let settings = settings_frame(Settings {
+        initial_window_size: Some(0),
+        ..Settings::default()
+    });
     assert!(receive(&mut state, settings));
     send(&mut state, id, b"abc", true);
     let frames = sent(&mut state);
