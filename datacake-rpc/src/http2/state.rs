@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::frame::{self, Frame, FrameError, Settings, StreamId, MAX_WINDOW};
 use super::head::{self, Fields, Head};
-use super::stream::Stream;
+use super::stream::{contradicts_length, Stream, LENGTH_CONTRADICTED};
 use super::{hpack, Reason};
 
 pub(crate) use super::stream::Wakeups;
@@ -679,17 +679,8 @@ impl State {
             );
         }
         stream.received_len += payload.len() as u64;
-        let short = end_stream
-            && stream
-                .expected_len
-                .is_some_and(|n| n != stream.received_len);
-        if short || stream.expected_len.is_some_and(|n| stream.received_len > n) {
-            return self.fail_stream(
-                id,
-                Reason::PROTOCOL_ERROR,
-                "a body that contradicts its content-length",
-                wake,
-            );
+        if contradicts_length(stream.expected_len, stream.received_len, end_stream) {
+            return self.fail_stream(id, Reason::PROTOCOL_ERROR, LENGTH_CONTRADICTED, wake);
         }
         if !payload.is_empty() {
             stream.data.push_back(payload);
@@ -747,12 +738,8 @@ impl State {
             if let Err(what) = fields.check_trailers() {
                 return self.fail_stream(id, Reason::PROTOCOL_ERROR, what, wake);
             }
-            let short = stream
-                .expected_len
-                .is_some_and(|n| n != stream.received_len);
-            if short {
-                let what = "a body that contradicts its content-length";
-                return self.fail_stream(id, Reason::PROTOCOL_ERROR, what, wake);
+            if contradicts_length(stream.expected_len, stream.received_len, true) {
+                return self.fail_stream(id, Reason::PROTOCOL_ERROR, LENGTH_CONTRADICTED, wake);
             }
             stream.remote_ended = true;
             wake.extend(stream.reader.take());
@@ -773,9 +760,8 @@ impl State {
             Ok(length) => stream.expected_len = length,
             Err(what) => return self.fail_stream(id, Reason::PROTOCOL_ERROR, what, wake),
         }
-        if end_stream && stream.expected_len.is_some_and(|n| n != 0) {
-            let what = "a body that contradicts its content-length";
-            return self.fail_stream(id, Reason::PROTOCOL_ERROR, what, wake);
+        if contradicts_length(stream.expected_len, 0, end_stream) {
+            return self.fail_stream(id, Reason::PROTOCOL_ERROR, LENGTH_CONTRADICTED, wake);
         }
         stream.head = Some(Head::Response(head));
         stream.head_received = true;
@@ -958,6 +944,36 @@ impl State {
         self.closed
             .clone()
             .unwrap_or_else(|| Error::Closed("the stream is gone".into()))
+    }
+
+    /// Frames a message head on `id`: its block is built in the kept buffer, starting with the
+    /// table size updates the peer is owed, then `fields` (which may index into the peer's
+    /// table through the encoder).
+    fn queue_head(
+        &mut self,
+        id: StreamId,
+        end_stream: bool,
+        fields: impl FnOnce(&mut hpack::Encoder, &mut BytesMut),
+    ) {
+        let mut block = std::mem::take(&mut self.block);
+        block.clear();
+        self.encoder.begin(&mut block);
+        fields(&mut self.encoder, &mut block);
+        frame::encode_headers(
+            &mut self.scratch,
+            id,
+            &block,
+            end_stream,
+            self.peer_max_frame,
+        );
+        self.block = block;
+    }
+
+    /// Resets a stream the peer opened without taking it (RST_STREAM with `reason`), counted
+    /// as an answer the peer asked for.
+    fn refuse(&mut self, id: StreamId, reason: Reason, wake: &mut Wakeups) {
+        frame::encode_rst_stream(&mut self.scratch, id, reason);
+        self.answered(frame::HEADER_LEN + 4, wake);
     }
 
     /// Fails `id` because the peer broke the protocol on it: RST_STREAM with `reason`.

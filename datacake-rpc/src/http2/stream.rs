@@ -95,6 +95,15 @@ impl Stream {
     }
 }
 
+/// What a stream reset for [`contradicts_length`] says.
+pub(super) const LENGTH_CONTRADICTED: &str = "a body that contradicts its content-length";
+
+/// Whether `received` body bytes contradict the length the head announced (RFC 9113
+/// §8.1.1): more than it, or, once the body `ended`, other than it.
+pub(super) fn contradicts_length(announced: Option<u64>, received: u64, ended: bool) -> bool {
+    announced.is_some_and(|n| received > n || (ended && received != n))
+}
+
 /// Body bytes queued on a stream. Most bodies are one chunk, kept inline; only a second one
 /// allocates.
 #[derive(Debug, Default)]

@@ -3,7 +3,7 @@
 
 use std::task::Waker;
 
-use super::super::frame::{self, StreamId, MAX_WINDOW};
+use super::super::frame::{StreamId, MAX_WINDOW};
 use super::super::head::{Head, ResponseHead};
 use super::super::hpack;
 use super::super::stream::Stream;
@@ -40,25 +40,14 @@ impl State {
         }
         let id = StreamId(self.next_id);
         self.next_id += 2;
-        let mut block = std::mem::take(&mut self.block);
-        block.clear();
-        self.encoder.begin(&mut block);
-        hpack::encode_field(&mut block, b":method", b"POST");
-        hpack::encode_field(&mut block, b":scheme", b"http");
-        // Every call on the connection repeats these: indexed after the first.
-        self.encoder
-            .encode_indexed(&mut block, b":authority", authority.as_bytes());
-        self.encoder
-            .encode_indexed(&mut block, b":path", path.as_bytes());
-        encode_headers(&mut block, headers);
-        frame::encode_headers(
-            &mut self.scratch,
-            id,
-            &block,
-            end_stream,
-            self.peer_max_frame,
-        );
-        self.block = block;
+        self.queue_head(id, end_stream, |encoder, block| {
+            hpack::encode_field(block, b":method", b"POST");
+            hpack::encode_field(block, b":scheme", b"http");
+            // Every call on the connection repeats these: indexed after the first.
+            encoder.encode_indexed(block, b":authority", authority.as_bytes());
+            encoder.encode_indexed(block, b":path", path.as_bytes());
+            encode_headers(block, headers);
+        });
         self.active += 1;
         let mut stream = Stream::new(self.config.stream_window, self.peer_initial_window, 1);
         stream.local_ended = end_stream;

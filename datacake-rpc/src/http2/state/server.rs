@@ -3,11 +3,9 @@
 
 use std::task::Waker;
 
-use bytes::BytesMut;
-
 use super::super::frame::{self, StreamId};
 use super::super::head::{Fields, Head, RequestHead};
-use super::super::stream::{Stream, Wakeups};
+use super::super::stream::{contradicts_length, Stream, Wakeups};
 use super::super::{hpack, Reason};
 use super::{encode_headers, Error, State};
 
@@ -59,7 +57,6 @@ impl State {
         end_stream: bool,
         wake: &mut Wakeups,
     ) -> Result<(), Error> {
-        let peer_max_frame = self.peer_max_frame;
         let stream = self.stream_mut(id)?;
         if let Some(error) = &stream.failed {
             return Err(error.clone());
@@ -69,13 +66,10 @@ impl State {
         }
         stream.responded = true;
         stream.local_ended = end_stream;
-        let mut block = std::mem::take(&mut self.block);
-        block.clear();
-        self.encoder.begin(&mut block);
-        hpack::encode_field(&mut block, b":status", status.as_str().as_bytes());
-        encode_headers(&mut block, headers);
-        frame::encode_headers(&mut self.scratch, id, &block, end_stream, peer_max_frame);
-        self.block = block;
+        self.queue_head(id, end_stream, |_, block| {
+            hpack::encode_field(block, b":status", status.as_str().as_bytes());
+            encode_headers(block, headers);
+        });
         if end_stream {
             self.deactivate(id, wake);
         }
@@ -133,30 +127,25 @@ impl State {
         let refused = self.goaway_sent.is_some_and(|last| id.0 > last)
             || self.active >= self.config.max_concurrent_streams;
         if refused {
-            frame::encode_rst_stream(&mut self.scratch, id, Reason::REFUSED_STREAM);
-            return self.answered(frame::HEADER_LEN + 4, wake);
+            return self.refuse(id, Reason::REFUSED_STREAM, wake);
         }
         let too_large = fields.is_too_large();
         let (head, length) = match fields.into_request() {
             Ok(request) => request,
             Err(_) if too_large => {
                 // 431, and the client may stop sending the request (RFC 9113 §8.1).
-                let mut block = BytesMut::new();
-                hpack::encode_field(&mut block, b":status", b"431");
-                frame::encode_headers(&mut self.scratch, id, &block, true, self.peer_max_frame);
+                self.queue_head(id, true, |_, block| {
+                    hpack::encode_field(block, b":status", b"431");
+                });
                 if !end_stream {
                     frame::encode_rst_stream(&mut self.scratch, id, Reason::NO_ERROR);
                 }
                 return self.answered(frame::HEADER_LEN * 2 + 8, wake);
             }
-            Err(_) => {
-                frame::encode_rst_stream(&mut self.scratch, id, Reason::PROTOCOL_ERROR);
-                return self.answered(frame::HEADER_LEN + 4, wake);
-            }
+            Err(_) => return self.refuse(id, Reason::PROTOCOL_ERROR, wake),
         };
-        if end_stream && length.is_some_and(|n| n != 0) {
-            frame::encode_rst_stream(&mut self.scratch, id, Reason::PROTOCOL_ERROR);
-            return self.answered(frame::HEADER_LEN + 4, wake);
+        if contradicts_length(length, 0, end_stream) {
+            return self.refuse(id, Reason::PROTOCOL_ERROR, wake);
         }
         let mut stream = Stream::new(self.config.stream_window, self.peer_initial_window, 0);
         stream.head = Some(Head::Request(head));
