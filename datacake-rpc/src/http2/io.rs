@@ -106,12 +106,8 @@ impl<I: Io> Driver<I> {
         struct CloseOnDrop<'a, I>(&'a Driver<I>);
         impl<I> Drop for CloseOnDrop<'_, I> {
             fn drop(&mut self) {
-                let mut wake = Wakeups::new();
                 self.0
-                    .state
-                    .lock()
-                    .close(Error::Closed("the connection was closed".into()), &mut wake);
-                wake.wake_all();
+                    .close(Error::Closed("the connection was closed".into()));
                 // Handles may outlive the driver (a handler still running, a channel's
                 // slot): the socket goes now, so the peer sees the connection end.
                 drop(self.0.socket.lock().take());
@@ -179,7 +175,7 @@ impl<I: Io> Driver<I> {
             match outcome {
                 Ok(0) => {
                     socket.eof = true;
-                    let error = Error::Closed("the server closed the connection".into());
+                    let error = Error::Closed("the peer closed the connection".into());
                     self.state.lock().close(error, &mut wake);
                 }
                 Ok(n) => {
@@ -226,12 +222,9 @@ impl<I: Io> Driver<I> {
             match written {
                 Poll::Pending => return,
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                    let mut wake = Wakeups::new();
-                    let error = Error::Closed("writing to the server failed".into());
-                    self.state.lock().close(error, &mut wake);
+                    self.close(Error::Closed("writing to the peer failed".into()));
                     write.clear();
                     socket.eof = true;
-                    wake.wake_all();
                     return;
                 }
                 Poll::Ready(Ok(mut n)) => {
@@ -255,14 +248,31 @@ impl<I: Io> Driver<I> {
     /// Writes what is queued now, from the driver's own task (a server answering a burst of
     /// requests in parts).
     pub(crate) fn flush(&self) {
-        let Some(waker) = self.waker.lock().clone() else {
-            return;
-        };
-        if let Some(mut socket) = self.socket.try_lock() {
-            if let Some(socket) = socket.as_mut() {
-                self.write(socket, &mut Context::from_waker(&waker));
-            }
+        if let Some(waker) = self.waker.lock().clone() {
+            self.write_now(&waker);
         }
+    }
+
+    /// Writes what is queued, outside the driver's turn, registering `waker` (the driver's)
+    /// for what the socket does not take; `false` if the socket is busy (the driver is
+    /// polling it on another thread).
+    fn write_now(&self, waker: &Waker) -> bool {
+        let Some(mut socket) = self.socket.try_lock() else {
+            return false;
+        };
+        if let Some(socket) = socket.as_mut() {
+            self.write(socket, &mut Context::from_waker(waker));
+        }
+        true
+    }
+}
+
+impl<I> Driver<I> {
+    /// Closes the connection's state with `error`, waking whoever waited on it.
+    fn close(&self, error: Error) {
+        let mut wake = Wakeups::new();
+        self.state.lock().close(error, &mut wake);
+        wake.wake_all();
     }
 }
 
@@ -281,15 +291,10 @@ impl<I: Io> Link for Driver<I> {
         let Some(waker) = self.waker.lock().clone() else {
             return;
         };
-        if !self.turn_taken.swap(true, Ordering::Relaxed) {
-            // The first caller since the driver's turn writes at once (if the driver is not
-            // busy on another thread), registering the driver's waker for what stays.
-            if let Some(mut socket) = self.socket.try_lock() {
-                if let Some(socket) = socket.as_mut() {
-                    self.write(socket, &mut Context::from_waker(&waker));
-                }
-                return;
-            }
+        // The first caller since the driver's turn writes at once (if the driver is not busy
+        // on another thread).
+        if !self.turn_taken.swap(true, Ordering::Relaxed) && self.write_now(&waker) {
+            return;
         }
         waker.wake();
     }
@@ -407,10 +412,7 @@ impl Accepting {
         let mut state = self.link.state().lock();
         if let Some((id, head)) = state.poll_accept(cx.waker()) {
             drop(state);
-            let body = RecvBody {
-                handle: Handle::new(self.link.clone(), id),
-                ended: false,
-            };
+            let body = RecvBody::new(Handle::new(self.link.clone(), id));
             let responder = Responder {
                 handle: Handle::new(self.link.clone(), id),
             };
@@ -537,13 +539,7 @@ impl Future for ReplyFuture {
             Some(Err(e)) => Poll::Ready(Err(e)),
             Some(Ok(head)) => {
                 let handle = self.handle.take().expect("checked");
-                Poll::Ready(Ok((
-                    head,
-                    RecvBody {
-                        handle,
-                        ended: false,
-                    },
-                )))
+                Poll::Ready(Ok((head, RecvBody::new(handle))))
             }
         }
     }
@@ -557,6 +553,13 @@ pub(crate) struct RecvBody {
 }
 
 impl RecvBody {
+    fn new(handle: Handle) -> Self {
+        Self {
+            handle,
+            ended: false,
+        }
+    }
+
     /// The next piece of the body, `None` at its end.
     pub(crate) fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
         if self.ended {
