@@ -965,3 +965,28 @@ fn headers_http2_forbids_are_not_sent() {
     let names: Vec<String> = decoded(block).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, [":status", "x-kept"]);
 }
+
+#[test]
+fn a_431_carries_the_table_size_update_the_peer_is_owed() {
+    let mut state = server(Config {
+        max_header_list_size: 200,
+        ..SERVER
+    });
+    let lowered = settings_frame(Settings {
+        header_table_size: Some(0),
+        ..Settings::default()
+    });
+    assert!(receive(&mut state, lowered));
+    sent(&mut state);
+    let big = "x".repeat(300);
+    assert!(receive(
+        &mut state,
+        request(1, "/a", &[("x-big", &big)], true)
+    ));
+    let frames = sent(&mut state);
+    let [Frame::Headers { block, .. }] = &frames[..] else {
+        panic!("{frames:?}")
+    };
+    assert_eq!(block[0], 0x20, "a size update to 0 starts the block");
+    assert_eq!(decoded(block), owned(&[(":status", "431")]));
+}
