@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use tracing::debug;
 
 use crate::connection::{self, pipe, Probe};
+use crate::http2::head;
 use crate::http2::io::{Client, Driver};
 use crate::http2::state::{Config, Role};
 use crate::net::{self, Io, Transport, CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
@@ -215,15 +216,8 @@ impl Channel {
 /// Refuses request headers HTTP/2 forbids (RFC 9113 §8.2.2): connection-specific ones, and
 /// `te` other than `trailers`.
 fn check_request_headers(headers: &http::HeaderMap) -> Result<(), Status> {
-    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
     for (name, value) in headers {
-        let forbidden = name == CONNECTION
-            || name == TRANSFER_ENCODING
-            || name == UPGRADE
-            || name.as_str() == "keep-alive"
-            || name.as_str() == "proxy-connection"
-            || (name == TE && value != "trailers");
-        if forbidden {
+        if head::is_connection_specific(name, value.as_bytes()) {
             return Err(Status::invalid_payload(format!(
                 "request refused: the header {name} is not allowed in HTTP/2"
             )));
