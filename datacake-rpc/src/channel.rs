@@ -200,11 +200,7 @@ impl Channel {
                 let _ = keep.send(());
             }
             connection.probe.replied();
-            let len = head
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
+            let len = head.content_length;
             let mut response = http::Response::new(Body::received(reply_body, len));
             *response.status_mut() = head.status;
             *response.headers_mut() = head.headers;

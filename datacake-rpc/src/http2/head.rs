@@ -18,6 +18,8 @@ pub(crate) struct RequestHead {
     /// The `:path`, query included.
     pub(crate) path: String,
     pub(crate) headers: HeaderMap,
+    /// The body length its Content-Length announces.
+    pub(crate) content_length: Option<u64>,
 }
 
 impl RequestHead {
@@ -32,6 +34,8 @@ impl RequestHead {
 pub(crate) struct ResponseHead {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
+    /// The body length its Content-Length announces.
+    pub(crate) content_length: Option<u64>,
 }
 
 /// Whether an HTTP/2 message may not carry this field (RFC 9113 §8.2.2): the
@@ -144,13 +148,14 @@ impl Fields {
         }
         Ok(Some(ResponseHead {
             status,
+            content_length: content_length(&self.headers)?,
             headers: self.headers,
         }))
     }
 
     /// The block as a request's head (RFC 9113 §8.3.1: `:method`, `:scheme` and `:path`,
-    /// no `:status`), with its announced body length.
-    pub(crate) fn into_request(self) -> Result<(RequestHead, Option<u64>), &'static str> {
+    /// no `:status`).
+    pub(crate) fn into_request(self) -> Result<RequestHead, &'static str> {
         if let Some(what) = self.error {
             return Err(what);
         }
@@ -160,15 +165,12 @@ impl Fields {
         let (Some(method), Some(path), true) = (self.method, self.path, self.scheme) else {
             return Err("a request without :method, :scheme or :path");
         };
-        let length = content_length(&self.headers)?;
-        Ok((
-            RequestHead {
-                method,
-                path,
-                headers: self.headers,
-            },
-            length,
-        ))
+        Ok(RequestHead {
+            method,
+            path,
+            content_length: content_length(&self.headers)?,
+            headers: self.headers,
+        })
     }
 
     /// The block as trailers: regular fields only.
@@ -184,7 +186,7 @@ impl Fields {
 }
 
 /// The Content-Length of a message, if it has one: every value the same number.
-pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
         let parsed = std::str::from_utf8(value.as_bytes())
@@ -220,10 +222,10 @@ mod tests {
             (":path", "/svc/call?x=1"),
             ("content-length", "5"),
         ]);
-        let (head, length) = ok.into_request().unwrap();
+        let head = ok.into_request().unwrap();
         assert_eq!(head.method, Method::POST);
         assert_eq!(head.route(), "/svc/call");
-        assert_eq!(length, Some(5));
+        assert_eq!(head.content_length, Some(5));
         for bad in [
             &[(":method", "POST"), (":path", "/a")][..],
             &[(":method", "POST"), (":scheme", "http")],

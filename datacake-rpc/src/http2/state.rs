@@ -756,10 +756,7 @@ impl State {
             }
             Err(what) => return self.fail_stream(id, Reason::PROTOCOL_ERROR, what, wake),
         };
-        match head::content_length(&head.headers) {
-            Ok(length) => stream.expected_len = length,
-            Err(what) => return self.fail_stream(id, Reason::PROTOCOL_ERROR, what, wake),
-        }
+        stream.expected_len = head.content_length;
         if contradicts_length(stream.expected_len, 0, end_stream) {
             return self.fail_stream(id, Reason::PROTOCOL_ERROR, LENGTH_CONTRADICTED, wake);
         }

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 
 use crate::connection::{keep_alive, pipe};
 use crate::handler::{Call, ErasedHandler};
-use crate::http2::head::{self, RequestHead};
+use crate::http2::head::RequestHead;
 use crate::http2::io::{Accepting, Driver, RecvBody, Responder, Stalled};
 use crate::http2::state::{Config, Role};
 use crate::limits::{Budget, Counters, Held};
@@ -563,9 +563,7 @@ fn dispatch(
     let reply_headers = Arc::new(Mutex::new(Headers::new()));
     let settings = &shared.settings;
     let call = Call {
-        // (The state checked the length: a request with a malformed one was reset.)
-        body: Body::received(body, head::content_length(&head.headers).ok().flatten())
-            .charged_to(caller.budget.clone()),
+        body: Body::received(body, head.content_length).charged_to(caller.budget.clone()),
         headers: Headers::from_map(head.headers),
         remote_addr: caller.addr,
         peer: caller.identity.clone(),

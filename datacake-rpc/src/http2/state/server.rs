@@ -130,7 +130,7 @@ impl State {
             return self.refuse(id, Reason::REFUSED_STREAM, wake);
         }
         let too_large = fields.is_too_large();
-        let (head, length) = match fields.into_request() {
+        let head = match fields.into_request() {
             Ok(request) => request,
             Err(_) if too_large => {
                 // 431, and the client may stop sending the request (RFC 9113 §8.1).
@@ -144,14 +144,14 @@ impl State {
             }
             Err(_) => return self.refuse(id, Reason::PROTOCOL_ERROR, wake),
         };
-        if contradicts_length(length, 0, end_stream) {
+        if contradicts_length(head.content_length, 0, end_stream) {
             return self.refuse(id, Reason::PROTOCOL_ERROR, wake);
         }
         let mut stream = Stream::new(self.config.stream_window, self.peer_initial_window, 0);
+        stream.expected_len = head.content_length;
         stream.head = Some(Head::Request(head));
         stream.head_received = true;
         stream.remote_ended = end_stream;
-        stream.expected_len = length;
         self.streams.insert(id.0, stream);
         self.active += 1;
         self.accepted.push_back(id);
