@@ -1,7 +1,6 @@
 //! [`ServerBuilder`]: a server's settings, with a limit on everything it takes from the
 //! network, and their defaults.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -331,7 +330,7 @@ impl ServerBuilder {
         let (stop, stop_rx) = watch::channel(false);
         let grace = self.shutdown_grace;
         let shared = Arc::new(Shared {
-            routes: RwLock::new(HashMap::new()),
+            routes: RwLock::default(),
             unknown: Series::new(&SERVER, UNKNOWN_SERVICE),
             buffered: Arc::new(Budget::new(self.max_server_buffer, "the server", None)),
             counters: Arc::default(),
