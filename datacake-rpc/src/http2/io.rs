@@ -69,6 +69,10 @@ struct Socket<I> {
     io: I,
     read: BytesMut,
     write: VecDeque<Bytes>,
+    /// The bytes in `write` (counted only where reads may pause).
+    unwritten: usize,
+    /// Reading waits for `write` to go out (see [`Config::pause_reads_at`]).
+    paused: bool,
     /// The socket reached its end or failed: no more reads.
     eof: bool,
 }
@@ -82,6 +86,8 @@ pub(crate) struct Driver<I> {
     waker: Mutex<Option<Waker>>,
     /// Set by each of the driver's turns, taken by the first caller after it.
     turn_taken: AtomicBool,
+    /// See [`Config::pause_reads_at`].
+    pause_reads_at: Option<usize>,
 }
 
 impl<I: Io> Driver<I> {
@@ -93,10 +99,13 @@ impl<I: Io> Driver<I> {
                 io,
                 read: BytesMut::with_capacity(READ_CHUNK),
                 write: VecDeque::new(),
+                unwritten: 0,
+                paused: false,
                 eof: false,
             })),
             waker: Mutex::new(None),
             turn_taken: AtomicBool::new(true),
+            pause_reads_at: config.pause_reads_at,
         })
     }
 
@@ -129,8 +138,13 @@ impl<I: Io> Driver<I> {
         let Some(socket) = socket.as_mut() else {
             return Poll::Ready(Ok(()));
         };
-        let more = self.read(socket, cx);
+        let mut more = self.read(socket, cx);
         self.write(socket, cx);
+        // Paused, reading goes on in the next turn once writing made room; until then a
+        // write the socket did not take wakes the driver.
+        if socket.paused && !self.must_pause(socket) {
+            more = true;
+        }
         let state = self.state.lock();
         if state.is_abandoned() {
             return Poll::Ready(Err(state.closed().cloned().expect("abandoned is closed")));
@@ -152,10 +166,25 @@ impl<I: Io> Driver<I> {
         Poll::Pending
     }
 
+    /// Whether reading must wait for the bytes queued to go out first (see
+    /// [`Config::pause_reads_at`]).
+    fn must_pause(&self, socket: &Socket<I>) -> bool {
+        self.pause_reads_at.is_some_and(|limit| {
+            socket
+                .unwritten
+                .saturating_add(self.state.lock().queued_len())
+                >= limit
+        })
+    }
+
     /// Reads and handles what arrived; `true` if there may be more to read now.
     fn read(&self, socket: &mut Socket<I>, cx: &mut Context<'_>) -> bool {
         for _ in 0..READS_PER_TURN {
             if socket.eof {
+                return false;
+            }
+            socket.paused = self.must_pause(socket);
+            if socket.paused {
                 return false;
             }
             if socket.read.capacity() - socket.read.len() < READ_CHUNK / 4 {
@@ -203,6 +232,9 @@ impl<I: Io> Driver<I> {
         loop {
             if socket.write.is_empty() {
                 self.state.lock().take_output(&mut socket.write);
+                if self.pause_reads_at.is_some() {
+                    socket.unwritten = socket.write.iter().map(Bytes::len).sum();
+                }
                 if socket.write.is_empty() {
                     let _ = Pin::new(&mut socket.io).poll_flush(cx);
                     return;
@@ -224,10 +256,12 @@ impl<I: Io> Driver<I> {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                     self.close(Error::Closed("writing to the peer failed".into()));
                     write.clear();
+                    socket.unwritten = 0;
                     socket.eof = true;
                     return;
                 }
                 Poll::Ready(Ok(mut n)) => {
+                    socket.unwritten = socket.unwritten.saturating_sub(n);
                     while n > 0 {
                         let front = write.front_mut().expect("written bytes were queued");
                         if n >= front.len() {
@@ -710,3 +744,6 @@ impl SendBody {
             .with(|state, id, wake| state.reset(id, Reason::CANCEL, wake));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -43,6 +43,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(20);
 const FIRST_PART: usize = 2;
 /// A burst of at most this many requests sends its first reply alone; see [`answer_burst`].
 const SMALL_BURST: usize = 4;
+/// A connection stops reading requests while this many bytes of its replies wait to be
+/// written (its client is not reading them), and goes on once they went out.
+const PAUSE_READS_AT: usize = 1 << 20;
 /// How long a new connection may take to complete the HTTP/2 handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most connections at once whose handshake (TLS, then HTTP/2's preface) has not
@@ -349,6 +352,7 @@ async fn serve_http2<I: Io>(
             max_frame_size: MAX_FRAME_SIZE,
             max_header_list_size: settings.max_header_list_size,
             max_concurrent_streams: settings.max_concurrent_streams,
+            pause_reads_at: Some(PAUSE_READS_AT),
         },
     );
     let connection = Accepting::new(driver.clone());
