@@ -991,3 +991,5 @@ fn a_431_carries_the_table_size_update_the_peer_is_owed() {
     assert_eq!(block[0], 0x20, "a size update to 0 starts the block");
     assert_eq!(decoded(block), owned(&[(":status", "431")]));
 }
+
+mod any_input;
