@@ -425,18 +425,19 @@ impl Accepting {
     }
 
     /// The next request, with its body and the way to answer it; `None` once the connection
-    /// is closing and every request was taken.
+    /// is closing and every request was taken. For a task other than the driver's (the
+    /// server's own loop uses [`poll_accept_now`](Self::poll_accept_now)); only tests have one.
+    #[cfg(test)]
     pub(crate) async fn accept(&self) -> Option<(RequestHead, RecvBody, Responder)> {
         std::future::poll_fn(|cx| self.poll_accept(cx)).await
     }
 
-    /// A request already received, without waiting.
-    pub(crate) fn try_accept(&self) -> Option<(RequestHead, RecvBody, Responder)> {
-        let waker = std::task::Waker::noop();
-        match self.poll_accept(&mut Context::from_waker(waker)) {
-            Poll::Ready(accepted) => accepted,
-            Poll::Pending => None,
-        }
+    /// A request already received, without registering a waker (`Pending` if none is);
+    /// `Ready(None)` once the connection is closing and every request was taken. For the
+    /// task that drives the connection: requests arrive only through the driver's reads, so
+    /// that task knows when to look, and a waker would only wake it again for nothing.
+    pub(crate) fn poll_accept_now(&self) -> Poll<Option<(RequestHead, RecvBody, Responder)>> {
+        self.poll_accept(&mut Context::from_waker(std::task::Waker::noop()))
     }
 
     fn poll_accept(

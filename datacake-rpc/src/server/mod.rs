@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -395,27 +396,28 @@ async fn serve_http2<I: Io>(
     )));
     let mut burst = Vec::new();
     let mut accepting = true;
-    loop {
-        tokio::select! {
-            result = &mut run => {
-                if let Err(e) = result {
-                    debug!(peer = %remote_addr, error = %e, "connection closed with an error");
-                }
-                break;
-            },
-            accepted = connection.accept(), if accepting => match accepted {
-                Some(first) => {
-                    // Take every request already received, then answer them together.
-                    burst.push(first);
-                    while let Some(next) = connection.try_accept() {
-                        burst.push(next);
-                    }
-                    answer_burst(&driver, &shared, &caller, &mut burst);
-                },
-                // Closing, and every request taken: the driver ends once they are answered.
-                None => accepting = false,
-            },
+    let ended = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = run.as_mut().poll_unpin(cx) {
+            return Poll::Ready(result);
         }
+        // Requests arrive only through the driver's reads, made just now in this task: take
+        // every one received, then answer them together.
+        while accepting {
+            match connection.poll_accept_now() {
+                Poll::Ready(Some(request)) => burst.push(request),
+                // Closing, and every request taken: the driver ends once they are answered.
+                Poll::Ready(None) => accepting = false,
+                Poll::Pending => break,
+            }
+        }
+        if !burst.is_empty() {
+            answer_burst(&driver, &shared, &caller, &mut burst);
+        }
+        Poll::Pending
+    })
+    .await;
+    if let Err(e) = ended {
+        debug!(peer = %remote_addr, error = %e, "connection closed with an error");
     }
 }
 
