@@ -48,17 +48,21 @@ pub(crate) trait Link: Send + Sync {
     fn wake_driver(&self);
 }
 
-/// Runs `f` on the state, then wakes the callers it woke and has the queued frames written.
+/// Runs `f` on the state, then wakes the callers it woke and has the queued frames written
+/// (and the driver look at a connection that is done now, so it ends).
 fn with_state<R>(link: &dyn Link, f: impl FnOnce(&mut State, &mut Wakeups) -> R) -> R {
     let mut wake = Wakeups::new();
-    let (result, output) = {
+    let (result, output, finished) = {
         let mut state = link.state().lock();
         let result = f(&mut state, &mut wake);
-        (result, state.has_output())
+        (result, state.has_output(), state.is_finished())
     };
     wake.wake_all();
     if output {
         link.queued();
+    }
+    if finished {
+        link.wake_driver();
     }
     result
 }
@@ -542,13 +546,14 @@ impl Drop for Handle {
         // A drop can run anywhere (a runtime shutting down, a simulation tearing down): the
         // reset it may queue is left to the driver, never written from here.
         let mut wake = Wakeups::new();
-        let output = {
+        let (output, finished) = {
             let mut state = self.link.state().lock();
             state.release(self.id, &mut wake);
-            state.has_output()
+            (state.has_output(), state.is_finished())
         };
         wake.wake_all();
-        if output {
+        // (A connection closing ends with its last stream: the driver must see that too.)
+        if output || finished {
             self.link.wake_driver();
         }
     }

@@ -405,8 +405,12 @@ async fn serve_http2<I: Io>(
         while accepting {
             match connection.poll_accept_now() {
                 Poll::Ready(Some(request)) => burst.push(request),
-                // Closing, and every request taken: the driver ends once they are answered.
-                Poll::Ready(None) => accepting = false,
+                // Closing, and every request taken: the driver ends once they are answered
+                // (polled again now, as taking them may have ended the last stream).
+                Poll::Ready(None) => {
+                    accepting = false;
+                    cx.waker().wake_by_ref();
+                }
                 Poll::Pending => break,
             }
         }

@@ -328,6 +328,42 @@ async fn idle_connections_are_closed_even_if_they_answer_pings() {
     call.abort();
 }
 
+/// A peer that ignores the server's GOAWAY and keeps its side open: the server closes its
+/// own side once the connection idled out (it had no stream to finish).
+#[tokio::test]
+async fn an_idle_connection_is_closed_even_if_its_peer_ignores_the_goaway() {
+    const GOAWAY: u8 = 7;
+    let fx = start(Server::builder().idle_timeout(Duration::from_millis(100))).await;
+    let mut socket = tokio::net::TcpStream::connect(fx.addr()).await.unwrap();
+    let mut first = [0u8; 9];
+    tokio::time::timeout(DEADLINE, socket.read_exact(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    finish_handshake(&mut socket, first).await;
+    // Read (and ignore) what comes until the server closes the connection.
+    let mut goaway = false;
+    loop {
+        let mut head = [0u8; 9];
+        match tokio::time::timeout(DEADLINE, socket.read_exact(&mut head))
+            .await
+            .expect("the server closed the idle connection in time")
+        {
+            Ok(_) => {
+                goaway |= head[3] == GOAWAY;
+                frame_payload(&mut socket, &head).await;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => panic!("reading failed: {e}"),
+        }
+    }
+    assert!(goaway, "the server said goodbye first");
+    wait_for(&fx.server, "the connection to be counted closed", |s| {
+        s.connections_closed_idle >= 1
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_channel_reconnects_after_its_connection_idled_out() {
     let fx = start(Server::builder().idle_timeout(Duration::from_millis(100))).await;
