@@ -407,14 +407,14 @@ impl Client {
 
     /// Takes no new calls on the connection: it closes once the calls in flight are done.
     pub(crate) fn retire(&self) {
+        // (Done once no call is left: `with_state` then has the driver end it.)
         with_state(&*self.link, |state, _| state.retire());
-        self.link.wake_driver();
     }
 }
 
 fn abandon(link: &dyn Link, why: &str) {
+    // (Closed, so done: `with_state` has the driver end it.)
     with_state(link, |state, wake| state.abandon(why, wake));
-    link.wake_driver();
 }
 
 /// What a server does with its connection: take requests, close gracefully, ping.

@@ -67,8 +67,13 @@ fn client(config: Config) -> State {
 
 fn receive(state: &mut State, bytes: BytesMut) -> bool {
     let mut buf = bytes;
+    receive_into(state, &mut buf)
+}
+
+/// Hands `buf` to the state; a partial frame stays in it for the next call.
+fn receive_into(state: &mut State, buf: &mut BytesMut) -> bool {
     let mut wakeups = Wakeups::new();
-    let open = state.receive(&mut buf, &mut wakeups);
+    let open = state.receive(buf, &mut wakeups);
     wake(wakeups);
     open
 }
