@@ -1,7 +1,7 @@
 //! The driver against a peer on an in-memory pipe, whose every byte the test controls.
 
 use std::sync::atomic::AtomicUsize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
@@ -50,15 +50,6 @@ fn requests(streams: impl Iterator<Item = u32>) -> BytesMut {
         frame::encode_headers(&mut out, StreamId(id), &block, true, 16_384);
     }
     out
-}
-
-/// Waits until `done` holds, at most 10 s.
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test]
@@ -118,9 +109,11 @@ async fn a_server_stops_reading_a_peer_that_does_not_read_its_replies() {
     let paused = || driver.socket.lock().as_ref().is_some_and(|s| s.paused);
     // Either the server stopped reading (its replies reached the limit; the peer's requests
     // back up), or it read every request (the failure).
-    wait_until("the server paused or took every request", || {
-        sending.is_finished() || paused()
-    })
+    test_helper::wait_for(
+        "the server paused or took every request",
+        Duration::from_secs(10),
+        || async { sending.is_finished() || paused() },
+    )
     .await;
     assert!(
         !sending.is_finished(),
