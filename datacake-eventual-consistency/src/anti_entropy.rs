@@ -776,6 +776,75 @@ mod tests {
         a.shutdown().await;
     }
 
+    /// What one bucket request makes a node do is bounded whatever the peer asks: a reply
+    /// collects at most `MAX_BUCKET_REPLY_ENTRIES` entries (and the rest of the bucket it is
+    /// in) even when the message budget would take the whole keyspace, and a resolution
+    /// far coarser than the node's digest (whose buckets, each read and sent whole, would
+    /// be most of the keyspace) is refused. Before, every bucket of the 40,000 keys came
+    /// back in one reply, and one bucket at 0 bits was the whole keyspace.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bucket_request_is_served_a_bounded_reply_and_not_at_a_coarse_resolution() {
+        use crate::service::MAX_BUCKET_REPLY_ENTRIES;
+
+        const KEYS: u64 = 40_000;
+        const MESSAGE_SIZE: usize = 16 << 20;
+        let (a, store, b) = store_and_bare_peer(MESSAGE_SIZE).await;
+        store
+            .handle()
+            .put_many("ks", (0..KEYS).map(|i| (i, "v")), Consistency::None)
+            .await
+            .unwrap();
+        let limits = KeyspaceLimits {
+            max_keyspaces: 16,
+            max_name_len: 16,
+        };
+        let repairer = repairer_on(&b, limits, MESSAGE_SIZE).await;
+        let client = repairer.client(a.me());
+        let ask = |bits: u8, buckets: Vec<u32>| {
+            let request = BucketRequest {
+                keyspace: "ks".into(),
+                bits,
+                buckets,
+            };
+            let client = &client;
+            let repairer = &repairer;
+            async move {
+                client
+                    .send(&request)
+                    .await
+                    .and_then(|r| repairer.received(r))
+            }
+        };
+        // 40,000 keys keep the finest digest (4,096 buckets of about 10).
+        let every_bucket: Vec<u32> = (0..1 << MAX_DIGEST_BITS).collect();
+        let reply = ask(MAX_DIGEST_BITS, every_bucket).await.unwrap();
+        let complete = reply.complete as usize;
+        assert!(
+            (1..1 << MAX_DIGEST_BITS).contains(&complete),
+            "{complete} buckets of 4,096 in one reply"
+        );
+        assert!(
+            reply.entries.len() <= MAX_BUCKET_REPLY_ENTRIES + 100,
+            "{} entries in one reply",
+            reply.entries.len()
+        );
+        // Two bits coarser than the digest (the keyspace may have grown since the peer read
+        // it) is served; three is not.
+        let reply = ask(MAX_DIGEST_BITS - 2, vec![0]).await.unwrap();
+        assert_eq!(reply.complete, 1);
+        for bits in [0, MAX_DIGEST_BITS - 3] {
+            // (An answer prints as its number of entries.)
+            let answer = ask(bits, vec![0]).await.map(|r| r.entries.len());
+            assert!(
+                matches!(&answer, Err(e) if e.to_string().contains("too coarse")),
+                "{bits} bits: {answer:?}"
+            );
+        }
+        drop(store);
+        b.shutdown().await;
+        a.shutdown().await;
+    }
+
     /// With 1 MiB messages, one round over 6,000 keyspaces of 250-byte names needs several
     /// pages each way (the requester's totals of 4,000 keyspaces, about 1.1 MB; the
     /// responder's digests, about 1.8 MB); a single round still covers every keyspace, which

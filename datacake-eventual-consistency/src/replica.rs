@@ -620,7 +620,7 @@ impl<S: Storage> Replica<S> {
     /// than `max_entries` entries were collected (see
     /// [`KeyspaceState::bucket_entries_unsorted`]). The keyspace's lock is taken once per
     /// [`scan_in_steps`] step.
-    pub(crate) fn bucket_entries(
+    pub(crate) async fn bucket_entries(
         &self,
         keyspace: &str,
         bits: u8,
@@ -635,6 +635,14 @@ impl<S: Storage> Replica<S> {
         scan_in_steps(buckets, max_entries, SCAN_STEP_ENTRIES, |rest, step| {
             slot.with_state(|s| s.bucket_entries_unsorted(bits, rest, step))
         })
+        .await
+    }
+
+    /// The resolution of `keyspace`'s digest now (0 if not held): what this node tells
+    /// peers to ask for its buckets at.
+    pub(crate) fn digest_bits(&self, keyspace: &str) -> u8 {
+        self.slot(keyspace)
+            .map_or(0, |slot| slot.with_state(|s| s.digest().bits()))
     }
 
     /// The buckets of `keyspace`, at resolution `bits`, that differ from a peer's.

@@ -16,6 +16,7 @@ use tracing::warn;
 use crate::anti_entropy::Repairer;
 use crate::config::{ENTRY_OVERHEAD, MAX_KEYS_PER_REQUEST};
 use crate::digest::{BucketEntry, DIGEST_BUCKETS, MAX_DIGEST_BITS};
+use crate::keyspace::SCAN_STEP_ENTRIES;
 use crate::messages::{
     Ack, BucketReply, BucketRequest, ClockProbe, DigestReply, DigestRequest, HandOff, ReadReply,
     ReadRequest, Refusal, Refused, RemoveMember, ReplicateAck, ReplicateBatch, WireDigest,
@@ -285,16 +286,38 @@ impl<S: Storage> Handler<BucketRequest> for StoreService<S> {
                 complete: buckets.len() as u32,
             });
         }
+        // A bucket is always read and sent whole: one far coarser than this node's digest
+        // (the resolution its digest replies name) would be most of the keyspace at once.
+        let finest = self.store.replica.digest_bits(&request.keyspace);
+        if bits.saturating_add(RESOLUTION_SLACK) < finest {
+            return Err(Status::invalid_payload(format!(
+                "buckets at {bits} bits are too coarse for keyspace {}: its digest has {finest}",
+                request.keyspace
+            )));
+        }
         let budget = self.store.config.message_budget();
-        let (entries, whole) = self.store.replica.bucket_entries(
-            &request.keyspace,
-            bits,
-            &buckets,
-            budget / ENTRY_OVERHEAD,
-        );
+        let (entries, whole) = self
+            .store
+            .replica
+            .bucket_entries(&request.keyspace, bits, &buckets, reply_entries(budget))
+            .await;
         let (entries, complete) = whole_buckets(&entries, bits, &buckets[..whole], budget);
         Ok(BucketReply { entries, complete })
     }
+}
+
+/// How many bits coarser than this node's digest a bucket request may be: its keyspace may
+/// have grown fourfold (and the digest's resolution with it) since the peer read the digest.
+const RESOLUTION_SLACK: u8 = 2;
+
+/// The most entries one bucket reply collects (plus the rest of the bucket it is in): the
+/// peer asks again for the buckets left. Larger replies would save round trips of a large
+/// repair, but each holds its entries in memory on both sides and takes longer to scan.
+pub(crate) const MAX_BUCKET_REPLY_ENTRIES: usize = 4 * SCAN_STEP_ENTRIES;
+
+/// The entries a bucket reply within `budget` bytes collects at most.
+fn reply_entries(budget: usize) -> usize {
+    (budget / ENTRY_OVERHEAD).min(MAX_BUCKET_REPLY_ENTRIES)
 }
 
 /// The entries of the first requested buckets that fit in `budget` bytes, whole buckets only
@@ -434,11 +457,21 @@ mod tests {
         budget: usize,
         step: usize,
     ) -> (Vec<WireEntry>, u32) {
-        let (entries, whole) =
-            scan_in_steps(buckets, budget / ENTRY_OVERHEAD, step, |rest, step| {
-                ks.bucket_entries_unsorted(bits, rest, step)
-            });
+        let (entries, whole) = block_on(scan_in_steps(
+            buckets,
+            reply_entries(budget),
+            step,
+            |rest, step| ks.bucket_entries_unsorted(bits, rest, step),
+        ));
         whole_buckets(&entries, bits, &buckets[..whole], budget)
+    }
+
+    /// Runs `future` (a scan, which yields between its steps) to its end.
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(future)
     }
 
     proptest::proptest! {
@@ -474,9 +507,9 @@ mod tests {
             let one_step = reply(&ks, bits, &buckets, budget, usize::MAX);
             proptest::prop_assert_eq!(&one_step, &full);
             // The scan stops one bucket after the budget is passed.
-            let (scanned, _) = scan_in_steps(&buckets, entries_budget, step, |rest, step| {
+            let (scanned, _) = block_on(scan_in_steps(&buckets, entries_budget, step, |rest, step| {
                 ks.bucket_entries_unsorted(bits, rest, step)
-            });
+            }));
             let largest = (0..1u32 << bits)
                 .map(|b| expected.iter().filter(|e| e.bucket_at(bits) == b).count())
                 .max()
