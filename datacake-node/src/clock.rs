@@ -1,7 +1,7 @@
 //! The node's hybrid logical clock: one `AtomicU64`, advanced by compare-and-swap.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use datacake_crdt::{
@@ -39,31 +39,31 @@ pub struct Clock {
 }
 
 /// Where a [`Clock`] reads physical time: the machine's clock or turmoil's simulated one,
-/// shifted by an offset (a node whose clock runs fast or slow).
-#[derive(Debug, Clone, Copy)]
+/// shifted by an offset (a node whose clock runs fast or slow; in a simulation the offset
+/// can be stepped while the node runs, see [`Clock::step_wall_clock`]).
+#[derive(Debug)]
 pub(crate) struct WallClock {
-    offset_millis: i64,
+    offset_millis: AtomicI64,
     simulated: bool,
 }
 
 impl WallClock {
     /// The machine's clock.
-    pub(crate) const SYSTEM: Self = Self {
-        offset_millis: 0,
-        simulated: false,
-    };
+    pub(crate) fn system() -> Self {
+        Self::new(0, false)
+    }
 
     /// The machine's clock (or, with `simulated`, turmoil's) read `offset_millis` later.
     pub(crate) fn new(offset_millis: i64, simulated: bool) -> Self {
         Self {
-            offset_millis,
+            offset_millis: AtomicI64::new(offset_millis),
             simulated,
         }
     }
 
     fn millis(&self) -> u64 {
         let base = self.base_millis();
-        base.saturating_add_signed(self.offset_millis)
+        base.saturating_add_signed(self.offset_millis.load(Ordering::Relaxed))
     }
 
     #[cfg(feature = "simulation")]
@@ -95,7 +95,7 @@ impl Clock {
 
     /// A clock that accepts remote stamps up to `max_drift` ahead of the wall clock.
     pub fn with_max_drift(node_id: NodeId, max_drift: Duration) -> Self {
-        Self::reading(node_id, max_drift, WallClock::SYSTEM)
+        Self::reading(node_id, max_drift, WallClock::system())
     }
 
     /// A clock reading physical time from `wall`.
@@ -114,6 +114,17 @@ impl Clock {
     /// clock, such as the age of a membership record.
     pub fn wall_millis(&self) -> u64 {
         self.wall.millis()
+    }
+
+    /// Steps the wall clock this clock reads to `offset_millis` from true time (simulation
+    /// only: a machine's clock set while the node runs, as NTP steps it). The hybrid logical
+    /// clock stays monotonic across the step: after a step back, stamps keep counting from
+    /// the last one until the wall clock passes it.
+    #[cfg(feature = "simulation")]
+    pub fn step_wall_clock(&self, offset_millis: i64) {
+        self.wall
+            .offset_millis
+            .store(offset_millis, Ordering::Relaxed);
     }
 
     /// The node id stamped into every timestamp.
@@ -259,6 +270,27 @@ mod tests {
     use datacake_crdt::MAX_MILLIS;
 
     use super::*;
+
+    #[cfg(feature = "simulation")]
+    #[test]
+    fn a_stepped_wall_clock_moves_the_reading_and_stamps_stay_monotonic() {
+        let clock = Clock::reading(1, DEFAULT_MAX_DRIFT, WallClock::new(10_000, false));
+        let before = clock.get_time();
+        let wall = clock.wall_millis();
+        clock.step_wall_clock(-10_000);
+        let stepped = clock.wall_millis();
+        assert!(
+            (19_990..=20_100).contains(&wall.saturating_sub(stepped)),
+            "stepped 20 s back: {wall} -> {stepped}"
+        );
+        let after = clock.get_time();
+        assert!(after > before, "{after:?} after {before:?}");
+        assert_eq!(
+            after.millis(),
+            before.millis(),
+            "held until the wall clock passes it"
+        );
+    }
 
     #[test]
     fn stamps_strictly_increase_across_threads() {

@@ -92,6 +92,7 @@ impl Default for EcConfig {
         Self {
             schedule: ScheduleConfig {
                 disk_faults: true,
+                clock_steps: true,
                 ..ScheduleConfig::default()
             },
             keys: 8,

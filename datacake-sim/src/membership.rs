@@ -114,6 +114,7 @@ impl App for Bare {
 pub fn schedule_config() -> ScheduleConfig {
     ScheduleConfig {
         nodes: (3, 7),
+        clock_steps: true,
         ..ScheduleConfig::default()
     }
 }

@@ -525,6 +525,7 @@ pub fn schedule(seed: u64) -> Schedule {
         nodes: (3, 5),
         fault_phase: FAULT_PHASE,
         max_down: FAULT_PHASE / 2,
+        clock_steps: true,
         ..Default::default()
     };
     let mut schedule = Schedule::draw(seed, &config);

@@ -15,6 +15,8 @@ use rand::{Rng, SeedableRng};
 
 /// Mixed into the seed for the disk faults' random stream.
 const DISK_STREAM: u64 = 0xD15C_FA17;
+/// Mixed into the seed for the clock steps' random stream.
+const CLOCK_STREAM: u64 = 0xC10C_57E9;
 
 /// What a schedule may contain.
 #[derive(Debug, Clone)]
@@ -37,6 +39,10 @@ pub struct ScheduleConfig {
     /// own, after the other faults, so a seed's other faults stay as they were). Only the
     /// eventual-consistency workload, whose storage is the simulation's, turns it on.
     pub disk_faults: bool,
+    /// Whether a node's wall clock may be stepped while it runs, to another offset within
+    /// [`max_clock_offset`](Self::max_clock_offset), and back at the episode's end (drawn
+    /// from a stream of its own, like the disk faults).
+    pub clock_steps: bool,
 }
 
 impl Default for ScheduleConfig {
@@ -49,6 +55,7 @@ impl Default for ScheduleConfig {
             max_down: Duration::from_secs(12),
             membership_changes: true,
             disk_faults: false,
+            clock_steps: false,
         }
     }
 }
@@ -131,6 +138,19 @@ pub enum Fault {
         /// The node.
         node: NodeId,
     },
+    /// `node`'s wall clock is stepped to `offset` milliseconds from true time (as NTP steps a
+    /// machine's clock), whether the node runs or not; it keeps that offset across restarts.
+    ClockStep {
+        /// The node.
+        node: NodeId,
+        /// The new offset (positive: ahead).
+        offset: i64,
+    },
+    /// `node`'s wall clock is stepped back to its offset of the schedule's start.
+    ClockReset {
+        /// The node.
+        node: NodeId,
+    },
 }
 
 impl Fault {
@@ -142,6 +162,7 @@ impl Fault {
                 | Fault::Restart { .. }
                 | Fault::Rejoin { .. }
                 | Fault::DiskHeal { .. }
+                | Fault::ClockReset { .. }
         )
     }
 }
@@ -161,6 +182,10 @@ impl fmt::Display for Fault {
             Fault::Join { node } => write!(f, "join {node}"),
             Fault::DiskFail { node } => write!(f, "disk of {node} fails"),
             Fault::DiskHeal { node } => write!(f, "disk of {node} works"),
+            Fault::ClockStep { node, offset } => {
+                write!(f, "clock of {node} stepped to {offset} ms")
+            }
+            Fault::ClockReset { node } => write!(f, "clock of {node} stepped back"),
         }
     }
 }
@@ -294,22 +319,37 @@ impl Schedule {
                 }
             }
         }
-        if config.disk_faults {
-            let mut disk = StdRng::seed_from_u64(seed ^ DISK_STREAM);
-            for _ in 0..disk.random_range(0..=2) {
-                let node = nodes[disk.random_range(0..n)];
-                let start = disk.random_range(0..phase);
-                let end = (start + disk.random_range(200..=max_down)).min(phase);
-                for (at, fault) in [
-                    (start, Fault::DiskFail { node }),
-                    (end, Fault::DiskHeal { node }),
-                ] {
-                    events.push(Event {
-                        at: Duration::from_millis(at),
-                        fault,
-                    });
+        // Each kind drawn from a stream of its own, so turning it on leaves a seed's other
+        // faults as they were.
+        let mut side_episodes =
+            |stream: u64, episode: &dyn Fn(&mut StdRng, NodeId) -> [Fault; 2]| {
+                let mut rng = StdRng::seed_from_u64(seed ^ stream);
+                for _ in 0..rng.random_range(0..=2) {
+                    let node = nodes[rng.random_range(0..n)];
+                    let start = rng.random_range(0..phase);
+                    let end = (start + rng.random_range(200..=max_down)).min(phase);
+                    let [begin, finish] = episode(&mut rng, node);
+                    for (at, fault) in [(start, begin), (end, finish)] {
+                        events.push(Event {
+                            at: Duration::from_millis(at),
+                            fault,
+                        });
+                    }
                 }
-            }
+            };
+        if config.disk_faults {
+            side_episodes(DISK_STREAM, &|_, node| {
+                [Fault::DiskFail { node }, Fault::DiskHeal { node }]
+            });
+        }
+        if config.clock_steps {
+            side_episodes(CLOCK_STREAM, &|rng, node| {
+                let offset = rng.random_range(-max_offset..=max_offset);
+                [
+                    Fault::ClockStep { node, offset },
+                    Fault::ClockReset { node },
+                ]
+            });
         }
         // Stable: an episode's end never sorts before its start.
         events.sort_by_key(|e| e.at);
@@ -415,42 +455,70 @@ mod tests {
         }
     }
 
-    #[test]
-    fn disk_faults_come_in_pairs_and_leave_the_other_faults_as_they_were() {
+    /// A side stream's faults (turned on by `turn_on`, told apart by `is_side`) come in
+    /// pairs within the phase, at most two per seed, and leave the seed's other faults and
+    /// clock offsets as they were; returns how many of 500 seeds had some.
+    fn side_stream_pairs(
+        turn_on: impl Fn(&mut ScheduleConfig),
+        is_side: impl Fn(&Fault) -> bool,
+    ) -> usize {
         let without = ScheduleConfig::default();
-        let with = ScheduleConfig {
-            disk_faults: true,
-            ..ScheduleConfig::default()
-        };
-        let mut seeds_with_disk_faults = 0;
+        let mut with = ScheduleConfig::default();
+        turn_on(&mut with);
+        let mut seeds_with = 0;
         for seed in 0..500 {
             let plain = Schedule::draw(seed, &without);
-            let disks = Schedule::draw(seed, &with);
-            let is_disk = |f: &Fault| matches!(f, Fault::DiskFail { .. } | Fault::DiskHeal { .. });
-            assert!(!plain.events.iter().any(|e| is_disk(&e.fault)));
-            let others: Vec<Event> = disks
+            let sided = Schedule::draw(seed, &with);
+            assert!(!plain.events.iter().any(|e| is_side(&e.fault)));
+            let others: Vec<Event> = sided
                 .events
                 .iter()
-                .filter(|e| !is_disk(&e.fault))
+                .filter(|e| !is_side(&e.fault))
                 .copied()
                 .collect();
             assert_eq!(others, plain.events, "seed {seed}");
-            assert_eq!(disks.clock_offsets, plain.clock_offsets);
-            let fails = disks
+            assert_eq!(sided.clock_offsets, plain.clock_offsets);
+            let side: Vec<&Fault> = sided
                 .events
                 .iter()
-                .filter(|e| matches!(e.fault, Fault::DiskFail { .. }))
-                .count();
-            let heals = disks
-                .events
-                .iter()
-                .filter(|e| matches!(e.fault, Fault::DiskHeal { .. }))
-                .count();
-            assert_eq!(fails, heals, "seed {seed}");
-            assert!(fails <= 2);
-            seeds_with_disk_faults += usize::from(fails > 0);
-            assert!(disks.events.iter().all(|e| e.at <= with.fault_phase));
+                .map(|e| &e.fault)
+                .filter(|f| is_side(f))
+                .collect();
+            let starts = side.iter().filter(|f| f.is_fault()).count();
+            assert_eq!(starts * 2, side.len(), "seed {seed}");
+            assert!(starts <= 2);
+            seeds_with += usize::from(starts > 0);
+            assert!(sided.events.iter().all(|e| e.at <= with.fault_phase));
         }
-        assert!(seeds_with_disk_faults > 250, "{seeds_with_disk_faults}");
+        seeds_with
+    }
+
+    #[test]
+    fn disk_faults_come_in_pairs_and_leave_the_other_faults_as_they_were() {
+        let seeds = side_stream_pairs(
+            |c| c.disk_faults = true,
+            |f| matches!(f, Fault::DiskFail { .. } | Fault::DiskHeal { .. }),
+        );
+        assert!(seeds > 250, "{seeds}");
+    }
+
+    #[test]
+    fn clock_steps_come_in_pairs_within_the_offset_bound_and_leave_the_other_faults() {
+        let seeds = side_stream_pairs(
+            |c| c.clock_steps = true,
+            |f| matches!(f, Fault::ClockStep { .. } | Fault::ClockReset { .. }),
+        );
+        assert!(seeds > 250, "{seeds}");
+        let config = ScheduleConfig {
+            clock_steps: true,
+            ..ScheduleConfig::default()
+        };
+        for seed in 0..500 {
+            for event in Schedule::draw(seed, &config).events {
+                if let Fault::ClockStep { offset, .. } = event.fault {
+                    assert!(offset.unsigned_abs() <= 2_000, "seed {seed}: {offset}");
+                }
+            }
+        }
     }
 }

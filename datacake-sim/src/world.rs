@@ -98,6 +98,9 @@ struct Slots<H> {
     running: BTreeMap<NodeId, Running<H>>,
     /// Each host's inbox, taken by the host when it starts.
     inboxes: BTreeMap<NodeId, mpsc::UnboundedReceiver<Message<H>>>,
+    /// Each node's clock offset now, read by its host at every start (a machine's clock
+    /// keeps its last step across a restart).
+    clock_offsets: BTreeMap<NodeId, i64>,
 }
 
 /// The simulated cluster.
@@ -149,6 +152,7 @@ impl<'a, A: App> World<'a, A> {
             slots: Arc::new(Mutex::new(Slots {
                 running: BTreeMap::new(),
                 inboxes: BTreeMap::new(),
+                clock_offsets: schedule.clock_offsets.clone(),
             })),
             senders: BTreeMap::new(),
             states,
@@ -332,6 +336,21 @@ impl<'a, A: App> World<'a, A> {
             // The disk outlives the process: it fails or works whether the node runs or not.
             Fault::DiskFail { node } => self.app.set_disk_failing(node, true),
             Fault::DiskHeal { node } => self.app.set_disk_failing(node, false),
+            Fault::ClockStep { node, offset } => self.step_clock(node, offset),
+            Fault::ClockReset { node } => {
+                let offset = self.schedule.clock_offsets[&node];
+                self.step_clock(node, offset);
+            }
+        }
+    }
+
+    /// Steps node `id`'s wall clock to `offset` (ms from true time): now, if it runs, and
+    /// at its next start.
+    fn step_clock(&mut self, id: NodeId, offset: i64) {
+        let mut slots = self.slots.lock();
+        slots.clock_offsets.insert(id, offset);
+        if let Some(running) = slots.running.get(&id) {
+            running.node.clock().step_wall_clock(offset);
         }
     }
 
@@ -368,7 +387,6 @@ impl<'a, A: App> World<'a, A> {
         self.states.insert(id, NodeState::Up);
         let app = self.app.clone();
         let slots = self.slots.clone();
-        let offset = self.schedule.clock_offsets[&id];
         let seeds: Vec<NodeId> = self
             .schedule
             .initial
@@ -379,7 +397,7 @@ impl<'a, A: App> World<'a, A> {
         self.sim.host(host_name(id), move || {
             let (app, slots, seeds) = (app.clone(), slots.clone(), seeds.clone());
             async move {
-                run_host(id, offset, &seeds, &*app, &slots).await;
+                run_host(id, &seeds, &*app, &slots).await;
                 Ok(())
             }
         });
@@ -396,13 +414,7 @@ impl<'a, A: App> World<'a, A> {
 /// A host's life: connect (again and again until it works, as a process supervisor would
 /// restart a node that failed to start), attach the application, run operations until told
 /// to leave.
-async fn run_host<A: App>(
-    id: NodeId,
-    offset: i64,
-    seeds: &[NodeId],
-    app: &A,
-    slots: &Mutex<Slots<A::Handle>>,
-) {
+async fn run_host<A: App>(id: NodeId, seeds: &[NodeId], app: &A, slots: &Mutex<Slots<A::Handle>>) {
     let Some(mut inbox) = slots.lock().inboxes.remove(&id) else {
         return;
     };
@@ -413,6 +425,7 @@ async fn run_host<A: App>(
         .map(|s| format!("{}:{PORT}", turmoil::lookup(host_name(*s))))
         .collect();
     let (node, handle) = loop {
+        let offset = slots.lock().clock_offsets[&id];
         let connected =
             DatacakeNodeBuilder::new(id, ConnectionConfig::new(listen, public, seeds.clone()))
                 .with_simulated_network()
@@ -435,13 +448,18 @@ async fn run_host<A: App>(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    slots.lock().running.insert(
-        id,
-        Running {
-            node: node.handle(),
-            app: handle.clone(),
-        },
-    );
+    {
+        let mut slots = slots.lock();
+        // (A step while the node was connecting applies now.)
+        node.clock().step_wall_clock(slots.clock_offsets[&id]);
+        slots.running.insert(
+            id,
+            Running {
+                node: node.handle(),
+                app: handle.clone(),
+            },
+        );
+    }
     while let Some(message) = inbox.recv().await {
         match message {
             Message::Run(op) => {
