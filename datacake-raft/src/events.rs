@@ -1,11 +1,13 @@
 //! [`Role`], [`RaftStatus`] and the [`RaftEvents`] stream derived from openraft's metrics.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use datacake_node::NodeId;
 use openraft::ServerState;
 use tokio::sync::watch;
 
+use crate::committed::CommitIndex;
 use crate::types::Metrics;
 
 /// A node's role in the Raft group.
@@ -43,18 +45,14 @@ pub struct RaftStatus {
     pub leader: Option<NodeId>,
     /// The index of the last entry in this node's log.
     pub last_log_index: Option<u64>,
-    /// On the leader: the commit index, the highest log index stored by a majority of the
-    /// voters (the leader counts with the entries it has itself persisted), provided that
-    /// entry is of the current term (Raft only commits by counting replicas of entries of the
-    /// leader's own term). openraft 0.9 does not publish the commit index, so it is derived
-    /// from the leader's replication progress.
-    ///
-    /// `None` on the leader until the first entry of its term (the blank entry it appends on
-    /// election) is stored by a majority, and always `None` on followers, candidates, learners
-    /// and inactive nodes: openraft 0.9 does not publish the commit index a follower learns
-    /// from the leader. There, [`applied_index`](Self::applied_index) is a lower bound of what
-    /// is committed. A leader cut off from its quorum keeps its last commit index (it stays in
-    /// the [`Role::Leader`] role).
+    /// The commit index: the highest log index this node knows to be committed (stored by a
+    /// majority of the voters), on every role. openraft 0.9 publishes it in no metric; it
+    /// tells each node's log store (the leader when a majority stored an entry of its term,
+    /// a follower or learner from the leader's messages, as far as its own log reaches),
+    /// which is where this value comes from. `None` until this node learns of a commit.
+    /// [`applied_index`](Self::applied_index) follows it once the entries are applied. A
+    /// leader cut off from its quorum keeps its last commit index (it stays in the
+    /// [`Role::Leader`] role).
     pub commit_index: Option<u64>,
     /// The index of the last entry applied to the state machine.
     pub applied_index: Option<u64>,
@@ -75,7 +73,7 @@ fn id(raw: u64) -> NodeId {
 }
 
 impl RaftStatus {
-    pub(crate) fn from_metrics(m: &Metrics) -> Self {
+    pub(crate) fn from_metrics(m: &Metrics, commit: &CommitIndex) -> Self {
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().map(id).collect();
         let learners: BTreeSet<NodeId> = membership.learner_ids().map(id).collect();
@@ -101,17 +99,12 @@ impl RaftStatus {
                 )
             })
             .collect();
-        let commit_index = if role == Role::Leader {
-            leader_commit_index(m, &voters)
-        } else {
-            None
-        };
         Self {
             role,
             term: m.current_term,
             leader: m.current_leader.map(id),
             last_log_index: m.last_log_index,
-            commit_index,
+            commit_index: commit.get(),
             applied_index: m.last_applied.map(|l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
@@ -120,32 +113,6 @@ impl RaftStatus {
             peer_lag,
         }
     }
-}
-
-/// The leader's commit index from its replication progress: the highest log id matched by a
-/// majority of the voters, if it is of the current term. openraft's progress map holds the
-/// leader itself too (its entry is what it has persisted); should it be missing, the leader's
-/// last log index counts for it.
-fn leader_commit_index(m: &Metrics, voters: &BTreeSet<NodeId>) -> Option<u64> {
-    if voters.is_empty() {
-        return None;
-    }
-    let replication = m.replication.as_ref()?;
-    let me = id(m.id);
-    // Per voter: (term, index) of the last entry known to be stored there.
-    let mut matched: Vec<Option<(u64, u64)>> = voters
-        .iter()
-        .map(|voter| match replication.get(&u64::from(*voter)) {
-            Some(log) => log.map(|l| (l.leader_id.term, l.index)),
-            None if *voter == me => m.last_log_index.map(|index| (m.current_term, index)),
-            None => None,
-        })
-        .collect();
-    // Descending: the entry at position `majority - 1` is stored by at least a majority.
-    matched.sort_unstable_by(|a, b| b.cmp(a));
-    let majority = voters.len() / 2 + 1;
-    let (term, index) = matched[majority - 1]?;
-    (term == m.current_term).then_some(index)
 }
 
 /// A change of this node's view of the Raft group.
@@ -185,15 +152,17 @@ pub(crate) fn changes(last: &RaftStatus, now: &RaftStatus) -> impl Iterator<Item
 #[derive(Debug)]
 pub struct RaftEvents {
     rx: watch::Receiver<Metrics>,
+    commit: Arc<CommitIndex>,
     last: RaftStatus,
     queue: VecDeque<RaftEvent>,
 }
 
 impl RaftEvents {
-    pub(crate) fn new(rx: watch::Receiver<Metrics>) -> Self {
-        let last = RaftStatus::from_metrics(&rx.borrow());
+    pub(crate) fn new(rx: watch::Receiver<Metrics>, commit: Arc<CommitIndex>) -> Self {
+        let last = RaftStatus::from_metrics(&rx.borrow(), &commit);
         Self {
             rx,
+            commit,
             last,
             queue: VecDeque::new(),
         }
@@ -206,7 +175,7 @@ impl RaftEvents {
                 return Some(event);
             }
             self.rx.changed().await.ok()?;
-            let now = RaftStatus::from_metrics(&self.rx.borrow_and_update());
+            let now = RaftStatus::from_metrics(&self.rx.borrow_and_update(), &self.commit);
             self.queue.extend(changes(&self.last, &now));
             self.last = now;
         }
@@ -223,73 +192,40 @@ impl RaftEvents {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
+    use openraft::storage::RaftLogStorage;
     use openraft::{CommittedLeaderId, Membership};
 
     use super::*;
+    use crate::committed::Observed;
+    use crate::log_store::MemLogStore;
     use crate::types::{LogId, StoredMembership};
 
-    fn log(term: u64, index: u64) -> Option<LogId> {
-        Some(LogId::new(CommittedLeaderId::new(term, 1), index))
-    }
-
-    /// Node 1 of voters {1, 2, 3} (and learner 4) in term 3, as leader, with the given
-    /// replication progress.
-    fn leader(progress: &[(u64, Option<LogId>)]) -> Metrics {
-        let mut m = Metrics::new_initial(1);
-        m.state = ServerState::Leader;
+    /// A follower reports the commit index its log store was told (openraft 0.9 publishes no
+    /// commit index in its metrics; before, followers reported none).
+    #[tokio::test]
+    async fn a_follower_reports_the_commit_index_its_log_store_was_told() {
+        let mut m = Metrics::new_initial(2);
+        m.state = ServerState::Follower;
         m.current_term = 3;
         m.current_leader = Some(1);
-        m.last_log_index = Some(9);
         m.membership_config = Arc::new(StoredMembership::new(
             None,
-            Membership::new(vec![BTreeSet::from([1, 2, 3])], BTreeSet::from([4])),
+            Membership::new(vec![BTreeSet::from([1, 2, 3])], BTreeSet::new()),
         ));
-        m.replication = Some(progress.iter().copied().collect());
-        m
-    }
+        m.last_applied = Some(LogId::new(CommittedLeaderId::new(3, 1), 4));
+        let commit = Arc::new(CommitIndex::default());
+        let status = RaftStatus::from_metrics(&m, &commit);
+        assert_eq!((status.role, status.commit_index), (Role::Follower, None));
 
-    #[test]
-    fn the_leader_commits_what_a_majority_of_voters_stored() {
-        // The leader has 9, node 2 has 7, node 3 has 2: a majority (1 and 2) holds 7.
-        let m = leader(&[
-            (1, log(3, 9)),
-            (2, log(3, 7)),
-            (3, log(3, 2)),
-            (4, log(3, 9)),
-        ]);
-        assert_eq!(RaftStatus::from_metrics(&m).commit_index, Some(7));
-    }
-
-    #[test]
-    fn learners_do_not_count_towards_the_majority() {
-        // Only the leader and the learner have anything beyond 2.
-        let m = leader(&[(1, log(3, 9)), (2, None), (3, log(3, 2)), (4, log(3, 9))]);
-        assert_eq!(RaftStatus::from_metrics(&m).commit_index, Some(2));
-    }
-
-    #[test]
-    fn nothing_is_committed_while_no_majority_has_an_entry() {
-        let m = leader(&[(1, log(3, 9)), (2, None), (3, None)]);
-        assert_eq!(RaftStatus::from_metrics(&m).commit_index, None);
-    }
-
-    #[test]
-    fn entries_of_an_earlier_term_are_not_committed_by_counting() {
-        // A majority holds index 5, but of term 2: the leader of term 3 has not committed it.
-        let m = leader(&[(1, log(3, 9)), (2, log(2, 5)), (3, log(2, 5))]);
-        assert_eq!(RaftStatus::from_metrics(&m).commit_index, None);
-    }
-
-    #[test]
-    fn a_follower_reports_no_commit_index() {
-        let mut m = leader(&[]);
-        m.state = ServerState::Follower;
-        m.replication = None;
-        m.last_applied = log(3, 4);
-        let status = RaftStatus::from_metrics(&m);
-        assert_eq!(status.commit_index, None);
+        let mut log = Observed::new(MemLogStore::default(), commit.clone());
+        let committed = LogId::new(CommittedLeaderId::new(3, 1), 6);
+        log.save_committed(Some(committed)).await.unwrap();
+        let status = RaftStatus::from_metrics(&m, &commit);
+        assert_eq!(status.commit_index, Some(6));
         assert_eq!(status.applied_index, Some(4));
+        // Index 0 is an index like any other.
+        let first = LogId::new(CommittedLeaderId::new(1, 1), 0);
+        log.save_committed(Some(first)).await.unwrap();
+        assert_eq!(commit.get(), Some(0));
     }
 }

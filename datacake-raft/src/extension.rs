@@ -10,6 +10,7 @@ use futures::StreamExt;
 use tracing::{info, warn};
 
 use crate::bootstrap;
+use crate::committed::{CommitIndex, Observed};
 use crate::config::{LogStorage, RaftConfig};
 use crate::dir_lock::{DirLock, LOCK_WAIT};
 use crate::early;
@@ -95,16 +96,11 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
         let raft_config = Arc::new(raft_config);
         // The durable log (openraft owns it), to take and send early copies (see `early`).
         let mut early_log = None;
+        let commit = Arc::new(CommitIndex::default());
         let raft: Raft = match &durable {
             None => {
-                Raft::new(
-                    id,
-                    raft_config,
-                    network,
-                    MemLogStore::default(),
-                    state_machine,
-                )
-                .await
+                let log = Observed::new(MemLogStore::default(), commit.clone());
+                Raft::new(id, raft_config, network, log, state_machine).await
             }
             Some((dir, lock)) => {
                 let path = dir.join(LOG_FILE);
@@ -117,6 +113,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
                 )
                 .map_err(|e| RaftError::storage(path.display().to_string(), e))?;
                 early_log = Some(log.downgrade());
+                let log = Observed::new(log, commit.clone());
                 Raft::new(id, raft_config, network, log, state_machine).await
             }
         }
@@ -164,7 +161,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             }
             let _ = stopping.shutdown().await;
         });
-        tasks.spawn(crate::metrics::report(raft.metrics()));
+        tasks.spawn(crate::metrics::report(raft.metrics(), commit.clone()));
         tasks.spawn(bootstrap::run(
             raft.clone(),
             node.handle(),
@@ -189,6 +186,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
         );
         Ok(RaftHandle::new(HandleInner {
             raft,
+            commit,
             proposer,
             machine,
             node: node.handle(),

@@ -12,6 +12,7 @@ use openraft::error::{ClientWriteError, RaftError as OpenraftError};
 use openraft::{BasicNode, ChangeMembers};
 
 use crate::codec::{archive, unarchive};
+use crate::committed::CommitIndex;
 use crate::error::RaftError;
 use crate::events::{RaftEvents, RaftStatus, Role};
 use crate::machine::{SharedMachine, StateMachine};
@@ -35,6 +36,8 @@ pub enum ReadConsistency {
 
 pub(crate) struct HandleInner {
     pub(crate) raft: Raft,
+    /// What this node's log store was told is committed.
+    pub(crate) commit: Arc<CommitIndex>,
     /// Proposes this node's writes, many to a log entry.
     pub(crate) proposer: Proposer,
     pub(crate) machine: SharedMachine,
@@ -280,10 +283,10 @@ impl<S: StateMachine> RaftHandle<S> {
         self.inner.node.me().node_id
     }
 
-    /// A snapshot of this node's Raft counters: term, role, leader, log, commit (on the
-    /// leader, see [`RaftStatus::commit_index`]) and applied indexes, per-peer lag.
+    /// A snapshot of this node's Raft counters: term, role, leader, log, commit (see
+    /// [`RaftStatus::commit_index`]) and applied indexes, per-peer lag.
     pub fn status(&self) -> RaftStatus {
-        RaftStatus::from_metrics(&self.inner.raft.metrics().borrow())
+        RaftStatus::from_metrics(&self.inner.raft.metrics().borrow(), &self.inner.commit)
     }
 
     /// This node's role (a leader that lost its quorum still reports [`Role::Leader`]; see
@@ -322,7 +325,7 @@ impl<S: StateMachine> RaftHandle<S> {
 
     /// Role, leader and membership changes from now on.
     pub fn events(&self) -> RaftEvents {
-        RaftEvents::new(self.inner.raft.metrics())
+        RaftEvents::new(self.inner.raft.metrics(), self.inner.commit.clone())
     }
 
     /// Asks Raft to take a snapshot now (the log before it is then purged per the policy).

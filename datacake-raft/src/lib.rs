@@ -116,6 +116,7 @@
 
 mod bootstrap;
 mod codec;
+mod committed;
 mod config;
 #[cfg(test)]
 mod conformance;

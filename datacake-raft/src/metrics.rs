@@ -4,10 +4,12 @@
 //! [`RaftEvent::LeaderChanged`] the crate derives for [`RaftEvents`](crate::RaftEvents)), the
 //! current term, the applied index and whether this node leads. No label value comes from a peer.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::committed::CommitIndex;
 use crate::events::{changes, RaftEvent, RaftStatus, Role};
 use crate::types::Metrics;
 
@@ -50,11 +52,11 @@ const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 /// [`REPORT_INTERVAL`]: the gauges lag by at most that much, and two leader changes within it
 /// may count as one (the events stream,
 /// [`RaftEvents`](crate::RaftEvents), sees every change).
-pub(crate) async fn report(mut rx: watch::Receiver<Metrics>) {
-    let mut last = RaftStatus::from_metrics(&rx.borrow_and_update());
+pub(crate) async fn report(mut rx: watch::Receiver<Metrics>, commit: Arc<CommitIndex>) {
+    let mut last = RaftStatus::from_metrics(&rx.borrow_and_update(), &commit);
     record_status(&last);
     while rx.changed().await.is_ok() {
-        let now = RaftStatus::from_metrics(&rx.borrow_and_update());
+        let now = RaftStatus::from_metrics(&rx.borrow_and_update(), &commit);
         let new_leaders = changes(&last, &now)
             .filter(|e| matches!(e, RaftEvent::LeaderChanged(Some(_))))
             .count();
