@@ -331,10 +331,10 @@ async fn handshake<I: Io>(
             connection_window: CONNECTION_WINDOW,
             max_frame_size: MAX_FRAME_SIZE,
             max_header_list_size: MAX_REPLY_HEADER_LIST,
-            // A channel always reads (see `Config::pause_reads_at`); what it queues to
-            // write is its own callers' requests.
-            pause_reads_at: None,
         },
+        // A channel always reads (see `ReadPause`); what it queues to write is its own
+        // callers' requests.
+        None,
     );
     let client = Client::new(driver.clone());
     let closed = Arc::new(AtomicBool::new(false));

@@ -123,6 +123,8 @@ pub(crate) struct Counters {
     pub(crate) methods_refused: AtomicU64,
     pub(crate) replies_queued_bytes: AtomicU64,
     pub(crate) replies_stalled: AtomicU64,
+    /// Shared with each connection's driver, which counts its pauses here.
+    pub(crate) reads_paused: Arc<AtomicU64>,
 }
 
 impl Counters {
@@ -187,6 +189,10 @@ pub struct ServerStatistics {
     /// Replies dropped (the stream reset) after the peer's window stayed shut for
     /// `idle_timeout`.
     pub replies_stalled: u64,
+    /// Times a connection stopped reading because 1 MiB of its replies waited to be written
+    /// (its client sends requests without reading the replies, or reads them slower than
+    /// it sends); it reads again once they went out.
+    pub reads_paused: u64,
 }
 
 impl ServerStatistics {
@@ -204,6 +210,7 @@ impl ServerStatistics {
             buffered_bytes: buffered.used() as u64,
             reply_bytes_queued: get(&counters.replies_queued_bytes),
             replies_stalled: get(&counters.replies_stalled),
+            reads_paused: get(&counters.reads_paused),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -36,6 +36,17 @@ const READS_PER_TURN: usize = 16;
 const READ_CHUNK: usize = 64 << 10;
 /// The most buffers handed to one vectored write.
 const MAX_SLICES: usize = 64;
+
+/// A server's rule for a peer that does not read: reading stops while at least `at` bytes
+/// wait to be written, and goes on once they went out, so a peer that sends requests without
+/// reading the replies cannot make the server queue more than about `at` (plus the replies to
+/// one read). Each time reading stops, `count` goes up. A client has none and always reads:
+/// if both ends paused, two peers each blocked writing to the other would wait forever.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadPause {
+    pub(crate) at: usize,
+    pub(crate) count: Arc<AtomicU64>,
+}
 
 /// What handles need of a connection, whatever its socket type.
 pub(crate) trait Link: Send + Sync {
@@ -75,7 +86,7 @@ struct Socket<I> {
     write: VecDeque<Bytes>,
     /// The bytes in `write` (counted only where reads may pause).
     unwritten: usize,
-    /// Reading waits for `write` to go out (see [`Config::pause_reads_at`]).
+    /// Reading waits for `write` to go out (see [`ReadPause`]).
     paused: bool,
     /// The socket reached its end or failed: no more reads.
     eof: bool,
@@ -90,13 +101,13 @@ pub(crate) struct Driver<I> {
     waker: Mutex<Option<Waker>>,
     /// Set by each of the driver's turns, taken by the first caller after it.
     turn_taken: AtomicBool,
-    /// See [`Config::pause_reads_at`].
-    pause_reads_at: Option<usize>,
+    /// See [`ReadPause`].
+    pause_reads: Option<ReadPause>,
 }
 
 impl<I: Io> Driver<I> {
     /// A connection on `io`; the preface and settings are written by the first turn.
-    pub(crate) fn new(io: I, config: Config) -> Arc<Self> {
+    pub(crate) fn new(io: I, config: Config, pause_reads: Option<ReadPause>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::new(config)),
             socket: Mutex::new(Some(Socket {
@@ -109,7 +120,7 @@ impl<I: Io> Driver<I> {
             })),
             waker: Mutex::new(None),
             turn_taken: AtomicBool::new(true),
-            pause_reads_at: config.pause_reads_at,
+            pause_reads,
         })
     }
 
@@ -171,13 +182,13 @@ impl<I: Io> Driver<I> {
     }
 
     /// Whether reading must wait for the bytes queued to go out first (see
-    /// [`Config::pause_reads_at`]).
+    /// [`ReadPause`]).
     fn must_pause(&self, socket: &Socket<I>) -> bool {
-        self.pause_reads_at.is_some_and(|limit| {
+        self.pause_reads.as_ref().is_some_and(|pause| {
             socket
                 .unwritten
                 .saturating_add(self.state.lock().queued_len())
-                >= limit
+                >= pause.at
         })
     }
 
@@ -187,8 +198,14 @@ impl<I: Io> Driver<I> {
             if socket.eof {
                 return false;
             }
-            socket.paused = self.must_pause(socket);
-            if socket.paused {
+            let pause = self.must_pause(socket);
+            if pause && !socket.paused {
+                if let Some(rule) = &self.pause_reads {
+                    rule.count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            socket.paused = pause;
+            if pause {
                 return false;
             }
             if socket.read.capacity() - socket.read.len() < READ_CHUNK / 4 {
@@ -236,7 +253,7 @@ impl<I: Io> Driver<I> {
         loop {
             if socket.write.is_empty() {
                 self.state.lock().take_output(&mut socket.write);
-                if self.pause_reads_at.is_some() {
+                if self.pause_reads.is_some() {
                     socket.unwritten = socket.write.iter().map(Bytes::len).sum();
                 }
                 if socket.write.is_empty() {

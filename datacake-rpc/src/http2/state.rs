@@ -50,12 +50,6 @@ pub(crate) struct Config {
     /// The most streams the peer may open at once (a server's
     /// SETTINGS_MAX_CONCURRENT_STREAMS; a client accepts none).
     pub(crate) max_concurrent_streams: u32,
-    /// Reading stops while at least this many bytes wait to be written, and goes on once
-    /// they went out: a server's, so a peer that sends requests without reading the replies
-    /// cannot make it queue more than about this (plus the replies to one read). `None`
-    /// always reads: a client's, since if both ends paused, two peers each blocked writing
-    /// to the other would wait forever.
-    pub(crate) pause_reads_at: Option<usize>,
 }
 
 /// The settings a peer is assumed to have until its SETTINGS frame says otherwise (RFC 9113

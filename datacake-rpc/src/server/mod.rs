@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 use crate::connection::{keep_alive, pipe};
 use crate::handler::{Call, ErasedHandler};
 use crate::http2::head::RequestHead;
-use crate::http2::io::{Accepting, Driver, RecvBody, Responder, Stalled};
+use crate::http2::io::{Accepting, Driver, ReadPause, RecvBody, Responder, Stalled};
 use crate::http2::state::{Config, Role};
 use crate::limits::{Budget, Counters, Held};
 use crate::metrics::{Series, SERVER};
@@ -353,8 +353,11 @@ async fn serve_http2<I: Io>(
             max_frame_size: MAX_FRAME_SIZE,
             max_header_list_size: settings.max_header_list_size,
             max_concurrent_streams: settings.max_concurrent_streams,
-            pause_reads_at: Some(PAUSE_READS_AT),
         },
+        Some(ReadPause {
+            at: PAUSE_READS_AT,
+            count: shared.counters.reads_paused.clone(),
+        }),
     );
     let connection = Accepting::new(driver.clone());
     // The connection is driven (read and written) in this task, beside its accept loop.

@@ -200,6 +200,78 @@ async fn streams_past_the_limit_are_refused() {
     assert_still_serving(&fx).await;
 }
 
+/// Answers every call with [`Bulky::REPLY`] bytes, whatever it was sent.
+struct Bulky;
+
+impl Bulky {
+    const REPLY: usize = 32 << 10;
+}
+
+impl RpcService for Bulky {
+    fn service_name() -> &'static str {
+        "bulky"
+    }
+
+    fn register_handlers(registry: &mut ServiceRegistry<Self>) {
+        registry.add_handler::<Body>();
+    }
+}
+
+#[async_trait]
+impl Handler<Body> for Bulky {
+    type Reply = Body;
+
+    fn path() -> &'static str {
+        "bulk"
+    }
+
+    async fn on_message(&self, _request: Request<Body>) -> Result<Body, Status> {
+        Ok(Body::from(vec![5u8; Self::REPLY]))
+    }
+}
+
+/// A client that sends requests and never reads the replies (its windows wide open, so
+/// only the socket holds the replies back): the server stops reading it once 1 MiB of
+/// replies waits to be written, and counts the pause, instead of queueing every reply.
+#[tokio::test]
+async fn a_client_that_does_not_read_its_replies_is_paused_and_counted() {
+    const REQUESTS: u32 = 2_000;
+    const SETTINGS: u8 = 0x4;
+    const WINDOW_UPDATE: u8 = 0x8;
+    const MAX_WINDOW: u32 = (1 << 31) - 1;
+    let fx = start(Server::builder()).await;
+    fx.server.add_service(Bulky);
+    let path = b"/bulky/bulk";
+    let mut headers = vec![0x83, 0x86, 0x04, path.len() as u8];
+    headers.extend_from_slice(path);
+    let mut out = BytesMut::new();
+    out.put_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    // SETTINGS_INITIAL_WINDOW_SIZE at its largest, and the connection's window as wide.
+    let mut settings = vec![0, 0x4];
+    settings.extend_from_slice(&MAX_WINDOW.to_be_bytes());
+    frame(&mut out, SETTINGS, 0, 0, &settings);
+    frame(
+        &mut out,
+        WINDOW_UPDATE,
+        0,
+        0,
+        &(MAX_WINDOW - 65_535).to_be_bytes(),
+    );
+    for i in 0..REQUESTS {
+        // END_HEADERS | END_STREAM: no body.
+        frame(&mut out, 0x1, 0x5, 2 * i + 1, &headers);
+    }
+    let socket = tokio::net::TcpStream::connect(fx.addr()).await.unwrap();
+    let (_unread, mut write) = socket.into_split();
+    // Blocks once the server stops reading.
+    let _sending = tokio::spawn(async move { write.write_all(&out).await });
+    wait_for(&fx.server, "the connection to pause its reads", |s| {
+        s.reads_paused >= 1
+    })
+    .await;
+    assert_still_serving(&fx).await;
+}
+
 /// Reads the payload of the frame whose 9-byte header is `head`.
 async fn frame_payload(socket: &mut tokio::net::TcpStream, head: &[u8; 9]) -> Vec<u8> {
     let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;

@@ -1,6 +1,6 @@
 //! The driver against a peer on an in-memory pipe, whose every byte the test controls.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -10,8 +10,8 @@ use crate::http2::frame::{self, Settings, MAX_WINDOW};
 use crate::http2::hpack;
 use crate::http2::state::Role;
 
-/// A server's settings, pausing its reads at `pause_reads_at`.
-fn server_config(pause_reads_at: Option<usize>) -> Config {
+/// A server's settings.
+fn server_config() -> Config {
     Config {
         role: Role::Server,
         stream_window: 1 << 20,
@@ -19,7 +19,6 @@ fn server_config(pause_reads_at: Option<usize>) -> Config {
         max_frame_size: 1 << 20,
         max_header_list_size: 16 << 10,
         max_concurrent_streams: 64,
-        pause_reads_at,
     }
 }
 
@@ -58,7 +57,12 @@ async fn a_server_stops_reading_a_peer_that_does_not_read_its_replies() {
     const REPLY: usize = 1 << 10;
     // A pipe that holds 16 KiB each way: what the server does not read stays with the peer.
     let (peer, server_end) = tokio::io::duplex(16 << 10);
-    let driver = Driver::new(server_end, server_config(Some(LIMIT)));
+    let pauses = Arc::new(AtomicU64::new(0));
+    let rule = ReadPause {
+        at: LIMIT,
+        count: pauses.clone(),
+    };
+    let driver = Driver::new(server_end, server_config(), Some(rule));
     let running = tokio::spawn(driver.clone().run());
     // The application answers every request with 1 KiB.
     let accepting = Accepting::new(driver.clone());
@@ -120,6 +124,7 @@ async fn a_server_stops_reading_a_peer_that_does_not_read_its_replies() {
         "the server took all {REQUESTS} requests while its replies piled up ({} bytes)",
         unwritten()
     );
+    assert!(pauses.load(Ordering::Relaxed) >= 1, "the pause was counted");
     // Paused: what it holds stays near the limit while the peer keeps trying to send.
     let held = unwritten();
     let bound = LIMIT + 64 * (REPLY + 64);

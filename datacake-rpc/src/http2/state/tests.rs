@@ -15,7 +15,6 @@ const CONFIG: Config = Config {
     connection_window: 4 << 20,
     max_frame_size: 1 << 20,
     max_header_list_size: 16 << 10,
-    pause_reads_at: None,
 };
 
 /// A waker that counts its wake-ups.
