@@ -10,6 +10,7 @@ use futures::StreamExt;
 use tracing::{info, warn};
 
 use crate::bootstrap;
+use crate::campaign;
 use crate::committed::{CommitIndex, Observed};
 use crate::config::{LogStorage, RaftConfig};
 use crate::dir_lock::{DirLock, LOCK_WAIT};
@@ -162,6 +163,18 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
             let _ = stopping.shutdown().await;
         });
         tasks.spawn(crate::metrics::report(raft.metrics(), commit.clone()));
+        let electing = raft.clone();
+        tasks.spawn(campaign::resample_campaigns(
+            raft.metrics(),
+            config.election_timeout,
+            move || {
+                let raft = electing.clone();
+                async move {
+                    // (Fails only once Raft stopped, which ends this task too.)
+                    let _ = raft.trigger().elect().await;
+                }
+            },
+        ));
         tasks.spawn(bootstrap::run(
             raft.clone(),
             node.handle(),

@@ -115,6 +115,7 @@
 #![forbid(unsafe_code)]
 
 mod bootstrap;
+mod campaign;
 mod codec;
 mod committed;
 mod config;

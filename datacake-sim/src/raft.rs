@@ -438,6 +438,22 @@ impl Run<'_> {
             .then_some(commit)
     }
 
+    /// Each node's Raft status in a line, for a report.
+    fn statuses(&self) -> String {
+        let nodes = &self.world.schedule().nodes;
+        let status = |id: &NodeId| match self.raft(*id) {
+            Some(raft) => {
+                let s = raft.status();
+                format!(
+                    "node {id}: {:?} term {} leader {:?} log {:?} commit {:?} applied {:?}",
+                    s.role, s.term, s.leader, s.last_log_index, s.commit_index, s.applied_index
+                )
+            }
+            None => format!("node {id}: not running"),
+        };
+        nodes.iter().map(status).collect::<Vec<_>>().join("; ")
+    }
+
     fn applied_indexes(&self) -> BTreeMap<NodeId, Option<u64>> {
         let nodes = &self.world.schedule().nodes;
         nodes
@@ -487,7 +503,8 @@ impl Run<'_> {
         if !self.step_until(CONVERGE, |run| run.agreed_leader().is_some())? {
             violations.push(format!(
                 "after healing, the nodes did not agree on a leader within {CONVERGE:?} \
-                 (simulated)"
+                 (simulated); {}",
+                self.statuses()
             ));
             return Ok(());
         }
