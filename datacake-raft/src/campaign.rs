@@ -24,13 +24,14 @@ use openraft::ServerState;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::types::Metrics;
+use crate::types::ServerMetrics;
 
-/// Watches this node's metrics until Raft stops; each time a campaign (the node a
-/// [`Candidate`](ServerState::Candidate) in some term) lasts a fresh random draw from
-/// `range`, calls `elect` (start the next campaign now).
+/// Watches this node's server metrics (role and vote: they change with elections, not with
+/// every write, so this task is not woken per write) until Raft stops; each time a campaign
+/// (the node a [`Candidate`](ServerState::Candidate) in some term) lasts a fresh random draw
+/// from `range`, calls `elect` (start the next campaign now).
 pub(crate) async fn resample_campaigns<F, Fut>(
-    mut metrics: watch::Receiver<Metrics>,
+    mut metrics: watch::Receiver<ServerMetrics>,
     range: (Duration, Duration),
     mut elect: F,
 ) where
@@ -75,9 +76,9 @@ pub(crate) async fn resample_campaigns<F, Fut>(
 }
 
 /// The term this node campaigns in now, if it is a candidate.
-fn campaign(metrics: &mut watch::Receiver<Metrics>) -> Option<u64> {
+fn campaign(metrics: &mut watch::Receiver<ServerMetrics>) -> Option<u64> {
     let m = metrics.borrow_and_update();
-    (m.state == ServerState::Candidate).then_some(m.current_term)
+    (m.state == ServerState::Candidate).then_some(m.vote.leader_id().term)
 }
 
 /// A duration drawn uniformly from `[min, max)` at millisecond resolution (`min` if the range
@@ -97,11 +98,13 @@ mod tests {
 
     use super::*;
 
-    fn metrics(state: ServerState, term: u64) -> Metrics {
-        let mut m = Metrics::new_initial(1);
-        m.state = state;
-        m.current_term = term;
-        m
+    fn metrics(state: ServerState, term: u64) -> ServerMetrics {
+        ServerMetrics {
+            id: 1,
+            vote: openraft::Vote::new(term, 1),
+            state,
+            ..ServerMetrics::default()
+        }
     }
 
     /// A campaign that is still under way after a draw from the range is ended by starting
@@ -120,15 +123,25 @@ mod tests {
             counted.fetch_add(1, Ordering::SeqCst);
             // openraft's answer to a trigger: the next term's campaign.
             if let Some(tx) = started.lock().as_ref() {
-                let next = tx.borrow().current_term + 1;
+                let next = tx.borrow().vote.leader_id().term + 1;
                 tx.send_replace(metrics(ServerState::Candidate, next));
             }
             async {}
         }));
-        let send = |m: Metrics| {
+        let send = |m: ServerMetrics| {
             sender.lock().as_ref().expect("open").send_replace(m);
         };
-        let term = || sender.lock().as_ref().expect("open").borrow().current_term;
+        let term = || {
+            let sender = sender.lock();
+            let term = sender
+                .as_ref()
+                .expect("open")
+                .borrow()
+                .vote
+                .leader_id()
+                .term;
+            term
+        };
         // A follower: no campaign, nothing started however long it waits.
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(elections.load(Ordering::SeqCst), 0);

@@ -165,7 +165,7 @@ impl<S: StateMachine> ClusterExtension for RaftExtension<S> {
         tasks.spawn(crate::metrics::report(raft.metrics(), commit.clone()));
         let electing = raft.clone();
         tasks.spawn(campaign::resample_campaigns(
-            raft.metrics(),
+            raft.server_metrics(),
             config.election_timeout,
             move || {
                 let raft = electing.clone();

@@ -34,6 +34,9 @@ pub(crate) type StorageResult<T> = Result<T, StorageError>;
 pub(crate) type StoredMembership = openraft::StoredMembership<RaftNodeId, openraft::BasicNode>;
 pub(crate) type SnapshotMeta = openraft::SnapshotMeta<RaftNodeId, openraft::BasicNode>;
 pub(crate) type Metrics = openraft::RaftMetrics<RaftNodeId, openraft::BasicNode>;
+/// The part of [`Metrics`] that changes with elections, not with every write.
+pub(crate) type ServerMetrics =
+    openraft::metrics::RaftServerMetrics<RaftNodeId, openraft::BasicNode>;
 
 #[cfg(test)]
 mod tests {
