@@ -112,7 +112,8 @@ mod tests {
     /// left to openraft. Before, nothing started a campaign but openraft's own fixed delay.
     #[tokio::test(start_paused = true)]
     async fn a_campaign_that_lasts_a_fresh_draw_is_followed_by_the_next() {
-        let range = (Duration::from_millis(500), Duration::from_millis(1_000));
+        // A range one millisecond wide: every draw is 500 ms, so the times below are exact.
+        let range = (Duration::from_millis(500), Duration::from_millis(501));
         let (tx, rx) = watch::channel(metrics(ServerState::Follower, 1));
         let elections = Arc::new(AtomicUsize::new(0));
         let counted = elections.clone();
@@ -153,14 +154,21 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(elections.load(Ordering::SeqCst), 0);
 
-        // A campaign that goes nowhere: the next one starts within the range, and again.
+        // A campaign that goes nowhere: the next one starts after the draw, and again.
         send(metrics(ServerState::Candidate, 3));
         tokio::time::sleep(Duration::from_millis(499)).await;
-        assert_eq!(elections.load(Ordering::SeqCst), 0, "not before the range");
-        tokio::time::sleep(Duration::from_millis(501)).await;
+        assert_eq!(elections.load(Ordering::SeqCst), 0, "not before the draw");
+        tokio::time::sleep(Duration::from_millis(2)).await;
         assert_eq!(elections.load(Ordering::SeqCst), 1);
         assert_eq!(term(), 4);
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(elections.load(Ordering::SeqCst), 2);
+        assert_eq!(term(), 5);
+
+        // A campaign that ends before its draw (a higher term seen) is not cut short.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        send(metrics(ServerState::Follower, 9));
+        tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(elections.load(Ordering::SeqCst), 2);
 
         // Raft stopped (its metrics closed): the task ends.
@@ -169,5 +177,20 @@ mod tests {
             .await
             .expect("the task ends with Raft")
             .unwrap();
+    }
+
+    /// Draws stay in `[min, max)`, differ from one campaign to the next, and an empty range
+    /// gives its minimum.
+    #[test]
+    fn draws_are_fresh_and_within_the_range() {
+        let range = (Duration::from_millis(500), Duration::from_millis(1_000));
+        let draws: Vec<Duration> = (0..100).map(|_| draw(range)).collect();
+        assert!(
+            draws.iter().all(|d| range.0 <= *d && *d < range.1),
+            "{draws:?}"
+        );
+        assert!(draws.iter().any(|d| *d != draws[0]), "100 equal draws");
+        let empty = (Duration::from_millis(700), Duration::from_millis(700));
+        assert_eq!(draw(empty), Duration::from_millis(700));
     }
 }
