@@ -92,6 +92,16 @@ pub(crate) async fn start_node_full<S: Storage + Clone>(
         .connect()
         .await
         .expect("node connects");
+    add_store(node, storage, configure).await
+}
+
+/// Adds the store over `storage` to a connected `node`, the extension as the tests configure
+/// it, adjusted by `configure`.
+pub(crate) async fn add_store<S: Storage + Clone>(
+    node: DatacakeNode,
+    storage: S,
+    configure: impl FnOnce(Extension<S>) -> Extension<S>,
+) -> TestNode<S> {
     let extension = EventuallyConsistentStoreExtension::new(storage.clone())
         .with_repair_interval(Duration::from_millis(200))
         .with_write_timeout(Duration::from_secs(2));

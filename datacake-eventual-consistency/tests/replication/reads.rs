@@ -7,8 +7,8 @@ use datacake_eventual_consistency::test_utils::{FaultyStorage, MemStore};
 use datacake_eventual_consistency::{Consistency, ConsistencyError, StoreError};
 
 use crate::fixtures::{
-    shutdown, start_node_full, start_stand_in, stub_store_service, wait_for_membership, Extension,
-    TestNode,
+    add_store, shutdown, start_node_full, start_stand_in, stub_store_service, wait_for_membership,
+    Extension, TestNode, CONVERGE,
 };
 
 type Faulty = FaultyStorage<MemStore>;
@@ -19,16 +19,48 @@ fn rare_repair(ext: Extension<Faulty>) -> Extension<Faulty> {
     ext.with_repair_interval(Duration::from_secs(3_600))
 }
 
-/// Three nodes whose storage writes can be switched off.
+/// Three nodes whose storage writes can be switched off. Their stores start once the three
+/// nodes see each other, so each store's first repair round (its repair task's first tick is
+/// at once, the next an hour later) covers both peers, and the cluster is returned once
+/// those rounds ended: no repair runs behind a test's back, and a replica a test left stale
+/// stays stale until a read repairs it. (With each store started with its node, a first
+/// round could still be under way, or start late on a loaded machine, and fix node 3
+/// between a test's check that it is stale and its read: CI saw that once.)
 async fn cluster() -> Vec<TestNode<Faulty>> {
-    let storage = || FaultyStorage::new(MemStore::new());
-    let first = start_node_full(1, Vec::new(), storage(), |b| b, rare_repair).await;
-    let seeds = vec![first.addr()];
-    let mut nodes = vec![first];
+    let first = test_helper::node::builder(1, Vec::new())
+        .connect()
+        .await
+        .expect("node connects");
+    let seeds = vec![first.me().public_addr.to_string()];
+    let mut connected = vec![first];
     for id in 2..=3 {
-        nodes.push(start_node_full(id, seeds.clone(), storage(), |b| b, rare_repair).await);
+        let node = test_helper::node::builder(id, seeds.clone())
+            .connect()
+            .await
+            .expect("node connects");
+        connected.push(node);
     }
-    wait_for_membership(&nodes, 1..=3).await;
+    for node in &connected {
+        node.wait_for_nodes(1..=3, CONVERGE)
+            .await
+            .expect("membership converges");
+    }
+    let mut nodes = Vec::new();
+    for node in connected {
+        nodes.push(add_store(node, FaultyStorage::new(MemStore::new()), rare_repair).await);
+    }
+    for node in &nodes {
+        let store = &node.store;
+        test_helper::wait_for(
+            "each store's first repair rounds, one per peer, to end",
+            CONVERGE,
+            || async {
+                let s = store.statistics();
+                s.repairs_run + s.failures >= 2
+            },
+        )
+        .await;
+    }
     nodes
 }
 
