@@ -149,9 +149,16 @@ pub(crate) async fn wait_for_membership<S: Storage>(
     nodes: &[TestNode<S>],
     ids: impl IntoIterator<Item = u32> + Clone,
 ) {
+    wait_for_views(nodes.iter().map(|n| &n.node), ids).await;
+}
+
+/// Waits until each of `nodes` (with or without a store) lists every node of `ids` as live.
+pub(crate) async fn wait_for_views<'a>(
+    nodes: impl IntoIterator<Item = &'a DatacakeNode>,
+    ids: impl IntoIterator<Item = u32> + Clone,
+) {
     for node in nodes {
-        node.node
-            .wait_for_nodes(ids.clone(), CONVERGE)
+        node.wait_for_nodes(ids.clone(), CONVERGE)
             .await
             .expect("membership converges");
     }

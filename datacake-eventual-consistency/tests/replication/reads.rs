@@ -8,7 +8,7 @@ use datacake_eventual_consistency::{Consistency, ConsistencyError, StoreError};
 
 use crate::fixtures::{
     add_store, shutdown, start_node_full, start_stand_in, stub_store_service, wait_for_membership,
-    Extension, TestNode, CONVERGE,
+    wait_for_views, Extension, TestNode, CONVERGE,
 };
 
 type Faulty = FaultyStorage<MemStore>;
@@ -40,11 +40,7 @@ async fn cluster() -> Vec<TestNode<Faulty>> {
             .expect("node connects");
         connected.push(node);
     }
-    for node in &connected {
-        node.wait_for_nodes(1..=3, CONVERGE)
-            .await
-            .expect("membership converges");
-    }
+    wait_for_views(&connected, 1..=3).await;
     let mut nodes = Vec::new();
     for node in connected {
         nodes.push(add_store(node, FaultyStorage::new(MemStore::new()), rare_repair).await);
