@@ -501,6 +501,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
         let gossip = Arc::new(GossipShared::new(
             node_id,
             public_addr,
+            &cluster_id,
             network.clone(),
             send_timeout,
             inbox_tx.clone(),
@@ -521,8 +522,8 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             marked_for_deletion_grace_period: timings.dead_node_grace_period,
             catchup_callback: None,
             extra_liveness_predicate: Some(Box::new(|state| state.get(KEY_LEAVING).is_none())),
-            // The compressed digest: a SYN lists every member, and must fit one datagram
-            // of the gossip codec (see the README's limits).
+            // The compressed digest: a SYN lists every member, so it is several times
+            // smaller (see the README's limits).
             protocol_version: ProtocolVersion::V1,
         };
         // Marked as joining until the duplicate-id check below is done (see
@@ -534,6 +535,7 @@ impl<S: NodeSelector> DatacakeNodeBuilder<S> {
             .map_err(|error| NodeError::Gossip {
                 reason: format!("{error:#}"),
             })?;
+        gossip.know_table(chitchat.chitchat());
         info!(node_id, addr=%public_addr, cluster_id=%cluster_id, "node started");
 
         let has_other_seeds = config

@@ -19,24 +19,49 @@
 //!   into a 64 KiB scratch buffer and the packet is refused as soon as the total would pass
 //!   the bound.
 //!
+//! - **Its table's size.** chitchat records every node a SYN's or SYN-ACK's digest lists (a
+//!   digest entry is all it takes), and its own digest, which lists every node it records,
+//!   must fit one datagram: once it leaves less than 100 bytes of one for a delta, an
+//!   `assert!` in chitchat's gossip task ends it for good at the next SYN it answers. Before,
+//!   a SYN or two listing some thousands of made-up ids did that. [`DigestBound`] caps what
+//!   the table may grow to: a digest whose new entries would take the node's own digest past
+//!   a datagram (counted uncompressed, so whatever compression achieves) is refused; the
+//!   transport checks it against chitchat's table as chitchat takes each message.
+//!
 //! The walk follows chitchat 0.13's wire format (`message_serialize.rs`, `digest.rs`,
 //! `serialize.rs`, `delta.rs`) and is never stricter than chitchat's decoder: bytes it cannot
 //! walk are bytes chitchat refuses too. Like chitchat, it ignores bytes after the message.
 
+use chitchat::ChitchatId;
+
 /// Most bytes the digest and delta streams of one gossip message may decompress to, all
 /// blocks together.
 ///
-/// A message is one datagram of at most 65,507 bytes. Real gossip compresses a few times:
-/// the V1 digest of 1,479 members is 3.4x smaller than V0's 65 KB, so a SYN near the member
-/// limit (about 5,000, see the README) decompresses to about 220 KB; chitchat sizes a delta
-/// by its compressed length, and node states (ids, addresses, a few short tags) compress
-/// about as well, so a full delta is a few hundred KB at most. 1 MiB leaves room above
+/// A message is one datagram of at most 65,507 bytes. A node's digest takes at most 65,403
+/// bytes uncompressed ([`DigestBound`]), so its SYNs decompress to no more. chitchat sizes a
+/// delta by its compressed length, and node states (ids, addresses, a few short tags)
+/// compress a few times (a V1 digest of 1,479 members is 3.4x smaller than V0's), so a full
+/// delta is a few hundred KB at most. 1 MiB leaves room above
 /// that, while a bomb (65 KB of tiny frames, hundreds of MB decompressed) is stopped after
 /// 1 MiB. Decoded messages queue for chitchat, so this also bounds each queued message.
 pub(crate) const MAX_DECOMPRESSED: usize = 1 << 20;
 
 /// chitchat's magic number, first in every message (little-endian).
 const MAGIC_NUMBER: u16 = 45_139;
+/// The most bytes chitchat writes into one message (its crate-private
+/// `MAX_UDP_DATAGRAM_PAYLOAD_SIZE`).
+pub(crate) const MAX_MESSAGE: usize = 65_507;
+/// A message's header: magic number, protocol version, message type.
+const HEADER_LEN: usize = 4;
+/// The room chitchat's `DeltaSerializer` asserts it has for a delta beside its digest.
+const MIN_DELTA_ROOM: usize = 100;
+/// chitchat compresses a V1 digest in blocks of this many bytes at most
+/// (`DIGEST_BLOCK_THRESHOLD`).
+const DIGEST_BLOCK: usize = 16_384;
+/// Each block of a stream starts with its type and length.
+const BLOCK_META_LEN: usize = 3;
+/// A node's entry in a digest besides its id: heartbeat, last GC version, max version.
+const NODE_DIGEST_LEN: usize = 24;
 /// chitchat decompresses each block into a buffer of this size (`deserialize_stream`).
 const MAX_BLOCK: usize = u16::MAX as usize;
 
@@ -52,10 +77,18 @@ pub(crate) enum Refusal {
     /// A node delta sets its max version after key/values (see the module docs).
     #[error("a node delta sets its max version after key/values")]
     MaxVersionAfterKeyValues,
+    /// Its digest lists nodes the table does not hold, and recording them would take the
+    /// node's own digest past a datagram (see [`DigestBound`]).
+    #[error("its digest lists {new} nodes this node does not know, more than its gossip table has room for")]
+    TableFull {
+        /// The digest's entries for nodes the table does not hold.
+        new: usize,
+    },
 }
 
-/// `Ok` if chitchat may be handed `bytes`, an encoded `ChitchatEnvelope`.
-pub(crate) fn check(bytes: &[u8]) -> Result<(), Refusal> {
+/// `Ok` if chitchat may be handed `bytes`, an encoded `ChitchatEnvelope`, with the nodes its
+/// digest lists (none for an ACK or `BadCluster`): see [`DigestBound`] for what they may add.
+pub(crate) fn check(bytes: &[u8]) -> Result<Vec<ChitchatId>, Refusal> {
     let mut r = Reader(bytes);
     if r.u16("magic number")? != MAGIC_NUMBER {
         return Err(Refusal::Malformed("magic number"));
@@ -66,37 +99,112 @@ pub(crate) fn check(bytes: &[u8]) -> Result<(), Refusal> {
         _ => return Err(Refusal::Malformed("protocol version")),
     };
     let mut streams = Streams::default();
-    match r.u8("message type")? {
+    // The digest's entries are read last, once every stream passed the size bound.
+    let digest = match r.u8("message type")? {
         // SYN: digest, then the cluster id (nothing to check there).
-        0 => {
-            digest(&mut r, compressed_digest, &mut streams)?;
-        }
+        0 => digest(&mut r, compressed_digest, &mut streams)?,
         // SYN-ACK: digest, then delta.
         1 => {
-            digest(&mut r, compressed_digest, &mut streams)?;
+            let digest = digest(&mut r, compressed_digest, &mut streams)?;
             delta(&mut r, &mut streams)?;
+            digest
         }
         // ACK: delta.
-        2 => delta(&mut r, &mut streams)?,
+        2 => {
+            delta(&mut r, &mut streams)?;
+            Vec::new()
+        }
         // BadCluster: header only.
-        3 => {}
+        3 => Vec::new(),
         _ => return Err(Refusal::Malformed("message type")),
+    };
+    let mut entries = Reader(&digest);
+    let mut nodes = Vec::new();
+    while !entries.0.is_empty() {
+        nodes.push(entries.chitchat_id()?);
+        entries.take(NODE_DIGEST_LEN, "node digest")?;
     }
-    Ok(())
+    Ok(nodes)
 }
 
-/// Skips a digest: V0 lists its entries, V1 is a compressed stream of them.
-fn digest(r: &mut Reader<'_>, compressed: bool, streams: &mut Streams) -> Result<(), Refusal> {
+/// A digest's entries, uncompressed: V0 lists them after their count, V1 is a block stream
+/// of them.
+fn digest(r: &mut Reader<'_>, compressed: bool, streams: &mut Streams) -> Result<Vec<u8>, Refusal> {
     if compressed {
-        // The entries themselves need no check: only the stream's size matters.
-        streams.read(r)?;
-        return Ok(());
+        return streams.read(r);
     }
-    for _ in 0..r.u16("digest length")? {
+    let count = r.u16("digest length")?;
+    let start = r.0;
+    for _ in 0..count {
         r.chitchat_id()?;
-        r.take(24, "node digest")?; // heartbeat, last gc version, max version
+        r.take(NODE_DIGEST_LEN, "node digest")?;
     }
-    Ok(())
+    Ok(start[..start.len() - r.0.len()].to_vec())
+}
+
+/// How large a node's gossip table may grow: the uncompressed size of its digest, so that
+/// chitchat's digest always fits one datagram with room for a delta (see the module docs).
+///
+/// Counted uncompressed because compression depends on the ids (made-up random ones barely
+/// compress) and chitchat keeps a block that would not shrink as it is: a V1 digest takes at
+/// most its entries plus three bytes per 16 KiB block, plus one. An entry is its node's id
+/// plus 24 bytes: 51 bytes for a 10-byte node id and an IPv4 address, so about 1,280 nodes
+/// fit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DigestBound {
+    /// The most bytes a digest may take, encoded.
+    limit: usize,
+}
+
+impl DigestBound {
+    /// The bound for a node of cluster `cluster_id` (a SYN carries the cluster id after its
+    /// digest).
+    pub(crate) fn new(cluster_id: &str) -> Self {
+        let beside = MIN_DELTA_ROOM.max(2 + cluster_id.len());
+        Self {
+            limit: MAX_MESSAGE.saturating_sub(HEADER_LEN + beside),
+        }
+    }
+
+    /// `Ok` if a table holding the nodes `known` (the node itself included) may record every
+    /// node `listed`, a received digest, lists; `contains` tells whether the table holds a
+    /// node already.
+    pub(crate) fn admits<'a>(
+        &self,
+        known: impl Iterator<Item = &'a ChitchatId>,
+        contains: impl Fn(&ChitchatId) -> bool,
+        listed: &[ChitchatId],
+    ) -> Result<(), Refusal> {
+        let (mut new, mut new_len) = (0, 0);
+        for id in listed.iter().filter(|id| !contains(id)) {
+            new += 1;
+            new_len += entry_len(id);
+        }
+        if new == 0 {
+            return Ok(());
+        }
+        let entries = known.map(entry_len).sum::<usize>() + new_len;
+        if encoded_digest_bound(entries) > self.limit {
+            return Err(Refusal::TableFull { new });
+        }
+        Ok(())
+    }
+}
+
+/// The bytes `id`'s entry takes in a digest, uncompressed.
+fn entry_len(id: &ChitchatId) -> usize {
+    let ip = match id.gossip_advertise_addr {
+        std::net::SocketAddr::V4(_) => 4,
+        std::net::SocketAddr::V6(_) => 16,
+    };
+    2 + id.node_id.len() + 8 + 1 + ip + 2 + NODE_DIGEST_LEN
+}
+
+/// The most bytes a digest whose entries take `entries` bytes uncompressed takes encoded, in
+/// either protocol version (V0 counts its entries in two bytes first).
+fn encoded_digest_bound(entries: usize) -> usize {
+    let v1 = entries + BLOCK_META_LEN * entries.div_ceil(DIGEST_BLOCK) + 1;
+    v1.max(entries + 2)
 }
 
 /// Walks a delta's ops, refusing a `SetMaxVersion` after a `KeyValue` of the same node delta.
@@ -204,18 +312,32 @@ impl<'a> Reader<'a> {
         self.take(usize::from(len), what)
     }
 
-    /// A `ChitchatId`: node id, generation, then the gossip address (IP version 4 or 6, its
-    /// octets, the port).
-    fn chitchat_id(&mut self) -> Result<(), Refusal> {
-        self.str("node id")?;
-        self.take(8, "generation")?;
-        let octets = match self.u8("ip version")? {
-            4 => 4,
-            6 => 16,
+    fn u64(&mut self, what: &'static str) -> Result<u64, Refusal> {
+        let bytes = self.take(8, what)?;
+        Ok(u64::from_le_bytes(bytes.try_into().expect("eight bytes")))
+    }
+
+    /// A `ChitchatId`: node id (UTF-8, as chitchat requires), generation, then the gossip
+    /// address (IP version 4 or 6, its octets, the port).
+    fn chitchat_id(&mut self) -> Result<ChitchatId, Refusal> {
+        let node_id =
+            std::str::from_utf8(self.str("node id")?).map_err(|_| Refusal::Malformed("node id"))?;
+        let generation = self.u64("generation")?;
+        let ip: std::net::IpAddr = match self.u8("ip version")? {
+            4 => <[u8; 4]>::try_from(self.take(4, "gossip address")?)
+                .expect("four bytes")
+                .into(),
+            6 => <[u8; 16]>::try_from(self.take(16, "gossip address")?)
+                .expect("sixteen bytes")
+                .into(),
             _ => return Err(Refusal::Malformed("ip version")),
         };
-        self.take(octets + 2, "gossip address")?;
-        Ok(())
+        let port = self.u16("gossip address")?;
+        Ok(ChitchatId {
+            node_id: node_id.into(),
+            generation_id: generation,
+            gossip_advertise_addr: (ip, port).into(),
+        })
     }
 }
 
@@ -354,6 +476,23 @@ pub(crate) mod wire {
         buf
     }
 
+    /// A SYN (protocol V1: the digest a stream of one compressed block) of cluster
+    /// `cluster_id` whose digest lists `nodes`.
+    pub(crate) fn syn_v1(cluster_id: &str, nodes: &[DigestEntry<'_>]) -> Vec<u8> {
+        let mut entries = Vec::new();
+        for node in nodes {
+            chitchat_id(&mut entries, node.node_id, node.generation, node.addr);
+            entries.extend(node.heartbeat.to_le_bytes());
+            entries.extend(0u64.to_le_bytes()); // last gc version
+            entries.extend(node.max_version.to_le_bytes());
+        }
+        let mut buf = 45_139u16.to_le_bytes().to_vec();
+        buf.extend([1, 0]); // protocol V1, SYN
+        buf.extend(stream(&[&entries], true));
+        str(&mut buf, cluster_id);
+        buf
+    }
+
     /// An ACK (protocol V1) carrying the delta `stream`.
     pub(crate) fn ack(stream: &[u8]) -> Vec<u8> {
         let mut buf = 45_139u16.to_le_bytes().to_vec();
@@ -426,9 +565,13 @@ mod tests {
             node("3"),
         ]);
         for compress in [false, true] {
-            assert_eq!(check(&ack(&stream(&[&good], compress))), Ok(()));
+            assert_eq!(check(&ack(&stream(&[&good], compress))), Ok(vec![]));
         }
-        assert_eq!(check(&ack(&stream(&[], false))), Ok(()), "an empty delta");
+        assert_eq!(
+            check(&ack(&stream(&[], false))),
+            Ok(vec![]),
+            "an empty delta"
+        );
     }
 
     #[test]
@@ -449,10 +592,80 @@ mod tests {
         let half = stream(&[&zeros[..]; MAX_DECOMPRESSED / MAX_BLOCK / 2 + 1], true);
         let mut syn_ack = 45_139u16.to_le_bytes().to_vec();
         syn_ack.extend([1, 1]); // V1 SYN-ACK
-        syn_ack.extend(&half); // digest (entries are not checked, only the size)
+        syn_ack.extend(&half); // digest (its entries are read after the size bound)
         assert_eq!(check(&syn_ack), Err(Refusal::Malformed("block type")));
         syn_ack.extend(&half); // delta
         assert_eq!(check(&syn_ack), Err(Refusal::TooLarge));
+    }
+
+    fn id(node_id: &str, last: u8) -> ChitchatId {
+        ChitchatId {
+            node_id: node_id.into(),
+            generation_id: 1_796_000_000_000_000 + u64::from(last),
+            gossip_advertise_addr: ([10, 0, 0, last], 7000).into(),
+        }
+    }
+
+    #[test]
+    fn the_nodes_a_digest_lists_are_read_in_either_version() {
+        let listed = [id("7", 1), id("node-eight", 2), id("niné", 3)];
+        let entries: Vec<_> = listed
+            .iter()
+            .map(|id| wire::DigestEntry {
+                node_id: &id.node_id,
+                generation: id.generation_id,
+                addr: id.gossip_advertise_addr,
+                heartbeat: 40,
+                max_version: 9,
+            })
+            .collect();
+        assert_eq!(check(&wire::syn_v0("c", &entries)), Ok(listed.to_vec()));
+        assert_eq!(check(&wire::syn_v1("c", &entries)), Ok(listed.to_vec()));
+        assert_eq!(check(&wire::syn_v1("c", &[])), Ok(vec![]));
+        // An entry cut short, and a node id that is not UTF-8 (chitchat refuses both).
+        let mut short = wire::syn_v0("c", &entries[..1]);
+        short.truncate(short.len() - 2 - 1 - 1); // the cluster id, then a byte of the entry
+        assert!(matches!(check(&short), Err(Refusal::Malformed(_))));
+        let mut latin1 = wire::syn_v0("c", &entries[2..]);
+        let at = latin1.iter().position(|b| *b == 0xC3).unwrap();
+        latin1[at] = 0xE9;
+        latin1.remove(at + 1);
+        latin1[6] -= 1; // the node id's length
+        assert_eq!(check(&latin1), Err(Refusal::Malformed("node id")));
+    }
+
+    /// With 10-byte node ids and IPv4 addresses an entry takes 51 bytes, and a node of
+    /// cluster "c" has 65,507 - 4 - 100 = 65,403 bytes for its digest: 1,282 entries take
+    /// 65,382 bytes, plus 3 for each of 4 blocks and 1 (65,395); 1,283 would take 65,433.
+    #[test]
+    fn a_table_takes_new_nodes_while_its_digest_fits_a_datagram() {
+        let bound = DigestBound::new("c");
+        let table: Vec<ChitchatId> = (0..1_282)
+            .map(|i: u32| id(&format!("{i:010}"), (i % 250) as u8))
+            .collect();
+        let admits = |table: &[ChitchatId], listed: &[ChitchatId]| {
+            bound.admits(table.iter(), |id| table.contains(id), listed)
+        };
+        let newcomer = [id("newcomer-1", 1)];
+        assert_eq!(admits(&table[..1_281], &newcomer), Ok(()));
+        assert_eq!(
+            admits(&table, &newcomer),
+            Err(Refusal::TableFull { new: 1 })
+        );
+        // Nodes the table holds cost nothing: a full table still takes its members' gossip.
+        assert_eq!(admits(&table, &table[..700]), Ok(()));
+        let mixed = [table[3].clone(), id("newcomer-2", 2), id("newcomer-3", 3)];
+        assert_eq!(admits(&table, &mixed), Err(Refusal::TableFull { new: 2 }));
+        // A digest too large for any table of its own.
+        let alone = |listed: &[ChitchatId]| bound.admits(std::iter::empty(), |_| false, listed);
+        assert_eq!(alone(&table), Ok(()));
+        let more: Vec<_> = table.iter().cloned().chain(newcomer.clone()).collect();
+        assert_eq!(alone(&more), Err(Refusal::TableFull { new: 1_283 }));
+        // A long cluster id leaves less room.
+        let long = DigestBound::new(&"c".repeat(200));
+        assert!(long
+            .admits(table[1..].iter(), |_| false, &newcomer)
+            .is_err());
     }
 
     #[test]
@@ -473,6 +686,6 @@ mod tests {
         // Bytes after the message are ignored, as chitchat does.
         let mut trailing = good;
         trailing.extend(b"trailing");
-        assert_eq!(check(&trailing), Ok(()));
+        assert_eq!(check(&trailing), Ok(vec![]));
     }
 }

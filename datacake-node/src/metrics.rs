@@ -1,7 +1,7 @@
 //! What the node reports through the [`metrics`] facade (listed in the crate's README,
 //! "Metrics"), recorded where a membership view is published (the first one at start
-//! included). The only label is
-//! `change`, of two fixed values; no member's id or address becomes a label value.
+//! included), and where gossip is refused. The labels are `change` and `reason`, each of two
+//! fixed values; no member's id or address becomes a label value.
 
 use crate::membership::MembershipView;
 
@@ -11,6 +11,11 @@ pub(crate) const LIVE_MEMBERS: &str = "datacake_node_live_members";
 pub(crate) const DEAD_MEMBERS: &str = "datacake_node_dead_members";
 /// Members that joined or left, by `change` (`joined`, `left`).
 pub(crate) const MEMBERSHIP_CHANGES: &str = "datacake_node_membership_changes_total";
+
+/// Gossip messages refused before chitchat took them, by `reason` (`invalid`: not a message
+/// chitchat may be handed, see `gossip_check`; `table_full`: its digest lists more new nodes
+/// than the gossip table has room for).
+pub(crate) const GOSSIP_REFUSED: &str = "datacake_node_gossip_refused_total";
 
 /// Records the view `new` that replaces `old`.
 pub(crate) fn view_published(new: &MembershipView, old: &MembershipView) {

@@ -7,7 +7,10 @@
 //!   delta's shape and decompressed size, which chitchat trusts) and turns them into
 //!   envelopes that wait in a second bounded queue until [`Socket::recv`] hands them to
 //!   chitchat. At most [`PER_SENDER`] packets of one sender are held across both queues
-//!   ([`FairInbox`]), so one peer's flood cannot crowd out the others' heartbeats.
+//!   ([`FairInbox`]), so one peer's flood cannot crowd out the others' heartbeats. As
+//!   chitchat takes a SYN or SYN-ACK, its digest is checked against chitchat's table
+//!   ([`gossip_check::DigestBound`]): one that lists more new nodes than the table has room
+//!   for is dropped (a call carrying it is refused with `ResourceExhausted`).
 //! - Sending: [`Socket::send`] encodes the envelope and spawns the RPC call to the peer over
 //!   the pooled channel, fire-and-forget, so a slow or dead peer never blocks the gossip loop.
 //!   To a live member's address it uses the member's channel
@@ -43,7 +46,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket};
-use chitchat::{ChitchatEnvelope, ChitchatMessage, ProtocolVersion};
+use chitchat::{Chitchat, ChitchatEnvelope, ChitchatId, ChitchatMessage, ProtocolVersion};
 use datacake_rpc::{Handler, Request, RpcClient, RpcService, ServiceRegistry, Status};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -52,8 +55,9 @@ use tokio::time::{timeout, timeout_at, Instant};
 use tracing::{debug, warn};
 
 use crate::auth::PeerAuth;
-use crate::gossip_check;
+use crate::gossip_check::{self, DigestBound};
 use crate::membership::{MembershipView, NodeId};
+use crate::metrics::GOSSIP_REFUSED;
 use crate::network::RpcNetwork;
 
 /// How many received gossip messages may wait to be decoded before new ones are dropped; as
@@ -68,8 +72,8 @@ const CODEC_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest datagram the loopback codec carries (chitchat's own limit is 65,507 bytes).
 const MAX_DATAGRAM: usize = 65_536;
 /// Largest gossip payload a call may carry: chitchat writes every message into one UDP
-/// datagram (its crate-private `MAX_UDP_DATAGRAM_PAYLOAD_SIZE`).
-const MAX_PAYLOAD: usize = 65_507;
+/// datagram.
+const MAX_PAYLOAD: usize = gossip_check::MAX_MESSAGE;
 
 /// A received packet waiting to be decoded.
 pub(crate) struct Inbound {
@@ -87,6 +91,10 @@ pub(crate) struct Inbound {
 /// A decoded packet waiting for chitchat ([`RpcSocket::recv`]).
 struct Decoded {
     outcome: RecvOutcome,
+    /// The nodes its digest lists (see [`gossip_check::DigestBound`]).
+    listed: Vec<ChitchatId>,
+    /// A SYN whose call waits for chitchat's reply.
+    call_waits: bool,
     /// The sender's place in the [`FairInbox`], given back when chitchat takes the packet.
     _place: Option<InboxPlace>,
 }
@@ -153,6 +161,8 @@ enum Answer {
     Nothing,
     /// The packet is not one a peer may send as a call.
     Refused(&'static str),
+    /// Its digest lists more new nodes than this node's gossip table has room for.
+    TableFull,
 }
 
 /// How many SYNs may wait for chitchat's reply at once (their calls wait meanwhile).
@@ -246,6 +256,9 @@ impl Handler<GossipPacket> for GossipService {
         match timeout(self.answer_timeout, answer_rx).await {
             Ok(Ok(Answer::Reply(reply))) => Ok(GossipAck { reply }),
             Ok(Ok(Answer::Refused(reason))) => Err(Status::invalid_payload(reason)),
+            Ok(Ok(Answer::TableFull)) => Err(Status::resource_exhausted(
+                "the gossip lists more nodes than this node's gossip table has room for",
+            )),
             // An ACK, or chitchat did not answer in time (the round is lost, as a dropped
             // datagram would be).
             Ok(Ok(Answer::Nothing)) | Ok(Err(_)) | Err(_) => Ok(no_reply),
@@ -266,6 +279,9 @@ pub(crate) struct GossipShared {
     waiting: Mutex<WaitingReplies>,
     /// The node's membership view, once the node runs (to tell which member an address is).
     members: std::sync::OnceLock<watch::Receiver<Arc<MembershipView>>>,
+    /// chitchat's state, once it runs (what a digest is checked against).
+    table: watch::Sender<Option<Arc<tokio::sync::Mutex<Chitchat>>>>,
+    digest_bound: DigestBound,
     /// Peers that have not yet been sent a reply carrying our leave marker.
     leave_pending: Mutex<Option<HashSet<SocketAddr>>>,
     leaving: AtomicBool,
@@ -275,11 +291,14 @@ impl GossipShared {
     pub(crate) fn new(
         node_id: NodeId,
         public_addr: SocketAddr,
+        cluster_id: &str,
         network: RpcNetwork,
         send_timeout: Duration,
         inbox: mpsc::Sender<Inbound>,
     ) -> Self {
         Self {
+            table: watch::Sender::new(None),
+            digest_bound: DigestBound::new(cluster_id),
             node_id,
             public_addr,
             network,
@@ -330,6 +349,12 @@ impl GossipShared {
         let _ = self.members.set(view);
     }
 
+    /// chitchat runs: the digests it is handed are checked against its `table` from now on
+    /// (until then, [`Socket::recv`] hands it nothing).
+    pub(crate) fn know_table(&self, table: Arc<tokio::sync::Mutex<Chitchat>>) {
+        self.table.send_replace(Some(table));
+    }
+
     /// The channel to `to`: the member's, if a live member is there; else the address's.
     fn channel_to(&self, to: SocketAddr) -> datacake_rpc::Channel {
         let member = self.members.get().and_then(|view| {
@@ -351,7 +376,7 @@ impl GossipShared {
     /// See [`WaitingReplies::hand`]. A reply handed over while leaving carries our leave
     /// marker to `to`.
     fn hand_reply(&self, to: SocketAddr, reply: Vec<u8>) -> bool {
-        let handed = self.waiting.lock().hand(to, reply);
+        let handed = self.waiting.lock().hand(to, Answer::Reply(reply));
         if handed && self.leaving.load(Ordering::Acquire) {
             self.delivered_reply(to);
         }
@@ -435,13 +460,13 @@ impl WaitingReplies {
         true
     }
 
-    /// Hands chitchat's reply to `to` to the oldest call from `to` still waiting for one;
-    /// `false` if none is (the reply is then dropped, never sent to `to` on a call of ours).
-    fn hand(&mut self, to: SocketAddr, reply: Vec<u8>) -> bool {
+    /// Hands chitchat's reply to `to` (or the refusal of the SYN it answers) to the oldest
+    /// call from `to` still waiting for one; `false` if none is (the reply is then dropped,
+    /// never sent to `to` on a call of ours).
+    fn hand(&mut self, to: SocketAddr, mut reply: Answer) -> bool {
         let Some(queue) = self.by_sender.get_mut(&to) else {
             return false;
         };
-        let mut reply = Answer::Reply(reply);
         let handed = loop {
             let Some(answer) = queue.pop_front() else {
                 break false;
@@ -504,6 +529,8 @@ impl Transport for RpcTransport {
             shared: self.shared.clone(),
             encoder,
             received: out_rx,
+            pending: None,
+            table: self.shared.table.subscribe(),
             decode_task,
         }))
     }
@@ -514,6 +541,10 @@ struct RpcSocket {
     shared: Arc<GossipShared>,
     encoder: Encoder,
     received: mpsc::Receiver<Decoded>,
+    /// A packet taken from `received` and not yet handed to chitchat (kept across a
+    /// cancelled [`Socket::recv`]).
+    pending: Option<Decoded>,
+    table: watch::Receiver<Option<Arc<tokio::sync::Mutex<Chitchat>>>>,
     decode_task: JoinHandle<()>,
 }
 
@@ -557,15 +588,52 @@ impl Socket for RpcSocket {
         Ok(SendOutcome { num_bytes_sent })
     }
 
-    /// Cancel-safe: only awaits the decoded queue. Taking a packet gives its sender's place
-    /// in the [`FairInbox`] back.
+    /// Cancel-safe: a packet taken from the decoded queue waits in `pending` until it is
+    /// handed over or dropped. Handing it over gives its sender's place in the
+    /// [`FairInbox`] back. chitchat processes what this returns before it calls again, so
+    /// the digest check sees the table the packet will meet.
     async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
-        let decoded = self
-            .received
-            .recv()
-            .await
-            .context("the gossip service stopped")?;
-        Ok(decoded.outcome)
+        loop {
+            let decoded = match self.pending.take() {
+                Some(decoded) => decoded,
+                None => (self.received.recv().await).context("the gossip service stopped")?,
+            };
+            if decoded.listed.is_empty() {
+                return Ok(decoded.outcome);
+            }
+            self.pending = Some(decoded);
+            let table = self
+                .table
+                .wait_for(Option::is_some)
+                .await
+                .context("the gossip transport stopped")?
+                .clone()
+                .expect("waited for");
+            let table = table.lock().await;
+            let decoded = self.pending.take().expect("taken above");
+            let admitted = {
+                let deleting: HashSet<&ChitchatId> = table.scheduled_for_deletion_nodes().collect();
+                let in_digest = |id: &ChitchatId| !deleting.contains(id);
+                let states = table.node_states();
+                self.shared.digest_bound.admits(
+                    states.keys().filter(|id| in_digest(id)),
+                    |id| states.contains_key(id) && in_digest(id),
+                    &decoded.listed,
+                )
+            };
+            drop(table);
+            match admitted {
+                Ok(()) => return Ok(decoded.outcome),
+                Err(refusal) => {
+                    let from = decoded.outcome.from_addr;
+                    warn!(peer=%from, %refusal, "gossip dropped: the gossip table is full");
+                    metrics::counter!(GOSSIP_REFUSED, "reason" => "table_full").increment(1);
+                    if decoded.call_waits {
+                        self.shared.waiting.lock().hand(from, Answer::TableFull);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -591,9 +659,25 @@ async fn decode_loop(
                 let _ = answer.send(Answer::Refused(reason));
             }
         };
-        if let Err(refusal) = gossip_check::check(&bytes) {
-            warn!(peer=%from, len=bytes.len(), %refusal, "invalid gossip payload dropped");
-            refuse(answer, "invalid gossip payload");
+        let listed = match gossip_check::check(&bytes) {
+            Ok(listed) => listed,
+            Err(refusal) => {
+                warn!(peer=%from, len=bytes.len(), %refusal, "invalid gossip payload dropped");
+                metrics::counter!(GOSSIP_REFUSED, "reason" => "invalid").increment(1);
+                refuse(answer, "invalid gossip payload");
+                continue;
+            }
+        };
+        // A digest that would not fit even a table of its own does not queue.
+        let alone = shared
+            .digest_bound
+            .admits(std::iter::empty(), |_| false, &listed);
+        if let Err(refusal) = alone {
+            warn!(peer=%from, %refusal, "gossip dropped: the gossip table is full");
+            metrics::counter!(GOSSIP_REFUSED, "reason" => "table_full").increment(1);
+            if let Some(answer) = answer {
+                let _ = answer.send(Answer::TableFull);
+            }
             continue;
         }
         let envelope = match decoder.decode(&bytes).await {
@@ -616,6 +700,10 @@ async fn decode_loop(
                 continue;
             }
         };
+        let call_waits = matches!(
+            (&envelope.message, &answer),
+            (ChitchatMessage::Syn { .. }, Some(_))
+        );
         match (&envelope.message, answer) {
             (ChitchatMessage::Syn { .. }, Some(answer)) => {
                 if !shared.wait_for_reply(from, answer) {
@@ -648,6 +736,8 @@ async fn decode_loop(
                 envelope,
                 num_bytes_received: bytes.len(),
             },
+            listed,
+            call_waits,
             _place: place,
         };
         if out.send(decoded).await.is_err() {
@@ -948,6 +1038,7 @@ mod tests {
         let shared = GossipShared::new(
             1,
             addr,
+            "c",
             RpcNetwork::new(),
             Duration::from_secs(1),
             tx.clone(),
@@ -1079,10 +1170,10 @@ mod tests {
     }
 
     /// chitchat's digest lists every member (and every node dead for less than half the dead
-    /// node grace period) in each SYN, and a gossip message must fit one datagram of the
-    /// loopback codec. The compressed digest (protocol V1, which nodes gossip with) makes
-    /// the same cluster's SYN several times smaller than V0's, so several times more members
-    /// fit. The figures are printed for the README's limit.
+    /// node grace period) in each SYN. The compressed digest (protocol V1, which nodes gossip
+    /// with) makes the same cluster's SYN several times smaller than V0's. (How many members a
+    /// node records is bounded by the digest's uncompressed size, `DigestBound`: compression
+    /// depends on the ids.) The figures are printed for the README.
     #[tokio::test]
     async fn the_compressed_digest_fits_several_times_more_members() {
         let (mut encoder, mut decoder) = codec().await;
@@ -1116,9 +1207,15 @@ mod tests {
         let (other, mut other_rx) = oneshot::channel();
         assert!(waiting.wait(a, gave_up) && waiting.wait(a, first) && waiting.wait(b, other));
         drop(gone);
-        assert!(waiting.hand(a, vec![1]), "the call that gave up is skipped");
+        assert!(
+            waiting.hand(a, Answer::Reply(vec![1])),
+            "the call that gave up is skipped"
+        );
         assert!(matches!(first_rx.try_recv(), Ok(Answer::Reply(r)) if r == [1]));
-        assert!(!waiting.hand(a, vec![2]), "nobody from `a` waits any more");
+        assert!(
+            !waiting.hand(a, Answer::Reply(vec![2])),
+            "nobody from `a` waits any more"
+        );
         assert!(other_rx.try_recv().is_err(), "`b`'s call still waits");
         assert_eq!(waiting.count, 1);
 
@@ -1316,8 +1413,19 @@ mod tests {
             .await;
             written.extend([syn_ack, ack, syn]);
         }
-        for bytes in &written {
-            assert_eq!(gossip_check::check(bytes), Ok(()), "{bytes:?}");
+        // Each passes, with the nodes its digest lists: the largest SYN's members, the node
+        // itself in its SYN-ACK and in the SYN built from that, none in an ACK or BadCluster.
+        let me = node
+            .with_chitchat(|chitchat| chitchat.self_chitchat_id().clone())
+            .await
+            .unwrap();
+        for (i, bytes) in written.iter().enumerate() {
+            let listed = gossip_check::check(bytes).unwrap_or_else(|e| panic!("{e}: {bytes:?}"));
+            match (i, bytes[3]) {
+                (1 | 2, _) => assert_eq!(listed.len(), usize::from(most_v0_members())),
+                (_, 0 | 1) => assert_eq!(listed, std::slice::from_ref(&me)),
+                _ => assert_eq!(listed, []),
+            }
         }
         node.shutdown().await;
     }
@@ -1400,6 +1508,97 @@ mod tests {
             );
         }
         second.shutdown().await;
+        node.shutdown().await;
+    }
+
+    /// SYNs of `per_syn` made-up nodes each (random 8-character ids, generations and
+    /// addresses, which barely compress), `syns` of them, every id different.
+    fn made_up_syns(syns: usize, per_syn: usize) -> Vec<Vec<u8>> {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        (0..syns)
+            .map(|_| {
+                let nodes: Vec<(String, u64, SocketAddr)> = (0..per_syn)
+                    .map(|_| {
+                        let [a, b, c, d, e, f, ..] = next().to_le_bytes();
+                        let port = u16::from_le_bytes([e, f]);
+                        let id = format!("{:08x}", next() as u32);
+                        (id, next(), SocketAddr::from(([a, b, c, d], port)))
+                    })
+                    .collect();
+                let entries: Vec<_> = nodes
+                    .iter()
+                    .map(|(node_id, generation, addr)| wire::DigestEntry {
+                        node_id,
+                        generation: *generation,
+                        addr: *addr,
+                        heartbeat: 1,
+                        max_version: 0,
+                    })
+                    .collect();
+                wire::syn_v0("c", &entries)
+            })
+            .collect()
+    }
+
+    /// chitchat records every node a SYN's digest lists, and its own digest must fit a
+    /// datagram: before the table had a bound, a few SYNs of made-up nodes grew it past one,
+    /// and an `assert!` ended the node's gossip task at the next SYN it answered. Now a SYN
+    /// listing more new nodes than the table has room for is refused, the node goes on
+    /// answering the nodes it knows, and its digest still fits.
+    #[tokio::test]
+    async fn a_flood_of_made_up_nodes_is_refused_and_the_node_goes_on_gossiping() {
+        let (node, client, victim) = node_and_victim().await;
+        let (mut encoder, mut decoder) = codec().await;
+        let packet = |payload| GossipPacket {
+            node_id: 9,
+            from: victim.local_addr().unwrap().to_string(),
+            payload,
+        };
+        let flood = made_up_syns(6, 1_300);
+        assert!(flood.iter().all(|syn| syn.len() <= MAX_PAYLOAD));
+        let mut answers = Vec::new();
+        for syn in &flood {
+            let answer = client.send(&packet(syn.clone())).await;
+            answers.push(answer.map(|ack| ack.reply.as_slice().to_vec()));
+        }
+        // The first fits (1,300 entries of 49 bytes), the rest do not.
+        let first = answers[0].as_ref().expect("the first SYN is answered");
+        assert_syn_ack(&decoder.decode(first).await.unwrap(), "the first SYN");
+        for (i, answer) in answers.iter().enumerate().skip(1) {
+            let Err(refused) = answer else {
+                panic!("SYN {i} was not refused: answered {answer:?}");
+            };
+            assert_eq!(
+                refused.code(),
+                datacake_rpc::ErrorCode::ResourceExhausted,
+                "SYN {i}: {refused}"
+            );
+        }
+        // The node still answers SYNs: one listing nothing, and the first again (its nodes
+        // are in the table now, so they cost nothing).
+        for (what, syn) in [
+            (
+                "an empty SYN",
+                empty_syn(&mut encoder, ProtocolVersion::V1).await,
+            ),
+            ("the first SYN again", flood[0].clone()),
+        ] {
+            let reply = client.send(&packet(syn)).await.expect(what);
+            let reply = decoder.decode(reply.reply.as_slice()).await.unwrap();
+            assert_syn_ack(&reply, what);
+        }
+        // And the SYN-ACK it sends carries its whole digest in one datagram.
+        let recorded = node
+            .with_chitchat(|chitchat| chitchat.node_states().len())
+            .await
+            .unwrap();
+        assert_eq!(recorded, 1 + 1_300);
         node.shutdown().await;
     }
 }
