@@ -80,7 +80,8 @@ impl SuiteName {
                  12 in flight also raw-tcp-1-conn, every call pipelined on one connection, \
                  its ratio datacake-rpc / it), datacake-rpc over mutual TLS against itself in plaintext, and tonic (gRPC, one \
                  channel; its ratio is tonic / datacake-rpc). Client and server each run on \
-                 their own single-threaded runtime. Sequential latency, then closed-loop \
+                 their own single-threaded runtime. Sequential latency (and what each system \
+                 adds to raw TCP's p50, tonic's ratio over datacake-rpc's), then closed-loop \
                  throughput per number of calls in flight, each in rounds (8; 4 with --smoke) \
                  that rotate which system goes first; a ratio is the median of the rounds' \
                  ratios. Last, a new channel's first call (TCP, TLS and HTTP/2 handshakes)."
