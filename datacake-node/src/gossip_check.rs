@@ -86,9 +86,19 @@ pub(crate) enum Refusal {
     },
 }
 
-/// `Ok` if chitchat may be handed `bytes`, an encoded `ChitchatEnvelope`, with the nodes its
-/// digest lists (none for an ACK or `BadCluster`): see [`DigestBound`] for what they may add.
-pub(crate) fn check(bytes: &[u8]) -> Result<Vec<ChitchatId>, Refusal> {
+/// What [`check`] learnt of a message chitchat may be handed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Checked {
+    /// The nodes its digest lists (none for an ACK or `BadCluster`): see [`DigestBound`] for
+    /// what they may add.
+    pub(crate) listed: Vec<ChitchatId>,
+    /// Its bytes, plus what its compressed streams decompress to: about the size chitchat
+    /// decodes it to (its decoded structs take a few times that).
+    pub(crate) decoded_len: usize,
+}
+
+/// `Ok` if chitchat may be handed `bytes`, an encoded `ChitchatEnvelope`.
+pub(crate) fn check(bytes: &[u8]) -> Result<Checked, Refusal> {
     let mut r = Reader(bytes);
     if r.u16("magic number")? != MAGIC_NUMBER {
         return Err(Refusal::Malformed("magic number"));
@@ -124,7 +134,10 @@ pub(crate) fn check(bytes: &[u8]) -> Result<Vec<ChitchatId>, Refusal> {
         nodes.push(entries.chitchat_id()?);
         entries.take(NODE_DIGEST_LEN, "node digest")?;
     }
-    Ok(nodes)
+    Ok(Checked {
+        listed: nodes,
+        decoded_len: bytes.len() + streams.total,
+    })
 }
 
 /// A digest's entries, uncompressed: V0 lists them after their count, V1 is a block stream
@@ -565,10 +578,18 @@ mod tests {
             node("3"),
         ]);
         for compress in [false, true] {
-            assert_eq!(check(&ack(&stream(&[&good], compress))), Ok(vec![]));
+            let message = ack(&stream(&[&good], compress));
+            let checked = check(&message);
+            // What it decodes from: its bytes and its delta's, decompressed.
+            let decoded_len = message.len() + good.len();
+            let expected = Checked {
+                listed: vec![],
+                decoded_len,
+            };
+            assert_eq!(checked, Ok(expected));
         }
         assert_eq!(
-            check(&ack(&stream(&[], false))),
+            listed(&ack(&stream(&[], false))),
             Ok(vec![]),
             "an empty delta"
         );
@@ -598,6 +619,11 @@ mod tests {
         assert_eq!(check(&syn_ack), Err(Refusal::TooLarge));
     }
 
+    /// The nodes `bytes` lists, if it passes.
+    fn listed(bytes: &[u8]) -> Result<Vec<ChitchatId>, Refusal> {
+        check(bytes).map(|checked| checked.listed)
+    }
+
     fn id(node_id: &str, last: u8) -> ChitchatId {
         ChitchatId {
             node_id: node_id.into(),
@@ -608,8 +634,8 @@ mod tests {
 
     #[test]
     fn the_nodes_a_digest_lists_are_read_in_either_version() {
-        let listed = [id("7", 1), id("node-eight", 2), id("niné", 3)];
-        let entries: Vec<_> = listed
+        let nodes = [id("7", 1), id("node-eight", 2), id("niné", 3)];
+        let entries: Vec<_> = nodes
             .iter()
             .map(|id| wire::DigestEntry {
                 node_id: &id.node_id,
@@ -619,9 +645,9 @@ mod tests {
                 max_version: 9,
             })
             .collect();
-        assert_eq!(check(&wire::syn_v0("c", &entries)), Ok(listed.to_vec()));
-        assert_eq!(check(&wire::syn_v1("c", &entries)), Ok(listed.to_vec()));
-        assert_eq!(check(&wire::syn_v1("c", &[])), Ok(vec![]));
+        assert_eq!(listed(&wire::syn_v0("c", &entries)), Ok(nodes.to_vec()));
+        assert_eq!(listed(&wire::syn_v1("c", &entries)), Ok(nodes.to_vec()));
+        assert_eq!(listed(&wire::syn_v1("c", &[])), Ok(vec![]));
         // An entry cut short, and a node id that is not UTF-8 (chitchat refuses both).
         let mut short = wire::syn_v0("c", &entries[..1]);
         short.truncate(short.len() - 2 - 1 - 1); // the cluster id, then a byte of the entry
@@ -686,6 +712,6 @@ mod tests {
         // Bytes after the message are ignored, as chitchat does.
         let mut trailing = good;
         trailing.extend(b"trailing");
-        assert_eq!(check(&trailing), Ok(vec![]));
+        assert_eq!(listed(&trailing), Ok(vec![]));
     }
 }

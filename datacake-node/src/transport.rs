@@ -7,7 +7,8 @@
 //!   delta's shape and decompressed size, which chitchat trusts) and turns them into
 //!   envelopes that wait in a second bounded queue until [`Socket::recv`] hands them to
 //!   chitchat. At most [`PER_SENDER`] packets of one sender are held across both queues
-//!   ([`FairInbox`]), so one peer's flood cannot crowd out the others' heartbeats. As
+//!   ([`FairInbox`]), so one peer's flood cannot crowd out the others' heartbeats, and
+//!   decoded messages wait within a byte bound ([`MAX_DECODED_BYTES`]). As
 //!   chitchat takes a SYN or SYN-ACK, its digest is checked against chitchat's table
 //!   ([`gossip_check::DigestBound`]): one that lists more new nodes than the table has room
 //!   for is dropped (a call carrying it is refused with `ResourceExhausted`).
@@ -57,7 +58,7 @@ use tracing::{debug, warn};
 use crate::auth::PeerAuth;
 use crate::gossip_check::{self, DigestBound};
 use crate::membership::{MembershipView, NodeId};
-use crate::metrics::GOSSIP_REFUSED;
+use crate::metrics::gossip_refused;
 use crate::network::RpcNetwork;
 
 /// How many received gossip messages may wait to be decoded before new ones are dropped; as
@@ -67,6 +68,13 @@ const INBOX_CAPACITY: usize = 1024;
 /// plaintext) may wait in both queues together, until the gossip loop takes them. A member
 /// sends a few per gossip round.
 const PER_SENDER: usize = 64;
+/// Most bytes of gossip the decoded messages waiting for chitchat may stand for, all senders
+/// together: each counts its bytes plus what its compressed streams decompress to
+/// ([`gossip_check::Checked::decoded_len`]). A message decompresses to as much as 1 MiB, and
+/// chitchat's decoded form of a delta of many small key/values takes several times its
+/// bytes, so the queue's 1,024 places alone bounded it at gigabytes. Real gossip is a few KB
+/// to a few hundred KB per message and leaves the queue as fast as it arrives.
+const MAX_DECODED_BYTES: usize = 8 << 20;
 /// How long one loopback encode/decode step may take before the relay is rebuilt.
 const CODEC_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest datagram the loopback codec carries (chitchat's own limit is 65,507 bytes).
@@ -97,6 +105,40 @@ struct Decoded {
     call_waits: bool,
     /// The sender's place in the [`FairInbox`], given back when chitchat takes the packet.
     _place: Option<InboxPlace>,
+    /// Its share of [`MAX_DECODED_BYTES`], given back likewise.
+    _share: BudgetShare,
+}
+
+/// The bytes of gossip the decoded queue stands for (see [`MAX_DECODED_BYTES`]).
+#[derive(Default)]
+struct DecodedBudget(Arc<AtomicUsize>);
+
+impl DecodedBudget {
+    /// A share of `bytes`, if that many are left.
+    fn take(&self, bytes: usize) -> Option<BudgetShare> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes)
+                    .filter(|total| *total <= MAX_DECODED_BYTES)
+            })
+            .ok()?;
+        Some(BudgetShare {
+            budget: self.0.clone(),
+            bytes,
+        })
+    }
+}
+
+/// A decoded message's share of the [`DecodedBudget`], given back when dropped.
+struct BudgetShare {
+    budget: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for BudgetShare {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// The gossip service's end of the inbox: at most [`PER_SENDER`] packets of one sender wait
@@ -251,6 +293,7 @@ impl Handler<GossipPacket> for GossipService {
         let no_reply = GossipAck { reply: Vec::new() };
         if !self.inbox.push(node_id, packet) {
             debug!(peer=%from, node_id, "gossip inbox full (for this sender) or closed: message dropped");
+            gossip_refused("queue_full");
             return Ok(no_reply);
         }
         match timeout(self.answer_timeout, answer_rx).await {
@@ -627,7 +670,7 @@ impl Socket for RpcSocket {
                 Err(refusal) => {
                     let from = decoded.outcome.from_addr;
                     warn!(peer=%from, %refusal, "gossip dropped: the gossip table is full");
-                    metrics::counter!(GOSSIP_REFUSED, "reason" => "table_full").increment(1);
+                    gossip_refused("table_full");
                     if decoded.call_waits {
                         self.shared.waiting.lock().hand(from, Answer::TableFull);
                     }
@@ -646,6 +689,7 @@ async fn decode_loop(
     mut decoder: Decoder,
     shared: Arc<GossipShared>,
 ) {
+    let budget = DecodedBudget::default();
     while let Some(Inbound {
         from,
         bytes,
@@ -659,31 +703,43 @@ async fn decode_loop(
                 let _ = answer.send(Answer::Refused(reason));
             }
         };
-        let listed = match gossip_check::check(&bytes) {
-            Ok(listed) => listed,
+        let checked = match gossip_check::check(&bytes) {
+            Ok(checked) => checked,
             Err(refusal) => {
                 warn!(peer=%from, len=bytes.len(), %refusal, "invalid gossip payload dropped");
-                metrics::counter!(GOSSIP_REFUSED, "reason" => "invalid").increment(1);
+                gossip_refused("invalid");
                 refuse(answer, "invalid gossip payload");
                 continue;
             }
         };
         // A digest that would not fit even a table of its own does not queue.
+        let listed = checked.listed;
         let alone = shared
             .digest_bound
             .admits(std::iter::empty(), |_| false, &listed);
         if let Err(refusal) = alone {
             warn!(peer=%from, %refusal, "gossip dropped: the gossip table is full");
-            metrics::counter!(GOSSIP_REFUSED, "reason" => "table_full").increment(1);
+            gossip_refused("table_full");
             if let Some(answer) = answer {
                 let _ = answer.send(Answer::TableFull);
             }
             continue;
         }
+        // Taken before decoding (which builds chitchat's structs), given back when chitchat
+        // takes the message.
+        let Some(share) = budget.take(checked.decoded_len) else {
+            debug!(peer=%from, len=checked.decoded_len, "decoded gossip waiting at its byte bound: dropped");
+            gossip_refused("queue_full");
+            if let Some(answer) = answer {
+                let _ = answer.send(Answer::Nothing);
+            }
+            continue;
+        };
         let envelope = match decoder.decode(&bytes).await {
             Ok(Some(envelope)) => envelope,
             Ok(None) => {
                 warn!(peer=%from, len=bytes.len(), "invalid gossip payload dropped");
+                gossip_refused("invalid");
                 refuse(answer, "invalid gossip payload");
                 continue;
             }
@@ -715,6 +771,7 @@ async fn decode_loop(
                 let _ = answer.send(Answer::Nothing);
             }
             (_, answer @ Some(_)) => {
+                gossip_refused("invalid");
                 refuse(
                     answer,
                     "a SYN-ACK or BadCluster is taken only as the response to this node's SYN",
@@ -739,6 +796,7 @@ async fn decode_loop(
             listed,
             call_waits,
             _place: place,
+            _share: share,
         };
         if out.send(decoded).await.is_err() {
             return;
@@ -1091,6 +1149,93 @@ mod tests {
         assert!(push(7).is_none());
     }
 
+    /// An ACK whose delta carries `key_values` key/values of one node: 44 bytes each
+    /// decompressed, and well compressed (the keys count up, the values are alike).
+    fn large_ack(key_values: u64) -> Vec<u8> {
+        use crate::gossip_check::wire::Op;
+        let keys: Vec<String> = (0..key_values).map(|i| format!("{i:06}")).collect();
+        let mut ops = vec![Op::Node {
+            node_id: "9",
+            generation: 1,
+            addr: SocketAddr::from(([10, 0, 0, 9], 7000)),
+            from_version: 0,
+        }];
+        ops.extend(keys.iter().zip(1..).map(|(key, version)| Op::KeyValue {
+            key,
+            value: "xxxxxxxxxxxxxxxxxxxxxxxx",
+            version,
+        }));
+        let ops = wire::ops(&ops);
+        // chitchat decompresses a block to at most 64 KiB.
+        let blocks: Vec<&[u8]> = ops.chunks(60_000).collect();
+        wire::ack(&wire::stream(&blocks, true))
+    }
+
+    /// Decoded messages wait within [`MAX_DECODED_BYTES`] of gossip: before, only the queue's
+    /// 1,024 places bounded them, and each may decompress to a megabyte (and decode to several
+    /// times that). Here chitchat takes nothing while 48 senders send one large ACK each.
+    #[tokio::test]
+    async fn a_flood_of_large_gossip_waits_within_the_byte_bound() {
+        let ack = large_ack(12_000);
+        assert!(ack.len() <= MAX_PAYLOAD, "{} bytes", ack.len());
+        let decoded_len = gossip_check::check(&ack).unwrap().decoded_len;
+        assert!(decoded_len > 500_000, "{decoded_len} bytes decompressed");
+        let (tx, rx) = RpcTransport::inbox();
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let shared = GossipShared::new(
+            1,
+            addr,
+            "c",
+            RpcNetwork::new(),
+            Duration::from_secs(1),
+            tx.clone(),
+        );
+        let transport = RpcTransport::new(Arc::new(shared), rx);
+        let mut socket = transport.open(addr).await.unwrap();
+        let inbox = FairInbox::new(tx);
+        let mut answers = Vec::new();
+        for sender in 0..48 {
+            let (answer, answered) = oneshot::channel();
+            let packet = Inbound {
+                bytes: ack.clone(),
+                answer: Some(answer),
+                ..packet()
+            };
+            assert!(inbox.push(sender, packet), "sender {sender}");
+            answers.push(answered);
+        }
+        // Every call is answered once its packet was decoded and queued, or dropped.
+        for answered in answers {
+            let answer = timeout(Duration::from_secs(30), answered).await;
+            assert!(matches!(answer, Ok(Ok(Answer::Nothing))), "{answer:?}");
+        }
+        let mut queued = 0;
+        while timeout(Duration::from_millis(200), socket.recv())
+            .await
+            .is_ok()
+        {
+            queued += 1;
+        }
+        let fit = MAX_DECODED_BYTES / decoded_len;
+        assert!(
+            (1..=fit).contains(&queued),
+            "{queued} large ACKs waited for chitchat (at most {fit} fit the byte bound)"
+        );
+        // Taken by chitchat, they gave their bytes back: the next one queues.
+        let (answer, answered) = oneshot::channel();
+        let packet = Inbound {
+            bytes: ack.clone(),
+            answer: Some(answer),
+            ..packet()
+        };
+        assert!(inbox.push(99, packet));
+        assert!(matches!(answered.await, Ok(Answer::Nothing)));
+        timeout(Duration::from_secs(5), socket.recv())
+            .await
+            .expect("queued after the others were taken")
+            .unwrap();
+    }
+
     /// A gossip message is one datagram; a call carrying more is refused as too large (the
     /// server has read the body already: datacake-rpc has no per-handler limit).
     #[tokio::test]
@@ -1420,7 +1565,8 @@ mod tests {
             .await
             .unwrap();
         for (i, bytes) in written.iter().enumerate() {
-            let listed = gossip_check::check(bytes).unwrap_or_else(|e| panic!("{e}: {bytes:?}"));
+            let checked = gossip_check::check(bytes).unwrap_or_else(|e| panic!("{e}: {bytes:?}"));
+            let listed = checked.listed;
             match (i, bytes[3]) {
                 (1 | 2, _) => assert_eq!(listed.len(), usize::from(most_v0_members())),
                 (_, 0 | 1) => assert_eq!(listed, std::slice::from_ref(&me)),
