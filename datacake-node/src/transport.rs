@@ -1058,6 +1058,24 @@ mod tests {
         }
     }
 
+    /// A transport's socket (chitchat's end, which only the test reads) and the inbox a
+    /// gossip service would push into.
+    async fn unread_transport() -> (Box<dyn Socket>, FairInbox) {
+        let (tx, rx) = RpcTransport::inbox();
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let shared = GossipShared::new(
+            1,
+            addr,
+            "c",
+            RpcNetwork::new(),
+            Duration::from_secs(1),
+            tx.clone(),
+        );
+        let transport = RpcTransport::new(Arc::new(shared), rx);
+        let socket = transport.open(addr).await.unwrap();
+        (socket, FairInbox::new(tx))
+    }
+
     #[test]
     fn one_sender_cannot_fill_the_inbox() {
         let (tx, mut rx) = RpcTransport::inbox();
@@ -1091,20 +1109,8 @@ mod tests {
             },
         )
         .await;
-        let (tx, rx) = RpcTransport::inbox();
-        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
-        let shared = GossipShared::new(
-            1,
-            addr,
-            "c",
-            RpcNetwork::new(),
-            Duration::from_secs(1),
-            tx.clone(),
-        );
-        let transport = RpcTransport::new(Arc::new(shared), rx);
         // chitchat's socket, which nobody reads until the end.
-        let mut socket = transport.open(addr).await.unwrap();
-        let inbox = FairInbox::new(tx);
+        let (mut socket, inbox) = unread_transport().await;
         // An ACK a peer's call carried; the decode loop answers it once decoded.
         let push = |sender| {
             let (answer, decoded) = oneshot::channel();
@@ -1180,19 +1186,7 @@ mod tests {
         assert!(ack.len() <= MAX_PAYLOAD, "{} bytes", ack.len());
         let decoded_len = gossip_check::check(&ack).unwrap().decoded_len;
         assert!(decoded_len > 500_000, "{decoded_len} bytes decompressed");
-        let (tx, rx) = RpcTransport::inbox();
-        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
-        let shared = GossipShared::new(
-            1,
-            addr,
-            "c",
-            RpcNetwork::new(),
-            Duration::from_secs(1),
-            tx.clone(),
-        );
-        let transport = RpcTransport::new(Arc::new(shared), rx);
-        let mut socket = transport.open(addr).await.unwrap();
-        let inbox = FairInbox::new(tx);
+        let (mut socket, inbox) = unread_transport().await;
         let mut answers = Vec::new();
         for sender in 0..48 {
             let (answer, answered) = oneshot::channel();
