@@ -24,9 +24,10 @@
 //!   must fit one datagram: once it leaves less than 100 bytes of one for a delta, an
 //!   `assert!` in chitchat's gossip task ends it for good at the next SYN it answers. Before,
 //!   a SYN or two listing some thousands of made-up ids did that. [`DigestBound`] caps what
-//!   the table may grow to: a digest whose new entries would take the node's own digest past
-//!   a datagram (counted uncompressed, so whatever compression achieves) is refused; the
-//!   transport checks it against chitchat's table as chitchat takes each message.
+//!   the table may grow to: when a digest's new entries would take the node's own digest
+//!   past a datagram (counted uncompressed, so whatever compression achieves), the transport
+//!   takes them out of it ([`restrict_digest`]) before chitchat sees the message, and checks
+//!   the bound again on chitchat's table as chitchat takes it.
 //!
 //! The walk follows chitchat 0.13's wire format (`message_serialize.rs`, `digest.rs`,
 //! `serialize.rs`, `delta.rs`) and is never stricter than chitchat's decoder: bytes it cannot
@@ -153,6 +154,59 @@ fn digest(r: &mut Reader<'_>, compressed: bool, streams: &mut Streams) -> Result
         r.take(NODE_DIGEST_LEN, "node digest")?;
     }
     Ok(start[..start.len() - r.0.len()].to_vec())
+}
+
+/// `bytes`, a SYN or SYN-ACK that [`check`] passed, with its digest restricted to the
+/// entries of the nodes `keep` takes; everything else as it was (an ACK or `BadCluster`
+/// unchanged). A V1 digest is compressed again in blocks of at most 16 KiB, as chitchat
+/// writes it (stored as they are where compression does not shrink them), so the message
+/// does not grow past what chitchat sent, give or take a few bytes per block.
+pub(crate) fn restrict_digest(
+    bytes: &[u8],
+    keep: impl Fn(&ChitchatId) -> bool,
+) -> Result<Vec<u8>, Refusal> {
+    let mut r = Reader(bytes);
+    r.take(HEADER_LEN, "header")?;
+    let compressed = bytes[2] == 1;
+    if !matches!(bytes[3], 0 | 1) {
+        return Ok(bytes.to_vec());
+    }
+    let entries = digest(&mut r, compressed, &mut Streams::default())?;
+    let mut kept = Vec::with_capacity(entries.len());
+    let mut count = 0u16;
+    let mut rest = Reader(&entries);
+    while !rest.0.is_empty() {
+        let before = rest.0;
+        let id = rest.chitchat_id()?;
+        rest.take(NODE_DIGEST_LEN, "node digest")?;
+        if keep(&id) {
+            kept.extend_from_slice(&before[..before.len() - rest.0.len()]);
+            count += 1;
+        }
+    }
+    let mut out = bytes[..HEADER_LEN].to_vec();
+    if compressed {
+        for block in kept.chunks(DIGEST_BLOCK) {
+            match zstd::bulk::compress(block, 0) {
+                Ok(packed) if packed.len() < block.len() => {
+                    out.push(1);
+                    out.extend((packed.len() as u16).to_le_bytes());
+                    out.extend(packed);
+                }
+                _ => {
+                    out.push(2);
+                    out.extend((block.len() as u16).to_le_bytes());
+                    out.extend(block);
+                }
+            }
+        }
+        out.push(0);
+    } else {
+        out.extend(count.to_le_bytes());
+        out.extend(&kept);
+    }
+    out.extend_from_slice(r.0);
+    Ok(out)
 }
 
 /// How large a node's gossip table may grow: the uncompressed size of its digest, so that
@@ -658,6 +712,46 @@ mod tests {
         latin1.remove(at + 1);
         latin1[6] -= 1; // the node id's length
         assert_eq!(check(&latin1), Err(Refusal::Malformed("node id")));
+    }
+
+    #[test]
+    fn a_digest_restricted_keeps_the_nodes_asked_for_and_the_rest_of_the_message() {
+        let nodes: Vec<ChitchatId> = (0..600u32)
+            .map(|i| id(&format!("node-{i}"), i as u8))
+            .collect();
+        let entries: Vec<_> = nodes
+            .iter()
+            .map(|id| wire::DigestEntry {
+                node_id: &id.node_id,
+                generation: id.generation_id,
+                addr: id.gossip_advertise_addr,
+                heartbeat: 7,
+                max_version: 3,
+            })
+            .collect();
+        let keep = |id: &ChitchatId| id.node_id.ends_with('7');
+        let kept: Vec<ChitchatId> = nodes.iter().filter(|id| keep(id)).cloned().collect();
+        for syn in [wire::syn_v0("c", &entries), wire::syn_v1("c", &entries)] {
+            let restricted = restrict_digest(&syn, keep).unwrap();
+            assert_eq!(listed(&restricted), Ok(kept.clone()));
+            assert_eq!(&restricted[..4], &syn[..4], "the header");
+            assert!(restricted.ends_with(&[1, 0, b'c']), "the cluster id");
+            assert!(restricted.len() < syn.len());
+            // Keeping every node keeps every entry.
+            let all = restrict_digest(&syn, |_| true).unwrap();
+            assert_eq!(listed(&all), Ok(nodes.clone()));
+        }
+        // A SYN-ACK keeps its delta as it was; an ACK is left alone.
+        let delta = stream(&[&ops(&[node("1"), kv("a", 1)])], true);
+        let mut syn_ack = wire::syn_v1("c", &entries);
+        syn_ack.truncate(syn_ack.len() - 3); // the cluster id
+        syn_ack[3] = 1;
+        syn_ack.extend(&delta);
+        let restricted = restrict_digest(&syn_ack, keep).unwrap();
+        assert_eq!(listed(&restricted), Ok(kept));
+        assert!(restricted.ends_with(&delta));
+        let ack = ack(&delta);
+        assert_eq!(restrict_digest(&ack, |_| false), Ok(ack));
     }
 
     /// With 10-byte node ids and IPv4 addresses an entry takes 51 bytes, and a node of

@@ -14,8 +14,9 @@ pub(crate) const MEMBERSHIP_CHANGES: &str = "datacake_node_membership_changes_to
 
 /// Gossip messages refused or dropped before chitchat took them, by `reason` (`invalid`: not
 /// a message chitchat may be handed, see `gossip_check`; `table_full`: its digest lists more
-/// new nodes than the gossip table has room for; `queue_full`: the sender's share of the
-/// queues, the queues or their byte bound were full).
+/// new nodes than the gossip table has room for, and they were left out of it (or, rarely,
+/// the message dropped); `queue_full`: the sender's share of the queues, the queues or their
+/// byte bound were full).
 pub(crate) const GOSSIP_REFUSED: &str = "datacake_node_gossip_refused_total";
 
 /// Counts a gossip message refused or dropped for `reason` (one of [`GOSSIP_REFUSED`]'s).
