@@ -678,6 +678,20 @@ mod tests {
         check(bytes).map(|checked| checked.listed)
     }
 
+    /// `nodes`' digest entries (heartbeat 40, max version 9).
+    fn digest_entries(nodes: &[ChitchatId]) -> Vec<wire::DigestEntry<'_>> {
+        nodes
+            .iter()
+            .map(|id| wire::DigestEntry {
+                node_id: &id.node_id,
+                generation: id.generation_id,
+                addr: id.gossip_advertise_addr,
+                heartbeat: 40,
+                max_version: 9,
+            })
+            .collect()
+    }
+
     fn id(node_id: &str, last: u8) -> ChitchatId {
         ChitchatId {
             node_id: node_id.into(),
@@ -689,16 +703,7 @@ mod tests {
     #[test]
     fn the_nodes_a_digest_lists_are_read_in_either_version() {
         let nodes = [id("7", 1), id("node-eight", 2), id("niné", 3)];
-        let entries: Vec<_> = nodes
-            .iter()
-            .map(|id| wire::DigestEntry {
-                node_id: &id.node_id,
-                generation: id.generation_id,
-                addr: id.gossip_advertise_addr,
-                heartbeat: 40,
-                max_version: 9,
-            })
-            .collect();
+        let entries = digest_entries(&nodes);
         assert_eq!(listed(&wire::syn_v0("c", &entries)), Ok(nodes.to_vec()));
         assert_eq!(listed(&wire::syn_v1("c", &entries)), Ok(nodes.to_vec()));
         assert_eq!(listed(&wire::syn_v1("c", &[])), Ok(vec![]));
@@ -719,16 +724,7 @@ mod tests {
         let nodes: Vec<ChitchatId> = (0..600u32)
             .map(|i| id(&format!("node-{i}"), i as u8))
             .collect();
-        let entries: Vec<_> = nodes
-            .iter()
-            .map(|id| wire::DigestEntry {
-                node_id: &id.node_id,
-                generation: id.generation_id,
-                addr: id.gossip_advertise_addr,
-                heartbeat: 7,
-                max_version: 3,
-            })
-            .collect();
+        let entries = digest_entries(&nodes);
         let keep = |id: &ChitchatId| id.node_id.ends_with('7');
         let kept: Vec<ChitchatId> = nodes.iter().filter(|id| keep(id)).cloned().collect();
         for syn in [wire::syn_v0("c", &entries), wire::syn_v1("c", &entries)] {
