@@ -173,7 +173,7 @@ pub(crate) fn restrict_digest(
     }
     let entries = digest(&mut r, compressed, &mut Streams::default())?;
     let mut kept = Vec::with_capacity(entries.len());
-    let mut count = 0u16;
+    let mut count = 0usize;
     let mut rest = Reader(&entries);
     while !rest.0.is_empty() {
         let before = rest.0;
@@ -202,6 +202,8 @@ pub(crate) fn restrict_digest(
         }
         out.push(0);
     } else {
+        // (At most the count the message had.)
+        let count = u16::try_from(count).map_err(|_| Refusal::Malformed("digest length"))?;
         out.extend(count.to_le_bytes());
         out.extend(&kept);
     }
