@@ -33,6 +33,8 @@
 //! `serialize.rs`, `delta.rs`) and is never stricter than chitchat's decoder: bytes it cannot
 //! walk are bytes chitchat refuses too. Like chitchat, it ignores bytes after the message.
 
+use std::collections::HashSet;
+
 use chitchat::ChitchatId;
 
 /// Most bytes the digest and delta streams of one gossip message may decompress to, all
@@ -257,6 +259,25 @@ impl DigestBound {
             return Err(Refusal::TableFull { new });
         }
         Ok(())
+    }
+
+    /// The new nodes of `listed` (those `contains` says the table does not hold) that a
+    /// table holding `known` has room for, taken in the order listed while they fit.
+    pub(crate) fn fitting<'a>(
+        &self,
+        known: impl Iterator<Item = &'a ChitchatId>,
+        contains: impl Fn(&ChitchatId) -> bool,
+        listed: &[ChitchatId],
+    ) -> HashSet<ChitchatId> {
+        let mut entries = known.map(entry_len).sum::<usize>();
+        let mut fitting = HashSet::new();
+        for id in listed.iter().filter(|id| !contains(id)) {
+            let with = entries + entry_len(id);
+            if encoded_digest_bound(with) <= self.limit && fitting.insert(id.clone()) {
+                entries = with;
+            }
+        }
+        fitting
     }
 }
 
@@ -774,6 +795,14 @@ mod tests {
         assert_eq!(admits(&table, &table[..700]), Ok(()));
         let mixed = [table[3].clone(), id("newcomer-2", 2), id("newcomer-3", 3)];
         assert_eq!(admits(&table, &mixed), Err(Refusal::TableFull { new: 2 }));
+        // Room for one more: the first new node listed takes it, known ones are not counted.
+        let fitting = |table: &[ChitchatId], listed: &[ChitchatId]| {
+            bound.fitting(table.iter(), |id| table.contains(id), listed)
+        };
+        let one = fitting(&table[..1_281], &mixed);
+        assert_eq!(one, HashSet::from([mixed[1].clone()]));
+        assert!(fitting(&table, &mixed).is_empty());
+        assert_eq!(fitting(&table[..1_279], &mixed).len(), 2);
         // A digest too large for any table of its own.
         let alone = |listed: &[ChitchatId]| bound.admits(std::iter::empty(), |_| false, listed);
         assert_eq!(alone(&table), Ok(()));
