@@ -134,8 +134,7 @@ pub(crate) fn check(bytes: &[u8]) -> Result<Checked, Refusal> {
     let mut entries = Reader(&digest);
     let mut nodes = Vec::new();
     while !entries.0.is_empty() {
-        nodes.push(entries.chitchat_id()?);
-        entries.take(NODE_DIGEST_LEN, "node digest")?;
+        nodes.push(entries.digest_entry()?.0);
     }
     Ok(Checked {
         listed: nodes,
@@ -152,8 +151,7 @@ fn digest(r: &mut Reader<'_>, compressed: bool, streams: &mut Streams) -> Result
     let count = r.u16("digest length")?;
     let start = r.0;
     for _ in 0..count {
-        r.chitchat_id()?;
-        r.take(NODE_DIGEST_LEN, "node digest")?;
+        r.digest_entry()?;
     }
     Ok(start[..start.len() - r.0.len()].to_vec())
 }
@@ -178,11 +176,9 @@ pub(crate) fn restrict_digest(
     let mut count = 0usize;
     let mut rest = Reader(&entries);
     while !rest.0.is_empty() {
-        let before = rest.0;
-        let id = rest.chitchat_id()?;
-        rest.take(NODE_DIGEST_LEN, "node digest")?;
+        let (id, entry) = rest.digest_entry()?;
         if keep(&id) {
-            kept.extend_from_slice(&before[..before.len() - rest.0.len()]);
+            kept.extend_from_slice(entry);
             count += 1;
         }
     }
@@ -405,6 +401,15 @@ impl<'a> Reader<'a> {
     fn u64(&mut self, what: &'static str) -> Result<u64, Refusal> {
         let bytes = self.take(8, what)?;
         Ok(u64::from_le_bytes(bytes.try_into().expect("eight bytes")))
+    }
+
+    /// A digest's entry: its node's id, and the entry's bytes (the id, then heartbeat, last
+    /// GC version and max version).
+    fn digest_entry(&mut self) -> Result<(ChitchatId, &'a [u8]), Refusal> {
+        let start = self.0;
+        let id = self.chitchat_id()?;
+        self.take(NODE_DIGEST_LEN, "node digest")?;
+        Ok((id, &start[..start.len() - self.0.len()]))
     }
 
     /// A `ChitchatId`: node id (UTF-8, as chitchat requires), generation, then the gossip

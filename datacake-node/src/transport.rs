@@ -401,6 +401,14 @@ impl GossipShared {
         self.table.send_replace(Some(table));
     }
 
+    /// chitchat's state, once [`know_table`](Self::know_table) gave it.
+    async fn table(&self) -> anyhow::Result<Arc<tokio::sync::Mutex<Chitchat>>> {
+        let mut table = self.table.subscribe();
+        let known = table.wait_for(Option::is_some).await;
+        let known = known.context("the gossip transport stopped")?;
+        Ok(known.clone().expect("waited for"))
+    }
+
     /// `bytes` (a message `gossip_check` passed, whose digest lists `listed`) as chitchat may
     /// take it: if its digest lists more new nodes than chitchat's table has room for, those
     /// past the room leave it (the node goes on gossiping with the sender, and learns of them
@@ -413,16 +421,10 @@ impl GossipShared {
         if listed.is_empty() {
             return Ok((bytes, listed));
         }
-        let Ok(table) = self
-            .table
-            .subscribe()
-            .wait_for(Option::is_some)
-            .await
-            .map(|t| t.clone())
-        else {
+        let Ok(table) = self.table().await else {
             return Ok((bytes, listed));
         };
-        let table = table.expect("waited for").lock_owned().await;
+        let table = table.lock_owned().await;
         let known = DigestNodes::of(&table);
         if known.admits(&self.digest_bound, &listed).is_ok() {
             return Ok((bytes, listed));
@@ -653,7 +655,6 @@ impl Transport for RpcTransport {
             encoder,
             received: out_rx,
             pending: None,
-            table: self.shared.table.subscribe(),
             decode_task,
         }))
     }
@@ -667,7 +668,6 @@ struct RpcSocket {
     /// A packet taken from `received` and not yet handed to chitchat (kept across a
     /// cancelled [`Socket::recv`]).
     pending: Option<Decoded>,
-    table: watch::Receiver<Option<Arc<tokio::sync::Mutex<Chitchat>>>>,
     decode_task: JoinHandle<()>,
 }
 
@@ -725,13 +725,7 @@ impl Socket for RpcSocket {
                 return Ok(decoded.outcome);
             }
             self.pending = Some(decoded);
-            let table = self
-                .table
-                .wait_for(Option::is_some)
-                .await
-                .context("the gossip transport stopped")?
-                .clone()
-                .expect("waited for");
+            let table = self.shared.table().await?;
             let table = table.lock().await;
             let decoded = self.pending.take().expect("taken above");
             let admitted =
