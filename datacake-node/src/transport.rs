@@ -1443,12 +1443,25 @@ mod tests {
         RpcClient<GossipService>,
         tokio::net::TcpListener,
     ) {
+        node_and_victim_gossiping_every(Duration::from_millis(100)).await
+    }
+
+    /// [`node_and_victim`] with the node gossiping every `interval` (a call carrying a SYN
+    /// waits up to ten intervals, at least a second, for chitchat's answer).
+    async fn node_and_victim_gossiping_every(
+        interval: Duration,
+    ) -> (
+        crate::DatacakeNode,
+        RpcClient<GossipService>,
+        tokio::net::TcpListener,
+    ) {
         let local = "127.0.0.1:0".parse().unwrap();
         let node = crate::DatacakeNodeBuilder::new(
             1,
             crate::ConnectionConfig::new(local, local, Vec::<String>::new()),
         )
         .with_cluster_id("c")
+        .with_gossip_interval(interval)
         .connect()
         .await
         .unwrap();
@@ -1761,7 +1774,13 @@ mod tests {
     #[tokio::test]
     async fn a_flood_of_made_up_nodes_is_kept_out_and_the_node_goes_on_gossiping() {
         const FULL: usize = 1 + 1_300 + 33;
-        let (node, client, victim) = node_and_victim().await;
+        // With the default 100 ms interval, a call waits 1 s for chitchat's answer, and one
+        // CI run (on a machine also building in release) saw the second flood's call return
+        // without one; 23 local runs under load did not (cause not found). Gossiping every
+        // second gives each call 10 s, and the node's own rounds, which once it holds the
+        // flood go to made-up addresses with a 65 KB digest each, run a tenth as often.
+        // (A lost answer would still fail the test: it would never come.)
+        let (node, client, victim) = node_and_victim_gossiping_every(Duration::from_secs(1)).await;
         let (mut encoder, mut decoder) = codec().await;
         let packet = |payload| GossipPacket {
             node_id: 9,
