@@ -1443,25 +1443,12 @@ mod tests {
         RpcClient<GossipService>,
         tokio::net::TcpListener,
     ) {
-        node_and_victim_gossiping_every(Duration::from_millis(100)).await
-    }
-
-    /// [`node_and_victim`] with the node gossiping every `interval` (a call carrying a SYN
-    /// waits up to ten intervals, at least a second, for chitchat's answer).
-    async fn node_and_victim_gossiping_every(
-        interval: Duration,
-    ) -> (
-        crate::DatacakeNode,
-        RpcClient<GossipService>,
-        tokio::net::TcpListener,
-    ) {
         let local = "127.0.0.1:0".parse().unwrap();
         let node = crate::DatacakeNodeBuilder::new(
             1,
             crate::ConnectionConfig::new(local, local, Vec::<String>::new()),
         )
         .with_cluster_id("c")
-        .with_gossip_interval(interval)
         .connect()
         .await
         .unwrap();
@@ -1751,7 +1738,12 @@ mod tests {
             .collect()
     }
 
-    /// A SYN of cluster "c" whose digest lists `nodes`.
+    /// A SYN of cluster "c" whose digest lists `nodes`, in protocol V1 as nodes gossip. (Not
+    /// V0: chitchat answers in the SYN's version but reserves room beside its digest for a
+    /// delta by the size of its own V1 digest (chitchat 0.13's `process_message`), so near
+    /// the bound its uncompressed V0 answer can come out larger than a datagram, which it
+    /// cannot send: read from chitchat's code, and the likely cause of this test's two CI
+    /// failures with V0 SYNs, at `6104816` and `5791fd8`; not reproduced here.)
     fn syn_listing(nodes: &[MadeUp]) -> Vec<u8> {
         let entries: Vec<_> = nodes
             .iter()
@@ -1763,7 +1755,7 @@ mod tests {
                 max_version: 0,
             })
             .collect();
-        wire::syn_v0("c", &entries)
+        wire::syn_v1("c", &entries)
     }
 
     /// chitchat records every node a SYN's digest lists, and its own digest must fit a
@@ -1774,13 +1766,7 @@ mod tests {
     #[tokio::test]
     async fn a_flood_of_made_up_nodes_is_kept_out_and_the_node_goes_on_gossiping() {
         const FULL: usize = 1 + 1_300 + 33;
-        // With the default 100 ms interval, a call waits 1 s for chitchat's answer, and one
-        // CI run (on a machine also building in release) saw the second flood's call return
-        // without one; 23 local runs under load did not (cause not found). Gossiping every
-        // second gives each call 10 s, and the node's own rounds, which once it holds the
-        // flood go to made-up addresses with a 65 KB digest each, run a tenth as often.
-        // (A lost answer would still fail the test: it would never come.)
-        let (node, client, victim) = node_and_victim_gossiping_every(Duration::from_secs(1)).await;
+        let (node, client, victim) = node_and_victim().await;
         let (mut encoder, mut decoder) = codec().await;
         let packet = |payload| GossipPacket {
             node_id: 9,
